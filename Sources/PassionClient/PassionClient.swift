@@ -1,0 +1,35 @@
+@_exported import PassionAPI
+@_exported import PassionRPC
+@_exported import PassionTLS
+@_exported import PassionWire
+
+/// Entry point for applications calling a passion server: one import gives the connection
+/// pool, the generated service clients and the message types.
+public enum PassionClient {
+    /// A pool of TLS connections to `host:port` that verifies the server certificate against
+    /// `trustRootsPath` (the system's roots when nil) and the host name.
+    ///
+    /// Connections open lazily on the first call. Give `certificatePath`/`privateKeyPath` to
+    /// authenticate with a client certificate (mTLS).
+    public static func connect(
+        host: String = "127.0.0.1", port: Int = 7443, trustRootsPath: String? = nil,
+        certificatePath: String? = nil, privateKeyPath: String? = nil, connections: Int = 1,
+        minimumTLSVersion: TLSConfiguration.MinimumVersion = .tls13
+    ) -> RPCClient {
+        let tls = TLSConfiguration.client(
+            serverHostname: host, trustRootsPath: trustRootsPath, certificateChainPath: certificatePath,
+            privateKeyPath: privateKeyPath, minimumVersion: minimumTLSVersion)
+        var configuration = RPCClientConfiguration(connection: ClientConnectionConfiguration(host: host, port: port, tls: tls))
+        configuration.connections = connections
+        return RPCClient(configuration: configuration)
+    }
+}
+
+extension RPCClientTransport {
+    /// `passion.v1.Diagnostics` over this transport.
+    public var diagnostics: Diagnostics.Client { Diagnostics.Client(transport: self) }
+    /// `passion.v1.Health` over this transport.
+    public var health: Health.Client { Health.Client(transport: self) }
+    /// `passion.v1.Introspection` over this transport.
+    public var introspection: Introspection.Client { Introspection.Client(transport: self) }
+}

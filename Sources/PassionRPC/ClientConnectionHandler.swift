@@ -1,0 +1,421 @@
+import NIOCore
+import PassionTLS
+import PassionWire
+import Synchronization
+
+/// The client end of one connection: sends the preface and HELLO, waits for the server's
+/// HELLO, then multiplexes calls. Confined to the channel's event loop.
+final class ClientConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case starting
+        case ready
+        /// The server sent GOAWAY: no new calls; open ones finish.
+        case draining
+        case closed
+    }
+
+    private let localSettings: ConnectionSettings
+    private var state: State = .starting
+    private var context: ChannelHandlerContext?
+    private var processor: NIOSingleStepByteToMessageProcessor<FrameDecoder>
+    private var settings: NegotiatedSettings?
+    private var writer: FrameWriter?
+    private let inflater = Inflater()
+    private var output = ByteBuffer()
+    private var flushScheduled = false
+    private var nextCallID: UInt32 = 1
+    private var calls: [UInt32: ClientCall] = [:]
+    private var waitingToStart: [(ClientCall, CallHead, ByteBuffer?, Bool, Bool)] = []
+    private var pausedCalls: Set<UInt32> = []
+    private var readPending = false
+    private var writabilityWaiters: [EventLoopPromise<Void>] = []
+    private var pings: [UInt64: EventLoopPromise<Duration>] = [:]
+    private var nextPingID: UInt64 = 1
+    let ready: EventLoopPromise<NegotiatedSettings>
+    /// Set once the connection can take no new calls (GOAWAY or closed); readable from any thread.
+    let flags = ConnectionFlags()
+    private var isDraining: Bool {
+        get { flags.isDraining }
+        set { flags.isDraining = newValue }
+    }
+    var tlsInfo: TLSHandshakeCompleted?
+
+    init(settings: ConnectionSettings, eventLoop: any EventLoop) {
+        self.localSettings = settings
+        self.processor = NIOSingleStepByteToMessageProcessor(FrameDecoder(maxPayloadSize: settings.maxFrameSize))
+        self.ready = eventLoop.makePromise(of: NegotiatedSettings.self)
+    }
+
+    var openCalls: Int { calls.count + waitingToStart.count }
+
+    // MARK: Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        output = context.channel.allocator.buffer(capacity: 4096)
+        if context.channel.isActive { sendPreface() }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        sendPreface()
+        context.fireChannelActive()
+    }
+
+    private var prefaceSent = false
+
+    private func sendPreface() {
+        guard !prefaceSent else { return }
+        prefaceSent = true
+        output.writeBytes(ConnectionPreface.bytes)
+        FrameWriter.writeHello(localSettings.hello, into: &output)
+        flushNow()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let error = closedError ?? RPCError(code: .unavailable, message: "connection closed")
+        shutDown(error)
+        context.fireChannelInactive()
+    }
+
+    private var closedError: RPCError?
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        let rpcError: RPCError
+        switch error {
+        case let tls as TLSError: rpcError = RPCError(code: .unavailable, message: tls.message)
+        case let wire as WireError: rpcError = RPCError(code: .internal, message: "protocol error from server: \(wire)")
+        default: rpcError = RPCError(code: .unavailable, message: "connection failed: \(error)")
+        }
+        if closedError == nil { closedError = rpcError }
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let handshake = event as? TLSHandshakeCompleted {
+            tlsInfo = handshake
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func shutDown(_ error: RPCError) {
+        if case .closed = state { return }
+        state = .closed
+        isDraining = true
+        ready.fail(error)
+        for (call, _, _, _, _) in waitingToStart { call.fail(error) }
+        waitingToStart = []
+        let open = calls
+        calls = [:]
+        for call in open.values { call.fail(error) }
+        for promise in pings.values { promise.fail(error) }
+        pings = [:]
+        let waiters = writabilityWaiters
+        writabilityWaiters = []
+        for waiter in waiters { waiter.fail(error) }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            let waiters = writabilityWaiters
+            writabilityWaiters = []
+            for waiter in waiters { waiter.succeed() }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if pausedCalls.isEmpty { context.read() } else { readPending = true }
+    }
+
+    func setDemand(callID: UInt32, wantsMore: Bool) {
+        if wantsMore {
+            pausedCalls.remove(callID)
+            if pausedCalls.isEmpty, readPending, let context {
+                readPending = false
+                context.read()
+            }
+        } else {
+            pausedCalls.insert(callID)
+        }
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data)
+        do {
+            try processor.process(buffer: bytes) { frame in try self.handle(frame) }
+        } catch {
+            let wire = error as? WireError ?? WireError(.malformedFrame, "\(error)")
+            closedError = RPCError(code: .internal, message: "protocol error from server: \(wire)")
+            FrameWriter.writeGoAway(GoAway(lastCallID: 0, code: wire.goAwayCode, debugMessage: wire.message), into: &output)
+            flushNow()
+            context.close(promise: nil)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushNow()
+        context.fireChannelReadComplete()
+    }
+
+    private func handle(_ frame: Frame) throws {
+        if case .starting = state {
+            guard frame.type == .hello || frame.type == .goAway else {
+                throw WireError(.unexpectedFrame, "expected HELLO, got \(frame.type)")
+            }
+        }
+        switch frame.type {
+        case .hello:
+            guard case .starting = state else { throw WireError(.unexpectedFrame, "second HELLO") }
+            var payload = frame.payload
+            let negotiated = NegotiatedSettings(
+                local: localSettings, peer: try ConnectionSettings(peer: try Hello.read(from: &payload)))
+            settings = negotiated
+            writer = FrameWriter(settings: negotiated)
+            state = .ready
+            ready.succeed(negotiated)
+            startWaitingCalls()
+        case .headers:
+            guard let call = calls[frame.callID] else { return }
+            var payload = frame.payload
+            call.initialMetadata = try payload.readMetadata(limit: localSettings.maxMetadataSize)
+        case .message:
+            guard let call = calls[frame.callID] else { return }
+            try receiveMessage(frame.payload, flags: frame.flags, call: call)
+        case .trailers:
+            guard let call = calls[frame.callID] else { return }
+            var payload = frame.payload
+            let head = try TrailersHead.read(from: &payload, metadataLimit: localSettings.maxMetadataSize)
+            if frame.flags.contains(.hasMessage) {
+                try receiveMessage(payload, flags: frame.flags, call: call)
+            }
+            calls[frame.callID] = nil
+            pausedCalls.remove(frame.callID)
+            call.finish(trailers: head)
+            setDemand(callID: frame.callID, wantsMore: true)
+            callFinished(frame.callID)
+        case .cancel:
+            guard let call = calls[frame.callID] else { return }
+            var payload = frame.payload
+            let reason = CancelReason(rawValue: payload.readInteger(as: UInt8.self) ?? 0)
+            let text = payload.readString(length: payload.readableBytes) ?? ""
+            calls[frame.callID] = nil
+            call.fail(RPCError(
+                code: reason == .refused ? .unavailable : .cancelled,
+                message: text.isEmpty ? "call \(reason.description.lowercased()) by the server" : text,
+                wasRefused: reason == .refused))
+            callFinished(frame.callID)
+        case .ping:
+            output.writeFrameHeader(type: .pong, flags: [], callID: 0, payloadLength: 8)
+            output.writeImmutableBuffer(frame.payload)
+        case .pong:
+            var payload = frame.payload
+            if let id = payload.readInteger(as: UInt64.self), let promise = pings.removeValue(forKey: id) {
+                promise.succeed(.zero)
+            }
+        case .goAway:
+            var payload = frame.payload
+            let goAway = try GoAway.read(from: &payload)
+            receiveGoAway(goAway)
+        case .call, .halfClose:
+            throw WireError(.unexpectedFrame, "\(frame.type) is not valid from a server")
+        default:
+            guard frame.flags.contains(.ignorable) else {
+                throw WireError(.unknownFrameType, "unknown frame type \(frame.type)")
+            }
+        }
+    }
+
+    private func receiveGoAway(_ goAway: GoAway) {
+        isDraining = true
+        if case .closed = state { return }
+        state = .draining
+        let error = RPCError(
+            code: .unavailable, message: "server sent GOAWAY (\(goAway.code)): \(goAway.debugMessage)",
+            wasRefused: true)
+        if goAway.code != .noError { closedError = RPCError(code: .unavailable, message: error.message) }
+        ready.fail(error)
+        for (call, _, _, _, _) in waitingToStart { call.fail(error) }
+        waitingToStart = []
+        for (id, call) in calls where id > goAway.lastCallID {
+            calls[id] = nil
+            call.fail(error)
+        }
+        if calls.isEmpty { context?.close(promise: nil) }
+    }
+
+    private func receiveMessage(_ bytes: ByteBuffer, flags: FrameFlags, call: ClientCall) throws {
+        guard let settings, let context else { return }
+        let message: ByteBuffer?
+        do {
+            message = try call.assembler.append(
+                bytes, flags: flags, settings: settings, inflater: inflater, allocator: context.channel.allocator)
+        } catch let error as WireError where !error.isConnectionError {
+            let code: StatusCode = error.kind == .messageTooLarge ? .resourceExhausted : .internal
+            cancel(call, reason: .cancelled, error: RPCError(code: code, message: "response: \(error.message)"))
+            return
+        }
+        guard let message else { return }
+        if call.receive(message) == false {
+            setDemand(callID: call.id, wantsMore: false)
+        }
+    }
+
+    // MARK: Calls
+
+    /// Starts a call, or queues it while the server's call limit is reached.
+    func start(_ call: ClientCall, head: CallHead, message: ByteBuffer?, endStream: Bool, compress: Bool) {
+        switch state {
+        case .starting:
+            waitingToStart.append((call, head, message, endStream, compress))
+            return
+        case .draining, .closed:
+            call.fail(RPCError(code: .unavailable, message: "connection is closing", wasRefused: true))
+            return
+        case .ready:
+            break
+        }
+        if let settings, calls.count >= settings.peer.maxConcurrentCalls {
+            waitingToStart.append((call, head, message, endStream, compress))
+            return
+        }
+        send(call, head: head, message: message, endStream: endStream, compress: compress)
+    }
+
+    private func send(_ call: ClientCall, head: CallHead, message: ByteBuffer?, endStream: Bool, compress: Bool) {
+        guard let writer, let settings else { return }
+        if let error = (try? head.metadata.validate(limit: settings.peer.maxMetadataSize)) == nil
+            ? RPCError(code: .invalidArgument, message: metadataProblem(head.metadata, settings)) : nil
+        {
+            call.fail(error)
+            return
+        }
+        let id = nextCallID
+        nextCallID += 1
+        call.id = id
+        calls[id] = call
+        call.requestClosed = endStream
+        writer.writeCall(callID: id, head: head, message: message, endStream: endStream, compress: compress, into: &output)
+        call.started.succeed()
+        scheduleFlush()
+    }
+
+    private func metadataProblem(_ metadata: Metadata, _ settings: NegotiatedSettings) -> String {
+        do {
+            try metadata.validate(limit: settings.peer.maxMetadataSize)
+            return "invalid metadata"
+        } catch let error as WireError {
+            return error.message
+        } catch {
+            return "invalid metadata"
+        }
+    }
+
+    private func startWaitingCalls() {
+        guard case .ready = state, let settings else { return }
+        while !waitingToStart.isEmpty, calls.count < settings.peer.maxConcurrentCalls {
+            let (call, head, message, endStream, compress) = waitingToStart.removeFirst()
+            send(call, head: head, message: message, endStream: endStream, compress: compress)
+        }
+    }
+
+    func writeMessage(_ call: ClientCall, _ message: ByteBuffer, compress: Bool) throws -> EventLoopFuture<Void>? {
+        guard let writer, let context, call.id != 0, calls[call.id] === call, !call.requestClosed else {
+            throw call.finalError ?? RPCError(code: .cancelled, message: "the call has ended")
+        }
+        writer.writeMessage(callID: call.id, message: message, endStream: false, compress: compress, into: &output)
+        scheduleFlush()
+        guard context.channel.isWritable else {
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            writabilityWaiters.append(promise)
+            return promise.futureResult
+        }
+        return nil
+    }
+
+    func halfClose(_ call: ClientCall) {
+        guard let writer, calls[call.id] === call, !call.requestClosed else { return }
+        call.requestClosed = true
+        writer.writeHalfClose(callID: call.id, into: &output)
+        scheduleFlush()
+    }
+
+    /// Ends a call from the client side: CANCEL to the server, `error` to the caller.
+    func cancel(_ call: ClientCall, reason: CancelReason, error: RPCError) {
+        if let index = waitingToStart.firstIndex(where: { $0.0 === call }) {
+            waitingToStart.remove(at: index)
+            call.fail(error)
+            return
+        }
+        guard call.id != 0, calls[call.id] === call else { return }
+        calls[call.id] = nil
+        writer?.writeCancel(callID: call.id, reason: reason, text: "", into: &output)
+        scheduleFlush()
+        call.fail(error)
+        setDemand(callID: call.id, wantsMore: true)
+        startWaitingCalls()
+    }
+
+    func ping() -> EventLoopFuture<Duration> {
+        guard let context else { preconditionFailure("ping before handlerAdded") }
+        let promise = context.eventLoop.makePromise(of: Duration.self)
+        guard case .ready = state else {
+            promise.fail(RPCError(code: .unavailable, message: "connection not ready"))
+            return promise.futureResult
+        }
+        let id = nextPingID
+        nextPingID += 1
+        pings[id] = promise
+        FrameWriter.writePing(.ping, data: id, into: &output)
+        flushNow()
+        return promise.futureResult
+    }
+
+    /// Tells the server no more calls come, then closes once the open ones finished.
+    func close() {
+        guard let context else { return }
+        if case .ready = state {
+            FrameWriter.writeGoAway(GoAway(lastCallID: 0, code: .noError, debugMessage: "client closing"), into: &output)
+            flushNow()
+        }
+        context.close(promise: nil)
+    }
+
+    func callFinished(_ id: UInt32) {
+        startWaitingCalls()
+        if case .draining = state, calls.isEmpty { context?.close(promise: nil) }
+    }
+
+    private func scheduleFlush() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute { loopBound.value.flushNow() }
+    }
+
+    private func flushNow() {
+        flushScheduled = false
+        guard let context, output.readableBytes > 0 else { return }
+        let bytes = output
+        output = context.channel.allocator.buffer(capacity: 4096)
+        context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension ClientConnectionHandler: Sendable {}
+
+/// State of a connection that the pool reads without hopping to its event loop.
+final class ConnectionFlags: Sendable {
+    private let draining = Atomic<Bool>(false)
+
+    var isDraining: Bool {
+        get { draining.load(ordering: .relaxed) }
+        set { draining.store(newValue, ordering: .relaxed) }
+    }
+}

@@ -1,0 +1,64 @@
+/// How many messages flow each way in a call.
+public enum CallKind: String, Sendable, Hashable {
+    case unary
+    case serverStreaming = "server_streaming"
+    case clientStreaming = "client_streaming"
+    case bidirectional
+
+    /// Whether the client sends exactly one message.
+    public var isSingleRequest: Bool { self == .unary || self == .serverStreaming }
+    /// Whether the server answers with exactly one message.
+    public var isSingleResponse: Bool { self == .unary || self == .clientStreaming }
+}
+
+/// Whether repeating a call is safe; declared per method in `Protocol/` (`passion.v1.method`).
+public enum Idempotency: String, Sendable, Hashable {
+    /// Not declared: the client never retries it after it may have reached the server.
+    case unknown
+    /// Repeating has the same effect as one call (for example keyed by an idempotency key).
+    case idempotent
+    /// Reads only.
+    case noSideEffects = "no_side_effects"
+
+    /// Whether a client may retry the call after a failure that might have reached the server.
+    public var allowsRetry: Bool { self != .unknown }
+}
+
+/// Who may call a method; declared per method in `Protocol/` and enforced before the handler.
+public enum RequiredPrincipal: String, Sendable, Hashable {
+    /// Anyone who completed the handshake.
+    case anyone
+    /// A signed-in user (bearer session token).
+    case user
+    /// An internal service with a credential.
+    case service
+    /// An administrator.
+    case admin
+}
+
+/// Everything the runtime knows about one method: generated from `Protocol/`.
+public struct MethodDescriptor: Sendable, Hashable, CustomStringConvertible {
+    /// For example `passion.v1.Diagnostics`.
+    public var service: String
+    /// For example `Echo`.
+    public var method: String
+    public var kind: CallKind
+    public var idempotency: Idempotency
+    public var principal: RequiredPrincipal
+
+    public init(
+        service: String, method: String, kind: CallKind, idempotency: Idempotency = .unknown,
+        principal: RequiredPrincipal = .anyone
+    ) {
+        self.service = service
+        self.method = method
+        self.kind = kind
+        self.idempotency = idempotency
+        self.principal = principal
+    }
+
+    /// `service/method`: what a CALL frame names.
+    public var fullName: String { "\(service)/\(method)" }
+
+    public var description: String { fullName }
+}

@@ -1,0 +1,61 @@
+import PassionWire
+
+/// Per-connection behaviour of the server. Defaults are documented in `Protocol/WIRE.md`.
+public struct ServerConnectionConfiguration: Sendable {
+    /// Limits announced in the server's HELLO.
+    public var settings: ConnectionSettings
+    /// Time from accept until the client's HELLO has arrived (covers TLS). Default 10 s.
+    public var handshakeTimeout: Duration = .seconds(10)
+    /// A connection with no calls for this long gets GOAWAY and is closed. Default 5 minutes.
+    public var idleTimeout: Duration? = .seconds(300)
+    /// After this long without any frame from the client the server sends a PING. Default 60 s.
+    public var keepaliveInterval: Duration? = .seconds(60)
+    /// A PING unanswered for this long closes the connection. Default 20 s.
+    public var keepaliveTimeout: Duration = .seconds(20)
+    /// PINGs a client may send in a burst before the minimum interval applies. Default 10.
+    public var pingBurst: Int = 10
+    /// CANCEL frames (and calls refused for exceeding the call limit) a client may send in a
+    /// burst; beyond it they are allowed at `cancelRatePerSecond`. Default 500.
+    public var cancelBurst: Int = 500
+    /// Sustained CANCEL rate before the server answers GOAWAY(ENHANCE_YOUR_CALM). Default 250/s.
+    public var cancelRatePerSecond: Int = 250
+    /// How long draining calls may run after GOAWAY before the connection is closed. Default 30 s.
+    public var shutdownGracePeriod: Duration = .seconds(30)
+
+    public init(settings: ConnectionSettings = ServerConnectionConfiguration.defaultSettings) {
+        self.settings = settings
+    }
+
+    /// The protocol defaults plus the server's idle timeout announcement.
+    public static var defaultSettings: ConnectionSettings {
+        var settings = ConnectionSettings()
+        settings.idleTimeoutMillis = 300_000
+        return settings
+    }
+}
+
+/// A token bucket for control frames: `capacity` at once, refilled at `ratePerSecond`.
+struct TokenBucket {
+    let capacity: Double
+    let ratePerSecond: Double
+    private var tokens: Double
+    private var last: ContinuousClock.Instant
+
+    init(capacity: Int, ratePerSecond: Double, now: ContinuousClock.Instant = .now) {
+        self.capacity = Double(capacity)
+        self.ratePerSecond = ratePerSecond
+        self.tokens = Double(capacity)
+        self.last = now
+    }
+
+    /// Takes a token; false when the bucket is empty.
+    mutating func take(now: ContinuousClock.Instant = .now) -> Bool {
+        let elapsed = now - last
+        last = now
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        tokens = min(capacity, tokens + seconds * ratePerSecond)
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
+    }
+}

@@ -1,0 +1,766 @@
+import Logging
+import NIOCore
+import PassionTLS
+import PassionWire
+
+/// Serves one client connection: reads frames, runs each call's handler as a task on this
+/// connection's event loop, and writes responses, coalescing all writes of one loop turn into
+/// one flush.
+///
+/// Wrong input comes in three kinds, treated differently:
+/// - the peer broke the protocol (bad preface, malformed or unexpected frame, call id reuse,
+///   oversize frame, control-frame flood): GOAWAY with the reason, then close;
+/// - one call's input is bad (oversize or undecodable message, too much metadata, wrong message
+///   count): that call ends with a status, the connection serves on;
+/// - frames for calls that already ended (a CANCEL racing a response): ignored.
+final class ServerConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case awaitingPreface
+        case awaitingHello
+        case ready
+        /// GOAWAY sent: calls up to `highestCallID` finish, new ones are refused.
+        case draining
+        case closed
+    }
+
+    private let configuration: ServerConnectionConfiguration
+    private let router: RPCRouter
+    private let authenticator: any Authenticator
+    private var logger: Logger
+
+    private var state: State = .awaitingPreface
+    private var context: ChannelHandlerContext?
+    private var executor: EventLoopTaskExecutor?
+    private var processor = NIOSingleStepByteToMessageProcessor(FrameDecoder(maxPayloadSize: 64 * 1024))
+    private var prefaceBuffer: ByteBuffer?
+    private var settings: NegotiatedSettings?
+    private var writer: FrameWriter?
+    private let inflater = Inflater()
+    private var output: ByteBuffer
+    private var flushScheduled = false
+
+    private var calls: [UInt32: ServerCall] = [:]
+    private var highestCallID: UInt32 = 0
+    private var pausedCalls: Set<UInt32> = []
+    private var readPending = false
+    private var writabilityWaiters: [EventLoopPromise<Void>] = []
+
+    private var pingBucket: TokenBucket
+    private var cancelBucket: TokenBucket
+    private var handshakeTimer: Scheduled<Void>?
+    private var idleTimer: Scheduled<Void>?
+    private var keepaliveTask: RepeatedTask?
+    private var graceTimer: Scheduled<Void>?
+    private var lastReadAt = NIODeadline.now()
+    private var pingSentAt: NIODeadline?
+    private var peer = "unknown"
+    private var peerCertificateName: String?
+
+    init(
+        configuration: ServerConnectionConfiguration, router: RPCRouter, authenticator: any Authenticator,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.router = router
+        self.authenticator = authenticator
+        self.logger = logger
+        self.output = ByteBuffer()
+        let pingInterval = max(Double(configuration.settings.minPingIntervalMillis) / 1000, 0.001)
+        self.pingBucket = TokenBucket(capacity: configuration.pingBurst, ratePerSecond: 1 / pingInterval)
+        self.cancelBucket = TokenBucket(
+            capacity: configuration.cancelBurst, ratePerSecond: Double(configuration.cancelRatePerSecond))
+        self.processor = NIOSingleStepByteToMessageProcessor(
+            FrameDecoder(maxPayloadSize: configuration.settings.maxFrameSize))
+    }
+
+    // MARK: - Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.executor = EventLoopTaskExecutor(eventLoop: context.eventLoop)
+        self.output = context.channel.allocator.buffer(capacity: 4096)
+        if let address = context.channel.remoteAddress {
+            peer = "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
+        }
+        logger[metadataKey: "peer"] = "\(peer)"
+        if context.channel.isActive { start(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start(context: context)
+        context.fireChannelActive()
+    }
+
+    private func start(context: ChannelHandlerContext) {
+        guard handshakeTimer == nil else { return }
+        logger.debug("connection accepted")
+        // The server announces its settings at once; TLS holds the bytes until its handshake is done.
+        FrameWriter.writeHello(configuration.settings.hello, into: &output)
+        flushNow()
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        handshakeTimer = context.eventLoop.scheduleTask(in: .init(configuration.handshakeTimeout)) {
+            let handler = loopBound.value
+            guard case .awaitingPreface = handler.state else {
+                if case .awaitingHello = handler.state { handler.handshakeTimedOut() }
+                return
+            }
+            handler.handshakeTimedOut()
+        }
+    }
+
+    private func handshakeTimedOut() {
+        logger.info("handshake timed out")
+        context?.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        state = .closed
+        handshakeTimer?.cancel()
+        idleTimer?.cancel()
+        keepaliveTask?.cancel()
+        graceTimer?.cancel()
+        for call in calls.values { call.abort(with: CancellationError()) }
+        let waiters = writabilityWaiters
+        writabilityWaiters = []
+        for waiter in waiters { waiter.fail(ChannelError.ioOnClosedChannel) }
+        logger.debug("connection closed")
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let handshake = event as? TLSHandshakeCompleted {
+            peerCertificateName = handshake.peerCommonName
+            logger.debug("TLS established", metadata: [
+                "tls": "\(handshake.protocolVersion) \(handshake.cipher)",
+                "alpn": "\(handshake.applicationProtocol ?? "-")",
+            ])
+        } else if event is ChannelShouldQuiesceEvent {
+            beginGracefulShutdown()
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.info("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            let waiters = writabilityWaiters
+            writabilityWaiters = []
+            for waiter in waiters { waiter.succeed() }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: - Back-pressure
+
+    func read(context: ChannelHandlerContext) {
+        if pausedCalls.isEmpty {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    private func setDemand(callID: UInt32, wantsMore: Bool) {
+        if wantsMore {
+            pausedCalls.remove(callID)
+            if pausedCalls.isEmpty, readPending, let context {
+                readPending = false
+                context.read()
+            }
+        } else {
+            pausedCalls.insert(callID)
+        }
+    }
+
+    // MARK: - Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        lastReadAt = .now()
+        do {
+            if case .awaitingPreface = state {
+                guard try consumePreface(&bytes) else { return }
+            }
+            guard case .closed = state else {
+                try processor.process(buffer: bytes) { frame in
+                    try self.handle(frame)
+                }
+                return
+            }
+        } catch let error as WireError {
+            connectionError(error)
+        } catch {
+            connectionError(WireError(.malformedFrame, "\(error)"))
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushNow()
+        context.fireChannelReadComplete()
+    }
+
+    private func consumePreface(_ bytes: inout ByteBuffer) throws -> Bool {
+        if var buffered = prefaceBuffer {
+            buffered.writeBuffer(&bytes)
+            bytes = buffered
+            prefaceBuffer = nil
+        }
+        guard try ConnectionPreface.consume(&bytes) else {
+            prefaceBuffer = bytes
+            return false
+        }
+        state = .awaitingHello
+        return true
+    }
+
+    private func handle(_ frame: Frame) throws {
+        switch state {
+        case .awaitingHello:
+            guard frame.type == .hello else {
+                throw WireError(.unexpectedFrame, "expected HELLO, got \(frame.type)")
+            }
+            try receiveHello(frame)
+        case .ready, .draining:
+            try dispatch(frame)
+        case .awaitingPreface, .closed:
+            break
+        }
+    }
+
+    private func receiveHello(_ frame: Frame) throws {
+        var payload = frame.payload
+        let peerSettings = try ConnectionSettings(peer: try Hello.read(from: &payload))
+        let negotiated = NegotiatedSettings(local: configuration.settings, peer: peerSettings)
+        settings = negotiated
+        writer = FrameWriter(settings: negotiated)
+        state = .ready
+        handshakeTimer?.cancel()
+        handshakeTimer = nil
+        armIdleTimer()
+        startKeepalive()
+    }
+
+    private func dispatch(_ frame: Frame) throws {
+        switch frame.type {
+        case .call:
+            try receiveCall(frame)
+        case .message:
+            try receiveMessage(frame)
+        case .halfClose:
+            try withCall(frame.callID) { call in try self.closeRequest(call) }
+        case .cancel:
+            guard cancelBucket.take() else {
+                throw WireError(.enhanceYourCalm, "too many cancelled calls")
+            }
+            try withCall(frame.callID) { call in
+                call.responseClosed = true
+                call.abort(with: RPCError(code: .cancelled, message: "cancelled by the client"))
+                self.releaseIfIdle(call)
+            }
+        case .ping:
+            guard frame.payload.readableBytes == 8 else { throw WireError(.malformedFrame, "PING must carry 8 bytes") }
+            guard pingBucket.take() else { throw WireError(.enhanceYourCalm, "too many pings") }
+            output.writeFrameHeader(type: .pong, flags: [], callID: 0, payloadLength: 8)
+            output.writeImmutableBuffer(frame.payload)
+        case .pong:
+            pingSentAt = nil
+        case .goAway:
+            // The client will start no more calls; finish the open ones, then close.
+            if case .ready = state { state = .draining }
+            closeIfDrained()
+        case .hello, .headers, .trailers:
+            throw WireError(.unexpectedFrame, "\(frame.type) is not valid from a client here")
+        default:
+            guard frame.flags.contains(.ignorable) else {
+                throw WireError(.unknownFrameType, "unknown frame type \(frame.type)")
+            }
+        }
+    }
+
+    /// Runs `body` for a live call; frames of ended calls are dropped, frames of calls never
+    /// started are a protocol error.
+    private func withCall(_ id: UInt32, _ body: (ServerCall) throws -> Void) throws {
+        if let call = calls[id] {
+            try body(call)
+        } else if id == 0 || id > highestCallID {
+            throw WireError(.unexpectedFrame, "frame for call \(id), which was never started")
+        }
+    }
+
+    private func receiveCall(_ frame: Frame) throws {
+        guard frame.callID > highestCallID else {
+            throw WireError(.callIDReuse, "call id \(frame.callID) is not above \(highestCallID)")
+        }
+        highestCallID = frame.callID
+        guard case .ready = state else {
+            refuse(frame.callID, "server is shutting down")
+            return
+        }
+        guard calls.count < configuration.settings.maxConcurrentCalls else {
+            guard cancelBucket.take() else { throw WireError(.enhanceYourCalm, "too many refused calls") }
+            refuse(frame.callID, "too many concurrent calls")
+            return
+        }
+        var payload = frame.payload
+        let head: CallHead
+        do {
+            head = try CallHead.read(from: &payload, metadataLimit: configuration.settings.maxMetadataSize)
+        } catch let error as WireError where !error.isConnectionError {
+            finishUnstarted(frame.callID, RPCError(code: .resourceExhausted, message: error.message))
+            return
+        }
+        guard let route = router.route(head.method) else {
+            finishUnstarted(frame.callID, router.unroutable(head.method))
+            return
+        }
+        let deadline: ContinuousClock.Instant? =
+            head.timeoutMicroseconds > 0
+            ? .now + .microseconds(Int64(clamping: head.timeoutMicroseconds)) : nil
+        let serverContext = ServerContext(
+            method: route.descriptor, requestMetadata: head.metadata, deadline: deadline, peer: peer,
+            peerCertificateName: peerCertificateName)
+        let call = ServerCall(id: frame.callID, route: route, context: serverContext)
+        calls[call.id] = call
+        idleTimer?.cancel()
+        idleTimer = nil
+        if head.timeoutMicroseconds > 0, let context {
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let boundCall = NIOLoopBound(call, eventLoop: context.eventLoop)
+            call.deadlineTimer = context.eventLoop.scheduleTask(
+                in: .microseconds(Int64(clamping: head.timeoutMicroseconds))
+            ) {
+                loopBound.value.deadlineExceeded(boundCall.value)
+            }
+        }
+        if !route.descriptor.kind.isSingleRequest { startStreaming(call) }
+        if frame.flags.contains(.hasMessage) {
+            try receiveMessageBytes(payload, flags: frame.flags, call: call)
+        }
+        if frame.flags.contains(.endStream), calls[call.id] != nil {
+            try closeRequest(call)
+        }
+    }
+
+    private func receiveMessage(_ frame: Frame) throws {
+        try withCall(frame.callID) { call in
+            try self.receiveMessageBytes(frame.payload, flags: frame.flags, call: call)
+            if frame.flags.contains(.endStream), !frame.flags.contains(.more), self.calls[call.id] != nil {
+                try self.closeRequest(call)
+            }
+        }
+    }
+
+    private func receiveMessageBytes(_ bytes: ByteBuffer, flags: FrameFlags, call: ServerCall) throws {
+        guard !call.requestClosed else {
+            throw WireError(.unexpectedFrame, "message after the end of call \(call.id)'s request")
+        }
+        guard let settings, let context else { return }
+        let message: ByteBuffer?
+        do {
+            message = try call.assembler.append(
+                bytes, flags: flags, settings: settings, inflater: inflater, allocator: context.channel.allocator)
+        } catch let error as WireError where !error.isConnectionError {
+            let code: StatusCode = error.kind == .messageTooLarge ? .resourceExhausted : .internal
+            failCall(call, RPCError(code: code, message: error.message))
+            return
+        }
+        guard let message, !call.responseClosed else { return }
+        if call.route.descriptor.kind.isSingleRequest {
+            guard call.singleRequest == nil else {
+                failCall(call, RPCError(
+                    code: .unimplemented, message: "\(call.route.descriptor.fullName) takes exactly one request message"))
+                return
+            }
+            call.singleRequest = message
+        } else if let source = call.requestSource {
+            if case .stopProducing = source.yield(message) {
+                setDemand(callID: call.id, wantsMore: false)
+            }
+        }
+    }
+
+    private func closeRequest(_ call: ServerCall) throws {
+        guard !call.requestClosed else {
+            throw WireError(.unexpectedFrame, "call \(call.id) half-closed twice")
+        }
+        guard !call.assembler.isAssembling else {
+            throw WireError(.unexpectedFrame, "call \(call.id) half-closed inside a fragmented message")
+        }
+        call.requestClosed = true
+        if call.route.descriptor.kind.isSingleRequest {
+            guard !call.responseClosed else { return }
+            guard let request = call.singleRequest else {
+                failCall(call, RPCError(
+                    code: .unimplemented, message: "\(call.route.descriptor.fullName) takes exactly one request message"))
+                return
+            }
+            call.singleRequest = nil
+            startSingle(call, request: request)
+        } else {
+            call.requestSource?.finish()
+        }
+    }
+
+    // MARK: - Running handlers
+
+    private func startSingle(_ call: ServerCall, request: ByteBuffer) {
+        switch call.route.method {
+        case .unary(let handler):
+            run(call) { context in
+                .message(try await handler(request, context))
+            }
+        case .serverStreaming(let handler):
+            let writer = makeWriter(call)
+            run(call) { context in
+                try await handler(request, context, writer)
+                return .noMessage
+            }
+        case .clientStreaming, .bidirectional:
+            break
+        }
+    }
+
+    private func startStreaming(_ call: ServerCall) {
+        guard let context else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        let id = call.id
+        let (stream, source) = MessageStream.make { wantsMore in
+            eventLoop.execute { loopBound.value.setDemand(callID: id, wantsMore: wantsMore) }
+        }
+        call.requestSource = source
+        switch call.route.method {
+        case .clientStreaming(let handler):
+            run(call) { context in .message(try await handler(stream, context)) }
+        case .bidirectional(let handler):
+            let writer = makeWriter(call)
+            run(call) { context in
+                try await handler(stream, context, writer)
+                return .noMessage
+            }
+        case .unary, .serverStreaming:
+            break
+        }
+    }
+
+    private enum HandlerResult: Sendable {
+        case message(ByteBuffer)
+        case noMessage
+    }
+
+    private func run(_ call: ServerCall, _ body: @escaping @Sendable (ServerContext) async throws -> HandlerResult) {
+        guard let context, let executor else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let serverContext = call.context
+        let authenticator = self.authenticator
+        let descriptor = call.route.descriptor
+        let credentials = CallCredentials(
+            method: descriptor, metadata: serverContext.requestMetadata, peer: serverContext.peer,
+            peerCertificateName: serverContext.peerCertificateName)
+        let eventLoop = context.eventLoop
+        let boundCall = NIOLoopBound(call, eventLoop: eventLoop)
+        call.task = Task(executorPreference: executor) {
+            let result: Result<HandlerResult, any Error>
+            do {
+                let principal = try await authenticator.authenticate(credentials)
+                if let denied = descriptor.principal.check(principal, method: descriptor) { throw denied }
+                serverContext.principal = principal
+                result = .success(try await body(serverContext))
+            } catch {
+                result = .failure(error)
+            }
+            if eventLoop.inEventLoop {
+                loopBound.value.handlerFinished(boundCall.value, result)
+            } else {
+                eventLoop.execute { loopBound.value.handlerFinished(boundCall.value, result) }
+            }
+        }
+    }
+
+    private func handlerFinished(_ call: ServerCall, _ result: Result<HandlerResult, any Error>) {
+        call.handlerDone = true
+        if !call.responseClosed {
+            switch result {
+            case .success(.message(let message)):
+                sendTrailers(call, RPCError?.none, message: message)
+            case .success(.noMessage):
+                sendTrailers(call, nil, message: nil)
+            case .failure(let error):
+                let status = Self.status(for: error)
+                if status.code == .internal || status.code == .unknown {
+                    logger.error("handler failed", metadata: [
+                        "method": "\(call.route.descriptor.fullName)", "error": "\(error)",
+                    ])
+                } else {
+                    logger.debug("call failed", metadata: [
+                        "method": "\(call.route.descriptor.fullName)", "status": "\(status.code)",
+                    ])
+                }
+                sendTrailers(call, status, message: nil)
+            }
+        }
+        release(call)
+    }
+
+    /// What a handler's error becomes on the wire. Unknown errors never leak their text.
+    static func status(for error: any Error) -> RPCError {
+        switch error {
+        case let error as RPCError: error
+        case let error as any RPCErrorConvertible: error.rpcError
+        case is CancellationError: RPCError(code: .cancelled, message: "call cancelled")
+        default: RPCError(code: .unknown, message: "handler failed")
+        }
+    }
+
+    private func release(_ call: ServerCall) {
+        call.deadlineTimer?.cancel()
+        call.requestSource?.finish()
+        calls[call.id] = nil
+        setDemand(callID: call.id, wantsMore: true)
+        if calls.isEmpty { armIdleTimer() }
+        closeIfDrained()
+    }
+
+    /// A call cancelled before its handler started frees its slot at once.
+    private func releaseIfIdle(_ call: ServerCall) {
+        if call.task == nil { release(call) }
+    }
+
+    private func failCall(_ call: ServerCall, _ error: RPCError) {
+        sendTrailers(call, error, message: nil)
+        call.abort(with: error)
+        releaseIfIdle(call)
+    }
+
+    private func deadlineExceeded(_ call: ServerCall) {
+        guard calls[call.id] === call, !call.responseClosed else { return }
+        failCall(call, RPCError(code: .deadlineExceeded, message: "deadline exceeded"))
+    }
+
+    private func finishUnstarted(_ id: UInt32, _ error: RPCError) {
+        guard let writer else { return }
+        writer.writeTrailers(callID: id, head: error.trailersHead(), message: nil, compress: false, into: &output)
+        scheduleFlush()
+    }
+
+    private func refuse(_ id: UInt32, _ text: String) {
+        writer?.writeCancel(callID: id, reason: .refused, text: text, into: &output)
+        scheduleFlush()
+    }
+
+    // MARK: - Outbound
+
+    private func sendTrailers(_ call: ServerCall, _ error: RPCError?, message: ByteBuffer?) {
+        guard let writer, !call.responseClosed else { return }
+        call.responseClosed = true
+        if case .closed = state { return }
+        sendInitialMetadataIfNeeded(writer, call)
+        var head = error?.trailersHead() ?? TrailersHead(status: 0)
+        let trailing = call.context.trailingMetadata
+        if !trailing.isEmpty, (try? trailing.validate(limit: settingsPeerMetadataLimit)) != nil {
+            for entry in trailing { head.metadata.add(entry.key, bytes: entry.value) }
+        }
+        writer.writeTrailers(
+            callID: call.id, head: head, message: message, compress: call.context.compressResponses, into: &output)
+        scheduleFlush()
+    }
+
+    private var settingsPeerMetadataLimit: Int { settings?.peer.maxMetadataSize ?? 16 * 1024 }
+
+    private func sendInitialMetadataIfNeeded(_ writer: FrameWriter, _ call: ServerCall) {
+        guard !call.headersSent else { return }
+        call.headersSent = true
+        let initial = call.context.initialMetadata
+        guard !initial.isEmpty, (try? initial.validate(limit: settingsPeerMetadataLimit)) != nil else { return }
+        writer.writeHeaders(callID: call.id, metadata: initial, into: &output)
+    }
+
+    private func makeWriter(_ call: ServerCall) -> MessageWriter {
+        guard let context else { preconditionFailure("writer requested before handlerAdded") }
+        return MessageWriter(sink: ServerResponseSink(
+            handler: NIOLoopBound(self, eventLoop: context.eventLoop), call: NIOLoopBound(call, eventLoop: context.eventLoop)))
+    }
+
+    /// Queues one response message; returns a future when the caller must wait for writability.
+    fileprivate func writeResponse(_ call: ServerCall, _ message: ByteBuffer, compress: Bool) throws -> EventLoopFuture<Void>? {
+        guard let writer, let context, !call.responseClosed, calls[call.id] === call else {
+            throw RPCError(code: .cancelled, message: "the call has ended")
+        }
+        sendInitialMetadataIfNeeded(writer, call)
+        writer.writeMessage(
+            callID: call.id, message: message, endStream: false,
+            compress: compress && call.context.compressResponses, into: &output)
+        scheduleFlush()
+        guard context.channel.isWritable else {
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            writabilityWaiters.append(promise)
+            return promise.futureResult
+        }
+        return nil
+    }
+
+    /// Coalesces writes: everything written during this loop turn goes out in one flush.
+    private func scheduleFlush() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute { loopBound.value.flushNow() }
+    }
+
+    private func flushNow() {
+        flushScheduled = false
+        guard let context, output.readableBytes > 0 else { return }
+        let bytes = output
+        output = context.channel.allocator.buffer(capacity: 4096)
+        context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+    }
+
+    // MARK: - Connection management
+
+    private func connectionError(_ error: WireError) {
+        guard let context else { return }
+        if case .closed = state { return }
+        logger.info("protocol error, closing", metadata: ["error": "\(error)"])
+        FrameWriter.writeGoAway(
+            GoAway(lastCallID: highestCallID, code: error.goAwayCode, debugMessage: error.message), into: &output)
+        state = .closed
+        flushNow()
+        context.close(promise: nil)
+    }
+
+    /// Stops accepting calls: GOAWAY now, close once the open calls have finished or the grace
+    /// period is over.
+    func beginGracefulShutdown() {
+        guard let context else { return }
+        switch state {
+        case .ready, .draining:
+            break
+        case .awaitingPreface, .awaitingHello:
+            context.close(promise: nil)
+            return
+        case .closed:
+            return
+        }
+        state = .draining
+        FrameWriter.writeGoAway(
+            GoAway(lastCallID: highestCallID, code: .noError, debugMessage: "server shutting down"), into: &output)
+        flushNow()
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        graceTimer = context.eventLoop.scheduleTask(in: .init(configuration.shutdownGracePeriod)) {
+            let handler = loopBound.value
+            for call in handler.calls.values {
+                call.abort(with: RPCError(code: .unavailable, message: "server shut down"))
+            }
+            handler.context?.close(promise: nil)
+        }
+        closeIfDrained()
+    }
+
+    private func closeIfDrained() {
+        guard case .draining = state, calls.isEmpty, let context else { return }
+        state = .closed
+        flushNow()
+        context.close(promise: nil)
+    }
+
+    private func armIdleTimer() {
+        guard let timeout = configuration.idleTimeout, let context, case .ready = state else { return }
+        idleTimer?.cancel()
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        idleTimer = context.eventLoop.scheduleTask(in: .init(timeout)) {
+            let handler = loopBound.value
+            guard handler.calls.isEmpty, case .ready = handler.state else { return }
+            handler.logger.debug("closing idle connection")
+            FrameWriter.writeGoAway(
+                GoAway(lastCallID: handler.highestCallID, code: .noError, debugMessage: "idle"), into: &handler.output)
+            handler.state = .draining
+            handler.closeIfDrained()
+        }
+    }
+
+    private func startKeepalive() {
+        guard let interval = configuration.keepaliveInterval, let context else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let timeout = TimeAmount(configuration.keepaliveTimeout)
+        keepaliveTask = context.eventLoop.scheduleRepeatedTask(initialDelay: .init(interval), delay: .init(interval)) { _ in
+            let handler = loopBound.value
+            let now = NIODeadline.now()
+            if let sent = handler.pingSentAt {
+                if now - sent > timeout {
+                    handler.logger.info("keepalive timed out")
+                    handler.context?.close(promise: nil)
+                }
+                return
+            }
+            if now - handler.lastReadAt >= TimeAmount(interval) {
+                handler.pingSentAt = now
+                FrameWriter.writePing(.ping, data: UInt64(now.uptimeNanoseconds), into: &handler.output)
+                handler.flushNow()
+            }
+        }
+    }
+}
+
+@available(*, unavailable)
+extension ServerConnectionHandler: Sendable {}
+
+/// One call's server-side state; confined to its connection's event loop.
+final class ServerCall {
+    let id: UInt32
+    let route: RPCRouter.Route
+    let context: ServerContext
+    var assembler = MessageAssembler()
+    var singleRequest: ByteBuffer?
+    var requestSource: MessageStream.Producer.Source?
+    var requestClosed = false
+    /// Trailers were sent or the client cancelled: nothing more goes out for this call.
+    var responseClosed = false
+    var headersSent = false
+    var handlerDone = false
+    var task: Task<Void, Never>?
+    var deadlineTimer: Scheduled<Void>?
+
+    init(id: UInt32, route: RPCRouter.Route, context: ServerContext) {
+        self.id = id
+        self.route = route
+        self.context = context
+    }
+
+    /// Stops the handler: its task is cancelled and its request stream ends with `error`.
+    func abort(with error: any Error) {
+        task?.cancel()
+        requestSource?.finish(error)
+        deadlineTimer?.cancel()
+    }
+}
+
+@available(*, unavailable)
+extension ServerCall: Sendable {}
+
+/// The response side of a streaming call.
+private struct ServerResponseSink: MessageSink {
+    let handler: NIOLoopBound<ServerConnectionHandler>
+    let call: NIOLoopBound<ServerCall>
+
+    func write(_ message: ByteBuffer, compress: Bool) async throws {
+        try await handler.eventLoop.runAndWait {
+            try handler.value.writeResponse(call.value, message, compress: compress)
+        }
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}

@@ -1,0 +1,20 @@
+import PassionAPI
+import PassionRPC
+
+/// The services every passion server hosts, wired together: health knows every service name,
+/// introspection lists them.
+public struct BuiltinServices: Sendable {
+    public let health: HealthStatus
+    public let router: RPCRouter
+
+    /// A router with health, introspection and diagnostics plus `additional` services.
+    public init(additional: [any RPCService] = []) {
+        var router = RPCRouter(services: [DiagnosticsService()] + additional)
+        let names = Set(router.serviceNames + [Health.serviceName, Introspection.serviceName])
+        let health = HealthStatus(services: Array(names))
+        HealthService(status: health).register(with: &router)
+        IntrospectionService(services: Array(names)).register(with: &router)
+        self.health = health
+        self.router = router
+    }
+}

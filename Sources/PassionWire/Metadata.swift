@@ -1,0 +1,132 @@
+import NIOCore
+
+/// Ordered, binary-safe key/value pairs sent with a call, its response headers and trailers.
+///
+/// Keys are 1–255 bytes of lowercase ASCII letters, digits, `-`, `_` and `.`; values are any
+/// bytes. A key may appear more than once. Keys starting with `passion-` are reserved.
+public struct Metadata: Sendable, Hashable, Sequence, ExpressibleByDictionaryLiteral {
+    /// One key and its value.
+    public struct Entry: Sendable, Hashable {
+        public var key: String
+        public var value: [UInt8]
+
+        /// The value as UTF-8 text, or nil if it is not valid UTF-8.
+        public var stringValue: String? { String(validating: value, as: UTF8.self) }
+    }
+
+    public private(set) var entries: [Entry] = []
+
+    public init() {}
+
+    public init(dictionaryLiteral elements: (String, String)...) {
+        for (key, value) in elements { add(key, value) }
+    }
+
+    public var isEmpty: Bool { entries.isEmpty }
+    public var count: Int { entries.count }
+
+    public func makeIterator() -> IndexingIterator<[Entry]> { entries.makeIterator() }
+
+    /// Appends a text value.
+    public mutating func add(_ key: String, _ value: String) {
+        entries.append(Entry(key: key, value: Array(value.utf8)))
+    }
+
+    /// Appends a binary value.
+    public mutating func add(_ key: String, bytes: [UInt8]) {
+        entries.append(Entry(key: key, value: bytes))
+    }
+
+    /// Replaces every value of `key` with one text value.
+    public mutating func replace(_ key: String, _ value: String) {
+        removeAll(key)
+        add(key, value)
+    }
+
+    public mutating func removeAll(_ key: String) {
+        entries.removeAll { $0.key == key }
+    }
+
+    /// The first value of `key` as text.
+    public subscript(key: String) -> String? {
+        entries.first { $0.key == key }?.stringValue
+    }
+
+    /// Every value of `key`, in order, as bytes.
+    public func values(_ key: String) -> [[UInt8]] {
+        entries.filter { $0.key == key }.map(\.value)
+    }
+
+    /// Whether `key` is syntactically valid.
+    public static func isValidKey(_ key: String) -> Bool {
+        let utf8 = key.utf8
+        guard (1...255).contains(utf8.count) else { return false }
+        return utf8.allSatisfy { byte in
+            (0x61...0x7A).contains(byte) || (0x30...0x39).contains(byte)
+                || byte == 0x2D || byte == 0x5F || byte == 0x2E
+        }
+    }
+
+    /// Bytes of the encoded block.
+    public var encodedSize: Int {
+        entries.reduce(2) { $0 + 3 + $1.key.utf8.count + $1.value.count }
+    }
+}
+
+extension ByteBuffer {
+    /// Writes a metadata block: `count u16 | (key_len u8 | key | value_len u16 | value)*`.
+    /// Invalid keys and over-long values are a bug of the sender's own code, so they trap in
+    /// `Metadata.validate()` callers rather than here.
+    public mutating func writeMetadata(_ metadata: Metadata) {
+        writeInteger(UInt16(truncatingIfNeeded: metadata.count))
+        for entry in metadata.entries {
+            writeInteger(UInt8(truncatingIfNeeded: entry.key.utf8.count))
+            writeString(entry.key)
+            writeInteger(UInt16(truncatingIfNeeded: entry.value.count))
+            writeBytes(entry.value)
+        }
+    }
+
+    /// Reads a metadata block, enforcing `limit` on its encoded size and the key syntax.
+    public mutating func readMetadata(limit: Int) throws -> Metadata {
+        let start = readerIndex
+        guard let count = readInteger(as: UInt16.self) else {
+            throw WireError(.malformedFrame, "truncated metadata block")
+        }
+        var metadata = Metadata()
+        for _ in 0..<count {
+            guard let keyLength = readInteger(as: UInt8.self),
+                let key = readString(length: Int(keyLength)),
+                let valueLength = readInteger(as: UInt16.self),
+                let value = readBytes(length: Int(valueLength))
+            else {
+                throw WireError(.malformedFrame, "truncated metadata entry")
+            }
+            guard readerIndex - start <= limit else {
+                throw WireError(.metadataTooLarge, "metadata exceeds \(limit) bytes")
+            }
+            guard Metadata.isValidKey(key) else {
+                throw WireError(.malformedFrame, "invalid metadata key")
+            }
+            metadata.add(key, bytes: value)
+        }
+        return metadata
+    }
+}
+
+extension Metadata {
+    /// Checks keys and value sizes before sending; the error names the first bad key.
+    public func validate(limit: Int) throws {
+        for entry in entries {
+            guard Metadata.isValidKey(entry.key) else {
+                throw WireError(.malformedFrame, "invalid metadata key \"\(entry.key)\"")
+            }
+            guard entry.value.count <= Int(UInt16.max) else {
+                throw WireError(.metadataTooLarge, "metadata value of \"\(entry.key)\" too long")
+            }
+        }
+        guard encodedSize <= limit, count <= Int(UInt16.max) else {
+            throw WireError(.metadataTooLarge, "metadata of \(encodedSize) bytes exceeds \(limit)")
+        }
+    }
+}
