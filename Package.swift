@@ -71,7 +71,10 @@ let package = Package(
         ),
         .target(
             name: "PassionClient",
-            dependencies: ["PassionAPI", "PassionRPC", "PassionTLS"],
+            dependencies: [
+                "PassionAPI", "PassionRPC", "PassionTLS", "PassionWire",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             swiftSettings: strictSettings
         ),
         .target(
@@ -106,6 +109,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

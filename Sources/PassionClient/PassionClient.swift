@@ -2,6 +2,7 @@
 @_exported import PassionRPC
 @_exported import PassionTLS
 @_exported import PassionWire
+@_exported import SwiftProtobuf
 
 /// Entry point for applications calling a passion server: one import gives the connection
 /// pool, the generated service clients and the message types.

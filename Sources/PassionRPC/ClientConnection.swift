@@ -56,8 +56,8 @@ public final class ClientConnection: RPCClientTransport {
             throw RPCError(code: .invalidArgument, message: "TLS configuration: \(error.message)")
         }
         let eventLoop = group.next()
-        let handler = ClientConnectionHandler(settings: configuration.settings, eventLoop: eventLoop)
-        let boundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
+        let ready = eventLoop.makePromise(of: NegotiatedSettings.self)
+        let settings = configuration.settings
         let bootstrap = ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(TimeAmount(configuration.connectTimeout))
@@ -65,26 +65,30 @@ public final class ClientConnection: RPCClientTransport {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let tlsContext { try sync.addHandler(TLSHandler(context: tlsContext)) }
-                    try sync.addHandler(boundHandler.value)
+                    try sync.addHandler(ClientConnectionHandler(settings: settings, ready: ready))
                 }
             }
         let channel: any Channel
         do {
             channel = try await bootstrap.connect(host: configuration.host, port: configuration.port).get()
         } catch {
+            ready.fail(RPCError(code: .unavailable, message: "connect failed"))
             throw RPCError(
                 code: .unavailable, message: "cannot connect to \(configuration.host):\(configuration.port): \(error)")
         }
         let timeout = eventLoop.scheduleTask(in: TimeAmount(configuration.connectTimeout)) {
-            boundHandler.value.ready.fail(RPCError(code: .unavailable, message: "connection handshake timed out"))
+            ready.fail(RPCError(code: .unavailable, message: "connection handshake timed out"))
             channel.close(promise: nil)
         }
         do {
-            let settings = try await boundHandler.eventLoop.flatSubmit { boundHandler.value.ready.futureResult }.get()
+            let negotiated = try await ready.futureResult.get()
             timeout.cancel()
-            let tls = try await eventLoop.submit { boundHandler.value.tlsInfo }.get()
+            let (boundHandler, tls, flags) = try await eventLoop.submit {
+                let handler = try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self)
+                return (NIOLoopBound(handler, eventLoop: eventLoop), handler.tlsInfo, handler.flags)
+            }.get()
             return ClientConnection(
-                channel: channel, handler: boundHandler, settings: settings, tls: tls, flags: handler.flags)
+                channel: channel, handler: boundHandler, settings: negotiated, tls: tls, flags: flags)
         } catch {
             timeout.cancel()
             channel.close(promise: nil)
@@ -120,90 +124,96 @@ public final class ClientConnection: RPCClientTransport {
 
     // MARK: Calls
 
+    /// A call as seen from outside the event loop.
+    private struct StartedCall: Sendable {
+        let call: NIOLoopBound<ClientCall>
+        let completion: EventLoopFuture<UnaryResponse>
+        let started: EventLoopFuture<Void>
+        let stream: MessageStream?
+
+        var response: StreamingResponse {
+            // Streaming kinds always have a stream; the empty one is unreachable.
+            StreamingResponse(messages: stream ?? MessageStream.make(onDemand: { _ in }).0, completion: completion)
+        }
+    }
+
     private func begin(
         _ method: MethodDescriptor, options: CallOptions, message: ByteBuffer?, endStream: Bool
-    ) -> (NIOLoopBound<ClientCall>, MessageStream?) {
+    ) async throws -> StartedCall {
         let eventLoop = channel.eventLoop
-        let call = ClientCall(kind: method.kind, eventLoop: eventLoop)
-        let boundCall = NIOLoopBound(call, eventLoop: eventLoop)
         let handler = self.handler
-        var stream: MessageStream?
-        if !method.kind.isSingleResponse {
-            let (messages, source) = MessageStream.make(
-                onDemand: { wantsMore in
-                    eventLoop.execute { handler.value.setDemand(callID: boundCall.value.id, wantsMore: wantsMore) }
-                },
-                onTerminate: {
-                    // The consumer stopped listening before the end: tell the server.
-                    eventLoop.execute {
-                        handler.value.cancel(
-                            boundCall.value, reason: .cancelled,
-                            error: RPCError(code: .cancelled, message: "response stream dropped"))
-                    }
-                })
-            call.responseSource = source
-            stream = messages
-        }
-        let head = CallHead(
-            method: method.fullName, timeoutMicroseconds: options.timeout.map { max($0.microseconds, 1) } ?? 0,
-            metadata: options.metadata)
-        handler.value.start(call, head: head, message: message, endStream: endStream, compress: options.compression)
-        if let timeout = options.timeout {
-            let timer = eventLoop.scheduleTask(in: TimeAmount(timeout)) {
-                handler.value.cancel(
-                    boundCall.value, reason: .deadlineExceeded,
-                    error: RPCError(code: .deadlineExceeded, message: "deadline exceeded after \(timeout)"))
+        let body: @Sendable () -> StartedCall = {
+            let call = ClientCall(kind: method.kind, eventLoop: eventLoop)
+            let boundCall = NIOLoopBound(call, eventLoop: eventLoop)
+            var stream: MessageStream?
+            if !method.kind.isSingleResponse {
+                let (messages, source) = MessageStream.make(
+                    onDemand: { wantsMore in
+                        eventLoop.execute { handler.value.setDemand(callID: boundCall.value.id, wantsMore: wantsMore) }
+                    },
+                    onTerminate: {
+                        // The consumer stopped listening before the end: tell the server.
+                        eventLoop.execute {
+                            handler.value.cancel(
+                                boundCall.value, reason: .cancelled,
+                                error: RPCError(code: .cancelled, message: "response stream dropped"))
+                        }
+                    })
+                call.responseSource = source
+                stream = messages
             }
-            call.completion.futureResult.whenComplete { _ in timer.cancel() }
+            let head = CallHead(
+                method: method.fullName, timeoutMicroseconds: options.timeout.map { max($0.microseconds, 1) } ?? 0,
+                metadata: options.metadata)
+            handler.value.start(call, head: head, message: message, endStream: endStream, compress: options.compression)
+            if let timeout = options.timeout {
+                let timer = eventLoop.scheduleTask(in: TimeAmount(timeout)) {
+                    handler.value.cancel(
+                        boundCall.value, reason: .deadlineExceeded,
+                        error: RPCError(code: .deadlineExceeded, message: "deadline exceeded after \(timeout)"))
+                }
+                call.completion.futureResult.whenComplete { _ in timer.cancel() }
+            }
+            return StartedCall(
+                call: boundCall, completion: call.completion.futureResult, started: call.started.futureResult,
+                stream: stream)
         }
-        return (boundCall, stream)
+        if eventLoop.inEventLoop { return body() }
+        return try await eventLoop.submit(body).get()
     }
 
-    private func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> T) async throws -> T {
-        if channel.eventLoop.inEventLoop { return body() }
-        return try await channel.eventLoop.submit(body).get()
-    }
-
-    private func cancelOnTaskCancel(_ call: NIOLoopBound<ClientCall>) -> @Sendable () -> Void {
+    private func cancelOnTaskCancel(_ call: NIOLoopBound<ClientCall>) {
         let handler = self.handler
-        return {
-            call.eventLoop.execute {
-                handler.value.cancel(call.value, reason: .cancelled, error: RPCError(code: .cancelled, message: "call cancelled"))
-            }
+        call.eventLoop.execute {
+            handler.value.cancel(call.value, reason: .cancelled, error: RPCError(code: .cancelled, message: "call cancelled"))
         }
     }
 
     public func unary(_ method: MethodDescriptor, request: ByteBuffer, options: CallOptions) async throws -> UnaryResponse {
-        let call = try await onLoop { self.begin(method, options: options, message: request, endStream: true).0 }
+        let started = try await begin(method, options: options, message: request, endStream: true)
         return try await withTaskCancellationHandler {
-            try await call.value.completion.futureResult.get()
+            try await started.completion.get()
         } onCancel: {
-            cancelOnTaskCancel(call)()
+            cancelOnTaskCancel(started.call)
         }
     }
 
     public func serverStreaming(
         _ method: MethodDescriptor, request: ByteBuffer, options: CallOptions
     ) async throws -> StreamingResponse {
-        let (call, stream) = try await onLoop { () -> (NIOLoopBound<ClientCall>, MessageStream?) in
-            self.begin(method, options: options, message: request, endStream: true)
-        }
-        let completion = try await onLoop { call.value.completion.futureResult }
-        // A stream always exists for streaming kinds.
-        return StreamingResponse(messages: stream ?? MessageStream.make(onDemand: { _ in }).0, completion: completion)
+        try await begin(method, options: options, message: request, endStream: true).response
     }
 
     public func clientStreaming(
         _ method: MethodDescriptor, options: CallOptions, requests: @Sendable (MessageWriter) async throws -> Void
     ) async throws -> UnaryResponse {
-        let call = try await onLoop { self.begin(method, options: options, message: nil, endStream: false).0 }
-        let (completion, started) = try await onLoop { (call.value.completion.futureResult, call.value.started.futureResult) }
+        let started = try await begin(method, options: options, message: nil, endStream: false)
         return try await withTaskCancellationHandler {
-            try await started.get()
-            try await sendRequests(call, requests: requests)
-            return try await completion.get()
+            try await started.started.get()
+            try await sendRequests(started.call, requests: requests)
+            return try await started.completion.get()
         } onCancel: {
-            cancelOnTaskCancel(call)()
+            cancelOnTaskCancel(started.call)
         }
     }
 
@@ -211,19 +221,19 @@ public final class ClientConnection: RPCClientTransport {
         _ method: MethodDescriptor, options: CallOptions,
         body: @Sendable (MessageWriter, StreamingResponse) async throws -> Result
     ) async throws -> Result {
-        let (call, stream) = try await onLoop { () -> (NIOLoopBound<ClientCall>, MessageStream?) in
-            self.begin(method, options: options, message: nil, endStream: false)
-        }
-        let (completion, started) = try await onLoop { (call.value.completion.futureResult, call.value.started.futureResult) }
-        let response = StreamingResponse(messages: stream ?? MessageStream.make(onDemand: { _ in }).0, completion: completion)
-        let writer = MessageWriter(sink: ClientRequestSink(handler: handler, call: call))
+        let started = try await begin(method, options: options, message: nil, endStream: false)
+        let writer = MessageWriter(sink: ClientRequestSink(handler: handler, call: started.call))
+        let handler = self.handler
         return try await withTaskCancellationHandler {
-            try await started.get()
-            let result = try await body(writer, response)
-            try await onLoop { self.handler.value.halfClose(call.value) }
+            try await started.started.get()
+            let result = try await body(writer, started.response)
+            try await handler.eventLoop.runAndWait {
+                handler.value.halfClose(started.call.value)
+                return nil
+            }
             return result
         } onCancel: {
-            cancelOnTaskCancel(call)()
+            cancelOnTaskCancel(started.call)
         }
     }
 
@@ -236,10 +246,17 @@ public final class ClientConnection: RPCClientTransport {
         } catch {
             let handler = self.handler
             let rpcError = error as? RPCError ?? RPCError(code: .cancelled, message: "request stream failed: \(error)")
-            try await onLoop { handler.value.cancel(call.value, reason: .cancelled, error: rpcError) }
+            try await handler.eventLoop.runAndWait {
+                handler.value.cancel(call.value, reason: .cancelled, error: rpcError)
+                return nil
+            }
             throw error
         }
-        try await onLoop { self.handler.value.halfClose(call.value) }
+        let handler = self.handler
+        try await handler.eventLoop.runAndWait {
+            handler.value.halfClose(call.value)
+            return nil
+        }
     }
 }
 

@@ -44,10 +44,10 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     }
     var tlsInfo: TLSHandshakeCompleted?
 
-    init(settings: ConnectionSettings, eventLoop: any EventLoop) {
+    init(settings: ConnectionSettings, ready: EventLoopPromise<NegotiatedSettings>) {
         self.localSettings = settings
         self.processor = NIOSingleStepByteToMessageProcessor(FrameDecoder(maxPayloadSize: settings.maxFrameSize))
-        self.ready = eventLoop.makePromise(of: NegotiatedSettings.self)
+        self.ready = ready
     }
 
     var openCalls: Int { calls.count + waitingToStart.count }

@@ -146,7 +146,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        logger.info("connection error", metadata: ["error": "\(error)"])
+        // A peer that vanishes without closing is routine; TLS and protocol failures are not.
+        if error is TLSError || error is WireError {
+            logger.info("connection error", metadata: ["error": "\(error)"])
+        } else {
+            logger.debug("connection error", metadata: ["error": "\(error)"])
+        }
         context.close(promise: nil)
     }
 

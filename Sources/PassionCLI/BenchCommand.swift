@@ -1,0 +1,182 @@
+import ArgumentParser
+import Foundation
+import Histogram
+import NIOCore
+import PassionClient
+import Synchronization
+
+/// `passion bench`: closed-loop load on a unary method: `--concurrency` callers spread over
+/// `--connections`, each sending its next call when the previous one answered.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Load-test a unary method and report QPS and latency percentiles.")
+
+    @OptionGroup var options: ClientOptions
+
+    @Argument(help: "A unary method, for example passion.v1.Diagnostics/Echo.")
+    var method: String
+
+    @Option(name: .shortAndLong, help: "Request JSON or @FILE.")
+    var data: String = "{}"
+
+    @Option(help: "Connections to open.")
+    var connections: Int = 1
+
+    @Option(help: "Calls in flight at once, over all connections.")
+    var concurrency: Int = 1
+
+    @Option(help: "How long to measure, such as 10s.")
+    var duration: String = "10s"
+
+    @Option(help: "How long to run before measuring.")
+    var warmup: String = "2s"
+
+    @Flag(help: "Print one JSON object instead of the text report.")
+    var json = false
+
+    func validate() throws {
+        guard connections >= 1, concurrency >= 1 else { throw ValidationError("--connections and --concurrency must be at least 1") }
+        guard concurrency >= connections else { throw ValidationError("--concurrency must be at least --connections") }
+    }
+
+    func run() async throws {
+        let schema = try MethodLookup.schema(method)
+        guard schema.descriptor.kind == .unary else { throw ValidationError("bench drives unary methods only") }
+        let request = try RequestInput.messages(from: data, type: schema.requestType, streaming: false)[0]
+        let measure = try ClientOptions.parseDuration(duration)
+        let warm = try ClientOptions.parseDuration(warmup)
+        let callOptions = try options.callOptions()
+        let configuration = try options.connectionConfiguration()
+
+        var pool: [ClientConnection] = []
+        do {
+            for _ in 0..<connections { pool.append(try await ClientConnection.connect(configuration)) }
+        } catch {
+            throw Failure.exit(error)
+        }
+        let start = ContinuousClock.now
+        let measureFrom = start + warm
+        let end = measureFrom + measure
+        let progress = Progress()
+        let cpuBefore = CPUTime.process()
+        let ticker = Task { await progress.report(until: end, from: measureFrom, live: isatty(STDOUT_FILENO) == 1 && !json) }
+
+        let results = await withTaskGroup(of: WorkerResult.self) { group in
+            for worker in 0..<concurrency {
+                let connection = pool[worker % pool.count]
+                group.addTask(executorPreference: connection.taskExecutor) {
+                    await Self.worker(
+                        connection: connection, method: schema.descriptor, request: request, options: callOptions,
+                        measureFrom: measureFrom, end: end, progress: progress)
+                }
+            }
+            var merged = WorkerResult()
+            for await result in group { merged.merge(result) }
+            return merged
+        }
+        let cpu = CPUTime.process() - cpuBefore
+        ticker.cancel()
+        for connection in pool { await connection.close() }
+        printReport(results, seconds: Double(measure.components.seconds) + Double(measure.components.attoseconds) / 1e18, cpu: cpu)
+    }
+
+    private static func worker(
+        connection: ClientConnection, method: MethodDescriptor, request: ByteBuffer, options: CallOptions,
+        measureFrom: ContinuousClock.Instant, end: ContinuousClock.Instant, progress: Progress
+    ) async -> WorkerResult {
+        var result = WorkerResult()
+        while true {
+            let started = ContinuousClock.now
+            guard started < end else { break }
+            var failure: StatusCode?
+            do {
+                _ = try await connection.unary(method, request: request, options: options)
+            } catch let error as RPCError {
+                failure = error.code
+            } catch {
+                failure = .unknown
+            }
+            guard started >= measureFrom else { continue }
+            let elapsed = ContinuousClock.now - started
+            let micros = UInt64(max(1, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
+            if let failure {
+                result.errors[failure.name, default: 0] += 1
+            } else {
+                result.calls += 1
+                _ = result.histogram.record(micros)
+            }
+            progress.count(failed: failure != nil)
+        }
+        return result
+    }
+
+    private func printReport(_ result: WorkerResult, seconds: Double, cpu: Double) {
+        let histogram = result.histogram
+        let qps = Double(result.calls) / seconds
+        let totalCalls = result.calls + result.errors.values.reduce(0, +)
+        let cpuPerCall = totalCalls > 0 ? cpu / Double(totalCalls) * 1e6 : 0
+        if json {
+            let errors = result.errors.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ")
+            print(
+                "{\"calls\": \(result.calls), \"errors\": {\(errors)}, \"qps\": \(String(format: "%.1f", qps)), "
+                    + "\"p50_us\": \(histogram.valueAtPercentile(50)), \"p90_us\": \(histogram.valueAtPercentile(90)), "
+                    + "\"p99_us\": \(histogram.valueAtPercentile(99)), \"p999_us\": \(histogram.valueAtPercentile(99.9)), "
+                    + "\"max_us\": \(result.calls > 0 ? histogram.max : 0), \"client_cpu_us_per_call\": \(String(format: "%.1f", cpuPerCall))}")
+            return
+        }
+        print("method       \(method)  connections \(connections)  concurrency \(concurrency)")
+        print("calls        \(result.calls) ok in \(String(format: "%.1f", seconds)) s")
+        let errorText = result.errors.isEmpty ? "none" : result.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        print("errors       \(errorText)")
+        print("qps          \(String(format: "%.1f", qps))")
+        print("latency µs   p50 \(histogram.valueAtPercentile(50))  p90 \(histogram.valueAtPercentile(90))  p99 \(histogram.valueAtPercentile(99))  p99.9 \(histogram.valueAtPercentile(99.9))  max \(result.calls > 0 ? histogram.max : 0)")
+        print("client CPU   \(String(format: "%.1f", cpuPerCall)) µs per call")
+    }
+}
+
+/// One worker's tally; merged at the end so workers never contend.
+struct WorkerResult: Sendable {
+    var calls = 0
+    var errors: [String: Int] = [:]
+    var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+
+    mutating func merge(_ other: WorkerResult) {
+        calls += other.calls
+        errors.merge(other.errors, uniquingKeysWith: +)
+        histogram.add(other.histogram)
+    }
+}
+
+/// Live counters for the progress line.
+final class Progress: Sendable {
+    private let ok = Atomic<Int>(0)
+    private let failed = Atomic<Int>(0)
+
+    func count(failed didFail: Bool) {
+        if didFail { failed.add(1, ordering: .relaxed) } else { ok.add(1, ordering: .relaxed) }
+    }
+
+    func report(until end: ContinuousClock.Instant, from start: ContinuousClock.Instant, live: Bool) async {
+        guard live else { return }
+        while ContinuousClock.now < end {
+            try? await Task.sleep(for: .seconds(1))
+            let now = ContinuousClock.now
+            let calls = ok.load(ordering: .relaxed)
+            let elapsed = now > start ? Double((now - start).components.seconds) + Double((now - start).components.attoseconds) / 1e18 : 0
+            let rate = elapsed > 0 ? Double(calls) / elapsed : 0
+            let line = String(format: "\r%@ %d calls, %.0f qps, %d errors   ", now < start ? "warming up" : "measuring", calls, rate, failed.load(ordering: .relaxed))
+            FileHandle.standardError.write(Data(line.utf8))
+        }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+    }
+}
+
+/// CPU time (user + system) of this process, in seconds.
+enum CPUTime {
+    static func process() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec)
+            + Double(usage.ru_stime.tv_usec) / 1e6
+    }
+}

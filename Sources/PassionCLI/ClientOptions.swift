@@ -1,0 +1,120 @@
+import ArgumentParser
+import Foundation
+import PassionClient
+
+/// Options every subcommand shares: where the server is, how to trust it, what to send along.
+struct ClientOptions: ParsableArguments {
+    @Option(name: .long, help: "Server address as HOST:PORT.")
+    var server: String = "127.0.0.1:7443"
+
+    @Option(name: .long, help: "PEM file of CAs to trust (default: <data-dir>/tls/ca.pem if present, else the system's).")
+    var ca: String?
+
+    @Option(name: .customLong("data-dir"), help: "The server's data directory, to find its development CA.")
+    var dataDirectory: String = "./.passion"
+
+    @Option(name: .long, help: "Client certificate (PEM) for mTLS.")
+    var cert: String?
+
+    @Option(name: .long, help: "Private key (PEM) of --cert.")
+    var key: String?
+
+    @Option(name: [.customShort("H"), .customLong("header")], help: "Metadata 'key: value' to send; repeatable.")
+    var header: [String] = []
+
+    @Option(name: .long, help: "Bearer token, sent as 'authorization: Bearer TOKEN'.")
+    var token: String?
+
+    @Option(name: .long, help: "Deadline of each call, such as 500ms, 5s or 2m.")
+    var deadline: String?
+
+    @Flag(name: .long, help: "Connect without TLS (the server must run with --plaintext).")
+    var plaintext = false
+
+    @Flag(name: .customLong("tls12"), help: "Allow TLS 1.2 as well as 1.3.")
+    var allowTLS12 = false
+
+    func validate() throws {
+        _ = try hostAndPort()
+        if let deadline { _ = try Self.parseDuration(deadline) }
+        for entry in header { _ = try Self.parseHeader(entry) }
+        if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
+    }
+
+    func hostAndPort() throws -> (String, Int) {
+        guard let colon = server.lastIndex(of: ":"), let port = Int(server[server.index(after: colon)...]),
+            (1...65535).contains(port)
+        else { throw ValidationError("--server must be HOST:PORT, got \(server)") }
+        var host = String(server[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
+    }
+
+    var trustRoots: String? {
+        if let ca { return ca }
+        let development = dataDirectory + "/tls/ca.pem"
+        return FileManager.default.fileExists(atPath: development) ? development : nil
+    }
+
+    func connectionConfiguration() throws -> ClientConnectionConfiguration {
+        let (host, port) = try hostAndPort()
+        let tls: TLSConfiguration? =
+            plaintext
+            ? nil
+            : .client(
+                serverHostname: host, trustRootsPath: trustRoots, certificateChainPath: cert, privateKeyPath: key,
+                minimumVersion: allowTLS12 ? .tls12 : .tls13)
+        return ClientConnectionConfiguration(host: host, port: port, tls: tls)
+    }
+
+    func connect() async throws -> ClientConnection {
+        try await ClientConnection.connect(try connectionConfiguration())
+    }
+
+    func callOptions() throws -> CallOptions {
+        var metadata = Metadata()
+        for entry in header {
+            let (key, value) = try Self.parseHeader(entry)
+            metadata.add(key, value)
+        }
+        if let token { metadata.add("authorization", "Bearer \(token)") }
+        return CallOptions(timeout: try deadline.map(Self.parseDuration), metadata: metadata)
+    }
+
+    static func parseHeader(_ entry: String) throws -> (String, String) {
+        guard let colon = entry.firstIndex(of: ":") else {
+            throw ValidationError("-H takes 'key: value', got \(entry)")
+        }
+        let key = entry[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
+        let value = entry[entry.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        guard Metadata.isValidKey(key) else { throw ValidationError("invalid metadata key \(key)") }
+        return (key, value)
+    }
+
+    /// Parses `250ms`, `10s`, `2m`, `1h` or a bare number of seconds.
+    static func parseDuration(_ text: String) throws -> Duration {
+        let units: [(String, Double)] = [("ms", 0.001), ("us", 0.000_001), ("s", 1), ("m", 60), ("h", 3600)]
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            if let value = Double(text.dropLast(suffix.count)), value >= 0 {
+                return .nanoseconds(Int64(value * scale * 1e9))
+            }
+        }
+        if let seconds = Double(text), seconds >= 0 { return .nanoseconds(Int64(seconds * 1e9)) }
+        throw ValidationError("invalid duration \(text): use forms like 500ms, 10s, 2m")
+    }
+}
+
+/// Prints a failed call the way scripts expect and exits with 64 + its status code.
+enum Failure {
+    static func exit(_ error: any Error) -> ExitCode {
+        let rpc = error as? RPCError ?? RPCError(code: .unknown, message: "\(error)")
+        var text = "\(rpc.code.name): \(rpc.message)\n"
+        if let details = rpc.details {
+            text += "  reason: \(details.reason)\n"
+            for (key, value) in details.fields.sorted(by: { $0.key < $1.key }) { text += "  \(key): \(value)\n" }
+        }
+        for entry in rpc.metadata { text += "  trailer \(entry.key): \(entry.stringValue ?? "<binary>")\n" }
+        FileHandle.standardError.write(Data(text.utf8))
+        return ExitCode(Int32(64 + Int(rpc.code.rawValue)))
+    }
+}
