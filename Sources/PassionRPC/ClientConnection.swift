@@ -245,12 +245,16 @@ public final class ClientConnection: RPCClientTransport {
             try await requests(writer)
         } catch {
             let handler = self.handler
-            let rpcError = error as? RPCError ?? RPCError(code: .cancelled, message: "request stream failed: \(error)")
+            let rpcError =
+                error as? RPCError
+                ?? RPCError(
+                    code: .cancelled,
+                    message: error is CancellationError ? "call cancelled" : "request stream failed: \(error)")
             try await handler.eventLoop.runAndWait {
                 handler.value.cancel(call.value, reason: .cancelled, error: rpcError)
                 return nil
             }
-            throw error
+            throw rpcError
         }
         let handler = self.handler
         try await handler.eventLoop.runAndWait {

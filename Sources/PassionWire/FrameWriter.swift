@@ -97,14 +97,14 @@ public struct FrameWriter {
 
     public static func writeHello(_ hello: Hello, into buffer: inout ByteBuffer) {
         let start = buffer.writerIndex
-        buffer.moveWriterIndex(forwardBy: Frame.headerSize)
+        buffer.writeRepeatingByte(0, count: Frame.headerSize)
         hello.write(to: &buffer)
         buffer.setFrameHeader(at: start, type: .hello, flags: [], callID: 0)
     }
 
     public static func writeGoAway(_ goAway: GoAway, into buffer: inout ByteBuffer) {
         let start = buffer.writerIndex
-        buffer.moveWriterIndex(forwardBy: Frame.headerSize)
+        buffer.writeRepeatingByte(0, count: Frame.headerSize)
         goAway.write(to: &buffer)
         buffer.setFrameHeader(at: start, type: .goAway, flags: [], callID: 0)
     }
@@ -154,7 +154,7 @@ public struct FrameWriter {
 
     private func beginFrame(into buffer: inout ByteBuffer) -> Int {
         let start = buffer.writerIndex
-        buffer.moveWriterIndex(forwardBy: Frame.headerSize)
+        buffer.writeRepeatingByte(0, count: Frame.headerSize)
         return start
     }
 

@@ -1,0 +1,49 @@
+import Foundation
+import PassionTLS
+import Synchronization
+
+/// Certificates for tests, made once per test process in a temporary directory.
+struct TestCertificates: Sendable {
+    let directory: String
+    var caPath: String { directory + "/ca.pem" }
+    var serverCertificate: String { directory + "/server.pem" }
+    var serverKey: String { directory + "/server-key.pem" }
+    var clientCertificate: String { directory + "/client.pem" }
+    var clientKey: String { directory + "/client-key.pem" }
+    var expiredCertificate: String { directory + "/expired.pem" }
+    var expiredKey: String { directory + "/expired-key.pem" }
+    /// A CA that signed nothing the server presents.
+    var otherCAPath: String { directory + "/other-ca.pem" }
+
+    private static let cache = Mutex<TestCertificates?>(nil)
+
+    static func shared() throws -> TestCertificates {
+        try cache.withLock { cached in
+            if let cached { return cached }
+            let made = try make()
+            cached = made
+            return made
+        }
+    }
+
+    private static func make() throws -> TestCertificates {
+        let directory = NSTemporaryDirectory() + "passion-tests-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let certificates = TestCertificates(directory: directory)
+        let authority = try CertificateAuthority.create(commonName: "passion test CA")
+        let server = try authority.issue(commonName: "passion-server", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
+        let client = try authority.issue(commonName: "test-client", client: true)
+        let expired = try authority.issue(
+            commonName: "expired", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"], validFrom: -7200, validUntil: -3600)
+        let other = try CertificateAuthority.create(commonName: "unrelated CA")
+        let files: [(String, String)] = [
+            (certificates.caPath, authority.identity.certificatePEM),
+            (certificates.serverCertificate, server.certificatePEM), (certificates.serverKey, server.privateKeyPEM),
+            (certificates.clientCertificate, client.certificatePEM), (certificates.clientKey, client.privateKeyPEM),
+            (certificates.expiredCertificate, expired.certificatePEM), (certificates.expiredKey, expired.privateKeyPEM),
+            (certificates.otherCAPath, other.identity.certificatePEM),
+        ]
+        for (path, text) in files { try text.write(toFile: path, atomically: true, encoding: .utf8) }
+        return certificates
+    }
+}
