@@ -1,0 +1,237 @@
+import Foundation
+import PassionAPI
+import PassionClient
+import PassionRPC
+import SwiftProtobuf
+import Synchronization
+import Testing
+
+/// Concurrency, cancellation, deadlines, shutdown, principals and the pool, end to end.
+@Suite("Call lifecycle")
+struct LifecycleTests {
+    @Test("1,000 concurrent calls on one connection all complete")
+    func thousandConcurrentCalls() async throws {
+        try await TestServer.with { server in
+            let connection = try await server.connect()
+            let results = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<1000 {
+                    group.addTask {
+                        let response = try await connection.diagnostics.echo { $0.payload = Data("\(index)".utf8) }
+                        return Int(String(decoding: response.payload, as: UTF8.self)) ?? -1
+                    }
+                }
+                return try await group.reduce(into: Set<Int>()) { $0.insert($1) }
+            }
+            #expect(results == Set(0..<1000))
+            await connection.close()
+        }
+    }
+
+    @Test("cancelling a call reaches the handler as task cancellation")
+    func cancellationReachesHandler() async throws {
+        let observed = Observed()
+        let method = MethodDescriptor(service: "test.Cancel", method: "Wait", kind: .unary)
+        try await TestServer.with(routes: { router in
+            router.registerUnary(method, EchoRequest.self, EchoResponse.self) { _, _ in
+                observed.started()
+                do {
+                    try await Task.sleep(for: .seconds(30))
+                } catch {
+                    observed.cancelled()
+                    throw error
+                }
+                return EchoResponse()
+            }
+        }) { server in
+            let connection = try await server.connect()
+            let call = Task { try await connection.unary(method, EchoRequest(), as: EchoResponse.self, options: .defaults) }
+            try await observed.waitUntil { $0.started }
+            call.cancel()
+            await expectRPCError(.cancelled) { try await call.value }
+            try await observed.waitUntil { $0.cancelled }
+            await connection.close()
+        }
+    }
+
+    @Test("a deadline passing on the server cancels the handler too")
+    func deadlineCancelsHandler() async throws {
+        let observed = Observed()
+        let method = MethodDescriptor(service: "test.Cancel", method: "Wait", kind: .unary)
+        try await TestServer.with(routes: { router in
+            router.registerUnary(method, EchoRequest.self, EchoResponse.self) { _, context in
+                observed.started()
+                #expect(context.deadline != nil)
+                do {
+                    try await Task.sleep(for: .seconds(30))
+                } catch {
+                    observed.cancelled()
+                }
+                return EchoResponse()
+            }
+        }) { server in
+            let connection = try await server.connect()
+            await expectRPCError(.deadlineExceeded) {
+                try await connection.unary(method, EchoRequest(), as: EchoResponse.self, options: CallOptions(timeout: .milliseconds(100)))
+            }
+            try await observed.waitUntil { $0.cancelled }
+            await connection.close()
+        }
+    }
+
+    @Test("graceful shutdown: in-flight calls finish, new calls are refused, run() returns")
+    func gracefulShutdown() async throws {
+        let server = try await TestServer.start()
+        let connection = try await server.connect()
+        let inFlight = Task {
+            try await connection.diagnostics.sleep(SleepRequest.with { $0.durationMs = 300 })
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        let stopped = Task { await server.stop() }
+        try await Task.sleep(for: .milliseconds(50))
+        let response = try await inFlight.value
+        #expect(response.sleptMs >= 250)
+        await expectRPCError(.unavailable) { try await connection.diagnostics.echo(EchoRequest()) }
+        await stopped.value
+        // The listener is gone.
+        await expectRPCError(.unavailable) { try await server.connect() }
+    }
+
+    @Test("a method that requires a principal answers UNAUTHENTICATED to an anonymous caller")
+    func requiredPrincipal() async throws {
+        let method = MethodDescriptor(service: "test.Secure", method: "Read", kind: .unary, principal: .user)
+        let ran = Observed()
+        try await TestServer.with(routes: { router in
+            router.registerUnary(method, EchoRequest.self, EchoResponse.self) { _, _ in
+                ran.started()
+                return EchoResponse()
+            }
+        }) { server in
+            let connection = try await server.connect()
+            let error = await expectRPCError(.unauthenticated) {
+                try await connection.unary(method, EchoRequest(), as: EchoResponse.self, options: .defaults)
+            }
+            #expect(error?.message.contains("requires a user credential") == true)
+            #expect(ran.state.started == false)
+            await connection.close()
+        }
+    }
+
+    @Test("a principal of the wrong kind gets PERMISSION_DENIED")
+    func wrongPrincipal() async throws {
+        struct UserAuthenticator: Authenticator {
+            func authenticate(_ credentials: CallCredentials) async throws -> Principal {
+                credentials.metadata["authorization"] == nil ? .anonymous : Principal(kind: .user, id: "u1")
+            }
+        }
+        let method = MethodDescriptor(service: "test.Secure", method: "Admin", kind: .unary, principal: .admin)
+        try await TestServer.with(authenticator: UserAuthenticator(), routes: { router in
+            router.registerUnary(method, EchoRequest.self, EchoResponse.self) { _, _ in EchoResponse() }
+        }) { server in
+            let connection = try await server.connect()
+            await expectRPCError(.permissionDenied) {
+                try await connection.unary(
+                    method, EchoRequest(), as: EchoResponse.self, options: CallOptions(metadata: ["authorization": "Bearer x"]))
+            }
+            await connection.close()
+        }
+    }
+
+    @Test("a handler's unexpected error becomes UNKNOWN without leaking its text")
+    func unexpectedError() async throws {
+        struct Secret: Error { let sql = "SELECT * FROM users" }
+        let method = MethodDescriptor(service: "test.Broken", method: "Fail", kind: .unary)
+        try await TestServer.with(routes: { router in
+            router.registerUnary(method, EchoRequest.self, EchoResponse.self) { _, _ in throw Secret() }
+        }) { server in
+            let connection = try await server.connect()
+            let error = await expectRPCError(.unknown) {
+                try await connection.unary(method, EchoRequest(), as: EchoResponse.self, options: .defaults)
+            }
+            #expect(error?.message.contains("SELECT") == false)
+            await connection.close()
+        }
+    }
+
+    @Test("health Check and Watch; an unknown service is NOT_FOUND for Check, SERVICE_UNKNOWN for Watch")
+    func health() async throws {
+        try await TestServer.with { server in
+            let connection = try await server.connect()
+            #expect(try await connection.health.check(HealthCheckRequest()).status == .serving)
+            #expect(try await connection.health.check(HealthCheckRequest.with { $0.service = "passion.v1.Diagnostics" }).status == .serving)
+            await expectRPCError(.notFound) { try await connection.health.check(HealthCheckRequest.with { $0.service = "nope" }) }
+            let watch = try await connection.health.watch(HealthCheckRequest.with { $0.service = "nope" })
+            var iterator = watch.makeAsyncIterator()
+            #expect(try await iterator.next()?.status == .serviceUnknown)
+            await connection.close()
+        }
+    }
+
+    @Test("introspection lists services and returns descriptors with dependencies first")
+    func introspection() async throws {
+        try await TestServer.with { server in
+            let connection = try await server.connect()
+            let services = try await connection.introspection.listServices(ListServicesRequest()).services
+            #expect(services == ["passion.v1.Diagnostics", "passion.v1.Health", "passion.v1.Introspection"])
+            let files = try await connection.introspection.fileDescriptors(FileDescriptorsRequest.with { $0.symbol = "passion.v1.Diagnostics/Echo" })
+                .fileDescriptors.map { try Google_Protobuf_FileDescriptorProto(serializedBytes: $0) }
+            #expect(files.map(\.name) == ["google/protobuf/descriptor.proto", "passion/v1/options.proto", "passion/v1/diagnostics.proto"])
+            await expectRPCError(.notFound) {
+                try await connection.introspection.fileDescriptors(FileDescriptorsRequest.with { $0.symbol = "no.Such" })
+            }
+            await connection.close()
+        }
+    }
+
+    @Test("the pool reconnects after the server restarts on the same port, and retries idempotent calls")
+    func poolReconnects() async throws {
+        let first = try await TestServer.start()
+        let port = first.port
+        var configuration = RPCClientConfiguration(connection: first.clientConfiguration())
+        configuration.reconnectBackoff = Backoff(initial: .milliseconds(10), maximum: .milliseconds(50))
+        let client = RPCClient(configuration: configuration)
+        #expect(try await client.diagnostics.echo(EchoRequest()) == EchoResponse())
+        await first.stop()
+        let second = try await TestServer.start(configure: { $0.port = port })
+        // The old connection is gone; the pool reconnects (waiting out its backoff if needed).
+        let response = try await client.diagnostics.echo(EchoRequest(), options: CallOptions(waitForReady: true))
+        #expect(response == EchoResponse())
+        await client.close()
+        await second.stop()
+    }
+
+    @Test("the pool fails fast with UNAVAILABLE while nothing listens")
+    func poolFailsFast() async throws {
+        let server = try await TestServer.start()
+        let configuration = RPCClientConfiguration(connection: server.clientConfiguration())
+        await server.stop()
+        let client = RPCClient(configuration: configuration)
+        let start = ContinuousClock.now
+        await expectRPCError(.unavailable) { try await client.diagnostics.echo(EchoRequest()) }
+        #expect(ContinuousClock.now - start < .seconds(5))
+    }
+}
+
+/// Flags a handler sets and a test waits for.
+final class Observed: Sendable {
+    struct State: Sendable {
+        var started = false
+        var cancelled = false
+    }
+
+    private let mutex = Mutex(State())
+
+    var state: State { mutex.withLock { $0 } }
+    func started() { mutex.withLock { $0.started = true } }
+    func cancelled() { mutex.withLock { $0.cancelled = true } }
+
+    func waitUntil(_ condition: (State) -> Bool, timeout: Duration = .seconds(5)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !condition(state) {
+            guard ContinuousClock.now < deadline else {
+                Issue.record("condition not reached within \(timeout)")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+}
