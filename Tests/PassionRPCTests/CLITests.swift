@@ -1,0 +1,150 @@
+import Foundation
+import Testing
+
+/// The `passion` CLI and `passion-server` binaries, run as processes.
+@Suite("Command line")
+struct CLITests {
+    private func passion(_ server: TestServer, _ arguments: [String], stdin: String? = nil) async throws -> Executables.Result {
+        try await Executables.run(
+            "passion", arguments + ["--server", "127.0.0.1:\(server.port)", "--ca", server.certificates.caPath], stdin: stdin)
+    }
+
+    private func json(_ text: String) throws -> [String: Any] {
+        let object = try JSONSerialization.jsonObject(with: Data(text.utf8))
+        return try #require(object as? [String: Any])
+    }
+
+    @Test("call prints the response as JSON and exits 0")
+    func callSucceeds() async throws {
+        try await TestServer.with { server in
+            let result = try await passion(server, ["call", "passion.v1.Diagnostics/Echo", "-d", #"{"payload":"aGVsbG8="}"#])
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(try json(result.stdout)["payload"] as? String == "aGVsbG8=")
+        }
+    }
+
+    @Test("a failed call exits 64 + code and prints code, message and details on stderr")
+    func callFails() async throws {
+        try await TestServer.with { server in
+            let result = try await passion(server, [
+                "call", "Diagnostics/Fail", "-d", #"{"code":9,"message":"not enough","reason":"INSUFFICIENT_FUNDS","fields":{"balance":"40"}}"#,
+            ])
+            #expect(result.status == 64 + 9)
+            #expect(result.stderr.contains("FAILED_PRECONDITION: not enough"))
+            #expect(result.stderr.contains("reason: INSUFFICIENT_FUNDS"))
+            #expect(result.stderr.contains("balance: 40"))
+            #expect(result.stdout.isEmpty)
+        }
+    }
+
+    @Test("--deadline ends a slow call with DEADLINE_EXCEEDED (exit 68)")
+    func deadline() async throws {
+        try await TestServer.with { server in
+            let result = try await passion(server, ["call", "Diagnostics/Sleep", "-d", #"{"durationMs":5000}"#, "--deadline", "100ms"])
+            #expect(result.status == 68)
+            #expect(result.stderr.hasPrefix("DEADLINE_EXCEEDED"))
+        }
+    }
+
+    @Test("streams take and print newline-delimited JSON")
+    func streams() async throws {
+        try await TestServer.with { server in
+            let server1 = try await passion(server, ["call", "Diagnostics/StreamMessages", "-d", #"{"count":3,"size":2}"#])
+            #expect(server1.status == 0)
+            #expect(server1.stdout.split(separator: "\n").count == 3)
+            let client = try await passion(
+                server, ["call", "Diagnostics/CountBytes", "-d", "@-"], stdin: "{\"payload\":\"YQ==\"}\n{\"payload\":\"YmI=\"}\n")
+            #expect(client.status == 0)
+            #expect(try json(client.stdout)["bytes"] as? String == "3")
+        }
+    }
+
+    @Test("bad JSON and unknown methods are usage errors that send nothing")
+    func usageErrors() async throws {
+        try await TestServer.with { server in
+            let badJSON = try await passion(server, ["call", "Diagnostics/Echo", "-d", "{not json"])
+            #expect(badJSON.status == 64)
+            #expect(badJSON.stderr.contains("not valid JSON"))
+            let unknown = try await passion(server, ["call", "Diagnostics/Nope"])
+            #expect(unknown.status == 64)
+            #expect(unknown.stderr.contains("unknown method"))
+        }
+    }
+
+    @Test("list, describe and health read the server")
+    func inspect() async throws {
+        try await TestServer.with { server in
+            let services = try await passion(server, ["list"])
+            #expect(services.stdout == "passion.v1.Diagnostics\npassion.v1.Health\npassion.v1.Introspection\n")
+            let methods = try await passion(server, ["list", "passion.v1.Health"])
+            #expect(methods.stdout == "passion.v1.Health/Check\npassion.v1.Health/Watch\n")
+            let described = try await passion(server, ["describe", "passion.v1.StreamRequest"])
+            #expect(described.stdout.contains("int32 interval_ms = 3;"))
+            let missing = try await passion(server, ["describe", "passion.v1.Missing"])
+            #expect(missing.status == 64 + 5)
+            let health = try await passion(server, ["health"])
+            #expect(health.status == 0 && health.stdout == "SERVING\n")
+        }
+    }
+
+    @Test("bench --json prints calls, errors, qps and percentiles")
+    func bench() async throws {
+        try await TestServer.with { server in
+            let result = try await passion(server, [
+                "bench", "Diagnostics/Echo", "-d", #"{"payload":"aGk="}"#, "--connections", "2", "--concurrency", "4",
+                "--duration", "1s", "--warmup", "200ms", "--json",
+            ])
+            #expect(result.status == 0, "\(result.stderr)")
+            let report = try json(result.stdout)
+            for key in ["calls", "errors", "qps", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"] {
+                #expect(report[key] != nil, "missing \(key)")
+            }
+            #expect((report["calls"] as? Int ?? 0) > 0)
+            #expect((report["errors"] as? [String: Any])?.isEmpty == true)
+        }
+    }
+
+    @Test("passion-server starts on defaults in a fresh directory, the CLI trusts its CA with no flags, SIGTERM stops it")
+    func serverDefaults() async throws {
+        let directory = NSTemporaryDirectory() + "passion-server-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Executables.path("passion-server"))
+        process.arguments = ["--port", "0"]
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = Pipe()
+        try process.run()
+        let line = String(decoding: output.fileHandleForReading.availableDataOrLine(), as: UTF8.self)
+        #expect(line.contains("listening on 127.0.0.1:"), "\(line)")
+        let port = line.split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+        #expect(FileManager.default.fileExists(atPath: directory + "/.passion/tls/ca.pem"))
+        let ping = try await Executables.run("passion", ["ping", "--server", "127.0.0.1:\(port)", "-c", "1"], directory: directory)
+        #expect(ping.status == 0, "\(ping.stderr)")
+        #expect(ping.stdout.contains("TLSv1.3"))
+        process.terminate()  // SIGTERM
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
+
+    @Test("passion-server refuses --plaintext on a non-loopback address")
+    func plaintextRefused() async throws {
+        let result = try await Executables.run("passion-server", ["--plaintext", "--host", "0.0.0.0", "--port", "0"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("only allowed on a loopback address"))
+    }
+}
+
+extension FileHandle {
+    /// Reads until a newline arrives (the server's first line).
+    func availableDataOrLine() -> Data {
+        var data = Data()
+        while !data.contains(0x0A) {
+            let chunk = availableData
+            if chunk.isEmpty { break }
+            data.append(chunk)
+        }
+        return data
+    }
+}
