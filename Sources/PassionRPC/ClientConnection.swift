@@ -87,6 +87,9 @@ public final class ClientConnection: RPCClientTransport {
                 let handler = try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self)
                 return (NIOLoopBound(handler, eventLoop: eventLoop), handler.tlsInfo, handler.flags)
             }.get()
+            if configuration.tls != nil, let alpn = tls?.applicationProtocol, alpn != "passion/1" {
+                throw RPCError(code: .unavailable, message: "server chose application protocol \(alpn), not passion/1")
+            }
             return ClientConnection(
                 channel: channel, handler: boundHandler, settings: negotiated, tls: tls, flags: flags)
         } catch {

@@ -289,10 +289,25 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 
     private func send(_ call: ClientCall, head: CallHead, message: ByteBuffer?, endStream: Bool, compress: Bool) {
         guard let writer, let settings else { return }
-        if let error = (try? head.metadata.validate(limit: settings.peer.maxMetadataSize)) == nil
-            ? RPCError(code: .invalidArgument, message: metadataProblem(head.metadata, settings)) : nil
-        {
-            call.fail(error)
+        // The CALL frame's header fields must fit in one frame of the server's size.
+        let budget = min(settings.peer.maxMetadataSize, settings.peer.maxFrameSize - head.method.utf8.count - 16)
+        do {
+            try head.metadata.validate(limit: budget)
+        } catch let error as WireError {
+            call.fail(RPCError(code: .invalidArgument, message: error.message))
+            return
+        } catch {
+            call.fail(RPCError(code: .invalidArgument, message: "invalid metadata"))
+            return
+        }
+        if let message, let tooLarge = requestTooLarge(message) {
+            call.fail(tooLarge)
+            return
+        }
+        // Call ids never wrap: an exhausted connection takes no new calls and the pool opens another.
+        guard nextCallID < UInt32.max else {
+            isDraining = true
+            call.fail(RPCError(code: .unavailable, message: "connection has used all call ids", wasRefused: true))
             return
         }
         let id = nextCallID
@@ -305,15 +320,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         scheduleFlush()
     }
 
-    private func metadataProblem(_ metadata: Metadata, _ settings: NegotiatedSettings) -> String {
-        do {
-            try metadata.validate(limit: settings.peer.maxMetadataSize)
-            return "invalid metadata"
-        } catch let error as WireError {
-            return error.message
-        } catch {
-            return "invalid metadata"
-        }
+    private func requestTooLarge(_ message: ByteBuffer) -> RPCError? {
+        guard let limit = settings?.peer.maxMessageSize, message.readableBytes > limit else { return nil }
+        return RPCError(
+            code: .resourceExhausted,
+            message: "request of \(message.readableBytes) bytes exceeds the server's maximum message size \(limit)")
     }
 
     private func startWaitingCalls() {
@@ -328,6 +339,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         guard let writer, let context, call.id != 0, calls[call.id] === call, !call.requestClosed else {
             throw call.finalError ?? RPCError(code: .cancelled, message: "the call has ended")
         }
+        if let tooLarge = requestTooLarge(message) { throw tooLarge }
         writer.writeMessage(callID: call.id, message: message, endStream: false, compress: compress, into: &output)
         scheduleFlush()
         guard context.channel.isWritable else {
@@ -376,7 +388,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         return promise.futureResult
     }
 
-    /// Tells the server no more calls come, then closes once the open ones finished.
+    /// Tells the server no more calls come (GOAWAY) and closes; open calls fail with UNAVAILABLE.
     func close() {
         guard let context else { return }
         if case .ready = state {

@@ -125,6 +125,9 @@ public final class RPCClient: RPCClientTransport {
                 return try await connection.unary(method, request: request, options: attemptOptions)
             } catch let error as RPCError {
                 if error.wasRefused, refusals < 5 {
+                    // Not processed, so safe for any method; a short jittered pause lets the
+                    // server free slots instead of refusing the same burst again.
+                    try await Task.sleep(for: configuration.retry.backoff.delay(attempt: refusals))
                     refusals += 1
                     continue
                 }

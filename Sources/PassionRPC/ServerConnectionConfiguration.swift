@@ -26,12 +26,8 @@ public struct ServerConnectionConfiguration: Sendable {
         self.settings = settings
     }
 
-    /// The protocol defaults plus the server's idle timeout announcement.
-    public static var defaultSettings: ConnectionSettings {
-        var settings = ConnectionSettings()
-        settings.idleTimeoutMillis = 300_000
-        return settings
-    }
+    /// The protocol defaults; the HELLO's idle timeout comes from `idleTimeout`.
+    public static var defaultSettings: ConnectionSettings { ConnectionSettings() }
 }
 
 /// A token bucket for control frames: `capacity` at once, refilled at `ratePerSecond`.

@@ -77,6 +77,15 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             FrameDecoder(maxPayloadSize: configuration.settings.maxFrameSize))
     }
 
+    /// The HELLO tells clients the idle timeout this connection really applies.
+    private var announcedSettings: ConnectionSettings {
+        var settings = configuration.settings
+        settings.idleTimeoutMillis = configuration.idleTimeout.map {
+            Int($0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000)
+        } ?? 0
+        return settings
+    }
+
     // MARK: - Lifecycle
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -99,7 +108,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard handshakeTimer == nil else { return }
         logger.debug("connection accepted")
         // The server announces its settings at once; TLS holds the bytes until its handshake is done.
-        FrameWriter.writeHello(configuration.settings.hello, into: &output)
+        FrameWriter.writeHello(announcedSettings.hello, into: &output)
         flushNow()
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         handshakeTimer = context.eventLoop.scheduleTask(in: .init(configuration.handshakeTimeout)) {
@@ -244,7 +253,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private func receiveHello(_ frame: Frame) throws {
         var payload = frame.payload
         let peerSettings = try ConnectionSettings(peer: try Hello.read(from: &payload))
-        let negotiated = NegotiatedSettings(local: configuration.settings, peer: peerSettings)
+        let negotiated = NegotiatedSettings(local: announcedSettings, peer: peerSettings)
         settings = negotiated
         writer = FrameWriter(settings: negotiated)
         state = .ready
@@ -496,7 +505,11 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         if !call.responseClosed {
             switch result {
             case .success(.message(let message)):
-                sendTrailers(call, RPCError?.none, message: message)
+                if let tooLarge = responseTooLarge(message) {
+                    sendTrailers(call, tooLarge, message: nil)
+                } else {
+                    sendTrailers(call, RPCError?.none, message: message)
+                }
             case .success(.noMessage):
                 sendTrailers(call, nil, message: nil)
             case .failure(let error):
@@ -570,22 +583,27 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         if case .closed = state { return }
         sendInitialMetadataIfNeeded(writer, call)
         var head = error?.trailersHead() ?? TrailersHead(status: 0)
-        let trailing = call.context.trailingMetadata
-        if !trailing.isEmpty, (try? trailing.validate(limit: settingsPeerMetadataLimit)) != nil {
-            for entry in trailing { head.metadata.add(entry.key, bytes: entry.value) }
-        }
+        for entry in call.context.trailingMetadata { head.metadata.add(entry.key, bytes: entry.value) }
+        // Whatever a handler put there, the frame must stay within the client's limits.
+        head.fields = head.fields.sanitized(limit: metadataBudget / 2)
+        head.metadata = head.metadata.sanitized(limit: metadataBudget / 2)
         writer.writeTrailers(
             callID: call.id, head: head, message: message, compress: call.context.compressResponses, into: &output)
         scheduleFlush()
     }
 
-    private var settingsPeerMetadataLimit: Int { settings?.peer.maxMetadataSize ?? 16 * 1024 }
+    /// Metadata bytes a HEADERS or TRAILERS frame may carry: the client's limit, and small enough
+    /// that status text and details still fit in one frame.
+    private var metadataBudget: Int {
+        guard let peer = settings?.peer else { return 8 * 1024 }
+        return min(peer.maxMetadataSize, peer.maxFrameSize - TrailersHead.maxMessageBytes - 512)
+    }
 
     private func sendInitialMetadataIfNeeded(_ writer: FrameWriter, _ call: ServerCall) {
         guard !call.headersSent else { return }
         call.headersSent = true
-        let initial = call.context.initialMetadata
-        guard !initial.isEmpty, (try? initial.validate(limit: settingsPeerMetadataLimit)) != nil else { return }
+        let initial = call.context.initialMetadata.sanitized(limit: metadataBudget)
+        guard !initial.isEmpty else { return }
         writer.writeHeaders(callID: call.id, metadata: initial, into: &output)
     }
 
@@ -600,6 +618,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard let writer, let context, !call.responseClosed, calls[call.id] === call else {
             throw RPCError(code: .cancelled, message: "the call has ended")
         }
+        if let tooLarge = responseTooLarge(message) { throw tooLarge }
         sendInitialMetadataIfNeeded(writer, call)
         writer.writeMessage(
             callID: call.id, message: message, endStream: false,
@@ -611,6 +630,14 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             return promise.futureResult
         }
         return nil
+    }
+
+    /// A response the client announced it would not accept is never sent.
+    private func responseTooLarge(_ message: ByteBuffer) -> RPCError? {
+        guard let limit = settings?.peer.maxMessageSize, message.readableBytes > limit else { return nil }
+        return RPCError(
+            code: .resourceExhausted,
+            message: "response of \(message.readableBytes) bytes exceeds the client's maximum message size \(limit)")
     }
 
     /// Coalesces writes: everything written during this loop turn goes out in one flush.
@@ -655,6 +682,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         case .closed:
             return
         }
+        guard graceTimer == nil else { return }
         state = .draining
         FrameWriter.writeGoAway(
             GoAway(lastCallID: highestCallID, code: .noError, debugMessage: "server shutting down"), into: &output)
@@ -696,21 +724,33 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard let interval = configuration.keepaliveInterval, let context else { return }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let timeout = TimeAmount(configuration.keepaliveTimeout)
-        keepaliveTask = context.eventLoop.scheduleRepeatedTask(initialDelay: .init(interval), delay: .init(interval)) { _ in
-            let handler = loopBound.value
-            let now = NIODeadline.now()
-            if let sent = handler.pingSentAt {
-                if now - sent > timeout {
-                    handler.logger.info("keepalive timed out")
-                    handler.context?.close(promise: nil)
-                }
-                return
+        let quiet = TimeAmount(interval)
+        // Checked at a quarter of the shorter period, so both fire within 25% of their value.
+        let period = TimeAmount.nanoseconds(max(min(quiet.nanoseconds, timeout.nanoseconds) / 4, 1_000_000))
+        keepaliveTask = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
+            loopBound.value.checkKeepalive(quiet: quiet, timeout: timeout)
+        }
+    }
+
+    private func checkKeepalive(quiet: TimeAmount, timeout: TimeAmount) {
+        let now = NIODeadline.now()
+        // While this side holds reads back for a slow consumer, silence is ours, not the peer's.
+        guard pausedCalls.isEmpty else {
+            lastReadAt = now
+            pingSentAt = nil
+            return
+        }
+        if let sent = pingSentAt {
+            if now - sent > timeout {
+                logger.info("keepalive timed out")
+                context?.close(promise: nil)
             }
-            if now - handler.lastReadAt >= TimeAmount(interval) {
-                handler.pingSentAt = now
-                FrameWriter.writePing(.ping, data: UInt64(now.uptimeNanoseconds), into: &handler.output)
-                handler.flushNow()
-            }
+            return
+        }
+        if now - lastReadAt >= quiet {
+            pingSentAt = now
+            FrameWriter.writePing(.ping, data: UInt64(now.uptimeNanoseconds), into: &output)
+            flushNow()
         }
     }
 }

@@ -1,5 +1,9 @@
 import COpenSSL
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// An OpenSSL `SSL_CTX` configured from a `TLSConfiguration`; makes one `SSL` per connection.
 ///
 /// `@unchecked Sendable`: the context is immutable after `init`, and OpenSSL documents
@@ -97,14 +101,15 @@ public final class TLSContext: @unchecked Sendable {
     func makeConnection() throws -> OpaquePointer {
         ERR_clear_error()
         guard let ssl = SSL_new(context) else { throw TLSError.fromQueue("cannot create TLS session") }
-        if configuration.role == .client, let host = configuration.serverHostname, configuration.verifyPeer {
+        if configuration.role == .client, let host = configuration.serverHostname {
             let param = SSL_get0_param(ssl)
-            if isIPAddress(host) {
+            if Self.isIPAddress(host) {
                 guard X509_VERIFY_PARAM_set1_ip_asc(param, host) == 1 else {
                     SSL_free(ssl)
                     throw TLSError.fromQueue("invalid IP address \(host)")
                 }
             } else {
+                // SNI goes out for names (never for addresses, which RFC 6066 forbids).
                 _ = passion_ssl_set_tlsext_host_name(ssl, host)
                 guard SSL_set1_host(ssl, host) == 1 else {
                     SSL_free(ssl)
@@ -115,8 +120,11 @@ public final class TLSContext: @unchecked Sendable {
         return ssl
     }
 
-    private func isIPAddress(_ host: String) -> Bool {
-        host.contains(":") || host.split(separator: ".").count == 4 && host.allSatisfy { $0.isNumber || $0 == "." }
+    /// Whether `host` is a literal IPv4 or IPv6 address.
+    static func isIPAddress(_ host: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
     }
 }
 

@@ -58,7 +58,7 @@ public struct ConnectionSettings: Sendable, Equatable {
             .maxFrameSize, defaults.maxFrameSize,
             in: Self.minimumFrameSize...Self.maximumFrameSize)
         maxMessageSize = try value(.maxMessageSize, defaults.maxMessageSize, in: 1...(1 << 30))
-        maxConcurrentCalls = try value(.maxConcurrentCalls, defaults.maxConcurrentCalls, in: 0...(1 << 20))
+        maxConcurrentCalls = try value(.maxConcurrentCalls, defaults.maxConcurrentCalls, in: 1...(1 << 20))
         maxMetadataSize = try value(.maxMetadataSize, defaults.maxMetadataSize, in: 1024...(1 << 20))
         compression = CompressionAlgorithms(rawValue: hello[.compression] ?? 0)
         compressionThreshold = try value(

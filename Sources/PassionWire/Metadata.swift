@@ -115,6 +115,20 @@ extension ByteBuffer {
 }
 
 extension Metadata {
+    /// The entries with valid keys and values, in order, up to `limit` encoded bytes; for
+    /// metadata a sender builds from sources it does not control (handler trailers).
+    public func sanitized(limit: Int) -> Metadata {
+        var result = Metadata()
+        var size = 2
+        for entry in entries where Metadata.isValidKey(entry.key) && entry.value.count <= Int(UInt16.max) {
+            let entrySize = 3 + entry.key.utf8.count + entry.value.count
+            guard size + entrySize <= limit, result.count < Int(UInt16.max) else { break }
+            size += entrySize
+            result.entries.append(entry)
+        }
+        return result
+    }
+
     /// Checks keys and value sizes before sending; the error names the first bad key.
     public func validate(limit: Int) throws {
         for entry in entries {
