@@ -58,7 +58,11 @@ struct BenchCommand: AsyncParsableCommand {
         let measureFrom = start + warm
         let end = measureFrom + measure
         let progress = Progress()
-        let cpuBefore = CPUTime.process()
+        // CPU is counted over the measured window only, like the calls.
+        let cpuAtStart = Task { () -> Double in
+            try? await Task.sleep(until: measureFrom)
+            return CPUTime.process()
+        }
         let ticker = Task { await progress.report(until: end, from: measureFrom, live: isatty(STDOUT_FILENO) == 1 && !json) }
 
         let results = await withTaskGroup(of: WorkerResult.self) { group in
@@ -74,7 +78,7 @@ struct BenchCommand: AsyncParsableCommand {
             for await result in group { merged.merge(result) }
             return merged
         }
-        let cpu = CPUTime.process() - cpuBefore
+        let cpu = CPUTime.process() - (await cpuAtStart.value)
         ticker.cancel()
         for connection in pool { await connection.close() }
         printReport(results, seconds: Double(measure.components.seconds) + Double(measure.components.attoseconds) / 1e18, cpu: cpu)
