@@ -123,6 +123,17 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        .executableTarget(
+            name: "passion-echo-baseline",
+            dependencies: [
+                "PassionTLS", "PassionWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "tools/echo-baseline",
+            swiftSettings: strictSettings
+        ),
+
         .testTarget(
             name: "PassionWireTests",
             dependencies: ["PassionWire", .product(name: "NIOCore", package: "swift-nio")],

@@ -25,7 +25,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     private var settings: NegotiatedSettings?
     private var writer: FrameWriter?
     private let inflater = Inflater()
-    private var output = ByteBuffer()
+    private var queue = OutboundQueue()
     private var flushScheduled = false
     private var nextCallID: UInt32 = 1
     private var calls: [UInt32: ClientCall] = [:]
@@ -56,7 +56,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        output = context.channel.allocator.buffer(capacity: 4096)
+        queue = OutboundQueue(allocator: context.channel.allocator)
         if context.channel.isActive { sendPreface() }
     }
 
@@ -70,8 +70,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     private func sendPreface() {
         guard !prefaceSent else { return }
         prefaceSent = true
-        output.writeBytes(ConnectionPreface.bytes)
-        FrameWriter.writeHello(localSettings.hello, into: &output)
+        let hello = localSettings.hello
+        queue.appendControl {
+            $0.writeBytes(ConnectionPreface.bytes)
+            FrameWriter.writeHello(hello, into: &$0)
+        }
         flushNow()
     }
 
@@ -120,11 +123,16 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            let waiters = writabilityWaiters
-            writabilityWaiters = []
-            for waiter in waiters { waiter.succeed() }
+            if queue.hasPending { scheduleFlush() } else { resumeWriters() }
         }
         context.fireChannelWritabilityChanged()
+    }
+
+    private func resumeWriters() {
+        guard !writabilityWaiters.isEmpty else { return }
+        let waiters = writabilityWaiters
+        writabilityWaiters = []
+        for waiter in waiters { waiter.succeed() }
     }
 
     func read(context: ChannelHandlerContext) {
@@ -152,7 +160,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         } catch {
             let wire = error as? WireError ?? WireError(.malformedFrame, "\(error)")
             closedError = RPCError(code: .internal, message: "protocol error from server: \(wire)")
-            FrameWriter.writeGoAway(GoAway(lastCallID: 0, code: wire.goAwayCode, debugMessage: wire.message), into: &output)
+            let goAway = GoAway(lastCallID: 0, code: wire.goAwayCode, debugMessage: wire.message)
+            queue.appendControl { FrameWriter.writeGoAway(goAway, into: &$0) }
             flushNow()
             context.close(promise: nil)
         }
@@ -211,8 +220,10 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
                 wasRefused: reason == .refused))
             callFinished(frame.callID)
         case .ping:
-            output.writeFrameHeader(type: .pong, flags: [], callID: 0, payloadLength: 8)
-            output.writeImmutableBuffer(frame.payload)
+            queue.appendControl {
+                $0.writeFrameHeader(type: .pong, flags: [], callID: 0, payloadLength: 8)
+                $0.writeImmutableBuffer(frame.payload)
+            }
         case .pong:
             var payload = frame.payload
             if let id = payload.readInteger(as: UInt64.self), let promise = pings.removeValue(forKey: id) {
@@ -315,7 +326,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         call.id = id
         calls[id] = call
         call.requestClosed = endStream
-        writer.writeCall(callID: id, head: head, message: message, endStream: endStream, compress: compress, into: &output)
+        queue.append(callID: id) {
+            writer.writeCall(callID: id, head: head, message: message, endStream: endStream, compress: compress, into: &$0)
+        }
         call.started.succeed()
         scheduleFlush()
     }
@@ -340,9 +353,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             throw call.finalError ?? RPCError(code: .cancelled, message: "the call has ended")
         }
         if let tooLarge = requestTooLarge(message) { throw tooLarge }
-        writer.writeMessage(callID: call.id, message: message, endStream: false, compress: compress, into: &output)
+        queue.append(callID: call.id) {
+            writer.writeMessage(callID: call.id, message: message, endStream: false, compress: compress, into: &$0)
+        }
         scheduleFlush()
-        guard context.channel.isWritable else {
+        guard context.channel.isWritable, !queue.hasPending else {
             let promise = context.eventLoop.makePromise(of: Void.self)
             writabilityWaiters.append(promise)
             return promise.futureResult
@@ -353,7 +368,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     func halfClose(_ call: ClientCall) {
         guard let writer, calls[call.id] === call, !call.requestClosed else { return }
         call.requestClosed = true
-        writer.writeHalfClose(callID: call.id, into: &output)
+        queue.append(callID: call.id) { writer.writeHalfClose(callID: call.id, into: &$0) }
         scheduleFlush()
     }
 
@@ -366,7 +381,10 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         }
         guard call.id != 0, calls[call.id] === call else { return }
         calls[call.id] = nil
-        writer?.writeCancel(callID: call.id, reason: reason, text: "", into: &output)
+        queue.discard(callID: call.id)
+        if let writer {
+            queue.appendControl { writer.writeCancel(callID: call.id, reason: reason, text: "", into: &$0) }
+        }
         scheduleFlush()
         call.fail(error)
         setDemand(callID: call.id, wantsMore: true)
@@ -383,7 +401,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         let id = nextPingID
         nextPingID += 1
         pings[id] = promise
-        FrameWriter.writePing(.ping, data: id, into: &output)
+        queue.appendControl { FrameWriter.writePing(.ping, data: id, into: &$0) }
         flushNow()
         return promise.futureResult
     }
@@ -392,7 +410,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     func close() {
         guard let context else { return }
         if case .ready = state {
-            FrameWriter.writeGoAway(GoAway(lastCallID: 0, code: .noError, debugMessage: "client closing"), into: &output)
+            let goAway = GoAway(lastCallID: 0, code: .noError, debugMessage: "client closing")
+            queue.appendControl { FrameWriter.writeGoAway(goAway, into: &$0) }
             flushNow()
         }
         context.close(promise: nil)
@@ -412,10 +431,17 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 
     private func flushNow() {
         flushScheduled = false
-        guard let context, output.readableBytes > 0 else { return }
-        let bytes = output
-        output = context.channel.allocator.buffer(capacity: 4096)
-        context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+        guard let context else { return }
+        queue.release(upTo: 256 * 1024)
+        if queue.output.readableBytes > 0 {
+            context.writeAndFlush(wrapOutboundOut(queue.takeOutput(allocator: context.channel.allocator)), promise: nil)
+        }
+        guard context.channel.isWritable else { return }  // writability change resumes
+        if queue.hasPending {
+            scheduleFlush()
+        } else {
+            resumeWriters()
+        }
     }
 }
 

@@ -40,7 +40,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var settings: NegotiatedSettings?
     private var writer: FrameWriter?
     private let inflater = Inflater()
-    private var output: ByteBuffer
+    private var queue = OutboundQueue()
     private var flushScheduled = false
 
     private var calls: [UInt32: ServerCall] = [:]
@@ -68,7 +68,6 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         self.router = router
         self.authenticator = authenticator
         self.logger = logger
-        self.output = ByteBuffer()
         let pingInterval = max(Double(configuration.settings.minPingIntervalMillis) / 1000, 0.001)
         self.pingBucket = TokenBucket(capacity: configuration.pingBurst, ratePerSecond: 1 / pingInterval)
         self.cancelBucket = TokenBucket(
@@ -91,7 +90,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.executor = EventLoopTaskExecutor(eventLoop: context.eventLoop)
-        self.output = context.channel.allocator.buffer(capacity: 4096)
+        self.queue = OutboundQueue(allocator: context.channel.allocator)
         if let address = context.channel.remoteAddress {
             peer = "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
         }
@@ -108,7 +107,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard handshakeTimer == nil else { return }
         logger.debug("connection accepted")
         // The server announces its settings at once; TLS holds the bytes until its handshake is done.
-        FrameWriter.writeHello(announcedSettings.hello, into: &output)
+        let hello = announcedSettings.hello
+        queue.appendControl { FrameWriter.writeHello(hello, into: &$0) }
         flushNow()
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         handshakeTimer = context.eventLoop.scheduleTask(in: .init(configuration.handshakeTimeout)) {
@@ -166,9 +166,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            let waiters = writabilityWaiters
-            writabilityWaiters = []
-            for waiter in waiters { waiter.succeed() }
+            if queue.hasPending { scheduleFlush() } else { resumeWriters() }
         }
         context.fireChannelWritabilityChanged()
     }
@@ -277,14 +275,17 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             }
             try withCall(frame.callID) { call in
                 call.responseClosed = true
+                self.queue.discard(callID: call.id)
                 call.abort(with: RPCError(code: .cancelled, message: "cancelled by the client"))
                 self.releaseIfIdle(call)
             }
         case .ping:
             guard frame.payload.readableBytes == 8 else { throw WireError(.malformedFrame, "PING must carry 8 bytes") }
             guard pingBucket.take() else { throw WireError(.enhanceYourCalm, "too many pings") }
-            output.writeFrameHeader(type: .pong, flags: [], callID: 0, payloadLength: 8)
-            output.writeImmutableBuffer(frame.payload)
+            queue.appendControl {
+                $0.writeFrameHeader(type: .pong, flags: [], callID: 0, payloadLength: 8)
+                $0.writeImmutableBuffer(frame.payload)
+            }
         case .pong:
             pingSentAt = nil
         case .goAway:
@@ -566,12 +567,14 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private func finishUnstarted(_ id: UInt32, _ error: RPCError) {
         guard let writer else { return }
-        writer.writeTrailers(callID: id, head: error.trailersHead(), message: nil, compress: false, into: &output)
+        let head = error.trailersHead()
+        queue.append(callID: id) { writer.writeTrailers(callID: id, head: head, message: nil, compress: false, into: &$0) }
         scheduleFlush()
     }
 
     private func refuse(_ id: UInt32, _ text: String) {
-        writer?.writeCancel(callID: id, reason: .refused, text: text, into: &output)
+        guard let writer else { return }
+        queue.appendControl { writer.writeCancel(callID: id, reason: .refused, text: text, into: &$0) }
         scheduleFlush()
     }
 
@@ -587,8 +590,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         // Whatever a handler put there, the frame must stay within the client's limits.
         head.fields = head.fields.sanitized(limit: metadataBudget / 2)
         head.metadata = head.metadata.sanitized(limit: metadataBudget / 2)
-        writer.writeTrailers(
-            callID: call.id, head: head, message: message, compress: call.context.compressResponses, into: &output)
+        let compress = call.context.compressResponses
+        queue.append(callID: call.id) {
+            writer.writeTrailers(callID: call.id, head: head, message: message, compress: compress, into: &$0)
+        }
         scheduleFlush()
     }
 
@@ -604,7 +609,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         call.headersSent = true
         let initial = call.context.initialMetadata.sanitized(limit: metadataBudget)
         guard !initial.isEmpty else { return }
-        writer.writeHeaders(callID: call.id, metadata: initial, into: &output)
+        queue.append(callID: call.id) { writer.writeHeaders(callID: call.id, metadata: initial, into: &$0) }
     }
 
     private func makeWriter(_ call: ServerCall) -> MessageWriter {
@@ -620,11 +625,13 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
         if let tooLarge = responseTooLarge(message) { throw tooLarge }
         sendInitialMetadataIfNeeded(writer, call)
-        writer.writeMessage(
-            callID: call.id, message: message, endStream: false,
-            compress: compress && call.context.compressResponses, into: &output)
+        let compressMessage = compress && call.context.compressResponses
+        queue.append(callID: call.id) {
+            writer.writeMessage(callID: call.id, message: message, endStream: false, compress: compressMessage, into: &$0)
+        }
         scheduleFlush()
-        guard context.channel.isWritable else {
+        // A stream waits while the socket is full or fragments still queue behind other calls.
+        guard context.channel.isWritable, !queue.hasPending else {
             let promise = context.eventLoop.makePromise(of: Void.self)
             writabilityWaiters.append(promise)
             return promise.futureResult
@@ -650,10 +657,28 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private func flushNow() {
         flushScheduled = false
-        guard let context, output.readableBytes > 0 else { return }
-        let bytes = output
-        output = context.channel.allocator.buffer(capacity: 4096)
-        context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+        guard let context else { return }
+        queue.release(upTo: Self.flushSize)
+        if queue.output.readableBytes > 0 {
+            context.writeAndFlush(wrapOutboundOut(queue.takeOutput(allocator: context.channel.allocator)), promise: nil)
+        }
+        guard context.channel.isWritable else { return }  // writability change resumes
+        if queue.hasPending {
+            scheduleFlush()
+        } else {
+            resumeWriters()
+        }
+    }
+
+    /// Bytes written per flush when fragments wait: large enough for throughput, small enough
+    /// that other calls' frames interleave.
+    private static let flushSize = 256 * 1024
+
+    private func resumeWriters() {
+        guard !writabilityWaiters.isEmpty else { return }
+        let waiters = writabilityWaiters
+        writabilityWaiters = []
+        for waiter in waiters { waiter.succeed() }
     }
 
     // MARK: - Connection management
@@ -662,8 +687,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard let context else { return }
         if case .closed = state { return }
         logger.info("protocol error, closing", metadata: ["error": "\(error)"])
-        FrameWriter.writeGoAway(
-            GoAway(lastCallID: highestCallID, code: error.goAwayCode, debugMessage: error.message), into: &output)
+        let goAway = GoAway(lastCallID: highestCallID, code: error.goAwayCode, debugMessage: error.message)
+        queue.appendControl { FrameWriter.writeGoAway(goAway, into: &$0) }
         state = .closed
         flushNow()
         context.close(promise: nil)
@@ -684,8 +709,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
         guard graceTimer == nil else { return }
         state = .draining
-        FrameWriter.writeGoAway(
-            GoAway(lastCallID: highestCallID, code: .noError, debugMessage: "server shutting down"), into: &output)
+        let goAway = GoAway(lastCallID: highestCallID, code: .noError, debugMessage: "server shutting down")
+        queue.appendControl { FrameWriter.writeGoAway(goAway, into: &$0) }
         flushNow()
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         graceTimer = context.eventLoop.scheduleTask(in: .init(configuration.shutdownGracePeriod)) {
@@ -713,8 +738,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             let handler = loopBound.value
             guard handler.calls.isEmpty, case .ready = handler.state else { return }
             handler.logger.debug("closing idle connection")
-            FrameWriter.writeGoAway(
-                GoAway(lastCallID: handler.highestCallID, code: .noError, debugMessage: "idle"), into: &handler.output)
+            let goAway = GoAway(lastCallID: handler.highestCallID, code: .noError, debugMessage: "idle")
+            handler.queue.appendControl { FrameWriter.writeGoAway(goAway, into: &$0) }
             handler.state = .draining
             handler.closeIfDrained()
         }
@@ -749,7 +774,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
         if now - lastReadAt >= quiet {
             pingSentAt = now
-            FrameWriter.writePing(.ping, data: UInt64(now.uptimeNanoseconds), into: &output)
+            queue.appendControl { FrameWriter.writePing(.ping, data: UInt64(now.uptimeNanoseconds), into: &$0) }
             flushNow()
         }
     }

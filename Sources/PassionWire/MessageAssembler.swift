@@ -22,8 +22,10 @@ public struct MessageAssembler {
         let limit = settings.local.maxMessageSize
         var whole: ByteBuffer
         if var pending = fragments {
+            // Released before appending, so the buffer is uniquely referenced and grows in place
+            // instead of being copied once per fragment.
+            fragments = nil
             guard pending.readableBytes + bytes.readableBytes <= limit else {
-                fragments = nil
                 throw WireError(.messageTooLarge, "message exceeds \(limit) bytes")
             }
             var fragment = bytes
@@ -33,7 +35,6 @@ public struct MessageAssembler {
                 return nil
             }
             whole = pending
-            fragments = nil
         } else {
             if flags.contains(.compressed), !settings.local.compression.contains(.deflate) {
                 throw WireError(.compressionNotNegotiated, "compressed message but deflate was not offered")

@@ -235,3 +235,10 @@ final class Observed: Sendable {
         }
     }
 }
+
+/// Events in the order tasks recorded them.
+final class Log: Sendable {
+    private let mutex = Mutex<[String]>([])
+    var entries: [String] { mutex.withLock { $0 } }
+    func append(_ entry: String) { mutex.withLock { $0.append(entry) } }
+}
