@@ -36,15 +36,13 @@ final class ClientCall {
         self.started = eventLoop.makePromise(of: Void.self)
     }
 
-    /// Takes one response message; false asks the connection to stop reading for a while.
-    func receive(_ message: ByteBuffer) -> Bool {
+    /// Takes one response message.
+    func receive(_ message: InboundMessage) {
         if kind.isSingleResponse {
-            if singleResponse == nil { singleResponse = message } else { extraResponse = true }
-            return true
+            if singleResponse == nil { singleResponse = message.bytes } else { extraResponse = true }
+            return
         }
-        guard let responseSource else { return true }
-        if case .stopProducing = responseSource.yield(message) { return false }
-        return true
+        _ = responseSource?.yield(message)
     }
 
     func finish(trailers: TrailersHead) {

@@ -136,7 +136,7 @@ public final class ClientConnection: RPCClientTransport {
 
         var response: StreamingResponse {
             // Streaming kinds always have a stream; the empty one is unreachable.
-            StreamingResponse(messages: stream ?? MessageStream.make(onDemand: { _ in }).0, completion: completion)
+            StreamingResponse(messages: stream ?? MessageStream.make(onConsumed: { _ in }).0, completion: completion)
         }
     }
 
@@ -151,8 +151,8 @@ public final class ClientConnection: RPCClientTransport {
             var stream: MessageStream?
             if !method.kind.isSingleResponse {
                 let (messages, source) = MessageStream.make(
-                    onDemand: { wantsMore in
-                        eventLoop.execute { handler.value.setDemand(callID: boundCall.value.id, wantsMore: wantsMore) }
+                    onConsumed: { bytes in
+                        eventLoop.execute { handler.value.acknowledge(callID: boundCall.value.id, bytes: bytes) }
                     },
                     onTerminate: {
                         // The consumer stopped listening before the end: tell the server.

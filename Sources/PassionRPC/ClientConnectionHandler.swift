@@ -30,9 +30,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     private var nextCallID: UInt32 = 1
     private var calls: [UInt32: ClientCall] = [:]
     private var waitingToStart: [(ClientCall, CallHead, ByteBuffer?, Bool, Bool)] = []
-    private var pausedCalls: Set<UInt32> = []
-    private var readPending = false
-    private var writabilityWaiters: [EventLoopPromise<Void>] = []
+    private var windows = InboundWindows(initialWindow: 1024 * 1024)
+    /// Request-stream writers waiting for socket space or for their call's window.
+    private var writeWaiters: [(callID: UInt32, promise: EventLoopPromise<Void>)] = []
     private var pings: [UInt64: EventLoopPromise<Duration>] = [:]
     private var nextPingID: UInt64 = 1
     let ready: EventLoopPromise<NegotiatedSettings>
@@ -116,39 +116,36 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         for call in open.values { call.fail(error) }
         for promise in pings.values { promise.fail(error) }
         pings = [:]
-        let waiters = writabilityWaiters
-        writabilityWaiters = []
-        for waiter in waiters { waiter.fail(error) }
+        let waiters = writeWaiters
+        writeWaiters = []
+        for waiter in waiters { waiter.promise.fail(error) }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            if queue.hasPending { scheduleFlush() } else { resumeWriters() }
+            scheduleFlush()
         }
         context.fireChannelWritabilityChanged()
     }
 
     private func resumeWriters() {
-        guard !writabilityWaiters.isEmpty else { return }
-        let waiters = writabilityWaiters
-        writabilityWaiters = []
-        for waiter in waiters { waiter.succeed() }
-    }
-
-    func read(context: ChannelHandlerContext) {
-        if pausedCalls.isEmpty { context.read() } else { readPending = true }
-    }
-
-    func setDemand(callID: UInt32, wantsMore: Bool) {
-        if wantsMore {
-            pausedCalls.remove(callID)
-            if pausedCalls.isEmpty, readPending, let context {
-                readPending = false
-                context.read()
+        guard !writeWaiters.isEmpty, context?.channel.isWritable == true else { return }
+        var waiting: [(callID: UInt32, promise: EventLoopPromise<Void>)] = []
+        for waiter in writeWaiters {
+            if queue.hasPending(callID: waiter.callID) && calls[waiter.callID] != nil {
+                waiting.append(waiter)
+            } else {
+                waiter.promise.succeed()
             }
-        } else {
-            pausedCalls.insert(callID)
         }
+        writeWaiters = waiting
+    }
+
+    /// Returns consumed response bytes of `callID` to the server's window when enough piled up.
+    func acknowledge(callID: UInt32, bytes: Int) {
+        guard bytes > 0, calls[callID] != nil, let increment = windows.consumed(callID: callID, bytes: bytes) else { return }
+        queue.appendControl { FrameWriter.writeWindow(callID: callID, increment: increment, into: &$0) }
+        scheduleFlush()
     }
 
     // MARK: Inbound
@@ -186,6 +183,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
                 local: localSettings, peer: try ConnectionSettings(peer: try Hello.read(from: &payload)))
             settings = negotiated
             writer = FrameWriter(settings: negotiated)
+            windows = InboundWindows(initialWindow: negotiated.local.initialWindowSize)
+            queue.initialWindow = negotiated.peer.initialWindowSize
             state = .ready
             ready.succeed(negotiated)
             startWaitingCalls()
@@ -195,18 +194,17 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             call.initialMetadata = try payload.readMetadata(limit: localSettings.maxMetadataSize)
         case .message:
             guard let call = calls[frame.callID] else { return }
-            try receiveMessage(frame.payload, flags: frame.flags, call: call)
+            try windows.received(callID: call.id, bytes: frame.payload.readableBytes)
+            try receiveMessage(frame.payload, flags: frame.flags, call: call, wireSize: frame.payload.readableBytes)
         case .trailers:
             guard let call = calls[frame.callID] else { return }
             var payload = frame.payload
             let head = try TrailersHead.read(from: &payload, metadataLimit: localSettings.maxMetadataSize)
             if frame.flags.contains(.hasMessage) {
-                try receiveMessage(payload, flags: frame.flags, call: call)
+                try receiveMessage(payload, flags: frame.flags, call: call, wireSize: 0)
             }
             calls[frame.callID] = nil
-            pausedCalls.remove(frame.callID)
             call.finish(trailers: head)
-            setDemand(callID: frame.callID, wantsMore: true)
             callFinished(frame.callID)
         case .cancel:
             guard let call = calls[frame.callID] else { return }
@@ -233,6 +231,15 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             var payload = frame.payload
             let goAway = try GoAway.read(from: &payload)
             receiveGoAway(goAway)
+        case .window:
+            var payload = frame.payload
+            guard payload.readableBytes == 4, let increment = payload.readInteger(as: UInt32.self), increment > 0 else {
+                throw WireError(.malformedFrame, "WINDOW must carry a positive 4-byte increment")
+            }
+            if calls[frame.callID] != nil {
+                queue.grant(callID: frame.callID, increment: Int(increment))
+                scheduleFlush()
+            }
         case .call, .halfClose:
             throw WireError(.unexpectedFrame, "\(frame.type) is not valid from a server")
         default:
@@ -260,7 +267,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         if calls.isEmpty { context?.close(promise: nil) }
     }
 
-    private func receiveMessage(_ bytes: ByteBuffer, flags: FrameFlags, call: ClientCall) throws {
+    /// `wireSize` is the MESSAGE payload this frame spent of the call's window.
+    private func receiveMessage(_ bytes: ByteBuffer, flags: FrameFlags, call: ClientCall, wireSize: Int) throws {
         guard let settings, let context else { return }
         let message: ByteBuffer?
         do {
@@ -271,10 +279,14 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             cancel(call, reason: .cancelled, error: RPCError(code: code, message: "response: \(error.message)"))
             return
         }
-        guard let message else { return }
-        if call.receive(message) == false {
-            setDemand(callID: call.id, wantsMore: false)
+        // Fragments and single responses go back to the window at once; stream messages when
+        // the application consumes them.
+        guard let message else {
+            acknowledge(callID: call.id, bytes: wireSize)
+            return
         }
+        if call.kind.isSingleResponse { acknowledge(callID: call.id, bytes: wireSize) }
+        call.receive(InboundMessage(bytes: message, wireSize: call.kind.isSingleResponse ? 0 : wireSize))
     }
 
     // MARK: Calls
@@ -357,9 +369,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             writer.writeMessage(callID: call.id, message: message, endStream: false, compress: compress, into: &$0)
         }
         scheduleFlush()
-        guard context.channel.isWritable, !queue.hasPending else {
+        guard context.channel.isWritable, !queue.hasPending(callID: call.id) else {
             let promise = context.eventLoop.makePromise(of: Void.self)
-            writabilityWaiters.append(promise)
+            writeWaiters.append((call.id, promise))
             return promise.futureResult
         }
         return nil
@@ -387,8 +399,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         }
         scheduleFlush()
         call.fail(error)
-        setDemand(callID: call.id, wantsMore: true)
-        startWaitingCalls()
+        callFinished(call.id)
     }
 
     func ping() -> EventLoopFuture<Duration> {
@@ -418,6 +429,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     }
 
     func callFinished(_ id: UInt32) {
+        windows.forget(callID: id)
+        queue.forget(callID: id)
+        resumeWriters()
         startWaitingCalls()
         if case .draining = state, calls.isEmpty { context?.close(promise: nil) }
     }
@@ -433,15 +447,14 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         flushScheduled = false
         guard let context else { return }
         queue.release(upTo: 256 * 1024)
-        if queue.output.readableBytes > 0 {
+        let progressed = queue.output.readableBytes > 0
+        if progressed {
             context.writeAndFlush(wrapOutboundOut(queue.takeOutput(allocator: context.channel.allocator)), promise: nil)
         }
         guard context.channel.isWritable else { return }  // writability change resumes
-        if queue.hasPending {
-            scheduleFlush()
-        } else {
-            resumeWriters()
-        }
+        // Frames that wait only for a WINDOW are rescheduled by the WINDOW, not polled.
+        if progressed, queue.hasPending { scheduleFlush() }
+        resumeWriters()
     }
 }
 

@@ -1,51 +1,59 @@
 import NIOCore
 
-/// The messages of one direction of a call, as they arrive: an `AsyncSequence` with
-/// back-pressure. When its consumer falls behind, the connection stops reading from the socket
-/// until it catches up, so a fast sender cannot make the receiver buffer without bound.
+/// A received message and the MESSAGE payload bytes it took on the wire (what flow control
+/// counts; zero for messages that arrived inline in CALL or TRAILERS).
+struct InboundMessage: Sendable {
+    var bytes: ByteBuffer
+    var wireSize: Int
+}
+
+/// The messages of one direction of a call, as they arrive. Consuming a message returns its
+/// bytes to the sender's window, so a consumer that falls behind slows down only its own call.
 public struct MessageStream: AsyncSequence, Sendable {
     public typealias Element = ByteBuffer
     typealias Producer = NIOThrowingAsyncSequenceProducer<
-        ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark,
+        InboundMessage, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark,
         MessageStreamDelegate
     >
 
     let producer: Producer
+    let onConsumed: @Sendable (Int) -> Void
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: Producer.AsyncIterator
+        let onConsumed: @Sendable (Int) -> Void
 
         public mutating func next() async throws -> ByteBuffer? {
-            try await base.next()
+            guard let message = try await base.next() else { return nil }
+            if message.wireSize > 0 { onConsumed(message.wireSize) }
+            return message.bytes
         }
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(base: producer.makeAsyncIterator())
+        AsyncIterator(base: producer.makeAsyncIterator(), onConsumed: onConsumed)
     }
 
-    /// A stream and the source that feeds it; `onDemand` is called (from any thread) with true
-    /// when the consumer wants more and false when it stops consuming.
+    /// A stream and the source that feeds it. The window bounds what can be buffered, so the
+    /// producer's own back-pressure is not used.
     static func make(
-        onDemand: @escaping @Sendable (Bool) -> Void, onTerminate: @escaping @Sendable () -> Void = {}
+        onConsumed: @escaping @Sendable (Int) -> Void, onTerminate: @escaping @Sendable () -> Void = {}
     ) -> (MessageStream, Producer.Source) {
         let result = Producer.makeSequence(
-            elementType: ByteBuffer.self, failureType: (any Error).self,
-            backPressureStrategy: .init(lowWatermark: 4, highWatermark: 32), finishOnDeinit: true,
-            delegate: MessageStreamDelegate(onDemand: onDemand, onTerminate: onTerminate))
-        return (MessageStream(producer: result.sequence), result.source)
+            elementType: InboundMessage.self, failureType: (any Error).self,
+            backPressureStrategy: .init(lowWatermark: 1 << 20, highWatermark: 1 << 21), finishOnDeinit: true,
+            delegate: MessageStreamDelegate(onTerminate: onTerminate))
+        return (MessageStream(producer: result.sequence, onConsumed: onConsumed), result.source)
     }
 }
 
-/// Forwards the producer's demand signals to the connection.
+/// Tells the connection when the consumer dropped the stream.
 struct MessageStreamDelegate: NIOAsyncSequenceProducerDelegate {
-    let onDemand: @Sendable (Bool) -> Void
     let onTerminate: @Sendable () -> Void
 
-    func produceMore() { onDemand(true) }
+    func produceMore() {}
 
     func didTerminate() {
-        onDemand(true)
         onTerminate()
     }
 }

@@ -45,9 +45,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private var calls: [UInt32: ServerCall] = [:]
     private var highestCallID: UInt32 = 0
-    private var pausedCalls: Set<UInt32> = []
-    private var readPending = false
-    private var writabilityWaiters: [EventLoopPromise<Void>] = []
+    private var windows = InboundWindows(initialWindow: 1024 * 1024)
+    /// Streaming writers waiting for socket space or for their call's window.
+    private var writeWaiters: [(callID: UInt32, promise: EventLoopPromise<Void>)] = []
 
     private var pingBucket: TokenBucket
     private var cancelBucket: TokenBucket
@@ -133,9 +133,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         keepaliveTask?.cancel()
         graceTimer?.cancel()
         for call in calls.values { call.abort(with: CancellationError()) }
-        let waiters = writabilityWaiters
-        writabilityWaiters = []
-        for waiter in waiters { waiter.fail(ChannelError.ioOnClosedChannel) }
+        let waiters = writeWaiters
+        writeWaiters = []
+        for waiter in waiters { waiter.promise.fail(ChannelError.ioOnClosedChannel) }
         logger.debug("connection closed")
         context.fireChannelInactive()
     }
@@ -166,31 +166,18 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            if queue.hasPending { scheduleFlush() } else { resumeWriters() }
+            scheduleFlush()
         }
         context.fireChannelWritabilityChanged()
     }
 
-    // MARK: - Back-pressure
+    // MARK: - Flow control
 
-    func read(context: ChannelHandlerContext) {
-        if pausedCalls.isEmpty {
-            context.read()
-        } else {
-            readPending = true
-        }
-    }
-
-    private func setDemand(callID: UInt32, wantsMore: Bool) {
-        if wantsMore {
-            pausedCalls.remove(callID)
-            if pausedCalls.isEmpty, readPending, let context {
-                readPending = false
-                context.read()
-            }
-        } else {
-            pausedCalls.insert(callID)
-        }
+    /// Returns consumed bytes of `callID` to the client's window when enough have piled up.
+    private func acknowledge(callID: UInt32, bytes: Int) {
+        guard bytes > 0, calls[callID] != nil, let increment = windows.consumed(callID: callID, bytes: bytes) else { return }
+        queue.appendControl { FrameWriter.writeWindow(callID: callID, increment: increment, into: &$0) }
+        scheduleFlush()
     }
 
     // MARK: - Inbound
@@ -254,6 +241,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let negotiated = NegotiatedSettings(local: announcedSettings, peer: peerSettings)
         settings = negotiated
         writer = FrameWriter(settings: negotiated)
+        windows = InboundWindows(initialWindow: negotiated.local.initialWindowSize)
+        queue.initialWindow = negotiated.peer.initialWindowSize
         state = .ready
         handshakeTimer?.cancel()
         handshakeTimer = nil
@@ -288,6 +277,15 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             }
         case .pong:
             pingSentAt = nil
+        case .window:
+            var payload = frame.payload
+            guard payload.readableBytes == 4, let increment = payload.readInteger(as: UInt32.self), increment > 0 else {
+                throw WireError(.malformedFrame, "WINDOW must carry a positive 4-byte increment")
+            }
+            try withCall(frame.callID) { call in
+                self.queue.grant(callID: call.id, increment: Int(increment))
+                self.scheduleFlush()
+            }
         case .goAway:
             // The client will start no more calls; finish the open ones, then close.
             if case .ready = state { state = .draining }
@@ -358,7 +356,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
         if !route.descriptor.kind.isSingleRequest { startStreaming(call) }
         if frame.flags.contains(.hasMessage) {
-            try receiveMessageBytes(payload, flags: frame.flags, call: call)
+            guard !frame.flags.contains(.more) else {
+                throw WireError(.malformedFrame, "a CALL's inline message must be whole (MORE is not allowed)")
+            }
+            try receiveMessageBytes(payload, flags: frame.flags, call: call, wireSize: 0)
         }
         if frame.flags.contains(.endStream), calls[call.id] != nil {
             try closeRequest(call)
@@ -367,14 +368,16 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private func receiveMessage(_ frame: Frame) throws {
         try withCall(frame.callID) { call in
-            try self.receiveMessageBytes(frame.payload, flags: frame.flags, call: call)
+            try self.windows.received(callID: call.id, bytes: frame.payload.readableBytes)
+            try self.receiveMessageBytes(frame.payload, flags: frame.flags, call: call, wireSize: frame.payload.readableBytes)
             if frame.flags.contains(.endStream), !frame.flags.contains(.more), self.calls[call.id] != nil {
                 try self.closeRequest(call)
             }
         }
     }
 
-    private func receiveMessageBytes(_ bytes: ByteBuffer, flags: FrameFlags, call: ServerCall) throws {
+    /// `wireSize` is the MESSAGE payload this frame spent of the call's window.
+    private func receiveMessageBytes(_ bytes: ByteBuffer, flags: FrameFlags, call: ServerCall, wireSize: Int) throws {
         guard !call.requestClosed else {
             throw WireError(.unexpectedFrame, "message after the end of call \(call.id)'s request")
         }
@@ -388,8 +391,15 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             failCall(call, RPCError(code: code, message: error.message))
             return
         }
-        guard let message, !call.responseClosed else { return }
+        // Fragments of an unfinished message are bounded by the message size limit, not the
+        // window: returning them at once lets a message larger than the window arrive.
+        guard let message else {
+            acknowledge(callID: call.id, bytes: wireSize)
+            return
+        }
+        guard !call.responseClosed else { return }
         if call.route.descriptor.kind.isSingleRequest {
+            acknowledge(callID: call.id, bytes: wireSize)
             guard call.singleRequest == nil else {
                 failCall(call, RPCError(
                     code: .unimplemented, message: "\(call.route.descriptor.fullName) takes exactly one request message"))
@@ -397,9 +407,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             }
             call.singleRequest = message
         } else if let source = call.requestSource {
-            if case .stopProducing = source.yield(message) {
-                setDemand(callID: call.id, wantsMore: false)
-            }
+            _ = source.yield(InboundMessage(bytes: message, wireSize: wireSize))
         }
     }
 
@@ -449,9 +457,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         let id = call.id
-        let (stream, source) = MessageStream.make { wantsMore in
-            eventLoop.execute { loopBound.value.setDemand(callID: id, wantsMore: wantsMore) }
-        }
+        let (stream, source) = MessageStream.make(onConsumed: { bytes in
+            eventLoop.execute { loopBound.value.acknowledge(callID: id, bytes: bytes) }
+        })
         call.requestSource = source
         switch call.route.method {
         case .clientStreaming(let handler):
@@ -544,7 +552,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         call.deadlineTimer?.cancel()
         call.requestSource?.finish()
         calls[call.id] = nil
-        setDemand(callID: call.id, wantsMore: true)
+        windows.forget(callID: call.id)
+        queue.forget(callID: call.id)
         if calls.isEmpty { armIdleTimer() }
         closeIfDrained()
     }
@@ -630,10 +639,11 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             writer.writeMessage(callID: call.id, message: message, endStream: false, compress: compressMessage, into: &$0)
         }
         scheduleFlush()
-        // A stream waits while the socket is full or fragments still queue behind other calls.
-        guard context.channel.isWritable, !queue.hasPending else {
+        // A stream waits while the socket is full or its own frames still queue (for fairness
+        // or for the client's window).
+        guard context.channel.isWritable, !queue.hasPending(callID: call.id) else {
             let promise = context.eventLoop.makePromise(of: Void.self)
-            writabilityWaiters.append(promise)
+            writeWaiters.append((call.id, promise))
             return promise.futureResult
         }
         return nil
@@ -659,15 +669,14 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         flushScheduled = false
         guard let context else { return }
         queue.release(upTo: Self.flushSize)
-        if queue.output.readableBytes > 0 {
+        let progressed = queue.output.readableBytes > 0
+        if progressed {
             context.writeAndFlush(wrapOutboundOut(queue.takeOutput(allocator: context.channel.allocator)), promise: nil)
         }
         guard context.channel.isWritable else { return }  // writability change resumes
-        if queue.hasPending {
-            scheduleFlush()
-        } else {
-            resumeWriters()
-        }
+        // Frames that wait only for a WINDOW are rescheduled by the WINDOW, not polled.
+        if progressed, queue.hasPending { scheduleFlush() }
+        resumeWriters()
     }
 
     /// Bytes written per flush when fragments wait: large enough for throughput, small enough
@@ -675,10 +684,16 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private static let flushSize = 256 * 1024
 
     private func resumeWriters() {
-        guard !writabilityWaiters.isEmpty else { return }
-        let waiters = writabilityWaiters
-        writabilityWaiters = []
-        for waiter in waiters { waiter.succeed() }
+        guard !writeWaiters.isEmpty, context?.channel.isWritable == true else { return }
+        var waiting: [(callID: UInt32, promise: EventLoopPromise<Void>)] = []
+        for waiter in writeWaiters {
+            if queue.hasPending(callID: waiter.callID) && calls[waiter.callID] != nil {
+                waiting.append(waiter)
+            } else {
+                waiter.promise.succeed()
+            }
+        }
+        writeWaiters = waiting
     }
 
     // MARK: - Connection management
@@ -759,12 +774,6 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private func checkKeepalive(quiet: TimeAmount, timeout: TimeAmount) {
         let now = NIODeadline.now()
-        // While this side holds reads back for a slow consumer, silence is ours, not the peer's.
-        guard pausedCalls.isEmpty else {
-            lastReadAt = now
-            pingSentAt = nil
-            return
-        }
         if let sent = pingSentAt {
             if now - sent > timeout {
                 logger.info("keepalive timed out")

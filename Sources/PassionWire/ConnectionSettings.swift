@@ -18,6 +18,9 @@ public struct ConnectionSettings: Sendable, Equatable {
     /// Close the connection after this long without calls; 0 disables it. Default 0 here, the
     /// server sets its own.
     public var idleTimeoutMillis: Int = 0
+    /// MESSAGE payload bytes the peer may send on one call before this side grants more with
+    /// WINDOW. Default 1 MiB; allowed 64 KiB–1 GiB.
+    public var initialWindowSize: Int = 1024 * 1024
 
     public static let minimumFrameSize = 16 * 1024
     public static let maximumFrameSize = 16 * 1024 * 1024
@@ -37,6 +40,7 @@ public struct ConnectionSettings: Sendable, Equatable {
         hello[.minPingIntervalMillis] = UInt64(minPingIntervalMillis)
         hello[.idleTimeoutMillis] = UInt64(idleTimeoutMillis)
         hello[.introspectionVersion] = 1
+        hello[.initialWindowSize] = UInt64(initialWindowSize)
         return hello
     }
 
@@ -66,6 +70,7 @@ public struct ConnectionSettings: Sendable, Equatable {
         minPingIntervalMillis = try value(
             .minPingIntervalMillis, defaults.minPingIntervalMillis, in: 0...(1 << 30))
         idleTimeoutMillis = try value(.idleTimeoutMillis, 0, in: 0...(1 << 40))
+        initialWindowSize = try value(.initialWindowSize, defaults.initialWindowSize, in: (64 * 1024)...(1 << 30))
     }
 }
 

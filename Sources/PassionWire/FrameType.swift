@@ -16,9 +16,11 @@ public struct FrameType: Hashable, Sendable, CustomStringConvertible {
     public static let ping = FrameType(rawValue: 0x08)
     public static let pong = FrameType(rawValue: 0x09)
     public static let goAway = FrameType(rawValue: 0x0A)
+    /// Grants the peer more bytes of MESSAGE payload for one call.
+    public static let window = FrameType(rawValue: 0x0B)
 
     /// Whether this implementation knows the type.
-    public var isKnown: Bool { (0x01...0x0A).contains(rawValue) }
+    public var isKnown: Bool { (0x01...0x0B).contains(rawValue) }
 
     public var description: String {
         switch self {
@@ -32,6 +34,7 @@ public struct FrameType: Hashable, Sendable, CustomStringConvertible {
         case .ping: "PING"
         case .pong: "PONG"
         case .goAway: "GOAWAY"
+        case .window: "WINDOW"
         default: "UNKNOWN(0x\(String(rawValue, radix: 16)))"
         }
     }

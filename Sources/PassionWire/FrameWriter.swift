@@ -90,6 +90,12 @@ public struct FrameWriter {
         endFrame(at: start, type: .cancel, flags: [], callID: callID, into: &buffer)
     }
 
+    /// Grants the peer `increment` more bytes of MESSAGE payload on `callID`.
+    public static func writeWindow(callID: UInt32, increment: UInt32, into buffer: inout ByteBuffer) {
+        buffer.writeFrameHeader(type: .window, flags: [], callID: callID, payloadLength: 4)
+        buffer.writeInteger(increment)
+    }
+
     public static func writePing(_ type: FrameType, data: UInt64, into buffer: inout ByteBuffer) {
         buffer.writeFrameHeader(type: type, flags: [], callID: 0, payloadLength: 8)
         buffer.writeInteger(data)

@@ -25,6 +25,8 @@ public struct Hello: Sendable, Equatable {
         public static let idleTimeoutMillis = Setting(rawValue: 9)
         /// Version of `passion.v1.Introspection` the server implements.
         public static let introspectionVersion = Setting(rawValue: 10)
+        /// MESSAGE payload bytes the sender accepts per call before it sends WINDOW.
+        public static let initialWindowSize = Setting(rawValue: 11)
     }
 
     public private(set) var values: [Setting: UInt64] = [:]

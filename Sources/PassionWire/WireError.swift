@@ -8,7 +8,7 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         fileprivate enum Value: Hashable, Sendable {
             case badPreface, frameTooLarge, malformedFrame, unexpectedFrame, unknownFrameType
             case callIDReuse, messageTooLarge, metadataTooLarge, decompressionFailed
-            case compressionNotNegotiated, tooManyCalls, enhanceYourCalm
+            case compressionNotNegotiated, tooManyCalls, enhanceYourCalm, flowControl
         }
         fileprivate let value: Value
 
@@ -36,6 +36,8 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let tooManyCalls = Kind(value: .tooManyCalls)
         /// The peer sent control frames (PING, CANCEL) faster than allowed.
         public static let enhanceYourCalm = Kind(value: .enhanceYourCalm)
+        /// The peer sent more MESSAGE bytes on a call than its window allowed.
+        public static let flowControl = Kind(value: .flowControl)
 
         public var description: String { "\(value)" }
     }

@@ -80,16 +80,23 @@ struct LifecycleTests {
 
     @Test("graceful shutdown: in-flight calls finish, new calls are refused, run() returns")
     func gracefulShutdown() async throws {
-        let server = try await TestServer.start()
+        let observed = Observed()
+        let method = MethodDescriptor(service: "test.Drain", method: "Slow", kind: .unary)
+        let server = try await TestServer.start(routes: { router in
+            router.registerUnary(method, EchoRequest.self, EchoResponse.self) { request, _ in
+                observed.started()
+                try await Task.sleep(for: .milliseconds(300))
+                return EchoResponse.with { $0.payload = request.payload }
+            }
+        })
         let connection = try await server.connect()
         let inFlight = Task {
-            try await connection.diagnostics.sleep(SleepRequest.with { $0.durationMs = 300 })
+            try await connection.unary(method, EchoRequest.with { $0.payload = Data("kept".utf8) }, as: EchoResponse.self, options: .defaults)
         }
-        try await Task.sleep(for: .milliseconds(50))
+        try await observed.waitUntil { $0.started }
         let stopped = Task { await server.stop() }
-        try await Task.sleep(for: .milliseconds(50))
         let response = try await inFlight.value
-        #expect(response.sleptMs >= 250)
+        #expect(response.message.payload == Data("kept".utf8))
         await expectRPCError(.unavailable) { try await connection.diagnostics.echo(EchoRequest()) }
         await stopped.value
         // The listener is gone.
