@@ -61,6 +61,20 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "PassionStore",
+            dependencies: [
+                "CLibPQ",
+                "COpenSSL",
+                "PassionRPC",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [.copy("Migrations")],
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "PassionAPI",
             dependencies: [
                 "PassionRPC",
@@ -92,6 +106,7 @@ let package = Package(
             name: "PassionServer",
             dependencies: [
                 "PassionAPI",
+                "PassionStore",
                 "PassionServices",
                 "PassionRPC",
                 "PassionTLS",
@@ -137,6 +152,11 @@ let package = Package(
         .testTarget(
             name: "PassionWireTests",
             dependencies: ["PassionWire", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "PassionStoreTests",
+            dependencies: ["PassionStore", "PassionRPC", .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
 import Logging
+import PassionAPI
 import PassionRPC
 import PassionServices
+import PassionStore
 import PassionTLS
 import ServiceLifecycle
 import UnixSignals
@@ -14,8 +16,9 @@ struct ServerCommand: AsyncParsableCommand {
         commandName: "passion-server",
         abstract: "The passion-rpc server: passion/1 over TLS.",
         discussion: """
-            Environment: PASSION_HOST, PASSION_PORT, PASSION_DATA_DIR, PASSION_TLS_CERT, PASSION_TLS_KEY,
-            PASSION_TLS_CLIENT_CA, PASSION_TLS_MIN_VERSION, PASSION_PLAINTEXT, PASSION_LOG_LEVEL.
+            Environment: PASSION_HOST, PASSION_PORT, PASSION_DATA_DIR, PASSION_DATABASE_URL, PASSION_DB_POOL_SIZE,
+            PASSION_TLS_CERT, PASSION_TLS_KEY, PASSION_TLS_CLIENT_CA, PASSION_TLS_MIN_VERSION, PASSION_PLAINTEXT,
+            PASSION_LOG_LEVEL.
             """)
 
     private static let environment = ProcessInfo.processInfo.environment
@@ -48,6 +51,14 @@ struct ServerCommand: AsyncParsableCommand {
     @Flag(help: "Serve without TLS; refused unless --host is a loopback address.")
     var plaintext: Bool = ["1", "true", "yes"].contains(environment["PASSION_PLAINTEXT"]?.lowercased() ?? "")
 
+    @Option(name: .customLong("database-url"), help: "libpq URI or conninfo of an existing database (default: an embedded cluster in <data-dir>/postgres).")
+    var databaseURLFlag: String?
+
+    private var databaseURL: String? { databaseURLFlag ?? Self.environment["PASSION_DATABASE_URL"] }
+
+    @Option(name: .customLong("db-pool-size"), help: "Database connections at most.")
+    var databasePoolSize: Int = Int(environment["PASSION_DB_POOL_SIZE"] ?? "") ?? 10
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = environment["PASSION_LOG_LEVEL"] ?? "info"
 
@@ -59,6 +70,7 @@ struct ServerCommand: AsyncParsableCommand {
             throw ValidationError("--tls-min-version must be 1.2 or 1.3")
         }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0–65535") }
+        guard (1...1000).contains(databasePoolSize) else { throw ValidationError("--db-pool-size must be 1–1000") }
         if plaintext, !Self.isLoopback(host) {
             throw ValidationError("--plaintext is only allowed on a loopback address, not \(host)")
         }
@@ -81,6 +93,18 @@ struct ServerCommand: AsyncParsableCommand {
         let logger = Logger(label: "passion-server")
         let tls = try plaintext ? nil : tlsConfiguration(logger: logger)
         let builtins = BuiltinServices()
+        var storeConfiguration = StoreConfiguration(databaseURL: databaseURL, dataDirectory: dataDirectory)
+        storeConfiguration.poolSize = databasePoolSize
+        let health = builtins.health
+        let store: StoreService
+        do {
+            store = try await StoreService.start(storeConfiguration, logger: logger) { reachable in
+                health.set(reachable ? .serving : .notServing)
+            }
+        } catch {
+            logger.critical("cannot start the database: \(error)")
+            throw ExitCode(2)
+        }
         let server = try RPCServer(
             configuration: RPCServerConfiguration(host: host, port: port, tls: tls), router: builtins.router,
             logger: logger)
@@ -91,7 +115,8 @@ struct ServerCommand: AsyncParsableCommand {
         }
         defer { announce.cancel() }
         let group = ServiceGroup(configuration: .init(
-            services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            // Shut down in reverse: the server drains first, then the database closes.
+            services: [store, server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 

@@ -189,21 +189,22 @@ struct LifecycleTests {
         }
     }
 
-    @Test("the pool reconnects after the server restarts on the same port, and retries idempotent calls")
+    @Test("the pool replaces a connection the server closed, transparently")
     func poolReconnects() async throws {
-        let first = try await TestServer.start()
-        let port = first.port
-        var configuration = RPCClientConfiguration(connection: first.clientConfiguration())
-        configuration.reconnectBackoff = Backoff(initial: .milliseconds(10), maximum: .milliseconds(50))
-        let client = RPCClient(configuration: configuration)
-        #expect(try await client.diagnostics.echo(EchoRequest()) == EchoResponse())
-        await first.stop()
-        let second = try await TestServer.start(configure: { $0.port = port })
-        // The old connection is gone; the pool reconnects (waiting out its backoff if needed).
-        let response = try await client.diagnostics.echo(EchoRequest(), options: CallOptions(waitForReady: true))
-        #expect(response == EchoResponse())
-        await client.close()
-        await second.stop()
+        try await TestServer.with(configure: { $0.connection.idleTimeout = .milliseconds(150) }) { server in
+            var configuration = RPCClientConfiguration(connection: server.clientConfiguration())
+            configuration.reconnectBackoff = Backoff(initial: .milliseconds(10), maximum: .milliseconds(50))
+            let client = RPCClient(configuration: configuration)
+            #expect(try await client.diagnostics.echo(EchoRequest()) == EchoResponse())
+            let first = try await client.connection()
+            // The server closes the idle connection (GOAWAY "idle").
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(first.isUsable == false)
+            #expect(try await client.diagnostics.echo(EchoRequest()) == EchoResponse())
+            let second = try await client.connection()
+            #expect(second !== first)
+            await client.close()
+        }
     }
 
     @Test("the pool fails fast with UNAVAILABLE while nothing listens")

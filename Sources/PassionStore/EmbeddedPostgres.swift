@@ -1,0 +1,128 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A private PostgreSQL cluster under the server's data directory: created with `initdb` on
+/// first use, started on a Unix socket inside it (no TCP port), stopped with the server.
+///
+/// `initdb` refuses to run as root, so when the server runs as root the cluster belongs to the
+/// `postgres` user and its commands run through `runuser`.
+public struct EmbeddedPostgres: Sendable {
+    /// `<data-dir>/postgres`.
+    public let root: String
+    public let binDirectory: String
+    public var dataDirectory: String { root + "/data" }
+    public var socketDirectory: String { root + "/run" }
+    public var logFile: String { root + "/postgres.log" }
+    public let databaseName: String
+
+    /// Finds the PostgreSQL server binaries; the error names the package to install.
+    public init(dataDirectory: String, databaseName: String = "passion") throws {
+        self.root = URL(fileURLWithPath: dataDirectory).standardizedFileURL.path + "/postgres"
+        self.binDirectory = try Self.locateBinaries()
+        self.databaseName = databaseName
+        // A Unix socket path is limited to 107 bytes.
+        guard (socketDirectory + "/.s.PGSQL.5432").utf8.count <= 107 else {
+            throw EmbeddedPostgresError("the data directory path is too long for a Unix socket: \(root)")
+        }
+    }
+
+    /// The conninfo of the cluster's database.
+    public var conninfo: String { "host=\(socketDirectory) port=5432 user=postgres dbname=\(databaseName)" }
+
+    /// The newest `<root>/<version>/bin` with initdb (Debian's layout), else a PATH directory.
+    static func locateBinaries(
+        root: String = "/usr/lib/postgresql", path: String = ProcessInfo.processInfo.environment["PATH"] ?? ""
+    ) throws -> String {
+        let candidates = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        let versions = candidates.compactMap(Int.init).sorted(by: >)
+        for version in versions where FileManager.default.isExecutableFile(atPath: "\(root)/\(version)/bin/initdb") {
+            return "\(root)/\(version)/bin"
+        }
+        for directory in path.split(separator: ":") {
+            if FileManager.default.isExecutableFile(atPath: "\(directory)/initdb"),
+                FileManager.default.isExecutableFile(atPath: "\(directory)/pg_ctl")
+            {
+                return String(directory)
+            }
+        }
+        throw EmbeddedPostgresError(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: install the Debian package `postgresql` "
+                + "(apt-get install postgresql), or pass --database-url to use an existing server")
+    }
+
+    private var runsAsRoot: Bool { getuid() == 0 }
+
+    /// Creates the cluster if needed, starts it unless it already runs, creates the database.
+    public func start() throws {
+        let files = FileManager.default
+        try files.createDirectory(atPath: socketDirectory, withIntermediateDirectories: true)
+        if runsAsRoot { try giveToPostgres() }
+        if !files.fileExists(atPath: dataDirectory + "/PG_VERSION") {
+            try? files.removeItem(atPath: dataDirectory)
+            try run("initdb", ["-D", dataDirectory, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"])
+        }
+        if try run("pg_ctl", ["-D", dataDirectory, "status"], allowFailure: true) != 0 {
+            try run("pg_ctl", [
+                "-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "start",
+                "-o", "-c listen_addresses='' -k \(socketDirectory) -p 5432 -c max_connections=200",
+            ])
+        }
+        try createDatabase()
+    }
+
+    /// Stops the cluster (fast shutdown: open sessions are disconnected).
+    public func stop() throws {
+        try run("pg_ctl", ["-D", dataDirectory, "-m", "fast", "-w", "-t", "60", "stop"], allowFailure: true)
+    }
+
+    /// Creates `name` in the cluster if it does not exist (tests use one database per suite).
+    public func createDatabase(_ name: String? = nil) throws {
+        let database = name ?? databaseName
+        guard database.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+            throw EmbeddedPostgresError("invalid database name \(database)")
+        }
+        let admin = try PostgresConnection(conninfo: "host=\(socketDirectory) port=5432 user=postgres dbname=postgres")
+        let exists = try admin.query("SELECT 1 FROM pg_database WHERE datname = \(database)")
+        if exists.isEmpty { try admin.execute("CREATE DATABASE \(database)") }
+    }
+
+    private func giveToPostgres() throws {
+        guard getpwnam("postgres") != nil else {
+            throw EmbeddedPostgresError("running as root needs the `postgres` user (created by the Debian package postgresql)")
+        }
+        try run("/bin/chown", ["-R", "postgres:postgres", root], asRoot: true)
+        // The postgres user must be able to reach the cluster through every parent directory.
+        if try run("/usr/sbin/runuser", ["-u", "postgres", "--", "test", "-w", root], asRoot: true, allowFailure: true) != 0 {
+            throw EmbeddedPostgresError(
+                "the postgres user cannot reach \(root): choose a --data-dir outside private directories such as /root")
+        }
+    }
+
+    /// Runs a PostgreSQL tool (as `postgres` when we are root); its output goes to a file in
+    /// the cluster directory and into the error when it fails.
+    @discardableResult
+    private func run(_ tool: String, _ arguments: [String], asRoot: Bool = false, allowFailure: Bool = false) throws -> Int32 {
+        let executable = tool.hasPrefix("/") ? tool : binDirectory + "/" + tool
+        let outputPath = root + "/\(URL(fileURLWithPath: tool).lastPathComponent).out"
+        let status: Int32
+        if runsAsRoot && !asRoot {
+            status = try Subprocess.run("/usr/sbin/runuser", ["-u", "postgres", "--", executable] + arguments, outputPath: outputPath)
+        } else {
+            status = try Subprocess.run(executable, arguments, outputPath: outputPath)
+        }
+        if status != 0 && !allowFailure {
+            let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+            throw EmbeddedPostgresError("\(tool) failed (\(status)): \(text.suffix(600))")
+        }
+        return status
+    }
+}
+
+/// The embedded cluster could not be created, started or stopped.
+public struct EmbeddedPostgresError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,129 @@
+import CLibPQ
+import Foundation
+
+/// One libpq connection. Blocking: used only from the pool's threads, one caller at a time.
+///
+/// `@unchecked Sendable`: the pool hands a connection to exactly one thread at a time; the only
+/// member touched concurrently is `cancel()`, which uses libpq's thread-safe `PGcancel`.
+public final class PostgresConnection: @unchecked Sendable {
+    private let connection: OpaquePointer
+    private let canceller: OpaquePointer?
+    private var prepared: [String: String] = [:]
+    private var preparedOrder: [String] = []
+    private let statementCacheSize: Int
+    private var nextStatement = 0
+
+    /// Connects with a libpq conninfo string or URI; throws UNAVAILABLE-class errors.
+    public init(conninfo: String, statementCacheSize: Int = 256) throws {
+        guard let connection = PQconnectdb(conninfo) else { throw StoreError.connection("out of memory") }
+        guard PQstatus(connection) == CONNECTION_OK else {
+            let message = String(cString: PQerrorMessage(connection)).trimmingCharacters(in: .whitespacesAndNewlines)
+            PQfinish(connection)
+            throw StoreError.connection(message)
+        }
+        self.connection = connection
+        self.canceller = PQgetCancel(connection)
+        self.statementCacheSize = statementCacheSize
+        // Text results must parse the same way whatever the server's defaults are.
+        _ = try execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'")
+    }
+
+    deinit {
+        if let canceller { PQfreeCancel(canceller) }
+        PQfinish(connection)
+    }
+
+    /// Whether the connection is still usable.
+    public var isHealthy: Bool { PQstatus(connection) == CONNECTION_OK }
+
+    /// Asks the server to cancel the statement running now; safe from any thread.
+    public func cancel() {
+        guard let canceller else { return }
+        var buffer = [CChar](repeating: 0, count: 256)
+        _ = PQcancel(canceller, &buffer, Int32(buffer.count))
+    }
+
+    /// Runs a statement through the prepared-statement cache.
+    @discardableResult
+    public func query(_ sql: SQL) throws -> Rows {
+        let name = try preparedName(for: sql)
+        var copies = sql.parameters.map { $0.flatMap { strdup($0) } }
+        defer { for pointer in copies { free(pointer) } }
+        let result = copies.withUnsafeMutableBufferPointer { buffer -> OpaquePointer? in
+            let values = buffer.map { UnsafePointer<CChar>($0) }
+            return PQexecPrepared(connection, name, Int32(values.count), values, nil, nil, 0)
+        }
+        return try rows(from: result, dropPreparedOnFailure: name, sql: sql.text)
+    }
+
+    /// Runs SQL without parameters and without preparing it (migrations, SET, BEGIN).
+    @discardableResult
+    public func execute(_ text: String) throws -> Rows {
+        try rows(from: PQexec(connection, text), dropPreparedOnFailure: nil, sql: nil)
+    }
+
+    private func preparedName(for sql: SQL) throws -> String {
+        if let name = prepared[sql.text] { return name }
+        if prepared.count >= statementCacheSize, let oldest = preparedOrder.first {
+            preparedOrder.removeFirst()
+            if let name = prepared.removeValue(forKey: oldest) {
+                PQclear(PQexec(connection, "DEALLOCATE \(name)"))
+            }
+        }
+        let name = "passion_\(nextStatement)"
+        nextStatement += 1
+        let result = PQprepare(connection, name, sql.text, Int32(sql.parameters.count), nil)
+        _ = try rows(from: result, dropPreparedOnFailure: nil, sql: sql.text)
+        prepared[sql.text] = name
+        preparedOrder.append(sql.text)
+        return name
+    }
+
+    private func rows(from result: OpaquePointer?, dropPreparedOnFailure name: String?, sql: String?) throws -> Rows {
+        guard let result else {
+            throw StoreError.connection(String(cString: PQerrorMessage(connection)))
+        }
+        defer { PQclear(result) }
+        let status = PQresultStatus(result)
+        guard status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK || status == PGRES_EMPTY_QUERY else {
+            let error = Self.error(from: result, connection: connection)
+            // A statement whose plan became invalid (schema changed) is prepared again next time.
+            if error.sqlState == "0A000" || error.sqlState == "26000", let sql {
+                prepared[sql] = nil
+                preparedOrder.removeAll { $0 == sql }
+            }
+            _ = name
+            throw error
+        }
+        let rowCount = Int(PQntuples(result))
+        let columnCount = Int(PQnfields(result))
+        let columns = (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
+        var values: [[String?]] = []
+        values.reserveCapacity(rowCount)
+        for row in 0..<rowCount {
+            var record: [String?] = []
+            record.reserveCapacity(columnCount)
+            for column in 0..<columnCount {
+                if PQgetisnull(result, Int32(row), Int32(column)) == 1 {
+                    record.append(nil)
+                } else {
+                    record.append(String(cString: PQgetvalue(result, Int32(row), Int32(column))))
+                }
+            }
+            values.append(record)
+        }
+        let affected = Int(String(cString: PQcmdTuples(result))) ?? rowCount
+        return Rows(columns: columns, values: values, affected: affected)
+    }
+
+    private static func error(from result: OpaquePointer, connection: OpaquePointer) -> StoreError {
+        func field(_ code: Int32) -> String? {
+            PQresultErrorField(result, code).map { String(cString: $0) }
+        }
+        let state = field(passion_pg_diag_sqlstate()) ?? (PQstatus(connection) == CONNECTION_OK ? "XX000" : "08006")
+        let message = field(passion_pg_diag_message()) ?? String(cString: PQerrorMessage(connection))
+        return StoreError(
+            sqlState: state, serverMessage: message, constraint: field(passion_pg_diag_constraint()),
+            table: field(passion_pg_diag_table()), column: field(passion_pg_diag_column()))
+    }
+}

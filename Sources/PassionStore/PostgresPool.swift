@@ -1,0 +1,232 @@
+import Foundation
+import NIOPosix
+import PassionRPC
+import Synchronization
+
+/// How the pool reaches the database and how much it holds.
+public struct PoolConfiguration: Sendable {
+    /// libpq conninfo or URI, for example `postgresql://user@host/db` or `host=/tmp dbname=passion`.
+    public var conninfo: String
+    /// Connections (and threads running queries) at most. Default 10.
+    public var size: Int = 10
+    /// How long a call waits for a free connection before RESOURCE_EXHAUSTED. Default 2 s.
+    public var acquireTimeout: Duration = .seconds(2)
+    /// Seconds libpq may take to connect. Default 3.
+    public var connectTimeoutSeconds: Int = 3
+    /// Prepared statements kept per connection. Default 256.
+    public var statementCacheSize: Int = 256
+    /// Attempts of a transaction that fails with a serialization failure or deadlock. Default 10.
+    public var transactionAttempts: Int = 10
+
+    public init(conninfo: String) {
+        self.conninfo = conninfo
+    }
+
+    var connectionString: String {
+        if conninfo.contains("://") {
+            let separator = conninfo.contains("?") ? "&" : "?"
+            return conninfo + "\(separator)connect_timeout=\(connectTimeoutSeconds)&application_name=passion-server"
+        }
+        return conninfo + " connect_timeout=\(connectTimeoutSeconds) application_name=passion-server"
+    }
+}
+
+/// A pool of libpq connections whose blocking calls run on their own threads, never on an
+/// event loop. Calls wait a bounded time for a connection; a cancelled call cancels its query;
+/// a call's deadline becomes `statement_timeout`.
+public final class PostgresPool: Sendable {
+    public let configuration: PoolConfiguration
+    private let threads: NIOThreadPool
+    private let state = Mutex(State())
+
+    private struct State {
+        var idle: [PostgresConnection] = []
+        var open = 0
+        var waiters: [(id: Int, continuation: CheckedContinuation<PostgresConnection?, any Error>)] = []
+        var nextWaiter = 0
+        var closed = false
+    }
+
+    public init(configuration: PoolConfiguration) {
+        self.configuration = configuration
+        self.threads = NIOThreadPool(numberOfThreads: max(1, configuration.size))
+        threads.start()
+    }
+
+    /// Closes every idle connection and stops the threads; calls in flight finish first.
+    public func shutdown() async {
+        let (idle, waiters) = state.withLock { state in
+            state.closed = true
+            defer {
+                state.idle = []
+                state.waiters = []
+            }
+            return (state.idle, state.waiters)
+        }
+        for waiter in waiters { waiter.continuation.resume(throwing: RPCError(code: .unavailable, message: "database pool closed")) }
+        _ = idle
+        try? await threads.shutdownGracefully()
+    }
+
+    /// Runs `body` with a connection on a pool thread. `deadline`, when given, limits each
+    /// statement via `statement_timeout` (inside a transaction) and the wait for a connection.
+    @discardableResult
+    public func withConnection<T: Sendable>(
+        deadline: ContinuousClock.Instant? = nil, _ body: @escaping @Sendable (PostgresConnection) throws -> T
+    ) async throws -> T {
+        let connection = try await acquire(deadline: deadline)
+        var healthy = true
+        defer { release(connection, healthy: healthy) }
+        do {
+            return try await withTaskCancellationHandler {
+                try await threads.runIfActive { try body(connection) }
+            } onCancel: {
+                connection.cancel()
+            }
+        } catch let error as StoreError {
+            healthy = connection.isHealthy
+            if Task.isCancelled, error.sqlState == "57014" {
+                throw RPCError(code: .cancelled, message: "call cancelled")
+            }
+            throw error
+        }
+    }
+
+    /// Runs `body` in a transaction, again when it fails with a serialization failure or a
+    /// deadlock, up to `transactionAttempts` times. The remaining time before `deadline` becomes
+    /// `SET LOCAL statement_timeout`.
+    @discardableResult
+    public func transaction<T: Sendable>(
+        deadline: ContinuousClock.Instant? = nil, isolation: String = "READ COMMITTED",
+        _ body: @escaping @Sendable (PostgresConnection) throws -> T
+    ) async throws -> T {
+        precondition(["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"].contains(isolation))
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await withConnection(deadline: deadline) { connection in
+                    try connection.execute("BEGIN ISOLATION LEVEL \(isolation)")
+                    do {
+                        if let deadline {
+                            let remaining = deadline - .now
+                            let milliseconds = max(1, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)
+                            guard remaining > .zero else {
+                                throw StoreError(sqlState: "57014", serverMessage: "deadline passed before the statement")
+                            }
+                            try connection.execute("SET LOCAL statement_timeout = \(milliseconds)")
+                        }
+                        let result = try body(connection)
+                        try connection.execute("COMMIT")
+                        return result
+                    } catch {
+                        _ = try? connection.execute("ROLLBACK")
+                        throw error
+                    }
+                }
+            } catch let error as StoreError where error.isRetryableTransactionFailure && attempt < configuration.transactionAttempts {
+                try await Task.sleep(for: .milliseconds(Int.random(in: 1...(5 << min(attempt, 5)))))
+            }
+        }
+    }
+
+    /// Connections open now (idle and in use).
+    public var openConnections: Int { state.withLock { $0.open } }
+
+    // MARK: - Acquire and release
+
+    private enum Acquisition {
+        case use(PostgresConnection)
+        case connect
+        case wait(Int)
+        case closed
+    }
+
+    private func acquire(deadline: ContinuousClock.Instant?) async throws -> PostgresConnection {
+        let limit = min(deadline ?? .now + configuration.acquireTimeout, .now + configuration.acquireTimeout)
+        let waiterID = state.withLock { state -> Int in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        let decision = state.withLock { state -> Acquisition in
+            if state.closed { return .closed }
+            if let connection = state.idle.popLast() { return .use(connection) }
+            if state.open < configuration.size {
+                state.open += 1
+                return .connect
+            }
+            return .wait(waiterID)
+        }
+        switch decision {
+        case .use(let connection):
+            return connection
+        case .closed:
+            throw RPCError(code: .unavailable, message: "database pool closed")
+        case .connect:
+            return try await openConnection()
+        case .wait(let id):
+            let timeout = Task {
+                try await Task.sleep(until: limit)
+                self.expire(waiter: id)
+            }
+            defer { timeout.cancel() }
+            let connection = try await withCheckedThrowingContinuation { continuation in
+                let closed = state.withLock { state -> Bool in
+                    if state.closed { return true }
+                    state.waiters.append((id, continuation))
+                    return false
+                }
+                if closed { continuation.resume(throwing: RPCError(code: .unavailable, message: "database pool closed")) }
+            }
+            guard let connection else {
+                // A broken connection's slot was handed over: open a new one in it.
+                return try await openConnection()
+            }
+            return connection
+        }
+    }
+
+    /// Opens a connection in a slot already counted in `open`; gives the slot back on failure.
+    private func openConnection() async throws -> PostgresConnection {
+        let configuration = self.configuration
+        do {
+            return try await threads.runIfActive {
+                try PostgresConnection(conninfo: configuration.connectionString, statementCacheSize: configuration.statementCacheSize)
+            }
+        } catch {
+            state.withLock { $0.open -= 1 }
+            throw RPCError(code: .unavailable, message: "database unavailable")
+        }
+    }
+
+    private func expire(waiter id: Int) {
+        let continuation = state.withLock { state -> CheckedContinuation<PostgresConnection?, any Error>? in
+            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return state.waiters.remove(at: index).continuation
+        }
+        continuation?.resume(throwing: RPCError(
+            code: .resourceExhausted, message: "all \(configuration.size) database connections are busy",
+            details: ErrorDetails(reason: "POOL_EXHAUSTED", fields: ["retry-after-ms": "100"])))
+    }
+
+    private func release(_ connection: PostgresConnection, healthy: Bool) {
+        let usable = healthy && connection.isHealthy
+        let waiter = state.withLock { state -> (CheckedContinuation<PostgresConnection?, any Error>, PostgresConnection?)? in
+            if !usable { state.open -= 1 }
+            if state.closed {
+                if usable { state.open -= 1 }
+                return nil
+            }
+            if !state.waiters.isEmpty {
+                let waiter = state.waiters.removeFirst().continuation
+                if usable { return (waiter, connection) }
+                // The broken connection's slot goes to the waiter, which connects anew.
+                state.open += 1
+                return (waiter, nil)
+            }
+            if usable { state.idle.append(connection) }
+            return nil
+        }
+        if let (continuation, connection) = waiter { continuation.resume(returning: connection) }
+    }
+}

@@ -1,0 +1,233 @@
+import Foundation
+
+/// A Swift value PostgreSQL reads from its text format.
+public protocol PostgresEncodable: Sendable {
+    var postgresText: String { get }
+}
+
+/// A Swift value read from a column in text format.
+public protocol PostgresDecodable: Sendable {
+    init(postgresText: String) throws
+}
+
+/// A column value that does not have the expected type's text form.
+public struct PostgresDecodingError: Error, CustomStringConvertible {
+    public var type: String
+    public var text: String
+    public var description: String { "cannot read \(type) from a column value" }
+}
+
+extension String: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String { self }
+    public init(postgresText: String) { self = postgresText }
+}
+
+extension Int: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String { String(self) }
+    public init(postgresText: String) throws {
+        guard let value = Int(postgresText) else { throw PostgresDecodingError(type: "Int", text: postgresText) }
+        self = value
+    }
+}
+
+extension Int64: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String { String(self) }
+    public init(postgresText: String) throws {
+        guard let value = Int64(postgresText) else { throw PostgresDecodingError(type: "Int64", text: postgresText) }
+        self = value
+    }
+}
+
+extension Int32: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String { String(self) }
+    public init(postgresText: String) throws {
+        guard let value = Int32(postgresText) else { throw PostgresDecodingError(type: "Int32", text: postgresText) }
+        self = value
+    }
+}
+
+extension Int16: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String { String(self) }
+    public init(postgresText: String) throws {
+        guard let value = Int16(postgresText) else { throw PostgresDecodingError(type: "Int16", text: postgresText) }
+        self = value
+    }
+}
+
+extension Bool: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String { self ? "t" : "f" }
+    public init(postgresText: String) throws {
+        switch postgresText {
+        case "t", "true": self = true
+        case "f", "false": self = false
+        default: throw PostgresDecodingError(type: "Bool", text: postgresText)
+        }
+    }
+}
+
+extension UUID: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String { uuidString.lowercased() }
+    public init(postgresText: String) throws {
+        guard let value = UUID(uuidString: postgresText) else { throw PostgresDecodingError(type: "UUID", text: postgresText) }
+        self = value
+    }
+}
+
+/// `timestamptz`: sent and read as ISO 8601 in UTC with microseconds.
+extension Date: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String {
+        let seconds = timeIntervalSince1970
+        let whole = floor(seconds)
+        let micros = Int(((seconds - whole) * 1_000_000).rounded())
+        var time = time_t(whole)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        return String(
+            format: "%04d-%02d-%02d %02d:%02d:%02d.%06d+00", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
+            Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), micros)
+    }
+
+    public init(postgresText: String) throws {
+        // The session runs with TimeZone=UTC and DateStyle=ISO: "2026-11-25 01:02:03.123456+00".
+        let pattern = postgresText.split(separator: " ", maxSplits: 1)
+        guard pattern.count == 2 else { throw PostgresDecodingError(type: "Date", text: postgresText) }
+        let day = try LocalDate(postgresText: String(pattern[0]))
+        var time = Substring(pattern[1])
+        var offsetSeconds = 0
+        if let sign = time.lastIndex(where: { $0 == "+" || $0 == "-" }) {
+            let offset = time[time.index(after: sign)...].split(separator: ":").compactMap { Int($0) }
+            let magnitude = (offset.first ?? 0) * 3600 + (offset.dropFirst().first ?? 0) * 60
+            offsetSeconds = time[sign] == "+" ? magnitude : -magnitude
+            time = time[..<sign]
+        }
+        let clock = time.split(separator: ":")
+        guard clock.count == 3, let hour = Int(clock[0]), let minute = Int(clock[1]), let second = Double(clock[2]) else {
+            throw PostgresDecodingError(type: "Date", text: postgresText)
+        }
+        let days = Double(day.daysSinceEpoch)
+        let interval = days * 86400 + Double(hour * 3600 + minute * 60) + second - Double(offsetSeconds)
+        self = Date(timeIntervalSince1970: interval)
+    }
+}
+
+/// A calendar day without time or zone: PostgreSQL `date`.
+public struct LocalDate: Sendable, Hashable, Comparable, CustomStringConvertible, PostgresEncodable, PostgresDecodable {
+    public var year: Int
+    public var month: Int
+    public var day: Int
+
+    public init(year: Int, month: Int, day: Int) {
+        self.year = year
+        self.month = month
+        self.day = day
+    }
+
+    public var description: String { String(format: "%04d-%02d-%02d", year, month, day) }
+    public var postgresText: String { description }
+
+    public init(postgresText: String) throws {
+        let parts = postgresText.split(separator: "-").compactMap { Int($0) }
+        guard parts.count == 3, (1...12).contains(parts[1]), (1...31).contains(parts[2]) else {
+            throw PostgresDecodingError(type: "LocalDate", text: postgresText)
+        }
+        self.init(year: parts[0], month: parts[1], day: parts[2])
+    }
+
+    /// Days since 1970-01-01 (proleptic Gregorian), for arithmetic and ordering.
+    public var daysSinceEpoch: Int {
+        // Howard Hinnant's days_from_civil.
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return era * 146097 + doe - 719468
+    }
+
+    public static func < (lhs: LocalDate, rhs: LocalDate) -> Bool { lhs.daysSinceEpoch < rhs.daysSinceEpoch }
+}
+
+/// A `jsonb` value, kept as its JSON text.
+public struct JSONB: Sendable, Hashable, PostgresEncodable, PostgresDecodable {
+    public var json: String
+    public init(json: String) { self.json = json }
+    public var postgresText: String { json }
+    public init(postgresText: String) { json = postgresText }
+}
+
+/// An `inet` address, kept as text (`192.0.2.1`, `2001:db8::1`).
+public struct InetAddress: Sendable, Hashable, PostgresEncodable, PostgresDecodable {
+    public var address: String
+    public init(_ address: String) { self.address = address }
+    public var postgresText: String { address }
+    public init(postgresText: String) { address = postgresText }
+}
+
+/// `bytea`, sent and read in hex format (`\x0a0b`).
+public struct Bytes: Sendable, Hashable, PostgresEncodable, PostgresDecodable {
+    public var bytes: [UInt8]
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public var postgresText: String {
+        "\\x" + bytes.map { String(format: "%02x", $0) }.joined()
+    }
+    public init(postgresText: String) throws {
+        guard postgresText.hasPrefix("\\x"), postgresText.count % 2 == 0 else {
+            throw PostgresDecodingError(type: "Bytes", text: postgresText)
+        }
+        var bytes: [UInt8] = []
+        var index = postgresText.index(postgresText.startIndex, offsetBy: 2)
+        while index < postgresText.endIndex {
+            let next = postgresText.index(index, offsetBy: 2)
+            guard let byte = UInt8(postgresText[index..<next], radix: 16) else {
+                throw PostgresDecodingError(type: "Bytes", text: postgresText)
+            }
+            bytes.append(byte)
+            index = next
+        }
+        self.bytes = bytes
+    }
+}
+
+/// One-dimensional arrays of text-encodable elements (`text[]`, `int8[]`, `uuid[]`).
+extension Array: PostgresEncodable where Element: PostgresEncodable {
+    public var postgresText: String {
+        "{" + map { element in
+            let text = element.postgresText
+            let escaped = text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            return "\"\(escaped)\""
+        }.joined(separator: ",") + "}"
+    }
+}
+
+extension Array: PostgresDecodable where Element: PostgresDecodable {
+    public init(postgresText: String) throws {
+        guard postgresText.hasPrefix("{"), postgresText.hasSuffix("}") else {
+            throw PostgresDecodingError(type: "Array", text: postgresText)
+        }
+        var elements: [Element] = []
+        var current = ""
+        var quoted = false
+        var escaped = false
+        var sawQuotes = false
+        for character in postgresText.dropFirst().dropLast() {
+            if escaped {
+                current.append(character)
+                escaped = false
+            } else if character == "\\" {
+                escaped = true
+            } else if character == "\"" {
+                quoted.toggle()
+                sawQuotes = true
+            } else if character == ",", !quoted {
+                if current == "NULL", !sawQuotes { throw PostgresDecodingError(type: "Array element", text: "NULL") }
+                elements.append(try Element(postgresText: current))
+                current = ""
+                sawQuotes = false
+            } else {
+                current.append(character)
+            }
+        }
+        if !current.isEmpty || sawQuotes { elements.append(try Element(postgresText: current)) }
+        self = elements
+    }
+}

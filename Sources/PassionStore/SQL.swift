@@ -1,0 +1,56 @@
+/// A statement with its parameters, built so that values can never become SQL text:
+/// interpolated values turn into `$1`, `$2`, ... binds; only string literals are SQL.
+///
+///     let sql: SQL = "SELECT id FROM users WHERE email = \(email) AND is_active"
+public struct SQL: Sendable, Hashable, ExpressibleByStringInterpolation {
+    /// The statement text with `$n` placeholders.
+    public private(set) var text: String
+    /// Parameter values in text format; nil is SQL NULL.
+    public private(set) var parameters: [String?]
+
+    public init(stringLiteral value: String) {
+        text = value
+        parameters = []
+    }
+
+    /// Raw SQL from code, never from input: migrations and statements assembled from constants.
+    public init(unsafeSQL text: String) {
+        self.text = text
+        parameters = []
+    }
+
+    public init(stringInterpolation: Interpolation) {
+        text = stringInterpolation.text
+        parameters = stringInterpolation.parameters
+    }
+
+    /// Collects literals as SQL and values as binds.
+    public struct Interpolation: StringInterpolationProtocol {
+        var text = ""
+        var parameters: [String?] = []
+
+        public init(literalCapacity: Int, interpolationCount: Int) {
+            text.reserveCapacity(literalCapacity + interpolationCount * 3)
+        }
+
+        public mutating func appendLiteral(_ literal: String) {
+            text += literal
+        }
+
+        public mutating func appendInterpolation(_ value: some PostgresEncodable) {
+            parameters.append(value.postgresText)
+            text += "$\(parameters.count)"
+        }
+
+        public mutating func appendInterpolation(_ value: (some PostgresEncodable)?) {
+            parameters.append(value?.postgresText)
+            text += "$\(parameters.count)"
+        }
+
+        /// A typed bind, for values whose type PostgreSQL cannot infer: `\(value, type: "jsonb")`.
+        public mutating func appendInterpolation(_ value: (some PostgresEncodable)?, type: StaticString) {
+            parameters.append(value?.postgresText)
+            text += "$\(parameters.count)::\(type)"
+        }
+    }
+}

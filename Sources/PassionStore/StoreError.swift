@@ -1,0 +1,65 @@
+import PassionRPC
+
+/// A failure from PostgreSQL or from reaching it. The description shown to callers names the
+/// SQLSTATE class and the constraint, never SQL text or row data.
+public struct StoreError: Error, Sendable, CustomStringConvertible, RPCErrorConvertible {
+    /// Five-character SQLSTATE, or "08000"-class codes for connection failures detected locally.
+    public var sqlState: String
+    /// The server's primary message; kept for logs only, because it can quote values.
+    public var serverMessage: String
+    /// Constraint named by the server, for example `goals_priority_range`.
+    public var constraint: String?
+    public var table: String?
+    public var column: String?
+
+    public init(sqlState: String, serverMessage: String, constraint: String? = nil, table: String? = nil, column: String? = nil) {
+        self.sqlState = sqlState
+        self.serverMessage = serverMessage
+        self.constraint = constraint
+        self.table = table
+        self.column = column
+    }
+
+    /// What a caller sees: SQLSTATE mapped to a status, with a message free of SQL and data.
+    public var rpcError: RPCError {
+        let classCode = String(sqlState.prefix(2))
+        var fields: [String: String] = ["sqlstate": sqlState]
+        if let constraint { fields["constraint"] = constraint }
+        if let column { fields["field"] = column }
+        switch (sqlState, classCode) {
+        case ("23505", _):
+            return RPCError(code: .alreadyExists, message: "already exists (\(constraint ?? "unique"))", details: ErrorDetails(reason: "UNIQUE_VIOLATION", fields: fields))
+        case ("23514", _):
+            return RPCError(code: .invalidArgument, message: "value rejected by \(constraint ?? "a check constraint")", details: ErrorDetails(reason: "CHECK_VIOLATION", fields: fields))
+        case ("23502", _):
+            return RPCError(code: .invalidArgument, message: "\(column ?? "a field") is required", details: ErrorDetails(reason: "NOT_NULL_VIOLATION", fields: fields))
+        case ("23503", _):
+            return RPCError(code: .failedPrecondition, message: "refers to a missing record (\(constraint ?? "foreign key"))", details: ErrorDetails(reason: "FOREIGN_KEY_VIOLATION", fields: fields))
+        case ("23001", _):
+            return RPCError(code: .failedPrecondition, message: "the change is not allowed (\(table ?? "restricted"))", details: ErrorDetails(reason: "RESTRICT_VIOLATION", fields: fields))
+        case ("40001", _), ("40P01", _):
+            return RPCError(code: .aborted, message: "concurrent update conflict; retry", details: ErrorDetails(reason: "SERIALIZATION_FAILURE", fields: fields))
+        case ("57014", _):
+            return RPCError(code: .deadlineExceeded, message: "database statement timed out or was cancelled")
+        case ("53300", _), (_, "08"), ("57P01", _), ("57P02", _), ("57P03", _):
+            return RPCError(code: .unavailable, message: "database unavailable")
+        case (_, "22"):
+            return RPCError(code: .invalidArgument, message: "invalid value (SQLSTATE \(sqlState))", details: ErrorDetails(reason: "DATA_EXCEPTION", fields: fields))
+        case (_, "53"):
+            return RPCError(code: .resourceExhausted, message: "database out of resources")
+        default:
+            return RPCError(code: .internal, message: "database error (SQLSTATE \(sqlState))")
+        }
+    }
+
+    /// Whether the whole transaction may simply be run again.
+    public var isRetryableTransactionFailure: Bool { sqlState == "40001" || sqlState == "40P01" }
+
+    public var description: String {
+        "SQLSTATE \(sqlState)\(constraint.map { " (\($0))" } ?? ""): \(serverMessage)"
+    }
+
+    static func connection(_ message: String) -> StoreError {
+        StoreError(sqlState: "08006", serverMessage: message)
+    }
+}

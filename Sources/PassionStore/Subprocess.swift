@@ -1,0 +1,35 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs a command to completion with posix_spawn and waitpid, its output going to a file.
+///
+/// Foundation's `Process` learns of exits through a dispatch source, which never fires when the
+/// threads dispatch would use are all blocked (as they can be under a busy test run); waitpid
+/// needs no other thread. Output goes to a file, never a pipe: a postmaster started by pg_ctl
+/// inherits it and would hold a pipe open forever.
+enum Subprocess {
+    static func run(_ executable: String, _ arguments: [String], outputPath: String) throws -> Int32 {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+        guard spawned == 0 else {
+            throw EmbeddedPostgresError("cannot run \(executable): \(String(cString: strerror(spawned)))")
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 {
+            guard errno == EINTR else { throw EmbeddedPostgresError("waitpid failed for \(executable)") }
+        }
+        // WIFEXITED / WEXITSTATUS are macros: the exit code is bits 8–15 when the low 7 bits are 0.
+        return status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+    }
+}

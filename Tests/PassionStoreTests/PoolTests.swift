@@ -1,0 +1,195 @@
+import Foundation
+import PassionRPC
+import PassionStore
+import Synchronization
+import Testing
+
+@Suite("PostgreSQL connection and pool")
+struct PoolTests {
+    @Test("every supported type round-trips, NULLs included")
+    func typesRoundTrip() async throws {
+        let (pool, _) = try await TestDatabase.freshPool()
+        defer { Task { await pool.shutdown() } }
+        let id = UUID()
+        let when = Date(timeIntervalSince1970: 1_764_000_000.123456)
+        let day = LocalDate(year: 2024, month: 2, day: 29)
+        let row = try await pool.withConnection { connection in
+            try connection.query("""
+                SELECT \(id)::uuid AS id, \("héllo ✓ 😈")::text AS text, \(Int16(-7))::int2 AS small,
+                       \(Int32(2_000_000_000))::int4 AS int, \(Int64.max)::int8 AS big, \(true)::bool AS flag,
+                       \(day)::date AS day, \(when)::timestamptz AS at, \(JSONB(json: #"{"a": [1, "x"]}"#))::jsonb AS doc,
+                       \(InetAddress("2001:db8::1"))::inet AS peer, \(["a", "b,c", "d\"e", ""])::text[] AS tags,
+                       \(Bytes([0, 1, 254, 255]))::bytea AS raw, \(Optional<String>.none)::text AS nothing
+                """).first
+        }
+        let result = try #require(row)
+        #expect(try result.require("id", as: UUID.self) == id)
+        #expect(try result.require("text", as: String.self) == "héllo ✓ 😈")
+        #expect(try result.require("small", as: Int16.self) == -7)
+        #expect(try result.require("int", as: Int32.self) == 2_000_000_000)
+        #expect(try result.require("big", as: Int64.self) == .max)
+        #expect(try result.require("flag", as: Bool.self))
+        #expect(try result.require("day", as: LocalDate.self) == day)
+        #expect(abs(try result.require("at", as: Date.self).timeIntervalSince(when)) < 0.000_001)
+        #expect(try result.require("doc", as: JSONB.self).json == #"{"a": [1, "x"]}"#)
+        #expect(try result.require("peer", as: InetAddress.self).address == "2001:db8::1")
+        #expect(try result.require("tags", as: [String].self) == ["a", "b,c", "d\"e", ""])
+        #expect(try result.require("raw", as: Bytes.self).bytes == [0, 1, 254, 255])
+        #expect(try result.decode("nothing", as: String.self) == nil)
+    }
+
+    @Test("a parameter that looks like SQL injection is stored verbatim")
+    func injectionIsData() async throws {
+        let (pool, _) = try await TestDatabase.freshPool()
+        defer { Task { await pool.shutdown() } }
+        let hostile = "Robert'); DROP TABLE notes; -- \\ \" $1 ${x} \u{0}".replacingOccurrences(of: "\u{0}", with: "")
+        let stored = try await pool.withConnection { connection -> String? in
+            try connection.execute("CREATE TABLE notes (body text NOT NULL)")
+            try connection.query("INSERT INTO notes (body) VALUES (\(hostile))")
+            return try connection.query("SELECT body FROM notes").first?.decode("body")
+        }
+        #expect(stored == hostile)
+        let count = try await pool.withConnection { try $0.query("SELECT count(*) AS n FROM notes").first?.decode("n", as: Int.self) }
+        #expect(count == 1)
+    }
+
+    @Test("constraint violations map to statuses without SQL or data in the message")
+    func constraintMapping() async throws {
+        let (pool, _) = try await TestDatabase.freshPool()
+        defer { Task { await pool.shutdown() } }
+        try await pool.withConnection { connection in
+            try connection.execute("""
+                CREATE TABLE parents (id int PRIMARY KEY);
+                CREATE TABLE children (
+                    id int PRIMARY KEY,
+                    parent int CONSTRAINT children_parent_fk REFERENCES parents(id),
+                    priority int NOT NULL CONSTRAINT children_priority_range CHECK (priority BETWEEN 1 AND 5),
+                    email text CONSTRAINT children_email_unique UNIQUE);
+                INSERT INTO parents VALUES (1);
+                INSERT INTO children VALUES (1, 1, 3, 'secret@example.com');
+                """)
+        }
+        func failure(_ sql: SQL) async -> RPCError? {
+            do {
+                try await pool.withConnection { try $0.query(sql) }
+                return nil
+            } catch let error as StoreError {
+                return error.rpcError
+            } catch {
+                return nil
+            }
+        }
+        let duplicate = await failure("INSERT INTO children VALUES (2, 1, 3, \("secret@example.com"))")
+        #expect(duplicate?.code == .alreadyExists)
+        #expect(duplicate?.message.contains("secret") == false)
+        let check = await failure("INSERT INTO children VALUES (3, 1, \(9), NULL)")
+        #expect(check?.code == .invalidArgument)
+        #expect(check?.details?.fields["constraint"] == "children_priority_range")
+        let notNull = await failure("INSERT INTO children (id) VALUES (4)")
+        #expect(notNull?.code == .invalidArgument)
+        #expect(notNull?.details?.fields["field"] == "priority")
+        let foreignKey = await failure("INSERT INTO children VALUES (5, \(42), 1, NULL)")
+        #expect(foreignKey?.code == .failedPrecondition)
+        let badValue = await failure("SELECT \("not a number")::int")
+        #expect(badValue?.code == .invalidArgument)
+        #expect(badValue?.message.contains("not a number") == false)
+    }
+
+    @Test("serialization failures are retried until every transaction commits")
+    func serializationRetry() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 6) { $0.transactionAttempts = 100 }
+        defer { Task { await pool.shutdown() } }
+        try await pool.withConnection { try $0.execute("CREATE TABLE counter (n int NOT NULL); INSERT INTO counter VALUES (0)") }
+        let attempts = Counter()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<30 {
+                group.addTask {
+                    try await pool.transaction(isolation: "SERIALIZABLE") { connection in
+                        attempts.increment()
+                        let current = try connection.query("SELECT n FROM counter").first?.require("n", as: Int.self) ?? 0
+                        try connection.query("UPDATE counter SET n = \(current + 1)")
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let final = try await pool.withConnection { try $0.query("SELECT n FROM counter").first?.decode("n", as: Int.self) }
+        #expect(final == 30)
+        #expect(attempts.value > 30, "no transaction was ever retried, so the retry path went untested")
+    }
+
+    @Test("the remaining deadline becomes statement_timeout: DEADLINE_EXCEEDED, fast")
+    func deadlineBecomesStatementTimeout() async throws {
+        let (pool, _) = try await TestDatabase.freshPool()
+        defer { Task { await pool.shutdown() } }
+        let start = ContinuousClock.now
+        do {
+            try await pool.transaction(deadline: .now + .milliseconds(150)) { try $0.execute("SELECT pg_sleep(5)") }
+            Issue.record("the sleep finished")
+        } catch let error as StoreError {
+            #expect(error.rpcError.code == .deadlineExceeded)
+        }
+        #expect(ContinuousClock.now - start < .seconds(2))
+        // The connection went back to the pool in a usable state.
+        #expect(try await pool.withConnection { try $0.query("SELECT 1 AS one").count } == 1)
+    }
+
+    @Test("cancelling the calling task cancels the running query")
+    func cancellation() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 1)
+        defer { Task { await pool.shutdown() } }
+        let task = Task { try await pool.withConnection { try $0.execute("SELECT pg_sleep(10)") } }
+        try await Task.sleep(for: .milliseconds(200))
+        let start = ContinuousClock.now
+        task.cancel()
+        let result = await task.result
+        #expect(ContinuousClock.now - start < .seconds(2))
+        guard case .failure(let error) = result else {
+            Issue.record("the query was not cancelled")
+            return
+        }
+        #expect((error as? RPCError)?.code == .cancelled, "got \(error)")
+        #expect(try await pool.withConnection { try $0.query("SELECT 1 AS one").count } == 1)
+    }
+
+    @Test("an exhausted pool makes callers wait up to the bound, then RESOURCE_EXHAUSTED")
+    func exhaustion() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 2) { $0.acquireTimeout = .milliseconds(200) }
+        defer { Task { await pool.shutdown() } }
+        let holders = (0..<2).map { _ in Task { try await pool.withConnection { try $0.execute("SELECT pg_sleep(1)") } } }
+        try await Task.sleep(for: .milliseconds(150))
+        let start = ContinuousClock.now
+        do {
+            try await pool.withConnection { try $0.execute("SELECT 1") }
+            Issue.record("got a connection from an exhausted pool")
+        } catch let error as RPCError {
+            #expect(error.code == .resourceExhausted)
+            #expect(error.details?.reason == "POOL_EXHAUSTED")
+        }
+        let waited = ContinuousClock.now - start
+        #expect(waited >= .milliseconds(150) && waited < .seconds(1))
+        for holder in holders { _ = try await holder.value }
+        #expect(pool.openConnections <= 2)
+    }
+
+    @Test("unreachable database: calls fail fast with UNAVAILABLE")
+    func unreachable() async throws {
+        let pool = PostgresPool(configuration: PoolConfiguration(conninfo: "host=/nonexistent-\(UUID()) dbname=x user=postgres"))
+        defer { Task { await pool.shutdown() } }
+        let start = ContinuousClock.now
+        do {
+            try await pool.withConnection { try $0.execute("SELECT 1") }
+            Issue.record("connected to nothing")
+        } catch let error as RPCError {
+            #expect(error.code == .unavailable)
+        }
+        #expect(ContinuousClock.now - start < .seconds(2))
+    }
+}
+
+/// Counts from many tasks.
+final class Counter: Sendable {
+    private let count = Mutex(0)
+    var value: Int { count.withLock { $0 } }
+    func increment() { count.withLock { $0 += 1 } }
+}

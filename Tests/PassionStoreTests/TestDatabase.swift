@@ -1,0 +1,40 @@
+import Foundation
+import NIOPosix
+import PassionStore
+
+/// One PostgreSQL cluster per test run, started by the tests themselves with the same embedded
+/// mechanism the server uses, and a fresh database per suite or test.
+enum TestDatabase {
+    /// Started once; every caller awaits the same start instead of blocking a thread.
+    private static let cluster = Task { () throws -> EmbeddedPostgres in
+        let postgres = try EmbeddedPostgres(dataDirectory: "/tmp/passion-pg-\(getpid())")
+        try await NIOThreadPool.singleton.runIfActive { try postgres.start() }
+        clusterToStop = postgres
+        atexit {
+            // Stop the cluster and remove its files when the test process ends.
+            guard let postgres = TestDatabase.clusterToStop else { return }
+            try? postgres.stop()
+            try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: postgres.root).deletingLastPathComponent().path)
+        }
+        return postgres
+    }
+
+    /// Read by the atexit hook, which cannot capture; written once by `cluster` before the hook
+    /// is registered.
+    nonisolated(unsafe) static var clusterToStop: EmbeddedPostgres?
+
+    static func shared() async throws -> EmbeddedPostgres {
+        try await cluster.value
+    }
+
+    /// A new, empty database and a pool on it.
+    static func freshPool(size: Int = 4, configure: (inout PoolConfiguration) -> Void = { _ in }) async throws -> (PostgresPool, String) {
+        let postgres = try await shared()
+        let name = "test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
+        try await NIOThreadPool.singleton.runIfActive { try postgres.createDatabase(String(name)) }
+        var configuration = PoolConfiguration(conninfo: "host=\(postgres.socketDirectory) port=5432 user=postgres dbname=\(name)")
+        configuration.size = size
+        configure(&configuration)
+        return (PostgresPool(configuration: configuration), String(name))
+    }
+}
