@@ -149,6 +149,17 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        .executableTarget(
+            name: "passion-store-bench",
+            dependencies: [
+                "PassionStore",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            path: "tools/store-bench",
+            swiftSettings: strictSettings
+        ),
+
         .testTarget(
             name: "PassionWireTests",
             dependencies: ["PassionWire", .product(name: "NIOCore", package: "swift-nio")],
@@ -156,7 +167,11 @@ let package = Package(
         ),
         .testTarget(
             name: "PassionStoreTests",
-            dependencies: ["PassionStore", "PassionRPC", .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                "PassionStore", "PassionRPC",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -43,6 +43,34 @@ public final class PostgresConnection: @unchecked Sendable {
         _ = PQcancel(canceller, &buffer, Int32(buffer.count))
     }
 
+    /// Waits up to `timeoutMilliseconds` for NOTIFY messages on channels this connection LISTENs
+    /// to; returns those that arrived (possibly none). Throws when the connection is lost.
+    public func waitForNotifications(timeoutMilliseconds: Int32) throws -> [(channel: String, payload: String)] {
+        var notifications = drainNotifications()
+        guard notifications.isEmpty else { return notifications }
+        var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
+        guard descriptor.fd >= 0 else { throw StoreError.connection("listener connection closed") }
+        let ready = poll(&descriptor, 1, timeoutMilliseconds)
+        guard ready >= 0 || errno == EINTR else { throw StoreError.connection("poll failed") }
+        if ready > 0 {
+            guard PQconsumeInput(connection) == 1 else {
+                throw StoreError.connection(String(cString: PQerrorMessage(connection)))
+            }
+            notifications = drainNotifications()
+        }
+        guard isHealthy else { throw StoreError.connection("listener connection lost") }
+        return notifications
+    }
+
+    private func drainNotifications() -> [(channel: String, payload: String)] {
+        var notifications: [(channel: String, payload: String)] = []
+        while let notify = PQnotifies(connection) {
+            notifications.append((String(cString: notify.pointee.relname), String(cString: notify.pointee.extra)))
+            PQfreemem(notify)
+        }
+        return notifications
+    }
+
     /// Runs a statement through the prepared-statement cache.
     @discardableResult
     public func query(_ sql: SQL) throws -> Rows {

@@ -10,8 +10,9 @@ import Glibc
 /// threads dispatch would use are all blocked (as they can be under a busy test run); waitpid
 /// needs no other thread. Output goes to a file, never a pipe: a postmaster started by pg_ctl
 /// inherits it and would hold a pipe open forever.
-enum Subprocess {
-    static func run(_ executable: String, _ arguments: [String], outputPath: String) throws -> Int32 {
+public enum Subprocess {
+    /// Runs `executable` and returns its exit status (128 + signal when killed).
+    public static func run(_ executable: String, _ arguments: [String], outputPath: String) throws -> Int32 {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -20,8 +21,21 @@ enum Subprocess {
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
+        // Threads of a Swift process block signals; a child must start with none blocked, or a
+        // tool that relies on SIGALRM or SIGTERM (pgbench -T, postgres) never sees them.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        sigaddset(&defaults, SIGPIPE)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+        let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
         guard spawned == 0 else {
             throw EmbeddedPostgresError("cannot run \(executable): \(String(cString: strerror(spawned)))")
         }
