@@ -152,8 +152,11 @@ struct EmbeddedPostgresTests {
             try await NIOThreadPool.singleton.runIfActive { try cluster.start() }
             return try await group.reduce(into: [(ok: Int, failed: Int, slowest: Duration)]()) { $0.append($1) }
         }
-        #expect(outcomes.allSatisfy { $0.slowest < .seconds(3) }, "a call hung: \(outcomes.map(\.slowest))")
-        #expect(outcomes.reduce(0) { $0 + $1.failed } > 0, "the outage was not observed")
+        // "No call hangs": each call ends within the pool's own bounds (waiting for a connection,
+        // then connecting), plus slack for a loaded machine; a hang would run to the test's end.
+        let bound = configuration.acquireTimeout + .seconds(configuration.connectTimeoutSeconds) + .seconds(2)
+        #expect(outcomes.allSatisfy { $0.slowest < bound }, "a call took longer than \(bound): \(outcomes.map(\.slowest))")
+        #expect(outcomes.reduce(0) { $0 + $1.failed } > 0, "the outage was not observed: \(outcomes)")
         // After the restart the pool serves again.
         #expect(try await pool.withConnection { try $0.query("SELECT 1 AS one").count } == 1)
     }
