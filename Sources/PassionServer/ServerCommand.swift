@@ -17,6 +17,7 @@ struct ServerCommand: AsyncParsableCommand {
         abstract: "The passion-rpc server: passion/1 over TLS.",
         discussion: """
             Environment: PASSION_HOST, PASSION_PORT, PASSION_DATA_DIR, PASSION_DATABASE_URL, PASSION_DB_POOL_SIZE,
+            PASSION_DB_CONNECT_TIMEOUT, PASSION_DB_STATEMENT_CACHE,
             PASSION_TLS_CERT, PASSION_TLS_KEY, PASSION_TLS_CLIENT_CA, PASSION_TLS_MIN_VERSION, PASSION_PLAINTEXT,
             PASSION_LOG_LEVEL.
             """)
@@ -59,6 +60,12 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("db-pool-size"), help: "Database connections at most.")
     var databasePoolSize: Int = Int(environment["PASSION_DB_POOL_SIZE"] ?? "") ?? 10
 
+    @Option(name: .customLong("db-connect-timeout"), help: "Seconds allowed to open a database connection.")
+    var databaseConnectTimeout: Int = Int(environment["PASSION_DB_CONNECT_TIMEOUT"] ?? "") ?? 3
+
+    @Option(name: .customLong("db-statement-cache"), help: "Prepared statements kept per database connection.")
+    var databaseStatementCache: Int = Int(environment["PASSION_DB_STATEMENT_CACHE"] ?? "") ?? 256
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = environment["PASSION_LOG_LEVEL"] ?? "info"
 
@@ -71,6 +78,8 @@ struct ServerCommand: AsyncParsableCommand {
         }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0–65535") }
         guard (1...1000).contains(databasePoolSize) else { throw ValidationError("--db-pool-size must be 1–1000") }
+        guard (1...300).contains(databaseConnectTimeout) else { throw ValidationError("--db-connect-timeout must be 1–300 seconds") }
+        guard (0...100_000).contains(databaseStatementCache) else { throw ValidationError("--db-statement-cache must be 0–100000") }
         if plaintext, !Self.isLoopback(host) {
             throw ValidationError("--plaintext is only allowed on a loopback address, not \(host)")
         }
@@ -95,6 +104,8 @@ struct ServerCommand: AsyncParsableCommand {
         let builtins = BuiltinServices()
         var storeConfiguration = StoreConfiguration(databaseURL: databaseURL, dataDirectory: dataDirectory)
         storeConfiguration.poolSize = databasePoolSize
+        storeConfiguration.connectTimeoutSeconds = databaseConnectTimeout
+        storeConfiguration.statementCacheSize = databaseStatementCache
         let health = builtins.health
         let store: StoreService
         do {

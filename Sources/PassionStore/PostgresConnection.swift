@@ -36,6 +36,16 @@ public final class PostgresConnection: @unchecked Sendable {
     /// Whether the connection is still usable.
     public var isHealthy: Bool { PQstatus(connection) == CONNECTION_OK }
 
+    /// For an idle pooled connection: whether the server has closed it meanwhile (restart,
+    /// admin termination). A pooled connection never LISTENs, so its idle socket has nothing to
+    /// read unless the server said goodbye (a FATAL message, then EOF); a zero-timeout poll
+    /// tells without a round trip.
+    func isStillOpen() -> Bool {
+        var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
+        guard descriptor.fd >= 0, isHealthy else { return false }
+        return poll(&descriptor, 1, 0) == 0
+    }
+
     /// Asks the server to cancel the statement running now; safe from any thread.
     public func cancel() {
         guard let canceller else { return }

@@ -159,6 +159,10 @@ public final class PostgresPool: Sendable {
         }
         switch decision {
         case .use(let connection):
+            guard connection.isStillOpen() else {
+                // Closed by the server while idle: drop it and open another in its slot.
+                return try await openConnection()
+            }
             return connection
         case .closed:
             throw RPCError(code: .unavailable, message: "database pool closed")

@@ -128,6 +128,48 @@ struct CLITests {
         #expect(process.terminationStatus == 0)
     }
 
+    @Test("a second passion-server run reuses the embedded database without migrating again")
+    func embeddedDataReused() async throws {
+        let directory = NSTemporaryDirectory() + "passion-reuse-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = try await runUntilListening(directory: directory)
+        #expect(first.contains("applied migrations"), "\(first)")
+        let second = try await runUntilListening(directory: directory)
+        #expect(!second.contains("applied migrations"), "\(second)")
+        #expect(FileManager.default.fileExists(atPath: directory + "/.passion/postgres/data/PG_VERSION"))
+    }
+
+    /// Starts passion-server in `directory`, waits for it to listen, stops it with SIGTERM and
+    /// returns what it logged.
+    private func runUntilListening(directory: String) async throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Executables.path("passion-server"))
+        process.arguments = ["--port", "0"]
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        let output = Pipe()
+        let log = directory + "/server-\(UUID().uuidString.prefix(4)).log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        process.standardOutput = output
+        process.standardError = FileHandle(forWritingAtPath: log)
+        try process.run()
+        let line = String(decoding: output.fileHandleForReading.availableDataOrLine(), as: UTF8.self)
+        #expect(line.contains("listening on"), "\(line)")
+        process.terminate()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        return (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+    }
+
+    @Test("an unreachable --database-url stops the server with a clear error")
+    func unreachableDatabase() async throws {
+        let result = try await Executables.run(
+            "passion-server", ["--port", "0", "--database-url", "host=/nonexistent-socket-dir dbname=x user=x"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("cannot start the database"), "\(result.stderr)")
+        #expect(!result.stdout.contains("listening"))
+    }
+
     @Test("passion-server refuses --plaintext on a non-loopback address")
     func plaintextRefused() async throws {
         let result = try await Executables.run("passion-server", ["--plaintext", "--host", "0.0.0.0", "--port", "0"])
