@@ -31,8 +31,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     private var calls: [UInt32: ClientCall] = [:]
     private var waitingToStart: [(ClientCall, CallHead, ByteBuffer?, Bool, Bool)] = []
     private var windows = InboundWindows(initialWindow: 1024 * 1024)
-    /// Request-stream writers waiting for socket space or for their call's window.
-    private var writeWaiters: [(callID: UInt32, promise: EventLoopPromise<Void>)] = []
+    private var writeWaiters = WriteWaiters()
     private var pings: [UInt64: EventLoopPromise<Duration>] = [:]
     private var nextPingID: UInt64 = 1
     let ready: EventLoopPromise<NegotiatedSettings>
@@ -116,9 +115,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         for call in open.values { call.fail(error) }
         for promise in pings.values { promise.fail(error) }
         pings = [:]
-        let waiters = writeWaiters
-        writeWaiters = []
-        for waiter in waiters { waiter.promise.fail(error) }
+        writeWaiters.failAll(error)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -129,16 +126,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     }
 
     private func resumeWriters() {
-        guard !writeWaiters.isEmpty, context?.channel.isWritable == true else { return }
-        var waiting: [(callID: UInt32, promise: EventLoopPromise<Void>)] = []
-        for waiter in writeWaiters {
-            if queue.hasPending(callID: waiter.callID) && calls[waiter.callID] != nil {
-                waiting.append(waiter)
-            } else {
-                waiter.promise.succeed()
-            }
-        }
-        writeWaiters = waiting
+        let calls = self.calls
+        writeWaiters.resume(isWritable: context?.channel.isWritable == true, queue: queue) { calls[$0] != nil }
     }
 
     /// Returns consumed response bytes of `callID` to the server's window when enough piled up.
@@ -371,7 +360,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         scheduleFlush()
         guard context.channel.isWritable, !queue.hasPending(callID: call.id) else {
             let promise = context.eventLoop.makePromise(of: Void.self)
-            writeWaiters.append((call.id, promise))
+            writeWaiters.add(callID: call.id, promise: promise)
             return promise.futureResult
         }
         return nil

@@ -46,8 +46,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var calls: [UInt32: ServerCall] = [:]
     private var highestCallID: UInt32 = 0
     private var windows = InboundWindows(initialWindow: 1024 * 1024)
-    /// Streaming writers waiting for socket space or for their call's window.
-    private var writeWaiters: [(callID: UInt32, promise: EventLoopPromise<Void>)] = []
+    private var writeWaiters = WriteWaiters()
 
     private var pingBucket: TokenBucket
     private var cancelBucket: TokenBucket
@@ -133,9 +132,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         keepaliveTask?.cancel()
         graceTimer?.cancel()
         for call in calls.values { call.abort(with: CancellationError()) }
-        let waiters = writeWaiters
-        writeWaiters = []
-        for waiter in waiters { waiter.promise.fail(ChannelError.ioOnClosedChannel) }
+        writeWaiters.failAll(ChannelError.ioOnClosedChannel)
         logger.debug("connection closed")
         context.fireChannelInactive()
     }
@@ -643,7 +640,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         // or for the client's window).
         guard context.channel.isWritable, !queue.hasPending(callID: call.id) else {
             let promise = context.eventLoop.makePromise(of: Void.self)
-            writeWaiters.append((call.id, promise))
+            writeWaiters.add(callID: call.id, promise: promise)
             return promise.futureResult
         }
         return nil
@@ -684,16 +681,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private static let flushSize = 256 * 1024
 
     private func resumeWriters() {
-        guard !writeWaiters.isEmpty, context?.channel.isWritable == true else { return }
-        var waiting: [(callID: UInt32, promise: EventLoopPromise<Void>)] = []
-        for waiter in writeWaiters {
-            if queue.hasPending(callID: waiter.callID) && calls[waiter.callID] != nil {
-                waiting.append(waiter)
-            } else {
-                waiter.promise.succeed()
-            }
-        }
-        writeWaiters = waiting
+        let calls = self.calls
+        writeWaiters.resume(isWritable: context?.channel.isWritable == true, queue: queue) { calls[$0] != nil }
     }
 
     // MARK: - Connection management

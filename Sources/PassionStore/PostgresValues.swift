@@ -22,37 +22,22 @@ extension String: PostgresEncodable, PostgresDecodable {
     public init(postgresText: String) { self = postgresText }
 }
 
-extension Int: PostgresEncodable, PostgresDecodable {
+/// Integers travel as their decimal text.
+extension PostgresEncodable where Self: FixedWidthInteger {
     public var postgresText: String { String(self) }
+}
+
+extension PostgresDecodable where Self: FixedWidthInteger {
     public init(postgresText: String) throws {
-        guard let value = Int(postgresText) else { throw PostgresDecodingError(type: "Int", text: postgresText) }
+        guard let value = Self(postgresText) else { throw PostgresDecodingError(type: "\(Self.self)", text: postgresText) }
         self = value
     }
 }
 
-extension Int64: PostgresEncodable, PostgresDecodable {
-    public var postgresText: String { String(self) }
-    public init(postgresText: String) throws {
-        guard let value = Int64(postgresText) else { throw PostgresDecodingError(type: "Int64", text: postgresText) }
-        self = value
-    }
-}
-
-extension Int32: PostgresEncodable, PostgresDecodable {
-    public var postgresText: String { String(self) }
-    public init(postgresText: String) throws {
-        guard let value = Int32(postgresText) else { throw PostgresDecodingError(type: "Int32", text: postgresText) }
-        self = value
-    }
-}
-
-extension Int16: PostgresEncodable, PostgresDecodable {
-    public var postgresText: String { String(self) }
-    public init(postgresText: String) throws {
-        guard let value = Int16(postgresText) else { throw PostgresDecodingError(type: "Int16", text: postgresText) }
-        self = value
-    }
-}
+extension Int: PostgresEncodable, PostgresDecodable {}
+extension Int64: PostgresEncodable, PostgresDecodable {}
+extension Int32: PostgresEncodable, PostgresDecodable {}
+extension Int16: PostgresEncodable, PostgresDecodable {}
 
 extension Bool: PostgresEncodable, PostgresDecodable {
     public var postgresText: String { self ? "t" : "f" }
