@@ -12,6 +12,11 @@ public final class PostgresConnection: @unchecked Sendable {
     private var preparedOrder: [String] = []
     private let statementCacheSize: Int
     private var nextStatement = 0
+    /// Statements opening a transaction that are not sent yet: they travel with the
+    /// transaction's first statement, saving a round trip each.
+    private var pendingTransactionStart: [String] = []
+    /// When the pool last put the connection back (written and read under the pool's lock).
+    var idleSince = ContinuousClock.now
 
     /// Connects with a libpq conninfo string or URI; throws UNAVAILABLE-class errors.
     public init(conninfo: String, statementCacheSize: Int = 256) throws {
@@ -87,6 +92,13 @@ public final class PostgresConnection: @unchecked Sendable {
         let name = try preparedName(for: sql)
         var copies = sql.parameters.map { $0.flatMap { strdup($0) } }
         defer { for pointer in copies { free(pointer) } }
+        let prologue = pendingTransactionStart
+        pendingTransactionStart = []
+        if !prologue.isEmpty {
+            return try copies.withUnsafeMutableBufferPointer { buffer in
+                try pipelined(prologue: prologue, name: name, values: buffer.map { UnsafePointer<CChar>($0) }, sql: sql.text)
+            }
+        }
         let result = copies.withUnsafeMutableBufferPointer { buffer -> OpaquePointer? in
             let values = buffer.map { UnsafePointer<CChar>($0) }
             return PQexecPrepared(connection, name, Int32(values.count), values, nil, nil, 0)
@@ -97,7 +109,87 @@ public final class PostgresConnection: @unchecked Sendable {
     /// Runs SQL without parameters and without preparing it (migrations, SET, BEGIN).
     @discardableResult
     public func execute(_ text: String) throws -> Rows {
-        try rows(from: PQexec(connection, text), dropPreparedOnFailure: nil, sql: nil)
+        let prologue = pendingTransactionStart
+        pendingTransactionStart = []
+        // The simple protocol takes several statements in one message; an explicit BEGIN among
+        // them keeps the transaction open after the message.
+        let message = prologue.isEmpty ? text : (prologue + [text]).joined(separator: "; ")
+        return try rows(from: PQexec(connection, message), dropPreparedOnFailure: nil, sql: nil)
+    }
+
+    /// Opens a transaction lazily: `statements` (BEGIN, SET LOCAL ...) go out together with the
+    /// next statement, in one round trip.
+    func beginTransaction(_ statements: [String]) {
+        pendingTransactionStart = statements
+    }
+
+    /// Commits the transaction; a transaction that never ran a statement costs nothing.
+    func commitTransaction() throws {
+        guard pendingTransactionStart.isEmpty else {
+            pendingTransactionStart = []
+            return
+        }
+        try execute("COMMIT")
+    }
+
+    /// Rolls back after a failure, never throwing: a broken connection is noticed by the pool.
+    func rollbackTransaction() {
+        guard pendingTransactionStart.isEmpty else {
+            pendingTransactionStart = []
+            return
+        }
+        _ = try? execute("ROLLBACK")
+    }
+
+    /// Sends `prologue` and one prepared statement as a libpq pipeline and returns the
+    /// statement's rows; the first failure among them is thrown.
+    private func pipelined(prologue: [String], name: String, values: [UnsafePointer<CChar>?], sql: String) throws -> Rows {
+        guard PQenterPipelineMode(connection) == 1 else {
+            throw StoreError.connection(String(cString: PQerrorMessage(connection)))
+        }
+        defer { PQexitPipelineMode(connection) }
+        var sent = true
+        for statement in prologue {
+            sent = sent && PQsendQueryParams(connection, statement, 0, nil, nil, nil, nil, 0) == 1
+        }
+        sent = sent && PQsendQueryPrepared(connection, name, Int32(values.count), values, nil, nil, 0) == 1
+        sent = sent && PQpipelineSync(connection) == 1
+        guard sent else { throw StoreError.connection(String(cString: PQerrorMessage(connection))) }
+
+        var failure: (any Error)?
+        var statementRows: Rows?
+        var index = 0
+        var consecutiveEnds = 0
+        while true {
+            guard let result = PQgetResult(connection) else {
+                // NULL ends one statement's results; two in a row means nothing more will come.
+                consecutiveEnds += 1
+                index += 1
+                if consecutiveEnds > 1 || !isHealthy { break }
+                continue
+            }
+            consecutiveEnds = 0
+            let status = PQresultStatus(result)
+            if status == PGRES_PIPELINE_SYNC {
+                PQclear(result)
+                break
+            }
+            if status == PGRES_PIPELINE_ABORTED {
+                PQclear(result)
+                continue
+            }
+            do {
+                let rows = try self.rows(from: result, dropPreparedOnFailure: index == prologue.count ? name : nil, sql: index == prologue.count ? sql : nil)
+                if index == prologue.count { statementRows = rows }
+            } catch {
+                if failure == nil { failure = error }
+            }
+        }
+        if let failure { throw failure }
+        guard let statementRows else {
+            throw StoreError.connection(isHealthy ? "pipeline ended without a result" : String(cString: PQerrorMessage(connection)))
+        }
+        return statementRows
     }
 
     private func preparedName(for sql: SQL) throws -> String {

@@ -106,21 +106,22 @@ public final class PostgresPool: Sendable {
             attempt += 1
             do {
                 return try await withConnection(deadline: deadline) { connection in
-                    try connection.execute("BEGIN ISOLATION LEVEL \(isolation)")
-                    do {
-                        if let deadline {
-                            let remaining = deadline - .now
-                            let milliseconds = max(1, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)
-                            guard remaining > .zero else {
-                                throw StoreError(sqlState: "57014", serverMessage: "deadline passed before the statement")
-                            }
-                            try connection.execute("SET LOCAL statement_timeout = \(milliseconds)")
+                    var start = ["BEGIN ISOLATION LEVEL \(isolation)"]
+                    if let deadline {
+                        let remaining = deadline - .now
+                        guard remaining > .zero else {
+                            throw StoreError(sqlState: "57014", serverMessage: "deadline passed before the statement")
                         }
+                        let milliseconds = max(1, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)
+                        start.append("SET LOCAL statement_timeout = \(milliseconds)")
+                    }
+                    connection.beginTransaction(start)
+                    do {
                         let result = try body(connection)
-                        try connection.execute("COMMIT")
+                        try connection.commitTransaction()
                         return result
                     } catch {
-                        _ = try? connection.execute("ROLLBACK")
+                        connection.rollbackTransaction()
                         throw error
                     }
                 }
@@ -129,6 +130,9 @@ public final class PostgresPool: Sendable {
             }
         }
     }
+
+    /// How long a connection must have been idle before acquiring it checks its socket.
+    static let idleCheckAfter: Duration = .milliseconds(20)
 
     /// Connections open now (idle and in use).
     public var openConnections: Int { state.withLock { $0.open } }
@@ -144,10 +148,6 @@ public final class PostgresPool: Sendable {
 
     private func acquire(deadline: ContinuousClock.Instant?) async throws -> PostgresConnection {
         let limit = min(deadline ?? .now + configuration.acquireTimeout, .now + configuration.acquireTimeout)
-        let waiterID = state.withLock { state -> Int in
-            state.nextWaiter += 1
-            return state.nextWaiter
-        }
         let decision = state.withLock { state -> Acquisition in
             if state.closed { return .closed }
             if let connection = state.idle.popLast() { return .use(connection) }
@@ -155,11 +155,14 @@ public final class PostgresPool: Sendable {
                 state.open += 1
                 return .connect
             }
-            return .wait(waiterID)
+            state.nextWaiter += 1
+            return .wait(state.nextWaiter)
         }
         switch decision {
         case .use(let connection):
-            guard connection.isStillOpen() else {
+            // Checked only after a real idle spell: under load connections are idle for
+            // microseconds, and a server restart is noticed by the next statement anyway.
+            guard connection.idleSince.duration(to: .now) < Self.idleCheckAfter || connection.isStillOpen() else {
                 // Closed by the server while idle: drop it and open another in its slot.
                 return try await openConnection()
             }
@@ -228,7 +231,10 @@ public final class PostgresPool: Sendable {
                 state.open += 1
                 return (waiter, nil)
             }
-            if usable { state.idle.append(connection) }
+            if usable {
+                connection.idleSince = .now
+                state.idle.append(connection)
+            }
             return nil
         }
         if let (continuation, connection) = waiter { continuation.resume(returning: connection) }

@@ -134,6 +134,56 @@ struct PoolTests {
         #expect(try await pool.withConnection { try $0.query("SELECT 1 AS one").count } == 1)
     }
 
+    @Test("a prepared first statement of a transaction gets the deadline too (it travels with BEGIN)")
+    func deadlineOnPipelinedStatement() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 1)
+        defer { Task { await pool.shutdown() } }
+        do {
+            try await pool.transaction(deadline: .now + .milliseconds(150)) { try $0.query("SELECT pg_sleep(\(5))") }
+            Issue.record("the sleep finished")
+        } catch let error as StoreError {
+            #expect(error.rpcError.code == .deadlineExceeded)
+        }
+        // The one connection is back, outside any transaction: a write commits on its own.
+        try await pool.withConnection { try $0.execute("CREATE TABLE after_timeout (n int)") }
+        #expect(try await pool.withConnection { try $0.query("SELECT count(*) AS n FROM after_timeout").first?.decode("n", as: Int.self) } == 0)
+    }
+
+    @Test("a transaction whose first or later statement fails commits nothing; the connection stays usable")
+    func failedTransactionCommitsNothing() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 1)
+        defer { Task { await pool.shutdown() } }
+        try await pool.withConnection { try $0.execute("CREATE TABLE items (id int PRIMARY KEY, note text)") }
+        try await pool.withConnection { try $0.query("INSERT INTO items VALUES (\(1), \("kept"))") }
+        // First statement fails (it was sent in the same round trip as BEGIN).
+        await #expect(throws: StoreError.self) {
+            try await pool.transaction { try $0.query("INSERT INTO items VALUES (\(1), \("duplicate"))") }
+        }
+        // A later statement fails after an earlier one succeeded.
+        await #expect(throws: StoreError.self) {
+            try await pool.transaction { connection in
+                try connection.query("INSERT INTO items VALUES (\(2), \("rolled back"))")
+                try connection.query("INSERT INTO items VALUES (\(1), \("duplicate"))")
+            }
+        }
+        // The body throws a Swift error after writing.
+        struct Abort: Error {}
+        await #expect(throws: Abort.self) {
+            try await pool.transaction { connection in
+                try connection.query("INSERT INTO items VALUES (\(3), \("rolled back"))")
+                throw Abort()
+            }
+        }
+        let notes = try await pool.withConnection { connection in
+            try connection.query("SELECT note FROM items ORDER BY id").map { try $0.require("note", as: String.self) }
+        }
+        #expect(notes == ["kept"])
+        // An empty transaction costs nothing and fails nothing; a committed one is visible.
+        try await pool.transaction { _ in }
+        try await pool.transaction { try $0.query("INSERT INTO items VALUES (\(4), \("committed"))") }
+        #expect(try await pool.withConnection { try $0.query("SELECT count(*) AS n FROM items").first?.decode("n", as: Int.self) } == 2)
+    }
+
     @Test("cancelling the calling task cancels the running query")
     func cancellation() async throws {
         let (pool, _) = try await TestDatabase.freshPool(size: 1)

@@ -8,13 +8,17 @@ import Synchronization
 /// write transaction at 1, 8 and 32 concurrent callers, pgbench using as many connections with
 /// `-M prepared` and the same SQL, on a private cluster that both share.
 ///
-/// Usage: passion-store-bench [SECONDS]   (default 10 per measurement)
+/// Usage: passion-store-bench [SECONDS] [CLIENTS,...] [read|write]   (default 10 per measurement,
+/// 1,8,32 clients, both workloads)
 @main
 struct StoreBench {
     static let accounts = 100_000
 
     static func main() async throws {
-        let seconds = Int(CommandLine.arguments.dropFirst().first ?? "") ?? 10
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        let seconds = arguments.first.flatMap { Int($0) } ?? 10
+        let clientCounts = arguments.dropFirst().first.map { $0.split(separator: ",").compactMap { Int($0) } } ?? [1, 8, 32]
+        let workloads = arguments.dropFirst(2).first.map { [$0] } ?? ["read", "write"]
         let directory = "/tmp/passion-store-bench-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let cluster = try EmbeddedPostgres(dataDirectory: directory, databaseName: "bench")
@@ -35,8 +39,8 @@ struct StoreBench {
         let scripts = try writeScripts(directory: directory)
 
         print("workload      clients  pool ops/s   p50 µs   p99 µs   pgbench tps   pool/pgbench")
-        for clients in [1, 8, 32] {
-            for workload in ["read", "write"] {
+        for clients in clientCounts {
+            for workload in workloads {
                 let pool = try await measurePool(cluster: cluster, clients: clients, workload: workload, seconds: seconds)
                 let pgbench = try runPgbench(cluster: cluster, script: scripts[workload] ?? "", clients: clients, seconds: seconds)
                 print(String(
