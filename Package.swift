@@ -75,6 +75,18 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "PassionIdentity",
+            dependencies: [
+                "COpenSSL",
+                "PassionRPC",
+                "PassionStore",
+                "PassionWire",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "PassionAPI",
             dependencies: [
                 "PassionRPC",
@@ -95,7 +107,9 @@ let package = Package(
             name: "PassionServices",
             dependencies: [
                 "PassionAPI",
+                "PassionIdentity",
                 "PassionRPC",
+                "PassionStore",
                 "PassionWire",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
@@ -106,6 +120,7 @@ let package = Package(
             name: "PassionServer",
             dependencies: [
                 "PassionAPI",
+                "PassionIdentity",
                 "PassionStore",
                 "PassionServices",
                 "PassionRPC",
@@ -160,6 +175,18 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // Shared by the test targets: the test run's PostgreSQL cluster, certificates, a server.
+        .target(
+            name: "PassionTestSupport",
+            dependencies: [
+                "PassionStore", "PassionRPC", "PassionTLS", "PassionAPI", "PassionServices", "PassionClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/PassionTestSupport",
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "PassionWireTests",
             dependencies: ["PassionWire", .product(name: "NIOCore", package: "swift-nio")],
@@ -168,7 +195,7 @@ let package = Package(
         .testTarget(
             name: "PassionStoreTests",
             dependencies: [
-                "PassionStore", "PassionRPC",
+                "PassionStore", "PassionRPC", "PassionTestSupport",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -178,9 +205,19 @@ let package = Package(
             name: "PassionRPCTests",
             dependencies: [
                 "PassionRPC", "PassionTLS", "PassionWire", "PassionAPI", "PassionServices",
-                "PassionClient",
+                "PassionClient", "PassionTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "PassionIdentityTests",
+            dependencies: [
+                "COpenSSL", "PassionIdentity", "PassionServices", "PassionStore", "PassionRPC", "PassionClient",
+                "PassionTestSupport",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strictSettings

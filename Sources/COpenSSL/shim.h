@@ -9,6 +9,8 @@
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/rand.h>
+#include <openssl/core_names.h>
+#include <openssl/param_build.h>
 
 /* Macros (or variadic functions) in OpenSSL 3 that Swift cannot import. */
 
@@ -56,4 +58,44 @@ static inline STACK_OF(X509_NAME) *passion_load_client_ca_file(const char *path)
 static inline int passion_mbstring_asc(void) { return MBSTRING_ASC; }
 
 static inline void passion_x509v3_set_ctx_nodb(X509V3_CTX *ctx) { X509V3_set_ctx_nodb(ctx); }
+
+/* An RSA public key from a JWK's big-endian modulus and exponent (OpenSSL 3 has no
+   non-deprecated one-call constructor; EVP_PKEY_PUBLIC_KEY is a composite macro). */
+static inline EVP_PKEY *passion_rsa_public_key(const unsigned char *n, size_t n_len, const unsigned char *e, size_t e_len) {
+    EVP_PKEY *key = NULL;
+    BIGNUM *modulus = BN_bin2bn(n, (int)n_len, NULL);
+    BIGNUM *exponent = BN_bin2bn(e, (int)e_len, NULL);
+    OSSL_PARAM_BLD *builder = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    if (modulus && exponent && builder && ctx
+        && OSSL_PARAM_BLD_push_BN(builder, OSSL_PKEY_PARAM_RSA_N, modulus)
+        && OSSL_PARAM_BLD_push_BN(builder, OSSL_PKEY_PARAM_RSA_E, exponent)
+        && (params = OSSL_PARAM_BLD_to_param(builder)) != NULL
+        && EVP_PKEY_fromdata_init(ctx) == 1) {
+        if (EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1) key = NULL;
+    }
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(builder);
+    EVP_PKEY_CTX_free(ctx);
+    BN_free(modulus);
+    BN_free(exponent);
+    return key;
+}
+
+/* EVP_RSA_gen is a macro over the variadic EVP_PKEY_Q_keygen. */
+static inline EVP_PKEY *passion_generate_rsa_key(unsigned int bits) {
+    return EVP_RSA_gen(bits);
+}
+
+/* Big-endian bytes of an RSA key's "n" or "e"; returns the length, or -1. */
+static inline int passion_rsa_component(const EVP_PKEY *key, const char *name, unsigned char *out, int capacity) {
+    BIGNUM *value = NULL;
+    if (EVP_PKEY_get_bn_param(key, name, &value) != 1) return -1;
+    int length = BN_num_bytes(value);
+    if (length > capacity) { BN_free(value); return -1; }
+    BN_bn2bin(value, out);
+    BN_free(value);
+    return length;
+}
 #endif

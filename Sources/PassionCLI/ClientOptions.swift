@@ -25,6 +25,12 @@ struct ClientOptions: ParsableArguments {
     @Option(name: .long, help: "Bearer token, sent as 'authorization: Bearer TOKEN'.")
     var token: String?
 
+    @Option(name: .customLong("service-key"), help: "Service key, or a file holding one (such as <data-dir>/dev-service-key); sent as 'authorization: ServiceKey KEY'.")
+    var serviceKey: String?
+
+    @Option(name: .customLong("as-user"), help: "With --service-key: the user id to act for.")
+    var asUser: String?
+
     @Option(name: .long, help: "Deadline of each call, such as 500ms, 5s or 2m.")
     var deadline: String?
 
@@ -39,6 +45,22 @@ struct ClientOptions: ParsableArguments {
         if let deadline { _ = try Self.parseDuration(deadline) }
         for entry in header { _ = try Self.parseHeader(entry) }
         if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
+        if token != nil, serviceKey != nil { throw ValidationError("--token and --service-key are two identities: give one") }
+        if let asUser, UUID(uuidString: asUser) == nil { throw ValidationError("--as-user must be a user id (UUID)") }
+        if let serviceKey { _ = try Self.readServiceKey(serviceKey) }
+    }
+
+    /// A key given inline, or read from a file when the argument names one.
+    static func readServiceKey(_ argument: String) throws -> String {
+        guard FileManager.default.fileExists(atPath: argument) else { return argument }
+        guard let text = try? String(contentsOfFile: argument, encoding: .utf8) else {
+            throw ValidationError("cannot read the service key file \(argument)")
+        }
+        let key = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !key.isEmpty, !key.contains(where: \.isWhitespace) else {
+            throw ValidationError("\(argument) does not hold a service key")
+        }
+        return key
     }
 
     func hostAndPort() throws -> (String, Int) {
@@ -78,6 +100,9 @@ struct ClientOptions: ParsableArguments {
             metadata.add(key, value)
         }
         if let token { metadata.add("authorization", "Bearer \(token)") }
+        if let serviceKey { metadata.add("authorization", "ServiceKey \(try Self.readServiceKey(serviceKey))") }
+        if let asUser { metadata.add("as-user", asUser) }
+        if metadata["user-agent"] == nil { metadata.add("user-agent", "passion-cli/1") }
         return CallOptions(timeout: try deadline.map(Self.parseDuration), metadata: metadata)
     }
 

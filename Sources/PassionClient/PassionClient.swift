@@ -33,4 +33,26 @@ extension RPCClientTransport {
     public var health: Health.Client { Health.Client(transport: self) }
     /// `passion.v1.Introspection` over this transport.
     public var introspection: Introspection.Client { Introspection.Client(transport: self) }
+    /// `passion.v1.Auth` over this transport.
+    public var auth: Auth.Client { Auth.Client(transport: self) }
+    /// `passion.v1.Users` over this transport.
+    public var users: Users.Client { Users.Client(transport: self) }
+    /// `passion.v1.Settings` over this transport.
+    public var settings: Settings.Client { Settings.Client(transport: self) }
+    /// `passion.v1.Audit` over this transport.
+    public var audit: Audit.Client { Audit.Client(transport: self) }
+}
+
+extension CallOptions {
+    /// Calls as a signed-in user: `authorization: Bearer <token>`.
+    public static func session(_ token: String) -> CallOptions {
+        CallOptions(metadata: ["authorization": "Bearer \(token)"])
+    }
+
+    /// Calls as an internal service, optionally acting for a user.
+    public static func service(key: String, asUser userID: String? = nil) -> CallOptions {
+        var metadata: Metadata = ["authorization": "ServiceKey \(key)"]
+        if let userID { metadata.add("as-user", userID) }
+        return CallOptions(metadata: metadata)
+    }
 }

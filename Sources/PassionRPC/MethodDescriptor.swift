@@ -32,7 +32,7 @@ public enum RequiredPrincipal: String, Sendable, Hashable {
     case user
     /// An internal service with a credential.
     case service
-    /// An administrator.
+    /// An internal service holding the `admin` scope.
     case admin
 }
 
@@ -45,16 +45,22 @@ public struct MethodDescriptor: Sendable, Hashable, CustomStringConvertible {
     public var kind: CallKind
     public var idempotency: Idempotency
     public var principal: RequiredPrincipal
+    /// The scope a service needs to call this method, for example `progress:write`.
+    public var scope: String?
+    /// Rate-limit tokens one call takes. Default 1.
+    public var cost: Int
 
     public init(
         service: String, method: String, kind: CallKind, idempotency: Idempotency = .unknown,
-        principal: RequiredPrincipal = .anyone
+        principal: RequiredPrincipal = .anyone, scope: String? = nil, cost: Int = 1
     ) {
         self.service = service
         self.method = method
         self.kind = kind
         self.idempotency = idempotency
         self.principal = principal
+        self.scope = scope
+        self.cost = cost
     }
 
     /// `service/method`: what a CALL frame names.

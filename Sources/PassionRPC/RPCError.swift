@@ -54,6 +54,16 @@ public protocol RPCErrorConvertible: Error {
 }
 
 extension RPCError {
+    /// The status any error becomes on the wire: unknown errors become UNKNOWN without their text.
+    public init(converting error: any Error) {
+        switch error {
+        case let error as RPCError: self = error
+        case let error as any RPCErrorConvertible: self = error.rpcError
+        case is CancellationError: self = RPCError(code: .cancelled, message: "call cancelled")
+        default: self = RPCError(code: .unknown, message: "handler failed")
+        }
+    }
+
     /// Builds the trailer fields from a status.
     func trailersHead() -> TrailersHead {
         var fields = Metadata()

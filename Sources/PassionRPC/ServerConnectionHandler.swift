@@ -491,9 +491,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         call.task = Task(executorPreference: executor) {
             let result: Result<HandlerResult, any Error>
             do {
-                let principal = try await authenticator.authenticate(credentials)
-                if let denied = descriptor.principal.check(principal, method: descriptor) { throw denied }
-                serverContext.principal = principal
+                serverContext.principal = try await authenticator.principal(for: credentials)
                 result = .success(try await body(serverContext))
             } catch {
                 result = .failure(error)
@@ -537,12 +535,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     /// What a handler's error becomes on the wire. Unknown errors never leak their text.
     static func status(for error: any Error) -> RPCError {
-        switch error {
-        case let error as RPCError: error
-        case let error as any RPCErrorConvertible: error.rpcError
-        case is CancellationError: RPCError(code: .cancelled, message: "call cancelled")
-        default: RPCError(code: .unknown, message: "handler failed")
-        }
+        RPCError(converting: error)
     }
 
     private func release(_ call: ServerCall) {

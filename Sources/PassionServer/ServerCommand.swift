@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import PassionAPI
+import PassionIdentity
 import PassionRPC
 import PassionServices
 import PassionStore
@@ -19,7 +20,8 @@ struct ServerCommand: AsyncParsableCommand {
             Environment: PASSION_HOST, PASSION_PORT, PASSION_DATA_DIR, PASSION_DATABASE_URL, PASSION_DB_POOL_SIZE,
             PASSION_DB_CONNECT_TIMEOUT, PASSION_DB_STATEMENT_CACHE,
             PASSION_TLS_CERT, PASSION_TLS_KEY, PASSION_TLS_CLIENT_CA, PASSION_TLS_MIN_VERSION, PASSION_PLAINTEXT,
-            PASSION_LOG_LEVEL.
+            PASSION_LOG_LEVEL, PASSION_SERVICE_KEYS, PASSION_SESSION_TTL, PASSION_RATE_USER, PASSION_RATE_SERVICE,
+            PASSION_OIDC (several separated by ';').
             """)
 
     private static let environment = ProcessInfo.processInfo.environment
@@ -66,6 +68,27 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("db-statement-cache"), help: "Prepared statements kept per database connection.")
     var databaseStatementCache: Int = Int(environment["PASSION_DB_STATEMENT_CACHE"] ?? "") ?? 256
 
+    @Option(name: .customLong("service-keys"), help: "JSON file of service accounts: name, key_sha256 and/or certificate_name, scopes.")
+    var serviceKeysFlag: String?
+
+    private var serviceKeys: String? { serviceKeysFlag ?? Self.environment["PASSION_SERVICE_KEYS"] }
+
+    @Option(name: .customLong("session-ttl"), help: "How long a session lasts: 7d, 12h, 90m.")
+    var sessionTTL: String = environment["PASSION_SESSION_TTL"] ?? "7d"
+
+    @Option(name: .customLong("rate-user"), help: "Calls per second per user (and per address for anonymous callers), RATE or RATE/BURST.")
+    var userRate: String = environment["PASSION_RATE_USER"] ?? "50/100"
+
+    @Option(name: .customLong("rate-service"), help: "Calls per second per service, RATE or RATE/BURST.")
+    var serviceRate: String = environment["PASSION_RATE_SERVICE"] ?? "5000/10000"
+
+    @Option(name: .customLong("oidc"), help: "Accept ID tokens: PROVIDER:jwks=PATH,audience=CLIENT_ID[,issuer=URL] (repeatable).")
+    var oidcFlags: [String] = []
+
+    private var oidc: [String] {
+        oidcFlags.isEmpty ? (Self.environment["PASSION_OIDC"] ?? "").split(separator: ";").map(String.init) : oidcFlags
+    }
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = environment["PASSION_LOG_LEVEL"] ?? "info"
 
@@ -86,6 +109,44 @@ struct ServerCommand: AsyncParsableCommand {
         if (tlsCertificate == nil) != (tlsKey == nil) {
             throw ValidationError("--tls-cert and --tls-key go together")
         }
+        guard Self.duration(sessionTTL).map({ $0 >= .seconds(60) && $0 <= .seconds(366 * 86_400) }) == true else {
+            throw ValidationError("--session-ttl must be like 7d, 12h or 90m, between a minute and a year")
+        }
+        guard RateLimit(parsing: userRate) != nil else { throw ValidationError("--rate-user must be RATE or RATE/BURST, like 50/100") }
+        guard RateLimit(parsing: serviceRate) != nil else {
+            throw ValidationError("--rate-service must be RATE or RATE/BURST, like 5000/10000")
+        }
+    }
+
+    /// `7d`, `12h`, `90m`, `30s`.
+    static func duration(_ text: String) -> Duration? {
+        guard let unit = text.last, let value = Int(text.dropLast()), value > 0 else { return nil }
+        switch unit {
+        case "d": return .seconds(value * 86_400)
+        case "h": return .seconds(value * 3600)
+        case "m": return .seconds(value * 60)
+        case "s": return .seconds(value)
+        default: return nil
+        }
+    }
+
+    private func identityConfiguration(logger: Logger) throws -> IdentityConfiguration {
+        var configuration = IdentityConfiguration()
+        configuration.sessionLifetime = Self.duration(sessionTTL) ?? configuration.sessionLifetime
+        configuration.userRate = RateLimit(parsing: userRate) ?? configuration.userRate
+        configuration.serviceRate = RateLimit(parsing: serviceRate) ?? configuration.serviceRate
+        configuration.identityProviders = try oidc.map { try IdentityProviderConfiguration(parsing: $0) }
+        // Read every JWKS now: a bad file stops the server before the database starts.
+        _ = try IDTokenVerifier(configuration.identityProviders)
+        var accounts = try serviceKeys.map { try ServiceRegistry.load(path: $0) } ?? []
+        // Only the embedded default is a development setup: a server on a real database never
+        // grows a key nobody configured.
+        if databaseURL == nil {
+            accounts.append(try DevelopmentServiceKey.ensure(dataDirectory: dataDirectory))
+            logger.info("development service key (admin)", metadata: ["path": "\(DevelopmentServiceKey.path(dataDirectory: dataDirectory))"])
+        }
+        configuration.services = try ServiceRegistry(accounts: accounts)
+        return configuration
     }
 
     static func isLoopback(_ host: String) -> Bool {
@@ -101,12 +162,18 @@ struct ServerCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "passion-server")
         let tls = try plaintext ? nil : tlsConfiguration(logger: logger)
-        let builtins = BuiltinServices()
+        let identityConfiguration: IdentityConfiguration
+        do {
+            identityConfiguration = try self.identityConfiguration(logger: logger)
+        } catch {
+            logger.critical("invalid identity configuration: \(error)")
+            throw ExitCode(2)
+        }
         var storeConfiguration = StoreConfiguration(databaseURL: databaseURL, dataDirectory: dataDirectory)
         storeConfiguration.poolSize = databasePoolSize
         storeConfiguration.connectTimeoutSeconds = databaseConnectTimeout
         storeConfiguration.statementCacheSize = databaseStatementCache
-        let health = builtins.health
+        let health = HealthStatus(services: [])
         let store: StoreService
         do {
             store = try await StoreService.start(storeConfiguration, logger: logger) { reachable in
@@ -116,9 +183,12 @@ struct ServerCommand: AsyncParsableCommand {
             logger.critical("cannot start the database: \(error)")
             throw ExitCode(2)
         }
+        let identity = try IdentityServices(pool: store.pool, configuration: identityConfiguration, logger: logger)
+        let builtins = BuiltinServices(additional: identity.services, health: health)
         let server = try RPCServer(
             configuration: RPCServerConfiguration(host: host, port: port, tls: tls), router: builtins.router,
-            logger: logger)
+            authenticator: identity.authenticator, logger: logger)
+        let maintenance = SessionMaintenanceService(pool: store.pool, logger: logger)
         let announce = Task {
             let boundPort = try await server.port
             let line = "passion-server listening on \(host):\(boundPort)\(tls == nil ? " (plaintext)" : "")\n"
@@ -127,7 +197,7 @@ struct ServerCommand: AsyncParsableCommand {
         defer { announce.cancel() }
         let group = ServiceGroup(configuration: .init(
             // Shut down in reverse: the server drains first, then the database closes.
-            services: [store, server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: [store, maintenance, server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 

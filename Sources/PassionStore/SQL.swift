@@ -47,6 +47,11 @@ public struct SQL: Sendable, Hashable, ExpressibleByStringInterpolation {
             text += "$\(parameters.count)"
         }
 
+        /// SQL text from constants in code (a shared column list), never from input.
+        public mutating func appendInterpolation(unsafeSQL fragment: String) {
+            text += fragment
+        }
+
         /// A typed bind, for values whose type PostgreSQL cannot infer: `\(value, type: "jsonb")`.
         public mutating func appendInterpolation(_ value: (some PostgresEncodable)?, type: StaticString) {
             parameters.append(value?.postgresText)

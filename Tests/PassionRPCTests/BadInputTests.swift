@@ -1,4 +1,5 @@
 import Foundation
+import PassionTestSupport
 import NIOCore
 import PassionAPI
 import PassionClient

@@ -1,4 +1,5 @@
 import Foundation
+import PassionTestSupport
 import Testing
 
 /// The `passion` CLI and `passion-server` binaries, run as processes.

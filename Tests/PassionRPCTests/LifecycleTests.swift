@@ -1,4 +1,5 @@
 import Foundation
+import PassionTestSupport
 import PassionAPI
 import PassionClient
 import PassionRPC

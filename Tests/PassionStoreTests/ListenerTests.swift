@@ -3,6 +3,7 @@ import Logging
 import NIOPosix
 import PassionRPC
 import PassionStore
+import PassionTestSupport
 import Synchronization
 import Testing
 

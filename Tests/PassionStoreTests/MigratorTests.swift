@@ -2,6 +2,7 @@ import Foundation
 import NIOPosix
 import PassionRPC
 @testable import PassionStore
+import PassionTestSupport
 import Synchronization
 import Testing
 

@@ -1,6 +1,7 @@
 import Foundation
 import PassionRPC
 import PassionStore
+import PassionTestSupport
 import Synchronization
 import Testing
 

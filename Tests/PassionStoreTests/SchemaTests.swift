@@ -1,6 +1,7 @@
 import Foundation
 import PassionRPC
 import PassionStore
+import PassionTestSupport
 import Testing
 
 /// The schema's rules as docs/schema.md describes them, checked against a real PostgreSQL: every

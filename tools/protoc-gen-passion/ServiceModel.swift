@@ -1,3 +1,4 @@
+import Foundation
 import SwiftProtobuf
 import SwiftProtobufPluginLibrary
 
@@ -10,6 +11,8 @@ struct ServiceModel {
         var kind: String
         var idempotency: String
         var principal: String
+        var scope: String?
+        var cost: Int
         var inputType: String
         var outputType: String
         var comment: String
@@ -42,7 +45,7 @@ struct ServiceModel {
             }
             return Method(
                 name: method.name, functionName: Self.lowerCamel(method.name), kind: kind,
-                idempotency: policy.idempotency, principal: policy.principal,
+                idempotency: policy.idempotency, principal: policy.principal, scope: policy.scope, cost: policy.cost,
                 inputType: namer.fullName(message: method.inputType),
                 outputType: namer.fullName(message: method.outputType),
                 comment: method.protoSourceComments().strippingCommentMarkers,
@@ -81,6 +84,8 @@ struct MethodPolicy {
 
     var idempotency = "unknown"
     var principal = "anyone"
+    var scope: String?
+    var cost = 1
 
     init(parsing data: some Collection<UInt8>) throws {
         var reader = WireReader(bytes: Array(data)[...])
@@ -91,6 +96,14 @@ struct MethodPolicy {
             }
             var inner = WireReader(bytes: try reader.lengthDelimited())
             while let (innerField, innerType) = try inner.tag() {
+                if innerField == 3, innerType == 2 {
+                    let text = String(decoding: try inner.lengthDelimited(), as: UTF8.self)
+                    guard text.range(of: #"^[a-z][a-z_]*:[a-z][a-z_]*$"#, options: .regularExpression) != nil else {
+                        throw GeneratorError("scope \"\(text)\" in passion.v1.policy is not resource:verb")
+                    }
+                    scope = text
+                    continue
+                }
                 guard innerType == 0 else {
                     try inner.skip(innerType)
                     continue
@@ -101,6 +114,9 @@ struct MethodPolicy {
                     idempotency = try Self.name(value, ["unknown", "idempotent", "noSideEffects"], "idempotency")
                 case 2:
                     principal = try Self.name(value, ["anyone", "user", "service", "admin"], "principal")
+                case 4:
+                    guard (1...1000).contains(value) else { throw GeneratorError("cost \(value) in passion.v1.policy is not 1–1000") }
+                    cost = Int(value)
                 default:
                     break
                 }

@@ -26,7 +26,7 @@ struct ServiceRenderer {
         out.block("public enum Method") { out in
             for method in service.methods {
                 out.line(
-                    "public static let \(method.functionName) = MethodDescriptor(service: serviceName, method: \"\(method.name)\", kind: .\(method.kind), idempotency: .\(method.idempotency), principal: .\(method.principal))"
+                    "public static let \(method.functionName) = MethodDescriptor(service: serviceName, method: \"\(method.name)\", kind: .\(method.kind), idempotency: .\(method.idempotency), principal: .\(method.principal)\(method.scope.map { ", scope: \"\($0)\"" } ?? "")\(method.cost == 1 ? "" : ", cost: \(method.cost)"))"
                 )
             }
             out.line()

@@ -1,4 +1,5 @@
 import Foundation
+import PassionTestSupport
 
 /// Runs the package's own executables (`passion`, `passion-server`) as a user would.
 enum Executables {

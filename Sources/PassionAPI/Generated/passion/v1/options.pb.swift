@@ -69,9 +69,18 @@ public nonisolated enum MethodIdempotency: SwiftProtobuf.Enum, Swift.CaseIterabl
 /// Who may call a method; checked before the handler runs.
 public nonisolated enum MethodPrincipal: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
+
+  /// No credential needed.
   case principalAnyone // = 0
+
+  /// A signed-in user (bearer session token), or a service holding `scope` that names the user
+  /// it acts for in `as-user` metadata.
   case principalUser // = 1
+
+  /// An internal service holding `scope`.
   case principalService // = 2
+
+  /// An internal service holding the `admin` scope.
   case principalAdmin // = 3
   case UNRECOGNIZED(Int)
 
@@ -117,6 +126,12 @@ public nonisolated struct MethodPolicy: Sendable {
   public var idempotency: MethodIdempotency = .idempotencyUnknown
 
   public var principal: MethodPrincipal = .principalAnyone
+
+  /// The scope a service needs, `resource:verb` (for example `progress:write`); `admin` holds all.
+  public var scope: String = String()
+
+  /// Rate-limit tokens one call takes, 1–1000; unset means 1.
+  public var cost: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -186,7 +201,7 @@ nonisolated extension MethodPrincipal: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension MethodPolicy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MethodPolicy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}idempotency\0\u{1}principal\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}idempotency\0\u{1}principal\0\u{1}scope\0\u{1}cost\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -196,6 +211,8 @@ nonisolated extension MethodPolicy: SwiftProtobuf.Message, SwiftProtobuf._Messag
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularEnumField(value: &self.idempotency) }()
       case 2: try { try decoder.decodeSingularEnumField(value: &self.principal) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.scope) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.cost) }()
       default: break
       }
     }
@@ -208,12 +225,20 @@ nonisolated extension MethodPolicy: SwiftProtobuf.Message, SwiftProtobuf._Messag
     if self.principal != .principalAnyone {
       try visitor.visitSingularEnumField(value: self.principal, fieldNumber: 2)
     }
+    if !self.scope.isEmpty {
+      try visitor.visitSingularStringField(value: self.scope, fieldNumber: 3)
+    }
+    if self.cost != 0 {
+      try visitor.visitSingularUInt32Field(value: self.cost, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: MethodPolicy, rhs: MethodPolicy) -> Bool {
     if lhs.idempotency != rhs.idempotency {return false}
     if lhs.principal != rhs.principal {return false}
+    if lhs.scope != rhs.scope {return false}
+    if lhs.cost != rhs.cost {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

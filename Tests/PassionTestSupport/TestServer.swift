@@ -8,10 +8,10 @@ import PassionTLS
 import Testing
 
 /// A real server on a loopback port with TLS, for one test.
-final class TestServer: Sendable {
-    let server: RPCServer
-    let port: Int
-    let certificates: TestCertificates
+public final class TestServer: Sendable {
+    public let server: RPCServer
+    public let port: Int
+    public let certificates: TestCertificates
     private let task: Task<Void, any Error>
 
     private init(server: RPCServer, port: Int, certificates: TestCertificates, task: Task<Void, any Error>) {
@@ -23,7 +23,7 @@ final class TestServer: Sendable {
 
     /// Starts a server with the built-in services plus `services`; `configure` adjusts its
     /// configuration, `routes` adds raw handlers.
-    static func start(
+    public static func start(
         services: [any RPCService] = [], authenticator: any Authenticator = AnonymousAuthenticator(),
         tls: ((TestCertificates) -> TLSConfiguration?)? = nil,
         configure: (inout RPCServerConfiguration) -> Void = { _ in },
@@ -44,7 +44,7 @@ final class TestServer: Sendable {
         return TestServer(server: server, port: port, certificates: certificates, task: task)
     }
 
-    func clientConfiguration(
+    public func clientConfiguration(
         hostname: String = "127.0.0.1", trustRoots: String? = nil, certificate: String? = nil, key: String? = nil,
         plaintext: Bool = false
     ) -> ClientConnectionConfiguration {
@@ -56,18 +56,18 @@ final class TestServer: Sendable {
         return ClientConnectionConfiguration(host: "127.0.0.1", port: port, tls: tls)
     }
 
-    func connect() async throws -> ClientConnection {
+    public func connect() async throws -> ClientConnection {
         try await ClientConnection.connect(clientConfiguration())
     }
 
     /// Graceful stop; waits until the server's run() returned.
-    func stop() async {
+    public func stop() async {
         server.beginShutdown()
         _ = try? await task.value
     }
 
     /// Runs `body` with a started server and always stops it.
-    static func with<T>(
+    public static func with<T>(
         services: [any RPCService] = [], authenticator: any Authenticator = AnonymousAuthenticator(),
         tls: ((TestCertificates) -> TLSConfiguration?)? = nil,
         configure: (inout RPCServerConfiguration) -> Void = { _ in },
@@ -89,7 +89,7 @@ final class TestServer: Sendable {
 
 /// Checks that `body` throws an `RPCError` with `code`, and returns it.
 @discardableResult
-func expectRPCError<T>(
+public func expectRPCError<T>(
     _ code: StatusCode, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> T
 ) async -> RPCError? {
     do {

@@ -4,7 +4,7 @@ import PassionStore
 
 /// One PostgreSQL cluster per test run, started by the tests themselves with the same embedded
 /// mechanism the server uses, and a fresh database per suite or test.
-enum TestDatabase {
+public enum TestDatabase {
     /// Started once; every caller awaits the same start instead of blocking a thread.
     private static let cluster = Task { () throws -> EmbeddedPostgres in
         let postgres = try EmbeddedPostgres(dataDirectory: "/tmp/passion-pg-\(getpid())")
@@ -23,12 +23,19 @@ enum TestDatabase {
     /// is registered.
     nonisolated(unsafe) static var clusterToStop: EmbeddedPostgres?
 
-    static func shared() async throws -> EmbeddedPostgres {
+    public static func shared() async throws -> EmbeddedPostgres {
         try await cluster.value
     }
 
+    /// A new database with every migration applied, and a pool on it.
+    public static func migratedPool(size: Int = 8) async throws -> PostgresPool {
+        let (pool, _) = try await freshPool(size: size)
+        _ = try await Migrator(migrations: try Migration.bundled()).migrate(pool)
+        return pool
+    }
+
     /// A new, empty database and a pool on it.
-    static func freshPool(size: Int = 4, configure: (inout PoolConfiguration) -> Void = { _ in }) async throws -> (PostgresPool, String) {
+    public static func freshPool(size: Int = 4, configure: (inout PoolConfiguration) -> Void = { _ in }) async throws -> (PostgresPool, String) {
         let postgres = try await shared()
         let name = "test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
         try await NIOThreadPool.singleton.runIfActive { try postgres.createDatabase(String(name)) }

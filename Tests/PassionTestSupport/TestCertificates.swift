@@ -3,21 +3,21 @@ import PassionTLS
 import Synchronization
 
 /// Certificates for tests, made once per test process in a temporary directory.
-struct TestCertificates: Sendable {
-    let directory: String
-    var caPath: String { directory + "/ca.pem" }
-    var serverCertificate: String { directory + "/server.pem" }
-    var serverKey: String { directory + "/server-key.pem" }
-    var clientCertificate: String { directory + "/client.pem" }
-    var clientKey: String { directory + "/client-key.pem" }
-    var expiredCertificate: String { directory + "/expired.pem" }
-    var expiredKey: String { directory + "/expired-key.pem" }
+public struct TestCertificates: Sendable {
+    public let directory: String
+    public var caPath: String { directory + "/ca.pem" }
+    public var serverCertificate: String { directory + "/server.pem" }
+    public var serverKey: String { directory + "/server-key.pem" }
+    public var clientCertificate: String { directory + "/client.pem" }
+    public var clientKey: String { directory + "/client-key.pem" }
+    public var expiredCertificate: String { directory + "/expired.pem" }
+    public var expiredKey: String { directory + "/expired-key.pem" }
     /// A CA that signed nothing the server presents.
-    var otherCAPath: String { directory + "/other-ca.pem" }
+    public var otherCAPath: String { directory + "/other-ca.pem" }
 
     private static let cache = Mutex<TestCertificates?>(nil)
 
-    static func shared() throws -> TestCertificates {
+    public static func shared() throws -> TestCertificates {
         try cache.withLock { cached in
             if let cached { return cached }
             let made = try make()

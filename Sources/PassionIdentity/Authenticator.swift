@@ -1,0 +1,215 @@
+import Foundation
+import Logging
+import PassionRPC
+import PassionWire
+import PassionStore
+import Synchronization
+
+/// How the server authenticates, limits and remembers sessions.
+public struct IdentityConfiguration: Sendable {
+    /// How long a session lasts. Default 7 days.
+    public var sessionLifetime: Duration = .seconds(7 * 86_400)
+    /// How long a verified session is trusted without asking the database again. Revocation on
+    /// this instance is immediate; on other instances it takes at most this long. Default 2 s.
+    public var sessionCacheTTL: Duration = .seconds(2)
+    public var services: ServiceRegistry = .empty
+    /// Users and anonymous callers (by address). Default 50/s, burst 100.
+    public var userRate = RateLimit(perSecond: 50, burst: 100)
+    /// Each service. Default 5,000/s, burst 10,000.
+    public var serviceRate = RateLimit(perSecond: 5_000, burst: 10_000)
+    /// Failed authentications per client address before it is refused without a lookup.
+    /// Default 5/s, burst 20.
+    public var authenticationFailureRate = RateLimit(perSecond: 5, burst: 20)
+    /// OpenID Connect providers whose ID tokens SignIn accepts.
+    public var identityProviders: [IdentityProviderConfiguration] = []
+
+    public init() {}
+}
+
+/// The server's authenticator: bearer session tokens (users), service keys and mTLS client
+/// certificates (services, optionally acting for a user), rate limits per principal, and an
+/// audit row for every refused call.
+public final class StoreAuthenticator: Authenticator {
+    public let configuration: IdentityConfiguration
+    let pool: PostgresPool
+    let limiter: PrincipalRateLimiter
+    private let failures: PrincipalRateLimiter
+    let sessions: SessionCache
+    let trail: AuditTrail
+
+    public init(pool: PostgresPool, configuration: IdentityConfiguration, logger: Logger) {
+        self.pool = pool
+        self.configuration = configuration
+        self.limiter = PrincipalRateLimiter(users: configuration.userRate, services: configuration.serviceRate)
+        self.failures = PrincipalRateLimiter(users: configuration.authenticationFailureRate, services: configuration.authenticationFailureRate)
+        self.sessions = SessionCache(ttl: configuration.sessionCacheTTL)
+        self.trail = AuditTrail(pool: pool, logger: logger)
+    }
+
+    public func authenticate(_ credentials: CallCredentials) async throws -> Principal {
+        var principal = try await identify(credentials)
+        if let asUser = credentials.metadata["as-user"] {
+            guard let id = UUID(uuidString: asUser) else {
+                throw RPCError(
+                    code: .invalidArgument, message: "as-user must be a user id (UUID)",
+                    details: ErrorDetails(reason: "AS_USER_MALFORMED", fields: ["field": "as-user"]))
+            }
+            principal.actingForUser = id.uuidString.lowercased()
+        }
+        return principal
+    }
+
+    private func identify(_ credentials: CallCredentials) async throws -> Principal {
+        guard let authorization = credentials.metadata["authorization"] else {
+            if let name = credentials.peerCertificateName, let account = configuration.services.account(forCertificate: name) {
+                return Principal(kind: .service, id: account.name, scopes: account.scopes)
+            }
+            return .anonymous
+        }
+        // A client that keeps presenting bad credentials is refused before any lookup.
+        guard failures.available(key: credentials.peerHost, limit: configuration.authenticationFailureRate) >= 1 else {
+            throw Self.tooManyFailures
+        }
+        do {
+            return try await verify(authorization: authorization)
+        } catch {
+            _ = failures.take(1, key: credentials.peerHost, limit: configuration.authenticationFailureRate)
+            throw error
+        }
+    }
+
+    static let tooManyFailures = RPCError(
+        code: .resourceExhausted, message: "too many failed authentications from this address; retry later",
+        details: ErrorDetails(reason: "RATE_LIMITED", fields: ["retry-after-ms": "1000"]))
+
+    private func verify(authorization: String) async throws -> Principal {
+        let parts = authorization.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2 else {
+            throw Self.unauthenticated("authorization must be \"Bearer <session token>\" or \"ServiceKey <key>\"", reason: "AUTHORIZATION_MALFORMED")
+        }
+        let credential = String(parts[1]).trimmingCharacters(in: .whitespaces)
+        switch parts[0].lowercased() {
+        case "bearer":
+            guard let hash = SessionToken.hash(credential) else {
+                throw Self.unauthenticated("the session token is malformed", reason: "TOKEN_MALFORMED")
+            }
+            let session = try await session(hash: hash)
+            return Principal(kind: .user, id: session.userID)
+        case "servicekey":
+            guard let account = configuration.services.account(forKey: credential), account.keySHA256 != nil else {
+                throw Self.unauthenticated("unknown service key", reason: "SERVICE_KEY_UNKNOWN")
+            }
+            return Principal(kind: .service, id: account.name, scopes: account.scopes)
+        default:
+            throw Self.unauthenticated("authorization must be \"Bearer <session token>\" or \"ServiceKey <key>\"", reason: "AUTHORIZATION_MALFORMED")
+        }
+    }
+
+    static func unauthenticated(_ message: String, reason: String) -> RPCError {
+        RPCError(code: .unauthenticated, message: message, details: ErrorDetails(reason: reason))
+    }
+
+    /// The live session of a token hash: from the cache, or from the database, which also
+    /// moves `last_activity` forward at most once a minute.
+    func session(hash: [UInt8]) async throws -> SessionCache.Entry {
+        if let cached = sessions.lookup(hash) { return cached }
+        let row = try await pool.withConnection { connection in
+            try connection.query("""
+                WITH touched AS (
+                    UPDATE sessions SET last_activity = now()
+                    WHERE id = \(Bytes(hash)) AND revoked_at IS NULL AND expires_at > now()
+                      AND last_activity < now() - interval '1 minute'
+                    RETURNING id
+                )
+                SELECT user_id, expires_at, revoked_at IS NOT NULL AS revoked, expires_at <= now() AS expired
+                FROM sessions WHERE id = \(Bytes(hash))
+                """).first
+        }
+        guard let row else { throw Self.unauthenticated("unknown or signed-out session", reason: "TOKEN_UNKNOWN") }
+        if try row.require("revoked", as: Bool.self) {
+            throw Self.unauthenticated("the session was signed out", reason: "TOKEN_REVOKED")
+        }
+        if try row.require("expired", as: Bool.self) {
+            throw Self.unauthenticated("the session expired; sign in again", reason: "TOKEN_EXPIRED")
+        }
+        let entry = SessionCache.Entry(
+            hash: hash, userID: try row.require("user_id", as: UUID.self).uuidString.lowercased(),
+            expiresAt: try row.require("expires_at", as: Date.self))
+        sessions.store(entry)
+        return entry
+    }
+
+    public func admit(_ principal: Principal, credentials: CallCredentials) async throws {
+        try limiter.admit(principal, method: credentials.method, peerHost: credentials.peerHost)
+    }
+
+    /// Refused calls leave a failure row, except rate-limit refusals: writing one per refused
+    /// call would turn a flood into database load.
+    public func refused(_ credentials: CallCredentials, principal: Principal?, error: RPCError) async {
+        guard error.code != .resourceExhausted else { return }
+        let origin = AuditOrigin(principal: principal ?? .anonymous, peer: credentials.peer, metadata: credentials.metadata)
+        var details = ["method": credentials.method.fullName, "code": error.code.name]
+        if let reason = error.details?.reason { details["reason"] = reason }
+        await trail.recordFailure(origin.record(
+            error.code == .unauthenticated ? "auth.failed" : "auth.denied", resourceType: "method",
+            resourceID: credentials.method.fullName, status: .failure, details: details))
+    }
+
+    /// Forgets a revoked session on this instance at once.
+    public func forget(sessionHash: [UInt8]) { sessions.remove(sessionHash) }
+
+    /// Forgets every cached session of a user (sign out everywhere, account deleted).
+    public func forget(userID: String) { sessions.remove(userID: userID) }
+}
+
+/// Verified sessions for a short time, so most calls need no database round trip to
+/// authenticate.
+final class SessionCache: Sendable {
+    struct Entry: Sendable {
+        var hash: [UInt8]
+        var userID: String
+        var expiresAt: Date
+        var cachedUntil = ContinuousClock.now
+    }
+
+    private let ttl: Duration
+    private let entries = Mutex([[UInt8]: Entry]())
+    private let capacity = 100_000
+
+    init(ttl: Duration) {
+        self.ttl = ttl
+    }
+
+    func lookup(_ hash: [UInt8]) -> Entry? {
+        entries.withLock { entries in
+            guard let entry = entries[hash] else { return nil }
+            guard entry.cachedUntil > .now, entry.expiresAt > Date() else {
+                entries[hash] = nil
+                return nil
+            }
+            return entry
+        }
+    }
+
+    func store(_ entry: Entry) {
+        guard ttl > .zero else { return }
+        var entry = entry
+        entry.cachedUntil = .now + ttl
+        entries.withLock { entries in
+            if entries.count >= capacity {
+                let now = ContinuousClock.now
+                entries = entries.filter { $0.value.cachedUntil > now }
+                if entries.count >= capacity { entries.removeAll() }
+            }
+            entries[entry.hash] = entry
+        }
+    }
+
+    func remove(_ hash: [UInt8]) {
+        _ = entries.withLock { $0.removeValue(forKey: hash) }
+    }
+
+    func remove(userID: String) {
+        entries.withLock { entries in entries = entries.filter { $0.value.userID != userID } }
+    }
+}

@@ -1,0 +1,24 @@
+import Logging
+import PassionIdentity
+import PassionRPC
+import PassionStore
+
+/// Auth, Users, Settings and Audit over one pool, with the authenticator the server installs.
+public struct IdentityServices: Sendable {
+    public let authenticator: StoreAuthenticator
+    public let services: [any RPCService]
+
+    /// Throws when an OpenID Connect provider's JWKS cannot be read.
+    public init(pool: PostgresPool, configuration: IdentityConfiguration, logger: Logger) throws {
+        let authenticator = StoreAuthenticator(pool: pool, configuration: configuration, logger: logger)
+        let verifier = try IDTokenVerifier(configuration.identityProviders)
+        let trail = AuditTrail(pool: pool, logger: logger)
+        self.authenticator = authenticator
+        self.services = [
+            AuthService(pool: pool, authenticator: authenticator, verifier: verifier, trail: trail),
+            UsersService(pool: pool, authenticator: authenticator, trail: trail),
+            SettingsService(pool: pool, trail: trail),
+            AuditService(pool: pool),
+        ]
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+import PassionAPI
+import PassionIdentity
+import PassionRPC
+import PassionStore
+import PassionWire
+import SwiftProtobuf
+
+/// Input checks shared by the identity services: each failure is INVALID_ARGUMENT naming the
+/// field, so a client can point at it.
+enum Validate {
+    static func invalid(_ field: String, _ message: String) -> RPCError {
+        RPCError(
+            code: .invalidArgument, message: "\(field): \(message)",
+            details: ErrorDetails(reason: "INVALID_FIELD", fields: ["field": field]))
+    }
+
+    /// Trimmed, lower-cased; one `@` with text on both sides and a dot in the domain.
+    static func email(_ text: String, field: String) throws -> String {
+        let email = text.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        guard !email.isEmpty else { throw invalid(field, "is required") }
+        guard email.count <= 255 else { throw invalid(field, "is longer than 255 characters") }
+        guard email.range(of: #"^[^@\s]+@[^@\s]+\.[^@\s]+$"#, options: .regularExpression) != nil else {
+            throw invalid(field, "is not an email address")
+        }
+        return email
+    }
+
+    /// Nil for empty (meaning "none"); an IANA identifier otherwise.
+    static func timeZone(_ text: String, field: String) throws -> String? {
+        let zone = text.trimmingCharacters(in: .whitespaces)
+        guard !zone.isEmpty else { return nil }
+        // Abbreviations and offsets ("PST", "GMT+5") are not zones: they lose DST rules.
+        guard zone.count <= 50, zone.contains("/") || zone == "UTC", TimeZone(identifier: zone) != nil else {
+            throw invalid(field, "\"\(zone.prefix(60))\" is not an IANA time zone such as Europe/Berlin")
+        }
+        return zone
+    }
+
+    /// Nil for empty; at most `limit` characters and not only spaces otherwise.
+    static func optionalText(_ text: String, field: String, limit: Int = 255) throws -> String? {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !trimmed.isEmpty else { return nil }
+        guard trimmed.count <= limit else { throw invalid(field, "is longer than \(limit) characters") }
+        return trimmed
+    }
+
+    static func url(_ text: String, field: String) throws -> String? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        guard !trimmed.isEmpty else { return nil }
+        guard trimmed.count <= 500 else { throw invalid(field, "is longer than 500 characters") }
+        guard trimmed.hasPrefix("https://") || trimmed.hasPrefix("http://"), URL(string: trimmed)?.host != nil else {
+            throw invalid(field, "is not an http(s) URL")
+        }
+        return trimmed
+    }
+
+    static func uuid(_ text: String, field: String) throws -> UUID {
+        guard let id = UUID(uuidString: text) else { throw invalid(field, "is not a UUID") }
+        return id
+    }
+
+    /// The paths of a field mask, each one of `allowed` ("*" means all of them); empty is refused
+    /// so that a forgotten mask never resets fields.
+    static func mask(_ mask: Google_Protobuf_FieldMask, allowed: [String], field: String = "update_mask") throws -> Set<String> {
+        guard !mask.paths.isEmpty else { throw invalid(field, "name the fields to change (or \"*\")") }
+        if mask.paths == ["*"] { return Set(allowed) }
+        for path in mask.paths where !allowed.contains(path) {
+            throw invalid(field, "unknown field \"\(path.prefix(60))\"; one of \(allowed.joined(separator: ", "))")
+        }
+        return Set(mask.paths)
+    }
+
+    static func pageSize(_ requested: Int32, default defaultSize: Int, maximum: Int, field: String = "page_size") throws -> Int {
+        guard requested >= 0, requested <= maximum else { throw invalid(field, "must be 0–\(maximum)") }
+        return requested == 0 ? defaultSize : Int(requested)
+    }
+}
+
+extension ServerContext {
+    /// The user a user-scoped call acts on: the signed-in user or the one a service names.
+    /// Every user-scoped query filters by it.
+    func actingUser() throws -> UUID {
+        guard let text = principal.userID, let id = UUID(uuidString: text) else {
+            throw RPCError(code: .permissionDenied, message: "this call acts on a user's data and names no user")
+        }
+        return id
+    }
+
+    /// The SHA-256 of the session token this call was made with, if any.
+    var sessionHash: [UInt8]? {
+        guard principal.kind == .user, let authorization = requestMetadata["authorization"] else { return nil }
+        let parts = authorization.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2 else { return nil }
+        return SessionToken.hash(String(parts[1]).trimmingCharacters(in: .whitespaces))
+    }
+}
+
+extension Google_Protobuf_Timestamp {
+    init(_ date: Date?) {
+        self = date.map { Google_Protobuf_Timestamp(date: $0) } ?? Google_Protobuf_Timestamp()
+    }
+}
+
+/// Opaque page tokens: base64url of the keyset position, so clients cannot depend on its shape.
+enum PageToken {
+    static func encode(_ parts: [String]) -> String {
+        Data(parts.joined(separator: "|").utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    static func decode(_ token: String, count: Int, field: String = "page_token") throws -> [String]? {
+        guard !token.isEmpty else { return nil }
+        var standard = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        standard += String(repeating: "=", count: (4 - standard.count % 4) % 4)
+        guard let data = Data(base64Encoded: standard), let text = String(data: data, encoding: .utf8) else {
+            throw Validate.invalid(field, "is not a token from a previous response")
+        }
+        let parts = text.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == count else { throw Validate.invalid(field, "is not a token from a previous response") }
+        return parts
+    }
+}

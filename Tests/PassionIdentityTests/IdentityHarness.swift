@@ -1,0 +1,130 @@
+import Foundation
+import Logging
+import PassionClient
+import PassionIdentity
+import PassionServices
+import PassionStore
+import PassionTestSupport
+import Testing
+
+/// A real server with the identity services over a freshly migrated database, real TLS and
+/// sockets, and the service accounts the tests call with.
+final class IdentityHarness: Sendable {
+    let pool: PostgresPool
+    let server: TestServer
+    let connection: ClientConnection
+    let identity: IdentityServices
+
+    /// Keys of the configured service accounts, by account name.
+    static let keys: [String: String] = [
+        "gateway": "test-gateway-key", "reader": "test-reader-key", "progress": "test-progress-key",
+        "admin": "test-admin-key", "noscope": "test-noscope-key", "everything": "test-everything-key",
+    ]
+    static let scopes: [String: Set<String>] = [
+        "gateway": ["auth:signin"], "reader": ["users:read"], "progress": ["progress:write"], "admin": ["admin"],
+        "noscope": [],
+        "everything": [
+            "auth:signin", "auth:signout", "users:read", "users:write", "settings:read", "settings:write", "audit:read",
+        ],
+    ]
+
+    private init(pool: PostgresPool, server: TestServer, connection: ClientConnection, identity: IdentityServices) {
+        self.pool = pool
+        self.server = server
+        self.connection = connection
+        self.identity = identity
+    }
+
+    static func start(
+        tls: ((TestCertificates) -> TLSConfiguration?)? = nil, configure: (inout IdentityConfiguration) -> Void = { _ in }
+    ) async throws -> IdentityHarness {
+        let pool = try await TestDatabase.migratedPool()
+        var configuration = IdentityConfiguration()
+        // Every call asks the database, so tests see each state change at once.
+        configuration.sessionCacheTTL = .zero
+        configuration.userRate = RateLimit(perSecond: 10_000, burst: 10_000)
+        configuration.authenticationFailureRate = RateLimit(perSecond: 10_000, burst: 10_000)
+        var accounts = keys.sorted { $0.key < $1.key }.map { name, key in
+            ServiceAccount(name: name, keySHA256: ServiceAccount.keyHash(key), scopes: scopes[name] ?? [])
+        }
+        accounts.append(ServiceAccount(name: "certified", certificateName: "test-client", scopes: ["users:read"]))
+        configuration.services = try ServiceRegistry(accounts: accounts)
+        configure(&configuration)
+        var logger = Logger(label: "identity-tests")
+        logger.logLevel = .critical
+        let identity = try IdentityServices(pool: pool, configuration: configuration, logger: logger)
+        let server = try await TestServer.start(services: identity.services, authenticator: identity.authenticator, tls: tls)
+        let connection = try await server.connect()
+        return IdentityHarness(pool: pool, server: server, connection: connection, identity: identity)
+    }
+
+    static func with<T>(
+        tls: ((TestCertificates) -> TLSConfiguration?)? = nil, configure: (inout IdentityConfiguration) -> Void = { _ in },
+        _ body: (IdentityHarness) async throws -> T
+    ) async throws -> T {
+        let harness = try await start(tls: tls, configure: configure)
+        defer { Task { await harness.pool.shutdown() } }
+        do {
+            let result = try await body(harness)
+            await harness.stop()
+            return result
+        } catch {
+            await harness.stop()
+            throw error
+        }
+    }
+
+    func stop() async {
+        await connection.close()
+        await server.stop()
+    }
+
+    static func service(_ name: String, asUser: String? = nil) -> CallOptions {
+        .service(key: keys[name] ?? "no such key", asUser: asUser)
+    }
+
+    /// A signed-in user.
+    struct SignedIn {
+        var token: String
+        var id: String
+        var email: String
+    }
+
+    /// Signs a new user in through the gateway account.
+    func signIn(_ email: String = "user-\(UUID().uuidString.prefix(8))@example.com", subject: String? = nil) async throws -> SignedIn {
+        let response = try await connection.auth.signIn(options: Self.service("gateway")) {
+            $0.identity = VerifiedIdentity.with {
+                $0.provider = .google
+                $0.providerUserID = subject ?? "sub-\(email)"
+                $0.email = email
+                $0.displayName = "Test User"
+            }
+        }
+        return SignedIn(token: response.sessionToken, id: response.user.id, email: response.user.email)
+    }
+
+    /// Runs one query on the test database.
+    func query(_ sql: SQL) async throws -> Rows {
+        try await pool.withConnection { try $0.query(sql) }
+    }
+
+    func count(_ sql: SQL) async throws -> Int {
+        try await query(sql).first?.require("n", as: Int.self) ?? -1
+    }
+
+    /// A snapshot of the identity tables, to show a refused call changed nothing.
+    func snapshot() async throws -> String {
+        let rows = try await query("""
+            SELECT (SELECT count(*) FROM users) || '/' || (SELECT coalesce(max(updated_at)::text, '') FROM users) || '/'
+                || (SELECT count(*) FROM sessions) || '/' || (SELECT count(*) FROM sessions WHERE revoked_at IS NOT NULL) || '/'
+                || (SELECT coalesce(string_agg(user_id::text || theme || language || metadata::text || updated_at::text, ',' ORDER BY user_id), '')
+                    FROM user_settings) AS state
+            """)
+        return try rows.first?.require("state", as: String.self) ?? ""
+    }
+
+    /// Audit rows of `action`, newest first.
+    func auditRows(action: String) async throws -> [Row] {
+        Array(try await query("SELECT * FROM audit_logs WHERE action = \(action) ORDER BY id DESC"))
+    }
+}
