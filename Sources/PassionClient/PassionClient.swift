@@ -37,8 +37,8 @@ extension RPCClientTransport {
     public var auth: Auth.Client { Auth.Client(transport: self) }
     /// `passion.v1.Users` over this transport.
     public var users: Users.Client { Users.Client(transport: self) }
-    /// `passion.v1.Settings` over this transport.
-    public var settings: Settings.Client { Settings.Client(transport: self) }
+    /// `passion.v1.Settings` over this transport (`settings` is a connection's negotiated HELLO).
+    public var userSettings: Settings.Client { Settings.Client(transport: self) }
     /// `passion.v1.Audit` over this transport.
     public var audit: Audit.Client { Audit.Client(transport: self) }
 }

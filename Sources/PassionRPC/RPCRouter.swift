@@ -36,6 +36,11 @@ public struct RPCRouter: Sendable {
         routes[descriptor.fullName] = Route(descriptor: descriptor, method: method)
     }
 
+    /// Every registered method, sorted by full name.
+    public var descriptors: [MethodDescriptor] {
+        routes.values.map(\.descriptor).sorted { $0.fullName < $1.fullName }
+    }
+
     /// Names of every registered service, sorted.
     public var serviceNames: [String] {
         Array(Set(routes.values.map(\.descriptor.service))).sorted()

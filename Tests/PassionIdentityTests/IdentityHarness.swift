@@ -35,8 +35,9 @@ final class IdentityHarness: Sendable {
         self.identity = identity
     }
 
+    /// `mutualTLS` makes the server require client certificates and the harness present one.
     static func start(
-        tls: ((TestCertificates) -> TLSConfiguration?)? = nil, configure: (inout IdentityConfiguration) -> Void = { _ in }
+        mutualTLS: Bool = false, configure: (inout IdentityConfiguration) -> Void = { _ in }
     ) async throws -> IdentityHarness {
         let pool = try await TestDatabase.migratedPool()
         var configuration = IdentityConfiguration()
@@ -53,16 +54,23 @@ final class IdentityHarness: Sendable {
         var logger = Logger(label: "identity-tests")
         logger.logLevel = .critical
         let identity = try IdentityServices(pool: pool, configuration: configuration, logger: logger)
+        let tls: ((TestCertificates) -> TLSConfiguration?)? = mutualTLS
+            ? { .server(certificateChainPath: $0.serverCertificate, privateKeyPath: $0.serverKey, clientCAPath: $0.caPath) }
+            : nil
         let server = try await TestServer.start(services: identity.services, authenticator: identity.authenticator, tls: tls)
-        let connection = try await server.connect()
+        let certificates = server.certificates
+        let connection = try await ClientConnection.connect(
+            mutualTLS
+                ? server.clientConfiguration(certificate: certificates.clientCertificate, key: certificates.clientKey)
+                : server.clientConfiguration())
         return IdentityHarness(pool: pool, server: server, connection: connection, identity: identity)
     }
 
     static func with<T>(
-        tls: ((TestCertificates) -> TLSConfiguration?)? = nil, configure: (inout IdentityConfiguration) -> Void = { _ in },
+        mutualTLS: Bool = false, configure: (inout IdentityConfiguration) -> Void = { _ in },
         _ body: (IdentityHarness) async throws -> T
     ) async throws -> T {
-        let harness = try await start(tls: tls, configure: configure)
+        let harness = try await start(mutualTLS: mutualTLS, configure: configure)
         defer { Task { await harness.pool.shutdown() } }
         do {
             let result = try await body(harness)
@@ -95,7 +103,7 @@ final class IdentityHarness: Sendable {
         let response = try await connection.auth.signIn(options: Self.service("gateway")) {
             $0.identity = VerifiedIdentity.with {
                 $0.provider = .google
-                $0.providerUserID = subject ?? "sub-\(email)"
+                $0.providerUserID = subject ?? "sub-\(email.lowercased())"
                 $0.email = email
                 $0.displayName = "Test User"
             }

@@ -1,0 +1,131 @@
+import Foundation
+import PassionClient
+import PassionIdentity
+import PassionServices
+import PassionStore
+import PassionTestSupport
+import Testing
+
+/// Every method of every service, called as nobody, as a service without the scope it needs,
+/// and as user A while user B exists: nobody and the scope-less service are refused before the
+/// handler, A never sees or changes anything of B's. Add each new service's methods here; the
+/// coverage check fails until they are.
+@Suite("Authorization: every method, every kind of caller")
+struct AuthorizationTests {
+    struct Parties {
+        var a: IdentityHarness.SignedIn
+        var b: IdentityHarness.SignedIn
+    }
+
+    /// Calls one method with `options`; where it takes a user id, it names B's.
+    typealias Call = @Sendable (IdentityHarness, CallOptions, Parties) async throws -> Void
+
+    static let table: [String: Call] = [
+        Auth.Method.signIn.fullName: { h, o, _ in
+            _ = try await h.connection.auth.signIn(options: o) {
+                $0.identity = VerifiedIdentity.with {
+                    $0.provider = .google
+                    $0.providerUserID = "table-\(UUID())"
+                    $0.email = "table-\(UUID())@example.com"
+                }
+            }
+        },
+        Auth.Method.signOut.fullName: { h, o, _ in _ = try await h.connection.auth.signOut(SignOutRequest(), options: o) },
+        Auth.Method.signOutEverywhere.fullName: { h, o, _ in
+            _ = try await h.connection.auth.signOutEverywhere(SignOutEverywhereRequest(), options: o)
+        },
+        Auth.Method.listSessions.fullName: { h, o, p in
+            let sessions = try await h.connection.auth.listSessions(ListSessionsRequest(), options: o)
+            // A's own sessions only: B's session id never appears.
+            let bHash = try #require(SessionToken.hash(p.b.token))
+            #expect(!sessions.sessions.contains { $0.id == SessionToken.displayID(hash: bHash) })
+        },
+        Auth.Method.purgeExpiredSessions.fullName: { h, o, _ in
+            _ = try await h.connection.auth.purgeExpiredSessions(PurgeExpiredSessionsRequest(), options: o)
+        },
+        Users.Method.me.fullName: { h, o, p in
+            let me = try await h.connection.users.me(MeRequest(), options: o)
+            #expect(me.id != p.b.id)
+        },
+        Users.Method.updateProfile.fullName: { h, o, _ in
+            _ = try await h.connection.users.updateProfile(options: o) {
+                $0.displayName = "renamed"
+                $0.updateMask.paths = ["display_name"]
+            }
+        },
+        Users.Method.deleteAccount.fullName: { h, o, _ in _ = try await h.connection.users.deleteAccount(DeleteAccountRequest(), options: o) },
+        Users.Method.getUser.fullName: { h, o, p in _ = try await h.connection.users.getUser(options: o) { $0.userID = p.b.id } },
+        Users.Method.listUsers.fullName: { h, o, _ in _ = try await h.connection.users.listUsers(ListUsersRequest(), options: o) },
+        Users.Method.restoreUser.fullName: { h, o, p in _ = try await h.connection.users.restoreUser(options: o) { $0.userID = p.b.id } },
+        Settings.Method.get.fullName: { h, o, _ in _ = try await h.connection.userSettings.get(GetSettingsRequest(), options: o) },
+        Settings.Method.update.fullName: { h, o, _ in
+            _ = try await h.connection.userSettings.update(options: o) {
+                $0.settings.theme = "dark"
+                $0.updateMask.paths = ["theme"]
+            }
+        },
+        Audit.Method.recentActivity.fullName: { h, o, _ in
+            let activity = try await h.connection.audit.recentActivity(RecentActivityRequest(), options: o)
+            // B signed in and changed settings; none of that shows up for A.
+            #expect(!activity.activities.contains { $0.action == "settings.updated" })
+        },
+        Audit.Method.query.fullName: { h, o, p in _ = try await h.connection.audit.query(options: o) { $0.userID = p.b.id } },
+    ]
+
+    @Test("the table covers every method the server hosts")
+    func coverage() async throws {
+        try await IdentityHarness.with { harness in
+            let hosted = Set(RPCRouter(services: harness.identity.services).descriptors.map(\.fullName))
+            #expect(hosted == Set(Self.table.keys), "methods missing from the table: \(hosted.subtracting(Self.table.keys).sorted())")
+        }
+    }
+
+    @Test("as nobody, as a service without the scope, and as user A against user B", arguments: Self.table.keys.sorted())
+    func method(_ name: String) async throws {
+        let call = try #require(Self.table[name])
+        try await IdentityHarness.with { harness in
+            let descriptor = try #require(RPCRouter(services: harness.identity.services).descriptors.first { $0.fullName == name })
+            let a = try await harness.signIn()
+            let b = try await harness.signIn()
+            _ = try await harness.connection.userSettings.update(options: .session(b.token)) {
+                $0.settings.language = "de"
+                $0.updateMask.paths = ["language"]
+            }
+            let parties = Parties(a: a, b: b)
+            let bBefore = try await Self.state(of: b, harness)
+
+            await expectRPCError(.unauthenticated) { try await call(harness, CallOptions(), parties) }
+            // A scope-less service, acting for B where the method is the user's.
+            await expectRPCError(.permissionDenied) { try await call(harness, IdentityHarness.service("noscope", asUser: b.id), parties) }
+
+            switch descriptor.principal {
+            case .service, .admin:
+                await expectRPCError(.permissionDenied) { try await call(harness, .session(a.token), parties) }
+            case .user:
+                try await call(harness, .session(a.token), parties)
+                // A service holding the scope may act for A: the policy lets it through (the handler
+                // may still refuse: A's account is gone after DeleteAccount, a service has no
+                // session to SignOut).
+                do {
+                    try await call(harness, IdentityHarness.service("everything", asUser: a.id), parties)
+                } catch let error as RPCError {
+                    #expect(![.unauthenticated, .permissionDenied].contains(error.code), "\(name): \(error)")
+                }
+            case .anyone:
+                Issue.record("\(name) needs no principal: identity methods all do")
+            }
+            #expect(try await Self.state(of: b, harness) == bBefore, "\(name) called by A changed B")
+        }
+    }
+
+    /// Everything of B's that A's calls could touch.
+    static func state(of user: IdentityHarness.SignedIn, _ harness: IdentityHarness) async throws -> String {
+        let id = UUID(uuidString: user.id)
+        let rows = try await harness.query("""
+            SELECT (SELECT row(u.*)::text FROM users u WHERE id = \(id)) || '|'
+                || (SELECT coalesce(string_agg(row(s.*)::text, ',' ORDER BY s.id), '') FROM sessions s WHERE user_id = \(id)) || '|'
+                || (SELECT coalesce(row(t.*)::text, '') FROM user_settings t WHERE user_id = \(id)) AS state
+            """)
+        return try rows.first?.require("state", as: String.self) ?? ""
+    }
+}
