@@ -1,0 +1,81 @@
+import Foundation
+import PassionClient
+import PassionIdentity
+import PassionStore
+import PassionTestSupport
+import Testing
+
+@Suite("Rate limits per principal")
+struct RateLimitTests {
+    @Test("a bucket refills at its rate; a cost above what is left waits, with the wait reported")
+    func bucket() {
+        let limiter = PrincipalRateLimiter(users: RateLimit(perSecond: 10, burst: 5), services: RateLimit(perSecond: 100, burst: 100))
+        let start = ContinuousClock.now
+        let limit = limiter.users
+        for _ in 0..<5 { #expect(limiter.take(1, key: "u", limit: limit, now: start) == nil) }
+        let wait = limiter.take(1, key: "u", limit: limit, now: start)
+        #expect(wait == .milliseconds(100))
+        // 300 ms later three tokens are back.
+        let later = start + .milliseconds(300)
+        #expect(limiter.take(3, key: "u", limit: limit, now: later) == nil)
+        #expect(limiter.take(1, key: "u", limit: limit, now: later) != nil)
+        // Another principal has its own bucket.
+        #expect(limiter.take(5, key: "v", limit: limit, now: later) == nil)
+    }
+
+    @Test("rate parsing: RATE or RATE/BURST")
+    func parsing() {
+        #expect(RateLimit(parsing: "50") == RateLimit(perSecond: 50, burst: 100))
+        #expect(RateLimit(parsing: "50/60") == RateLimit(perSecond: 50, burst: 60))
+        for bad in ["", "0", "-1", "x", "5/0", "5/", "1/2/3", "inf"] { #expect(RateLimit(parsing: bad) == nil, "\(bad)") }
+    }
+
+    @Test("over the limit: RESOURCE_EXHAUSTED with retry-after; services have their own class; costs count")
+    func overTheLimit() async throws {
+        try await IdentityHarness.with(configure: {
+            $0.userRate = RateLimit(perSecond: 0.5, burst: 3)
+            $0.serviceRate = RateLimit(perSecond: 1, burst: 12)
+        }) { harness in
+            let user = try await harness.signIn()
+            for _ in 0..<3 { _ = try await harness.connection.users.me(MeRequest(), options: .session(user.token)) }
+            let before = try await harness.snapshot()
+            let error = await expectRPCError(.resourceExhausted) {
+                try await harness.connection.users.me(MeRequest(), options: .session(user.token))
+            }
+            #expect(error?.details?.reason == "RATE_LIMITED")
+            let retryAfter = Int(error?.details?.fields["retry-after-ms"] ?? "") ?? 0
+            #expect((1...2000).contains(retryAfter))
+            #expect(try await harness.snapshot() == before)
+            // Another user is not affected.
+            let other = try await harness.signIn()
+            _ = try await harness.connection.users.me(MeRequest(), options: .session(other.token))
+            // A service's bucket is its own and larger; ListUsers costs 5 of its 12 tokens
+            // (the two sign-ins above took 2).
+            let reader = IdentityHarness.service("reader")
+            _ = try await harness.connection.users.listUsers(ListUsersRequest(), options: reader)
+            _ = try await harness.connection.users.listUsers(ListUsersRequest(), options: reader)
+            await expectRPCError(.resourceExhausted) {
+                try await harness.connection.users.listUsers(ListUsersRequest(), options: reader)
+            }
+            _ = try await harness.connection.users.getUser(options: reader) { $0.userID = user.id }
+            // Rate-limit refusals leave no audit rows (a flood must not become database writes).
+            #expect(try await harness.count("SELECT count(*) AS n FROM audit_logs WHERE details->>'code' = 'RESOURCE_EXHAUSTED'") == 0)
+        }
+    }
+
+    @Test("an address that keeps presenting bad credentials is refused before any lookup")
+    func failedAuthentications() async throws {
+        try await IdentityHarness.with(configure: { $0.authenticationFailureRate = RateLimit(perSecond: 0.1, burst: 3) }) { harness in
+            let bogus = CallOptions.session(SessionToken.generate().token)
+            for _ in 0..<3 {
+                await expectRPCError(.unauthenticated) { try await harness.connection.users.me(MeRequest(), options: bogus) }
+            }
+            let error = await expectRPCError(.resourceExhausted) {
+                try await harness.connection.users.me(MeRequest(), options: bogus)
+            }
+            #expect(error?.details?.fields["retry-after-ms"] != nil)
+            let failures = try await harness.auditRows(action: "auth.failed")
+            #expect(failures.count == 3)
+        }
+    }
+}
