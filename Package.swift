@@ -205,7 +205,7 @@ let package = Package(
             name: "PassionRPCTests",
             dependencies: [
                 "PassionRPC", "PassionTLS", "PassionWire", "PassionAPI", "PassionServices",
-                "PassionClient", "PassionTestSupport",
+                "PassionClient", "PassionTestSupport", "PassionStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -1,4 +1,5 @@
 import Foundation
+import PassionStore
 import PassionTestSupport
 import Testing
 
@@ -124,6 +125,30 @@ struct CLITests {
         let ping = try await Executables.run("passion", ["ping", "--server", "127.0.0.1:\(port)", "-c", "1"], directory: directory)
         #expect(ping.status == 0, "\(ping.stderr)")
         #expect(ping.stdout.contains("TLSv1.3"))
+
+        // A new user's path from the README: sign in with the development key, then call as the user.
+        let keyPath = directory + "/.passion/dev-service-key"
+        let attributes = try FileManager.default.attributesOfItem(atPath: keyPath)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        let server = "127.0.0.1:\(port)"
+        let signIn = try await Executables.run("passion", [
+            "call", "passion.v1.Auth/SignIn", "--server", server, "--service-key", ".passion/dev-service-key", "-d",
+            #"{"identity": {"provider": "GOOGLE", "providerUserId": "cli-1", "email": "cli@example.com"}}"#,
+        ], directory: directory)
+        #expect(signIn.status == 0, "\(signIn.stderr)")
+        let session = try json(signIn.stdout)
+        let token = session["sessionToken"] as? String ?? ""
+        let userID = (session["user"] as? [String: Any])?["id"] as? String ?? ""
+        let me = try await Executables.run("passion", ["call", "passion.v1.Users/Me", "--server", server, "--token", token], directory: directory)
+        #expect(me.status == 0, "\(me.stderr)")
+        #expect(try json(me.stdout)["email"] as? String == "cli@example.com")
+        let asUser = try await Executables.run("passion", [
+            "call", "passion.v1.Settings/Get", "--server", server, "--service-key", ".passion/dev-service-key", "--as-user", userID,
+        ], directory: directory)
+        #expect(asUser.status == 0, "\(asUser.stderr)")
+        #expect(try json(asUser.stdout)["theme"] as? String == "light")
+        let anonymous = try await Executables.run("passion", ["call", "passion.v1.Users/Me", "--server", server], directory: directory)
+        #expect(anonymous.status == 64 + 16, "UNAUTHENTICATED exits 80: \(anonymous.stderr)")
         process.terminate()  // SIGTERM
         process.waitUntilExit()
         #expect(process.terminationStatus == 0)
@@ -160,6 +185,31 @@ struct CLITests {
         process.waitUntilExit()
         #expect(process.terminationStatus == 0)
         return (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+    }
+
+    @Test("with --database-url the server manages nothing: no cluster and no development key")
+    func externalDatabase() async throws {
+        let (pool, name) = try await TestDatabase.freshPool(size: 1)
+        await pool.shutdown()
+        let postgres = try await TestDatabase.shared()
+        let directory = NSTemporaryDirectory() + "passion-external-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Executables.path("passion-server"))
+        process.arguments = ["--port", "0", "--database-url", "host=\(postgres.socketDirectory) port=5432 user=postgres dbname=\(name)"]
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = Pipe()
+        try process.run()
+        let line = String(decoding: output.fileHandleForReading.availableDataOrLine(), as: UTF8.self)
+        #expect(line.contains("listening on"), "\(line)")
+        #expect(!FileManager.default.fileExists(atPath: directory + "/.passion/dev-service-key"))
+        #expect(!FileManager.default.fileExists(atPath: directory + "/.passion/postgres"))
+        process.terminate()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
     }
 
     @Test("an unreachable --database-url stops the server with a clear error")
