@@ -139,8 +139,8 @@ struct CLITests {
         let session = try json(signIn.stdout)
         let token = session["sessionToken"] as? String ?? ""
         let userID = (session["user"] as? [String: Any])?["id"] as? String ?? ""
-        let me = try await Executables.run("passion", ["call", "passion.v1.Users/Me", "--server", server, "--token", token], directory: directory)
-        #expect(me.status == 0, "\(me.stderr)")
+        let me = try await Executables.run("passion", ["call", "passion.v1.Users/Me", "--server", server, "--token=\(token)"], directory: directory)
+        #expect(me.status == 0, "\(me.stderr) after sign-in printed \(signIn.stdout)")
         #expect(try json(me.stdout)["email"] as? String == "cli@example.com")
         let asUser = try await Executables.run("passion", [
             "call", "passion.v1.Settings/Get", "--server", server, "--service-key", ".passion/dev-service-key", "--as-user", userID,

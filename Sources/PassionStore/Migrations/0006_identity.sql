@@ -6,9 +6,6 @@
 ALTER TABLE audit_logs ADD COLUMN principal TEXT;
 ALTER TABLE audit_logs ADD CONSTRAINT audit_logs_principal_length CHECK (char_length(principal) <= 300);
 
--- RecentActivity (the seed's Pattern 4) and admin queries by user read newest first.
-CREATE INDEX idx_audit_user_created ON audit_logs (user_id, created_at DESC);
-
 -- When each maintenance job last ran to completion. Instances race for a job under an
 -- advisory lock; the winner checks this row to run a daily job once a day across all of them.
 CREATE TABLE maintenance_runs (
