@@ -140,7 +140,15 @@ public final class StoreAuthenticator: Authenticator {
     }
 
     public func admit(_ principal: Principal, credentials: CallCredentials) async throws {
-        try limiter.admit(principal, method: credentials.method, peerHost: credentials.peerHost)
+        var limit: RateLimit?
+        if principal.kind == .service {
+            switch configuration.services.account(named: principal.id)?.rate {
+            case .unlimited: return
+            case .limited(let own): limit = own
+            case nil: break
+            }
+        }
+        try limiter.admit(principal, method: credentials.method, peerHost: credentials.peerHost, limit: limit)
     }
 
     /// Refused calls leave a failure row, except rate-limit refusals: writing one per refused

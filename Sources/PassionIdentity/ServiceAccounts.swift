@@ -8,16 +8,39 @@ public struct ServiceAccount: Sendable, Hashable {
     public var keySHA256: [UInt8]?
     public var certificateName: String?
     public var scopes: Set<String>
+    /// Its own rate limit (a load generator needs a larger one), `.unlimited`, or nil for the
+    /// server's service class.
+    public var rate: ServiceRate?
 
-    public init(name: String, keySHA256: [UInt8]? = nil, certificateName: String? = nil, scopes: Set<String>) {
+    public init(
+        name: String, keySHA256: [UInt8]? = nil, certificateName: String? = nil, scopes: Set<String>, rate: ServiceRate? = nil
+    ) {
         self.name = name
         self.keySHA256 = keySHA256
         self.certificateName = certificateName
         self.scopes = scopes
+        self.rate = rate
     }
 
     /// The SHA-256 under which a key is configured.
     public static func keyHash(_ key: String) -> [UInt8] { Crypto.sha256(key) }
+}
+
+/// A service account's own rate limit.
+public enum ServiceRate: Sendable, Hashable {
+    case limited(RateLimit)
+    case unlimited
+
+    /// `unlimited`, `RATE` or `RATE/BURST`.
+    public init?(parsing text: String) {
+        if text == "unlimited" {
+            self = .unlimited
+        } else if let limit = RateLimit(parsing: text) {
+            self = .limited(limit)
+        } else {
+            return nil
+        }
+    }
 }
 
 /// A configuration file that cannot be used, with what is wrong and where.
@@ -31,6 +54,7 @@ public struct ServiceRegistry: Sendable {
     public let accounts: [ServiceAccount]
     private let byKeyHash: [[UInt8]: ServiceAccount]
     private let byCertificate: [String: ServiceAccount]
+    private let byName: [String: ServiceAccount]
 
     public init(accounts: [ServiceAccount]) throws {
         var byKeyHash: [[UInt8]: ServiceAccount] = [:]
@@ -46,6 +70,7 @@ public struct ServiceRegistry: Sendable {
         self.accounts = accounts
         self.byKeyHash = byKeyHash
         self.byCertificate = byCertificate
+        self.byName = Dictionary(uniqueKeysWithValues: accounts.map { ($0.name, $0) })
     }
 
     public static let empty: ServiceRegistry = {
@@ -56,6 +81,9 @@ public struct ServiceRegistry: Sendable {
     public func account(forKey key: String) -> ServiceAccount? {
         byKeyHash[Crypto.sha256(key)]
     }
+
+    /// The account called `name`.
+    public func account(named name: String) -> ServiceAccount? { byName[name] }
 
     /// The account of a verified client certificate's common name.
     public func account(forCertificate name: String) -> ServiceAccount? {
@@ -78,6 +106,7 @@ public struct ServiceRegistry: Sendable {
                 var key_sha256: String?
                 var certificate_name: String?
                 var scopes: [String]
+                var rate: String?
             }
             var services: [Entry]
         }
@@ -105,7 +134,15 @@ public struct ServiceRegistry: Sendable {
             for scope in entry.scopes where !Self.isValidScope(scope) {
                 throw IdentityConfigurationError("\(place): scope \"\(scope)\" is not resource:verb or admin")
             }
-            return ServiceAccount(name: entry.name, keySHA256: hash, certificateName: entry.certificate_name, scopes: Set(entry.scopes))
+            var rate: ServiceRate?
+            if let text = entry.rate {
+                guard let parsed = ServiceRate(parsing: text) else {
+                    throw IdentityConfigurationError("\(place): rate must be RATE, RATE/BURST or unlimited, not \"\(text)\"")
+                }
+                rate = parsed
+            }
+            return ServiceAccount(
+                name: entry.name, keySHA256: hash, certificateName: entry.certificate_name, scopes: Set(entry.scopes), rate: rate)
         }
     }
 
@@ -115,7 +152,8 @@ public struct ServiceRegistry: Sendable {
 }
 
 /// The service key written for development on the embedded default, so a new user can sign
-/// users in and call everything from the CLI. It holds the `admin` scope.
+/// users in and call everything from the CLI, and benchmarks can load the server. It holds the
+/// `admin` scope and has no rate limit.
 public enum DevelopmentServiceKey {
     public static let serviceName = "dev"
 
@@ -149,6 +187,6 @@ public enum DevelopmentServiceKey {
     public static func sha256Hex(of key: String) -> String { Crypto.hex(Crypto.sha256(key)) }
 
     private static func account(key: String) -> ServiceAccount {
-        ServiceAccount(name: serviceName, keySHA256: Crypto.sha256(key), scopes: [Principal.adminScope])
+        ServiceAccount(name: serviceName, keySHA256: Crypto.sha256(key), scopes: [Principal.adminScope], rate: .unlimited)
     }
 }

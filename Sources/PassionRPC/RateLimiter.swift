@@ -83,14 +83,16 @@ public final class PrincipalRateLimiter: Sendable {
     }
 
     /// Admits a call of `method` by `principal` (anonymous callers are keyed by `peerHost`), or
-    /// throws RESOURCE_EXHAUSTED with a `retry-after-ms` detail.
-    public func admit(_ principal: Principal, method: MethodDescriptor, peerHost: String) throws {
-        let (key, limit): (String, RateLimit) =
+    /// throws RESOURCE_EXHAUSTED with a `retry-after-ms` detail. `limit` replaces the principal's
+    /// class (a service account with a rate of its own).
+    public func admit(_ principal: Principal, method: MethodDescriptor, peerHost: String, limit: RateLimit? = nil) throws {
+        let (key, classLimit): (String, RateLimit) =
             switch principal.kind {
             case .service: ("service:\(principal.id)", services)
             case .user: ("user:\(principal.id)", users)
             case .anonymous: ("peer:\(peerHost)", users)
             }
+        let limit = limit ?? classLimit
         if let wait = take(method.cost, key: key, limit: limit) {
             let milliseconds = max(1, wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000)
             throw RPCError(

@@ -79,3 +79,68 @@ struct RateLimitTests {
         }
     }
 }
+
+@Suite("Service accounts")
+struct ServiceAccountTests {
+    @Test("a service account's own rate replaces the class; an unlimited one is never limited")
+    func ownRates() async throws {
+        try await IdentityHarness.with(configure: { configuration in
+            configuration.serviceRate = RateLimit(perSecond: 0.1, burst: 2)
+            var accounts = configuration.services.accounts
+            accounts.append(ServiceAccount(
+                name: "loadgen", keySHA256: ServiceAccount.keyHash("loadgen-key"), scopes: ["users:read"],
+                rate: .limited(RateLimit(perSecond: 0.1, burst: 20))))
+            accounts.append(ServiceAccount(
+                name: "unbounded", keySHA256: ServiceAccount.keyHash("unbounded-key"), scopes: ["users:read"], rate: .unlimited))
+            configuration.services = try! ServiceRegistry(accounts: accounts)  // fixed test data, not input
+        }) { harness in
+            let user = try await harness.signIn()  // the gateway's first token
+            let get: @Sendable (CallOptions) async throws -> User = { options in
+                try await harness.connection.users.getUser(options: options) { $0.userID = user.id }
+            }
+            _ = try await get(IdentityHarness.service("reader"))
+            _ = try await get(IdentityHarness.service("reader"))
+            await expectRPCError(.resourceExhausted) { try await get(IdentityHarness.service("reader")) }
+            for _ in 0..<20 { _ = try await get(.service(key: "loadgen-key")) }
+            await expectRPCError(.resourceExhausted) { try await get(.service(key: "loadgen-key")) }
+            for _ in 0..<100 { _ = try await get(.service(key: "unbounded-key")) }
+        }
+    }
+
+    @Test("the accounts file: valid entries load; each mistake names the entry and what is wrong")
+    func file() throws {
+        let path = NSTemporaryDirectory() + "passion-services-\(UUID().uuidString).json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let hash = String(repeating: "ab", count: 32)
+        try """
+            {"services": [
+              {"name": "gateway", "key_sha256": "\(hash)", "scopes": ["auth:signin"]},
+              {"name": "game-server", "certificate_name": "game.internal", "scopes": ["progress:write", "admin"], "rate": "unlimited"},
+              {"name": "loadgen", "key_sha256": "\(hash.uppercased().prefix(62))cd", "scopes": [], "rate": "20000/40000"}
+            ]}
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        let accounts = try ServiceRegistry.load(path: path)
+        #expect(accounts.map(\.name) == ["gateway", "game-server", "loadgen"])
+        #expect(accounts[1].rate == .unlimited)
+        #expect(accounts[2].rate == .limited(RateLimit(perSecond: 20_000, burst: 40_000)))
+        let registry = try ServiceRegistry(accounts: accounts)
+        #expect(registry.account(forCertificate: "game.internal")?.name == "game-server")
+
+        let mistakes: [(String, String)] = [
+            (#"{"services": [{"name": "Bad Name", "key_sha256": "\#(hash)", "scopes": []}]}"#, "name must be"),
+            (#"{"services": [{"name": "a", "key_sha256": "xyz", "scopes": []}]}"#, "64 hex digits"),
+            (#"{"services": [{"name": "a", "scopes": []}]}"#, "needs key_sha256"),
+            (#"{"services": [{"name": "a", "key_sha256": "\#(hash)", "scopes": ["everything"]}]}"#, "resource:verb"),
+            (#"{"services": [{"name": "a", "key_sha256": "\#(hash)", "scopes": [], "rate": "fast"}]}"#, "rate must be"),
+            (#"["not", "an", "object"]"#, "not a service accounts file"),
+        ]
+        for (text, expected) in mistakes {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let error = #expect(throws: IdentityConfigurationError.self) { try ServiceRegistry.load(path: path) }
+            #expect(error?.description.contains(expected) == true, "\(String(describing: error))")
+        }
+        #expect(throws: IdentityConfigurationError.self) {
+            try ServiceRegistry(accounts: [ServiceAccount(name: "twice", scopes: []), ServiceAccount(name: "twice", scopes: [])])
+        }
+    }
+}
