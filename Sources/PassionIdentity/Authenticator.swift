@@ -36,6 +36,7 @@ public final class StoreAuthenticator: Authenticator {
     private let failures: PrincipalRateLimiter
     let sessions: SessionCache
     let trail: AuditTrail
+    private let verifiedServiceKeys = Mutex([String: Principal]())
 
     public init(pool: PostgresPool, configuration: IdentityConfiguration, logger: Logger) {
         self.pool = pool
@@ -66,43 +67,63 @@ public final class StoreAuthenticator: Authenticator {
             }
             return .anonymous
         }
-        // A client that keeps presenting bad credentials is refused before any lookup.
-        guard failures.available(key: credentials.peerHost, limit: configuration.authenticationFailureRate) >= 1 else {
-            throw Self.tooManyFailures
-        }
         do {
-            return try await verify(authorization: authorization)
-        } catch {
+            return try await verify(authorization: authorization, peerHost: { credentials.peerHost })
+        } catch let error as RPCError where error.code == .unauthenticated {
             _ = failures.take(1, key: credentials.peerHost, limit: configuration.authenticationFailureRate)
             throw error
         }
+    }
+
+    /// Refuses a client that keeps presenting bad credentials before it costs a hash or a query.
+    private func checkFailureBudget(_ peerHost: String) throws {
+        guard failures.available(key: peerHost, limit: configuration.authenticationFailureRate) >= 1 else {
+            throw Self.tooManyFailures
+        }
+    }
+
+    /// The principal of a configured key. Keys that matched are remembered, so a busy service
+    /// does not pay a SHA-256 per call; unknown keys are never remembered (no memory for
+    /// attackers to fill).
+    private func servicePrincipal(key: Substring, peerHost: () -> String) throws -> Principal? {
+        let key = String(key)
+        if let known = verifiedServiceKeys.withLock({ $0[key] }) { return known }
+        try checkFailureBudget(peerHost())
+        guard let account = configuration.services.account(forKey: key), account.keySHA256 != nil else { return nil }
+        let principal = Principal(kind: .service, id: account.name, scopes: account.scopes)
+        verifiedServiceKeys.withLock { keys in
+            if keys.count < configuration.services.accounts.count * 2 + 8 { keys[key] = principal }
+        }
+        return principal
     }
 
     static let tooManyFailures = RPCError(
         code: .resourceExhausted, message: "too many failed authentications from this address; retry later",
         details: ErrorDetails(reason: "RATE_LIMITED", fields: ["retry-after-ms": "1000"]))
 
-    private func verify(authorization: String) async throws -> Principal {
-        let parts = authorization.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2 else {
-            throw Self.unauthenticated("authorization must be \"Bearer <session token>\" or \"ServiceKey <key>\"", reason: "AUTHORIZATION_MALFORMED")
-        }
-        let credential = String(parts[1]).trimmingCharacters(in: .whitespaces)
-        switch parts[0].lowercased() {
-        case "bearer":
-            guard let hash = SessionToken.hash(credential) else {
-                throw Self.unauthenticated("the session token is malformed", reason: "TOKEN_MALFORMED")
-            }
-            let session = try await session(hash: hash)
-            return Principal(kind: .user, id: session.userID)
-        case "servicekey":
-            guard let account = configuration.services.account(forKey: credential), account.keySHA256 != nil else {
+    private func verify(authorization: String, peerHost: () -> String) async throws -> Principal {
+        // Parsed by hand: this runs on every call, and Foundation's trimming costs microseconds.
+        let malformed = Self.unauthenticated(
+            "authorization must be \"Bearer <session token>\" or \"ServiceKey <key>\"", reason: "AUTHORIZATION_MALFORMED")
+        guard let space = authorization.firstIndex(of: " ") else { throw malformed }
+        let scheme = authorization[..<space]
+        var credential = authorization[authorization.index(after: space)...]
+        while credential.first == " " { credential = credential.dropFirst() }
+        while credential.last == " " { credential = credential.dropLast() }
+        if scheme == "ServiceKey" || scheme.lowercased() == "servicekey" {
+            guard let principal = try servicePrincipal(key: credential, peerHost: peerHost) else {
                 throw Self.unauthenticated("unknown service key", reason: "SERVICE_KEY_UNKNOWN")
             }
-            return Principal(kind: .service, id: account.name, scopes: account.scopes)
-        default:
-            throw Self.unauthenticated("authorization must be \"Bearer <session token>\" or \"ServiceKey <key>\"", reason: "AUTHORIZATION_MALFORMED")
+            return principal
         }
+        guard scheme == "Bearer" || scheme.lowercased() == "bearer" else { throw malformed }
+        guard let hash = SessionToken.hash(String(credential)) else {
+            throw Self.unauthenticated("the session token is malformed", reason: "TOKEN_MALFORMED")
+        }
+        if let cached = sessions.lookup(hash) { return Principal(kind: .user, id: cached.userID) }
+        try checkFailureBudget(peerHost())
+        let session = try await session(hash: hash)
+        return Principal(kind: .user, id: session.userID)
     }
 
     static func unauthenticated(_ message: String, reason: String) -> RPCError {
