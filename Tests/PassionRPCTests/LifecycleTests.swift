@@ -192,14 +192,15 @@ struct LifecycleTests {
 
     @Test("the pool replaces a connection the server closed, transparently")
     func poolReconnects() async throws {
-        try await TestServer.with(configure: { $0.connection.idleTimeout = .milliseconds(150) }) { server in
+        // Idle long enough that a handshake on a loaded machine finishes before the timer fires.
+        try await TestServer.with(configure: { $0.connection.idleTimeout = .milliseconds(800) }) { server in
             var configuration = RPCClientConfiguration(connection: server.clientConfiguration())
             configuration.reconnectBackoff = Backoff(initial: .milliseconds(10), maximum: .milliseconds(50))
             let client = RPCClient(configuration: configuration)
             #expect(try await client.diagnostics.echo(EchoRequest()) == EchoResponse())
             let first = try await client.connection()
             // The server closes the idle connection (GOAWAY "idle").
-            try await Task.sleep(for: .milliseconds(500))
+            try await Task.sleep(for: .milliseconds(2500))
             #expect(first.isUsable == false)
             #expect(try await client.diagnostics.echo(EchoRequest()) == EchoResponse())
             let second = try await client.connection()
