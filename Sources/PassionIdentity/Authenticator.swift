@@ -17,9 +17,11 @@ public struct IdentityConfiguration: Sendable {
     public var userRate = RateLimit(perSecond: 50, burst: 100)
     /// Each service. Default 5,000/s, burst 10,000.
     public var serviceRate = RateLimit(perSecond: 5_000, burst: 10_000)
-    /// Failed authentications per client address before it is refused without a lookup.
-    /// Default 5/s, burst 20.
-    public var authenticationFailureRate = RateLimit(perSecond: 5, burst: 20)
+    /// Refused calls per client address. Beyond it, credentials from that address are refused
+    /// before any lookup and refusals are no longer written to the audit log, so a flood of bad
+    /// calls cannot become database load. Generous, because many users can share an address (a
+    /// proxy, a NAT) and expired tokens are routine. Default 20/s, burst 100.
+    public var authenticationFailureRate = RateLimit(perSecond: 20, burst: 100)
     /// OpenID Connect providers whose ID tokens SignIn accepts.
     public var identityProviders: [IdentityProviderConfiguration] = []
 
@@ -67,12 +69,7 @@ public final class StoreAuthenticator: Authenticator {
             }
             return .anonymous
         }
-        do {
-            return try await verify(authorization: authorization, peerHost: { credentials.peerHost })
-        } catch let error as RPCError where error.code == .unauthenticated {
-            _ = failures.take(1, key: credentials.peerHost, limit: configuration.authenticationFailureRate)
-            throw error
-        }
+        return try await verify(authorization: authorization, peerHost: { credentials.peerHost })
     }
 
     /// Refuses a client that keeps presenting bad credentials before it costs a hash or a query.
@@ -172,10 +169,12 @@ public final class StoreAuthenticator: Authenticator {
         try limiter.admit(principal, method: credentials.method, peerHost: credentials.peerHost, limit: limit)
     }
 
-    /// Refused calls leave a failure row, except rate-limit refusals: writing one per refused
-    /// call would turn a flood into database load.
+    /// Refused calls leave a failure row, except rate-limit refusals and refusals beyond the
+    /// address's budget: writing one per refused call would turn a flood into database load.
     public func refused(_ credentials: CallCredentials, principal: Principal?, error: RPCError) async {
         guard error.code != .resourceExhausted else { return }
+        // Every refusal spends the address's budget; past it, refusals go unrecorded.
+        guard failures.take(1, key: credentials.peerHost, limit: configuration.authenticationFailureRate) == nil else { return }
         let origin = AuditOrigin(principal: principal ?? .anonymous, peer: credentials.peer, metadata: credentials.metadata)
         var details = ["method": credentials.method.fullName, "code": error.code.name]
         if let reason = error.details?.reason { details["reason"] = reason }

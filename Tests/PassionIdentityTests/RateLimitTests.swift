@@ -78,6 +78,17 @@ struct RateLimitTests {
             #expect(failures.count == 3)
         }
     }
+
+    @Test("a flood of refused calls writes audit rows only up to the address's budget")
+    func refusalFlood() async throws {
+        try await IdentityHarness.with(configure: { $0.authenticationFailureRate = RateLimit(perSecond: 0.1, burst: 3) }) { harness in
+            for _ in 0..<10 {
+                await expectRPCError(.unauthenticated) { try await harness.connection.users.me(MeRequest()) }
+            }
+            let failures = try await harness.auditRows(action: "auth.failed")
+            #expect(failures.count == 3)
+        }
+    }
 }
 
 @Suite("Service accounts")

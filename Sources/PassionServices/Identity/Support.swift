@@ -97,8 +97,16 @@ extension ServerContext {
 }
 
 extension Google_Protobuf_Timestamp {
+    /// PostgreSQL keeps microseconds; a `Date` (a Double) adds noise below them, so the
+    /// timestamp is rounded back to the microsecond the database holds.
     init(_ date: Date?) {
-        self = date.map { Google_Protobuf_Timestamp(date: $0) } ?? Google_Protobuf_Timestamp()
+        guard let date else {
+            self.init()
+            return
+        }
+        let micros = (date.timeIntervalSince1970 * 1_000_000).rounded()
+        let seconds = (micros / 1_000_000).rounded(.down)
+        self.init(seconds: Int64(seconds), nanos: Int32((micros - seconds * 1_000_000) * 1000))
     }
 }
 
