@@ -222,5 +222,14 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        .testTarget(
+            name: "PassionGamificationTests",
+            dependencies: [
+                "PassionIdentity", "PassionServices", "PassionStore", "PassionRPC", "PassionClient", "PassionTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
     ]
 )

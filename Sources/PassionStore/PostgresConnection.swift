@@ -252,8 +252,11 @@ public final class PostgresConnection: @unchecked Sendable {
         }
         let state = field(passion_pg_diag_sqlstate()) ?? (PQstatus(connection) == CONNECTION_OK ? "XX000" : "08006")
         let message = field(passion_pg_diag_message()) ?? String(cString: PQerrorMessage(connection))
-        return StoreError(
+        var error = StoreError(
             sqlState: state, serverMessage: message, constraint: field(passion_pg_diag_constraint()),
             table: field(passion_pg_diag_table()), column: field(passion_pg_diag_column()))
+        error.detail = field(passion_pg_diag_detail())
+        error.hint = field(passion_pg_diag_hint())
+        return error
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import PassionRPC
 
 /// A failure from PostgreSQL or from reaching it. The description shown to callers names the
@@ -11,6 +12,10 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, RPCErrorConv
     public var constraint: String?
     public var table: String?
     public var column: String?
+    /// DETAIL and HINT. For the schema's own client errors (SQLSTATE P0A1x) the hint is the
+    /// reason and the detail a JSON object of detail fields; otherwise they are for logs only.
+    public var detail: String?
+    public var hint: String?
 
     public init(sqlState: String, serverMessage: String, constraint: String? = nil, table: String? = nil, column: String? = nil) {
         self.sqlState = sqlState
@@ -26,6 +31,16 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, RPCErrorConv
         var fields: [String: String] = ["sqlstate": sqlState]
         if let constraint { fields["constraint"] = constraint }
         if let column { fields["field"] = column }
+        if let code = Self.schemaErrorCodes[sqlState] {
+            // Raised by our own functions with a message written for callers (docs/schema.md).
+            var fields: [String: String] = [:]
+            if let detail, let data = detail.data(using: .utf8),
+                let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+            {
+                for (key, value) in object { fields[key] = "\(value)" }
+            }
+            return RPCError(code: code, message: serverMessage, details: ErrorDetails(reason: hint ?? "SCHEMA_ERROR", fields: fields))
+        }
         switch (sqlState, classCode) {
         case ("23505", _):
             return RPCError(code: .alreadyExists, message: "already exists (\(constraint ?? "unique"))", details: ErrorDetails(reason: "UNIQUE_VIOLATION", fields: fields))
@@ -51,6 +66,12 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, RPCErrorConv
             return RPCError(code: .internal, message: "database error (SQLSTATE \(sqlState))")
         }
     }
+
+    /// The client errors our PL/pgSQL functions raise (0007_gamification_engine.sql).
+    static let schemaErrorCodes: [String: StatusCode] = [
+        "P0A10": .failedPrecondition, "P0A11": .notFound, "P0A12": .invalidArgument, "P0A13": .notFound,
+        "P0A14": .failedPrecondition, "P0A15": .alreadyExists,
+    ]
 
     /// Whether the whole transaction may simply be run again.
     public var isRetryableTransactionFailure: Bool { sqlState == "40001" || sqlState == "40P01" }

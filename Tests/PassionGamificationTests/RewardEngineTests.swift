@@ -1,0 +1,160 @@
+import Foundation
+import PassionRPC
+import PassionServices
+import PassionStore
+import PassionTestSupport
+import Testing
+
+/// The reward engine in the database (passion_reward), called as the services call it: one
+/// statement, one round trip.
+@Suite("Reward engine (PL/pgSQL)")
+struct RewardEngineTests {
+    static func newUser(_ pool: PostgresPool) async throws -> UUID {
+        try await pool.withConnection { connection in
+            try connection.query("INSERT INTO users (email) VALUES (\("u-\(UUID().uuidString.lowercased())@example.com")) RETURNING id")
+                .first?.require("id", as: UUID.self) ?? UUID()
+        }
+    }
+
+    struct Reward: Sendable {
+        var kind = "xp"
+        var amount = 10
+        var reason = "grant"
+        var key = UUID().uuidString
+        var refundOf: Int64?
+    }
+
+    /// One call of passion_reward; the result as a JSON object.
+    static func reward(_ pool: PostgresPool, _ user: UUID, _ reward: Reward) async throws -> [String: Any] {
+        let text = try await pool.withConnection { connection in
+            try connection.query("""
+                SELECT passion_reward(\(user), \(reward.kind), \(reward.amount), \(reward.reason), NULL, NULL, \(reward.key),
+                                      \(reward.refundOf), 'service:test', NULL, NULL)::text AS result
+                """).first?.require("result", as: String.self) ?? "{}"
+        }
+        return try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] ?? [:]
+    }
+
+    static func rpcError(_ body: () async throws -> Void) async -> RPCError? {
+        do {
+            try await body()
+            return nil
+        } catch {
+            return RPCError(converting: error)
+        }
+    }
+
+    @Test("the level curve is the same function in SQL and Swift for levels 1 to 200, at and around each threshold")
+    func levelCurve() async throws {
+        let pool = try await TestDatabase.migratedPool(size: 2)
+        defer { Task { await pool.shutdown() } }
+        var samples: [Int64] = [-5, 0, 1, 49, 50, 99]
+        for level in 1...201 {
+            let start = LevelCurve.xp(forLevel: level)
+            samples += [start - 1, start, start + 1]
+        }
+        samples += [Int64(Int32.max), 9_000_000_000_000]
+        let list = samples.map(String.init).joined(separator: ",")
+        let rows = try await pool.withConnection { connection in
+            try connection.query("SELECT x, passion_level_for_xp(x) AS level FROM unnest(string_to_array(\(list), ',')::bigint[]) AS x")
+        }
+        var compared = 0
+        for row in rows {
+            let xp = try row.require("x", as: Int64.self)
+            #expect(try row.require("level", as: Int.self) == LevelCurve.level(forXP: xp), "xp \(xp)")
+            compared += 1
+        }
+        #expect(compared == samples.count)
+        for level in 1...200 {
+            #expect(LevelCurve.level(forXP: LevelCurve.xp(forLevel: level)) == level)
+            #expect(LevelCurve.level(forXP: LevelCurve.xp(forLevel: level + 1) - 1) == level)
+        }
+    }
+
+    @Test("an award returns totals and events in order; a retry of its key replays it; a changed request with it is refused")
+    func awardAndReplay() async throws {
+        let pool = try await TestDatabase.migratedPool(size: 2)
+        defer { Task { await pool.shutdown() } }
+        let user = try await Self.newUser(pool)
+        let award = Reward(kind: "xp", amount: 1_000, key: "award-1")
+        let first = try await Self.reward(pool, user, award)
+        #expect(first["replayed"] as? Bool == false)
+        let events = first["events"] as? [[String: Any]] ?? []
+        let types = events.map { $0["type"] as? String ?? "" }
+        #expect(types.first == "xp_awarded")
+        // 1,000 XP: level 5 at once (one event), then first_steps, xp_500 and level_5 unlock.
+        #expect(types.dropFirst().first == "level_up")
+        let jump = (events[1]["payload"] as? [String: Any]) ?? [:]
+        #expect(jump["from_level"] as? Int == 1 && jump["to_level"] as? Int == 5)
+        let unlocked = Set(events.filter { $0["type"] as? String == "achievement_unlocked" }
+            .compactMap { ($0["payload"] as? [String: Any])?["slug"] as? String })
+        #expect(unlocked == ["first_steps", "xp_500", "level_5"])
+        // Rewards went through the ledgers: 1,000 + 10 + 25 + 50 XP; 5 + 10 + 20 coins.
+        #expect(first["total_xp"] as? Int == 1_085)
+        #expect(first["total_coins"] as? Int == 35)
+        #expect(first["level"] as? Int == LevelCurve.level(forXP: 1_085))
+        #expect(first["achievements_unlocked"] as? Int == 3)
+        let ids = events.compactMap { $0["id"] as? Int }
+        #expect(ids == ids.sorted())
+
+        let again = try await Self.reward(pool, user, award)
+        #expect(again["replayed"] as? Bool == true)
+        #expect(again["ledger_id"] as? Int == first["ledger_id"] as? Int)
+        #expect(again["total_xp"] as? Int == 1_085)
+        let ledgerRows = try await pool.withConnection { try $0.query("SELECT count(*) AS n FROM points_ledger WHERE user_id = \(user)").first?.require("n", as: Int.self) }
+        #expect(ledgerRows == 4)
+
+        var changed = award
+        changed.amount = 5
+        let error = await Self.rpcError { _ = try await Self.reward(pool, user, changed) }
+        #expect(error?.code == .invalidArgument)
+        #expect(error?.details?.reason == "IDEMPOTENCY_KEY_REUSED")
+    }
+
+    @Test("spend over balance, refund twice, refund more than spent, another user's spend, unknown user: clear errors, nothing changed")
+    func refusals() async throws {
+        let pool = try await TestDatabase.migratedPool(size: 2)
+        defer { Task { await pool.shutdown() } }
+        let user = try await Self.newUser(pool)
+        let other = try await Self.newUser(pool)
+        _ = try await Self.reward(pool, user, Reward(kind: "coins", amount: 40, key: "earn"))
+        func state() async throws -> String {
+            try await pool.withConnection { connection in
+                try connection.query("""
+                    SELECT (SELECT count(*) FROM coins_ledger) || '/' || (SELECT count(*) FROM points_ledger) || '/'
+                        || (SELECT string_agg(user_id::text || total_coins || '/' || total_xp, ',' ORDER BY user_id) FROM user_progress)
+                        || '/' || (SELECT count(*) FROM progress_events) AS s
+                    """).first?.require("s", as: String.self) ?? ""
+            }
+        }
+        let before = try await state()
+        let over = await Self.rpcError { _ = try await Self.reward(pool, user, Reward(kind: "spend", amount: 100, reason: "shop_purchase")) }
+        #expect(over?.code == .failedPrecondition)
+        #expect(over?.details?.reason == "INSUFFICIENT_FUNDS")
+        #expect(over?.details?.fields["balance"] == "40")
+        #expect(over?.details?.fields["price"] == "100")
+        #expect(try await state() == before)
+
+        let spend = try await Self.reward(pool, user, Reward(kind: "spend", amount: 30, reason: "shop_purchase"))
+        let spendID = Int64(spend["ledger_id"] as? Int ?? 0)
+        #expect(spend["total_coins"] as? Int == 10)
+        let afterSpend = try await state()
+        let tooMuch = await Self.rpcError {
+            _ = try await Self.reward(pool, user, Reward(kind: "refund", amount: 31, reason: "shop_purchase", refundOf: spendID))
+        }
+        #expect(tooMuch?.code == .failedPrecondition && tooMuch?.details?.reason == "REFUND_EXCEEDS_SPEND")
+        let notMine = await Self.rpcError {
+            _ = try await Self.reward(pool, other, Reward(kind: "refund", amount: 30, reason: "shop_purchase", refundOf: spendID))
+        }
+        #expect(notMine?.code == .notFound && notMine?.details?.reason == "SPEND_NOT_FOUND")
+        #expect(try await state() == afterSpend)
+        let refund = try await Self.reward(pool, user, Reward(kind: "refund", amount: 30, reason: "shop_purchase", refundOf: spendID))
+        #expect(refund["total_coins"] as? Int == 40)
+        let twice = await Self.rpcError {
+            _ = try await Self.reward(pool, user, Reward(kind: "refund", amount: 1, reason: "shop_purchase", refundOf: spendID))
+        }
+        #expect(twice?.code == .alreadyExists && twice?.details?.reason == "ALREADY_REFUNDED")
+        let nobody = await Self.rpcError { _ = try await Self.reward(pool, UUID(), Reward()) }
+        #expect(nobody?.code == .notFound && nobody?.details?.reason == "USER_NOT_FOUND")
+    }
+}
