@@ -158,3 +158,112 @@ struct RewardEngineTests {
         #expect(nobody?.code == .notFound && nobody?.details?.reason == "USER_NOT_FOUND")
     }
 }
+
+@Suite("Reward engine under concurrency")
+struct RewardConcurrencyTests {
+    /// An acknowledged call: which ledger row it wrote.
+    struct Acknowledged: Sendable {
+        var user: UUID
+        var key: String
+        var kind: String
+        var ledgerID: Int64
+    }
+
+    @Test("32 callers, 10,000 random awards, spends and refunds with retried keys: nothing lost, nothing doubled")
+    func storm() async throws {
+        let pool = try await TestDatabase.migratedPool(size: 32)
+        defer { Task { await pool.shutdown() } }
+        var users: [UUID] = []
+        for _ in 0..<16 { users.append(try await RewardEngineTests.newUser(pool)) }
+        let everyone = users
+        let callers = 32
+        let callsPerCaller = 10_000 / callers + 1
+        let acknowledged = try await withThrowingTaskGroup(of: [Acknowledged].self) { group in
+            for caller in 0..<callers {
+                group.addTask {
+                    var generator = SystemRandomNumberGenerator()
+                    var done: [Acknowledged] = []
+                    var spends: [(UUID, Int64, Int)] = []
+                    for call in 0..<callsPerCaller {
+                        let user = everyone.randomElement(using: &generator) ?? everyone[0]
+                        var reward = RewardEngineTests.Reward(key: "c\(caller)-\(call)")
+                        switch Int.random(in: 0..<10, using: &generator) {
+                        case 0..<4: reward.kind = "xp"; reward.amount = Int.random(in: 1...300, using: &generator)
+                        case 4..<7: reward.kind = "coins"; reward.amount = Int.random(in: 1...50, using: &generator)
+                        case 7..<9: reward.kind = "spend"; reward.reason = "shop_purchase"; reward.amount = Int.random(in: 1...80, using: &generator)
+                        default:
+                            guard let (spender, spendID, spent) = spends.popLast() else { continue }
+                            reward.kind = "refund"; reward.reason = "shop_purchase"; reward.refundOf = spendID
+                            reward.amount = Int.random(in: 1...spent, using: &generator)
+                            let result = try await RewardEngineTests.reward(pool, spender, reward)
+                            done.append(Acknowledged(user: spender, key: reward.key, kind: reward.kind, ledgerID: Int64(result["ledger_id"] as? Int ?? -1)))
+                            continue
+                        }
+                        do {
+                            let result: [String: Any]
+                            if Int.random(in: 0..<10, using: &generator) == 0 {
+                                // The same key twice at once (a client that retried too early): one
+                                // call writes, the other waits for its commit and replays it.
+                                let same = reward
+                                async let first = RewardEngineTests.reward(pool, user, same)
+                                async let second = RewardEngineTests.reward(pool, user, same)
+                                let (a, b) = try await (first, second)
+                                #expect(a["ledger_id"] as? Int == b["ledger_id"] as? Int)
+                                #expect((a["replayed"] as? Bool == true) != (b["replayed"] as? Bool == true))
+                                result = a
+                            } else {
+                                result = try await RewardEngineTests.reward(pool, user, reward)
+                            }
+                            let ledgerID = Int64(result["ledger_id"] as? Int ?? -1)
+                            // A client that lost the reply retries the same key: same answer, no second row.
+                            if Bool.random(using: &generator) {
+                                let retry = try await RewardEngineTests.reward(pool, user, reward)
+                                #expect(retry["replayed"] as? Bool == true)
+                                #expect(Int64(retry["ledger_id"] as? Int ?? -2) == ledgerID)
+                            }
+                            done.append(Acknowledged(user: user, key: reward.key, kind: reward.kind, ledgerID: ledgerID))
+                            if reward.kind == "spend" { spends.append((user, ledgerID, reward.amount)) }
+                        } catch let error as StoreError where error.sqlState == "P0A10" {
+                            continue  // over the balance: refused, nothing written
+                        }
+                    }
+                    return done
+                }
+            }
+            var all: [Acknowledged] = []
+            for try await part in group { all += part }
+            return all
+        }
+        #expect(acknowledged.count > 5_000)
+        let problems = try await pool.withConnection { try $0.query("SELECT * FROM passion_reconcile()") }
+        #expect(problems.isEmpty, "reconcile found \(problems.count) differences")
+        let duplicates = try await pool.withConnection { connection in
+            try connection.query("""
+                SELECT (SELECT count(*) FROM (SELECT user_id, idempotency_key FROM points_ledger WHERE idempotency_key IS NOT NULL
+                                              GROUP BY 1, 2 HAVING count(*) > 1) d)
+                     + (SELECT count(*) FROM (SELECT user_id, idempotency_key FROM coins_ledger WHERE idempotency_key IS NOT NULL
+                                              GROUP BY 1, 2 HAVING count(*) > 1) d) AS n
+                """).first?.require("n", as: Int.self)
+        }
+        #expect(duplicates == 0)
+        let negative = try await pool.withConnection { try $0.query("SELECT count(*) AS n FROM user_progress WHERE total_coins < 0").first?.require("n", as: Int.self) }
+        #expect(negative == 0)
+        // Every acknowledged call is in its ledger exactly once, under its key, for its user.
+        let keyed = try await pool.withConnection { connection in
+            try connection.query("""
+                SELECT id, user_id, idempotency_key FROM points_ledger WHERE idempotency_key NOT LIKE '%/achievement/%'
+                UNION ALL
+                SELECT id, user_id, idempotency_key FROM coins_ledger WHERE idempotency_key NOT LIKE '%/achievement/%'
+                """)
+        }
+        var rows: [String: Int] = [:]
+        for row in keyed {
+            let key = "\(try row.require("user_id", as: UUID.self))|\(try row.require("idempotency_key", as: String.self))|\(try row.require("id", as: Int64.self))"
+            rows[key, default: 0] += 1
+        }
+        var missing = 0
+        for call in acknowledged where rows["\(call.user)|\(call.key)|\(call.ledgerID)"] != 1 { missing += 1 }
+        #expect(missing == 0, "\(missing) acknowledged calls are not in the ledger exactly once")
+        #expect(rows.count == acknowledged.count, "the ledgers hold rows no caller was told about")
+    }
+}

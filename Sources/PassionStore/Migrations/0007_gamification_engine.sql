@@ -316,3 +316,40 @@ INSERT INTO achievements (slug, title, description, category, rarity, xp_reward,
     ('quest_25',          'Quest Master',       'Complete 25 quests.',                          'challenge', 'epic',      250, 100, '{"type": "quests_completed", "value": 25}'),
     ('coins_100',         'Pocket Money',       'Earn 100 coins.',                              'social',    'common',     20,   0, '{"type": "coins_earned", "value": 100}'),
     ('coins_5000',        'Treasurer',          'Earn 5,000 coins.',                            'social',    'epic',      150,   0, '{"type": "coins_earned", "value": 5000}');
+
+-- passion_reconcile ----------------------------------------------------------------------------
+-- For every user with progress or ledger rows: the ledger sums equal the totals, the level
+-- matches the curve, the achievement count matches. One row per difference; none means healthy.
+
+CREATE FUNCTION passion_reconcile()
+RETURNS TABLE (user_id uuid, check_name text, expected bigint, actual bigint)
+LANGUAGE sql STABLE AS $$
+    WITH users_seen AS (
+        SELECT user_id FROM user_progress
+        UNION SELECT user_id FROM points_ledger
+        UNION SELECT user_id FROM coins_ledger
+        UNION SELECT user_id FROM user_achievements
+    ), sums AS (
+        SELECT s.user_id,
+               (SELECT coalesce(sum(points), 0) FROM points_ledger l WHERE l.user_id = s.user_id) AS xp,
+               (SELECT coalesce(sum(coins), 0) FROM coins_ledger l WHERE l.user_id = s.user_id) AS coins,
+               (SELECT coalesce(sum(coins), 0) FROM coins_ledger l
+                 WHERE l.user_id = s.user_id AND l.transaction_type = 'earned') AS earned,
+               (SELECT count(*) FROM user_achievements a WHERE a.user_id = s.user_id) AS achievements,
+               p.total_xp, p.total_coins, p.coins_earned, p.current_level, p.achievements_unlocked
+        FROM users_seen s LEFT JOIN user_progress p ON p.user_id = s.user_id
+    )
+    SELECT user_id, 'total_xp', xp, coalesce(total_xp, 0) FROM sums WHERE xp <> coalesce(total_xp, 0)
+    UNION ALL
+    SELECT user_id, 'total_coins', coins, coalesce(total_coins, 0) FROM sums WHERE coins <> coalesce(total_coins, 0)
+    UNION ALL
+    SELECT user_id, 'coins_earned', earned, coalesce(coins_earned, 0) FROM sums WHERE earned <> coalesce(coins_earned, 0)
+    UNION ALL
+    SELECT user_id, 'level', passion_level_for_xp(xp), coalesce(current_level, 1) FROM sums
+     WHERE passion_level_for_xp(xp) <> coalesce(current_level, 1)
+    UNION ALL
+    SELECT user_id, 'achievements_unlocked', achievements, coalesce(achievements_unlocked, 0) FROM sums
+     WHERE achievements <> coalesce(achievements_unlocked, 0)
+    UNION ALL
+    SELECT user_id, 'negative_balance', 0, total_coins FROM sums WHERE total_coins < 0;
+$$;
