@@ -180,6 +180,7 @@ let package = Package(
             name: "PassionTestSupport",
             dependencies: [
                 "PassionStore", "PassionRPC", "PassionTLS", "PassionAPI", "PassionServices", "PassionClient",
+                "PassionIdentity",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -41,6 +41,8 @@ extension RPCClientTransport {
     public var userSettings: Settings.Client { Settings.Client(transport: self) }
     /// `passion.v1.Audit` over this transport.
     public var audit: Audit.Client { Audit.Client(transport: self) }
+    /// `passion.v1.Progress` over this transport.
+    public var progress: PassionAPI.Progress.Client { PassionAPI.Progress.Client(transport: self) }
 }
 
 extension CallOptions {

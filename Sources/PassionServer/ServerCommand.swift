@@ -183,11 +183,11 @@ struct ServerCommand: AsyncParsableCommand {
             logger.critical("cannot start the database: \(error)")
             throw ExitCode(2)
         }
-        let identity = try IdentityServices(pool: store.pool, configuration: identityConfiguration, logger: logger)
-        let builtins = BuiltinServices(additional: identity.services, health: health)
+        let application = try ApplicationServices(pool: store.pool, configuration: identityConfiguration, logger: logger)
+        let builtins = BuiltinServices(additional: application.services, health: health)
         let server = try RPCServer(
             configuration: RPCServerConfiguration(host: host, port: port, tls: tls), router: builtins.router,
-            authenticator: identity.authenticator, logger: logger)
+            authenticator: application.authenticator, logger: logger)
         let maintenance = SessionMaintenanceService(pool: store.pool, logger: logger)
         let announce = Task {
             let boundPort = try await server.port

@@ -10,7 +10,7 @@ import Testing
 struct AuditTests {
     @Test("RecentActivity groups the caller's own actions, newest first (the seed's Pattern 4)")
     func recentActivity() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             let a = try await harness.signIn()
             let b = try await harness.signIn()
             for theme in ["dark", "light", "system"] {
@@ -43,7 +43,7 @@ struct AuditTests {
 
     @Test("admins query by user, action and time range, newest first, page by page without gaps or repeats")
     func adminQuery() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             let user = try await harness.signIn()
             for index in 0..<7 {
                 _ = try await harness.connection.users.updateProfile(options: .session(user.token)) {
@@ -51,7 +51,7 @@ struct AuditTests {
                     $0.updateMask.paths = ["display_name"]
                 }
             }
-            let admin = IdentityHarness.service("admin")
+            let admin = ServiceHarness.service("admin")
             var seen: [Int64] = []
             var token = ""
             repeat {

@@ -9,8 +9,8 @@ import Testing
 struct AuthTests {
     @Test("SignIn creates the user (email lower-cased) and a 256-bit token of which only the hash is stored")
     func signInCreates() async throws {
-        try await IdentityHarness.with { harness in
-            let response = try await harness.connection.auth.signIn(options: IdentityHarness.service("gateway")) {
+        try await ServiceHarness.with { harness in
+            let response = try await harness.connection.auth.signIn(options: ServiceHarness.service("gateway")) {
                 $0.identity = VerifiedIdentity.with {
                     $0.provider = .azure
                     $0.providerUserID = "azure-42"
@@ -49,9 +49,9 @@ struct AuthTests {
 
     @Test("signing in again finds the same user and opens another session; profile fields update")
     func signInAgain() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             let first = try await harness.signIn("same@example.com", subject: "g-same")
-            let second = try await harness.connection.auth.signIn(options: IdentityHarness.service("gateway")) {
+            let second = try await harness.connection.auth.signIn(options: ServiceHarness.service("gateway")) {
                 $0.identity = VerifiedIdentity.with {
                     $0.provider = .google
                     $0.providerUserID = "g-same"
@@ -68,7 +68,7 @@ struct AuthTests {
             // provider is refused for that email, and nothing changes.
             let before = try await harness.snapshot()
             let error = await expectRPCError(.failedPrecondition) {
-                try await harness.connection.auth.signIn(options: IdentityHarness.service("gateway")) {
+                try await harness.connection.auth.signIn(options: ServiceHarness.service("gateway")) {
                     $0.identity = VerifiedIdentity.with {
                         $0.provider = .azure
                         $0.providerUserID = "a-other"
@@ -83,7 +83,7 @@ struct AuthTests {
 
     @Test("a deleted account's email signs up again as a new user; the old one can be restored only while the email is free")
     func deletedEmailSignsUpAgain() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             let old = try await harness.signIn("again@example.com", subject: "g-again")
             let deleted = try await harness.connection.users.deleteAccount(DeleteAccountRequest(), options: .session(old.token))
             #expect(deleted.sessionsRevoked == 1)
@@ -94,11 +94,11 @@ struct AuthTests {
             #expect(new.id != old.id)
             // Restoring the old account would give two active accounts one email.
             let error = await expectRPCError(.alreadyExists) {
-                try await harness.connection.users.restoreUser(options: IdentityHarness.service("admin")) { $0.userID = old.id }
+                try await harness.connection.users.restoreUser(options: ServiceHarness.service("admin")) { $0.userID = old.id }
             }
             #expect(error?.details?.reason == "EMAIL_IN_USE")
             _ = try await harness.connection.users.deleteAccount(DeleteAccountRequest(), options: .session(new.token))
-            let restored = try await harness.connection.users.restoreUser(options: IdentityHarness.service("admin")) { $0.userID = old.id }
+            let restored = try await harness.connection.users.restoreUser(options: ServiceHarness.service("admin")) { $0.userID = old.id }
             #expect(restored.active)
             #expect(restored.id == old.id)
             #expect(try await harness.auditRows(action: "user.restored").count == 2)  // one failure, one success
@@ -107,7 +107,7 @@ struct AuthTests {
 
     @Test("SignOut revokes only its session; SignOutEverywhere revokes all; ListSessions shows the live ones")
     func signOut() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             let user = try await harness.signIn("out@example.com", subject: "g-out")
             let second = try await harness.signIn("out@example.com", subject: "g-out")
             let sessions = try await harness.connection.auth.listSessions(ListSessionsRequest(), options: .session(user.token))
@@ -130,7 +130,7 @@ struct AuthTests {
 
     @Test("expired sessions answer TOKEN_EXPIRED; the purge (admin call and daily job) deletes them once")
     func expiry() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             let user = try await harness.signIn()
             let hash = try #require(SessionToken.hash(user.token))
             _ = try await harness.query("""
@@ -146,7 +146,7 @@ struct AuthTests {
                 try await harness.connection.auth.purgeExpiredSessions(PurgeExpiredSessionsRequest(), options: .session(live.token))
             }
             let purged = try await harness.connection.auth.purgeExpiredSessions(
-                PurgeExpiredSessionsRequest(), options: IdentityHarness.service("admin"))
+                PurgeExpiredSessionsRequest(), options: ServiceHarness.service("admin"))
             #expect(purged.deleted == 1)
             #expect(try await harness.count("SELECT count(*) AS n FROM sessions") == 1)
             // The daily job: runs when due, then not again within the day, whichever instance asks.
@@ -159,7 +159,7 @@ struct AuthTests {
 
     @Test("last_activity moves at most once a minute")
     func lastActivity() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             let user = try await harness.signIn()
             let hash = try #require(SessionToken.hash(user.token))
             func lastActivity() async throws -> Date {

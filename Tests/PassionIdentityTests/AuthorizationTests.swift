@@ -1,4 +1,5 @@
 import Foundation
+import PassionAPI
 import PassionClient
 import PassionIdentity
 import PassionServices
@@ -13,12 +14,12 @@ import Testing
 @Suite("Authorization: every method, every kind of caller")
 struct AuthorizationTests {
     struct Parties {
-        var a: IdentityHarness.SignedIn
-        var b: IdentityHarness.SignedIn
+        var a: ServiceHarness.SignedIn
+        var b: ServiceHarness.SignedIn
     }
 
     /// Calls one method with `options`; where it takes a user id, it names B's.
-    typealias Call = @Sendable (IdentityHarness, CallOptions, Parties) async throws -> Void
+    typealias Call = @Sendable (ServiceHarness, CallOptions, Parties) async throws -> Void
 
     static let table: [String: Call] = [
         Auth.Method.signIn.fullName: { h, o, _ in
@@ -70,11 +71,52 @@ struct AuthorizationTests {
             #expect(!activity.activities.contains { $0.action == "settings.updated" })
         },
         Audit.Method.query.fullName: { h, o, p in _ = try await h.connection.audit.query(options: o) { $0.userID = p.b.id } },
+        PassionAPI.Progress.Method.getProgress.fullName: { h, o, p in
+            let progress = try await h.connection.progress.getProgress(GetProgressRequest(), options: o)
+            #expect(progress.userID != p.b.id)
+        },
+        PassionAPI.Progress.Method.awardXP.fullName: { h, o, p in
+            _ = try await h.connection.progress.awardXP(options: o) {
+                $0.userID = p.b.id
+                $0.points = 10
+                $0.reason = "grant"
+                $0.idempotencyKey = "table-\(UUID())"
+            }
+        },
+        PassionAPI.Progress.Method.awardCoins.fullName: { h, o, p in
+            _ = try await h.connection.progress.awardCoins(options: o) {
+                $0.userID = p.b.id
+                $0.coins = 10
+                $0.reason = "grant"
+                $0.idempotencyKey = "table-\(UUID())"
+            }
+        },
+        PassionAPI.Progress.Method.spendCoins.fullName: { h, o, p in
+            _ = try await h.connection.progress.spendCoins(options: o) {
+                $0.userID = p.b.id
+                $0.price = 1
+                $0.idempotencyKey = "table-\(UUID())"
+            }
+        },
+        PassionAPI.Progress.Method.refundCoins.fullName: { h, o, p in
+            _ = try await h.connection.progress.refundCoins(options: o) {
+                $0.userID = p.b.id
+                $0.refundOf = 1
+                $0.idempotencyKey = "table-\(UUID())"
+            }
+        },
+        PassionAPI.Progress.Method.listPointsLedger.fullName: { h, o, p in
+            let page = try await h.connection.progress.listPointsLedger(ListLedgerRequest(), options: o)
+            #expect(page.entries.isEmpty, "B's award must not show up for A")
+        },
+        PassionAPI.Progress.Method.listCoinsLedger.fullName: { h, o, _ in
+            _ = try await h.connection.progress.listCoinsLedger(ListLedgerRequest(), options: o)
+        },
     ]
 
     @Test("the table covers every method the server hosts")
     func coverage() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             let hosted = Set(RPCRouter(services: harness.identity.services).descriptors.map(\.fullName))
             #expect(hosted == Set(Self.table.keys), "methods missing from the table: \(hosted.subtracting(Self.table.keys).sorted())")
         }
@@ -83,7 +125,7 @@ struct AuthorizationTests {
     @Test("as nobody, as a service without the scope, and as user A against user B", arguments: Self.table.keys.sorted())
     func method(_ name: String) async throws {
         let call = try #require(Self.table[name])
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             let descriptor = try #require(RPCRouter(services: harness.identity.services).descriptors.first { $0.fullName == name })
             let a = try await harness.signIn()
             let b = try await harness.signIn()
@@ -91,12 +133,19 @@ struct AuthorizationTests {
                 $0.settings.language = "de"
                 $0.updateMask.paths = ["language"]
             }
+            // B has progress of its own that A must never see or change.
+            _ = try await harness.connection.progress.awardXP(options: ServiceHarness.service("everything")) {
+                $0.userID = b.id
+                $0.points = 5
+                $0.reason = "grant"
+                $0.idempotencyKey = "b-setup"
+            }
             let parties = Parties(a: a, b: b)
             let bBefore = try await Self.state(of: b, harness)
 
             await expectRPCError(.unauthenticated) { try await call(harness, CallOptions(), parties) }
             // A scope-less service, acting for B where the method is the user's.
-            await expectRPCError(.permissionDenied) { try await call(harness, IdentityHarness.service("noscope", asUser: b.id), parties) }
+            await expectRPCError(.permissionDenied) { try await call(harness, ServiceHarness.service("noscope", asUser: b.id), parties) }
 
             switch descriptor.principal {
             case .service, .admin:
@@ -107,7 +156,7 @@ struct AuthorizationTests {
                 // may still refuse: A's account is gone after DeleteAccount, a service has no
                 // session to SignOut).
                 do {
-                    try await call(harness, IdentityHarness.service("everything", asUser: a.id), parties)
+                    try await call(harness, ServiceHarness.service("everything", asUser: a.id), parties)
                 } catch let error as RPCError {
                     #expect(![.unauthenticated, .permissionDenied].contains(error.code), "\(name): \(error)")
                 }
@@ -119,12 +168,15 @@ struct AuthorizationTests {
     }
 
     /// Everything of B's that A's calls could touch.
-    static func state(of user: IdentityHarness.SignedIn, _ harness: IdentityHarness) async throws -> String {
+    static func state(of user: ServiceHarness.SignedIn, _ harness: ServiceHarness) async throws -> String {
         let id = UUID(uuidString: user.id)
         let rows = try await harness.query("""
             SELECT (SELECT row(u.*)::text FROM users u WHERE id = \(id)) || '|'
                 || (SELECT coalesce(string_agg(row(s.*)::text, ',' ORDER BY s.id), '') FROM sessions s WHERE user_id = \(id)) || '|'
-                || (SELECT coalesce(row(t.*)::text, '') FROM user_settings t WHERE user_id = \(id)) AS state
+                || (SELECT coalesce(row(t.*)::text, '') FROM user_settings t WHERE user_id = \(id)) || '|'
+                || (SELECT coalesce(row(p.*)::text, '') FROM user_progress p WHERE user_id = \(id)) || '|'
+                || (SELECT count(*) FROM points_ledger WHERE user_id = \(id)) || '/' || (SELECT count(*) FROM coins_ledger WHERE user_id = \(id))
+                AS state
             """)
         return try rows.first?.require("state", as: String.self) ?? ""
     }

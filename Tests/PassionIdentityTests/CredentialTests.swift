@@ -9,7 +9,7 @@ import Testing
 struct CredentialTests {
     /// Calls Users/Me with `metadata` and expects `code` with `reason`.
     private func refused(
-        _ harness: IdentityHarness, _ metadata: Metadata, _ code: StatusCode, reason: String,
+        _ harness: ServiceHarness, _ metadata: Metadata, _ code: StatusCode, reason: String,
         sourceLocation: SourceLocation = #_sourceLocation
     ) async throws {
         let before = try await harness.snapshot()
@@ -22,7 +22,7 @@ struct CredentialTests {
 
     @Test("missing, malformed, unknown, expired and revoked tokens: UNAUTHENTICATED with a reason")
     func badTokens() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             try await refused(harness, [:], .unauthenticated, reason: "CREDENTIAL_REQUIRED")
             try await refused(harness, ["authorization": "Bearer"], .unauthenticated, reason: "AUTHORIZATION_MALFORMED")
             try await refused(harness, ["authorization": "Basic dXNlcjpwYXNz"], .unauthenticated, reason: "AUTHORIZATION_MALFORMED")
@@ -52,7 +52,7 @@ struct CredentialTests {
 
     @Test("wrong principal or scope: PERMISSION_DENIED naming what is missing, audited as auth.denied")
     func wrongScope() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             let user = try await harness.signIn()
             // A user calling a service method and an admin method.
             var error = await expectRPCError(.permissionDenied) {
@@ -64,17 +64,17 @@ struct CredentialTests {
             }
             // A service without the scope.
             error = await expectRPCError(.permissionDenied) {
-                try await harness.connection.users.getUser(options: IdentityHarness.service("progress")) { $0.userID = user.id }
+                try await harness.connection.users.getUser(options: ServiceHarness.service("progress")) { $0.userID = user.id }
             }
             #expect(error?.details?.reason == "SCOPE_REQUIRED")
             #expect(error?.details?.fields["scope"] == "users:read")
             error = await expectRPCError(.permissionDenied) {
-                try await harness.connection.users.restoreUser(options: IdentityHarness.service("reader")) { $0.userID = user.id }
+                try await harness.connection.users.restoreUser(options: ServiceHarness.service("reader")) { $0.userID = user.id }
             }
             #expect(error?.details?.fields["scope"] == "admin")
             // A service on a user method without naming the user, and a user naming another.
             error = await expectRPCError(.permissionDenied) {
-                try await harness.connection.users.me(MeRequest(), options: IdentityHarness.service("reader"))
+                try await harness.connection.users.me(MeRequest(), options: ServiceHarness.service("reader"))
             }
             #expect(error?.details?.reason == "AS_USER_REQUIRED")
             var options = CallOptions.session(user.token)
@@ -82,7 +82,7 @@ struct CredentialTests {
             error = await expectRPCError(.permissionDenied) { try await harness.connection.users.me(MeRequest(), options: options) }
             #expect(error?.details?.reason == "AS_USER_NOT_ALLOWED")
             error = await expectRPCError(.invalidArgument) {
-                try await harness.connection.users.me(MeRequest(), options: IdentityHarness.service("reader", asUser: "bob"))
+                try await harness.connection.users.me(MeRequest(), options: ServiceHarness.service("reader", asUser: "bob"))
             }
             #expect(error?.details?.fields["field"] == "as-user")
             let denied = try await harness.auditRows(action: "auth.denied")
@@ -94,9 +94,9 @@ struct CredentialTests {
 
     @Test("a service acting for a user is audited as both")
     func actingForUser() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             let user = try await harness.signIn()
-            let updated = try await harness.connection.users.updateProfile(options: IdentityHarness.service("everything", asUser: user.id)) {
+            let updated = try await harness.connection.users.updateProfile(options: ServiceHarness.service("everything", asUser: user.id)) {
                 $0.displayName = "Changed by a service"
                 $0.updateMask.paths = ["display_name"]
             }
@@ -106,14 +106,14 @@ struct CredentialTests {
             #expect(try row.require("user_id", as: UUID.self).uuidString.lowercased() == user.id)
             // A user id that does not exist: NOT_FOUND, as for any missing resource.
             await expectRPCError(.notFound) {
-                try await harness.connection.users.me(MeRequest(), options: IdentityHarness.service("everything", asUser: UUID().uuidString))
+                try await harness.connection.users.me(MeRequest(), options: ServiceHarness.service("everything", asUser: UUID().uuidString))
             }
         }
     }
 
     @Test("a verified client certificate listed as a service authenticates it (mTLS)")
     func mutualTLS() async throws {
-        try await IdentityHarness.with(mutualTLS: true) { harness in
+        try await ServiceHarness.with(mutualTLS: true) { harness in
             // The gateway's key wins over the certificate when both are presented.
             let user = try await harness.signIn()
             let client = harness.connection

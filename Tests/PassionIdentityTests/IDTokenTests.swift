@@ -74,14 +74,14 @@ struct IDTokenTests {
     func tokens() async throws {
         let issuer = try TestIssuer()
         let stranger = try TestIssuer(kid: "test-key-1")  // same kid, different key: a forgery
-        try await IdentityHarness.with(configure: {
+        try await ServiceHarness.with(configure: {
             $0.identityProviders = [
                 IdentityProviderConfiguration(
                     provider: "google", jwksPath: issuer.jwksPath, issuers: ["https://accounts.google.com"], audiences: ["passion-app"])
             ]
         }) { harness in
             func signIn(_ token: String, provider: IdentityProvider = .google) async throws -> SignInResponse {
-                try await harness.connection.auth.signIn(options: IdentityHarness.service("gateway")) {
+                try await harness.connection.auth.signIn(options: ServiceHarness.service("gateway")) {
                     $0.idToken = IDToken.with {
                         $0.provider = provider
                         $0.token = token

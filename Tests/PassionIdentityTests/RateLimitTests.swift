@@ -32,7 +32,7 @@ struct RateLimitTests {
 
     @Test("over the limit: RESOURCE_EXHAUSTED with retry-after; services have their own class; costs count")
     func overTheLimit() async throws {
-        try await IdentityHarness.with(configure: {
+        try await ServiceHarness.with(configure: {
             $0.userRate = RateLimit(perSecond: 0.5, burst: 3)
             $0.serviceRate = RateLimit(perSecond: 1, burst: 12)
         }) { harness in
@@ -51,7 +51,7 @@ struct RateLimitTests {
             _ = try await harness.connection.users.me(MeRequest(), options: .session(other.token))
             // A service's bucket is its own and larger; ListUsers costs 5 of its 12 tokens
             // (the two sign-ins above took 2).
-            let reader = IdentityHarness.service("reader")
+            let reader = ServiceHarness.service("reader")
             _ = try await harness.connection.users.listUsers(ListUsersRequest(), options: reader)
             _ = try await harness.connection.users.listUsers(ListUsersRequest(), options: reader)
             await expectRPCError(.resourceExhausted) {
@@ -65,7 +65,7 @@ struct RateLimitTests {
 
     @Test("an address that keeps presenting bad credentials is refused before any lookup")
     func failedAuthentications() async throws {
-        try await IdentityHarness.with(configure: { $0.authenticationFailureRate = RateLimit(perSecond: 0.1, burst: 3) }) { harness in
+        try await ServiceHarness.with(configure: { $0.authenticationFailureRate = RateLimit(perSecond: 0.1, burst: 3) }) { harness in
             let bogus = CallOptions.session(SessionToken.generate().token)
             for _ in 0..<3 {
                 await expectRPCError(.unauthenticated) { try await harness.connection.users.me(MeRequest(), options: bogus) }
@@ -81,7 +81,7 @@ struct RateLimitTests {
 
     @Test("a flood of refused calls writes audit rows only up to the address's budget")
     func refusalFlood() async throws {
-        try await IdentityHarness.with(configure: { $0.authenticationFailureRate = RateLimit(perSecond: 0.1, burst: 3) }) { harness in
+        try await ServiceHarness.with(configure: { $0.authenticationFailureRate = RateLimit(perSecond: 0.1, burst: 3) }) { harness in
             for _ in 0..<10 {
                 await expectRPCError(.unauthenticated) { try await harness.connection.users.me(MeRequest()) }
             }
@@ -95,7 +95,7 @@ struct RateLimitTests {
 struct ServiceAccountTests {
     @Test("a service account's own rate replaces the class; an unlimited one is never limited")
     func ownRates() async throws {
-        try await IdentityHarness.with(configure: { configuration in
+        try await ServiceHarness.with(configure: { configuration in
             configuration.serviceRate = RateLimit(perSecond: 0.1, burst: 2)
             var accounts = configuration.services.accounts
             accounts.append(ServiceAccount(
@@ -109,9 +109,9 @@ struct ServiceAccountTests {
             let get: @Sendable (CallOptions) async throws -> User = { options in
                 try await harness.connection.users.getUser(options: options) { $0.userID = user.id }
             }
-            _ = try await get(IdentityHarness.service("reader"))
-            _ = try await get(IdentityHarness.service("reader"))
-            await expectRPCError(.resourceExhausted) { try await get(IdentityHarness.service("reader")) }
+            _ = try await get(ServiceHarness.service("reader"))
+            _ = try await get(ServiceHarness.service("reader"))
+            await expectRPCError(.resourceExhausted) { try await get(ServiceHarness.service("reader")) }
             for _ in 0..<20 { _ = try await get(.service(key: "loadgen-key")) }
             await expectRPCError(.resourceExhausted) { try await get(.service(key: "loadgen-key")) }
             for _ in 0..<100 { _ = try await get(.service(key: "unbounded-key")) }

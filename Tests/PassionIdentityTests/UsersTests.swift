@@ -9,13 +9,13 @@ import Testing
 struct UsersTests {
     @Test("ListUsers pages oldest first without gaps; email_prefix is a prefix, not a pattern; deleted users on request")
     func listUsers() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             var created: [String] = []
             for index in 0..<9 { created.append(try await harness.signIn("member\(index)@example.com").id) }
             _ = try await harness.signIn("other_1@example.com")
             let deleted = try await harness.signIn("member_gone@example.com")
             _ = try await harness.connection.users.deleteAccount(DeleteAccountRequest(), options: .session(deleted.token))
-            let reader = IdentityHarness.service("reader")
+            let reader = ServiceHarness.service("reader")
             var listed: [String] = []
             var token = ""
             repeat {

@@ -10,7 +10,7 @@ import Testing
 struct ValidationTests {
     /// Expects INVALID_ARGUMENT naming `field`, with the identity tables unchanged.
     private func rejects<T>(
-        _ harness: IdentityHarness, field: String, sourceLocation: SourceLocation = #_sourceLocation, _ call: () async throws -> T
+        _ harness: ServiceHarness, field: String, sourceLocation: SourceLocation = #_sourceLocation, _ call: () async throws -> T
     ) async throws {
         let before = try await harness.snapshot()
         let error = await expectRPCError(.invalidArgument, sourceLocation: sourceLocation, call)
@@ -20,10 +20,10 @@ struct ValidationTests {
 
     @Test("SignIn: provider, subject, email, picture URL and time zone")
     func signIn() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             func attempt(_ change: @escaping @Sendable (inout VerifiedIdentity) -> Void) -> () async throws -> SignInResponse {
                 {
-                    try await harness.connection.auth.signIn(options: IdentityHarness.service("gateway")) { request in
+                    try await harness.connection.auth.signIn(options: ServiceHarness.service("gateway")) { request in
                         var identity = VerifiedIdentity.with {
                             $0.provider = .google
                             $0.providerUserID = "valid-subject"
@@ -35,7 +35,7 @@ struct ValidationTests {
                 }
             }
             try await rejects(harness, field: "credential") {
-                try await harness.connection.auth.signIn(SignInRequest(), options: IdentityHarness.service("gateway"))
+                try await harness.connection.auth.signIn(SignInRequest(), options: ServiceHarness.service("gateway"))
             }
             try await rejects(harness, field: "identity.provider", attempt { $0.provider = .unspecified })
             try await rejects(harness, field: "identity.provider_user_id", attempt { $0.providerUserID = "  " })
@@ -55,7 +55,7 @@ struct ValidationTests {
 
     @Test("UpdateProfile: mask, display name, time zone")
     func profile() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             let user = try await harness.signIn()
             let users = harness.connection.users
             try await rejects(harness, field: "update_mask") {
@@ -93,7 +93,7 @@ struct ValidationTests {
 
     @Test("Settings: defaults on first use; theme, frequency, language, metadata and mask validated")
     func settings() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             let user = try await harness.signIn()
             let settings = harness.connection.userSettings
             let defaults = try await settings.get(GetSettingsRequest(), options: .session(user.token))
@@ -143,14 +143,14 @@ struct ValidationTests {
 
     @Test("admin calls: malformed ids and page tokens name their field")
     func adminInput() async throws {
-        try await IdentityHarness.with { harness in
+        try await ServiceHarness.with { harness in
             let users = harness.connection.users
-            let reader = IdentityHarness.service("reader")
+            let reader = ServiceHarness.service("reader")
             try await rejects(harness, field: "user_id") { try await users.getUser(options: reader) { $0.userID = "42" } }
             try await rejects(harness, field: "page_token") { try await users.listUsers(options: reader) { $0.pageToken = "!!" } }
             try await rejects(harness, field: "page_size") { try await users.listUsers(options: reader) { $0.pageSize = 501 } }
             try await rejects(harness, field: "until") {
-                try await harness.connection.audit.query(options: IdentityHarness.service("admin")) {
+                try await harness.connection.audit.query(options: ServiceHarness.service("admin")) {
                     $0.since = Google_Protobuf_Timestamp(date: Date())
                     $0.until = Google_Protobuf_Timestamp(date: Date(timeIntervalSinceNow: -60))
                 }

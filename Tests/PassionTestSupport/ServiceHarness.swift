@@ -4,31 +4,30 @@ import PassionClient
 import PassionIdentity
 import PassionServices
 import PassionStore
-import PassionTestSupport
-import Testing
 
-/// A real server with the identity services over a freshly migrated database, real TLS and
+/// A real server with the application services over a freshly migrated database, real TLS and
 /// sockets, and the service accounts the tests call with.
-final class IdentityHarness: Sendable {
-    let pool: PostgresPool
-    let server: TestServer
-    let connection: ClientConnection
-    let identity: IdentityServices
+public final class ServiceHarness: Sendable {
+    public let pool: PostgresPool
+    public let server: TestServer
+    public let connection: ClientConnection
+    public let identity: ApplicationServices
 
     /// Keys of the configured service accounts, by account name.
-    static let keys: [String: String] = [
+    public static let keys: [String: String] = [
         "gateway": "test-gateway-key", "reader": "test-reader-key", "progress": "test-progress-key",
         "admin": "test-admin-key", "noscope": "test-noscope-key", "everything": "test-everything-key",
     ]
-    static let scopes: [String: Set<String>] = [
+    public static let scopes: [String: Set<String>] = [
         "gateway": ["auth:signin"], "reader": ["users:read"], "progress": ["progress:write"], "admin": ["admin"],
         "noscope": [],
         "everything": [
             "auth:signin", "auth:signout", "users:read", "users:write", "settings:read", "settings:write", "audit:read",
+            "progress:read", "progress:write",
         ],
     ]
 
-    private init(pool: PostgresPool, server: TestServer, connection: ClientConnection, identity: IdentityServices) {
+    private init(pool: PostgresPool, server: TestServer, connection: ClientConnection, identity: ApplicationServices) {
         self.pool = pool
         self.server = server
         self.connection = connection
@@ -36,9 +35,9 @@ final class IdentityHarness: Sendable {
     }
 
     /// `mutualTLS` makes the server require client certificates and the harness present one.
-    static func start(
+    public static func start(
         mutualTLS: Bool = false, configure: (inout IdentityConfiguration) -> Void = { _ in }
-    ) async throws -> IdentityHarness {
+    ) async throws -> ServiceHarness {
         let pool = try await TestDatabase.migratedPool()
         var configuration = IdentityConfiguration()
         // Every call asks the database, so tests see each state change at once.
@@ -53,7 +52,7 @@ final class IdentityHarness: Sendable {
         configure(&configuration)
         var logger = Logger(label: "identity-tests")
         logger.logLevel = .critical
-        let identity = try IdentityServices(pool: pool, configuration: configuration, logger: logger)
+        let identity = try ApplicationServices(pool: pool, configuration: configuration, logger: logger)
         let tls: ((TestCertificates) -> TLSConfiguration?)? = mutualTLS
             ? { .server(certificateChainPath: $0.serverCertificate, privateKeyPath: $0.serverKey, clientCAPath: $0.caPath) }
             : nil
@@ -63,12 +62,12 @@ final class IdentityHarness: Sendable {
             mutualTLS
                 ? server.clientConfiguration(certificate: certificates.clientCertificate, key: certificates.clientKey)
                 : server.clientConfiguration())
-        return IdentityHarness(pool: pool, server: server, connection: connection, identity: identity)
+        return ServiceHarness(pool: pool, server: server, connection: connection, identity: identity)
     }
 
-    static func with<T>(
+    public static func with<T>(
         mutualTLS: Bool = false, configure: (inout IdentityConfiguration) -> Void = { _ in },
-        _ body: (IdentityHarness) async throws -> T
+        _ body: (ServiceHarness) async throws -> T
     ) async throws -> T {
         let harness = try await start(mutualTLS: mutualTLS, configure: configure)
         defer { Task { await harness.pool.shutdown() } }
@@ -82,24 +81,24 @@ final class IdentityHarness: Sendable {
         }
     }
 
-    func stop() async {
+    public func stop() async {
         await connection.close()
         await server.stop()
     }
 
-    static func service(_ name: String, asUser: String? = nil) -> CallOptions {
+    public static func service(_ name: String, asUser: String? = nil) -> CallOptions {
         .service(key: keys[name] ?? "no such key", asUser: asUser)
     }
 
     /// A signed-in user.
-    struct SignedIn {
-        var token: String
-        var id: String
-        var email: String
+    public struct SignedIn: Sendable {
+        public var token: String
+        public var id: String
+        public var email: String
     }
 
     /// Signs a new user in through the gateway account.
-    func signIn(_ email: String = "user-\(UUID().uuidString.prefix(8))@example.com", subject: String? = nil) async throws -> SignedIn {
+    public func signIn(_ email: String = "user-\(UUID().uuidString.prefix(8))@example.com", subject: String? = nil) async throws -> SignedIn {
         let response = try await connection.auth.signIn(options: Self.service("gateway")) {
             $0.identity = VerifiedIdentity.with {
                 $0.provider = .google
@@ -112,16 +111,16 @@ final class IdentityHarness: Sendable {
     }
 
     /// Runs one query on the test database.
-    func query(_ sql: SQL) async throws -> Rows {
+    public func query(_ sql: SQL) async throws -> Rows {
         try await pool.withConnection { try $0.query(sql) }
     }
 
-    func count(_ sql: SQL) async throws -> Int {
+    public func count(_ sql: SQL) async throws -> Int {
         try await query(sql).first?.require("n", as: Int.self) ?? -1
     }
 
     /// A snapshot of the identity tables, to show a refused call changed nothing.
-    func snapshot() async throws -> String {
+    public func snapshot() async throws -> String {
         let rows = try await query("""
             SELECT (SELECT count(*) FROM users) || '/' || (SELECT coalesce(max(updated_at)::text, '') FROM users) || '/'
                 || (SELECT count(*) FROM sessions) || '/' || (SELECT count(*) FROM sessions WHERE revoked_at IS NOT NULL) || '/'
@@ -132,7 +131,7 @@ final class IdentityHarness: Sendable {
     }
 
     /// Audit rows of `action`, newest first.
-    func auditRows(action: String) async throws -> [Row] {
+    public func auditRows(action: String) async throws -> [Row] {
         Array(try await query("SELECT * FROM audit_logs WHERE action = \(action) ORDER BY id DESC"))
     }
 }

@@ -1,0 +1,299 @@
+import Foundation
+import PassionAPI
+import PassionIdentity
+import PassionRPC
+import PassionStore
+import SwiftProtobuf
+
+/// `passion.v1.Progress`: progress reads for users, rewards for internal services. Every reward
+/// is one call of `passion_reward` (one round trip; see 0007_gamification_engine.sql).
+public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
+    let pool: PostgresPool
+    let trail: AuditTrail
+
+    public init(pool: PostgresPool, trail: AuditTrail) {
+        self.pool = pool
+        self.trail = trail
+    }
+
+    static let xpReasons: Set<String> = [
+        "habit_completed", "goal_completed", "focus_session_completed", "quest_completed", "grant", "penalty", "correction",
+    ]
+    static let coinReasons: Set<String> = [
+        "habit_completed", "goal_completed", "focus_session_completed", "quest_completed", "battle_win", "grant", "correction",
+    ]
+    static let resourceTypes: Set<String> = ["habit", "goal", "quest", "focus_session"]
+
+    // MARK: - Reads
+
+    public func getProgress(request: GetProgressRequest, context: ServerContext) async throws -> ProgressSummary {
+        let userID = try context.actingUser()
+        let row = try await pool.withConnection(deadline: context.deadline) { connection in
+            try connection.query("""
+                SELECT passion_progress_json(u.id)::text AS progress,
+                       (SELECT count(*) FROM habits h WHERE h.user_id = u.id AND h.is_active AND NOT h.archived
+                                                        AND h.streak_days > 0) AS active_streaks,
+                       1 + (SELECT count(*) FROM user_progress o
+                            WHERE o.total_xp > coalesce((SELECT total_xp FROM user_progress WHERE user_id = u.id), 0)) AS rank
+                FROM users u WHERE u.id = \(userID) AND u.deleted_at IS NULL
+                """).first
+        }
+        guard let row else { throw UsersService.notFound }
+        var summary = try Self.summary(Self.object(try row.require("progress", as: String.self)))
+        summary.activeStreaks = try row.require("active_streaks", as: Int32.self)
+        summary.allTimeRank = try row.require("rank", as: Int64.self)
+        return summary
+    }
+
+    public func listPointsLedger(request: ListLedgerRequest, context: ServerContext) async throws -> ListPointsLedgerResponse {
+        let userID = try context.actingUser()
+        let size = try Validate.pageSize(request.pageSize, default: 50, maximum: 500)
+        let before = try Self.cursor(request.pageToken)
+        let rows = try await pool.withConnection(deadline: context.deadline) { connection in
+            try connection.query("""
+                SELECT id, points, reason, resource_type, resource_id, idempotency_key, created_at FROM points_ledger
+                WHERE user_id = \(userID) AND (\(before)::bigint IS NULL OR id < \(before)::bigint)
+                ORDER BY id DESC LIMIT \(size + 1)
+                """)
+        }
+        var response = ListPointsLedgerResponse()
+        response.entries = try Array(rows.prefix(size)).map { row in
+            var entry = PointsLedgerEntry()
+            entry.id = try row.require("id", as: Int64.self)
+            entry.points = try row.require("points", as: Int32.self)
+            entry.reason = try row.require("reason", as: String.self)
+            entry.resourceType = try row.decode("resource_type", as: String.self) ?? ""
+            entry.resourceID = try row.decode("resource_id", as: UUID.self)?.uuidString.lowercased() ?? ""
+            entry.idempotencyKey = try row.decode("idempotency_key", as: String.self) ?? ""
+            entry.createdAt = Google_Protobuf_Timestamp(try row.require("created_at", as: Date.self))
+            return entry
+        }
+        if rows.count > size, let last = response.entries.last { response.nextPageToken = PageToken.encode([String(last.id)]) }
+        return response
+    }
+
+    public func listCoinsLedger(request: ListLedgerRequest, context: ServerContext) async throws -> ListCoinsLedgerResponse {
+        let userID = try context.actingUser()
+        let size = try Validate.pageSize(request.pageSize, default: 50, maximum: 500)
+        let before = try Self.cursor(request.pageToken)
+        let rows = try await pool.withConnection(deadline: context.deadline) { connection in
+            try connection.query("""
+                SELECT id, coins, transaction_type, reason, resource_id, idempotency_key, refund_of, created_at FROM coins_ledger
+                WHERE user_id = \(userID) AND (\(before)::bigint IS NULL OR id < \(before)::bigint)
+                ORDER BY id DESC LIMIT \(size + 1)
+                """)
+        }
+        var response = ListCoinsLedgerResponse()
+        response.entries = try Array(rows.prefix(size)).map { row in
+            var entry = CoinsLedgerEntry()
+            entry.id = try row.require("id", as: Int64.self)
+            entry.coins = try row.require("coins", as: Int32.self)
+            entry.transactionType = try row.require("transaction_type", as: String.self)
+            entry.reason = try row.require("reason", as: String.self)
+            entry.resourceID = try row.decode("resource_id", as: UUID.self)?.uuidString.lowercased() ?? ""
+            entry.idempotencyKey = try row.decode("idempotency_key", as: String.self) ?? ""
+            entry.refundOf = try row.decode("refund_of", as: Int64.self) ?? 0
+            entry.createdAt = Google_Protobuf_Timestamp(try row.require("created_at", as: Date.self))
+            return entry
+        }
+        if rows.count > size, let last = response.entries.last { response.nextPageToken = PageToken.encode([String(last.id)]) }
+        return response
+    }
+
+    static func cursor(_ token: String) throws -> Int64? {
+        try PageToken.decode(token, count: 1).map { parts in
+            guard let id = Int64(parts[0]) else { throw Validate.invalid("page_token", "is not a token from a previous response") }
+            return id
+        }
+    }
+
+    // MARK: - Rewards
+
+    /// A validated reward, as passion_reward takes it.
+    struct Reward: Sendable {
+        var user: UUID
+        var kind: String
+        var amount: Int32
+        var reason: String
+        var resourceType: String?
+        var resourceID: UUID?
+        var key: String
+        var refundOf: Int64?
+    }
+
+    public func awardXP(request: AwardXPRequest, context: ServerContext) async throws -> RewardResult {
+        let origin = AuditOrigin(context)
+        return try await trail.failures(origin, action: "xp.awarded", resourceType: "points_ledger") {
+            guard Self.xpReasons.contains(request.reason) else {
+                throw Validate.invalid("reason", "must be one of \(Self.xpReasons.sorted().joined(separator: ", "))")
+            }
+            guard request.points != 0 else { throw Validate.invalid("points", "must not be 0") }
+            guard request.points > 0 || ["penalty", "correction"].contains(request.reason) else {
+                throw Validate.invalid("points", "may be negative only with reason penalty or correction")
+            }
+            guard request.reason != "penalty" || request.points < 0 else { throw Validate.invalid("points", "a penalty is negative") }
+            let (resourceType, resourceID) = try Self.resource(type: request.resourceType, id: request.resourceID)
+            let reward = Reward(
+                user: try Validate.uuid(request.userID, field: "user_id"), kind: "xp", amount: request.points, reason: request.reason,
+                resourceType: resourceType, resourceID: resourceID, key: try Self.key(request.idempotencyKey))
+            return try await apply(reward, origin: origin, deadline: context.deadline)
+        }
+    }
+
+    public func awardCoins(request: AwardCoinsRequest, context: ServerContext) async throws -> RewardResult {
+        let origin = AuditOrigin(context)
+        return try await trail.failures(origin, action: "coins.awarded", resourceType: "coins_ledger") {
+            guard Self.coinReasons.contains(request.reason) else {
+                throw Validate.invalid("reason", "must be one of \(Self.coinReasons.sorted().joined(separator: ", "))")
+            }
+            guard request.coins != 0 else { throw Validate.invalid("coins", "must not be 0") }
+            guard request.coins > 0 || request.reason == "correction" else {
+                throw Validate.invalid("coins", "may be negative only with reason correction")
+            }
+            let resourceID = try request.resourceID.isEmpty ? nil : Validate.uuid(request.resourceID, field: "resource_id")
+            let reward = Reward(
+                user: try Validate.uuid(request.userID, field: "user_id"), kind: "coins", amount: request.coins, reason: request.reason,
+                resourceID: resourceID, key: try Self.key(request.idempotencyKey))
+            return try await apply(reward, origin: origin, deadline: context.deadline)
+        }
+    }
+
+    public func spendCoins(request: SpendCoinsRequest, context: ServerContext) async throws -> RewardResult {
+        let origin = AuditOrigin(context)
+        return try await trail.failures(origin, action: "coins.spent", resourceType: "coins_ledger") {
+            guard request.price > 0 else { throw Validate.invalid("price", "must be positive") }
+            let resourceID = try request.resourceID.isEmpty ? nil : Validate.uuid(request.resourceID, field: "resource_id")
+            let reward = Reward(
+                user: try Validate.uuid(request.userID, field: "user_id"), kind: "spend", amount: request.price,
+                reason: "shop_purchase", resourceID: resourceID, key: try Self.key(request.idempotencyKey))
+            return try await apply(reward, origin: origin, deadline: context.deadline)
+        }
+    }
+
+    public func refundCoins(request: RefundCoinsRequest, context: ServerContext) async throws -> RewardResult {
+        let origin = AuditOrigin(context)
+        return try await trail.failures(origin, action: "coins.refunded", resourceType: "coins_ledger") {
+            guard request.refundOf > 0 else { throw Validate.invalid("refund_of", "must be the ledger id of a spend") }
+            guard request.coins >= 0 else { throw Validate.invalid("coins", "must not be negative") }
+            let user = try Validate.uuid(request.userID, field: "user_id")
+            var amount = request.coins
+            if amount == 0 {
+                // "All of it": the spend's amount, read in the same round trip's function below
+                // would need a second kind; a read first is simpler and the function re-checks.
+                let spent = try await pool.withConnection(deadline: context.deadline) { connection in
+                    try connection.query("""
+                        SELECT -coins AS spent FROM coins_ledger WHERE id = \(request.refundOf) AND user_id = \(user) AND transaction_type = 'spent'
+                        """).first?.require("spent", as: Int32.self)
+                }
+                guard let spent else {
+                    throw RPCError(code: .notFound, message: "no such spend of this user", details: ErrorDetails(reason: "SPEND_NOT_FOUND", fields: ["field": "refund_of"]))
+                }
+                amount = spent
+            }
+            let reward = Reward(
+                user: user, kind: "refund", amount: amount, reason: "shop_purchase", key: try Self.key(request.idempotencyKey),
+                refundOf: request.refundOf)
+            return try await apply(reward, origin: origin, deadline: context.deadline)
+        }
+    }
+
+    /// One round trip: passion_reward does the rest in the database.
+    func apply(_ reward: Reward, origin: AuditOrigin, deadline: ContinuousClock.Instant?) async throws -> RewardResult {
+        let text = try await pool.withConnection(deadline: deadline) { connection in
+            try connection.query("""
+                SELECT passion_reward(\(reward.user), \(reward.kind), \(reward.amount), \(reward.reason), \(reward.resourceType),
+                                      \(reward.resourceID), \(reward.key), \(reward.refundOf), \(origin.principal.description),
+                                      \(origin.ipAddress.map { InetAddress($0) })::inet, \(origin.userAgent))::text AS result
+                """).first?.require("result", as: String.self)
+        }
+        guard let text else { throw RPCError(code: .internal, message: "reward returned nothing") }
+        return try Self.result(Self.object(text))
+    }
+
+    static func key(_ key: String) throws -> String {
+        guard !key.isEmpty else { throw Validate.invalid("idempotency_key", "is required: retries with it are answered, not repeated") }
+        guard key.utf8.count <= 200, key.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw Validate.invalid("idempotency_key", "must be 1–200 printable ASCII characters without spaces")
+        }
+        return key
+    }
+
+    static func resource(type: String, id: String) throws -> (String?, UUID?) {
+        if type.isEmpty, id.isEmpty { return (nil, nil) }
+        guard resourceTypes.contains(type) else {
+            throw Validate.invalid("resource_type", "must be one of \(resourceTypes.sorted().joined(separator: ", ")) with resource_id")
+        }
+        return (type, try Validate.uuid(id, field: "resource_id"))
+    }
+
+    // MARK: - JSON from the database to messages
+
+    static func object(_ text: String) throws -> [String: Any] {
+        guard let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw RPCError(code: .internal, message: "malformed progress from the database")
+        }
+        return object
+    }
+
+    static func int(_ value: Any?) -> Int64 { (value as? NSNumber)?.int64Value ?? 0 }
+
+    static func summary(_ json: [String: Any]) -> ProgressSummary {
+        var summary = ProgressSummary()
+        summary.userID = (json["user_id"] as? String)?.lowercased() ?? ""
+        summary.totalXp = int(json["total_xp"])
+        summary.level = Int32(clamping: int(json["level"]))
+        summary.xpIntoLevel = summary.totalXp - int(json["level_floor_xp"])
+        summary.xpToNextLevel = int(json["next_level_xp"]) - summary.totalXp
+        summary.totalCoins = int(json["total_coins"])
+        summary.coinsEarned = int(json["coins_earned"])
+        summary.achievementsUnlocked = Int32(clamping: int(json["achievements_unlocked"]))
+        return summary
+    }
+
+    static func result(_ json: [String: Any]) -> RewardResult {
+        var result = RewardResult()
+        result.progress = summary(json)
+        result.ledgerID = int(json["ledger_id"])
+        result.replayed = json["replayed"] as? Bool ?? false
+        result.events = (json["events"] as? [[String: Any]] ?? []).map(event)
+        return result
+    }
+
+    static let eventTypes: [String: ProgressEventType] = [
+        "xp_awarded": .xpAwarded, "coins_awarded": .coinsAwarded, "coins_spent": .coinsSpent, "coins_refunded": .coinsRefunded,
+        "level_up": .levelUp, "achievement_unlocked": .achievementUnlocked,
+    ]
+
+    /// An event as passion_emit_event writes it (also the NOTIFY payload).
+    public static func event(_ json: [String: Any]) -> ProgressEvent {
+        var event = ProgressEvent()
+        event.id = int(json["id"])
+        event.userID = (json["user_id"] as? String)?.lowercased() ?? ""
+        event.type = eventTypes[json["type"] as? String ?? ""] ?? .unspecified
+        if let text = json["created_at"] as? String, let date = Self.timestamp(text) { event.createdAt = Google_Protobuf_Timestamp(date) }
+        let payload = json["payload"] as? [String: Any] ?? [:]
+        event.ledgerID = int(payload["ledger_id"])
+        event.amount = int(payload["amount"])
+        event.reason = payload["reason"] as? String ?? ""
+        event.fromLevel = Int32(clamping: int(payload["from_level"]))
+        event.toLevel = Int32(clamping: int(payload["to_level"]))
+        if event.type == .achievementUnlocked {
+            event.achievement = UnlockedAchievement.with {
+                $0.achievementID = (payload["achievement_id"] as? String)?.lowercased() ?? ""
+                $0.slug = payload["slug"] as? String ?? ""
+                $0.title = payload["title"] as? String ?? ""
+                $0.rarity = payload["rarity"] as? String ?? ""
+                $0.xpReward = Int32(clamping: int(payload["xp_reward"]))
+                $0.coinsReward = Int32(clamping: int(payload["coins_reward"]))
+            }
+        }
+        return event
+    }
+
+    /// JSON timestamps from PostgreSQL: `2026-11-25T04:30:19.123456+00:00`.
+    static func timestamp(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.date(from: text) ?? ISO8601DateFormatter().date(from: text)
+    }
+}
