@@ -34,6 +34,8 @@ public enum RequiredPrincipal: String, Sendable, Hashable {
     case service
     /// An internal service holding the `admin` scope.
     case admin
+    /// A signed-in user, or a service holding the method's scope (for any user, or none).
+    case userOrService = "user or service"
 }
 
 /// Everything the runtime knows about one method: generated from `Protocol/`.

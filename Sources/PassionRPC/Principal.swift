@@ -105,7 +105,8 @@ extension MethodDescriptor {
     /// - user methods: a signed-in user, or a service holding the method's scope that names the
     ///   user it acts for;
     /// - service methods: a service holding the method's scope;
-    /// - admin methods: a service holding `admin`.
+    /// - admin methods: a service holding `admin`;
+    /// - user-or-service methods: a user, or a service holding the method's scope.
     public func check(_ principal: Principal) -> RPCError? {
         if principal.kind == .anonymous, self.principal != .anyone {
             return RPCError(
@@ -132,6 +133,8 @@ extension MethodDescriptor {
         case .service:
             guard principal.kind == .service else { return wrongKind(principal) }
             return missingScope(principal)
+        case .userOrService:
+            return principal.kind == .user ? nil : missingScope(principal)
         case .admin:
             guard principal.kind == .service else { return wrongKind(principal) }
             guard principal.holds(Principal.adminScope) else {

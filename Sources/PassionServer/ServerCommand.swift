@@ -197,7 +197,7 @@ struct ServerCommand: AsyncParsableCommand {
         defer { announce.cancel() }
         let group = ServiceGroup(configuration: .init(
             // Shut down in reverse: the server drains first, then the database closes.
-            services: [store, maintenance, server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: [store, maintenance, application.events, server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 

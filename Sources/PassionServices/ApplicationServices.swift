@@ -8,12 +8,16 @@ import PassionStore
 public struct ApplicationServices: Sendable {
     public let authenticator: StoreAuthenticator
     public let services: [any RPCService]
+    /// Must run (in the server's service group) for Progress/Subscribe to deliver events.
+    public let events: ProgressEventHub
 
     /// Throws when an OpenID Connect provider's JWKS cannot be read.
     public init(pool: PostgresPool, configuration: IdentityConfiguration, logger: Logger) throws {
         let identity = try IdentityServices(pool: pool, configuration: configuration, logger: logger)
         let trail = AuditTrail(pool: pool, logger: logger)
+        let events = try ProgressEventHub(conninfo: pool.configuration.conninfo, logger: logger)
         authenticator = identity.authenticator
-        services = identity.services + [ProgressService(pool: pool, trail: trail)]
+        self.events = events
+        services = identity.services + [ProgressService(pool: pool, trail: trail, hub: events)]
     }
 }

@@ -112,6 +112,18 @@ struct AuthorizationTests {
         PassionAPI.Progress.Method.listCoinsLedger.fullName: { h, o, _ in
             _ = try await h.connection.progress.listCoinsLedger(ListLedgerRequest(), options: o)
         },
+        PassionAPI.Progress.Method.subscribe.fullName: { h, o, p in
+            // From the beginning: B's award is stored, but only the caller's own events come.
+            let request = SubscribeRequest.with {
+                $0.afterEventID = 1
+                $0.heartbeatSeconds = 1
+            }
+            let stream = try await h.connection.progress.subscribe(request, options: o)
+            for try await item in stream {
+                if case .event(let event)? = item.item { #expect(event.userID != p.b.id) }
+                if case .heartbeat? = item.item { break }
+            }
+        },
     ]
 
     @Test("the table covers every method the server hosts")
@@ -160,8 +172,11 @@ struct AuthorizationTests {
                 } catch let error as RPCError {
                     #expect(![.unauthenticated, .permissionDenied].contains(error.code), "\(name): \(error)")
                 }
+            case .userOrService:
+                try await call(harness, .session(a.token), parties)
+                try await call(harness, ServiceHarness.service("everything", asUser: a.id), parties)
             case .anyone:
-                Issue.record("\(name) needs no principal: identity methods all do")
+                Issue.record("\(name) needs no principal: application methods all do")
             }
             #expect(try await Self.state(of: b, harness) == bBefore, "\(name) called by A changed B")
         }

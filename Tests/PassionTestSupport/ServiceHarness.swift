@@ -27,11 +27,16 @@ public final class ServiceHarness: Sendable {
         ],
     ]
 
-    private init(pool: PostgresPool, server: TestServer, connection: ClientConnection, identity: ApplicationServices) {
+    private let events: Task<Void, Never>
+
+    private init(
+        pool: PostgresPool, server: TestServer, connection: ClientConnection, identity: ApplicationServices, events: Task<Void, Never>
+    ) {
         self.pool = pool
         self.server = server
         self.connection = connection
         self.identity = identity
+        self.events = events
     }
 
     /// `mutualTLS` makes the server require client certificates and the harness present one.
@@ -62,7 +67,8 @@ public final class ServiceHarness: Sendable {
             mutualTLS
                 ? server.clientConfiguration(certificate: certificates.clientCertificate, key: certificates.clientKey)
                 : server.clientConfiguration())
-        return ServiceHarness(pool: pool, server: server, connection: connection, identity: identity)
+        let events = Task { _ = try? await identity.events.run() }
+        return ServiceHarness(pool: pool, server: server, connection: connection, identity: identity, events: events)
     }
 
     public static func with<T>(
@@ -84,6 +90,8 @@ public final class ServiceHarness: Sendable {
     public func stop() async {
         await connection.close()
         await server.stop()
+        events.cancel()
+        await events.value
     }
 
     public static func service(_ name: String, asUser: String? = nil) -> CallOptions {

@@ -113,7 +113,7 @@ struct MethodPolicy {
                 case 1:
                     idempotency = try Self.name(value, ["unknown", "idempotent", "noSideEffects"], "idempotency")
                 case 2:
-                    principal = try Self.name(value, ["anyone", "user", "service", "admin"], "principal")
+                    principal = try Self.name(value, ["anyone", "user", "service", "admin", "userOrService"], "principal")
                 case 4:
                     guard (1...1000).contains(value) else { throw GeneratorError("cost \(value) in passion.v1.policy is not 1–1000") }
                     cost = Int(value)

@@ -10,10 +10,12 @@ import SwiftProtobuf
 public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     let pool: PostgresPool
     let trail: AuditTrail
+    let hub: ProgressEventHub
 
-    public init(pool: PostgresPool, trail: AuditTrail) {
+    public init(pool: PostgresPool, trail: AuditTrail, hub: ProgressEventHub) {
         self.pool = pool
         self.trail = trail
+        self.hub = hub
     }
 
     static let xpReasons: Set<String> = [
@@ -104,6 +106,113 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         try PageToken.decode(token, count: 1).map { parts in
             guard let id = Int64(parts[0]) else { throw Validate.invalid("page_token", "is not a token from a previous response") }
             return id
+        }
+    }
+
+    // MARK: - Subscribe
+
+    /// How long events are kept for resuming.
+    static let resumeWindow = "24 hours"
+
+    public func subscribe(
+        request: SubscribeRequest, context: ServerContext, responses: RPCWriter<SubscribeResponse>
+    ) async throws {
+        let target: String?
+        if context.principal.kind == .user {
+            guard request.userID.isEmpty, !request.allUsers else {
+                throw Validate.invalid("user_id", "users follow their own events: leave user_id and all_users empty")
+            }
+            target = try context.actingUser().uuidString.lowercased()
+        } else if request.allUsers {
+            guard request.userID.isEmpty else { throw Validate.invalid("all_users", "give user_id or all_users, not both") }
+            target = nil
+        } else if !request.userID.isEmpty {
+            target = try Validate.uuid(request.userID, field: "user_id").uuidString.lowercased()
+        } else if let acting = context.principal.actingForUser {
+            target = acting
+        } else {
+            throw Validate.invalid("user_id", "name the user to follow, or set all_users")
+        }
+        guard (0...300).contains(request.heartbeatSeconds) else { throw Validate.invalid("heartbeat_seconds", "must be 0–300") }
+        let heartbeat = Duration.seconds(request.heartbeatSeconds == 0 ? 15 : Int(request.heartbeatSeconds))
+
+        // Registered before reading the table: nothing committed from here on can be missed.
+        let (id, signals, continuation) = hub.subscribe(userID: target)
+        defer { hub.unsubscribe(id) }
+        let beats = Task {
+            while !Task.isCancelled {
+                try await Task.sleep(for: heartbeat)
+                continuation.yield(.heartbeat)
+            }
+        }
+        defer { beats.cancel() }
+
+        var last = request.afterEventID
+        // Ids already sent, for events of several users, which can commit out of id order.
+        var sent = Set<Int64>()
+        if last > 0 {
+            try await checkResumable(after: last, deadline: context.deadline)
+            last = try await catchUp(target, after: last, sent: &sent, responses: responses)
+        }
+        for await signal in signals {
+            switch signal {
+            case .event(let event):
+                guard !sent.contains(event.id), target == nil || event.id > last else { continue }
+                try await responses.write(SubscribeResponse.with { $0.event = event })
+                last = max(last, event.id)
+                if target == nil { sent.insert(event.id) }
+                if sent.count > 100_000 { sent.removeAll() }
+            case .catchUp:
+                last = try await catchUp(target, after: last, sent: &sent, responses: responses)
+            case .heartbeat:
+                try await responses.write(SubscribeResponse.with { $0.heartbeat = Heartbeat.with { $0.lastEventID = last } })
+            }
+        }
+        try Task.checkCancellation()
+        throw RPCError(
+            code: .unavailable, message: "the event stream ended (server stopping, or the client read too slowly); resume after the last event id",
+            details: ErrorDetails(reason: "RESUBSCRIBE", fields: ["last-event-id": "\(last)"]))
+    }
+
+    private func checkResumable(after id: Int64, deadline: ContinuousClock.Instant?) async throws {
+        let kept = try await pool.withConnection(deadline: deadline) { connection in
+            try connection.query("""
+                SELECT EXISTS (SELECT 1 FROM progress_events WHERE id = \(id) AND created_at > now() - interval '\(unsafeSQL: Self.resumeWindow)')
+                    OR \(id) >= (SELECT coalesce(max(id), 0) FROM progress_events) AS kept
+                """).first?.require("kept", as: Bool.self)
+        }
+        guard kept == true else {
+            throw RPCError(
+                code: .outOfRange, message: "events after \(id) are no longer kept; read GetProgress and subscribe from 0",
+                details: ErrorDetails(reason: "RESUME_TOO_OLD", fields: ["field": "after_event_id"]))
+        }
+    }
+
+    /// Sends the stored events after `after`, oldest first; returns the last id sent.
+    private func catchUp(
+        _ target: String?, after: Int64, sent: inout Set<Int64>, responses: RPCWriter<SubscribeResponse>
+    ) async throws -> Int64 {
+        var last = after
+        while true {
+            let from = last
+            let user = target.flatMap { UUID(uuidString: $0) }
+            let rows = try await pool.withConnection { connection in
+                try connection.query("""
+                    SELECT jsonb_build_object('id', id, 'user_id', user_id, 'type', type, 'payload', payload,
+                                              'created_at', created_at)::text AS event
+                    FROM progress_events
+                    WHERE id > \(from) AND (\(user)::uuid IS NULL OR user_id = \(user)::uuid)
+                    ORDER BY id LIMIT 500
+                    """)
+            }
+            for row in rows {
+                let event = Self.event(try Self.object(try row.require("event", as: String.self)))
+                guard !sent.contains(event.id) else { continue }
+                try await responses.write(SubscribeResponse.with { $0.event = event })
+                last = max(last, event.id)
+                if target == nil { sent.insert(event.id) }
+            }
+            if rows.count < 500 { return last }
         }
     }
 

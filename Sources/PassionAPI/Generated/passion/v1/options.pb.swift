@@ -82,6 +82,10 @@ public nonisolated enum MethodPrincipal: SwiftProtobuf.Enum, Swift.CaseIterable 
 
   /// An internal service holding the `admin` scope.
   case principalAdmin // = 3
+
+  /// A signed-in user (acting on their own data), or a service holding `scope` that may name
+  /// any user in the request, or none.
+  case principalUserOrService // = 4
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -94,6 +98,7 @@ public nonisolated enum MethodPrincipal: SwiftProtobuf.Enum, Swift.CaseIterable 
     case 1: self = .principalUser
     case 2: self = .principalService
     case 3: self = .principalAdmin
+    case 4: self = .principalUserOrService
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -104,6 +109,7 @@ public nonisolated enum MethodPrincipal: SwiftProtobuf.Enum, Swift.CaseIterable 
     case .principalUser: return 1
     case .principalService: return 2
     case .principalAdmin: return 3
+    case .principalUserOrService: return 4
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -114,6 +120,7 @@ public nonisolated enum MethodPrincipal: SwiftProtobuf.Enum, Swift.CaseIterable 
     .principalUser,
     .principalService,
     .principalAdmin,
+    .principalUserOrService,
   ]
 
 }
@@ -196,7 +203,7 @@ nonisolated extension MethodIdempotency: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension MethodPrincipal: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PRINCIPAL_ANYONE\0\u{1}PRINCIPAL_USER\0\u{1}PRINCIPAL_SERVICE\0\u{1}PRINCIPAL_ADMIN\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PRINCIPAL_ANYONE\0\u{1}PRINCIPAL_USER\0\u{1}PRINCIPAL_SERVICE\0\u{1}PRINCIPAL_ADMIN\0\u{1}PRINCIPAL_USER_OR_SERVICE\0")
 }
 
 nonisolated extension MethodPolicy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -18,9 +18,10 @@ public enum Progress {
         public static let refundCoins = MethodDescriptor(service: serviceName, method: "RefundCoins", kind: .unary, idempotency: .idempotent, principal: .service, scope: "progress:write")
         public static let listPointsLedger = MethodDescriptor(service: serviceName, method: "ListPointsLedger", kind: .unary, idempotency: .noSideEffects, principal: .user, scope: "progress:read")
         public static let listCoinsLedger = MethodDescriptor(service: serviceName, method: "ListCoinsLedger", kind: .unary, idempotency: .noSideEffects, principal: .user, scope: "progress:read")
+        public static let subscribe = MethodDescriptor(service: serviceName, method: "Subscribe", kind: .serverStreaming, idempotency: .noSideEffects, principal: .userOrService, scope: "progress:read")
 
         /// Every method of the service, in declaration order.
-        public static let all: [MethodDescriptor] = [getProgress, awardXP, awardCoins, spendCoins, refundCoins, listPointsLedger, listCoinsLedger]
+        public static let all: [MethodDescriptor] = [getProgress, awardXP, awardCoins, spendCoins, refundCoins, listPointsLedger, listCoinsLedger, subscribe]
 
         /// Request and response message types, for tools that work from JSON.
         public static let schemas: [MethodSchema] = [
@@ -31,6 +32,7 @@ public enum Progress {
             MethodSchema(refundCoins, request: RefundCoinsRequest.self, response: RewardResult.self),
             MethodSchema(listPointsLedger, request: ListLedgerRequest.self, response: ListPointsLedgerResponse.self),
             MethodSchema(listCoinsLedger, request: ListLedgerRequest.self, response: ListCoinsLedgerResponse.self),
+            MethodSchema(subscribe, request: SubscribeRequest.self, response: SubscribeResponse.self),
         ]
     }
 
@@ -56,6 +58,10 @@ public enum Progress {
 
         /// The caller's coin movements, newest first.
         func listCoinsLedger(request: ListLedgerRequest, context: ServerContext) async throws -> ListCoinsLedgerResponse
+
+        /// Live events of the caller (a service: of one user or of all), from every server instance,
+        /// with heartbeats; resumable after the last event id seen, without gaps, for 24 hours.
+        func subscribe(request: SubscribeRequest, context: ServerContext, responses: RPCWriter<SubscribeResponse>) async throws
     }
 
     /// Calls `passion.v1.Progress` over any transport: a connection or an `RPCClient` pool.
@@ -184,6 +190,12 @@ public enum Progress {
         public func listCoinsLedgerWithMetadata(_ request: ListLedgerRequest, options: CallOptions = .defaults) async throws -> RPCResponse<ListCoinsLedgerResponse> {
             try await transport.unary(Method.listCoinsLedger, request, as: ListCoinsLedgerResponse.self, options: options)
         }
+
+        /// Live events of the caller (a service: of one user or of all), from every server instance,
+        /// with heartbeats; resumable after the last event id seen, without gaps, for 24 hours.
+        public func subscribe(_ request: SubscribeRequest, options: CallOptions = .defaults) async throws -> ResponseStream<SubscribeResponse> {
+            try await transport.serverStreaming(Method.subscribe, request, as: SubscribeResponse.self, options: options)
+        }
     }
 }
 
@@ -197,6 +209,7 @@ extension Progress.ServiceProtocol {
         router.registerUnary(Progress.Method.refundCoins, RefundCoinsRequest.self, RewardResult.self) { try await self.refundCoins(request: $0, context: $1) }
         router.registerUnary(Progress.Method.listPointsLedger, ListLedgerRequest.self, ListPointsLedgerResponse.self) { try await self.listPointsLedger(request: $0, context: $1) }
         router.registerUnary(Progress.Method.listCoinsLedger, ListLedgerRequest.self, ListCoinsLedgerResponse.self) { try await self.listCoinsLedger(request: $0, context: $1) }
+        router.registerServerStreaming(Progress.Method.subscribe, SubscribeRequest.self, SubscribeResponse.self) { try await self.subscribe(request: $0, context: $1, responses: $2) }
     }
 }
 

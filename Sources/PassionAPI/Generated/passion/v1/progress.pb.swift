@@ -434,6 +434,77 @@ public nonisolated struct ListCoinsLedgerResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct SubscribeRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Services: the user to follow, or empty with all_users set. Users follow themselves and
+  /// leave both empty.
+  public var userID: String = String()
+
+  public var allUsers: Bool = false
+
+  /// Resume: first the events after this id that are still kept (24 hours), then live ones;
+  /// 0 starts with live events. An id older than what is kept answers OUT_OF_RANGE (reason
+  /// RESUME_TOO_OLD): read GetProgress and subscribe again from 0.
+  public var afterEventID: Int64 = 0
+
+  /// Seconds between heartbeats, 1–300; 0 means 15.
+  public var heartbeatSeconds: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heartbeat: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The last event id sent on this stream (resume from it after a reconnect).
+  public var lastEventID: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct SubscribeResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var item: SubscribeResponse.OneOf_Item? = nil
+
+  public var event: ProgressEvent {
+    get {
+      if case .event(let v)? = item {return v}
+      return ProgressEvent()
+    }
+    set {item = .event(newValue)}
+  }
+
+  public var heartbeat: Heartbeat {
+    get {
+      if case .heartbeat(let v)? = item {return v}
+      return Heartbeat()
+    }
+    set {item = .heartbeat(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Item: Equatable, Sendable {
+    case event(ProgressEvent)
+    case heartbeat(Heartbeat)
+
+  }
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "passion.v1"
@@ -1147,6 +1218,148 @@ nonisolated extension ListCoinsLedgerResponse: SwiftProtobuf.Message, SwiftProto
   public static func ==(lhs: ListCoinsLedgerResponse, rhs: ListCoinsLedgerResponse) -> Bool {
     if lhs.entries != rhs.entries {return false}
     if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension SubscribeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SubscribeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{3}all_users\0\u{3}after_event_id\0\u{3}heartbeat_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.userID) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.allUsers) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.afterEventID) }()
+      case 4: try { try decoder.decodeSingularInt32Field(value: &self.heartbeatSeconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.userID.isEmpty {
+      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 1)
+    }
+    if self.allUsers != false {
+      try visitor.visitSingularBoolField(value: self.allUsers, fieldNumber: 2)
+    }
+    if self.afterEventID != 0 {
+      try visitor.visitSingularInt64Field(value: self.afterEventID, fieldNumber: 3)
+    }
+    if self.heartbeatSeconds != 0 {
+      try visitor.visitSingularInt32Field(value: self.heartbeatSeconds, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: SubscribeRequest, rhs: SubscribeRequest) -> Bool {
+    if lhs.userID != rhs.userID {return false}
+    if lhs.allUsers != rhs.allUsers {return false}
+    if lhs.afterEventID != rhs.afterEventID {return false}
+    if lhs.heartbeatSeconds != rhs.heartbeatSeconds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Heartbeat"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}last_event_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.lastEventID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.lastEventID != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastEventID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heartbeat, rhs: Heartbeat) -> Bool {
+    if lhs.lastEventID != rhs.lastEventID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension SubscribeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SubscribeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}event\0\u{1}heartbeat\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: ProgressEvent?
+        var hadOneofValue = false
+        if let current = self.item {
+          hadOneofValue = true
+          if case .event(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.item = .event(v)
+        }
+      }()
+      case 2: try {
+        var v: Heartbeat?
+        var hadOneofValue = false
+        if let current = self.item {
+          hadOneofValue = true
+          if case .heartbeat(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.item = .heartbeat(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.item {
+    case .event?: try {
+      guard case .event(let v)? = self.item else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .heartbeat?: try {
+      guard case .heartbeat(let v)? = self.item else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: SubscribeResponse, rhs: SubscribeResponse) -> Bool {
+    if lhs.item != rhs.item {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

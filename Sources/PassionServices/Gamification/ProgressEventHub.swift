@@ -1,0 +1,101 @@
+import Foundation
+import Logging
+import PassionAPI
+import PassionStore
+import ServiceLifecycle
+import Synchronization
+
+/// Fans the progress events of every server instance (PostgreSQL NOTIFY on `passion_progress`)
+/// out to the subscribers on this instance.
+public final class ProgressEventHub: Service, Sendable {
+    /// What a subscriber's stream carries.
+    enum Signal: Sendable {
+        case event(ProgressEvent)
+        /// The listener reconnected: events may have been missed; read them from the table.
+        case catchUp
+        case heartbeat
+    }
+
+    struct Subscriber {
+        /// nil follows every user.
+        var userID: String?
+        var continuation: AsyncStream<Signal>.Continuation
+    }
+
+    public static let channel = "passion_progress"
+    /// Signals buffered per subscriber before it is dropped as too slow.
+    static let bufferLimit = 10_000
+
+    private let listener: NotificationListener
+    private let subscribers = Mutex([Int: Subscriber]())
+    private let nextID = Atomic<Int>(0)
+    private let logger: Logger
+
+    public init(conninfo: String, logger: Logger) throws {
+        self.listener = try NotificationListener(conninfo: conninfo, channels: [Self.channel], logger: logger)
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            group.addTask { try? await self.listener.run() }
+            for await event in listener.events {
+                switch event {
+                case .notification(_, let payload):
+                    guard let data = payload.data(using: .utf8),
+                        let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+                    else {
+                        logger.warning("unreadable progress event notification")
+                        continue
+                    }
+                    deliver(ProgressService.event(json))
+                case .reconnected:
+                    broadcast(.catchUp)
+                }
+            }
+        }
+        subscribers.withLock { subscribers in
+            for subscriber in subscribers.values { subscriber.continuation.finish() }
+            subscribers.removeAll()
+        }
+    }
+
+    /// A stream of the events of `userID` (nil: every user) from now on; the caller must
+    /// `unsubscribe` with the returned id.
+    func subscribe(userID: String?) -> (id: Int, signals: AsyncStream<Signal>, continuation: AsyncStream<Signal>.Continuation) {
+        let (stream, continuation) = AsyncStream.makeStream(of: Signal.self, bufferingPolicy: .bufferingOldest(Self.bufferLimit))
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).newValue
+        subscribers.withLock { $0[id] = Subscriber(userID: userID, continuation: continuation) }
+        return (id, stream, continuation)
+    }
+
+    func unsubscribe(_ id: Int) {
+        let removed = subscribers.withLock { $0.removeValue(forKey: id) }
+        removed?.continuation.finish()
+    }
+
+    private func deliver(_ event: ProgressEvent) {
+        subscribers.withLock { subscribers in
+            for (id, subscriber) in subscribers where subscriber.userID == nil || subscriber.userID == event.userID {
+                if case .dropped = subscriber.continuation.yield(.event(event)) {
+                    Self.dropSlow(id, subscriber, from: &subscribers)
+                }
+            }
+        }
+    }
+
+    private func broadcast(_ signal: Signal) {
+        subscribers.withLock { subscribers in
+            for (id, subscriber) in subscribers {
+                if case .dropped = subscriber.continuation.yield(signal) { Self.dropSlow(id, subscriber, from: &subscribers) }
+            }
+        }
+    }
+
+    /// A full buffer means the client reads slower than events come: its stream ends once it has
+    /// read what is buffered (the oldest are kept), and it resumes from its last event id.
+    private static func dropSlow(_ id: Int, _ subscriber: Subscriber, from subscribers: inout [Int: Subscriber]) {
+        subscribers.removeValue(forKey: id)
+        subscriber.continuation.finish()
+    }
+}
