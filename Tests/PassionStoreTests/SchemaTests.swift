@@ -587,7 +587,8 @@ struct SchemaTests {
         #expect(result.0 == [
             "users": 3, "sessions": 1, "audit_logs": 3, "idempotency_keys": 2, "goals": 4, "habits": 3,
             "habit_completions": 1, "quests": 4, "focus_sessions": 4, "user_progress": 2, "points_ledger": 9,
-            "coins_ledger": 11, "achievements": 8, "user_achievements": 1, "user_settings": 3,
+            // 8 inserted here, 24 from the default catalog of 0007.
+            "coins_ledger": 11, "achievements": 8 + 24, "user_achievements": 1, "user_settings": 3,
         ])
         // 10 + 100 + 50 + 25 + 100 + 5 - 40 + 1 - 1 XP; coins 1…7 earned (28), -20 + 2 - 3 + 1.
         #expect(result.1 == Progress(totalXP: 250, level: 2, totalCoins: 8, coinsEarned: 28, achievements: 1))

@@ -24,11 +24,12 @@ ALTER TABLE achievements ADD COLUMN retired_at TIMESTAMPTZ;
 ALTER TABLE achievements ADD CONSTRAINT achievements_slug_format CHECK (slug ~ '^[a-z][a-z0-9_]{0,62}$');
 CREATE UNIQUE INDEX achievements_slug_key ON achievements (slug);
 
--- A refund names the spend it refunds; one refund per spend.
+-- A refund names the spend it refunds (passion_reward always sets it; rows from before 0007 have
+-- none); only refunds name one, and one refund per spend.
 ALTER TABLE coins_ledger ADD COLUMN refund_of BIGINT;
 ALTER TABLE coins_ledger ADD CONSTRAINT coins_ledger_refund_of_fkey FOREIGN KEY (refund_of) REFERENCES coins_ledger (id);
-ALTER TABLE coins_ledger ADD CONSTRAINT coins_ledger_refund_pair
-    CHECK ((transaction_type = 'refund') = (refund_of IS NOT NULL));
+ALTER TABLE coins_ledger ADD CONSTRAINT coins_ledger_refund_of_only_refunds
+    CHECK (refund_of IS NULL OR transaction_type = 'refund');
 CREATE UNIQUE INDEX coins_ledger_refund_of_key ON coins_ledger (refund_of);
 
 -- The result of the first call with a key, returned to every retry.
