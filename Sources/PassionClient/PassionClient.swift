@@ -43,6 +43,10 @@ extension RPCClientTransport {
     public var audit: Audit.Client { Audit.Client(transport: self) }
     /// `passion.v1.Progress` over this transport.
     public var progress: PassionAPI.Progress.Client { PassionAPI.Progress.Client(transport: self) }
+    /// `passion.v1.Achievements` over this transport.
+    public var achievements: Achievements.Client { Achievements.Client(transport: self) }
+    /// `passion.v1.ProgressAdmin` over this transport.
+    public var progressAdmin: ProgressAdmin.Client { ProgressAdmin.Client(transport: self) }
 }
 
 extension CallOptions {

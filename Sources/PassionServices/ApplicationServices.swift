@@ -18,6 +18,9 @@ public struct ApplicationServices: Sendable {
         let events = try ProgressEventHub(conninfo: pool.configuration.conninfo, logger: logger)
         authenticator = identity.authenticator
         self.events = events
-        services = identity.services + [ProgressService(pool: pool, trail: trail, hub: events)]
+        services = identity.services + [
+            ProgressService(pool: pool, trail: trail, hub: events), AchievementsService(pool: pool, trail: trail),
+            ProgressAdminService(pool: pool),
+        ]
     }
 }

@@ -112,6 +112,45 @@ struct AuthorizationTests {
         PassionAPI.Progress.Method.listCoinsLedger.fullName: { h, o, _ in
             _ = try await h.connection.progress.listCoinsLedger(ListLedgerRequest(), options: o)
         },
+        Achievements.Method.catalog.fullName: { h, o, _ in _ = try await h.connection.achievements.catalog(CatalogRequest(), options: o) },
+        Achievements.Method.mine.fullName: { h, o, _ in
+            let mine = try await h.connection.achievements.mine(MineRequest(), options: o)
+            // B's grant unlocked first_steps for B only.
+            #expect(!mine.achievements.contains { $0.unlocked })
+        },
+        Achievements.Method.define.fullName: { h, o, _ in
+            _ = try await h.connection.achievements.define(options: o) {
+                $0.achievement = Achievement.with {
+                    $0.slug = "table_\(UUID().uuidString.prefix(8).lowercased())"
+                    $0.title = "Table"
+                    $0.category = "progress"
+                    $0.rarity = "common"
+                    $0.condition = UnlockCondition.with {
+                        $0.type = "total_xp"
+                        $0.value = 1_000_000
+                    }
+                }
+            }
+        },
+        Achievements.Method.update.fullName: { h, o, _ in
+            let first = try await h.connection.achievements.catalog(CatalogRequest(), options: ServiceHarness.service("admin"))
+            _ = try await h.connection.achievements.update(options: o) {
+                $0.achievement.id = first.achievements.first?.id ?? ""
+                $0.achievement.title = "Renamed"
+                $0.updateMask.paths = ["title"]
+            }
+        },
+        Achievements.Method.retire.fullName: { h, o, _ in
+            let first = try await h.connection.achievements.catalog(CatalogRequest(), options: ServiceHarness.service("admin"))
+            _ = try await h.connection.achievements.retire(options: o) { $0.achievementID = first.achievements.last?.id ?? "" }
+        },
+        Achievements.Method.evaluate.fullName: { h, o, p in
+            _ = try await h.connection.achievements.evaluate(options: o) { $0.userID = p.b.id }
+        },
+        ProgressAdmin.Method.reconcile.fullName: { h, o, _ in
+            _ = try await h.connection.progressAdmin.reconcile(ReconcileRequest(), options: o)
+        },
+        ProgressAdmin.Method.stats.fullName: { h, o, _ in _ = try await h.connection.progressAdmin.stats(StatsRequest(), options: o) },
         PassionAPI.Progress.Method.subscribe.fullName: { h, o, p in
             // From the beginning: B's award is stored, but only the caller's own events come.
             let request = SubscribeRequest.with {

@@ -23,7 +23,7 @@ public final class ServiceHarness: Sendable {
         "noscope": [],
         "everything": [
             "auth:signin", "auth:signout", "users:read", "users:write", "settings:read", "settings:write", "audit:read",
-            "progress:read", "progress:write",
+            "progress:read", "progress:write", "achievements:read",
         ],
     ]
 

@@ -354,3 +354,25 @@ LANGUAGE sql STABLE AS $$
     UNION ALL
     SELECT user_id, 'negative_balance', 0, total_coins FROM sums WHERE total_coins < 0;
 $$;
+
+-- passion_evaluate -----------------------------------------------------------------------------
+-- Evaluates a user's achievements on demand (after content changes made outside passion_reward):
+-- same lock, same rules, same events. Returns the progress summary with "events".
+
+CREATE FUNCTION passion_evaluate(p_user uuid, p_principal text, p_ip inet, p_user_agent text) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_level integer;
+    v_events jsonb := '[]';
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM users WHERE id = p_user AND deleted_at IS NULL) THEN
+        RAISE EXCEPTION 'user not found' USING ERRCODE = 'P0A11', HINT = 'USER_NOT_FOUND', DETAIL = '{}';
+    END IF;
+    PERFORM passion_user_progress_ensure(p_user);
+    SELECT current_level INTO v_level FROM user_progress WHERE user_id = p_user FOR UPDATE;
+    -- The key of rows an on-demand evaluation writes: unique per user and achievement anyway.
+    SELECT * INTO v_level, v_events
+    FROM passion_evaluate_achievements(p_user, 'evaluate', p_principal, p_ip, p_user_agent, v_level, v_events);
+    RETURN passion_progress_json(p_user) || jsonb_build_object('events', v_events);
+END
+$$;
