@@ -112,6 +112,22 @@ struct AuthorizationTests {
         PassionAPI.Progress.Method.listCoinsLedger.fullName: { h, o, _ in
             _ = try await h.connection.progress.listCoinsLedger(ListLedgerRequest(), options: o)
         },
+        PassionAPI.Progress.Method.awardBatch.fullName: { h, o, p in
+            _ = try await h.connection.progress.awardBatch(options: o) {
+                $0.awards = [BatchAward.with {
+                    $0.userID = p.b.id
+                    $0.kind = .xp
+                    $0.amount = 3
+                    $0.reason = "grant"
+                    $0.idempotencyKey = "table-\(UUID())"
+                }]
+            }
+        },
+        PassionAPI.Progress.Method.leaderboard.fullName: { h, o, p in
+            let board = try await h.connection.progress.leaderboard(LeaderboardRequest(), options: o)
+            // B is on the board (public by design), but "me" is the caller.
+            #expect(board.me.userID != p.b.id)
+        },
         Achievements.Method.catalog.fullName: { h, o, _ in _ = try await h.connection.achievements.catalog(CatalogRequest(), options: o) },
         Achievements.Method.mine.fullName: { h, o, _ in
             let mine = try await h.connection.achievements.mine(MineRequest(), options: o)

@@ -306,6 +306,146 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         }
     }
 
+    public func awardBatch(request: AwardBatchRequest, context: ServerContext) async throws -> AwardBatchResponse {
+        guard (1...1000).contains(request.awards.count) else { throw Validate.invalid("awards", "must hold 1–1000 awards") }
+        let origin = AuditOrigin(context)
+        // Items that fail validation get their error here and never reach the database.
+        var results = [BatchAwardResult?](repeating: nil, count: request.awards.count)
+        var items: [[String: Any]] = []
+        var positions: [Int] = []
+        for (index, award) in request.awards.enumerated() {
+            do {
+                let reward = try Self.reward(award, field: "awards[\(index)]")
+                var item: [String: Any] = [
+                    "user_id": reward.user.uuidString.lowercased(), "kind": reward.kind, "amount": Int(reward.amount),
+                    "reason": reward.reason, "key": reward.key,
+                ]
+                if let type = reward.resourceType { item["resource_type"] = type }
+                if let id = reward.resourceID { item["resource_id"] = id.uuidString.lowercased() }
+                items.append(item)
+                positions.append(index)
+            } catch {
+                results[index] = BatchAwardResult.with { $0.error = Self.itemError(RPCError(converting: error)) }
+            }
+        }
+        if !items.isEmpty {
+            let json = String(decoding: try JSONSerialization.data(withJSONObject: items), as: UTF8.self)
+            let text = try await pool.withConnection(deadline: context.deadline) { connection in
+                try connection.query("""
+                    SELECT passion_reward_batch(\(JSONB(json: json))::jsonb, \(origin.principal.description),
+                                                \(origin.ipAddress.map { InetAddress($0) })::inet, \(origin.userAgent))::text AS results
+                    """).first?.require("results", as: String.self)
+            }
+            guard let text, let outcomes = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]],
+                outcomes.count == positions.count
+            else { throw RPCError(code: .internal, message: "batch returned a malformed result") }
+            for (position, outcome) in zip(positions, outcomes) {
+                if let failure = outcome["error"] as? [String: Any] {
+                    var error = StoreError(
+                        sqlState: failure["sqlstate"] as? String ?? "XX000", serverMessage: failure["message"] as? String ?? "",
+                        constraint: failure["constraint"] as? String)
+                    error.hint = failure["hint"] as? String
+                    error.detail = failure["detail"] as? String
+                    results[position] = BatchAwardResult.with { $0.error = Self.itemError(error.rpcError) }
+                } else {
+                    results[position] = BatchAwardResult.with { $0.result = Self.result(outcome) }
+                }
+            }
+        }
+        return AwardBatchResponse.with { $0.results = results.map { $0 ?? BatchAwardResult() } }
+    }
+
+    /// A batch item, validated like the single calls.
+    static func reward(_ award: BatchAward, field: String) throws -> Reward {
+        let user = try Validate.uuid(award.userID, field: "\(field).user_id")
+        let key = try Self.key(award.idempotencyKey, field: "\(field).idempotency_key")
+        switch award.kind {
+        case .xp:
+            guard xpReasons.contains(award.reason) else { throw Validate.invalid("\(field).reason", "is not an XP reason") }
+            guard award.amount != 0, award.amount > 0 || ["penalty", "correction"].contains(award.reason),
+                award.reason != "penalty" || award.amount < 0
+            else { throw Validate.invalid("\(field).amount", "has the wrong sign for its reason (or is 0)") }
+            let (type, id) = try resource(type: award.resourceType, id: award.resourceID, field: field)
+            return Reward(user: user, kind: "xp", amount: award.amount, reason: award.reason, resourceType: type, resourceID: id, key: key)
+        case .coins:
+            guard coinReasons.contains(award.reason) else { throw Validate.invalid("\(field).reason", "is not a coin reason") }
+            guard award.amount != 0, award.amount > 0 || award.reason == "correction" else {
+                throw Validate.invalid("\(field).amount", "has the wrong sign for its reason (or is 0)")
+            }
+            let id = try award.resourceID.isEmpty ? nil : Validate.uuid(award.resourceID, field: "\(field).resource_id")
+            return Reward(user: user, kind: "coins", amount: award.amount, reason: award.reason, resourceID: id, key: key)
+        default:
+            throw Validate.invalid("\(field).kind", "must be XP or COINS")
+        }
+    }
+
+    static func itemError(_ error: RPCError) -> ItemError {
+        ItemError.with {
+            $0.code = Int32(error.code.rawValue)
+            $0.message = error.message
+            $0.reason = error.details?.reason ?? ""
+            $0.fields = error.details?.fields ?? [:]
+        }
+    }
+
+    public func leaderboard(request: LeaderboardRequest, context: ServerContext) async throws -> LeaderboardResponse {
+        let userID = try context.actingUser()
+        guard (0...100).contains(request.limit) else { throw Validate.invalid("limit", "must be 0–100") }
+        guard (0...10).contains(request.neighbours) else { throw Validate.invalid("neighbours", "must be 0–10") }
+        let limit = request.limit == 0 ? 10 : Int(request.limit)
+        let neighbours = request.neighbours == 0 ? 2 : Int(request.neighbours)
+        let weekly = request.period == .week
+        let rows = try await pool.withConnection(deadline: context.deadline) { connection in
+            try connection.query("""
+                WITH scores AS (
+                    SELECT p.user_id, p.total_xp AS xp FROM user_progress p
+                    WHERE NOT \(weekly) AND p.total_xp > 0
+                    UNION ALL
+                    SELECT l.user_id, sum(l.points) AS xp FROM points_ledger l
+                    WHERE \(weekly) AND l.created_at >= date_trunc('week', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                    GROUP BY l.user_id HAVING sum(l.points) > 0
+                ), ranked AS (
+                    SELECT s.user_id, s.xp, u.display_name,
+                           rank() OVER (ORDER BY s.xp DESC) AS rank,
+                           row_number() OVER (ORDER BY s.xp DESC, s.user_id) AS position,
+                           count(*) OVER () AS ranked_users
+                    FROM scores s JOIN users u ON u.id = s.user_id AND u.deleted_at IS NULL
+                ), me AS (SELECT position FROM ranked WHERE user_id = \(userID))
+                SELECT r.*, r.user_id = \(userID) AS is_me, r.position <= \(limit) AS is_top,
+                       r.position BETWEEN (SELECT position FROM me) - \(neighbours) AND (SELECT position FROM me) + \(neighbours) AS is_near
+                FROM ranked r
+                WHERE r.position <= \(limit)
+                   OR r.position BETWEEN (SELECT position FROM me) - \(neighbours) AND (SELECT position FROM me) + \(neighbours)
+                ORDER BY r.position
+                """)
+        }
+        var response = LeaderboardResponse()
+        var found = false
+        for row in rows {
+            let entry = try LeaderboardEntry.with {
+                $0.rank = try row.require("rank", as: Int64.self)
+                $0.userID = try row.require("user_id", as: UUID.self).uuidString.lowercased()
+                $0.displayName = try row.decode("display_name", as: String.self) ?? ""
+                $0.xp = try row.require("xp", as: Int64.self)
+            }
+            response.rankedUsers = try row.require("ranked_users", as: Int64.self)
+            if try row.require("is_top", as: Bool.self) { response.top.append(entry) }
+            if try row.decode("is_near", as: Bool.self) == true { response.aroundMe.append(entry) }
+            if try row.require("is_me", as: Bool.self) {
+                response.me = entry
+                found = true
+            }
+        }
+        if !found {
+            // No XP in the period: after everyone who has some.
+            response.me = LeaderboardEntry.with {
+                $0.userID = userID.uuidString.lowercased()
+                $0.rank = response.rankedUsers + 1
+            }
+        }
+        return response
+    }
+
     /// One round trip: passion_reward does the rest in the database.
     func apply(_ reward: Reward, origin: AuditOrigin, deadline: ContinuousClock.Instant?) async throws -> RewardResult {
         let text = try await pool.withConnection(deadline: deadline) { connection in
@@ -319,20 +459,21 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         return try Self.result(Self.object(text))
     }
 
-    static func key(_ key: String) throws -> String {
-        guard !key.isEmpty else { throw Validate.invalid("idempotency_key", "is required: retries with it are answered, not repeated") }
+    static func key(_ key: String, field: String = "idempotency_key") throws -> String {
+        guard !key.isEmpty else { throw Validate.invalid(field, "is required: retries with it are answered, not repeated") }
         guard key.utf8.count <= 200, key.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
-            throw Validate.invalid("idempotency_key", "must be 1–200 printable ASCII characters without spaces")
+            throw Validate.invalid(field, "must be 1–200 printable ASCII characters without spaces")
         }
         return key
     }
 
-    static func resource(type: String, id: String) throws -> (String?, UUID?) {
+    static func resource(type: String, id: String, field: String? = nil) throws -> (String?, UUID?) {
         if type.isEmpty, id.isEmpty { return (nil, nil) }
+        let prefix = field.map { "\($0)." } ?? ""
         guard resourceTypes.contains(type) else {
-            throw Validate.invalid("resource_type", "must be one of \(resourceTypes.sorted().joined(separator: ", ")) with resource_id")
+            throw Validate.invalid(prefix + "resource_type", "must be one of \(resourceTypes.sorted().joined(separator: ", ")) with resource_id")
         }
-        return (type, try Validate.uuid(id, field: "resource_id"))
+        return (type, try Validate.uuid(id, field: prefix + "resource_id"))
     }
 
     // MARK: - JSON from the database to messages

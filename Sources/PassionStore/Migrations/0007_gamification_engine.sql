@@ -376,3 +376,44 @@ BEGIN
     RETURN passion_progress_json(p_user) || jsonb_build_object('events', v_events);
 END
 $$;
+
+-- passion_reward_batch -------------------------------------------------------------------------
+-- Many rewards in one statement: p_items is a JSON array of {"user_id", "kind", "amount",
+-- "reason", "resource_type", "resource_id", "key"}. Items run in (user_id, position) order, so
+-- a batch takes user locks in a fixed order; each runs in its own subtransaction, so a failing
+-- item (its error as {"error": {"sqlstate", "message", "hint", "detail"}}) leaves the others.
+-- Returns the results in the items' order.
+
+CREATE FUNCTION passion_reward_batch(p_items jsonb, p_principal text, p_ip inet, p_user_agent text) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_item record;
+    v_results jsonb[] := array_fill(NULL::jsonb, ARRAY[jsonb_array_length(p_items)]);
+    v_result jsonb;
+    v_state text;
+    v_message text;
+    v_hint text;
+    v_detail text;
+    v_constraint text;
+BEGIN
+    FOR v_item IN
+        SELECT position, item FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(item, position)
+        ORDER BY (item ->> 'user_id'), position
+    LOOP
+        BEGIN
+            v_result := passion_reward(
+                (v_item.item ->> 'user_id')::uuid, v_item.item ->> 'kind', (v_item.item ->> 'amount')::integer,
+                v_item.item ->> 'reason', v_item.item ->> 'resource_type', (v_item.item ->> 'resource_id')::uuid,
+                v_item.item ->> 'key', NULL, p_principal, p_ip, p_user_agent);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT, v_hint = PG_EXCEPTION_HINT,
+                                    v_detail = PG_EXCEPTION_DETAIL, v_constraint = CONSTRAINT_NAME;
+            v_result := jsonb_build_object('error', jsonb_build_object(
+                'sqlstate', v_state, 'message', v_message, 'hint', nullif(v_hint, ''), 'detail', nullif(v_detail, ''),
+                'constraint', nullif(v_constraint, '')));
+        END;
+        v_results[v_item.position] := v_result;
+    END LOOP;
+    RETURN to_jsonb(v_results);
+END
+$$;

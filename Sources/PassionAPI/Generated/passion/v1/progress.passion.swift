@@ -18,10 +18,12 @@ public enum Progress {
         public static let refundCoins = MethodDescriptor(service: serviceName, method: "RefundCoins", kind: .unary, idempotency: .idempotent, principal: .service, scope: "progress:write")
         public static let listPointsLedger = MethodDescriptor(service: serviceName, method: "ListPointsLedger", kind: .unary, idempotency: .noSideEffects, principal: .user, scope: "progress:read")
         public static let listCoinsLedger = MethodDescriptor(service: serviceName, method: "ListCoinsLedger", kind: .unary, idempotency: .noSideEffects, principal: .user, scope: "progress:read")
+        public static let awardBatch = MethodDescriptor(service: serviceName, method: "AwardBatch", kind: .unary, idempotency: .idempotent, principal: .service, scope: "progress:write", cost: 10)
+        public static let leaderboard = MethodDescriptor(service: serviceName, method: "Leaderboard", kind: .unary, idempotency: .noSideEffects, principal: .user, scope: "progress:read", cost: 2)
         public static let subscribe = MethodDescriptor(service: serviceName, method: "Subscribe", kind: .serverStreaming, idempotency: .noSideEffects, principal: .userOrService, scope: "progress:read")
 
         /// Every method of the service, in declaration order.
-        public static let all: [MethodDescriptor] = [getProgress, awardXP, awardCoins, spendCoins, refundCoins, listPointsLedger, listCoinsLedger, subscribe]
+        public static let all: [MethodDescriptor] = [getProgress, awardXP, awardCoins, spendCoins, refundCoins, listPointsLedger, listCoinsLedger, awardBatch, leaderboard, subscribe]
 
         /// Request and response message types, for tools that work from JSON.
         public static let schemas: [MethodSchema] = [
@@ -32,6 +34,8 @@ public enum Progress {
             MethodSchema(refundCoins, request: RefundCoinsRequest.self, response: RewardResult.self),
             MethodSchema(listPointsLedger, request: ListLedgerRequest.self, response: ListPointsLedgerResponse.self),
             MethodSchema(listCoinsLedger, request: ListLedgerRequest.self, response: ListCoinsLedgerResponse.self),
+            MethodSchema(awardBatch, request: AwardBatchRequest.self, response: AwardBatchResponse.self),
+            MethodSchema(leaderboard, request: LeaderboardRequest.self, response: LeaderboardResponse.self),
             MethodSchema(subscribe, request: SubscribeRequest.self, response: SubscribeResponse.self),
         ]
     }
@@ -58,6 +62,13 @@ public enum Progress {
 
         /// The caller's coin movements, newest first.
         func listCoinsLedger(request: ListLedgerRequest, context: ServerContext) async throws -> ListCoinsLedgerResponse
+
+        /// Up to 1,000 XP and coin awards for many users in one call and one database round trip;
+        /// each item has its own key and result, and a bad item does not fail the others.
+        func awardBatch(request: AwardBatchRequest, context: ServerContext) async throws -> AwardBatchResponse
+
+        /// Top users by XP, all-time or this week, with the caller's rank and neighbours.
+        func leaderboard(request: LeaderboardRequest, context: ServerContext) async throws -> LeaderboardResponse
 
         /// Live events of the caller (a service: of one user or of all), from every server instance,
         /// with heartbeats; resumable after the last event id seen, without gaps, for 24 hours.
@@ -191,6 +202,41 @@ public enum Progress {
             try await transport.unary(Method.listCoinsLedger, request, as: ListCoinsLedgerResponse.self, options: options)
         }
 
+        /// Up to 1,000 XP and coin awards for many users in one call and one database round trip;
+        /// each item has its own key and result, and a bad item does not fail the others.
+        public func awardBatch(_ request: AwardBatchRequest, options: CallOptions = .defaults) async throws -> AwardBatchResponse {
+            try await transport.unary(Method.awardBatch, request, as: AwardBatchResponse.self, options: options).message
+        }
+
+        /// `awardBatch` with the request built in place: `awardBatch { $0.field = value }`.
+        public func awardBatch(options: CallOptions = .defaults, _ configure: (inout AwardBatchRequest) -> Void) async throws -> AwardBatchResponse {
+            var request = AwardBatchRequest()
+            configure(&request)
+            return try await awardBatch(request, options: options)
+        }
+
+        /// `awardBatch` returning the response metadata too.
+        public func awardBatchWithMetadata(_ request: AwardBatchRequest, options: CallOptions = .defaults) async throws -> RPCResponse<AwardBatchResponse> {
+            try await transport.unary(Method.awardBatch, request, as: AwardBatchResponse.self, options: options)
+        }
+
+        /// Top users by XP, all-time or this week, with the caller's rank and neighbours.
+        public func leaderboard(_ request: LeaderboardRequest, options: CallOptions = .defaults) async throws -> LeaderboardResponse {
+            try await transport.unary(Method.leaderboard, request, as: LeaderboardResponse.self, options: options).message
+        }
+
+        /// `leaderboard` with the request built in place: `leaderboard { $0.field = value }`.
+        public func leaderboard(options: CallOptions = .defaults, _ configure: (inout LeaderboardRequest) -> Void) async throws -> LeaderboardResponse {
+            var request = LeaderboardRequest()
+            configure(&request)
+            return try await leaderboard(request, options: options)
+        }
+
+        /// `leaderboard` returning the response metadata too.
+        public func leaderboardWithMetadata(_ request: LeaderboardRequest, options: CallOptions = .defaults) async throws -> RPCResponse<LeaderboardResponse> {
+            try await transport.unary(Method.leaderboard, request, as: LeaderboardResponse.self, options: options)
+        }
+
         /// Live events of the caller (a service: of one user or of all), from every server instance,
         /// with heartbeats; resumable after the last event id seen, without gaps, for 24 hours.
         public func subscribe(_ request: SubscribeRequest, options: CallOptions = .defaults) async throws -> ResponseStream<SubscribeResponse> {
@@ -209,6 +255,8 @@ extension Progress.ServiceProtocol {
         router.registerUnary(Progress.Method.refundCoins, RefundCoinsRequest.self, RewardResult.self) { try await self.refundCoins(request: $0, context: $1) }
         router.registerUnary(Progress.Method.listPointsLedger, ListLedgerRequest.self, ListPointsLedgerResponse.self) { try await self.listPointsLedger(request: $0, context: $1) }
         router.registerUnary(Progress.Method.listCoinsLedger, ListLedgerRequest.self, ListCoinsLedgerResponse.self) { try await self.listCoinsLedger(request: $0, context: $1) }
+        router.registerUnary(Progress.Method.awardBatch, AwardBatchRequest.self, AwardBatchResponse.self) { try await self.awardBatch(request: $0, context: $1) }
+        router.registerUnary(Progress.Method.leaderboard, LeaderboardRequest.self, LeaderboardResponse.self) { try await self.leaderboard(request: $0, context: $1) }
         router.registerServerStreaming(Progress.Method.subscribe, SubscribeRequest.self, SubscribeResponse.self) { try await self.subscribe(request: $0, context: $1, responses: $2) }
     }
 }
