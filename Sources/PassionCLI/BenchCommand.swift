@@ -3,6 +3,7 @@ import Foundation
 import Histogram
 import NIOCore
 import PassionClient
+import SwiftProtobuf
 import Synchronization
 
 /// `passion bench`: closed-loop load on a unary method: `--concurrency` callers spread over
@@ -16,8 +17,13 @@ struct BenchCommand: AsyncParsableCommand {
     @Argument(help: "A unary method, for example passion.v1.Diagnostics/Echo.")
     var method: String
 
-    @Option(name: .shortAndLong, help: "Request JSON or @FILE.")
+    @Option(name: .shortAndLong, help: ArgumentHelp(
+        "Request JSON or @FILE.",
+        discussion: "{{seq}} becomes a number unique in the run (idempotency keys); {{rand:N}} a random 0..N-1, zero-padded to 12 digits (the last group of a UUID)."))
     var data: String = "{}"
+
+    @Option(help: "Calls per second over all callers (open loop; latency counts from each call's scheduled time). Default: closed loop.")
+    var rate: Double?
 
     @Option(help: "Connections to open.")
     var connections: Int = 1
@@ -37,12 +43,13 @@ struct BenchCommand: AsyncParsableCommand {
     func validate() throws {
         guard connections >= 1, concurrency >= 1 else { throw ValidationError("--connections and --concurrency must be at least 1") }
         guard concurrency >= connections else { throw ValidationError("--concurrency must be at least --connections") }
+        if let rate, !(rate > 0 && rate.isFinite) { throw ValidationError("--rate must be a positive number of calls per second") }
     }
 
     func run() async throws {
         let schema = try MethodLookup.schema(method)
         guard schema.descriptor.kind == .unary else { throw ValidationError("bench drives unary methods only") }
-        let request = try RequestInput.messages(from: data, type: schema.requestType, streaming: false)[0]
+        let template = try RequestTemplate(data, type: schema.requestType)
         let measure = try ClientOptions.parseDuration(duration)
         let warm = try ClientOptions.parseDuration(warmup)
         let callOptions = try options.callOptions()
@@ -70,8 +77,9 @@ struct BenchCommand: AsyncParsableCommand {
                 let connection = pool[worker % pool.count]
                 group.addTask(executorPreference: connection.taskExecutor) {
                     await Self.worker(
-                        connection: connection, method: schema.descriptor, request: request, options: callOptions,
-                        measureFrom: measureFrom, end: end, progress: progress)
+                        connection: connection, method: schema.descriptor, template: template, options: callOptions,
+                        measureFrom: measureFrom, end: end, progress: progress,
+                        pacing: rate.map { Pacing(start: start, interval: Double(concurrency) / $0, offset: Double(worker) / $0) })
                 }
             }
             var merged = WorkerResult()
@@ -84,17 +92,37 @@ struct BenchCommand: AsyncParsableCommand {
         printReport(results, seconds: Double(measure.components.seconds) + Double(measure.components.attoseconds) / 1e18, cpu: cpu)
     }
 
+    /// An open-loop schedule: call k of this worker is due at start + offset + k·interval.
+    struct Pacing: Sendable {
+        var start: ContinuousClock.Instant
+        var interval: Double
+        var offset: Double
+
+        func due(_ call: Int) -> ContinuousClock.Instant {
+            start + .nanoseconds(Int64((offset + Double(call) * interval) * 1e9))
+        }
+    }
+
     private static func worker(
-        connection: ClientConnection, method: MethodDescriptor, request: ByteBuffer, options: CallOptions,
-        measureFrom: ContinuousClock.Instant, end: ContinuousClock.Instant, progress: Progress
+        connection: ClientConnection, method: MethodDescriptor, template: RequestTemplate, options: CallOptions,
+        measureFrom: ContinuousClock.Instant, end: ContinuousClock.Instant, progress: Progress, pacing: Pacing?
     ) async -> WorkerResult {
         var result = WorkerResult()
+        var call = 0
         while true {
-            let started = ContinuousClock.now
+            var started = ContinuousClock.now
+            if let pacing {
+                // Latency counts from when the call was due, so a stall shows as latency
+                // instead of silently lowering the load (coordinated omission).
+                let due = pacing.due(call)
+                call += 1
+                if due > started { try? await Task.sleep(until: due) }
+                started = due
+            }
             guard started < end else { break }
             var failure: StatusCode?
             do {
-                _ = try await connection.unary(method, request: request, options: options)
+                _ = try await connection.unary(method, request: try template.next(), options: options)
             } catch let error as RPCError {
                 failure = error.code
             } catch {
@@ -135,6 +163,47 @@ struct BenchCommand: AsyncParsableCommand {
         print("qps          \(String(format: "%.1f", qps))")
         print("latency µs   p50 \(histogram.valueAtPercentile(50))  p90 \(histogram.valueAtPercentile(90))  p99 \(histogram.valueAtPercentile(99))  p99.9 \(histogram.valueAtPercentile(99.9))  max \(result.calls > 0 ? histogram.max : 0)")
         print("client CPU   \(String(format: "%.1f", cpuPerCall)) µs per call")
+    }
+}
+
+/// The request of each call: encoded once, or per call when the JSON has placeholders.
+struct RequestTemplate: Sendable {
+    private let fixed: ByteBuffer?
+    private let text: String
+    private let type: any SwiftProtobuf.Message.Type
+    private let sequence = SequenceCounter()
+
+    final class SequenceCounter: Sendable {
+        private let value = Atomic<Int>(0)
+        func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).newValue }
+    }
+
+    init(_ data: String, type: any SwiftProtobuf.Message.Type) throws {
+        text = data.hasPrefix("@") ? try String(contentsOfFile: String(data.dropFirst()), encoding: .utf8) : data
+        self.type = type
+        fixed = text.contains("{{") ? nil : try RequestInput.messages(from: text, type: type, streaming: false)[0]
+        if fixed == nil { _ = try next() }
+    }
+
+    func next() throws -> ByteBuffer {
+        if let fixed { return fixed }
+        var filled = ""
+        var rest = Substring(text)
+        while let open = rest.range(of: "{{"), let close = rest[open.upperBound...].range(of: "}}") {
+            filled += rest[..<open.lowerBound]
+            let name = rest[open.upperBound..<close.lowerBound]
+            if name == "seq" {
+                filled += String(sequence.next())
+            } else if name.hasPrefix("rand:"), let bound = Int(name.dropFirst(5)), bound > 0 {
+                let value = String(Int.random(in: 0..<bound))
+                filled += String(repeating: "0", count: max(0, 12 - value.count)) + value
+            } else {
+                throw ValidationError("unknown placeholder {{\(name)}}: use {{seq}} or {{rand:N}}")
+            }
+            rest = rest[close.upperBound...]
+        }
+        filled += rest
+        return try RequestInput.messages(from: filled, type: type, streaming: false)[0]
     }
 }
 
