@@ -111,6 +111,23 @@ struct RewardEngineTests {
         #expect(error?.details?.reason == "IDEMPOTENCY_KEY_REUSED")
     }
 
+    @Test("content rewards measure every rule; other rewards only XP, level and coins (content needs Evaluate)")
+    func ruleScope() async throws {
+        let pool = try await TestDatabase.migratedPool(size: 2)
+        defer { Task { await pool.shutdown() } }
+        let user = try await Self.newUser(pool)
+        try await pool.withConnection { connection in
+            try connection.query("INSERT INTO goals (user_id, title, category, status) VALUES (\(user), 'Done', 'work', 'completed')")
+        }
+        func slugs(_ result: [String: Any]) -> Set<String> {
+            Set((result["events"] as? [[String: Any]] ?? []).compactMap { ($0["payload"] as? [String: Any])?["slug"] as? String })
+        }
+        let grant = try await Self.reward(pool, user, Reward(kind: "xp", amount: 5, reason: "grant", key: "grant"))
+        #expect(!slugs(grant).contains("goal_1"))
+        let content = try await Self.reward(pool, user, Reward(kind: "xp", amount: 5, reason: "goal_completed", key: "goal"))
+        #expect(slugs(content).contains("goal_1"))
+    }
+
     @Test("spend over balance, refund twice, refund more than spent, another user's spend, unknown user: clear errors, nothing changed")
     func refusals() async throws {
         let pool = try await TestDatabase.migratedPool(size: 2)

@@ -17,6 +17,22 @@
 --   P0A14 REFUND_EXCEEDS_SPEND    {"spent": n, "refund": n}           -> FAILED_PRECONDITION
 --   P0A15 ALREADY_REFUNDED        {"refund_of": n}                    -> ALREADY_EXISTS
 
+-- The level curve without numeric arithmetic: float8's square root of m (< 2^60) is within 0.1
+-- of the true root, and the bigint correction steps of 0003 make it exact. Same results for
+-- every bigint (the Swift twin and a test check the thresholds); user_progress' CHECK and
+-- trigger call it on every award, where numeric sqrt was a measurable share of the cost.
+CREATE OR REPLACE FUNCTION passion_level_for_xp(xp bigint) RETURNS integer
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN (
+    SELECT ((s.r + 1) / 2)::integer
+    FROM (SELECT CASE WHEN e.r0 * e.r0 > e.m THEN e.r0 - 1
+                      WHEN (e.r0 + 1) * (e.r0 + 1) <= e.m THEN e.r0 + 1
+                      ELSE e.r0
+                 END AS r
+          FROM (SELECT v.m, floor(sqrt(v.m::float8))::bigint AS r0
+                FROM (SELECT 4 * (greatest(xp, 0) / 50) + 1 AS m) AS v) AS e) AS s
+);
+
 -- Retired achievements stay in the catalog (users keep them) but no longer unlock; slugs give
 -- clients and the default catalog stable names.
 ALTER TABLE achievements ADD COLUMN slug TEXT;
@@ -105,12 +121,14 @@ BEGIN
 END
 $$;
 
--- Unlocks every achievement whose rule the user now meets, pays its rewards through the
--- ledgers and repeats while rewards unlock more (at most 5 rounds). Achievements are taken in
+-- Unlocks every achievement whose rule the user now meets (only the XP, level and coin rules
+-- unless p_all_rules), pays its rewards through the ledgers and repeats while rewards unlock
+-- more (at most 5 rounds). Achievements are taken in
 -- id order. The caller holds the user's progress row lock. Appends the events (unlocks and the
 -- level-ups their rewards cause, in the order they happened) to p_events.
 CREATE FUNCTION passion_evaluate_achievements(
-    p_user uuid, p_key text, p_principal text, p_ip inet, p_user_agent text, INOUT p_level integer, INOUT p_events jsonb
+    p_user uuid, p_key text, p_principal text, p_ip inet, p_user_agent text, p_all_rules boolean,
+    INOUT p_level integer, INOUT p_events jsonb
 )
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -122,7 +140,14 @@ BEGIN
     LOOP
         v_round := v_round + 1;
         EXIT WHEN v_round > 5;
-        v_values := passion_rule_values(p_user);
+        -- A reward moves only XP, level and coins: content measures cannot have changed, so
+        -- only Evaluate (after content changes) pays for computing them.
+        IF p_all_rules THEN
+            v_values := passion_rule_values(p_user);
+        ELSE
+            SELECT jsonb_build_object('total_xp', total_xp, 'level', current_level, 'coins_earned', coins_earned)
+            INTO v_values FROM user_progress WHERE user_id = p_user;
+        END IF;
         v_unlocked := 0;
         FOR v_achievement IN
             SELECT a.* FROM achievements a
@@ -280,7 +305,11 @@ BEGIN
     v_level := v_before.current_level;
     SELECT * INTO v_level, v_events FROM passion_level_up(p_user, v_level, v_events);
     SELECT * INTO v_level, v_events
-    FROM passion_evaluate_achievements(p_user, p_key, p_principal, p_ip, p_user_agent, v_level, v_events);
+    FROM passion_evaluate_achievements(
+        p_user, p_key, p_principal, p_ip, p_user_agent,
+        -- Content rewards come right after the content changed: every rule is measured then.
+        p_reason IN ('habit_completed', 'goal_completed', 'focus_session_completed', 'quest_completed'),
+        v_level, v_events);
 
     v_result := passion_progress_json(p_user) || jsonb_build_object('ledger_id', v_ledger_id, 'events', v_events);
     UPDATE idempotency_keys SET result = v_result WHERE user_id = p_user AND key = p_key;
@@ -372,7 +401,7 @@ BEGIN
     SELECT current_level INTO v_level FROM user_progress WHERE user_id = p_user FOR UPDATE;
     -- The key of rows an on-demand evaluation writes: unique per user and achievement anyway.
     SELECT * INTO v_level, v_events
-    FROM passion_evaluate_achievements(p_user, 'evaluate', p_principal, p_ip, p_user_agent, v_level, v_events);
+    FROM passion_evaluate_achievements(p_user, 'evaluate', p_principal, p_ip, p_user_agent, true, v_level, v_events);
     RETURN passion_progress_json(p_user) || jsonb_build_object('events', v_events);
 END
 $$;
