@@ -49,13 +49,22 @@ public struct SessionMaintenance: Sendable {
         }
     }
 
+    /// Deletes progress events past Subscribe's resume window (24 h, plus an hour of slack).
+    /// Idempotent, so instances need not coordinate.
+    public func trimEvents() async throws -> Int {
+        try await pool.withConnection { connection in
+            try connection.query("DELETE FROM progress_events WHERE created_at < now() - interval '25 hours'").affected
+        }
+    }
+
     private static func delete(_ connection: PostgresConnection) throws -> Int {
         try connection.query("DELETE FROM sessions WHERE expires_at < now()").affected
     }
 }
 
-/// Checks every `checkInterval` whether the daily session purge is due and runs it; with many
-/// instances, the advisory lock and `maintenance_runs` make it run once a day in total.
+/// Checks every `checkInterval` whether the daily session purge is due and runs it (with many
+/// instances, the advisory lock and `maintenance_runs` make it run once a day in total), and
+/// trims progress events past their resume window.
 public struct SessionMaintenanceService: Service {
     let maintenance: SessionMaintenance
     let checkInterval: Duration
@@ -73,8 +82,10 @@ public struct SessionMaintenanceService: Service {
                 if let deleted = try await maintenance.runIfDue() {
                     logger.info("deleted expired sessions", metadata: ["deleted": "\(deleted)"])
                 }
+                let trimmed = try await maintenance.trimEvents()
+                if trimmed > 0 { logger.info("trimmed old progress events", metadata: ["deleted": "\(trimmed)"]) }
             } catch {
-                logger.warning("expired-session purge failed; will retry", metadata: ["error": "\(error)"])
+                logger.warning("maintenance failed; will retry", metadata: ["error": "\(error)"])
             }
             do {
                 try await cancelWhenGracefulShutdown { try await Task.sleep(for: checkInterval) }

@@ -154,6 +154,17 @@ struct AuthTests {
             #expect(try await maintenance.runIfDue() == 0)
             #expect(try await maintenance.runIfDue() == nil)
             #expect(try await harness.count("SELECT count(*) AS n FROM maintenance_runs WHERE job = 'expired_sessions'") == 1)
+            // Progress events past the resume window go; recent ones stay.
+            _ = try await harness.connection.progress.awardXP(options: ServiceHarness.service("progress")) {
+                $0.userID = live.id
+                $0.points = 5
+                $0.reason = "grant"
+                $0.idempotencyKey = "trim"
+            }
+            _ = try await harness.query("UPDATE progress_events SET created_at = now() - interval '2 days' WHERE id = (SELECT min(id) FROM progress_events)")
+            let kept = try await harness.count("SELECT count(*) AS n FROM progress_events") - 1
+            #expect(try await maintenance.trimEvents() == 1)
+            #expect(try await harness.count("SELECT count(*) AS n FROM progress_events") == kept)
         }
     }
 
