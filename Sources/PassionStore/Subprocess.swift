@@ -13,13 +13,29 @@ import Glibc
 public enum Subprocess {
     /// Runs `executable` and returns its exit status (128 + signal when killed).
     public static func run(_ executable: String, _ arguments: [String], outputPath: String) throws -> Int32 {
+        try wait(spawn(executable, arguments, outputPath: outputPath), executable: executable)
+    }
+
+    /// Starts `executable` with stdin from `inputPath`, stdout to `outputPath` and stderr to
+    /// `errorPath` (or stdout), in `directory` when given; returns its pid for `wait`.
+    public static func spawn(
+        _ executable: String, _ arguments: [String], inputPath: String = "/dev/null", outputPath: String,
+        errorPath: String? = nil, directory: String? = nil
+    ) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 0, inputPath, O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        if let errorPath {
+            posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        } else {
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        }
+        // posix_spawn_file_actions_addchdir_np does not import: a shell changes directory and
+        // execs, the arguments passed as arguments, never spliced into the script.
+        let command = directory.map { ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", $0, executable] } ?? [executable]
+        let argv: [UnsafeMutablePointer<CChar>?] = (command + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         // Threads of a Swift process block signals; a child must start with none blocked, or a
         // tool that relies on SIGALRM or SIGTERM (pgbench -T, postgres) never sees them.
@@ -35,10 +51,15 @@ public enum Subprocess {
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        let spawned = posix_spawn(&pid, command[0], &actions, &attributes, argv, environ)
         guard spawned == 0 else {
             throw EmbeddedPostgresError("cannot run \(executable): \(String(cString: strerror(spawned)))")
         }
+        return pid
+    }
+
+    /// Waits for a spawned process; its exit status (128 + signal when killed).
+    public static func wait(_ pid: pid_t, executable: String = "child") throws -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 {
             guard errno == EINTR else { throw EmbeddedPostgresError("waitpid failed for \(executable)") }

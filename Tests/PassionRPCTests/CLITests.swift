@@ -110,17 +110,9 @@ struct CLITests {
     func serverDefaults() async throws {
         let directory = NSTemporaryDirectory() + "passion-server-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Executables.path("passion-server"))
-        process.arguments = ["--port", "0"]
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = Pipe()
-        try process.run()
-        let line = String(decoding: output.fileHandleForReading.availableDataOrLine(), as: UTF8.self)
-        #expect(line.contains("listening on 127.0.0.1:"), "\(line)")
-        let port = line.split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+        let process = try await Executables.startServer(["--port", "0"], directory: directory)
+        #expect(process.firstLine.contains("listening on 127.0.0.1:"), "\(process.firstLine)")
+        let port = process.port
         #expect(FileManager.default.fileExists(atPath: directory + "/.passion/tls/ca.pem"))
         let ping = try await Executables.run("passion", ["ping", "--server", "127.0.0.1:\(port)", "-c", "1"], directory: directory)
         #expect(ping.status == 0, "\(ping.stderr)")
@@ -149,9 +141,7 @@ struct CLITests {
         #expect(try json(asUser.stdout)["theme"] as? String == "light")
         let anonymous = try await Executables.run("passion", ["call", "passion.v1.Users/Me", "--server", server], directory: directory)
         #expect(anonymous.status == 64 + 16, "UNAUTHENTICATED exits 80: \(anonymous.stderr)")
-        process.terminate()  // SIGTERM
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        #expect(try await process.stop() == 0)  // SIGTERM
     }
 
     @Test("a second passion-server run reuses the embedded database without migrating again")
@@ -169,22 +159,10 @@ struct CLITests {
     /// Starts passion-server in `directory`, waits for it to listen, stops it with SIGTERM and
     /// returns what it logged.
     private func runUntilListening(directory: String) async throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Executables.path("passion-server"))
-        process.arguments = ["--port", "0"]
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        let output = Pipe()
-        let log = directory + "/server-\(UUID().uuidString.prefix(4)).log"
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        process.standardOutput = output
-        process.standardError = FileHandle(forWritingAtPath: log)
-        try process.run()
-        let line = String(decoding: output.fileHandleForReading.availableDataOrLine(), as: UTF8.self)
-        #expect(line.contains("listening on"), "\(line)")
-        process.terminate()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
-        return (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        let process = try await Executables.startServer(["--port", "0"], directory: directory)
+        #expect(process.firstLine.contains("listening on"), "\(process.firstLine)")
+        #expect(try await process.stop() == 0)
+        return process.log
     }
 
     @Test("with --database-url the server manages nothing: no cluster and no development key")
@@ -195,21 +173,12 @@ struct CLITests {
         let directory = NSTemporaryDirectory() + "passion-external-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Executables.path("passion-server"))
-        process.arguments = ["--port", "0", "--database-url", "host=\(postgres.socketDirectory) port=5432 user=postgres dbname=\(name)"]
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = Pipe()
-        try process.run()
-        let line = String(decoding: output.fileHandleForReading.availableDataOrLine(), as: UTF8.self)
-        #expect(line.contains("listening on"), "\(line)")
+        let process = try await Executables.startServer(
+            ["--port", "0", "--database-url", "host=\(postgres.socketDirectory) port=5432 user=postgres dbname=\(name)"], directory: directory)
+        #expect(process.firstLine.contains("listening on"), "\(process.firstLine)")
         #expect(!FileManager.default.fileExists(atPath: directory + "/.passion/dev-service-key"))
         #expect(!FileManager.default.fileExists(atPath: directory + "/.passion/postgres"))
-        process.terminate()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        #expect(try await process.stop() == 0)
     }
 
     @Test("an unreachable --database-url stops the server with a clear error")
@@ -226,18 +195,5 @@ struct CLITests {
         let result = try await Executables.run("passion-server", ["--plaintext", "--host", "0.0.0.0", "--port", "0"])
         #expect(result.status != 0)
         #expect(result.stderr.contains("only allowed on a loopback address"))
-    }
-}
-
-extension FileHandle {
-    /// Reads until a newline arrives (the server's first line).
-    func availableDataOrLine() -> Data {
-        var data = Data()
-        while !data.contains(0x0A) {
-            let chunk = availableData
-            if chunk.isEmpty { break }
-            data.append(chunk)
-        }
-        return data
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import PassionTestSupport
 import PassionAPI
 import PassionClient
@@ -143,9 +144,11 @@ struct TLSTests {
         input.fileHandleForWriting.write(Data([0x50, 0x41, 0x53, 0x53, 0x49, 0x4F, 0x4E, 0x01, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]))
         try await Task.sleep(for: .milliseconds(500))
         try input.fileHandleForWriting.close()
-        let received = output.fileHandleForReading.readDataToEndOfFile()
-        let report = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        // Blocking reads stay off the cooperative threads the servers under test need.
+        let (received, report) = try await NIOThreadPool.singleton.runIfActive {
+            (output.fileHandleForReading.readDataToEndOfFile(),
+             String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        }
         return (report, received)
     }
 

@@ -1,4 +1,6 @@
 import Foundation
+import NIOPosix
+import PassionStore
 import PassionTestSupport
 
 /// Runs the package's own executables (`passion`, `passion-server`) as a user would.
@@ -19,35 +21,74 @@ enum Executables {
         var stderr: String
     }
 
-    /// Runs to completion (killed after `timeout`).
+    /// Runs to completion (killed after `timeout`). Output goes through files, not pipes: a
+    /// server another test starts at the same moment inherits open pipe ends and would keep them
+    /// open, so reading to EOF would never end. The wait runs on a pool thread, never blocking the
+    /// cooperative threads the rest of the suite needs.
     static func run(
         _ name: String, _ arguments: [String], stdin: String? = nil, directory: String? = nil,
         timeout: Duration = .seconds(60)
     ) async throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path(name))
-        process.arguments = arguments
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        let output = Pipe()
-        let errors = Pipe()
-        let input = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        process.standardInput = input
-        try process.run()
-        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try input.fileHandleForWriting.close()
+        let base = NSTemporaryDirectory() + "passion-run-\(UUID().uuidString)"
+        let (input, output, errors) = (base + ".in", base + ".out", base + ".err")
+        defer { for path in [input, output, errors] { try? FileManager.default.removeItem(atPath: path) } }
+        try (stdin ?? "").write(toFile: input, atomically: true, encoding: .utf8)
+        let pid = try Subprocess.spawn(
+            path(name), arguments, inputPath: input, outputPath: output, errorPath: errors, directory: directory)
         let killer = Task {
             try await Task.sleep(for: timeout)
-            process.terminate()
+            kill(pid, SIGKILL)
         }
-        async let out = Task.detached { output.fileHandleForReading.readDataToEndOfFile() }.value
-        async let err = Task.detached { errors.fileHandleForReading.readDataToEndOfFile() }.value
-        let (stdout, stderr) = await (out, err)
-        process.waitUntilExit()
+        let status = try await NIOThreadPool.singleton.runIfActive { try Subprocess.wait(pid) }
         killer.cancel()
-        return Result(
-            status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-            stderr: String(decoding: stderr, as: UTF8.self))
+        let stdout = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        let stderr = (try? String(contentsOfFile: errors, encoding: .utf8)) ?? ""
+        return Result(status: status, stdout: stdout, stderr: stderr)
+    }
+
+    /// A `passion-server` started in the background, its output in files.
+    struct Server {
+        let pid: pid_t
+        /// Everything it printed on stdout and stderr.
+        let outputPath: String
+        let errorPath: String
+        /// The "listening on HOST:PORT" line, or what it printed instead when it did not start.
+        let firstLine: String
+
+        var port: String {
+            firstLine.split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+        }
+
+        var log: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
+
+        /// SIGTERM, then its exit status.
+        func stop() async throws -> Int32 {
+            kill(pid, SIGTERM)
+            return try await NIOThreadPool.singleton.runIfActive { try Subprocess.wait(pid) }
+        }
+    }
+
+    /// Starts `passion-server` in `directory` and waits (polling, never blocking a thread) until
+    /// it prints its first line or exits.
+    static func startServer(_ arguments: [String], directory: String, timeout: Duration = .seconds(120)) async throws -> Server {
+        let output = directory + "/server-\(UUID().uuidString.prefix(6)).out"
+        let errors = directory + "/server-\(UUID().uuidString.prefix(6)).err"
+        let pid = try Subprocess.spawn(path("passion-server"), arguments, outputPath: output, errorPath: errors, directory: directory)
+        let deadline = ContinuousClock.now + timeout
+        var line = ""
+        while ContinuousClock.now < deadline {
+            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+            if let newline = text.firstIndex(of: "\n") {
+                line = String(text[..<newline])
+                break
+            }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                line = "exited before listening: " + ((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "")
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return Server(pid: pid, outputPath: output, errorPath: errors, firstLine: line)
     }
 }
