@@ -124,6 +124,25 @@ struct SubscribeTests {
         }
     }
 
+    @Test("when the event listener loses its database connection, subscribers catch up from the table: nothing is missed")
+    func listenerReconnects() async throws {
+        try await ServiceHarness.with { harness in
+            let user = try await harness.signIn()
+            let stream = try await harness.connection.progress.subscribe(
+                SubscribeRequest.with { $0.heartbeatSeconds = 1 }, options: .session(user.token))
+            var iterator = stream.makeAsyncIterator()
+            try await Self.waitForHeartbeat(&iterator)
+            // Kill the listener's connection, then award while it reconnects: those NOTIFYs go
+            // nowhere, and only the catch-up from progress_events can deliver them.
+            _ = try await harness.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'passion-listener'")
+            let during = try await Self.award(harness, user.id, 6)
+            let after = try await Self.award(harness, user.id, 8)
+            let expected = (during.events + after.events).map(\.id)
+            let received = try await Self.next(expected.count, from: &iterator)
+            #expect(received.map(\.id) == expected)
+        }
+    }
+
     @Test("bad requests: a user naming another user, a service naming nobody, a bad heartbeat")
     func badRequests() async throws {
         try await ServiceHarness.with { harness in
