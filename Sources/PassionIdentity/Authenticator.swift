@@ -3,6 +3,7 @@ import Logging
 import PassionRPC
 import PassionWire
 import PassionStore
+import PassionTLS
 import Synchronization
 
 /// How the server authenticates, limits and remembers sessions.
@@ -117,20 +118,23 @@ public final class StoreAuthenticator: Authenticator {
         guard let hash = SessionToken.hash(String(credential)) else {
             throw Self.unauthenticated("the session token is malformed", reason: "TOKEN_MALFORMED")
         }
-        if let cached = sessions.lookup(hash) { return Principal(kind: .user, id: cached.userID) }
-        try checkFailureBudget(peerHost())
-        let session = try await session(hash: hash)
-        return Principal(kind: .user, id: session.userID)
+        let session: SessionCache.Entry
+        if let cached = sessions.lookup(hash) {
+            session = cached
+        } else {
+            try checkFailureBudget(peerHost())
+            session = try await loadSession(hash: hash)
+        }
+        return Principal(kind: .user, id: session.userID, sessionID: Crypto.hex(hash))
     }
 
     static func unauthenticated(_ message: String, reason: String) -> RPCError {
         RPCError(code: .unauthenticated, message: message, details: ErrorDetails(reason: reason))
     }
 
-    /// The live session of a token hash: from the cache, or from the database, which also
-    /// moves `last_activity` forward at most once a minute.
-    func session(hash: [UInt8]) async throws -> SessionCache.Entry {
-        if let cached = sessions.lookup(hash) { return cached }
+    /// The live session of a token hash from the database, which also moves `last_activity`
+    /// forward at most once a minute; cached for the next calls.
+    private func loadSession(hash: [UInt8]) async throws -> SessionCache.Entry {
         let row = try await pool.withConnection { connection in
             try connection.query("""
                 WITH touched AS (

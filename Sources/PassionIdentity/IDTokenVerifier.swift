@@ -1,6 +1,7 @@
 import COpenSSL
 import Foundation
 import PassionRPC
+import PassionTLS
 
 /// An OpenID Connect provider whose ID tokens SignIn verifies offline, against a JWKS file.
 public struct IdentityProviderConfiguration: Sendable, Hashable {
@@ -82,8 +83,6 @@ public struct IDTokenVerifier: Sendable {
         }
         self.providers = providers
     }
-
-    public var configuredProviders: [String] { providers.keys.sorted() }
 
     static func keys(jwks: Data, path: String) throws -> [String: RSAPublicKey] {
         struct Set: Decodable {

@@ -1,5 +1,6 @@
 import Foundation
 import PassionRPC
+import PassionTLS
 
 /// An internal caller the server knows: its name, how it proves itself (a service key whose
 /// SHA-256 is configured, or an mTLS client certificate name) and its scopes.
@@ -182,9 +183,6 @@ public enum DevelopmentServiceKey {
 
     /// A new random service key: `psk_` and 256 random bits, base64url.
     public static func generateKey() -> String { "psk_" + Crypto.base64URL(Crypto.randomBytes(32)) }
-
-    /// The hex SHA-256 to configure for `key`.
-    public static func sha256Hex(of key: String) -> String { Crypto.hex(Crypto.sha256(key)) }
 
     private static func account(key: String) -> ServiceAccount {
         ServiceAccount(name: serviceName, keySHA256: Crypto.sha256(key), scopes: [Principal.adminScope], rate: .unlimited)

@@ -16,12 +16,17 @@ public struct Principal: Sendable, Hashable, CustomStringConvertible {
     public var scopes: Set<String>
     /// The user a service acts for (from the `as-user` metadata); nil otherwise.
     public var actingForUser: String?
+    /// For a user: the session the call was made with, as the authenticator names it.
+    public var sessionID: String?
 
-    public init(kind: Kind, id: String = "", scopes: Set<String> = [], actingForUser: String? = nil) {
+    public init(
+        kind: Kind, id: String = "", scopes: Set<String> = [], actingForUser: String? = nil, sessionID: String? = nil
+    ) {
         self.kind = kind
         self.id = id
         self.scopes = scopes
         self.actingForUser = actingForUser
+        self.sessionID = sessionID
     }
 
     public static let anonymous = Principal(kind: .anonymous)

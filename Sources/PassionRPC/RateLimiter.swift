@@ -30,12 +30,7 @@ public final class PrincipalRateLimiter: Sendable {
     public let services: RateLimit
     /// Buckets kept at most; beyond it, full (idle) buckets are dropped first.
     private let capacity: Int
-    private let buckets = Mutex([String: Bucket]())
-
-    private struct Bucket {
-        var tokens: Double
-        var updated: ContinuousClock.Instant
-    }
+    private let buckets = Mutex([String: TokenBucket]())
 
     public init(users: RateLimit, services: RateLimit, capacity: Int = 100_000) {
         self.users = users
@@ -47,39 +42,21 @@ public final class PrincipalRateLimiter: Sendable {
     /// time until enough tokens are back.
     public func take(_ cost: Int, key: String, limit: RateLimit, now: ContinuousClock.Instant = .now) -> Duration? {
         buckets.withLock { buckets in
-            var bucket = buckets[key] ?? Bucket(tokens: limit.burst, updated: now)
-            let elapsed = bucket.updated.duration(to: now)
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            bucket.tokens = min(limit.burst, bucket.tokens + max(0, seconds) * limit.perSecond)
-            bucket.updated = now
-            let needed = Double(cost)
-            guard bucket.tokens >= needed else {
-                buckets[key] = bucket
-                // A cost above the burst can never fit: wait for a full bucket, then it is refused
-                // again, which is the honest answer for a misconfigured cost.
-                let missing = min(needed, limit.burst) - bucket.tokens
-                return .milliseconds(Int((missing / limit.perSecond * 1000).rounded(.up)))
-            }
-            bucket.tokens -= needed
             if buckets[key] == nil, buckets.count >= capacity {
                 // Buckets that refilled belong to callers that went quiet: forgetting them loses nothing.
                 let refillTime = Duration.milliseconds(Int(max(users.burst / users.perSecond, services.burst / services.perSecond) * 1000) + 1)
-                buckets = buckets.filter { $0.value.updated.duration(to: now) < refillTime }
+                buckets = buckets.filter { $0.value.last.duration(to: now) < refillTime }
                 if buckets.count >= capacity { buckets.removeAll() }
             }
-            buckets[key] = bucket
-            return nil
+            var bucket = buckets[key] ?? TokenBucket(capacity: limit.burst, ratePerSecond: limit.perSecond, now: now)
+            defer { buckets[key] = bucket }
+            return bucket.take(Double(cost), now: now)
         }
     }
 
     /// Tokens in `key`'s bucket now, without taking any.
     public func available(key: String, limit: RateLimit, now: ContinuousClock.Instant = .now) -> Double {
-        buckets.withLock { buckets in
-            guard let bucket = buckets[key] else { return limit.burst }
-            let elapsed = bucket.updated.duration(to: now)
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            return min(limit.burst, bucket.tokens + max(0, seconds) * limit.perSecond)
-        }
+        buckets.withLock { $0[key]?.available(now: now) ?? limit.burst }
     }
 
     /// Admits a call of `method` by `principal` (anonymous callers are keyed by `peerHost`), or

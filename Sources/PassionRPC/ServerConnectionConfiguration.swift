@@ -35,23 +35,41 @@ struct TokenBucket {
     let capacity: Double
     let ratePerSecond: Double
     private var tokens: Double
-    private var last: ContinuousClock.Instant
+    private(set) var last: ContinuousClock.Instant
+
+    init(capacity: Double, ratePerSecond: Double, now: ContinuousClock.Instant = .now) {
+        self.capacity = capacity
+        self.ratePerSecond = ratePerSecond
+        self.tokens = capacity
+        self.last = now
+    }
 
     init(capacity: Int, ratePerSecond: Double, now: ContinuousClock.Instant = .now) {
-        self.capacity = Double(capacity)
-        self.ratePerSecond = ratePerSecond
-        self.tokens = Double(capacity)
-        self.last = now
+        self.init(capacity: Double(capacity), ratePerSecond: ratePerSecond, now: now)
+    }
+
+    /// Tokens in the bucket at `now`.
+    func available(now: ContinuousClock.Instant = .now) -> Double {
+        let elapsed = last.duration(to: now)
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return min(capacity, tokens + max(0, seconds) * ratePerSecond)
     }
 
     /// Takes a token; false when the bucket is empty.
     mutating func take(now: ContinuousClock.Instant = .now) -> Bool {
-        let elapsed = now - last
+        take(1, now: now) == nil
+    }
+
+    /// Takes `cost` tokens; nil when taken, otherwise the wait until they would be there (a cost
+    /// above the capacity waits for a full bucket and is refused again: a misconfigured cost).
+    mutating func take(_ cost: Double, now: ContinuousClock.Instant = .now) -> Duration? {
+        tokens = available(now: now)
         last = now
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        tokens = min(capacity, tokens + seconds * ratePerSecond)
-        guard tokens >= 1 else { return false }
-        tokens -= 1
-        return true
+        guard tokens >= cost else {
+            let missing = min(cost, capacity) - tokens
+            return .milliseconds(Int((missing / ratePerSecond * 1000).rounded(.up)))
+        }
+        tokens -= cost
+        return nil
     }
 }

@@ -517,7 +517,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             case .success(.noMessage):
                 sendTrailers(call, nil, message: nil)
             case .failure(let error):
-                let status = Self.status(for: error)
+                let status = RPCError(converting: error)
                 if status.code == .internal || status.code == .unknown {
                     logger.error("handler failed", metadata: [
                         "method": "\(call.route.descriptor.fullName)", "error": "\(error)",
@@ -534,10 +534,6 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     /// What a handler's error becomes on the wire. Unknown errors never leak their text.
-    static func status(for error: any Error) -> RPCError {
-        RPCError(converting: error)
-    }
-
     private func release(_ call: ServerCall) {
         call.deadlineTimer?.cancel()
         call.requestSource?.finish()

@@ -14,7 +14,7 @@ public struct ApplicationServices: Sendable {
     /// Throws when an OpenID Connect provider's JWKS cannot be read.
     public init(pool: PostgresPool, configuration: IdentityConfiguration, logger: Logger) throws {
         let identity = try IdentityServices(pool: pool, configuration: configuration, logger: logger)
-        let trail = AuditTrail(pool: pool, logger: logger)
+        let trail = identity.trail
         let events = try ProgressEventHub(conninfo: pool.configuration.conninfo, logger: logger)
         authenticator = identity.authenticator
         self.events = events

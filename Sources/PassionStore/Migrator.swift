@@ -1,4 +1,4 @@
-import COpenSSL
+import PassionTLS
 import Foundation
 
 /// One ordered SQL file from `Sources/PassionStore/Migrations`.
@@ -13,13 +13,7 @@ public struct Migration: Sendable, Equatable {
     }
 
     /// SHA-256 of the SQL text, hex.
-    public var checksum: String {
-        let bytes = Array(sql.utf8)
-        var digest = [UInt8](repeating: 0, count: 32)
-        var length: UInt32 = 0
-        _ = EVP_Digest(bytes, bytes.count, &digest, &length, EVP_sha256(), nil)
-        return digest.prefix(Int(length)).map { String(format: "%02x", $0) }.joined()
-    }
+    public var checksum: String { Crypto.hex(Crypto.sha256(sql)) }
 
     /// The migrations shipped with the server, in order.
     public static func bundled() throws -> [Migration] {

@@ -1,4 +1,5 @@
 import Foundation
+import PassionTLS
 
 /// A Swift value PostgreSQL reads from its text format.
 public protocol PostgresEncodable: Sendable {
@@ -153,7 +154,7 @@ public struct Bytes: Sendable, Hashable, PostgresEncodable, PostgresDecodable {
     public var bytes: [UInt8]
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
     public var postgresText: String {
-        "\\x" + bytes.map { String(format: "%02x", $0) }.joined()
+        "\\x" + Crypto.hex(bytes)
     }
     public init(postgresText: String) throws {
         guard postgresText.hasPrefix("\\x"), postgresText.count % 2 == 0 else {

@@ -3,6 +3,7 @@ import Foundation
 import PassionClient
 import PassionIdentity
 import PassionStore
+import PassionTLS
 import PassionTestSupport
 import Testing
 
@@ -34,10 +35,7 @@ final class TestIssuer: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: jwksPath)
     }
 
-    static func base64URL(_ bytes: some Collection<UInt8>) -> String {
-        Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
-    }
+    static func base64URL(_ bytes: some Collection<UInt8>) -> String { Crypto.base64URL(bytes) }
 
     /// A signed token with `claims` over sensible defaults.
     func token(_ claims: [String: Any] = [:], header: [String: Any]? = nil) throws -> String {

@@ -181,6 +181,40 @@ struct CLITests {
         #expect(try await process.stop() == 0)
     }
 
+    @Test("bad identity flags stop the server before anything starts, each with a message naming it")
+    func badIdentityFlags() async throws {
+        let directory = NSTemporaryDirectory() + "passion-flags-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try #"{"keys": []}"#.write(toFile: directory + "/empty-jwks.json", atomically: true, encoding: .utf8)
+        let cases: [([String], String)] = [
+            (["--session-ttl", "5x"], "--session-ttl"),
+            (["--session-ttl", "10s"], "--session-ttl"),
+            (["--rate-user", "fast"], "--rate-user"),
+            (["--rate-service", "0"], "--rate-service"),
+            (["--service-keys", directory + "/missing.json"], "cannot read service accounts file"),
+            (["--oidc", "github:jwks=/x,audience=a"], "provider must be google or azure"),
+            (["--oidc", "google:jwks=\(directory)/empty-jwks.json,audience=a"], "no RS256 signing key"),
+        ]
+        for (flags, message) in cases {
+            let result = try await Executables.run("passion-server", ["--port", "0"] + flags, directory: directory)
+            #expect(result.status != 0, "\(flags)")
+            #expect(result.stderr.contains(message), "\(flags): \(result.stderr)")
+            #expect(!result.stdout.contains("listening"))
+        }
+        #expect(!FileManager.default.fileExists(atPath: directory + "/.passion/postgres"), "a database started for a bad flag")
+    }
+
+    @Test("the CLI refuses two identities at once and an as-user that is not a user id as usage errors (exit 64)")
+    func badCredentialFlags() async throws {
+        try await TestServer.with { server in
+            let both = try await passion(server, ["call", "passion.v1.Users/Me", "--token", "t", "--service-key", "k"])
+            #expect(both.status == 64 && both.stderr.contains("two identities"), "\(both.stderr)")
+            let malformed = try await passion(server, ["call", "passion.v1.Users/Me", "--service-key", "k", "--as-user", "bob"])
+            #expect(malformed.status == 64 && malformed.stderr.contains("--as-user"), "\(malformed.stderr)")
+        }
+    }
+
     @Test("an unreachable --database-url stops the server with a clear error")
     func unreachableDatabase() async throws {
         let result = try await Executables.run(

@@ -233,18 +233,9 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     public func awardXP(request: AwardXPRequest, context: ServerContext) async throws -> RewardResult {
         let origin = AuditOrigin(context)
         return try await trail.failures(origin, action: "xp.awarded", resourceType: "points_ledger") {
-            guard Self.xpReasons.contains(request.reason) else {
-                throw Validate.invalid("reason", "must be one of \(Self.xpReasons.sorted().joined(separator: ", "))")
-            }
-            guard request.points != 0 else { throw Validate.invalid("points", "must not be 0") }
-            guard request.points > 0 || ["penalty", "correction"].contains(request.reason) else {
-                throw Validate.invalid("points", "may be negative only with reason penalty or correction")
-            }
-            guard request.reason != "penalty" || request.points < 0 else { throw Validate.invalid("points", "a penalty is negative") }
-            let (resourceType, resourceID) = try Self.resource(type: request.resourceType, id: request.resourceID)
-            let reward = Reward(
-                user: try Validate.uuid(request.userID, field: "user_id"), kind: "xp", amount: request.points, reason: request.reason,
-                resourceType: resourceType, resourceID: resourceID, key: try Self.key(request.idempotencyKey))
+            let reward = try Self.xpReward(
+                userID: request.userID, amount: request.points, reason: request.reason, resourceType: request.resourceType,
+                resourceID: request.resourceID, key: request.idempotencyKey, amountField: "points")
             return try await apply(reward, origin: origin, deadline: context.deadline)
         }
     }
@@ -252,19 +243,47 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     public func awardCoins(request: AwardCoinsRequest, context: ServerContext) async throws -> RewardResult {
         let origin = AuditOrigin(context)
         return try await trail.failures(origin, action: "coins.awarded", resourceType: "coins_ledger") {
-            guard Self.coinReasons.contains(request.reason) else {
-                throw Validate.invalid("reason", "must be one of \(Self.coinReasons.sorted().joined(separator: ", "))")
-            }
-            guard request.coins != 0 else { throw Validate.invalid("coins", "must not be 0") }
-            guard request.coins > 0 || request.reason == "correction" else {
-                throw Validate.invalid("coins", "may be negative only with reason correction")
-            }
-            let resourceID = try request.resourceID.isEmpty ? nil : Validate.uuid(request.resourceID, field: "resource_id")
-            let reward = Reward(
-                user: try Validate.uuid(request.userID, field: "user_id"), kind: "coins", amount: request.coins, reason: request.reason,
-                resourceID: resourceID, key: try Self.key(request.idempotencyKey))
+            let reward = try Self.coinReward(
+                userID: request.userID, amount: request.coins, reason: request.reason, resourceID: request.resourceID,
+                key: request.idempotencyKey, amountField: "coins")
             return try await apply(reward, origin: origin, deadline: context.deadline)
         }
+    }
+
+    /// An XP award, validated; `prefix` names a batch item's fields (`awards[3].`).
+    static func xpReward(
+        userID: String, amount: Int32, reason: String, resourceType: String, resourceID: String, key: String,
+        amountField: String, prefix: String = ""
+    ) throws -> Reward {
+        guard xpReasons.contains(reason) else {
+            throw Validate.invalid(prefix + "reason", "must be one of \(xpReasons.sorted().joined(separator: ", "))")
+        }
+        guard amount != 0 else { throw Validate.invalid(prefix + amountField, "must not be 0") }
+        guard amount > 0 || ["penalty", "correction"].contains(reason) else {
+            throw Validate.invalid(prefix + amountField, "may be negative only with reason penalty or correction")
+        }
+        guard reason != "penalty" || amount < 0 else { throw Validate.invalid(prefix + amountField, "a penalty is negative") }
+        let (type, id) = try resource(type: resourceType, id: resourceID, prefix: prefix)
+        return Reward(
+            user: try Validate.uuid(userID, field: prefix + "user_id"), kind: "xp", amount: amount, reason: reason,
+            resourceType: type, resourceID: id, key: try Self.key(key, field: prefix + "idempotency_key"))
+    }
+
+    /// A coin award, validated; `prefix` names a batch item's fields.
+    static func coinReward(
+        userID: String, amount: Int32, reason: String, resourceID: String, key: String, amountField: String, prefix: String = ""
+    ) throws -> Reward {
+        guard coinReasons.contains(reason) else {
+            throw Validate.invalid(prefix + "reason", "must be one of \(coinReasons.sorted().joined(separator: ", "))")
+        }
+        guard amount != 0 else { throw Validate.invalid(prefix + amountField, "must not be 0") }
+        guard amount > 0 || reason == "correction" else {
+            throw Validate.invalid(prefix + amountField, "may be negative only with reason correction")
+        }
+        let id = try resourceID.isEmpty ? nil : Validate.uuid(resourceID, field: prefix + "resource_id")
+        return Reward(
+            user: try Validate.uuid(userID, field: prefix + "user_id"), kind: "coins", amount: amount, reason: reason,
+            resourceID: id, key: try Self.key(key, field: prefix + "idempotency_key"))
     }
 
     public func spendCoins(request: SpendCoinsRequest, context: ServerContext) async throws -> RewardResult {
@@ -285,22 +304,8 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
             guard request.refundOf > 0 else { throw Validate.invalid("refund_of", "must be the ledger id of a spend") }
             guard request.coins >= 0 else { throw Validate.invalid("coins", "must not be negative") }
             let user = try Validate.uuid(request.userID, field: "user_id")
-            var amount = request.coins
-            if amount == 0 {
-                // "All of it": the spend's amount, read in the same round trip's function below
-                // would need a second kind; a read first is simpler and the function re-checks.
-                let spent = try await pool.withConnection(deadline: context.deadline) { connection in
-                    try connection.query("""
-                        SELECT -coins AS spent FROM coins_ledger WHERE id = \(request.refundOf) AND user_id = \(user) AND transaction_type = 'spent'
-                        """).first?.require("spent", as: Int32.self)
-                }
-                guard let spent else {
-                    throw RPCError(code: .notFound, message: "no such spend of this user", details: ErrorDetails(reason: "SPEND_NOT_FOUND", fields: ["field": "refund_of"]))
-                }
-                amount = spent
-            }
             let reward = Reward(
-                user: user, kind: "refund", amount: amount, reason: "shop_purchase", key: try Self.key(request.idempotencyKey),
+                user: user, kind: "refund", amount: request.coins, reason: "shop_purchase", key: try Self.key(request.idempotencyKey),
                 refundOf: request.refundOf)
             return try await apply(reward, origin: origin, deadline: context.deadline)
         }
@@ -357,25 +362,18 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
 
     /// A batch item, validated like the single calls.
     static func reward(_ award: BatchAward, field: String) throws -> Reward {
-        let user = try Validate.uuid(award.userID, field: "\(field).user_id")
-        let key = try Self.key(award.idempotencyKey, field: "\(field).idempotency_key")
+        let prefix = field + "."
         switch award.kind {
         case .xp:
-            guard xpReasons.contains(award.reason) else { throw Validate.invalid("\(field).reason", "is not an XP reason") }
-            guard award.amount != 0, award.amount > 0 || ["penalty", "correction"].contains(award.reason),
-                award.reason != "penalty" || award.amount < 0
-            else { throw Validate.invalid("\(field).amount", "has the wrong sign for its reason (or is 0)") }
-            let (type, id) = try resource(type: award.resourceType, id: award.resourceID, field: field)
-            return Reward(user: user, kind: "xp", amount: award.amount, reason: award.reason, resourceType: type, resourceID: id, key: key)
+            return try xpReward(
+                userID: award.userID, amount: award.amount, reason: award.reason, resourceType: award.resourceType,
+                resourceID: award.resourceID, key: award.idempotencyKey, amountField: "amount", prefix: prefix)
         case .coins:
-            guard coinReasons.contains(award.reason) else { throw Validate.invalid("\(field).reason", "is not a coin reason") }
-            guard award.amount != 0, award.amount > 0 || award.reason == "correction" else {
-                throw Validate.invalid("\(field).amount", "has the wrong sign for its reason (or is 0)")
-            }
-            let id = try award.resourceID.isEmpty ? nil : Validate.uuid(award.resourceID, field: "\(field).resource_id")
-            return Reward(user: user, kind: "coins", amount: award.amount, reason: award.reason, resourceID: id, key: key)
+            return try coinReward(
+                userID: award.userID, amount: award.amount, reason: award.reason, resourceID: award.resourceID,
+                key: award.idempotencyKey, amountField: "amount", prefix: prefix)
         default:
-            throw Validate.invalid("\(field).kind", "must be XP or COINS")
+            throw Validate.invalid(prefix + "kind", "must be XP or COINS")
         }
     }
 
@@ -410,13 +408,12 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
                            row_number() OVER (ORDER BY s.xp DESC, s.user_id) AS position,
                            count(*) OVER () AS ranked_users
                     FROM scores s JOIN users u ON u.id = s.user_id AND u.deleted_at IS NULL
-                ), me AS (SELECT position FROM ranked WHERE user_id = \(userID))
-                SELECT r.*, r.user_id = \(userID) AS is_me, r.position <= \(limit) AS is_top,
-                       r.position BETWEEN (SELECT position FROM me) - \(neighbours) AND (SELECT position FROM me) + \(neighbours) AS is_near
-                FROM ranked r
-                WHERE r.position <= \(limit)
-                   OR r.position BETWEEN (SELECT position FROM me) - \(neighbours) AND (SELECT position FROM me) + \(neighbours)
-                ORDER BY r.position
+                ), flagged AS (
+                    SELECT r.*, r.user_id = \(userID) AS is_me, r.position <= \(limit) AS is_top,
+                           abs(r.position - (SELECT position FROM ranked WHERE user_id = \(userID))) <= \(neighbours) AS is_near
+                    FROM ranked r
+                )
+                SELECT * FROM flagged WHERE is_top OR is_near ORDER BY position
                 """)
         }
         var response = LeaderboardResponse()
@@ -467,9 +464,8 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         return key
     }
 
-    static func resource(type: String, id: String, field: String? = nil) throws -> (String?, UUID?) {
+    static func resource(type: String, id: String, prefix: String = "") throws -> (String?, UUID?) {
         if type.isEmpty, id.isEmpty { return (nil, nil) }
-        let prefix = field.map { "\($0)." } ?? ""
         guard resourceTypes.contains(type) else {
             throw Validate.invalid(prefix + "resource_type", "must be one of \(resourceTypes.sorted().joined(separator: ", ")) with resource_id")
         }

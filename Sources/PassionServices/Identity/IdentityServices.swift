@@ -7,6 +7,8 @@ import PassionStore
 public struct IdentityServices: Sendable {
     public let authenticator: StoreAuthenticator
     public let services: [any RPCService]
+    /// Where failed attempts are recorded; shared with the other services.
+    public let trail: AuditTrail
 
     /// Throws when an OpenID Connect provider's JWKS cannot be read.
     public init(pool: PostgresPool, configuration: IdentityConfiguration, logger: Logger) throws {
@@ -14,6 +16,7 @@ public struct IdentityServices: Sendable {
         let verifier = try IDTokenVerifier(configuration.identityProviders)
         let trail = AuditTrail(pool: pool, logger: logger)
         self.authenticator = authenticator
+        self.trail = trail
         self.services = [
             AuthService(pool: pool, authenticator: authenticator, verifier: verifier, trail: trail),
             UsersService(pool: pool, authenticator: authenticator, trail: trail),

@@ -3,7 +3,7 @@ import PassionAPI
 import PassionIdentity
 import PassionRPC
 import PassionStore
-import PassionWire
+import PassionTLS
 import SwiftProtobuf
 
 /// Input checks shared by the identity services: each failure is INVALID_ARGUMENT naming the
@@ -89,10 +89,7 @@ extension ServerContext {
 
     /// The SHA-256 of the session token this call was made with, if any.
     var sessionHash: [UInt8]? {
-        guard principal.kind == .user, let authorization = requestMetadata["authorization"] else { return nil }
-        let parts = authorization.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2 else { return nil }
-        return SessionToken.hash(String(parts[1]).trimmingCharacters(in: .whitespaces))
+        principal.sessionID.flatMap { Crypto.bytes(hex: $0) }
     }
 }
 
@@ -113,16 +110,12 @@ extension Google_Protobuf_Timestamp {
 /// Opaque page tokens: base64url of the keyset position, so clients cannot depend on its shape.
 enum PageToken {
     static func encode(_ parts: [String]) -> String {
-        Data(parts.joined(separator: "|").utf8).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        Crypto.base64URL(Array(parts.joined(separator: "|").utf8))
     }
 
     static func decode(_ token: String, count: Int, field: String = "page_token") throws -> [String]? {
         guard !token.isEmpty else { return nil }
-        var standard = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        standard += String(repeating: "=", count: (4 - standard.count % 4) % 4)
-        guard let data = Data(base64Encoded: standard), let text = String(data: data, encoding: .utf8) else {
+        guard let bytes = Crypto.bytes(base64URL: token), let text = String(validating: bytes, as: UTF8.self) else {
             throw Validate.invalid(field, "is not a token from a previous response")
         }
         let parts = text.split(separator: "|", omittingEmptySubsequences: false).map(String.init)

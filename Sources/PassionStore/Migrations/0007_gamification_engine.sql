@@ -205,7 +205,7 @@ $$;
 -- passion_reward -------------------------------------------------------------------------------
 -- p_kind: 'xp' (points_ledger), 'coins' (earned), 'spend' (shop purchase), 'refund' (of
 -- p_refund_of, a spend of this user). p_amount > 0, except xp and coins where a negative amount
--- is a compensating row (reason penalty or correction). Returns the progress summary plus
+-- is a compensating row (reason penalty or correction), and refund where 0 means all of it. Returns the progress summary plus
 -- "ledger_id", "events" and "replayed" (true for a retry answered from the key).
 
 CREATE FUNCTION passion_reward(
@@ -281,6 +281,9 @@ BEGIN
             RAISE EXCEPTION 'this spend was already refunded'
                 USING ERRCODE = 'P0A15', HINT = 'ALREADY_REFUNDED',
                       DETAIL = jsonb_build_object('refund_of', p_refund_of)::text;
+        END IF;
+        IF p_amount = 0 THEN
+            p_amount := -v_spent.coins;
         END IF;
         IF p_amount > -v_spent.coins THEN
             RAISE EXCEPTION 'a refund cannot exceed the spend'
