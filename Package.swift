@@ -234,5 +234,14 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        .testTarget(
+            name: "PassionContentTests",
+            dependencies: [
+                "PassionIdentity", "PassionServices", "PassionStore", "PassionRPC", "PassionClient", "PassionTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
     ]
 )

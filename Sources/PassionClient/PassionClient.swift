@@ -47,6 +47,16 @@ extension RPCClientTransport {
     public var achievements: Achievements.Client { Achievements.Client(transport: self) }
     /// `passion.v1.ProgressAdmin` over this transport.
     public var progressAdmin: ProgressAdmin.Client { ProgressAdmin.Client(transport: self) }
+    /// `passion.v1.Goals` over this transport.
+    public var goals: Goals.Client { Goals.Client(transport: self) }
+    /// `passion.v1.Habits` over this transport.
+    public var habits: Habits.Client { Habits.Client(transport: self) }
+    /// `passion.v1.Quests` over this transport.
+    public var quests: Quests.Client { Quests.Client(transport: self) }
+    /// `passion.v1.FocusSessions` over this transport.
+    public var focusSessions: FocusSessions.Client { FocusSessions.Client(transport: self) }
+    /// `passion.v1.Maintenance` over this transport.
+    public var maintenance: Maintenance.Client { Maintenance.Client(transport: self) }
 }
 
 extension CallOptions {

@@ -4,10 +4,32 @@ import PassionRPC
 import PassionStore
 import ServiceLifecycle
 
-/// Deletes expired sessions: daily by the server (one instance a day across all of them) and
-/// on demand by an admin call.
+/// A maintenance job: one statement's worth of work that reports how many rows it changed.
+public struct MaintenanceJob: Sendable {
+    /// The name in `maintenance_runs`, in the advisory lock and in admin calls.
+    public let name: String
+    /// The audit action its runs are recorded as.
+    public let action: String
+    public let resourceType: String
+    let work: @Sendable (PostgresConnection) throws -> Int
+
+    public init(name: String, action: String, resourceType: String, work: @escaping @Sendable (PostgresConnection) throws -> Int) {
+        self.name = name
+        self.action = action
+        self.resourceType = resourceType
+        self.work = work
+    }
+
+    /// Deletes expired sessions.
+    public static let expiredSessions = MaintenanceJob(name: "expired_sessions", action: "sessions.purged", resourceType: "session") {
+        try $0.query("DELETE FROM sessions WHERE expires_at < now()").affected
+    }
+}
+
+/// Runs maintenance jobs: daily by the server (one instance a day across all of them, under
+/// the job's advisory lock and `maintenance_runs`) and on demand by an admin call.
 public struct SessionMaintenance: Sendable {
-    public static let job = "expired_sessions"
+    public static let job = MaintenanceJob.expiredSessions.name
     let pool: PostgresPool
 
     public init(pool: PostgresPool) {
@@ -16,36 +38,45 @@ public struct SessionMaintenance: Sendable {
 
     /// Deletes every expired session now and records who asked; returns how many.
     public func purgeExpired(origin: AuditOrigin) async throws -> Int {
-        try await pool.transaction { connection in
-            let deleted = try Self.delete(connection)
+        try await run(.expiredSessions, origin: origin)
+    }
+
+    /// Runs `job` now, after any instance already running it finishes; records who asked.
+    public func run(_ job: MaintenanceJob, origin: AuditOrigin, deadline: ContinuousClock.Instant? = nil) async throws -> Int {
+        try await pool.transaction(deadline: deadline) { connection in
+            try connection.query("SELECT pg_advisory_xact_lock(hashtext(\("passion.maintenance." + job.name)))")
+            let changed = try job.work(connection)
+            try Self.recordRun(job, changed: changed, connection)
             try connection.insertAudit(origin.record(
-                "sessions.purged", resourceType: "session", userID: nil, details: ["deleted": "\(deleted)"]))
-            return deleted
+                job.action, resourceType: job.resourceType, userID: nil, details: ["affected": "\(changed)", "job": job.name]))
+            return changed
         }
     }
 
-    /// Runs the daily purge if no instance ran it in the last `interval`; nil when it was not due
-    /// or another instance holds the job's lock.
+    /// Runs the daily expired-session purge if due; see `runIfDue(_:interval:)`.
     public func runIfDue(interval: Duration = .seconds(86_400)) async throws -> Int? {
+        try await runIfDue(.expiredSessions, interval: interval)
+    }
+
+    /// Runs `job` if no instance ran it in the last `interval`; nil when it was not due or
+    /// another instance holds the job's lock.
+    public func runIfDue(_ job: MaintenanceJob, interval: Duration = .seconds(86_400)) async throws -> Int? {
         let seconds = interval.components.seconds
         return try await pool.transaction { connection -> Int? in
             // Transaction-scoped: released by COMMIT or by the connection dying, never leaked.
-            let locked = try connection.query("SELECT pg_try_advisory_xact_lock(hashtext(\("passion.maintenance." + Self.job))) AS locked")
+            let locked = try connection.query("SELECT pg_try_advisory_xact_lock(hashtext(\("passion.maintenance." + job.name))) AS locked")
             guard try locked.first?.require("locked", as: Bool.self) == true else { return nil }
             let due = try connection.query("""
-                SELECT NOT EXISTS (SELECT 1 FROM maintenance_runs WHERE job = \(Self.job)
+                SELECT NOT EXISTS (SELECT 1 FROM maintenance_runs WHERE job = \(job.name)
                                    AND last_run_at > now() - \(seconds) * interval '1 second') AS due
                 """)
             guard try due.first?.require("due", as: Bool.self) == true else { return nil }
-            let deleted = try Self.delete(connection)
-            try connection.query("""
-                INSERT INTO maintenance_runs (job, last_run_at, details) VALUES (\(Self.job), now(), jsonb_build_object('deleted', \(deleted)::int))
-                ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at, details = EXCLUDED.details
-                """)
+            let changed = try job.work(connection)
+            try Self.recordRun(job, changed: changed, connection)
             try connection.insertAudit(AuditRecord(
-                userID: nil, action: "sessions.purged", resourceType: "session", details: ["deleted": "\(deleted)", "job": "daily"],
-                principal: "service:passion-server"))
-            return deleted
+                userID: nil, action: job.action, resourceType: job.resourceType,
+                details: ["affected": "\(changed)", "job": job.name, "schedule": "daily"], principal: "service:passion-server"))
+            return changed
         }
     }
 
@@ -57,35 +88,46 @@ public struct SessionMaintenance: Sendable {
         }
     }
 
-    private static func delete(_ connection: PostgresConnection) throws -> Int {
-        try connection.query("DELETE FROM sessions WHERE expires_at < now()").affected
+    private static func recordRun(_ job: MaintenanceJob, changed: Int, _ connection: PostgresConnection) throws {
+        try connection.query("""
+            INSERT INTO maintenance_runs (job, last_run_at, details) VALUES (\(job.name), now(), jsonb_build_object('affected', \(changed)::int))
+            ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at, details = EXCLUDED.details
+            """)
     }
 }
 
-/// Checks every `checkInterval` whether the daily session purge is due and runs it (with many
-/// instances, the advisory lock and `maintenance_runs` make it run once a day in total), and
+/// Checks every `checkInterval` whether each daily job is due and runs it (with many
+/// instances, the advisory lock and `maintenance_runs` make each run once a day in total), and
 /// trims progress events past their resume window.
 public struct SessionMaintenanceService: Service {
     let maintenance: SessionMaintenance
+    let jobs: [MaintenanceJob]
     let checkInterval: Duration
     let logger: Logger
 
-    public init(pool: PostgresPool, checkInterval: Duration = .seconds(3600), logger: Logger) {
+    public init(pool: PostgresPool, jobs: [MaintenanceJob] = [.expiredSessions], checkInterval: Duration = .seconds(3600), logger: Logger) {
         self.maintenance = SessionMaintenance(pool: pool)
+        self.jobs = jobs
         self.checkInterval = checkInterval
         self.logger = logger
     }
 
     public func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            do {
-                if let deleted = try await maintenance.runIfDue() {
-                    logger.info("deleted expired sessions", metadata: ["deleted": "\(deleted)"])
+            for job in jobs {
+                do {
+                    if let changed = try await maintenance.runIfDue(job) {
+                        logger.info("ran maintenance job", metadata: ["job": "\(job.name)", "affected": "\(changed)"])
+                    }
+                } catch {
+                    logger.warning("maintenance job failed; will retry", metadata: ["job": "\(job.name)", "error": "\(error)"])
                 }
+            }
+            do {
                 let trimmed = try await maintenance.trimEvents()
                 if trimmed > 0 { logger.info("trimmed old progress events", metadata: ["deleted": "\(trimmed)"]) }
             } catch {
-                logger.warning("maintenance failed; will retry", metadata: ["error": "\(error)"])
+                logger.warning("trimming progress events failed; will retry", metadata: ["error": "\(error)"])
             }
             do {
                 try await cancelWhenGracefulShutdown { try await Task.sleep(for: checkInterval) }

@@ -188,7 +188,7 @@ struct ServerCommand: AsyncParsableCommand {
         let server = try RPCServer(
             configuration: RPCServerConfiguration(host: host, port: port, tls: tls), router: builtins.router,
             authenticator: application.authenticator, logger: logger)
-        let maintenance = SessionMaintenanceService(pool: store.pool, logger: logger)
+        let maintenance = SessionMaintenanceService(pool: store.pool, jobs: MaintenanceJob.all, logger: logger)
         let announce = Task {
             let boundPort = try await server.port
             let line = "passion-server listening on \(host):\(boundPort)\(tls == nil ? " (plaintext)" : "")\n"

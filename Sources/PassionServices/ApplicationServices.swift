@@ -1,26 +1,32 @@
+import Foundation
 import Logging
 import PassionIdentity
 import PassionRPC
 import PassionStore
 
-/// Every application service over one pool (identity, gamification), with the authenticator
-/// the server installs: what `passion-server` hosts besides the built-in services.
+/// Every application service over one pool (identity, gamification, content), with the
+/// authenticator the server installs: what `passion-server` hosts besides the built-in services.
 public struct ApplicationServices: Sendable {
     public let authenticator: StoreAuthenticator
     public let services: [any RPCService]
     /// Must run (in the server's service group) for Progress/Subscribe to deliver events.
     public let events: ProgressEventHub
 
-    /// Throws when an OpenID Connect provider's JWKS cannot be read.
-    public init(pool: PostgresPool, configuration: IdentityConfiguration, logger: Logger) throws {
+    /// Throws when an OpenID Connect provider's JWKS cannot be read. `now` is the clock the
+    /// content services' day arithmetic uses (tests move it).
+    public init(
+        pool: PostgresPool, configuration: IdentityConfiguration, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }
+    ) throws {
         let identity = try IdentityServices(pool: pool, configuration: configuration, logger: logger)
         let trail = identity.trail
         let events = try ProgressEventHub(conninfo: pool.configuration.conninfo, logger: logger)
+        let content = ContentContext(pool: pool, trail: trail, now: now)
         authenticator = identity.authenticator
         self.events = events
         services = identity.services + [
             ProgressService(pool: pool, trail: trail, hub: events), AchievementsService(pool: pool, trail: trail),
-            ProgressAdminService(pool: pool),
+            ProgressAdminService(pool: pool), GoalsService(content: content), HabitsService(content: content),
+            QuestsService(content: content), FocusSessionsService(content: content), MaintenanceService(pool: pool),
         ]
     }
 }

@@ -52,6 +52,26 @@ public struct SQL: Sendable, Hashable, ExpressibleByStringInterpolation {
             text += fragment
         }
 
+        /// A fragment built the same way (a shared subquery): its binds join this statement's,
+        /// renumbered after the ones before it.
+        public mutating func appendInterpolation(_ fragment: SQL) {
+            let offset = parameters.count
+            parameters += fragment.parameters
+            var renumbered = ""
+            var characters = fragment.text[...]
+            while let dollar = characters.firstIndex(of: "$") {
+                renumbered += characters[..<dollar]
+                let digits = characters[characters.index(after: dollar)...].prefix { $0.isASCII && $0.isNumber }
+                if let number = Int(digits) {
+                    renumbered += "$\(number + offset)"
+                } else {
+                    renumbered += "$"
+                }
+                characters = characters[characters.index(dollar, offsetBy: 1 + digits.count)...]
+            }
+            text += renumbered + characters
+        }
+
         /// A typed bind, for values whose type PostgreSQL cannot infer: `\(value, type: "jsonb")`.
         public mutating func appendInterpolation(_ value: (some PostgresEncodable)?, type: StaticString) {
             parameters.append(value?.postgresText)

@@ -67,10 +67,12 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, RPCErrorConv
         }
     }
 
-    /// The client errors our PL/pgSQL functions raise (0007_gamification_engine.sql).
+    /// The client errors our PL/pgSQL functions raise (0007_gamification_engine.sql,
+    /// 0008_content_engine.sql).
     static let schemaErrorCodes: [String: StatusCode] = [
         "P0A10": .failedPrecondition, "P0A11": .notFound, "P0A12": .invalidArgument, "P0A13": .notFound,
-        "P0A14": .failedPrecondition, "P0A15": .alreadyExists,
+        "P0A14": .failedPrecondition, "P0A15": .alreadyExists, "P0A16": .alreadyExists, "P0A17": .failedPrecondition,
+        "P0A18": .notFound,
     ]
 
     /// Whether the whole transaction may simply be run again.

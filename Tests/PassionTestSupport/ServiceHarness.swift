@@ -4,6 +4,32 @@ import PassionClient
 import PassionIdentity
 import PassionServices
 import PassionStore
+import Synchronization
+
+/// The content services' clock in tests: the real time until a test sets it.
+public final class TestClock: Sendable {
+    private let fixed = Mutex<Date?>(nil)
+
+    public init() {}
+
+    public var now: Date { fixed.withLock { $0 } ?? Date() }
+
+    /// From now on the clock reads `date`.
+    public func set(_ date: Date) { fixed.withLock { $0 = date } }
+
+    /// An instant written `2026-03-29 01:30` in `zone` (an IANA name).
+    public static func date(_ text: String, in zone: String) -> Date {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: zone)
+        formatter.dateFormat = "yyyy-MM-dd HH:mm"
+        guard let date = formatter.date(from: text) else { preconditionFailure("not a local time: \(text) in \(zone)") }
+        return date
+    }
+
+    /// Sets the clock to `text` in `zone`.
+    public func set(_ text: String, in zone: String) { set(Self.date(text, in: zone)) }
+}
 
 /// A real server with the application services over a freshly migrated database, real TLS and
 /// sockets, and the service accounts the tests call with.
@@ -23,7 +49,7 @@ public final class ServiceHarness: Sendable {
         "noscope": [],
         "everything": [
             "auth:signin", "auth:signout", "users:read", "users:write", "settings:read", "settings:write", "audit:read",
-            "progress:read", "progress:write", "achievements:read",
+            "progress:read", "progress:write", "achievements:read", "content:read", "content:write",
         ],
     ]
 
@@ -41,7 +67,7 @@ public final class ServiceHarness: Sendable {
 
     /// `mutualTLS` makes the server require client certificates and the harness present one.
     public static func start(
-        mutualTLS: Bool = false, configure: (inout IdentityConfiguration) -> Void = { _ in }
+        mutualTLS: Bool = false, clock: TestClock = TestClock(), configure: (inout IdentityConfiguration) -> Void = { _ in }
     ) async throws -> ServiceHarness {
         let pool = try await TestDatabase.migratedPool()
         var configuration = IdentityConfiguration()
@@ -57,7 +83,7 @@ public final class ServiceHarness: Sendable {
         configure(&configuration)
         var logger = Logger(label: "identity-tests")
         logger.logLevel = .critical
-        let identity = try ApplicationServices(pool: pool, configuration: configuration, logger: logger)
+        let identity = try ApplicationServices(pool: pool, configuration: configuration, logger: logger, now: { clock.now })
         let tls: ((TestCertificates) -> TLSConfiguration?)? = mutualTLS
             ? { .server(certificateChainPath: $0.serverCertificate, privateKeyPath: $0.serverKey, clientCAPath: $0.caPath) }
             : nil
@@ -72,10 +98,10 @@ public final class ServiceHarness: Sendable {
     }
 
     public static func with<T>(
-        mutualTLS: Bool = false, configure: (inout IdentityConfiguration) -> Void = { _ in },
+        mutualTLS: Bool = false, clock: TestClock = TestClock(), configure: (inout IdentityConfiguration) -> Void = { _ in },
         _ body: (ServiceHarness) async throws -> T
     ) async throws -> T {
-        let harness = try await start(mutualTLS: mutualTLS, configure: configure)
+        let harness = try await start(mutualTLS: mutualTLS, clock: clock, configure: configure)
         defer { Task { await harness.pool.shutdown() } }
         do {
             let result = try await body(harness)

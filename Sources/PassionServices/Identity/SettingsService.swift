@@ -14,7 +14,7 @@ public struct SettingsService: Settings.ServiceProtocol {
     public static let metadataLimit = 16 * 1024
     static let fields = [
         "theme", "notifications_enabled", "email_digest_enabled", "email_digest_frequency", "onboarding_completed", "language",
-        "metadata",
+        "metadata", "pomodoro_minutes",
     ]
 
     public init(pool: PostgresPool, trail: AuditTrail) {
@@ -52,6 +52,9 @@ public struct SettingsService: Settings.ServiceProtocol {
             {
                 throw Validate.invalid("settings.language", "must be a language tag such as en or pt-BR (at most 10 characters)")
             }
+            if fields.contains("pomodoro_minutes"), !(1...480).contains(given.pomodoroMinutes) {
+                throw Validate.invalid("settings.pomodoro_minutes", "must be 1–480")
+            }
             let metadata = try fields.contains("metadata") ? Self.metadataJSON(given.metadata) : nil
             let row = try await pool.transaction(deadline: context.deadline) { connection -> Row? in
                 try Self.ensureDefaults(userID, origin: origin, connection: connection)
@@ -67,6 +70,8 @@ public struct SettingsService: Settings.ServiceProtocol {
                         onboarding_completed = CASE WHEN \(fields.contains("onboarding_completed"))
                             THEN \(given.onboardingCompleted) ELSE onboarding_completed END,
                         language = CASE WHEN \(fields.contains("language")) THEN \(given.language) ELSE language END,
+                        pomodoro_minutes = CASE WHEN \(fields.contains("pomodoro_minutes"))
+                            THEN \(given.pomodoroMinutes) ELSE pomodoro_minutes END,
                         metadata = CASE WHEN \(metadata != nil) THEN \(metadata.map(JSONB.init(json:)))::jsonb ELSE metadata END,
                         updated_at = now()
                     WHERE user_id = \(userID)
@@ -116,6 +121,7 @@ public struct SettingsService: Settings.ServiceProtocol {
         settings.onboardingCompleted = try row.require("onboarding_completed", as: Bool.self)
         settings.language = try row.require("language", as: String.self)
         settings.metadata = try Google_Protobuf_Struct(jsonString: try row.require("metadata", as: JSONB.self).json)
+        settings.pomodoroMinutes = try row.require("pomodoro_minutes", as: Int32.self)
         settings.updatedAt = Google_Protobuf_Timestamp(try row.require("updated_at", as: Date.self))
         return settings
     }

@@ -61,6 +61,9 @@ public nonisolated struct UserSettings: Sendable {
   /// Clears the value of `updatedAt`. Subsequent reads from it will return its default value.
   public mutating func clearUpdatedAt() {self._updatedAt = nil}
 
+  /// Minutes of a pomodoro focus session, 1–480. Default 25.
+  public var pomodoroMinutes: Int32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -118,7 +121,7 @@ fileprivate nonisolated let _protobuf_package = "passion.v1"
 
 nonisolated extension UserSettings: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UserSettings"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}theme\0\u{3}notifications_enabled\0\u{3}email_digest_enabled\0\u{3}email_digest_frequency\0\u{3}onboarding_completed\0\u{1}language\0\u{1}metadata\0\u{3}updated_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}theme\0\u{3}notifications_enabled\0\u{3}email_digest_enabled\0\u{3}email_digest_frequency\0\u{3}onboarding_completed\0\u{1}language\0\u{1}metadata\0\u{3}updated_at\0\u{3}pomodoro_minutes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -134,6 +137,7 @@ nonisolated extension UserSettings: SwiftProtobuf.Message, SwiftProtobuf._Messag
       case 6: try { try decoder.decodeSingularStringField(value: &self.language) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._metadata) }()
       case 8: try { try decoder.decodeSingularMessageField(value: &self._updatedAt) }()
+      case 9: try { try decoder.decodeSingularInt32Field(value: &self.pomodoroMinutes) }()
       default: break
       }
     }
@@ -168,6 +172,9 @@ nonisolated extension UserSettings: SwiftProtobuf.Message, SwiftProtobuf._Messag
     try { if let v = self._updatedAt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
     } }()
+    if self.pomodoroMinutes != 0 {
+      try visitor.visitSingularInt32Field(value: self.pomodoroMinutes, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -180,6 +187,7 @@ nonisolated extension UserSettings: SwiftProtobuf.Message, SwiftProtobuf._Messag
     if lhs.language != rhs.language {return false}
     if lhs._metadata != rhs._metadata {return false}
     if lhs._updatedAt != rhs._updatedAt {return false}
+    if lhs.pomodoroMinutes != rhs.pomodoroMinutes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

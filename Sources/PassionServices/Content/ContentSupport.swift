@@ -1,0 +1,148 @@
+import Foundation
+import PassionAPI
+import PassionIdentity
+import PassionRPC
+import PassionStore
+import SwiftProtobuf
+
+/// What every content service shares: the pool, the audit trail, and the clock the database's
+/// day arithmetic runs on (tests move it across DST changes and day boundaries).
+struct ContentContext: Sendable {
+    let pool: PostgresPool
+    let trail: AuditTrail
+    let now: @Sendable () -> Date
+
+    /// Runs a statement whose single column `result` is JSON text, and parses it.
+    func json(_ sql: SQL, deadline: ContinuousClock.Instant?, transaction: Bool = false) async throws -> [String: Any]? {
+        let body: @Sendable (PostgresConnection) throws -> String? = { connection in
+            try connection.query(sql).first?.require("result", as: String.self)
+        }
+        let text = transaction
+            ? try await pool.transaction(deadline: deadline, body) : try await pool.withConnection(deadline: deadline, body)
+        return try text.map(ProgressService.object)
+    }
+
+    /// Runs a statement returning one JSON `result` per row.
+    func jsonRows(_ sql: SQL, deadline: ContinuousClock.Instant?) async throws -> [[String: Any]] {
+        let texts = try await pool.withConnection(deadline: deadline) { connection in
+            try connection.query(sql).map { try $0.require("result", as: String.self) }
+        }
+        return try texts.map(ProgressService.object)
+    }
+}
+
+/// Field checks of the content services, each failing with INVALID_ARGUMENT naming the field.
+enum ContentValidate {
+    static let categories = ["health", "learning", "personal", "work"]
+
+    /// Required, trimmed, 1–255 characters.
+    static func title(_ text: String, field: String) throws -> String {
+        let title = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !title.isEmpty else { throw Validate.invalid(field, "is required") }
+        guard title.count <= 255 else { throw Validate.invalid(field, "is longer than 255 characters") }
+        return title
+    }
+
+    static func description(_ text: String, field: String) throws -> String? {
+        try Validate.optionalText(text, field: field, limit: 5000)
+    }
+
+    /// Nil for empty; one of `categories` otherwise.
+    static func category(_ text: String, field: String) throws -> String? {
+        guard !text.isEmpty else { return nil }
+        guard categories.contains(text) else { throw Validate.invalid(field, "must be one of \(categories.joined(separator: ", ")) or empty") }
+        return text
+    }
+
+    static func oneOf(_ text: String, _ allowed: [String], field: String) throws -> String {
+        guard allowed.contains(text) else { throw Validate.invalid(field, "must be one of \(allowed.joined(separator: ", "))") }
+        return text
+    }
+
+    /// Nil for empty; a real calendar date written YYYY-MM-DD otherwise.
+    static func date(_ text: String, field: String) throws -> LocalDate? {
+        guard !text.isEmpty else { return nil }
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard text.count == 10, parts.count == 3, let year = Int(parts[0]), let month = Int(parts[1]), let day = Int(parts[2]),
+            (1900...9999).contains(year), (1...12).contains(month), (1...daysIn(month: month, year: year)).contains(day)
+        else { throw Validate.invalid(field, "is not a date written YYYY-MM-DD") }
+        return LocalDate(year: year, month: month, day: day)
+    }
+
+    static func daysIn(month: Int, year: Int) -> Int {
+        switch month {
+        case 2: return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
+        case 4, 6, 9, 11: return 30
+        default: return 31
+        }
+    }
+
+    /// Nil for empty; the id otherwise.
+    static func optionalID(_ text: String, field: String) throws -> UUID? {
+        text.isEmpty ? nil : try Validate.uuid(text, field: field)
+    }
+
+    /// A JSON object of at most 16 KiB.
+    static func metadata(_ metadata: Google_Protobuf_Struct, field: String) throws -> JSONB {
+        let json = try metadata.jsonString()
+        guard json.utf8.count <= SettingsService.metadataLimit else {
+            throw Validate.invalid(field, "is larger than \(SettingsService.metadataLimit / 1024) KiB of JSON")
+        }
+        return JSONB(json: json)
+    }
+}
+
+/// Reading the JSON the content functions and queries return.
+enum ContentJSON {
+    static func string(_ value: Any?) -> String { (value as? String) ?? "" }
+
+    static func id(_ value: Any?) -> String { string(value).lowercased() }
+
+    static func int32(_ value: Any?) -> Int32 { Int32(clamping: ProgressService.int(value)) }
+
+    static func bool(_ value: Any?) -> Bool { (value as? Bool) ?? (value as? NSNumber)?.boolValue ?? false }
+
+    static func timestamp(_ value: Any?) -> Google_Protobuf_Timestamp? {
+        (value as? String).flatMap(ProgressService.timestamp).map { Google_Protobuf_Timestamp($0) }
+    }
+
+    static func metadata(_ value: Any?) throws -> Google_Protobuf_Struct {
+        guard let object = value as? [String: Any] else { return Google_Protobuf_Struct() }
+        let data = try JSONSerialization.data(withJSONObject: object)
+        return try Google_Protobuf_Struct(jsonUTF8Data: data)
+    }
+
+    static func quests(_ value: Any?) -> [QuestProgress] {
+        (value as? [[String: Any]] ?? []).map { item in
+            QuestProgress.with {
+                $0.questID = id(item["quest_id"])
+                $0.progress = int32(item["progress"])
+                $0.target = int32(item["target"])
+            }
+        }
+    }
+
+    /// A reward (or evaluation) result; empty when the function paid nothing.
+    static func reward(_ value: Any?) -> RewardResult {
+        guard let object = value as? [String: Any] else { return RewardResult() }
+        return ProgressService.result(object)
+    }
+}
+
+extension AuditOrigin {
+    /// The audit arguments every content function takes after its own: principal, address, agent.
+    var sqlArguments: (principal: String, ip: InetAddress?, userAgent: String?) {
+        (principal.description, ipAddress.map { InetAddress($0) }, userAgent)
+    }
+}
+
+/// Opaque keyset positions for lists ordered by a text sort key and then id.
+enum SortKeyToken {
+    static func encode(key: String, id: String) -> String { PageToken.encode([key, id]) }
+
+    static func decode(_ token: String) throws -> (key: String, id: UUID)? {
+        guard let parts = try PageToken.decode(token, count: 2) else { return nil }
+        guard let id = UUID(uuidString: parts[1]) else { throw Validate.invalid("page_token", "is not a token from a previous response") }
+        return (parts[0], id)
+    }
+}

@@ -1,0 +1,239 @@
+import Foundation
+import PassionAPI
+import PassionIdentity
+import PassionRPC
+import PassionStore
+import SwiftProtobuf
+
+/// `passion.v1.FocusSessions`: one running session per user, paid by the minute on completion
+/// (`passion_focus_complete`).
+public struct FocusSessionsService: FocusSessions.ServiceProtocol {
+    let content: ContentContext
+
+    init(content: ContentContext) {
+        self.content = content
+    }
+
+    static let statuses = ["abandoned", "active", "completed", "paused"]
+    static let notFound = RPCError(
+        code: .notFound, message: "focus session not found",
+        details: ErrorDetails(reason: "FOCUS_SESSION_NOT_FOUND", fields: ["field": "session_id"]))
+
+    /// A session as JSON with its focused seconds up to `now` while it runs.
+    static func selectSession(_ now: Date) -> SQL {
+        """
+        to_jsonb(f) || jsonb_build_object('focused_seconds', f.focused_seconds
+            + CASE WHEN f.status = 'active' THEN greatest(extract(epoch FROM \(now)::timestamptz - f.running_since), 0)::bigint ELSE 0 END)
+        """
+    }
+
+    public func start(request: StartFocusRequest, context: ServerContext) async throws -> FocusSession {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(origin, action: "focus_session.started", resourceType: "focus_session") {
+            let user = try context.actingUser()
+            let type = try ContentValidate.oneOf(request.sessionType, ["custom", "pomodoro"], field: "session_type")
+            if type == "custom" {
+                guard (1...480).contains(request.durationMinutes) else { throw Validate.invalid("duration_minutes", "must be 1–480 for a custom session") }
+            } else if request.durationMinutes != 0 {
+                throw Validate.invalid("duration_minutes", "a pomodoro lasts the pomodoro_minutes setting: leave it 0")
+            }
+            let goal = try ContentValidate.optionalID(request.goalID, field: "goal_id")
+            let notes = try ContentValidate.description(request.notes, field: "notes")
+            let now = content.now()
+            let outcome = try await content.pool.transaction(deadline: context.deadline) { connection -> Result<UUID, RPCError> in
+                if let goal, try HabitsService.ownsGoal(goal, user: user, connection) == false {
+                    return .failure(RPCError(
+                        code: .notFound, message: "goal not found", details: ErrorDetails(reason: "GOAL_NOT_FOUND", fields: ["field": "goal_id"])))
+                }
+                let inserted = try connection.query("""
+                    INSERT INTO focus_sessions (user_id, goal_id, session_type, duration_minutes, notes, started_at, running_since)
+                    SELECT u.id, \(goal)::uuid, \(type),
+                           coalesce(\(type == "custom" ? request.durationMinutes : nil)::integer,
+                                    (SELECT pomodoro_minutes FROM user_settings s WHERE s.user_id = u.id), 25),
+                           \(notes), \(now), \(now)
+                    FROM users u WHERE u.id = \(user) AND u.deleted_at IS NULL
+                    ON CONFLICT (user_id) WHERE status IN ('active', 'paused') DO NOTHING
+                    RETURNING id
+                    """).first?.require("id", as: UUID.self)
+                guard let inserted else {
+                    let running = try connection.query("""
+                        SELECT id FROM focus_sessions WHERE user_id = \(user) AND status IN ('active', 'paused')
+                        """).first?.require("id", as: UUID.self)
+                    guard let running else { return .failure(UsersService.notFound) }
+                    return .failure(RPCError(
+                        code: .failedPrecondition, message: "a focus session is already running: complete or abandon it first",
+                        details: ErrorDetails(reason: "FOCUS_SESSION_RUNNING", fields: ["session_id": running.uuidString.lowercased()])))
+                }
+                try connection.insertAudit(origin.record(
+                    "focus_session.started", resourceType: "focus_session", resourceID: inserted.uuidString.lowercased()))
+                return .success(inserted)
+            }
+            return try await fetch(try outcome.get(), user: user, deadline: context.deadline)
+        }
+    }
+
+    public func pause(request: FocusSessionRequest, context: ServerContext) async throws -> FocusSession {
+        try await transition(request, context: context, action: "focus_session.paused", from: "active", to: "paused") { now in
+            """
+            status = 'paused', paused_at = greatest(\(now)::timestamptz, started_at),
+            focused_seconds = least(focused_seconds + greatest(extract(epoch FROM \(now)::timestamptz - running_since), 0)::bigint, 86400),
+            running_since = NULL
+            """
+        }
+    }
+
+    public func resume(request: FocusSessionRequest, context: ServerContext) async throws -> FocusSession {
+        try await transition(request, context: context, action: "focus_session.resumed", from: "paused", to: "active") { now in
+            "status = 'active', paused_at = NULL, running_since = \(now)::timestamptz"
+        }
+    }
+
+    public func abandon(request: FocusSessionRequest, context: ServerContext) async throws -> FocusSession {
+        try await transition(request, context: context, action: "focus_session.abandoned", from: "active|paused", to: "abandoned") { _ in
+            "status = 'abandoned', paused_at = NULL, running_since = NULL, is_active = false"
+        }
+    }
+
+    public func complete(request: FocusSessionRequest, context: ServerContext) async throws -> CompleteFocusResponse {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(
+            origin, action: "focus_session.completed", resourceType: "focus_session", resourceID: request.sessionID
+        ) {
+            let user = try context.actingUser()
+            let id = try Validate.uuid(request.sessionID, field: "session_id")
+            let audit = origin.sqlArguments
+            guard let json = try await content.json("""
+                SELECT passion_focus_complete(\(user), \(id), \(content.now()), \(audit.principal), \(audit.ip)::inet,
+                                              \(audit.userAgent))::text AS result
+                """, deadline: context.deadline)
+            else { throw RPCError(code: .internal, message: "completion returned nothing") }
+            return CompleteFocusResponse.with {
+                $0.session = Self.session(json["session"] as? [String: Any] ?? [:])
+                $0.reward = ContentJSON.reward(json["reward"])
+                $0.quests = ContentJSON.quests(json["quests"])
+            }
+        }
+    }
+
+    public func list(request: ListFocusSessionsRequest, context: ServerContext) async throws -> ListFocusSessionsResponse {
+        let user = try context.actingUser()
+        let status = try request.status.isEmpty ? nil : ContentValidate.oneOf(request.status, Self.statuses, field: "status")
+        let size = try Validate.pageSize(request.pageSize, default: 20, maximum: 100)
+        let after = try SortKeyToken.decode(request.pageToken)
+        let key = "to_char(f.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+        let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
+            try connection.query("""
+                SELECT (\(Self.selectSession(content.now())))::text AS result, \(unsafeSQL: key) AS sort_key
+                FROM focus_sessions f
+                WHERE f.user_id = \(user) AND (\(status)::text IS NULL OR f.status = \(status)::text)
+                  AND (\(after?.key)::text IS NULL OR (\(unsafeSQL: key), f.id) < (\(after?.key)::text, \(after?.id)::uuid))
+                ORDER BY sort_key DESC, f.id DESC
+                LIMIT \(size + 1)
+                """).map { (try $0.require("result", as: String.self), try $0.require("sort_key", as: String.self)) }
+        }
+        var response = ListFocusSessionsResponse()
+        response.sessions = try rows.prefix(size).map { Self.session(try ProgressService.object($0.0)) }
+        if rows.count > size, let last = rows.prefix(size).last, let session = response.sessions.last {
+            response.nextPageToken = SortKeyToken.encode(key: last.1, id: session.id)
+        }
+        return response
+    }
+
+    public func stats(request: FocusStatsRequest, context: ServerContext) async throws -> FocusStatsResponse {
+        let user = try context.actingUser()
+        guard (0...366).contains(request.days) else { throw Validate.invalid("days", "must be 1–366, or 0 for 7") }
+        let days = request.days == 0 ? 7 : Int(request.days)
+        guard let json = try await content.json("""
+            WITH done AS (
+                SELECT (f.completed_at AT TIME ZONE coalesce(u.timezone, 'UTC'))::date AS day, f.actual_duration_minutes AS minutes
+                FROM focus_sessions f JOIN users u ON u.id = f.user_id
+                WHERE f.user_id = \(user) AND f.status = 'completed'
+                  AND f.completed_at >= \(content.now())::timestamptz - \(days + 1) * interval '1 day'
+            ), window_days AS (
+                SELECT * FROM done, \(HabitsService.today(user, content.now()))
+                WHERE done.day > t.today - \(days) AND done.day <= t.today
+            )
+            SELECT jsonb_build_object(
+                'days', coalesce((SELECT jsonb_agg(jsonb_build_object('date', day, 'minutes', minutes, 'sessions', sessions) ORDER BY day)
+                                  FROM (SELECT day, sum(minutes) AS minutes, count(*) AS sessions FROM window_days GROUP BY day) d), '[]'),
+                'weeks', coalesce((SELECT jsonb_agg(jsonb_build_object('date', week, 'minutes', minutes, 'sessions', sessions) ORDER BY week)
+                                   FROM (SELECT passion_period_start('weekly', day) AS week, sum(minutes) AS minutes, count(*) AS sessions
+                                         FROM window_days GROUP BY 1) w), '[]'),
+                'total', (SELECT coalesce(sum(minutes), 0) FROM window_days))::text AS result
+            """, deadline: context.deadline)
+        else { throw UsersService.notFound }
+        func buckets(_ value: Any?) -> [DayMinutes] {
+            (value as? [[String: Any]] ?? []).map { item in
+                DayMinutes.with {
+                    $0.date = ContentJSON.string(item["date"])
+                    $0.minutes = ProgressService.int(item["minutes"])
+                    $0.sessions = ContentJSON.int32(item["sessions"])
+                }
+            }
+        }
+        return FocusStatsResponse.with {
+            $0.days = buckets(json["days"])
+            $0.weeks = buckets(json["weeks"])
+            $0.totalMinutes = ProgressService.int(json["total"])
+        }
+    }
+
+    // MARK: - Shared
+
+    /// Moves one session from a status in `from` ("a|b") to `to`; a session already in `to`
+    /// is answered as is. `set` makes the SET list for the call's instant.
+    private func transition(
+        _ request: FocusSessionRequest, context: ServerContext, action: String, from: String, to: String,
+        _ set: @escaping @Sendable (Date) -> SQL
+    ) async throws -> FocusSession {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(origin, action: action, resourceType: "focus_session", resourceID: request.sessionID) {
+            let user = try context.actingUser()
+            let id = try Validate.uuid(request.sessionID, field: "session_id")
+            let now = content.now()
+            let allowed = from.split(separator: "|").map(String.init)
+            let status = try await content.pool.transaction(deadline: context.deadline) { connection -> String? in
+                guard let status = try connection.query("""
+                    SELECT status FROM focus_sessions WHERE id = \(id) AND user_id = \(user) FOR UPDATE
+                    """).first?.require("status", as: String.self)
+                else { return nil }
+                if allowed.contains(status) {
+                    try connection.query("UPDATE focus_sessions SET \(set(now)), updated_at = now() WHERE id = \(id)")
+                    try connection.insertAudit(origin.record(action, resourceType: "focus_session", resourceID: id.uuidString.lowercased()))
+                }
+                return status
+            }
+            guard let status else { throw Self.notFound }
+            guard allowed.contains(status) || status == to else {
+                throw RPCError(
+                    code: .failedPrecondition, message: "the focus session is \(status)",
+                    details: ErrorDetails(reason: "FOCUS_SESSION_ENDED", fields: ["status": status]))
+            }
+            return try await fetch(id, user: user, deadline: context.deadline)
+        }
+    }
+
+    func fetch(_ id: UUID, user: UUID, deadline: ContinuousClock.Instant?) async throws -> FocusSession {
+        guard let json = try await content.json("""
+            SELECT (\(Self.selectSession(content.now())))::text AS result FROM focus_sessions f WHERE f.id = \(id) AND f.user_id = \(user)
+            """, deadline: deadline)
+        else { throw Self.notFound }
+        return Self.session(json)
+    }
+
+    static func session(_ json: [String: Any]) -> FocusSession {
+        var session = FocusSession()
+        session.id = ContentJSON.id(json["id"])
+        session.goalID = ContentJSON.id(json["goal_id"])
+        session.sessionType = ContentJSON.string(json["session_type"])
+        session.durationMinutes = ContentJSON.int32(json["duration_minutes"])
+        session.actualDurationMinutes = ContentJSON.int32(json["actual_duration_minutes"])
+        session.status = ContentJSON.string(json["status"])
+        session.notes = ContentJSON.string(json["notes"])
+        session.focusedSeconds = ProgressService.int(json["focused_seconds"])
+        if let at = ContentJSON.timestamp(json["started_at"]) { session.startedAt = at }
+        if let at = ContentJSON.timestamp(json["paused_at"]) { session.pausedAt = at }
+        if let at = ContentJSON.timestamp(json["completed_at"]) { session.completedAt = at }
+        return session
+    }
+}

@@ -1,0 +1,303 @@
+import Foundation
+import PassionAPI
+import PassionIdentity
+import PassionRPC
+import PassionStore
+import SwiftProtobuf
+
+/// `passion.v1.Goals`: the caller's goals, their completion rewards, and the dashboard.
+public struct GoalsService: Goals.ServiceProtocol {
+    let content: ContentContext
+
+    init(content: ContentContext) {
+        self.content = content
+    }
+
+    static let fields = ["title", "description", "category", "priority", "target_date", "metadata"]
+    static let statuses = ["active", "completed", "abandoned"]
+    static let notFound = RPCError(
+        code: .notFound, message: "goal not found", details: ErrorDetails(reason: "GOAL_NOT_FOUND", fields: ["field": "goal_id"]))
+
+    /// A goal as JSON, with its count of active habits.
+    static let selectGoal = """
+        to_jsonb(g) || jsonb_build_object('habit_count',
+            (SELECT count(*) FROM habits h WHERE h.goal_id = g.id AND h.user_id = g.user_id AND h.is_active AND NOT h.archived))
+        """
+
+    public func create(request: CreateGoalRequest, context: ServerContext) async throws -> Goal {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(origin, action: "goal.created", resourceType: "goal") {
+            let user = try context.actingUser()
+            let given = request.goal
+            let title = try ContentValidate.title(given.title, field: "goal.title")
+            let description = try ContentValidate.description(given.description_p, field: "goal.description")
+            let category = try ContentValidate.category(given.category, field: "goal.category")
+            let priority = try Self.priority(given.priority)
+            let target = try ContentValidate.date(given.targetDate, field: "goal.target_date")
+            let metadata = try ContentValidate.metadata(given.metadata, field: "goal.metadata")
+            let json = try await content.json("""
+                WITH created AS (
+                    INSERT INTO goals (user_id, title, description, category, priority, target_date, metadata)
+                    VALUES (\(user), \(title), \(description), \(category), \(priority), \(target)::date, \(metadata)::jsonb)
+                    RETURNING *
+                ), audited AS (
+                    INSERT INTO audit_logs (user_id, action, resource_type, resource_id, ip_address, user_agent, status, principal)
+                    SELECT user_id, 'goal.created', 'goal', id::text, \(origin.sqlArguments.ip)::inet, \(origin.userAgent), 'success',
+                           \(origin.principal.description)
+                    FROM created
+                )
+                SELECT (to_jsonb(g) || '{"habit_count": 0}')::text AS result FROM created g
+                """, deadline: context.deadline)
+            guard let json else { throw RPCError(code: .internal, message: "insert returned nothing") }
+            return try Self.goal(json)
+        }
+    }
+
+    public func get(request: GetGoalRequest, context: ServerContext) async throws -> Goal {
+        let user = try context.actingUser()
+        let id = try Validate.uuid(request.goalID, field: "goal_id")
+        guard let json = try await content.json("""
+            SELECT (\(unsafeSQL: Self.selectGoal))::text AS result FROM goals g WHERE g.id = \(id) AND g.user_id = \(user)
+            """, deadline: context.deadline)
+        else { throw Self.notFound }
+        return try Self.goal(json)
+    }
+
+    public func list(request: ListGoalsRequest, context: ServerContext) async throws -> ListGoalsResponse {
+        let user = try context.actingUser()
+        let status = try request.status.isEmpty ? nil : ContentValidate.oneOf(request.status, Self.statuses, field: "status")
+        let category = try ContentValidate.category(request.category, field: "category")
+        let size = try Validate.pageSize(request.pageSize, default: 20, maximum: 100)
+        let after = try SortKeyToken.decode(request.pageToken)
+        // Keys that sort as text in the list's order, ties broken by id.
+        let key: String
+        let direction: String
+        switch request.order {
+        case .priority, .UNRECOGNIZED:
+            key = "coalesce(g.priority, 6)::text || to_char(9999999999 - extract(epoch FROM g.created_at)::bigint, 'FM0000000000')"
+            direction = ">"
+        case .targetDate:
+            key = "coalesce(g.target_date, date '9999-12-31')::text"
+            direction = ">"
+        case .created:
+            key = "to_char(g.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+            direction = "<"
+        }
+        let order = direction == ">" ? "ASC" : "DESC"
+        let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
+            try connection.query("""
+                SELECT (\(unsafeSQL: Self.selectGoal))::text AS result, \(unsafeSQL: key) AS sort_key
+                FROM goals g
+                WHERE g.user_id = \(user)
+                  AND (\(status)::text IS NULL OR g.status = \(status)::text)
+                  AND (\(category)::text IS NULL OR g.category = \(category)::text)
+                  AND g.archived = \(request.archived)
+                  AND (g.is_active OR \(request.includeHidden))
+                  AND (\(after?.key)::text IS NULL
+                       OR (\(unsafeSQL: key), g.id) \(unsafeSQL: direction) (\(after?.key)::text, \(after?.id)::uuid))
+                ORDER BY sort_key \(unsafeSQL: order), g.id \(unsafeSQL: order)
+                LIMIT \(size + 1)
+                """).map { (try $0.require("result", as: String.self), try $0.require("sort_key", as: String.self)) }
+        }
+        var response = ListGoalsResponse()
+        response.goals = try rows.prefix(size).map { try Self.goal(ProgressService.object($0.0)) }
+        if rows.count > size, let last = rows.prefix(size).last, let goal = response.goals.last {
+            response.nextPageToken = SortKeyToken.encode(key: last.1, id: goal.id)
+        }
+        return response
+    }
+
+    public func update(request: UpdateGoalRequest, context: ServerContext) async throws -> Goal {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(origin, action: "goal.updated", resourceType: "goal", resourceID: request.goal.id) {
+            let user = try context.actingUser()
+            let given = request.goal
+            let id = try Validate.uuid(given.id, field: "goal.id")
+            let fields = try Validate.mask(request.updateMask, allowed: Self.fields)
+            let title = try fields.contains("title") ? ContentValidate.title(given.title, field: "goal.title") : nil
+            let description = try fields.contains("description") ? ContentValidate.description(given.description_p, field: "goal.description") : nil
+            let category = try fields.contains("category") ? ContentValidate.category(given.category, field: "goal.category") : nil
+            let priority = try fields.contains("priority") ? Self.priority(given.priority) : nil
+            let target = try fields.contains("target_date") ? ContentValidate.date(given.targetDate, field: "goal.target_date") : nil
+            let metadata = try fields.contains("metadata") ? ContentValidate.metadata(given.metadata, field: "goal.metadata") : nil
+            return try await change(id, user: user, origin: origin, action: "goal.updated", context: context, details: fields.sorted().joined(separator: ","), """
+                UPDATE goals g SET
+                    title = CASE WHEN \(fields.contains("title")) THEN \(title) ELSE title END,
+                    description = CASE WHEN \(fields.contains("description")) THEN \(description) ELSE description END,
+                    category = CASE WHEN \(fields.contains("category")) THEN \(category) ELSE category END,
+                    priority = CASE WHEN \(fields.contains("priority")) THEN \(priority)::integer ELSE priority END,
+                    target_date = CASE WHEN \(fields.contains("target_date")) THEN \(target)::date ELSE target_date END,
+                    metadata = CASE WHEN \(fields.contains("metadata")) THEN \(metadata)::jsonb ELSE metadata END,
+                    updated_at = now()
+                WHERE g.id = \(id) AND g.user_id = \(user)
+                RETURNING g.id
+                """)
+        }
+    }
+
+    public func complete(request: GoalRequest, context: ServerContext) async throws -> CompleteGoalResponse {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(origin, action: "goal.completed", resourceType: "goal", resourceID: request.goalID) {
+            let user = try context.actingUser()
+            let id = try Validate.uuid(request.goalID, field: "goal_id")
+            let audit = origin.sqlArguments
+            let now = content.now()
+            guard let json = try await content.json("""
+                SELECT passion_goal_complete(\(user), \(id), \(now), \(audit.principal), \(audit.ip)::inet, \(audit.userAgent))::text AS result
+                """, deadline: context.deadline)
+            else { throw RPCError(code: .internal, message: "completion returned nothing") }
+            return try CompleteGoalResponse.with {
+                $0.goal = try Self.goal(json["goal"] as? [String: Any] ?? [:])
+                $0.reward = ContentJSON.reward(json["reward"])
+                $0.quests = ContentJSON.quests(json["quests"])
+            }
+        }
+    }
+
+    public func abandon(request: GoalRequest, context: ServerContext) async throws -> Goal {
+        try await transition(request, context: context, action: "goal.abandoned", set: "status = 'abandoned'", when: """
+            CASE WHEN g.status = 'active' THEN NULL
+                 WHEN g.status = 'abandoned' THEN 'same'
+                 ELSE 'the goal is completed: only an active goal can be abandoned' END
+            """)
+    }
+
+    public func delete(request: GoalRequest, context: ServerContext) async throws -> Goal {
+        try await transition(request, context: context, action: "goal.deleted", set: "is_active = false",
+                             when: "CASE WHEN g.is_active THEN NULL ELSE 'same' END", includeDeleted: true)
+    }
+
+    public func restore(request: GoalRequest, context: ServerContext) async throws -> Goal {
+        try await transition(request, context: context, action: "goal.restored", set: "is_active = true",
+                             when: "CASE WHEN NOT g.is_active THEN NULL ELSE 'same' END", includeDeleted: true)
+    }
+
+    public func archive(request: GoalRequest, context: ServerContext) async throws -> Goal {
+        try await transition(request, context: context, action: "goal.archived", set: "archived = true",
+                             when: "CASE WHEN NOT g.archived THEN NULL ELSE 'same' END")
+    }
+
+    public func unarchive(request: GoalRequest, context: ServerContext) async throws -> Goal {
+        try await transition(request, context: context, action: "goal.unarchived", set: "archived = false",
+                             when: "CASE WHEN g.archived THEN NULL ELSE 'same' END")
+    }
+
+    public func dashboard(request: DashboardRequest, context: ServerContext) async throws -> DashboardResponse {
+        let user = try context.actingUser()
+        let now = content.now()
+        guard let json = try await content.json("""
+            SELECT jsonb_build_object(
+                'user_id', u.id, 'display_name', u.display_name, 'today', t.today,
+                'total_xp', coalesce(p.total_xp, 0), 'total_coins', coalesce(p.total_coins, 0),
+                'level', coalesce(p.current_level, 1), 'achievements_unlocked', coalesce(p.achievements_unlocked, 0),
+                'next_level_xp', passion_xp_for_level(coalesce(p.current_level, 1) + 1),
+                'active_goals', (SELECT count(*) FROM goals g
+                                 WHERE g.user_id = u.id AND g.status = 'active' AND g.is_active AND NOT g.archived),
+                'active_habits', h.active, 'habits_due', h.due)::text AS result
+            FROM users u
+            CROSS JOIN LATERAL (SELECT passion_local_date(u.timezone, \(now)) AS today) t
+            LEFT JOIN user_progress p ON p.user_id = u.id
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS active,
+                       count(*) FILTER (WHERE NOT EXISTS (
+                           SELECT 1 FROM habit_completions c WHERE c.habit_id = x.id
+                           AND c.completion_date BETWEEN passion_period_start(x.frequency, t.today)
+                                                     AND passion_period_end(x.frequency, t.today))) AS due
+                FROM habits x WHERE x.user_id = u.id AND x.is_active AND NOT x.archived) h
+            WHERE u.id = \(user) AND u.deleted_at IS NULL
+            """, deadline: context.deadline)
+        else { throw UsersService.notFound }
+        return DashboardResponse.with {
+            $0.userID = ContentJSON.id(json["user_id"])
+            $0.displayName = ContentJSON.string(json["display_name"])
+            $0.today = ContentJSON.string(json["today"])
+            $0.totalXp = ProgressService.int(json["total_xp"])
+            $0.totalCoins = ProgressService.int(json["total_coins"])
+            $0.level = ContentJSON.int32(json["level"])
+            $0.xpToNextLevel = ProgressService.int(json["next_level_xp"]) - $0.totalXp
+            $0.achievementsUnlocked = ContentJSON.int32(json["achievements_unlocked"])
+            $0.activeGoals = ContentJSON.int32(json["active_goals"])
+            $0.activeHabits = ContentJSON.int32(json["active_habits"])
+            $0.habitsDue = ContentJSON.int32(json["habits_due"])
+        }
+    }
+
+    // MARK: - Shared
+
+    /// A state change of one goal: `when` is NULL when it applies, 'same' when the goal is
+    /// already in that state (answered as is, idempotently), or the reason it cannot apply.
+    private func transition(
+        _ request: GoalRequest, context: ServerContext, action: String, set: String, when: String, includeDeleted: Bool = false
+    ) async throws -> Goal {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(origin, action: action, resourceType: "goal", resourceID: request.goalID) {
+            let user = try context.actingUser()
+            let id = try Validate.uuid(request.goalID, field: "goal_id")
+            let verdict = try await content.pool.transaction(deadline: context.deadline) { connection -> String? in
+                guard let row = try connection.query("""
+                    SELECT coalesce(\(unsafeSQL: when), 'apply') AS verdict FROM goals g
+                    WHERE g.id = \(id) AND g.user_id = \(user) AND (g.is_active OR \(includeDeleted)) FOR UPDATE
+                    """).first
+                else { return nil }
+                let verdict = try row.require("verdict", as: String.self)
+                if verdict == "apply" {
+                    try connection.query("UPDATE goals g SET \(unsafeSQL: set), updated_at = now() WHERE g.id = \(id)")
+                    try connection.insertAudit(origin.record(action, resourceType: "goal", resourceID: id.uuidString.lowercased()))
+                }
+                return verdict
+            }
+            guard let verdict else { throw Self.notFound }
+            if verdict != "apply" && verdict != "same" {
+                throw RPCError(code: .failedPrecondition, message: verdict, details: ErrorDetails(reason: "GOAL_NOT_ACTIVE"))
+            }
+            return try await fetch(id, user: user, deadline: context.deadline)
+        }
+    }
+
+    /// Runs an UPDATE ... RETURNING g.id of one goal with its audit row, then reads the goal.
+    private func change(
+        _ id: UUID, user: UUID, origin: AuditOrigin, action: String, context: ServerContext, details: String, _ sql: SQL
+    ) async throws -> Goal {
+        let changed = try await content.pool.transaction(deadline: context.deadline) { connection -> Bool in
+            guard try connection.query(sql).first != nil else { return false }
+            try connection.insertAudit(origin.record(action, resourceType: "goal", resourceID: id.uuidString.lowercased(), details: ["fields": details]))
+            return true
+        }
+        guard changed else { throw Self.notFound }
+        return try await fetch(id, user: user, deadline: context.deadline)
+    }
+
+    func fetch(_ id: UUID, user: UUID, deadline: ContinuousClock.Instant?) async throws -> Goal {
+        guard let json = try await content.json("""
+            SELECT (\(unsafeSQL: Self.selectGoal))::text AS result FROM goals g WHERE g.id = \(id) AND g.user_id = \(user)
+            """, deadline: deadline)
+        else { throw Self.notFound }
+        return try Self.goal(json)
+    }
+
+    /// 0 means none; otherwise 1–5.
+    static func priority(_ value: Int32) throws -> Int32? {
+        guard value != 0 else { return nil }
+        guard (1...5).contains(value) else { throw Validate.invalid("goal.priority", "must be 1–5, or 0 for none") }
+        return value
+    }
+
+    static func goal(_ json: [String: Any]) throws -> Goal {
+        var goal = Goal()
+        goal.id = ContentJSON.id(json["id"])
+        goal.title = ContentJSON.string(json["title"])
+        goal.description_p = ContentJSON.string(json["description"])
+        goal.category = ContentJSON.string(json["category"])
+        goal.status = ContentJSON.string(json["status"])
+        goal.priority = ContentJSON.int32(json["priority"])
+        goal.targetDate = ContentJSON.string(json["target_date"])
+        goal.metadata = try ContentJSON.metadata(json["metadata"])
+        goal.archived = ContentJSON.bool(json["archived"])
+        goal.deleted = !ContentJSON.bool(json["is_active"])
+        goal.habitCount = ContentJSON.int32(json["habit_count"])
+        if let created = ContentJSON.timestamp(json["created_at"]) { goal.createdAt = created }
+        if let updated = ContentJSON.timestamp(json["updated_at"]) { goal.updatedAt = updated }
+        if let completed = ContentJSON.timestamp(json["completed_at"]) { goal.completedAt = completed }
+        return goal
+    }
+}

@@ -1,0 +1,323 @@
+import Foundation
+import PassionAPI
+import PassionIdentity
+import PassionRPC
+import PassionStore
+import SwiftProtobuf
+
+/// `passion.v1.Habits`: habits, completions and streaks in the user's time zone. Completing is
+/// one call of `passion_habit_complete` (0008_content_engine.sql).
+public struct HabitsService: Habits.ServiceProtocol {
+    let content: ContentContext
+
+    init(content: ContentContext) {
+        self.content = content
+    }
+
+    static let fields = ["title", "description", "category", "frequency", "goal_id"]
+    static let frequencies = ["daily", "weekly", "monthly"]
+    static let notFound = RPCError(
+        code: .notFound, message: "habit not found", details: ErrorDetails(reason: "HABIT_NOT_FOUND", fields: ["field": "habit_id"]))
+    static let goalNotFound = RPCError(
+        code: .notFound, message: "goal not found", details: ErrorDetails(reason: "GOAL_NOT_FOUND", fields: ["field": "habit.goal_id"]))
+
+    /// A habit as JSON with the streak a reader sees and whether its current period is done;
+    /// needs `t` from `today(_:_:)`.
+    static let selectHabit = """
+        to_jsonb(h) || jsonb_build_object(
+            'streak', passion_streak_shown(h.streak_days, h.streak_period, h.is_active, h.frequency, t.local),
+            'done_this_period', EXISTS (
+                SELECT 1 FROM habit_completions c WHERE c.habit_id = h.id
+                AND c.completion_date BETWEEN passion_period_start(h.frequency, t.today) AND passion_period_end(h.frequency, t.today)))
+        """
+
+    /// `t.today` (the local date) and `t.local` (the local time) for the acting user at `now`.
+    static func today(_ user: UUID, _ now: Date) -> SQL {
+        """
+        (SELECT passion_local_date(u.timezone, \(now)) AS today, \(now)::timestamptz AT TIME ZONE coalesce(u.timezone, 'UTC') AS local
+         FROM users u WHERE u.id = \(user) AND u.deleted_at IS NULL) t
+        """
+    }
+
+    public func create(request: CreateHabitRequest, context: ServerContext) async throws -> Habit {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(origin, action: "habit.created", resourceType: "habit") {
+            let user = try context.actingUser()
+            let given = request.habit
+            let title = try ContentValidate.title(given.title, field: "habit.title")
+            let description = try ContentValidate.description(given.description_p, field: "habit.description")
+            let category = try ContentValidate.category(given.category, field: "habit.category")
+            let frequency = try given.frequency.isEmpty
+                ? "daily" : ContentValidate.oneOf(given.frequency, Self.frequencies, field: "habit.frequency")
+            let goal = try ContentValidate.optionalID(given.goalID, field: "habit.goal_id")
+            let now = content.now()
+            let id = try await content.pool.transaction(deadline: context.deadline) { connection -> UUID? in
+                if let goal, try Self.ownsGoal(goal, user: user, connection) == false { return nil }
+                // Created on the content clock: "did it exist yesterday" is a question of local days.
+                let id = try connection.query("""
+                    INSERT INTO habits (user_id, goal_id, title, description, category, frequency, created_at, updated_at)
+                    VALUES (\(user), \(goal), \(title), \(description), \(category), \(frequency), \(now), \(now))
+                    RETURNING id
+                    """).first?.require("id", as: UUID.self)
+                if let id { try connection.insertAudit(origin.record("habit.created", resourceType: "habit", resourceID: id.uuidString.lowercased())) }
+                return id
+            }
+            guard let id else { throw Self.goalNotFound }
+            return try await fetch(id, user: user, deadline: context.deadline)
+        }
+    }
+
+    public func get(request: GetHabitRequest, context: ServerContext) async throws -> Habit {
+        let user = try context.actingUser()
+        return try await fetch(try Validate.uuid(request.habitID, field: "habit_id"), user: user, deadline: context.deadline)
+    }
+
+    public func list(request: ListHabitsRequest, context: ServerContext) async throws -> ListHabitsResponse {
+        let user = try context.actingUser()
+        let goal = try ContentValidate.optionalID(request.goalID, field: "goal_id")
+        let size = try Validate.pageSize(request.pageSize, default: 50, maximum: 200)
+        let after = try SortKeyToken.decode(request.pageToken)
+        let key = "to_char(h.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+        let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
+            try connection.query("""
+                SELECT (\(unsafeSQL: Self.selectHabit))::text AS result, \(unsafeSQL: key) AS sort_key
+                FROM habits h, \(Self.today(user, content.now()))
+                WHERE h.user_id = \(user) AND (\(goal)::uuid IS NULL OR h.goal_id = \(goal)::uuid)
+                  AND (NOT h.archived OR \(request.includeArchived))
+                  AND (\(after?.key)::text IS NULL OR (\(unsafeSQL: key), h.id) < (\(after?.key)::text, \(after?.id)::uuid))
+                ORDER BY sort_key DESC, h.id DESC
+                LIMIT \(size + 1)
+                """).map { (try $0.require("result", as: String.self), try $0.require("sort_key", as: String.self)) }
+        }
+        var response = ListHabitsResponse()
+        response.habits = try rows.prefix(size).map { try Self.habit(ProgressService.object($0.0)) }
+        if rows.count > size, let last = rows.prefix(size).last, let habit = response.habits.last {
+            response.nextPageToken = SortKeyToken.encode(key: last.1, id: habit.id)
+        }
+        return response
+    }
+
+    public func update(request: UpdateHabitRequest, context: ServerContext) async throws -> Habit {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(origin, action: "habit.updated", resourceType: "habit", resourceID: request.habit.id) {
+            let user = try context.actingUser()
+            let given = request.habit
+            let id = try Validate.uuid(given.id, field: "habit.id")
+            let fields = try Validate.mask(request.updateMask, allowed: Self.fields)
+            let title = try fields.contains("title") ? ContentValidate.title(given.title, field: "habit.title") : nil
+            let description = try fields.contains("description") ? ContentValidate.description(given.description_p, field: "habit.description") : nil
+            let category = try fields.contains("category") ? ContentValidate.category(given.category, field: "habit.category") : nil
+            let frequency = try fields.contains("frequency") ? ContentValidate.oneOf(given.frequency, Self.frequencies, field: "habit.frequency") : nil
+            let goal = try fields.contains("goal_id") ? ContentValidate.optionalID(given.goalID, field: "habit.goal_id") : nil
+            let now = content.now()
+            let outcome = try await content.pool.transaction(deadline: context.deadline) { connection -> RPCError? in
+                if let goal, try Self.ownsGoal(goal, user: user, connection) == false { return Self.goalNotFound }
+                guard try connection.query("""
+                    UPDATE habits SET
+                        title = CASE WHEN \(fields.contains("title")) THEN \(title) ELSE title END,
+                        description = CASE WHEN \(fields.contains("description")) THEN \(description) ELSE description END,
+                        category = CASE WHEN \(fields.contains("category")) THEN \(category) ELSE category END,
+                        frequency = CASE WHEN \(fields.contains("frequency")) THEN \(frequency) ELSE frequency END,
+                        goal_id = CASE WHEN \(fields.contains("goal_id")) THEN \(goal)::uuid ELSE goal_id END,
+                        updated_at = now()
+                    WHERE id = \(id) AND user_id = \(user)
+                    RETURNING id
+                    """).first != nil
+                else { return Self.notFound }
+                if fields.contains("frequency") {
+                    // Periods changed size: the streak is counted again in the new ones.
+                    try connection.query("""
+                        UPDATE habits h SET
+                            streak_days = passion_habit_streak(h.id, h.frequency, passion_period(h.frequency, t.today)),
+                            streak_period = (SELECT max(passion_period(h.frequency, c.completion_date)) FROM habit_completions c
+                                             WHERE c.habit_id = h.id)
+                        FROM \(Self.today(user, now))
+                        WHERE h.id = \(id)
+                        """)
+                }
+                try connection.insertAudit(origin.record(
+                    "habit.updated", resourceType: "habit", resourceID: id.uuidString.lowercased(),
+                    details: ["fields": fields.sorted().joined(separator: ",")]))
+                return nil
+            }
+            if let outcome { throw outcome }
+            return try await fetch(id, user: user, deadline: context.deadline)
+        }
+    }
+
+    public func pause(request: HabitRequest, context: ServerContext) async throws -> Habit {
+        try await setActive(request, false, action: "habit.paused", context: context)
+    }
+
+    public func resume(request: HabitRequest, context: ServerContext) async throws -> Habit {
+        try await setActive(request, true, action: "habit.resumed", context: context)
+    }
+
+    public func archive(request: HabitRequest, context: ServerContext) async throws -> Habit {
+        try await setArchived(request, true, action: "habit.archived", context: context)
+    }
+
+    public func unarchive(request: HabitRequest, context: ServerContext) async throws -> Habit {
+        try await setArchived(request, false, action: "habit.unarchived", context: context)
+    }
+
+    public func complete(request: CompleteHabitRequest, context: ServerContext) async throws -> CompleteHabitResponse {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(origin, action: "habit.completed", resourceType: "habit", resourceID: request.habitID) {
+            let user = try context.actingUser()
+            let id = try Validate.uuid(request.habitID, field: "habit_id")
+            let audit = origin.sqlArguments
+            guard let json = try await content.json("""
+                SELECT passion_habit_complete(\(user), \(id), \(request.yesterday), \(content.now()), \(audit.principal),
+                                              \(audit.ip)::inet, \(audit.userAgent))::text AS result
+                """, deadline: context.deadline)
+            else { throw RPCError(code: .internal, message: "completion returned nothing") }
+            return CompleteHabitResponse.with {
+                let completion = json["completion"] as? [String: Any] ?? [:]
+                $0.completion = Self.completion(completion)
+                // Just completed: its streak is current and its period done.
+                var habit = json["habit"] as? [String: Any] ?? [:]
+                habit["streak"] = habit["streak_days"]
+                habit["done_this_period"] = true
+                $0.habit = (try? Self.habit(habit)) ?? Habit()
+                $0.reward = ContentJSON.reward(json["reward"])
+                $0.quests = ContentJSON.quests(json["quests"])
+            }
+        }
+    }
+
+    public func today(request: TodayRequest, context: ServerContext) async throws -> TodayResponse {
+        let user = try context.actingUser()
+        let now = content.now()
+        guard let json = try await content.json("""
+            SELECT jsonb_build_object(
+                'date', t.today, 'time_zone', coalesce(u.timezone, 'UTC'),
+                'habits', coalesce((
+                    SELECT jsonb_agg(\(unsafeSQL: Self.selectHabit)
+                                     ORDER BY array_position(ARRAY['daily', 'weekly', 'monthly'], h.frequency), h.updated_at DESC, h.id)
+                    FROM habits h WHERE h.user_id = u.id AND h.is_active AND NOT h.archived), '[]'))::text AS result
+            FROM users u, LATERAL (SELECT passion_local_date(u.timezone, \(now)) AS today,
+                                          \(now)::timestamptz AT TIME ZONE coalesce(u.timezone, 'UTC') AS local) t
+            WHERE u.id = \(user) AND u.deleted_at IS NULL
+            """, deadline: context.deadline)
+        else { throw UsersService.notFound }
+        return try TodayResponse.with {
+            $0.date = ContentJSON.string(json["date"])
+            $0.timeZone = ContentJSON.string(json["time_zone"])
+            $0.habits = try (json["habits"] as? [[String: Any]] ?? []).map { item in
+                let habit = try Self.habit(item)
+                return HabitToday.with {
+                    $0.habit = habit
+                    $0.status = habit.doneThisPeriod ? "completed" : "pending"
+                }
+            }
+        }
+    }
+
+    public func history(request: HistoryRequest, context: ServerContext) async throws -> HistoryResponse {
+        let user = try context.actingUser()
+        let habit = try ContentValidate.optionalID(request.habitID, field: "habit_id")
+        let from = try ContentValidate.date(request.fromDate, field: "from_date")
+        let to = try ContentValidate.date(request.toDate, field: "to_date")
+        if let from, let to {
+            guard from <= to else { throw Validate.invalid("to_date", "is before from_date") }
+            guard to.daysSinceEpoch - from.daysSinceEpoch <= 366 else { throw Validate.invalid("to_date", "is more than 366 days after from_date") }
+        }
+        let now = content.now()
+        let rows = try await content.jsonRows("""
+            SELECT jsonb_build_object('id', c.id, 'habit_id', c.habit_id, 'completion_date', c.completion_date,
+                                      'completed_at', c.completed_at)::text AS result
+            FROM habit_completions c, \(Self.today(user, now))
+            WHERE c.user_id = \(user) AND (\(habit)::uuid IS NULL OR c.habit_id = \(habit)::uuid)
+              AND c.completion_date BETWEEN coalesce(\(from)::date, coalesce(\(to)::date, t.today) - 30)
+                                        AND coalesce(\(to)::date, coalesce(\(from)::date + 30, t.today))
+            ORDER BY c.completion_date DESC, c.completed_at DESC
+            """, deadline: context.deadline)
+        if let habit, rows.isEmpty {
+            // An empty history of a habit that is not the caller's must not read as "no completions".
+            _ = try await fetch(habit, user: user, deadline: context.deadline)
+        }
+        return HistoryResponse.with { $0.completions = rows.map(Self.completion) }
+    }
+
+    // MARK: - Shared
+
+    private func setActive(_ request: HabitRequest, _ active: Bool, action: String, context: ServerContext) async throws -> Habit {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(origin, action: action, resourceType: "habit", resourceID: request.habitID) {
+            let user = try context.actingUser()
+            let id = try Validate.uuid(request.habitID, field: "habit_id")
+            let now = content.now()
+            try await content.pool.transaction(deadline: context.deadline) { connection in
+                let before = try connection.query("SELECT is_active FROM habits WHERE id = \(id) AND user_id = \(user)").first
+                try connection.query("SELECT passion_habit_set_active(\(user), \(id), \(active), \(now))")
+                if try before?.require("is_active", as: Bool.self) != active {
+                    try connection.insertAudit(origin.record(action, resourceType: "habit", resourceID: id.uuidString.lowercased()))
+                }
+            }
+            return try await fetch(id, user: user, deadline: context.deadline)
+        }
+    }
+
+    private func setArchived(_ request: HabitRequest, _ archived: Bool, action: String, context: ServerContext) async throws -> Habit {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(origin, action: action, resourceType: "habit", resourceID: request.habitID) {
+            let user = try context.actingUser()
+            let id = try Validate.uuid(request.habitID, field: "habit_id")
+            let found = try await content.pool.transaction(deadline: context.deadline) { connection -> Bool in
+                guard let row = try connection.query("""
+                    SELECT archived FROM habits WHERE id = \(id) AND user_id = \(user) FOR UPDATE
+                    """).first
+                else { return false }
+                if try row.require("archived", as: Bool.self) != archived {
+                    try connection.query("UPDATE habits SET archived = \(archived), updated_at = now() WHERE id = \(id)")
+                    try connection.insertAudit(origin.record(action, resourceType: "habit", resourceID: id.uuidString.lowercased()))
+                }
+                return true
+            }
+            guard found else { throw Self.notFound }
+            return try await fetch(id, user: user, deadline: context.deadline)
+        }
+    }
+
+    func fetch(_ id: UUID, user: UUID, deadline: ContinuousClock.Instant?) async throws -> Habit {
+        guard let json = try await content.json("""
+            SELECT (\(unsafeSQL: Self.selectHabit))::text AS result FROM habits h, \(Self.today(user, content.now()))
+            WHERE h.id = \(id) AND h.user_id = \(user)
+            """, deadline: deadline)
+        else { throw Self.notFound }
+        return try Self.habit(json)
+    }
+
+    /// Whether `goal` is one of the user's goals (not deleted); locks it against deletion.
+    static func ownsGoal(_ goal: UUID, user: UUID, _ connection: PostgresConnection) throws -> Bool {
+        try !connection.query("SELECT 1 FROM goals WHERE id = \(goal) AND user_id = \(user) AND is_active FOR SHARE").isEmpty
+    }
+
+    static func habit(_ json: [String: Any]) throws -> Habit {
+        var habit = Habit()
+        habit.id = ContentJSON.id(json["id"])
+        habit.goalID = ContentJSON.id(json["goal_id"])
+        habit.title = ContentJSON.string(json["title"])
+        habit.description_p = ContentJSON.string(json["description"])
+        habit.category = ContentJSON.string(json["category"])
+        habit.frequency = ContentJSON.string(json["frequency"])
+        habit.streak = ContentJSON.int32(json["streak"])
+        habit.totalCompletions = ContentJSON.int32(json["total_completions"])
+        habit.paused = !ContentJSON.bool(json["is_active"])
+        habit.archived = ContentJSON.bool(json["archived"])
+        habit.doneThisPeriod = ContentJSON.bool(json["done_this_period"])
+        if let created = ContentJSON.timestamp(json["created_at"]) { habit.createdAt = created }
+        if let updated = ContentJSON.timestamp(json["updated_at"]) { habit.updatedAt = updated }
+        return habit
+    }
+
+    static func completion(_ json: [String: Any]) -> HabitCompletion {
+        HabitCompletion.with {
+            $0.id = ContentJSON.id(json["id"])
+            $0.habitID = ContentJSON.id(json["habit_id"])
+            $0.completionDate = ContentJSON.string(json["completion_date"])
+            if let at = ContentJSON.timestamp(json["completed_at"]) { $0.completedAt = at }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+import Foundation
+import PassionAPI
+import PassionIdentity
+import PassionRPC
+import PassionStore
+import SwiftProtobuf
+
+/// `passion.v1.Quests`: time-boxed challenges. Content calls move their progress
+/// (`passion_quests_advance`); Complete claims the reward once (`passion_quest_complete`).
+public struct QuestsService: Quests.ServiceProtocol {
+    let content: ContentContext
+
+    init(content: ContentContext) {
+        self.content = content
+    }
+
+    static let types = ["daily", "goal_completion", "habit_chain", "milestone"]
+    static let statuses = ["abandoned", "active", "completed", "failed"]
+    static let metrics = ["completions", "focus_minutes"]
+    static let notFound = RPCError(
+        code: .notFound, message: "quest not found", details: ErrorDetails(reason: "QUEST_NOT_FOUND", fields: ["field": "quest_id"]))
+
+    /// A quest as JSON, with the status a reader sees: an active quest past its end date (in the
+    /// user's time zone) has failed, whether or not the job has recorded it yet.
+    static let selectQuest = """
+        to_jsonb(q) || jsonb_build_object('status',
+            CASE WHEN q.status = 'active' AND q.end_date < t.today THEN 'failed' ELSE q.status END)
+        """
+
+    public func create(request: CreateQuestRequest, context: ServerContext) async throws -> Quest {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(origin, action: "quest.created", resourceType: "quest") {
+            let user = try context.actingUser()
+            let given = request.quest
+            let title = try ContentValidate.title(given.title, field: "quest.title")
+            let description = try ContentValidate.description(given.description_p, field: "quest.description")
+            let type = try ContentValidate.oneOf(given.questType, Self.types, field: "quest.quest_type")
+            let start = try ContentValidate.date(given.startDate, field: "quest.start_date")
+            guard let end = try ContentValidate.date(given.endDate, field: "quest.end_date") else {
+                throw Validate.invalid("quest.end_date", "is required")
+            }
+            if let start {
+                guard start <= end else { throw Validate.invalid("quest.end_date", "is before start_date") }
+                guard end.daysSinceEpoch - start.daysSinceEpoch <= 366 else {
+                    throw Validate.invalid("quest.end_date", "is more than 366 days after start_date")
+                }
+            }
+            guard (0...10_000).contains(given.xpReward) else { throw Validate.invalid("quest.xp_reward", "must be 1–10000, or 0 for 100") }
+            let xpReward = given.xpReward == 0 ? 100 : given.xpReward
+            let criteria = try Self.criteria(type: type, given.criteria, target: given.target)
+            let principal = origin.principal.kind == .service ? origin.principal.description : "user"
+            let outcome = try await content.pool.transaction(deadline: context.deadline) { connection -> Result<UUID, RPCError> in
+                let today = try connection.query("""
+                    SELECT passion_local_date(timezone, \(content.now())) AS today FROM users WHERE id = \(user) AND deleted_at IS NULL
+                    """).first?.require("today", as: LocalDate.self)
+                guard let today else { return .failure(UsersService.notFound) }
+                let from = start ?? today
+                guard end >= today else { return .failure(Validate.invalid("quest.end_date", "is in the past (today is \(today))")) }
+                guard from <= end else { return .failure(Validate.invalid("quest.end_date", "is before start_date (\(from))")) }
+                if let habit = criteria.habit,
+                    try connection.query("SELECT 1 FROM habits WHERE id = \(habit) AND user_id = \(user)").isEmpty
+                {
+                    return .failure(Validate.invalid("quest.criteria.habit_id", "is not one of your habits"))
+                }
+                if let goal = criteria.goal,
+                    try connection.query("SELECT 1 FROM goals WHERE id = \(goal) AND user_id = \(user) AND is_active").isEmpty
+                {
+                    return .failure(Validate.invalid("quest.criteria.goal_id", "is not one of your goals"))
+                }
+                guard let id = try connection.query("""
+                    INSERT INTO quests (user_id, title, description, quest_type, start_date, end_date, xp_reward, criteria, target, created_by)
+                    VALUES (\(user), \(title), \(description), \(type), \(from), \(end), \(xpReward), \(criteria.json)::jsonb,
+                            \(given.target), \(principal))
+                    RETURNING id
+                    """).first?.require("id", as: UUID.self)
+                else { return .failure(RPCError(code: .internal, message: "insert returned nothing")) }
+                try connection.insertAudit(origin.record(
+                    "quest.created", resourceType: "quest", resourceID: id.uuidString.lowercased(), details: ["quest_type": type]))
+                return .success(id)
+            }
+            return try await fetch(try outcome.get(), user: user, deadline: context.deadline)
+        }
+    }
+
+    public func get(request: GetQuestRequest, context: ServerContext) async throws -> Quest {
+        let user = try context.actingUser()
+        return try await fetch(try Validate.uuid(request.questID, field: "quest_id"), user: user, deadline: context.deadline)
+    }
+
+    public func list(request: ListQuestsRequest, context: ServerContext) async throws -> ListQuestsResponse {
+        let user = try context.actingUser()
+        let status = try request.status.isEmpty ? nil : ContentValidate.oneOf(request.status, Self.statuses, field: "status")
+        let size = try Validate.pageSize(request.pageSize, default: 20, maximum: 100)
+        let after = try SortKeyToken.decode(request.pageToken)
+        let key = "to_char(q.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+        let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
+            try connection.query("""
+                SELECT (\(unsafeSQL: Self.selectQuest))::text AS result, \(unsafeSQL: key) AS sort_key
+                FROM quests q, \(HabitsService.today(user, content.now()))
+                WHERE q.user_id = \(user)
+                  AND (\(status)::text IS NULL
+                       OR (CASE WHEN q.status = 'active' AND q.end_date < t.today THEN 'failed' ELSE q.status END) = \(status)::text)
+                  AND (\(after?.key)::text IS NULL OR (\(unsafeSQL: key), q.id) < (\(after?.key)::text, \(after?.id)::uuid))
+                ORDER BY sort_key DESC, q.id DESC
+                LIMIT \(size + 1)
+                """).map { (try $0.require("result", as: String.self), try $0.require("sort_key", as: String.self)) }
+        }
+        var response = ListQuestsResponse()
+        response.quests = try rows.prefix(size).map { try Self.quest(ProgressService.object($0.0)) }
+        if rows.count > size, let last = rows.prefix(size).last, let quest = response.quests.last {
+            response.nextPageToken = SortKeyToken.encode(key: last.1, id: quest.id)
+        }
+        return response
+    }
+
+    public func complete(request: CompleteQuestRequest, context: ServerContext) async throws -> CompleteQuestResponse {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(origin, action: "quest.completed", resourceType: "quest", resourceID: request.questID) {
+            let user = try context.actingUser()
+            let id = try Validate.uuid(request.questID, field: "quest_id")
+            let audit = origin.sqlArguments
+            guard let json = try await content.json("""
+                SELECT passion_quest_complete(\(user), \(id), \(content.now()), \(audit.principal), \(audit.ip)::inet,
+                                              \(audit.userAgent))::text AS result
+                """, deadline: context.deadline)
+            else { throw RPCError(code: .internal, message: "completion returned nothing") }
+            return try CompleteQuestResponse.with {
+                $0.quest = try Self.quest(json["quest"] as? [String: Any] ?? [:])
+                $0.reward = ContentJSON.reward(json["reward"])
+            }
+        }
+    }
+
+    public func abandon(request: AbandonQuestRequest, context: ServerContext) async throws -> Quest {
+        let origin = AuditOrigin(context)
+        return try await content.trail.failures(origin, action: "quest.abandoned", resourceType: "quest", resourceID: request.questID) {
+            let user = try context.actingUser()
+            let id = try Validate.uuid(request.questID, field: "quest_id")
+            let status = try await content.pool.transaction(deadline: context.deadline) { connection -> String? in
+                guard let status = try connection.query("SELECT status FROM quests WHERE id = \(id) AND user_id = \(user) FOR UPDATE")
+                    .first?.require("status", as: String.self)
+                else { return nil }
+                if status == "active" {
+                    try connection.query("UPDATE quests SET status = 'abandoned', updated_at = now() WHERE id = \(id)")
+                    try connection.insertAudit(origin.record("quest.abandoned", resourceType: "quest", resourceID: id.uuidString.lowercased()))
+                }
+                return status
+            }
+            guard let status else { throw Self.notFound }
+            guard ["active", "abandoned"].contains(status) else {
+                throw RPCError(
+                    code: .failedPrecondition, message: "the quest is \(status): only an active quest can be abandoned",
+                    details: ErrorDetails(reason: "QUEST_CLOSED", fields: ["status": status]))
+            }
+            return try await fetch(id, user: user, deadline: context.deadline)
+        }
+    }
+
+    // MARK: - Shared
+
+    /// Validated criteria, as stored.
+    struct Criteria {
+        var json: JSONB
+        var habit: UUID?
+        var goal: UUID?
+    }
+
+    static func criteria(type: String, _ given: QuestCriteria, target: Int32) throws -> Criteria {
+        let habit = try ContentValidate.optionalID(given.habitID, field: "quest.criteria.habit_id")
+        let goal = try ContentValidate.optionalID(given.goalID, field: "quest.criteria.goal_id")
+        var object: [String: String] = [:]
+        func refuse(_ field: String, _ types: String) throws {
+            throw Validate.invalid("quest.criteria.\(field)", "applies to \(types) quests only")
+        }
+        switch type {
+        case "habit_chain":
+            guard (1...1000).contains(target) else { throw Validate.invalid("quest.target", "is the streak to reach: 1–1000") }
+        case "daily":
+            guard (1...1000).contains(target) else { throw Validate.invalid("quest.target", "is the habit completions to make: 1–1000") }
+        case "goal_completion":
+            guard (1...100).contains(target) else { throw Validate.invalid("quest.target", "is the goals to complete: 1–100") }
+            if goal != nil, target != 1 { throw Validate.invalid("quest.target", "must be 1 for a quest on one goal") }
+        default:
+            let metric = try ContentValidate.oneOf(given.metric, metrics, field: "quest.criteria.metric")
+            guard (1...1_000_000).contains(target) else { throw Validate.invalid("quest.target", "must be 1–1000000") }
+            object["metric"] = metric
+        }
+        if habit != nil, type != "habit_chain" { try refuse("habit_id", "habit_chain") }
+        if goal != nil, type != "goal_completion" { try refuse("goal_id", "goal_completion") }
+        if !given.metric.isEmpty, type != "milestone" { try refuse("metric", "milestone") }
+        if let habit { object["habit_id"] = habit.uuidString.lowercased() }
+        if let goal { object["goal_id"] = goal.uuidString.lowercased() }
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        return Criteria(json: JSONB(json: String(decoding: data, as: UTF8.self)), habit: habit, goal: goal)
+    }
+
+    func fetch(_ id: UUID, user: UUID, deadline: ContinuousClock.Instant?) async throws -> Quest {
+        guard let json = try await content.json("""
+            SELECT (\(unsafeSQL: Self.selectQuest))::text AS result FROM quests q, \(HabitsService.today(user, content.now()))
+            WHERE q.id = \(id) AND q.user_id = \(user)
+            """, deadline: deadline)
+        else { throw Self.notFound }
+        return try Self.quest(json)
+    }
+
+    static func quest(_ json: [String: Any]) throws -> Quest {
+        var quest = Quest()
+        quest.id = ContentJSON.id(json["id"])
+        quest.title = ContentJSON.string(json["title"])
+        quest.description_p = ContentJSON.string(json["description"])
+        quest.questType = ContentJSON.string(json["quest_type"])
+        quest.status = ContentJSON.string(json["status"])
+        quest.startDate = ContentJSON.string(json["start_date"])
+        quest.endDate = ContentJSON.string(json["end_date"])
+        quest.xpReward = ContentJSON.int32(json["xp_reward"])
+        let criteria = json["criteria"] as? [String: Any] ?? [:]
+        quest.criteria = QuestCriteria.with {
+            $0.habitID = ContentJSON.id(criteria["habit_id"])
+            $0.goalID = ContentJSON.id(criteria["goal_id"])
+            $0.metric = ContentJSON.string(criteria["metric"])
+        }
+        quest.target = ContentJSON.int32(json["target"])
+        quest.progress = ContentJSON.int32(json["progress"])
+        quest.createdBy = ContentJSON.string(json["created_by"])
+        if let created = ContentJSON.timestamp(json["created_at"]) { quest.createdAt = created }
+        if let completed = ContentJSON.timestamp(json["completed_at"]) { quest.completedAt = completed }
+        return quest
+    }
+}
