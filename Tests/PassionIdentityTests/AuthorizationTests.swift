@@ -16,6 +16,42 @@ struct AuthorizationTests {
     struct Parties {
         var a: ServiceHarness.SignedIn
         var b: ServiceHarness.SignedIn
+        /// B's content: A's calls name these and must get NOT_FOUND.
+        var bGoal = ""
+        var bHabit = ""
+        var bQuest = ""
+        var bFocus = ""
+    }
+
+    /// A call on B's resource: NOT_FOUND, as if it did not exist.
+    static func notFound<T>(_ body: () async throws -> T) async {
+        await expectRPCError(.notFound) { try await body() }
+    }
+
+    /// An own goal/habit of the caller, for calls that need an id.
+    static func goal(_ h: ServiceHarness, _ o: CallOptions) async throws -> String {
+        try await h.connection.goals.create(options: o) { $0.goal.title = "own" }.id
+    }
+
+    static func habit(_ h: ServiceHarness, _ o: CallOptions) async throws -> String {
+        try await h.connection.habits.create(options: o) { $0.habit.title = "own" }.id
+    }
+
+    static func quest(_ h: ServiceHarness, _ o: CallOptions) async throws -> String {
+        try await h.connection.quests.create(options: o) {
+            $0.quest.title = "own"
+            $0.quest.questType = "daily"
+            $0.quest.endDate = "2099-01-01"
+            $0.quest.target = 1
+        }.id
+    }
+
+    /// A running focus session of the caller (abandoning any other first).
+    static func focus(_ h: ServiceHarness, _ o: CallOptions) async throws -> String {
+        for running in try await h.connection.focusSessions.list(options: o, { $0.status = "active" }).sessions {
+            _ = try await h.connection.focusSessions.abandon(options: o) { $0.sessionID = running.id }
+        }
+        return try await h.connection.focusSessions.start(options: o) { $0.sessionType = "pomodoro" }.id
     }
 
     /// Calls one method with `options`; where it takes a user id, it names B's.
@@ -179,6 +215,178 @@ struct AuthorizationTests {
                 if case .heartbeat? = item.item { break }
             }
         },
+        Goals.Method.create.fullName: { h, o, _ in _ = try await goal(h, o) },
+        Goals.Method.get.fullName: { h, o, p in
+            let id = try await goal(h, o)
+            _ = try await h.connection.goals.get(options: o) { $0.goalID = id }
+            await notFound { try await h.connection.goals.get(options: o) { $0.goalID = p.bGoal } }
+        },
+        Goals.Method.list.fullName: { h, o, p in
+            let goals = try await h.connection.goals.list(ListGoalsRequest(), options: o)
+            #expect(!goals.goals.contains { $0.id == p.bGoal })
+        },
+        Goals.Method.update.fullName: { h, o, p in
+            let id = try await goal(h, o)
+            _ = try await h.connection.goals.update(options: o) {
+                $0.goal.id = id
+                $0.goal.title = "renamed"
+                $0.updateMask.paths = ["title"]
+            }
+            await notFound {
+                try await h.connection.goals.update(options: o) {
+                    $0.goal.id = p.bGoal
+                    $0.goal.title = "renamed"
+                    $0.updateMask.paths = ["title"]
+                }
+            }
+        },
+        Goals.Method.complete.fullName: { h, o, p in
+            let id = try await goal(h, o)
+            _ = try await h.connection.goals.complete(options: o) { $0.goalID = id }
+            await notFound { try await h.connection.goals.complete(options: o) { $0.goalID = p.bGoal } }
+        },
+        Goals.Method.abandon.fullName: { h, o, p in
+            let id = try await goal(h, o)
+            _ = try await h.connection.goals.abandon(options: o) { $0.goalID = id }
+            await notFound { try await h.connection.goals.abandon(options: o) { $0.goalID = p.bGoal } }
+        },
+        Goals.Method.delete.fullName: { h, o, p in
+            let id = try await goal(h, o)
+            _ = try await h.connection.goals.delete(options: o) { $0.goalID = id }
+            await notFound { try await h.connection.goals.delete(options: o) { $0.goalID = p.bGoal } }
+        },
+        Goals.Method.restore.fullName: { h, o, p in
+            let id = try await goal(h, o)
+            _ = try await h.connection.goals.restore(options: o) { $0.goalID = id }
+            await notFound { try await h.connection.goals.restore(options: o) { $0.goalID = p.bGoal } }
+        },
+        Goals.Method.archive.fullName: { h, o, p in
+            let id = try await goal(h, o)
+            _ = try await h.connection.goals.archive(options: o) { $0.goalID = id }
+            await notFound { try await h.connection.goals.archive(options: o) { $0.goalID = p.bGoal } }
+        },
+        Goals.Method.unarchive.fullName: { h, o, p in
+            let id = try await goal(h, o)
+            _ = try await h.connection.goals.unarchive(options: o) { $0.goalID = id }
+            await notFound { try await h.connection.goals.unarchive(options: o) { $0.goalID = p.bGoal } }
+        },
+        Goals.Method.dashboard.fullName: { h, o, p in
+            let dashboard = try await h.connection.goals.dashboard(DashboardRequest(), options: o)
+            #expect(dashboard.userID != p.b.id)
+        },
+        Habits.Method.create.fullName: { h, o, _ in _ = try await habit(h, o) },
+        Habits.Method.get.fullName: { h, o, p in
+            let id = try await habit(h, o)
+            _ = try await h.connection.habits.get(options: o) { $0.habitID = id }
+            await notFound { try await h.connection.habits.get(options: o) { $0.habitID = p.bHabit } }
+        },
+        Habits.Method.list.fullName: { h, o, p in
+            let habits = try await h.connection.habits.list(ListHabitsRequest(), options: o)
+            #expect(!habits.habits.contains { $0.id == p.bHabit })
+        },
+        Habits.Method.update.fullName: { h, o, p in
+            let id = try await habit(h, o)
+            _ = try await h.connection.habits.update(options: o) {
+                $0.habit.id = id
+                $0.habit.title = "renamed"
+                $0.updateMask.paths = ["title"]
+            }
+            await notFound {
+                try await h.connection.habits.update(options: o) {
+                    $0.habit.id = p.bHabit
+                    $0.habit.title = "renamed"
+                    $0.updateMask.paths = ["title"]
+                }
+            }
+        },
+        Habits.Method.pause.fullName: { h, o, p in
+            let id = try await habit(h, o)
+            _ = try await h.connection.habits.pause(options: o) { $0.habitID = id }
+            await notFound { try await h.connection.habits.pause(options: o) { $0.habitID = p.bHabit } }
+        },
+        Habits.Method.resume.fullName: { h, o, p in
+            let id = try await habit(h, o)
+            _ = try await h.connection.habits.resume(options: o) { $0.habitID = id }
+            await notFound { try await h.connection.habits.resume(options: o) { $0.habitID = p.bHabit } }
+        },
+        Habits.Method.archive.fullName: { h, o, p in
+            let id = try await habit(h, o)
+            _ = try await h.connection.habits.archive(options: o) { $0.habitID = id }
+            await notFound { try await h.connection.habits.archive(options: o) { $0.habitID = p.bHabit } }
+        },
+        Habits.Method.unarchive.fullName: { h, o, p in
+            let id = try await habit(h, o)
+            _ = try await h.connection.habits.unarchive(options: o) { $0.habitID = id }
+            await notFound { try await h.connection.habits.unarchive(options: o) { $0.habitID = p.bHabit } }
+        },
+        Habits.Method.complete.fullName: { h, o, p in
+            let id = try await habit(h, o)
+            _ = try await h.connection.habits.complete(options: o) { $0.habitID = id }
+            await notFound { try await h.connection.habits.complete(options: o) { $0.habitID = p.bHabit } }
+        },
+        Habits.Method.today.fullName: { h, o, p in
+            let today = try await h.connection.habits.today(TodayRequest(), options: o)
+            #expect(!today.habits.contains { $0.habit.id == p.bHabit })
+        },
+        Habits.Method.history.fullName: { h, o, p in
+            let history = try await h.connection.habits.history(HistoryRequest(), options: o)
+            #expect(!history.completions.contains { $0.habitID == p.bHabit })
+            await notFound { try await h.connection.habits.history(options: o) { $0.habitID = p.bHabit } }
+        },
+        Quests.Method.create.fullName: { h, o, _ in _ = try await quest(h, o) },
+        Quests.Method.get.fullName: { h, o, p in
+            let id = try await quest(h, o)
+            _ = try await h.connection.quests.get(options: o) { $0.questID = id }
+            await notFound { try await h.connection.quests.get(options: o) { $0.questID = p.bQuest } }
+        },
+        Quests.Method.list.fullName: { h, o, p in
+            let quests = try await h.connection.quests.list(ListQuestsRequest(), options: o)
+            #expect(!quests.quests.contains { $0.id == p.bQuest })
+        },
+        Quests.Method.complete.fullName: { h, o, p in
+            // A's own quest is not done yet: refused for that, not for who asks.
+            let id = try await quest(h, o)
+            await expectRPCError(.failedPrecondition) { try await h.connection.quests.complete(options: o) { $0.questID = id } }
+            await notFound { try await h.connection.quests.complete(options: o) { $0.questID = p.bQuest } }
+        },
+        Quests.Method.abandon.fullName: { h, o, p in
+            let id = try await quest(h, o)
+            _ = try await h.connection.quests.abandon(options: o) { $0.questID = id }
+            await notFound { try await h.connection.quests.abandon(options: o) { $0.questID = p.bQuest } }
+        },
+        FocusSessions.Method.start.fullName: { h, o, _ in _ = try await focus(h, o) },
+        FocusSessions.Method.pause.fullName: { h, o, p in
+            let id = try await focus(h, o)
+            _ = try await h.connection.focusSessions.pause(options: o) { $0.sessionID = id }
+            await notFound { try await h.connection.focusSessions.pause(options: o) { $0.sessionID = p.bFocus } }
+        },
+        FocusSessions.Method.resume.fullName: { h, o, p in
+            let id = try await focus(h, o)
+            _ = try await h.connection.focusSessions.resume(options: o) { $0.sessionID = id }
+            await notFound { try await h.connection.focusSessions.resume(options: o) { $0.sessionID = p.bFocus } }
+        },
+        FocusSessions.Method.complete.fullName: { h, o, p in
+            let id = try await focus(h, o)
+            _ = try await h.connection.focusSessions.complete(options: o) { $0.sessionID = id }
+            await notFound { try await h.connection.focusSessions.complete(options: o) { $0.sessionID = p.bFocus } }
+        },
+        FocusSessions.Method.abandon.fullName: { h, o, p in
+            let id = try await focus(h, o)
+            _ = try await h.connection.focusSessions.abandon(options: o) { $0.sessionID = id }
+            await notFound { try await h.connection.focusSessions.abandon(options: o) { $0.sessionID = p.bFocus } }
+        },
+        FocusSessions.Method.list.fullName: { h, o, p in
+            let sessions = try await h.connection.focusSessions.list(ListFocusSessionsRequest(), options: o)
+            #expect(!sessions.sessions.contains { $0.id == p.bFocus })
+        },
+        FocusSessions.Method.stats.fullName: { h, o, _ in
+            let stats = try await h.connection.focusSessions.stats(FocusStatsRequest(), options: o)
+            #expect(stats.totalMinutes == 0, "B's focus must not count for A")
+        },
+        Maintenance.Method.run.fullName: { h, o, _ in _ = try await h.connection.maintenance.run(options: o) { $0.job = "streaks" } },
+        Maintenance.Method.integrityCheck.fullName: { h, o, _ in
+            _ = try await h.connection.maintenance.integrityCheck(IntegrityCheckRequest(), options: o)
+        },
     ]
 
     @Test("the table covers every method the server hosts")
@@ -207,7 +415,17 @@ struct AuthorizationTests {
                 $0.reason = "grant"
                 $0.idempotencyKey = "b-setup"
             }
-            let parties = Parties(a: a, b: b)
+            // And content of its own, with a completed focus session.
+            let bOptions = CallOptions.session(b.token)
+            var parties = Parties(a: a, b: b)
+            parties.bGoal = try await Self.goal(harness, bOptions)
+            parties.bHabit = try await Self.habit(harness, bOptions)
+            _ = try await harness.connection.habits.complete(options: bOptions) { $0.habitID = parties.bHabit }
+            parties.bQuest = try await Self.quest(harness, bOptions)
+            let done = try await Self.focus(harness, bOptions)
+            _ = try await harness.query("UPDATE focus_sessions SET running_since = running_since - interval '5 minutes' WHERE id = \(UUID(uuidString: done))")
+            _ = try await harness.connection.focusSessions.complete(options: bOptions) { $0.sessionID = done }
+            parties.bFocus = try await Self.focus(harness, bOptions)
             let bBefore = try await Self.state(of: b, harness)
 
             await expectRPCError(.unauthenticated) { try await call(harness, CallOptions(), parties) }
@@ -246,6 +464,11 @@ struct AuthorizationTests {
                 || (SELECT coalesce(row(t.*)::text, '') FROM user_settings t WHERE user_id = \(id)) || '|'
                 || (SELECT coalesce(row(p.*)::text, '') FROM user_progress p WHERE user_id = \(id)) || '|'
                 || (SELECT count(*) FROM points_ledger WHERE user_id = \(id)) || '/' || (SELECT count(*) FROM coins_ledger WHERE user_id = \(id))
+                || '|' || (SELECT coalesce(string_agg(row(g.*)::text, ',' ORDER BY g.id), '') FROM goals g WHERE user_id = \(id))
+                || '|' || (SELECT coalesce(string_agg(row(x.*)::text, ',' ORDER BY x.id), '') FROM habits x WHERE user_id = \(id))
+                || '|' || (SELECT count(*) FROM habit_completions WHERE user_id = \(id))
+                || '|' || (SELECT coalesce(string_agg(row(q.*)::text, ',' ORDER BY q.id), '') FROM quests q WHERE user_id = \(id))
+                || '|' || (SELECT coalesce(string_agg(row(f.*)::text, ',' ORDER BY f.id), '') FROM focus_sessions f WHERE user_id = \(id))
                 AS state
             """)
         return try rows.first?.require("state", as: String.self) ?? ""

@@ -148,10 +148,10 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
                 SELECT (f.completed_at AT TIME ZONE coalesce(u.timezone, 'UTC'))::date AS day, f.actual_duration_minutes AS minutes
                 FROM focus_sessions f JOIN users u ON u.id = f.user_id
                 WHERE f.user_id = \(user) AND f.status = 'completed'
-                  AND f.completed_at >= \(content.now())::timestamptz - \(days + 1) * interval '1 day'
+                  AND f.completed_at >= \(content.now())::timestamptz - \(days + 1)::integer * interval '1 day'
             ), window_days AS (
                 SELECT * FROM done, \(HabitsService.today(user, content.now()))
-                WHERE done.day > t.today - \(days) AND done.day <= t.today
+                WHERE done.day > t.today - \(days)::integer AND done.day <= t.today
             )
             SELECT jsonb_build_object(
                 'days', coalesce((SELECT jsonb_agg(jsonb_build_object('date', day, 'minutes', minutes, 'sessions', sessions) ORDER BY day)

@@ -48,7 +48,7 @@ public struct QuestsService: Quests.ServiceProtocol {
             guard (0...10_000).contains(given.xpReward) else { throw Validate.invalid("quest.xp_reward", "must be 1–10000, or 0 for 100") }
             let xpReward = given.xpReward == 0 ? 100 : given.xpReward
             let criteria = try Self.criteria(type: type, given.criteria, target: given.target)
-            let principal = origin.principal.kind == .service ? origin.principal.description : "user"
+            let principal = origin.principal.kind == .service ? "service:\(origin.principal.id)" : "user"
             let outcome = try await content.pool.transaction(deadline: context.deadline) { connection -> Result<UUID, RPCError> in
                 let today = try connection.query("""
                     SELECT passion_local_date(timezone, \(content.now())) AS today FROM users WHERE id = \(user) AND deleted_at IS NULL
