@@ -19,7 +19,11 @@ struct BenchCommand: AsyncParsableCommand {
 
     @Option(name: .shortAndLong, help: ArgumentHelp(
         "Request JSON or @FILE.",
-        discussion: "{{seq}} becomes a number unique in the run (idempotency keys); {{rand:N}} a random 0..N-1, zero-padded to 12 digits (the last group of a UUID)."))
+        discussion: """
+            {{seq}} becomes a number unique in the run (idempotency keys); {{seq:N}} that number modulo N and {{rand:N}} a random \
+            0..N-1, both zero-padded to 12 digits (the last group of a UUID). One call uses one number for every {{seq}} in the \
+            request and in --as-user, so a request can name a resource of the user it acts for.
+            """))
     var data: String = "{}"
 
     @Option(help: "Calls per second over all callers (open loop; latency counts from each call's scheduled time). Default: closed loop.")
@@ -49,10 +53,12 @@ struct BenchCommand: AsyncParsableCommand {
     func run() async throws {
         let schema = try MethodLookup.schema(method)
         guard schema.descriptor.kind == .unary else { throw ValidationError("bench drives unary methods only") }
-        let template = try RequestTemplate(data, type: schema.requestType)
+        let template = try RequestTemplate(data, type: schema.requestType, asUser: options.asUser)
         let measure = try ClientOptions.parseDuration(duration)
         let warm = try ClientOptions.parseDuration(warmup)
-        let callOptions = try options.callOptions()
+        var fixedOptions = options
+        if template.asUser != nil { fixedOptions.asUser = nil }
+        let callOptions = try fixedOptions.callOptions()
         let configuration = try options.connectionConfiguration()
 
         var pool: [ClientConnection] = []
@@ -122,7 +128,10 @@ struct BenchCommand: AsyncParsableCommand {
             guard started < end else { break }
             var failure: StatusCode?
             do {
-                _ = try await connection.unary(method, request: try template.next(), options: options)
+                let (request, asUser) = try template.next()
+                var callOptions = options
+                if let asUser { callOptions.metadata.add("as-user", asUser) }
+                _ = try await connection.unary(method, request: request, options: callOptions)
             } catch let error as RPCError {
                 failure = error.code
             } catch {
@@ -178,32 +187,47 @@ struct RequestTemplate: Sendable {
         func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).newValue }
     }
 
-    init(_ data: String, type: any SwiftProtobuf.Message.Type) throws {
+    /// An `--as-user` with placeholders, filled per call like the request.
+    let asUser: String?
+
+    init(_ data: String, type: any SwiftProtobuf.Message.Type, asUser: String? = nil) throws {
         text = data.hasPrefix("@") ? try String(contentsOfFile: String(data.dropFirst()), encoding: .utf8) : data
         self.type = type
+        self.asUser = asUser.flatMap { $0.contains("{{") ? $0 : nil }
         fixed = text.contains("{{") ? nil : try RequestInput.messages(from: text, type: type, streaming: false)[0]
-        if fixed == nil { _ = try next() }
+        if fixed == nil || self.asUser != nil { _ = try next() }
     }
 
-    func next() throws -> ByteBuffer {
-        if let fixed { return fixed }
+    /// The next call's request, and its `as-user` when that is a template.
+    func next() throws -> (ByteBuffer, String?) {
+        guard fixed == nil || asUser != nil else { return (fixed ?? ByteBuffer(), nil) }
+        let number = sequence.next()
+        let request = try fixed ?? RequestInput.messages(from: try Self.fill(text, number: number), type: type, streaming: false)[0]
+        return (request, try asUser.map { try Self.fill($0, number: number) })
+    }
+
+    static func fill(_ text: String, number: Int) throws -> String {
+        func padded(_ value: Int) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, 12 - digits.count)) + digits
+        }
         var filled = ""
         var rest = Substring(text)
         while let open = rest.range(of: "{{"), let close = rest[open.upperBound...].range(of: "}}") {
             filled += rest[..<open.lowerBound]
             let name = rest[open.upperBound..<close.lowerBound]
             if name == "seq" {
-                filled += String(sequence.next())
+                filled += String(number)
+            } else if name.hasPrefix("seq:"), let bound = Int(name.dropFirst(4)), bound > 0 {
+                filled += padded(number % bound)
             } else if name.hasPrefix("rand:"), let bound = Int(name.dropFirst(5)), bound > 0 {
-                let value = String(Int.random(in: 0..<bound))
-                filled += String(repeating: "0", count: max(0, 12 - value.count)) + value
+                filled += padded(Int.random(in: 0..<bound))
             } else {
-                throw ValidationError("unknown placeholder {{\(name)}}: use {{seq}} or {{rand:N}}")
+                throw ValidationError("unknown placeholder {{\(name)}}: use {{seq}}, {{seq:N}} or {{rand:N}}")
             }
             rest = rest[close.upperBound...]
         }
-        filled += rest
-        return try RequestInput.messages(from: filled, type: type, streaming: false)[0]
+        return filled + rest
     }
 }
 
