@@ -89,7 +89,7 @@ public nonisolated struct Quest: @unchecked Sendable {
     set {_uniqueStorage()._endDate = newValue}
   }
 
-  /// 0–10,000 XP, paid once by Complete; 100 when not given.
+  /// 1–10,000 XP, paid once by Complete; 0 (not given) means 100.
   public var xpReward: Int32 {
     get {_storage._xpReward}
     set {_uniqueStorage()._xpReward = newValue}
