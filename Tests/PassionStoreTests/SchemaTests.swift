@@ -342,8 +342,8 @@ struct SchemaTests {
         CheckCase("quest type not listed", Fixture.user,
                   "INSERT INTO quests (user_id, title, quest_type, start_date, end_date) VALUES ('00000000-0000-0000-0000-0000000000a1', 'Quest', 'weekly', '2025-03-01', '2025-03-07')",
                   "quests", "quests_quest_type_valid"),
-        CheckCase("quest status of a goal (abandoned)", Fixture.user,
-                  "INSERT INTO quests (user_id, title, status, start_date, end_date) VALUES ('00000000-0000-0000-0000-0000000000a1', 'Quest', 'abandoned', '2025-03-01', '2025-03-07')",
+        CheckCase("quest status not listed (paused)", Fixture.user,
+                  "INSERT INTO quests (user_id, title, status, start_date, end_date) VALUES ('00000000-0000-0000-0000-0000000000a1', 'Quest', 'paused', '2025-03-01', '2025-03-07')",
                   "quests", "quests_status_valid"),
         CheckCase("quest ends before it starts", Fixture.user,
                   "INSERT INTO quests (user_id, title, start_date, end_date) VALUES ('00000000-0000-0000-0000-0000000000a1', 'Quest', '2025-03-07', '2025-03-06')",
@@ -385,6 +385,28 @@ struct SchemaTests {
         CheckCase("focus completed without completed_at", Fixture.user,
                   "INSERT INTO focus_sessions (user_id, duration_minutes, status) VALUES ('00000000-0000-0000-0000-0000000000a1', 25, 'completed')",
                   "focus_sessions", "focus_sessions_completed_has_completed_at"),
+        // 0008: the content engine's columns
+        CheckCase("focus focused seconds -1", Fixture.user,
+                  "INSERT INTO focus_sessions (user_id, duration_minutes, focused_seconds) VALUES ('00000000-0000-0000-0000-0000000000a1', 25, -1)",
+                  "focus_sessions", "focus_sessions_focused_seconds_nonnegative"),
+        CheckCase("a second open focus session", Fixture.focus,
+                  "INSERT INTO focus_sessions (user_id, duration_minutes, status, paused_at) VALUES ('00000000-0000-0000-0000-0000000000a1', 25, 'paused', now())",
+                  "focus_sessions", "focus_sessions_one_open", sqlState: "23505"),
+        CheckCase("quest target 0", Fixture.user,
+                  "INSERT INTO quests (user_id, title, start_date, end_date, target) VALUES ('00000000-0000-0000-0000-0000000000a1', 'Quest', '2025-03-01', '2025-03-07', 0)",
+                  "quests", "quests_target_range"),
+        CheckCase("quest progress -1", Fixture.user,
+                  "INSERT INTO quests (user_id, title, start_date, end_date, progress) VALUES ('00000000-0000-0000-0000-0000000000a1', 'Quest', '2025-03-01', '2025-03-07', -1)",
+                  "quests", "quests_progress_nonnegative"),
+        CheckCase("quest criteria not an object", Fixture.user,
+                  "INSERT INTO quests (user_id, title, start_date, end_date, criteria) VALUES ('00000000-0000-0000-0000-0000000000a1', 'Quest', '2025-03-01', '2025-03-07', '[]')",
+                  "quests", "quests_criteria_object"),
+        CheckCase("pomodoro of 481 minutes", Fixture.user,
+                  "INSERT INTO user_settings (user_id, pomodoro_minutes) VALUES ('00000000-0000-0000-0000-0000000000a1', 481)",
+                  "user_settings", "user_settings_pomodoro_minutes_range"),
+        CheckCase("habit resumed before it was paused", Fixture.habit,
+                  "INSERT INTO habit_pauses (habit_id, user_id, paused_on, resumed_on) VALUES ('00000000-0000-0000-0000-0000000000c1', '00000000-0000-0000-0000-0000000000a1', '2025-03-02', '2025-03-01')",
+                  "habit_pauses", "habit_pauses_order"),
         // user_progress
         CheckCase("progress streaks -1", Fixture.user,
                   "INSERT INTO user_progress (user_id, streaks_active) VALUES ('00000000-0000-0000-0000-0000000000a1', -1)",
@@ -586,7 +608,7 @@ struct SchemaTests {
         }
         #expect(result.0 == [
             "users": 3, "sessions": 1, "audit_logs": 3, "idempotency_keys": 2, "goals": 4, "habits": 3,
-            "habit_completions": 1, "quests": 4, "focus_sessions": 4, "user_progress": 2, "points_ledger": 9,
+            "habit_completions": 1, "quests": 4, "focus_sessions": 4, "user_progress": 2, "points_ledger": 9, "habit_pauses": 0,
             // 8 inserted here, 24 from the default catalog of 0007.
             "coins_ledger": 11, "achievements": 8 + 24, "user_achievements": 1, "user_settings": 3,
         ])
@@ -1076,6 +1098,7 @@ struct SchemaTests {
     static let tables = [
         "users", "sessions", "audit_logs", "idempotency_keys", "goals", "habits", "habit_completions", "quests",
         "focus_sessions", "user_progress", "points_ledger", "coins_ledger", "achievements", "user_achievements", "user_settings",
+        "habit_pauses",
     ]
 
     /// Per table: row count and a digest of every row, so that an UPDATE shows as well as an INSERT.
@@ -1184,7 +1207,8 @@ struct SchemaTests {
             ('00000000-0000-0000-0000-0000000000a1', 'Milestone', 'milestone', 'active', '2025-03-01', '2025-12-31', 1000);
         INSERT INTO focus_sessions (user_id, goal_id, session_type, duration_minutes, actual_duration_minutes, status, started_at, paused_at, completed_at) VALUES
             ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-0000000000b1', 'pomodoro', 1, 0, 'active', '2025-03-01 09:00:00+00', NULL, NULL),
-            ('00000000-0000-0000-0000-0000000000a1', NULL, 'custom', 1440, 1440, 'paused', '2025-03-01 09:00:00+00', '2025-03-01 09:00:00+00', NULL),
+            -- Another user: one open (active or paused) session per user.
+            ('00000000-0000-0000-0000-0000000000a3', NULL, 'custom', 1440, 1440, 'paused', '2025-03-01 09:00:00+00', '2025-03-01 09:00:00+00', NULL),
             ('00000000-0000-0000-0000-0000000000a1', NULL, NULL, 25, 25, 'completed', '2025-03-01 09:00:00+00', NULL, '2025-03-01 09:25:00+00'),
             ('00000000-0000-0000-0000-0000000000a1', NULL, 'pomodoro', 25, NULL, 'abandoned', '2025-03-01 09:00:00+00', NULL, NULL);
         INSERT INTO user_progress (user_id, streaks_active) VALUES ('00000000-0000-0000-0000-0000000000a3', 2);

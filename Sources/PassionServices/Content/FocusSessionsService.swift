@@ -23,7 +23,7 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
     static func selectSession(_ now: Date) -> SQL {
         """
         to_jsonb(f) || jsonb_build_object('focused_seconds', f.focused_seconds
-            + CASE WHEN f.status = 'active' THEN greatest(extract(epoch FROM \(now)::timestamptz - f.running_since), 0)::bigint ELSE 0 END)
+            + CASE WHEN f.status = 'active' THEN greatest(extract(epoch FROM \(now)::timestamptz - coalesce(f.running_since, f.started_at)), 0)::bigint ELSE 0 END)
         """
     }
 
@@ -76,7 +76,7 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
         try await transition(request, context: context, action: "focus_session.paused", from: "active", to: "paused") { now in
             """
             status = 'paused', paused_at = greatest(\(now)::timestamptz, started_at),
-            focused_seconds = least(focused_seconds + greatest(extract(epoch FROM \(now)::timestamptz - running_since), 0)::bigint, 86400),
+            focused_seconds = least(focused_seconds + greatest(extract(epoch FROM \(now)::timestamptz - coalesce(running_since, started_at)), 0)::bigint, 86400),
             running_since = NULL
             """
         }

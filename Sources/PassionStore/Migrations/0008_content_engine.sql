@@ -16,9 +16,9 @@
 
 -- Columns ---------------------------------------------------------------------------------------
 
--- When a goal was completed: the archive job and goal quests count from it.
+-- When a goal was completed: the archive job counts from it (goals completed before 0008 have
+-- none; their updated_at stands in).
 ALTER TABLE goals ADD COLUMN completed_at TIMESTAMPTZ;
-ALTER TABLE goals ADD CONSTRAINT goals_completed_has_completed_at CHECK (status <> 'completed' OR completed_at IS NOT NULL);
 
 -- The period (passion_period) a habit's streak reaches up to: its latest completion, or later
 -- when a resume carried the streak over a pause. A read shows the streak only while the period
@@ -54,14 +54,13 @@ ALTER TABLE quests ADD CONSTRAINT quests_target_range CHECK (target BETWEEN 1 AN
 ALTER TABLE quests ADD CONSTRAINT quests_progress_nonnegative CHECK (progress >= 0);
 ALTER TABLE quests DROP CONSTRAINT quests_status_valid;
 ALTER TABLE quests ADD CONSTRAINT quests_status_valid CHECK (status IN ('active', 'completed', 'failed', 'abandoned'));
-ALTER TABLE quests ADD CONSTRAINT quests_completed_has_completed_at CHECK (status <> 'completed' OR completed_at IS NOT NULL);
 CREATE INDEX idx_quests_user_created ON quests (user_id, created_at DESC);
 
--- Focus sessions: seconds focused in finished intervals, and since when the current one runs.
+-- Focus sessions: seconds focused in finished intervals, and since when the current one runs
+-- (an active session without it, never paused, runs since started_at).
 ALTER TABLE focus_sessions ADD COLUMN focused_seconds INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE focus_sessions ADD COLUMN running_since TIMESTAMPTZ;
 ALTER TABLE focus_sessions ADD CONSTRAINT focus_sessions_focused_seconds_nonnegative CHECK (focused_seconds >= 0);
-ALTER TABLE focus_sessions ADD CONSTRAINT focus_sessions_active_is_running CHECK (status <> 'active' OR running_since IS NOT NULL);
 -- One running or paused session per user (Start's rule, also under concurrent starts).
 CREATE UNIQUE INDEX focus_sessions_one_open ON focus_sessions (user_id) WHERE status IN ('active', 'paused');
 
@@ -403,7 +402,7 @@ BEGIN
         RAISE EXCEPTION 'the focus session was abandoned' USING ERRCODE = 'P0A17', HINT = 'FOCUS_SESSION_ENDED', DETAIL = '{}';
     END IF;
     v_seconds := v_session.focused_seconds
-        + CASE WHEN v_session.status = 'active' THEN greatest(extract(epoch FROM p_now - v_session.running_since), 0)::bigint ELSE 0 END;
+        + CASE WHEN v_session.status = 'active' THEN greatest(extract(epoch FROM p_now - coalesce(v_session.running_since, v_session.started_at)), 0)::bigint ELSE 0 END;
     v_minutes := least(v_seconds / 60, 1440);
     UPDATE focus_sessions SET status = 'completed', completed_at = greatest(p_now, started_at), actual_duration_minutes = v_minutes,
            focused_seconds = least(v_seconds, 86400), running_since = NULL, paused_at = NULL, is_active = false, updated_at = p_now
@@ -496,7 +495,7 @@ CREATE FUNCTION passion_archive_completed_goals(p_now timestamptz) RETURNS integ
 LANGUAGE sql AS $$
     WITH archived AS (
         UPDATE goals SET archived = true, updated_at = p_now
-        WHERE status = 'completed' AND NOT archived AND completed_at < p_now - interval '30 days'
+        WHERE status = 'completed' AND NOT archived AND coalesce(completed_at, updated_at) < p_now - interval '30 days'
         RETURNING 1
     )
     SELECT count(*)::integer FROM archived;
