@@ -187,10 +187,21 @@ struct PoolTests {
 
     @Test("cancelling the calling task cancels the running query")
     func cancellation() async throws {
-        let (pool, _) = try await TestDatabase.freshPool(size: 1)
+        let (pool, name) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await pool.shutdown() } }
         let task = Task { try await pool.withConnection { try $0.execute("SELECT pg_sleep(10)") } }
-        try await Task.sleep(for: .milliseconds(200))
+        // Cancel once the query runs (on a loaded machine that can take a while), not before.
+        let (watcher, _) = try await TestDatabase.freshPool(size: 1)
+        defer { Task { await watcher.shutdown() } }
+        for _ in 0..<100 {
+            let running = try await watcher.withConnection { connection in
+                try connection.query("""
+                    SELECT count(*) AS n FROM pg_stat_activity WHERE datname = \(name) AND query LIKE 'SELECT pg_sleep%' AND state = 'active'
+                    """).first?.require("n", as: Int.self)
+            }
+            if running == 1 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
         let start = ContinuousClock.now
         task.cancel()
         let result = await task.result
