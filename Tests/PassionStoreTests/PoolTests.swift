@@ -189,11 +189,12 @@ struct PoolTests {
     func cancellation() async throws {
         let (pool, name) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await pool.shutdown() } }
-        let task = Task { try await pool.withConnection { try $0.execute("SELECT pg_sleep(10)") } }
+        let task = Task { try await pool.withConnection { try $0.execute("SELECT pg_sleep(60)") } }
         // Cancel once the query runs (on a loaded machine that can take a while), not before.
         let (watcher, _) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await watcher.shutdown() } }
-        for _ in 0..<100 {
+        let patience = ContinuousClock.now + .seconds(40)
+        while ContinuousClock.now < patience {
             let running = try await watcher.withConnection { connection in
                 try connection.query("""
                     SELECT count(*) AS n FROM pg_stat_activity WHERE datname = \(name) AND query LIKE 'SELECT pg_sleep%' AND state = 'active'
