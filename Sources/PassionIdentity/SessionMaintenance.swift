@@ -4,16 +4,19 @@ import PassionRPC
 import PassionStore
 import ServiceLifecycle
 
-/// A maintenance job: one statement's worth of work that reports how many rows it changed.
+/// A maintenance job: one statement's worth of work, done as of an instant, that reports how
+/// many rows it changed.
 public struct MaintenanceJob: Sendable {
     /// The name in `maintenance_runs`, in the advisory lock and in admin calls.
     public let name: String
     /// The audit action its runs are recorded as.
     public let action: String
     public let resourceType: String
-    let work: @Sendable (PostgresConnection) throws -> Int
+    let work: @Sendable (PostgresConnection, Date) throws -> Int
 
-    public init(name: String, action: String, resourceType: String, work: @escaping @Sendable (PostgresConnection) throws -> Int) {
+    public init(
+        name: String, action: String, resourceType: String, work: @escaping @Sendable (PostgresConnection, Date) throws -> Int
+    ) {
         self.name = name
         self.action = action
         self.resourceType = resourceType
@@ -21,8 +24,8 @@ public struct MaintenanceJob: Sendable {
     }
 
     /// Deletes expired sessions.
-    public static let expiredSessions = MaintenanceJob(name: "expired_sessions", action: "sessions.purged", resourceType: "session") {
-        try $0.query("DELETE FROM sessions WHERE expires_at < now()").affected
+    public static let expiredSessions = MaintenanceJob(name: "expired_sessions", action: "sessions.purged", resourceType: "session") { connection, now in
+        try connection.query("DELETE FROM sessions WHERE expires_at < \(now)").affected
     }
 }
 
@@ -31,9 +34,12 @@ public struct MaintenanceJob: Sendable {
 public struct SessionMaintenance: Sendable {
     public static let job = MaintenanceJob.expiredSessions.name
     let pool: PostgresPool
+    /// The instant jobs work as of: the content services' clock, which tests move.
+    let now: @Sendable () -> Date
 
-    public init(pool: PostgresPool) {
+    public init(pool: PostgresPool, now: @escaping @Sendable () -> Date = { Date() }) {
         self.pool = pool
+        self.now = now
     }
 
     /// Deletes every expired session now and records who asked; returns how many.
@@ -45,7 +51,7 @@ public struct SessionMaintenance: Sendable {
     public func run(_ job: MaintenanceJob, origin: AuditOrigin, deadline: ContinuousClock.Instant? = nil) async throws -> Int {
         try await pool.transaction(deadline: deadline) { connection in
             try connection.query("SELECT pg_advisory_xact_lock(hashtext(\("passion.maintenance." + job.name)))")
-            let changed = try job.work(connection)
+            let changed = try job.work(connection, now())
             try Self.recordRun(job, changed: changed, connection)
             try connection.insertAudit(origin.record(
                 job.action, resourceType: job.resourceType, userID: nil, details: ["affected": "\(changed)", "job": job.name]))
@@ -71,7 +77,7 @@ public struct SessionMaintenance: Sendable {
                                    AND last_run_at > now() - \(seconds) * interval '1 second') AS due
                 """)
             guard try due.first?.require("due", as: Bool.self) == true else { return nil }
-            let changed = try job.work(connection)
+            let changed = try job.work(connection, now())
             try Self.recordRun(job, changed: changed, connection)
             try connection.insertAudit(AuditRecord(
                 userID: nil, action: job.action, resourceType: job.resourceType,

@@ -26,7 +26,7 @@ public struct ApplicationServices: Sendable {
         services = identity.services + [
             ProgressService(pool: pool, trail: trail, hub: events), AchievementsService(pool: pool, trail: trail),
             ProgressAdminService(pool: pool), GoalsService(content: content), HabitsService(content: content),
-            QuestsService(content: content), FocusSessionsService(content: content), MaintenanceService(pool: pool),
+            QuestsService(content: content), FocusSessionsService(content: content), MaintenanceService(content: content),
         ]
     }
 }

@@ -13,24 +13,29 @@ func contentState(_ harness: ServiceHarness) async throws -> String {
     let rows = try await harness.query("""
         SELECT (SELECT coalesce(string_agg(row(g.*)::text, ',' ORDER BY g.id), '') FROM goals g) || '|'
             || (SELECT coalesce(string_agg(row(h.*)::text, ',' ORDER BY h.id), '') FROM habits h) || '|'
-            || (SELECT count(*) FROM habit_completions) || '|'
+            || (SELECT coalesce(string_agg(row(c.*)::text, ',' ORDER BY c.id), '') FROM habit_completions c) || '|'
+            || (SELECT coalesce(string_agg(row(p.*)::text, ',' ORDER BY p.id), '') FROM habit_pauses p) || '|'
             || (SELECT coalesce(string_agg(row(q.*)::text, ',' ORDER BY q.id), '') FROM quests q) || '|'
             || (SELECT coalesce(string_agg(row(f.*)::text, ',' ORDER BY f.id), '') FROM focus_sessions f) || '|'
+            || (SELECT coalesce(string_agg(row(u.*)::text, ',' ORDER BY u.user_id), '') FROM user_progress u) || '|'
+            || (SELECT count(*) FROM user_achievements) || '|'
             || (SELECT count(*) FROM points_ledger) || '/' || (SELECT count(*) FROM coins_ledger) AS state
         """)
     return try rows.first?.require("state", as: String.self) ?? ""
 }
 
 /// Expects `call` to fail with `code` naming `field` (when given), and nothing to change.
+@discardableResult
 func expectRefused(
     _ harness: ServiceHarness, _ code: StatusCode, field: String? = nil, reason: String? = nil,
     sourceLocation: SourceLocation = #_sourceLocation, _ call: @escaping @Sendable () async throws -> Void
-) async throws {
+) async throws -> RPCError? {
     let before = try await contentState(harness)
     let error = await expectRPCError(code, sourceLocation: sourceLocation) { try await call() }
     if let field { #expect(error?.details?.fields["field"] == field, "\(String(describing: error))", sourceLocation: sourceLocation) }
     if let reason { #expect(error?.details?.reason == reason, "\(String(describing: error))", sourceLocation: sourceLocation) }
     #expect(try await contentState(harness) == before, "a refused call changed content", sourceLocation: sourceLocation)
+    return error
 }
 
 @Suite("Goals and habits through the whole stack")
@@ -143,8 +148,10 @@ struct HabitsAndGoalsTests {
             }
             // 10 XP, plus 10% per streak day beyond the first.
             #expect(xp == [10, 11, 12, 13])
-            let twice = await expectRPCError(.alreadyExists) { try await habits.complete(options: me) { $0.habitID = habit.id } }
-            #expect(twice?.details?.reason == "HABIT_ALREADY_COMPLETED" && twice?.details?.fields["completion_date"] == "2026-11-23")
+            let twice = try await expectRefused(harness, .alreadyExists, reason: "HABIT_ALREADY_COMPLETED") {
+                _ = try await habits.complete(options: me) { $0.habitID = habit.id }
+            }
+            #expect(twice?.details?.fields["completion_date"] == "2026-11-23")
 
             let today = try await habits.today(TodayRequest(), options: me)
             #expect(today.date == "2026-11-23" && today.timeZone == "UTC")

@@ -73,9 +73,11 @@ struct QuestsAndFocusTests {
             let closed = await expectRPCError(.failedPrecondition) { try await quests.complete(options: me) { $0.questID = daily.id } }
             #expect(closed?.details?.reason == "QUEST_CLOSED")
             #expect(try await quests.list(options: me) { $0.status = "failed" }.quests.map(\.id) == [daily.id])
+            // The job works on the content clock (the 22nd), so quests ending later stay active.
             let run = try await harness.connection.maintenance.run(options: ServiceHarness.service("admin")) { $0.job = "expired_quests" }
             #expect(run.affected == 1)
-            #expect(try await harness.count("SELECT count(*) AS n FROM quests WHERE status = 'failed'") == 1)
+            let failed = try await harness.query("SELECT id FROM quests WHERE status = 'failed'").map { try $0.require("id", as: UUID.self) }
+            #expect(failed == [UUID(uuidString: daily.id)])
 
             let goalDone = try await harness.connection.goals.complete(options: me) { $0.goalID = goal.id }
             #expect(goalDone.quests.map(\.questID) == [goalQuest.id] && goalDone.quests.first?.progress == 1)
@@ -99,6 +101,7 @@ struct QuestsAndFocusTests {
             let other = try await harness.signIn()
             let me = CallOptions.session(user.token)
             let theirHabit = try await harness.connection.habits.create(options: .session(other.token)) { $0.habit.title = "Theirs" }
+            let theirGoal = try await harness.connection.goals.create(options: .session(other.token)) { $0.goal.title = "Theirs" }
             let cases: [(String, @Sendable (inout Quest) -> Void)] = [
                 ("quest.title", { $0.title = "" }),
                 ("quest.quest_type", { $0.questType = "boss_fight" }),
@@ -115,7 +118,7 @@ struct QuestsAndFocusTests {
                 ("quest.xp_reward", { $0.xpReward = 10_001 }),
                 ("quest.target", { $0.target = 0 }),
                 ("quest.criteria.metric", { $0.criteria.metric = "steps" }),
-                ("quest.criteria.habit_id", { $0.criteria.habitID = theirHabit.id }),
+                ("quest.title", { $0.title = String(repeating: "q", count: 256) }),
             ]
             for (field, change) in cases {
                 try await expectRefused(harness, .invalidArgument, field: field) {
@@ -136,6 +139,28 @@ struct QuestsAndFocusTests {
                     $0.quest.target = 3
                     $0.quest.criteria.goalID = UUID().uuidString
                 }
+            }
+            // Criteria naming another user's habit or goal: NOT_FOUND, as everywhere else.
+            try await expectRefused(harness, .notFound, field: "quest.criteria.habit_id", reason: "HABIT_NOT_FOUND") {
+                _ = try await harness.connection.quests.create(options: me) {
+                    $0.quest.title = "Valid"
+                    $0.quest.questType = "habit_chain"
+                    $0.quest.endDate = "2099-12-31"
+                    $0.quest.target = 3
+                    $0.quest.criteria.habitID = theirHabit.id
+                }
+            }
+            try await expectRefused(harness, .notFound, field: "quest.criteria.goal_id", reason: "GOAL_NOT_FOUND") {
+                _ = try await harness.connection.quests.create(options: me) {
+                    $0.quest.title = "Valid"
+                    $0.quest.questType = "goal_completion"
+                    $0.quest.endDate = "2099-12-31"
+                    $0.quest.target = 1
+                    $0.quest.criteria.goalID = theirGoal.id
+                }
+            }
+            try await expectRefused(harness, .invalidArgument, field: "status") {
+                _ = try await harness.connection.quests.list(options: me) { $0.status = "won" }
             }
             try await expectRefused(harness, .notFound, reason: "QUEST_NOT_FOUND") {
                 _ = try await harness.connection.quests.complete(options: me) { $0.questID = UUID().uuidString }
@@ -245,12 +270,15 @@ struct QuestsAndFocusTests {
             #expect(try await harness.connection.goals.get(options: me) { $0.goalID = old.id }.archived)
             #expect(try await harness.connection.goals.get(options: me) { $0.goalID = recent.id }.archived == false)
             #expect(try await harness.connection.maintenance.run(options: admin) { $0.job = "archive_goals" }.affected == 0)
-            #expect(try await harness.connection.maintenance.run(options: admin) { $0.job = "expired_sessions" }.job == "expired_sessions")
+            _ = try await harness.query("UPDATE sessions SET created_at = now() - interval '2 hours', last_activity = now() - interval '2 hours', expires_at = now() - interval '1 second' WHERE user_id = \(UUID(uuidString: user.id))")
+            let purge = try await harness.connection.maintenance.run(options: admin) { $0.job = "expired_sessions" }
+            #expect(purge.job == "expired_sessions" && purge.affected == 1)
+            #expect(try await harness.count("SELECT count(*) AS n FROM sessions WHERE user_id = \(UUID(uuidString: user.id))") == 0)
             #expect(try await !harness.auditRows(action: "maintenance.archive_goals").isEmpty)
-            let unknown = await expectRPCError(.invalidArgument) {
-                try await harness.connection.maintenance.run(options: admin) { $0.job = "defragment" }
+            try await expectRefused(harness, .invalidArgument, field: "job") {
+                _ = try await harness.connection.maintenance.run(options: admin) { $0.job = "defragment" }
             }
-            #expect(unknown?.details?.fields["field"] == "job")
+            #expect(try await harness.auditRows(action: "maintenance.run").first?.require("status", as: String.self) == "failure")
             #expect(try await harness.connection.maintenance.integrityCheck(IntegrityCheckRequest(), options: admin).problems.isEmpty)
             // A corrupted total shows up.
             _ = try await harness.query("ALTER TABLE user_progress DISABLE TRIGGER USER")
@@ -262,6 +290,30 @@ struct QuestsAndFocusTests {
             let maintenance = SessionMaintenance(pool: harness.pool)
             #expect(try await maintenance.runIfDue(.streaks) != nil)
             #expect(try await maintenance.runIfDue(.streaks) == nil)
+
+            // One instance at a time: while another holds a job's lock, the scheduler skips the
+            // job and an admin run waits for the lock, then runs.
+            let holder = try PostgresConnection(conninfo: harness.pool.configuration.conninfo)
+            try holder.execute("BEGIN; SELECT pg_advisory_xact_lock(hashtext('passion.maintenance.archive_goals'))")
+            _ = try await harness.query("DELETE FROM maintenance_runs")
+            #expect(try await maintenance.runIfDue(.archiveGoals) == nil)
+            #expect(try await harness.count("SELECT count(*) AS n FROM maintenance_runs") == 0)
+            let waiting = Task { try await harness.connection.maintenance.run(options: admin) { $0.job = "archive_goals" } }
+            let queued: SQL = """
+                SELECT count(*) AS n FROM pg_locks
+                WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                """
+            var waiters = 0
+            for _ in 0..<1000 where waiters == 0 {
+                waiters = try await harness.count(queued)
+                if waiters == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(waiters == 1, "the admin run does not wait for the lock")
+            #expect(try await harness.count("SELECT count(*) AS n FROM maintenance_runs") == 0)
+            try holder.execute("COMMIT")
+            #expect(try await waiting.value.affected == 0)
+            // The admin run counts as the day's run.
+            #expect(try await maintenance.runIfDue(.archiveGoals) == nil)
         }
     }
 }

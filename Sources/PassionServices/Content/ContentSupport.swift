@@ -35,11 +35,18 @@ struct ContentContext: Sendable {
 enum ContentValidate {
     static let categories = ["health", "learning", "personal", "work"]
 
+    /// NOT_FOUND for a resource that is missing or someone else's (never "forbidden", which
+    /// would confirm it exists), naming the request field that named it.
+    static func notFound(_ resource: String, field: String) -> RPCError {
+        let reason = resource.uppercased().replacingOccurrences(of: " ", with: "_") + "_NOT_FOUND"
+        return RPCError(code: .notFound, message: "\(resource) not found", details: ErrorDetails(reason: reason, fields: ["field": field]))
+    }
+
     /// Required, trimmed, 1–255 characters.
     static func title(_ text: String, field: String) throws -> String {
         let title = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !title.isEmpty else { throw Validate.invalid(field, "is required") }
-        guard title.count <= 255 else { throw Validate.invalid(field, "is longer than 255 characters") }
+        guard Validate.fits(title, 255) else { throw Validate.invalid(field, "is longer than 255 characters") }
         return title
     }
 
@@ -136,13 +143,17 @@ extension AuditOrigin {
     }
 }
 
-/// Opaque keyset positions for lists ordered by a text sort key and then id.
+/// Opaque keyset positions for lists ordered by a text sort key and then id. A token names
+/// its list's order: keys of one order mean nothing in another.
 enum SortKeyToken {
-    static func encode(key: String, id: String) -> String { PageToken.encode([key, id]) }
+    static func encode(key: String, id: String, order: String = "created") -> String { PageToken.encode([order, key, id]) }
 
-    static func decode(_ token: String) throws -> (key: String, id: UUID)? {
-        guard let parts = try PageToken.decode(token, count: 2) else { return nil }
-        guard let id = UUID(uuidString: parts[1]) else { throw Validate.invalid("page_token", "is not a token from a previous response") }
-        return (parts[0], id)
+    static func decode(_ token: String, order: String = "created") throws -> (key: String, id: UUID)? {
+        guard let parts = try PageToken.decode(token, count: 3) else { return nil }
+        guard let id = UUID(uuidString: parts[2]) else { throw Validate.invalid("page_token", "is not a token from a previous response") }
+        guard parts[0] == order else {
+            throw Validate.invalid("page_token", "belongs to a list in \(parts[0]) order, not \(order): keep the order while paging")
+        }
+        return (parts[1], id)
     }
 }

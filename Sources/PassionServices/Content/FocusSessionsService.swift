@@ -15,9 +15,7 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
     }
 
     static let statuses = ["abandoned", "active", "completed", "paused"]
-    static let notFound = RPCError(
-        code: .notFound, message: "focus session not found",
-        details: ErrorDetails(reason: "FOCUS_SESSION_NOT_FOUND", fields: ["field": "session_id"]))
+    static let notFound = ContentValidate.notFound("focus session", field: "session_id")
 
     /// A session as JSON with its focused seconds up to `now` while it runs.
     static func selectSession(_ now: Date) -> SQL {
@@ -42,8 +40,7 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
             let now = content.now()
             let outcome = try await content.pool.transaction(deadline: context.deadline) { connection -> Result<UUID, RPCError> in
                 if let goal, try HabitsService.ownsGoal(goal, user: user, connection) == false {
-                    return .failure(RPCError(
-                        code: .notFound, message: "goal not found", details: ErrorDetails(reason: "GOAL_NOT_FOUND", fields: ["field": "goal_id"])))
+                    return .failure(ContentValidate.notFound("goal", field: "goal_id"))
                 }
                 let inserted = try connection.query("""
                     INSERT INTO focus_sessions (user_id, goal_id, session_type, duration_minutes, notes, started_at, running_since)
@@ -148,17 +145,21 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
                 SELECT (f.completed_at AT TIME ZONE coalesce(u.timezone, 'UTC'))::date AS day, f.actual_duration_minutes AS minutes
                 FROM focus_sessions f JOIN users u ON u.id = f.user_id
                 WHERE f.user_id = \(user) AND f.status = 'completed'
-                  AND f.completed_at >= \(content.now())::timestamptz - \(days + 1)::integer * interval '1 day'
+                  AND f.completed_at >= \(content.now())::timestamptz - \(days + 8)::integer * interval '1 day'
+            ), local AS (
+                SELECT done.*, t.today FROM done, \(HabitsService.today(user, content.now()))
             ), window_days AS (
-                SELECT * FROM done, \(HabitsService.today(user, content.now()))
-                WHERE done.day > t.today - \(days)::integer AND done.day <= t.today
+                SELECT * FROM local WHERE day > today - \(days)::integer AND day <= today
+            ), window_weeks AS (
+                -- Whole weeks: the first one starts on the Monday of the window's first day.
+                SELECT * FROM local WHERE day >= passion_period_start('weekly', today - \(days - 1)::integer) AND day <= today
             )
             SELECT jsonb_build_object(
                 'days', coalesce((SELECT jsonb_agg(jsonb_build_object('date', day, 'minutes', minutes, 'sessions', sessions) ORDER BY day)
                                   FROM (SELECT day, sum(minutes) AS minutes, count(*) AS sessions FROM window_days GROUP BY day) d), '[]'),
                 'weeks', coalesce((SELECT jsonb_agg(jsonb_build_object('date', week, 'minutes', minutes, 'sessions', sessions) ORDER BY week)
                                    FROM (SELECT passion_period_start('weekly', day) AS week, sum(minutes) AS minutes, count(*) AS sessions
-                                         FROM window_days GROUP BY 1) w), '[]'),
+                                         FROM window_weeks GROUP BY 1) w), '[]'),
                 'total', (SELECT coalesce(sum(minutes), 0) FROM window_days))::text AS result
             """, deadline: context.deadline)
         else { throw UsersService.notFound }

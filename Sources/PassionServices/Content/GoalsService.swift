@@ -15,8 +15,7 @@ public struct GoalsService: Goals.ServiceProtocol {
 
     static let fields = ["title", "description", "category", "priority", "target_date", "metadata"]
     static let statuses = ["active", "completed", "abandoned"]
-    static let notFound = RPCError(
-        code: .notFound, message: "goal not found", details: ErrorDetails(reason: "GOAL_NOT_FOUND", fields: ["field": "goal_id"]))
+    static let notFound = ContentValidate.notFound("goal", field: "goal_id")
 
     /// A goal as JSON, with its count of active habits.
     static let selectGoal = """
@@ -68,21 +67,25 @@ public struct GoalsService: Goals.ServiceProtocol {
         let status = try request.status.isEmpty ? nil : ContentValidate.oneOf(request.status, Self.statuses, field: "status")
         let category = try ContentValidate.category(request.category, field: "category")
         let size = try Validate.pageSize(request.pageSize, default: 20, maximum: 100)
-        let after = try SortKeyToken.decode(request.pageToken)
         // Keys that sort as text in the list's order, ties broken by id.
         let key: String
         let direction: String
+        let orderName: String
         switch request.order {
         case .priority, .UNRECOGNIZED:
             key = "coalesce(g.priority, 6)::text || to_char(9999999999 - extract(epoch FROM g.created_at)::bigint, 'FM0000000000')"
             direction = ">"
+            orderName = "priority"
         case .targetDate:
             key = "coalesce(g.target_date, date '9999-12-31')::text"
             direction = ">"
+            orderName = "target_date"
         case .created:
             key = "to_char(g.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
             direction = "<"
+            orderName = "created"
         }
+        let after = try SortKeyToken.decode(request.pageToken, order: orderName)
         let order = direction == ">" ? "ASC" : "DESC"
         let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
             try connection.query("""
@@ -102,7 +105,7 @@ public struct GoalsService: Goals.ServiceProtocol {
         var response = ListGoalsResponse()
         response.goals = try rows.prefix(size).map { try Self.goal(ProgressService.object($0.0)) }
         if rows.count > size, let last = rows.prefix(size).last, let goal = response.goals.last {
-            response.nextPageToken = SortKeyToken.encode(key: last.1, id: goal.id)
+            response.nextPageToken = SortKeyToken.encode(key: last.1, id: goal.id, order: orderName)
         }
         return response
     }

@@ -16,10 +16,8 @@ public struct HabitsService: Habits.ServiceProtocol {
 
     static let fields = ["title", "description", "category", "frequency", "goal_id"]
     static let frequencies = ["daily", "weekly", "monthly"]
-    static let notFound = RPCError(
-        code: .notFound, message: "habit not found", details: ErrorDetails(reason: "HABIT_NOT_FOUND", fields: ["field": "habit_id"]))
-    static let goalNotFound = RPCError(
-        code: .notFound, message: "goal not found", details: ErrorDetails(reason: "GOAL_NOT_FOUND", fields: ["field": "habit.goal_id"]))
+    static let notFound = ContentValidate.notFound("habit", field: "habit_id")
+    static let goalNotFound = ContentValidate.notFound("goal", field: "habit.goal_id")
 
     /// A habit as JSON with the streak a reader sees and whether its current period is done;
     /// needs `t` from `today(_:_:)`.

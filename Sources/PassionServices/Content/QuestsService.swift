@@ -17,8 +17,7 @@ public struct QuestsService: Quests.ServiceProtocol {
     static let types = ["daily", "goal_completion", "habit_chain", "milestone"]
     static let statuses = ["abandoned", "active", "completed", "failed"]
     static let metrics = ["completions", "focus_minutes"]
-    static let notFound = RPCError(
-        code: .notFound, message: "quest not found", details: ErrorDetails(reason: "QUEST_NOT_FOUND", fields: ["field": "quest_id"]))
+    static let notFound = ContentValidate.notFound("quest", field: "quest_id")
 
     /// A quest as JSON, with the status a reader sees: an active quest past its end date (in the
     /// user's time zone) has failed, whether or not the job has recorded it yet.
@@ -60,12 +59,10 @@ public struct QuestsService: Quests.ServiceProtocol {
                 if let habit = criteria.habit,
                     try connection.query("SELECT 1 FROM habits WHERE id = \(habit) AND user_id = \(user)").isEmpty
                 {
-                    return .failure(Validate.invalid("quest.criteria.habit_id", "is not one of your habits"))
+                    return .failure(ContentValidate.notFound("habit", field: "quest.criteria.habit_id"))
                 }
-                if let goal = criteria.goal,
-                    try connection.query("SELECT 1 FROM goals WHERE id = \(goal) AND user_id = \(user) AND is_active").isEmpty
-                {
-                    return .failure(Validate.invalid("quest.criteria.goal_id", "is not one of your goals"))
+                if let goal = criteria.goal, try HabitsService.ownsGoal(goal, user: user, connection) == false {
+                    return .failure(ContentValidate.notFound("goal", field: "quest.criteria.goal_id"))
                 }
                 guard let id = try connection.query("""
                     INSERT INTO quests (user_id, title, description, quest_type, start_date, end_date, xp_reward, criteria, target, created_by)

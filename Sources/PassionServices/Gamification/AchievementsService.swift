@@ -171,7 +171,7 @@ public struct AchievementsService: Achievements.ServiceProtocol {
         }
         if fields.contains("title") {
             let title = given.title.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard !title.isEmpty, title.count <= 255 else { throw Validate.invalid("achievement.title", "must be 1–255 characters") }
+            guard !title.isEmpty, Validate.fits(title, 255) else { throw Validate.invalid("achievement.title", "must be 1–255 characters") }
         }
         if fields.contains("icon_url") { _ = try Validate.url(given.iconURL, field: "achievement.icon_url") }
         if fields.contains("category"), !categories.contains(given.category) {

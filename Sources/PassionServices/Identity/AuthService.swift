@@ -45,7 +45,7 @@ public struct AuthService: Auth.ServiceProtocol {
             let provider = try Self.providerName(given.provider, field: "identity.provider")
             let subject = given.providerUserID.trimmingCharacters(in: .whitespaces)
             guard !subject.isEmpty else { throw Validate.invalid("identity.provider_user_id", "is required") }
-            guard subject.count <= 255 else { throw Validate.invalid("identity.provider_user_id", "is longer than 255 characters") }
+            guard Validate.fits(subject, 255) else { throw Validate.invalid("identity.provider_user_id", "is longer than 255 characters") }
             return Identity(
                 provider: provider, subject: subject, email: try Validate.email(given.email, field: "identity.email"),
                 displayName: try Validate.optionalText(given.displayName, field: "identity.display_name"),

@@ -15,11 +15,18 @@ enum Validate {
             details: ErrorDetails(reason: "INVALID_FIELD", fields: ["field": field]))
     }
 
+    /// Whether `text` fits a column of `limit` characters as PostgreSQL counts them (code
+    /// points): Swift's `count` counts grapheme clusters, so "é" written e + U+0301 is one
+    /// character to Swift and two to the database.
+    static func fits(_ text: String, _ limit: Int) -> Bool {
+        text.unicodeScalars.count <= limit
+    }
+
     /// Trimmed, lower-cased; one `@` with text on both sides and a dot in the domain.
     static func email(_ text: String, field: String) throws -> String {
         let email = text.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
         guard !email.isEmpty else { throw invalid(field, "is required") }
-        guard email.count <= 255 else { throw invalid(field, "is longer than 255 characters") }
+        guard fits(email, 255) else { throw invalid(field, "is longer than 255 characters") }
         guard email.range(of: #"^[^@\s]+@[^@\s]+\.[^@\s]+$"#, options: .regularExpression) != nil else {
             throw invalid(field, "is not an email address")
         }
@@ -31,7 +38,7 @@ enum Validate {
         let zone = text.trimmingCharacters(in: .whitespaces)
         guard !zone.isEmpty else { return nil }
         // Abbreviations and offsets ("PST", "GMT+5") are not zones: they lose DST rules.
-        guard zone.count <= 50, zone.contains("/") || zone == "UTC", TimeZone(identifier: zone) != nil else {
+        guard fits(zone, 50), zone.contains("/") || zone == "UTC", TimeZone(identifier: zone) != nil else {
             throw invalid(field, "\"\(zone.prefix(60))\" is not an IANA time zone such as Europe/Berlin")
         }
         return zone
@@ -41,14 +48,14 @@ enum Validate {
     static func optionalText(_ text: String, field: String, limit: Int = 255) throws -> String? {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !trimmed.isEmpty else { return nil }
-        guard trimmed.count <= limit else { throw invalid(field, "is longer than \(limit) characters") }
+        guard fits(trimmed, limit) else { throw invalid(field, "is longer than \(limit) characters") }
         return trimmed
     }
 
     static func url(_ text: String, field: String) throws -> String? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         guard !trimmed.isEmpty else { return nil }
-        guard trimmed.count <= 500 else { throw invalid(field, "is longer than 500 characters") }
+        guard fits(trimmed, 500) else { throw invalid(field, "is longer than 500 characters") }
         guard trimmed.hasPrefix("https://") || trimmed.hasPrefix("http://"), URL(string: trimmed)?.host != nil else {
             throw invalid(field, "is not an http(s) URL")
         }

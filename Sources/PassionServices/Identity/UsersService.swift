@@ -95,7 +95,7 @@ public struct UsersService: Users.ServiceProtocol {
         let afterID = try after.map { try Validate.uuid($0[1], field: "page_token") }
         if after != nil, afterMicros == nil { throw Validate.invalid("page_token", "is not a token from a previous response") }
         let prefix = request.emailPrefix.trimmingCharacters(in: .whitespaces).lowercased()
-        guard prefix.count <= 255 else { throw Validate.invalid("email_prefix", "is longer than 255 characters") }
+        guard Validate.fits(prefix, 255) else { throw Validate.invalid("email_prefix", "is longer than 255 characters") }
         // LIKE metacharacters in the prefix are data, not patterns.
         let pattern = prefix.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
             .replacingOccurrences(of: "_", with: "\\_") + "%"

@@ -224,9 +224,10 @@ public nonisolated struct FocusStatsResponse: Sendable {
   /// Completed sessions by local day of completion, oldest first; days without any are left out.
   public var days: [DayMinutes] = []
 
-  /// The same by ISO week.
+  /// The same by ISO week, whole weeks: the first starts on the Monday on or before the first day.
   public var weeks: [DayMinutes] = []
 
+  /// Minutes of the days (not of the whole weeks).
   public var totalMinutes: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
