@@ -335,7 +335,8 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         }
         if !items.isEmpty {
             let json = String(decoding: try JSONSerialization.data(withJSONObject: items), as: UTF8.self)
-            let text = try await pool.withConnection(deadline: context.deadline) { connection in
+            // A transaction, so that the rare deadlock with a call racing on the same key is retried.
+            let text = try await pool.transaction(deadline: context.deadline) { connection in
                 try connection.query("""
                     SELECT passion_reward_batch(\(JSONB(json: json))::jsonb, \(origin.principal.description),
                                                 \(origin.ipAddress.map { InetAddress($0) })::inet, \(origin.userAgent))::text AS results

@@ -1,0 +1,287 @@
+-- 0009_reward_batch: AwardBatch as set-based SQL, and ledger totals moved once per statement.
+--
+-- 0007's passion_reward_batch called passion_reward once per item: it saved round trips and
+-- commits but none of the per-award work. Here a batch writes each table once for all of its
+-- plain awards (XP grants, coin grants and battle wins with new keys that no constraint can
+-- refuse, for users whose totals reach no achievement they lack): one INSERT of keys, one per
+-- ledger, one of audit rows, one of events, one UPDATE of results, with every item's totals and
+-- level-ups computed as if the items ran one by one in (user, position) order. Everything else
+-- (an unknown user, a replayed or repeated key, a penalty or correction, a content reason) and
+-- every item of a user with anything else or with an achievement within reach go through
+-- passion_reward one by one, in subtransactions, exactly as before. Both paths give the same results (a test
+-- compares them item by item).
+--
+-- Locks: a batch first locks the progress rows of all its users in user order, then writes
+-- keys. A single passion_reward takes its key first, so a batch and another call racing with
+-- the very same idempotency key can deadlock; PostgreSQL aborts one of them (40P01) and the
+-- server's transaction retries it, where the retry replays the winner's result.
+
+-- Ledger triggers, per statement --------------------------------------------------------------
+-- The same derived totals as 0003's row triggers, from the statement's transition table: a
+-- batch of a thousand rows costs one UPDATE of user_progress, not a thousand.
+
+CREATE OR REPLACE FUNCTION passion_points_ledger_apply() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Users without a progress row yet (rows written outside passion_reward).
+    INSERT INTO user_progress (user_id)
+    SELECT DISTINCT i.user_id FROM inserted i
+    WHERE NOT EXISTS (SELECT 1 FROM user_progress p WHERE p.user_id = i.user_id)
+    ORDER BY 1
+    ON CONFLICT (user_id) DO NOTHING;
+    UPDATE user_progress p
+       SET total_xp = p.total_xp + d.points,
+           current_level = passion_level_for_xp(p.total_xp + d.points),
+           updated_at = now()
+      FROM (SELECT user_id, sum(points) AS points FROM inserted GROUP BY user_id) d
+     WHERE p.user_id = d.user_id;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION passion_coins_ledger_apply() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO user_progress (user_id)
+    SELECT DISTINCT i.user_id FROM inserted i
+    WHERE NOT EXISTS (SELECT 1 FROM user_progress p WHERE p.user_id = i.user_id)
+    ORDER BY 1
+    ON CONFLICT (user_id) DO NOTHING;
+    UPDATE user_progress p
+       SET total_coins = p.total_coins + d.coins,
+           coins_earned = p.coins_earned + d.earned,
+           updated_at = now()
+      FROM (SELECT user_id, sum(coins) AS coins,
+                   coalesce(sum(coins) FILTER (WHERE transaction_type = 'earned'), 0) AS earned
+            FROM inserted GROUP BY user_id) d
+     WHERE p.user_id = d.user_id;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER points_ledger_apply ON points_ledger;
+CREATE TRIGGER points_ledger_apply
+    AFTER INSERT ON points_ledger
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION passion_points_ledger_apply();
+
+DROP TRIGGER coins_ledger_apply ON coins_ledger;
+CREATE TRIGGER coins_ledger_apply
+    AFTER INSERT ON coins_ledger
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION passion_coins_ledger_apply();
+
+-- passion_reward_batch --------------------------------------------------------------------------
+
+-- One item of a batch as the function holds it.
+CREATE TYPE passion_batch_item AS (
+    pos integer, user_id uuid, kind text, amount integer, reason text, resource_type text, resource_id uuid,
+    key text, request_hash bytea
+);
+
+-- A plain award with the totals after it, as if the batch's items ran one by one.
+CREATE TYPE passion_batch_award AS (
+    pos integer, user_id uuid, kind text, amount integer, reason text, resource_type text, resource_id uuid,
+    key text, total_xp bigint, total_coins bigint, coins_earned bigint, level_before integer, level integer,
+    achievements integer, ledger_id bigint
+);
+
+-- An event of a plain award, with the id it will have.
+CREATE TYPE passion_batch_event AS (id bigint, pos integer, user_id uuid, type text, payload jsonb);
+
+-- Same contract as 0007's: p_items is a JSON array of {"user_id", "kind" ("xp" or "coins"),
+-- "amount", "reason", "resource_type", "resource_id", "key"}; the result is a JSON array in the
+-- items' order, each element what passion_reward returns for it or {"error": {"sqlstate",
+-- "message", "hint", "detail", "constraint"}}.
+CREATE OR REPLACE FUNCTION passion_reward_batch(p_items jsonb, p_principal text, p_ip inet, p_user_agent text) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_items passion_batch_item[];
+    v_users uuid[];
+    v_plain integer[];
+    v_awards passion_batch_award[];
+    v_events passion_batch_event[];
+    v_results jsonb[];
+    v_positions integer[];
+    v_outcomes jsonb[];
+    v_index integer;
+    v_item record;
+    v_result jsonb;
+    v_state text;
+    v_message text;
+    v_hint text;
+    v_detail text;
+    v_constraint text;
+BEGIN
+    SELECT array_agg(ROW(e.pos, r.user_id, r.kind, r.amount, r.reason, r.resource_type, r.resource_id, r.key,
+                         -- passion_reward's request hash (its refund_of is NULL here, which concat_ws skips).
+                         sha256(convert_to(concat_ws('|', r.kind, r.amount, r.reason, r.resource_type, r.resource_id), 'UTF8'))
+                     )::passion_batch_item ORDER BY e.pos)
+    INTO v_items
+    FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(item, pos),
+         jsonb_to_record(e.item) AS r(user_id uuid, kind text, amount integer, reason text, resource_type text,
+                                      resource_id uuid, key text);
+    IF v_items IS NULL THEN
+        RETURN '[]'::jsonb;
+    END IF;
+    v_results := array_fill(NULL::jsonb, ARRAY[array_length(v_items, 1)]);
+
+    -- Every live user's progress row exists and is locked, in user order.
+    SELECT array_agg(DISTINCT i.user_id ORDER BY i.user_id) INTO v_users
+    FROM unnest(v_items) i JOIN users u ON u.id = i.user_id AND u.deleted_at IS NULL;
+    v_users := coalesce(v_users, '{}');
+    INSERT INTO user_progress (user_id)
+    SELECT u FROM unnest(v_users) u WHERE NOT EXISTS (SELECT 1 FROM user_progress p WHERE p.user_id = u) ORDER BY u
+    ON CONFLICT (user_id) DO NOTHING;
+    PERFORM 1 FROM user_progress WHERE user_id = ANY (v_users) ORDER BY user_id FOR UPDATE;
+
+    -- The plain awards: every item of the user is plain, and the user's totals after all of
+    -- them reach no achievement the user lacks (amounts are positive, so no total on the way
+    -- does either: no unlock can happen in between).
+    WITH candidates AS (
+        -- Plain means no constraint can refuse it (one refusal would undo the whole statement).
+        SELECT i.*,
+               i.amount > 0
+               AND ((i.kind = 'xp' AND i.reason = 'grant'
+                     AND (i.resource_id IS NULL) = (i.resource_type IS NULL)
+                     AND (i.resource_type IS NULL OR i.resource_type IN ('habit', 'goal', 'quest', 'focus_session')))
+                    OR (i.kind = 'coins' AND i.reason IN ('grant', 'battle_win')))
+               AND i.key ~ '^[!-~]{1,255}$'
+               AND count(*) OVER (PARTITION BY i.user_id, i.key) = 1
+               AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.user_id = i.user_id AND k.key = i.key) AS plain
+        FROM unnest(v_items) i
+        WHERE i.user_id = ANY (v_users)
+    ), finals AS (
+        SELECT c.user_id,
+               p.total_xp + coalesce(sum(c.amount) FILTER (WHERE c.kind = 'xp'), 0) AS total_xp,
+               p.coins_earned + coalesce(sum(c.amount) FILTER (WHERE c.kind = 'coins'), 0) AS coins_earned
+        FROM candidates c JOIN user_progress p ON p.user_id = c.user_id
+        GROUP BY c.user_id, p.total_xp, p.coins_earned
+        HAVING bool_and(c.plain)
+    ), plain_users AS (
+        SELECT f.user_id FROM finals f
+        WHERE NOT EXISTS (
+            SELECT 1 FROM achievements a
+            WHERE a.retired_at IS NULL
+              AND (a.unlock_condition ->> 'value')::bigint <= CASE a.unlock_condition ->> 'type'
+                      WHEN 'total_xp' THEN f.total_xp
+                      WHEN 'level' THEN passion_level_for_xp(f.total_xp)
+                      WHEN 'coins_earned' THEN f.coins_earned
+                  END
+              AND NOT EXISTS (SELECT 1 FROM user_achievements u WHERE u.user_id = f.user_id AND u.achievement_id = a.id))
+    )
+    SELECT array_agg(c.pos) INTO v_plain FROM candidates c JOIN plain_users u ON u.user_id = c.user_id;
+
+    -- Their keys; a key another transaction wrote since the check above makes its item a
+    -- replay, answered below like the others.
+    WITH keyed AS (
+        INSERT INTO idempotency_keys (user_id, key, request_hash)
+        SELECT i.user_id, i.key, i.request_hash FROM unnest(v_items) i WHERE i.pos = ANY (v_plain) ORDER BY i.user_id, i.pos
+        ON CONFLICT (user_id, key) DO NOTHING
+        RETURNING user_id, key
+    )
+    SELECT array_agg(i.pos) INTO v_plain FROM unnest(v_items) i JOIN keyed k ON k.user_id = i.user_id AND k.key = i.key;
+    v_plain := coalesce(v_plain, '{}');
+
+    IF cardinality(v_plain) > 0 THEN
+        -- Totals after each award, from the locked rows.
+        SELECT array_agg(ROW(w.pos, w.user_id, w.kind, w.amount, w.reason, w.resource_type, w.resource_id, w.key,
+                             w.total_xp, w.total_coins, w.coins_earned,
+                             passion_level_for_xp(w.total_xp - CASE WHEN w.kind = 'xp' THEN w.amount ELSE 0 END),
+                             passion_level_for_xp(w.total_xp), w.achievements, NULL)::passion_batch_award
+                         ORDER BY w.user_id, w.pos)
+        INTO v_awards
+        FROM (SELECT i.*,
+                     p.total_xp + sum(CASE WHEN i.kind = 'xp' THEN i.amount ELSE 0 END) OVER running AS total_xp,
+                     p.total_coins + sum(CASE WHEN i.kind = 'coins' THEN i.amount ELSE 0 END) OVER running AS total_coins,
+                     p.coins_earned + sum(CASE WHEN i.kind = 'coins' THEN i.amount ELSE 0 END) OVER running AS coins_earned,
+                     p.achievements_unlocked AS achievements
+              FROM unnest(v_items) i JOIN user_progress p ON p.user_id = i.user_id
+              WHERE i.pos = ANY (v_plain)
+              WINDOW running AS (PARTITION BY i.user_id ORDER BY i.pos)) w;
+
+        -- The ledger rows (their triggers move the totals, once per statement).
+        WITH written AS (
+            INSERT INTO points_ledger (user_id, points, reason, resource_id, resource_type, idempotency_key)
+            SELECT a.user_id, a.amount, a.reason, a.resource_id, a.resource_type, a.key
+            FROM unnest(v_awards) a WHERE a.kind = 'xp' ORDER BY a.user_id, a.pos
+            RETURNING id, user_id, idempotency_key
+        ), written_coins AS (
+            INSERT INTO coins_ledger (user_id, coins, transaction_type, reason, resource_id, idempotency_key)
+            SELECT a.user_id, a.amount, 'earned', a.reason, a.resource_id, a.key
+            FROM unnest(v_awards) a WHERE a.kind = 'coins' ORDER BY a.user_id, a.pos
+            RETURNING id, user_id, idempotency_key
+        ), ids AS (
+            SELECT 'xp' AS kind, * FROM written UNION ALL SELECT 'coins', * FROM written_coins
+        )
+        SELECT array_agg(ROW(a.pos, a.user_id, a.kind, a.amount, a.reason, a.resource_type, a.resource_id, a.key,
+                             a.total_xp, a.total_coins, a.coins_earned, a.level_before, a.level, a.achievements, ids.id
+                         )::passion_batch_award ORDER BY a.user_id, a.pos)
+        INTO v_awards
+        FROM unnest(v_awards) a JOIN ids ON ids.kind = a.kind AND ids.user_id = a.user_id AND ids.idempotency_key = a.key;
+
+        INSERT INTO audit_logs (user_id, action, resource_type, resource_id, details, ip_address, user_agent, status, principal)
+        SELECT a.user_id, CASE a.kind WHEN 'xp' THEN 'xp.awarded' ELSE 'coins.awarded' END,
+               CASE a.kind WHEN 'xp' THEN 'points_ledger' ELSE 'coins_ledger' END, a.ledger_id::text,
+               jsonb_build_object('amount', a.amount, 'reason', a.reason, 'idempotency_key', a.key),
+               p_ip, p_user_agent, 'success', p_principal
+        FROM unnest(v_awards) a ORDER BY a.user_id, a.pos;
+
+        -- Events in the order one-by-one calls would emit them: each award, then its level-up.
+        -- Ids are drawn in that order (the subqueries' ORDER BY holds: PostgreSQL does not
+        -- flatten a subquery that sorts), so Subscribe's resume-by-id sees the same sequence.
+        SELECT array_agg(ROW(n.id, n.pos, n.user_id, n.type, n.payload)::passion_batch_event ORDER BY n.id)
+        INTO v_events
+        FROM (SELECT nextval(pg_get_serial_sequence('progress_events', 'id')) AS id, o.*
+              FROM (SELECT a.pos, a.user_id, 1 AS step, CASE a.kind WHEN 'xp' THEN 'xp_awarded' ELSE 'coins_awarded' END AS type,
+                           jsonb_build_object('ledger_id', a.ledger_id, 'amount', a.amount, 'reason', a.reason) AS payload
+                    FROM unnest(v_awards) a
+                    UNION ALL
+                    SELECT a.pos, a.user_id, 2, 'level_up', jsonb_build_object('from_level', a.level_before, 'to_level', a.level)
+                    FROM unnest(v_awards) a WHERE a.level > a.level_before
+                    ORDER BY user_id, pos, step) o) n;
+        INSERT INTO progress_events (id, user_id, type, payload) OVERRIDING SYSTEM VALUE
+        SELECT e.id, e.user_id, e.type, e.payload FROM unnest(v_events) e ORDER BY e.id;
+        PERFORM pg_notify('passion_progress', s.event::text)
+        FROM (SELECT jsonb_build_object('id', e.id, 'user_id', e.user_id, 'type', e.type, 'payload', e.payload,
+                                        'created_at', now()) AS event
+              FROM unnest(v_events) e ORDER BY e.id) s;
+
+        -- Each award's result, stored for retries and returned.
+        WITH results AS (
+            SELECT a.pos, a.user_id, a.key, jsonb_build_object(
+                'user_id', a.user_id, 'total_xp', a.total_xp, 'level', a.level,
+                'level_floor_xp', passion_xp_for_level(a.level), 'next_level_xp', passion_xp_for_level(a.level + 1),
+                'total_coins', a.total_coins, 'coins_earned', a.coins_earned, 'achievements_unlocked', a.achievements,
+                'ledger_id', a.ledger_id,
+                'events', (SELECT jsonb_agg(jsonb_build_object('id', e.id, 'user_id', e.user_id, 'type', e.type,
+                                                               'payload', e.payload, 'created_at', now()) ORDER BY e.id)
+                           FROM unnest(v_events) e WHERE e.pos = a.pos)) AS result
+            FROM unnest(v_awards) a
+        ), stored AS (
+            UPDATE idempotency_keys k SET result = r.result FROM results r WHERE k.user_id = r.user_id AND k.key = r.key
+        )
+        SELECT array_agg(pos), array_agg(result) INTO v_positions, v_outcomes FROM results;
+        FOR v_index IN 1 .. cardinality(v_positions) LOOP
+            v_results[v_positions[v_index]] := v_outcomes[v_index] || jsonb_build_object('replayed', false);
+        END LOOP;
+    END IF;
+
+    -- Everything else one by one, in (user, position) order, each in its own subtransaction.
+    FOR v_item IN SELECT i.* FROM unnest(v_items) i WHERE NOT (i.pos = ANY (v_plain)) ORDER BY i.user_id, i.pos LOOP
+        BEGIN
+            v_result := passion_reward(
+                v_item.user_id, v_item.kind, v_item.amount, v_item.reason, v_item.resource_type, v_item.resource_id,
+                v_item.key, NULL, p_principal, p_ip, p_user_agent);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT, v_hint = PG_EXCEPTION_HINT,
+                                    v_detail = PG_EXCEPTION_DETAIL, v_constraint = CONSTRAINT_NAME;
+            v_result := jsonb_build_object('error', jsonb_build_object(
+                'sqlstate', v_state, 'message', v_message, 'hint', nullif(v_hint, ''), 'detail', nullif(v_detail, ''),
+                'constraint', nullif(v_constraint, '')));
+        END;
+        v_results[v_item.pos] := v_result;
+    END LOOP;
+    RETURN to_jsonb(v_results);
+END
+$$;
