@@ -74,8 +74,11 @@ extension Date: PostgresEncodable, PostgresDecodable {
     }
 
     public init(postgresText: String) throws {
-        // The session runs with TimeZone=UTC and DateStyle=ISO: "2026-11-25 01:02:03.123456+00".
-        let pattern = postgresText.split(separator: " ", maxSplits: 1)
+        // The session runs with TimeZone=UTC and DateStyle=ISO: "2026-11-25 01:02:03.123456+00";
+        // inside JSON (to_jsonb) the same instant reads "2026-11-25T01:02:03.123456+00:00".
+        // Parsed by hand: Foundation's ISO8601DateFormatter builds an ICU formatter per use,
+        // which cost more than the rest of a 100-award batch together.
+        let pattern = postgresText.split(maxSplits: 1, whereSeparator: { $0 == " " || $0 == "T" })
         guard pattern.count == 2 else { throw PostgresDecodingError(type: "Date", text: postgresText) }
         let day = try LocalDate(postgresText: String(pattern[0]))
         var time = Substring(pattern[1])

@@ -37,6 +37,17 @@ struct PoolTests {
         #expect(try result.require("tags", as: [String].self) == ["a", "b,c", "d\"e", ""])
         #expect(try result.require("raw", as: Bytes.self).bytes == [0, 1, 254, 255])
         #expect(try result.decode("nothing", as: String.self) == nil)
+        // Instants inside JSON (to_jsonb) parse too, in any offset.
+        let json = try await pool.withConnection { connection in
+            try connection.query("""
+                SELECT to_jsonb(\(when)::timestamptz) #>> '{}' AS utc,
+                       to_jsonb((\(when)::timestamptz AT TIME ZONE 'Asia/Kolkata')::text || '+05:30') #>> '{}' AS india
+                """).first
+        }
+        #expect(try json?.require("utc", as: String.self).contains("T") == true)
+        #expect(abs(try Date(postgresText: json?.require("utc", as: String.self) ?? "").timeIntervalSince(when)) < 0.000_001)
+        #expect(abs(try Date(postgresText: json?.require("india", as: String.self) ?? "").timeIntervalSince(when)) < 0.000_001)
+        #expect(throws: PostgresDecodingError.self) { try Date(postgresText: "2026-11-25") }
     }
 
     @Test("a parameter that looks like SQL injection is stored verbatim")

@@ -539,8 +539,6 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
 
     /// JSON timestamps from PostgreSQL: `2026-11-25T04:30:19.123456+00:00`.
     static func timestamp(_ text: String) -> Date? {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.date(from: text) ?? ISO8601DateFormatter().date(from: text)
+        try? Date(postgresText: text)
     }
 }
