@@ -70,6 +70,13 @@ struct BatchAndLeaderboardTests {
             }
             let problems = try await harness.query("SELECT * FROM passion_reconcile()")
             #expect(problems.isEmpty)
+            // Keys may hold any printable ASCII, quotes and backslashes included.
+            let odd = #"job-"7"\x"#
+            let quoted = try await harness.connection.progress.awardBatch(options: Self.writer) {
+                $0.awards = [Self.xp(a.id, 5, key: odd), Self.xp(b.id, 5, key: odd)]
+            }
+            #expect(quoted.results.allSatisfy { if case .result? = $0.outcome { true } else { false } })
+            #expect(try await harness.count("SELECT count(*) AS n FROM points_ledger WHERE idempotency_key = \(odd)") == 2)
             let oversize = await expectRPCError(.invalidArgument) {
                 try await harness.connection.progress.awardBatch(options: Self.writer) {
                     $0.awards = (0..<1001).map { Self.xp(a.id, 1, key: "big-\($0)") }

@@ -168,6 +168,27 @@ struct BatchEquivalenceTests {
         let problems = try await pool.withConnection { try $0.query("SELECT * FROM passion_reconcile()") }
         #expect(problems.isEmpty)
 
+        // A new batch that repeats one key of the first: the plain path steps back, every item
+        // goes one by one, the repeated one replays and the others are written once.
+        let mixed = (0..<20).map { Item(user: $0 % 6, kind: "xp", amount: 3, reason: "grant", key: "m-\($0)") }
+            + [items[items.firstIndex { $0.key == "b-7" } ?? 0]]
+        let mixedJSON = try Self.json(mixed, users: setUsers)
+        let mixedText = try await pool.transaction { connection in
+            try connection.query("""
+                SELECT passion_reward_batch(\(JSONB(json: mixedJSON))::jsonb, 'service:test', NULL, NULL)::text AS results
+                """).first?.require("results", as: String.self) ?? "[]"
+        }
+        let mixedResults = try JSONSerialization.jsonObject(with: Data(mixedText.utf8)) as? [[String: Any]] ?? []
+        let firstOfRepeated = setResults[items.firstIndex { $0.key == "b-7" } ?? 0] as? [String: Any]
+        #expect(mixedResults.last?["replayed"] as? Bool == true && mixedResults.last?["ledger_id"] as? Int == firstOfRepeated?["ledger_id"] as? Int)
+        #expect(mixedResults.dropLast().allSatisfy { $0["replayed"] as? Bool == false && $0["error"] == nil })
+        let mixedWidest = try await pool.withConnection { connection in
+            try connection.query("""
+                SELECT max(n) AS n FROM (SELECT count(*) AS n FROM points_ledger WHERE idempotency_key LIKE 'm-%' GROUP BY xmin, cmin) s
+                """).first?.require("n", as: Int.self) ?? 0
+        }
+        #expect(mixedWidest == 1)
+
         // A retried batch replays every item with the first results.
         let again = try await pool.transaction { connection in
             try connection.query("""

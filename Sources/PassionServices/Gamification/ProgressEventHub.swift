@@ -42,6 +42,10 @@ public final class ProgressEventHub: Service, Sendable {
             for await event in listener.events {
                 switch event {
                 case .notification(_, let payload):
+                    // Nobody to tell: skip the parse (a batch notifies once per award). This
+                    // event committed before the check, so a subscriber registering after it
+                    // is not owed it (a resuming one reads it from the table).
+                    guard subscribers.withLock({ !$0.isEmpty }) else { continue }
                     guard let data = payload.data(using: .utf8),
                         let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
                     else {

@@ -2,15 +2,16 @@
 --
 -- 0007's passion_reward_batch called passion_reward once per item: it saved round trips and
 -- commits but none of the per-award work. Here a batch writes each table once for all of its
--- plain awards (XP grants, coin grants and battle wins with new keys that no constraint can
--- refuse, for users whose totals reach no achievement they lack): one INSERT of keys, one per
+-- plain awards (XP grants, coin grants and battle wins that no constraint can refuse, for users
+-- whose totals reach no achievement they lack): one INSERT of keys with their results, one per
 -- ledger (whose triggers now move the totals once per statement), one of audit rows, one of
--- events, one UPDATE of results, with every item's totals and level-ups computed as if the
--- items ran one by one in (user, position) order. Everything else (an unknown user, a replayed
--- or repeated key, a penalty or correction, a content reason) and every item of a user with
--- anything else or with an achievement within reach go through passion_reward one by one, in
--- subtransactions, exactly as before. Both paths give the same results (a test compares them
--- item by item).
+-- events, with every item's totals and level-ups computed as if the items ran one by one in
+-- (user, position) order. Everything else (an unknown user, a key used twice in the batch, a
+-- penalty or correction, a content reason) and every item of a user with anything else or with
+-- an achievement within reach go through passion_reward one by one, in subtransactions, exactly
+-- as before; so does the whole batch when one of its keys exists already (a retried batch,
+-- whose items then replay). Both paths give the same results (a test compares them item by
+-- item).
 --
 -- Locks: a batch first locks the progress rows of all its users in user order, then writes
 -- keys. A single passion_reward takes its key first, so a batch and another call racing with
@@ -129,6 +130,7 @@ DECLARE
     v_positions integer[];
     v_outcomes jsonb[];
     v_index integer;
+    v_keyed bigint;
     v_item record;
     v_result jsonb;
     v_state text;
@@ -163,10 +165,10 @@ BEGIN
 
     -- The plain awards: every item of the user is plain, and the user's totals after all of
     -- them reach no achievement the user lacks (amounts are positive, so no total on the way
-    -- does either: no unlock can happen in between). Lookups are scalar subqueries with LIMIT
-    -- so that they stay index probes: as NOT EXISTS the planner may hash a whole table.
+    -- does either: no unlock can happen in between). The lookups are scalar subqueries with
+    -- LIMIT so that they stay index probes: as NOT EXISTS the planner may hash a whole table.
     WITH candidates AS (
-        -- Plain means no constraint can refuse it (one refusal would undo the whole statement).
+        -- Plain means no constraint can refuse it.
         SELECT i.*,
                i.amount > 0
                AND ((i.kind = 'xp' AND i.reason = 'grant'
@@ -174,8 +176,7 @@ BEGIN
                      AND (i.resource_type IS NULL OR i.resource_type IN ('habit', 'goal', 'quest', 'focus_session')))
                     OR (i.kind = 'coins' AND i.reason IN ('grant', 'battle_win')))
                AND i.key ~ '^[!-~]{1,255}$'
-               AND count(*) OVER (PARTITION BY i.user_id, i.key) = 1
-               AND (SELECT true FROM idempotency_keys k WHERE k.user_id = i.user_id AND k.key = i.key LIMIT 1) IS NULL AS plain
+               AND count(*) OVER (PARTITION BY i.user_id, i.key) = 1 AS plain
         FROM unnest(v_items) i
         WHERE i.user_id = ANY (v_users)
     ), finals AS (
@@ -199,101 +200,102 @@ BEGIN
                LIMIT 1) IS NULL
     )
     SELECT array_agg(c.pos) INTO v_plain FROM candidates c JOIN plain_users u ON u.user_id = c.user_id;
-
-    -- Their keys; a key another transaction wrote since the check above makes its item a
-    -- replay, answered below like the others.
-    WITH keyed AS (
-        INSERT INTO idempotency_keys (user_id, key, request_hash)
-        SELECT i.user_id, i.key, i.request_hash FROM unnest(v_items) i WHERE i.pos = ANY (v_plain) ORDER BY i.user_id, i.pos
-        ON CONFLICT (user_id, key) DO NOTHING
-        RETURNING user_id, key
-    )
-    SELECT array_agg(i.pos) INTO v_plain FROM unnest(v_items) i JOIN keyed k ON k.user_id = i.user_id AND k.key = i.key;
     v_plain := coalesce(v_plain, '{}');
 
+    -- Everything is computed first (ledger and event ids drawn from their sequences), so each
+    -- key is written once, with its result. A key that exists already (a retried batch, or a
+    -- call racing with the same key) undoes the plain path: its items all go one by one then.
     IF cardinality(v_plain) > 0 THEN
-        -- Totals after each award, from the locked rows.
-        SELECT array_agg(ROW(w.pos, w.user_id, w.kind, w.amount, w.reason, w.resource_type, w.resource_id, w.key,
-                             w.total_xp, w.total_coins, w.coins_earned,
-                             passion_level_for_xp(w.total_xp - CASE WHEN w.kind = 'xp' THEN w.amount ELSE 0 END),
-                             passion_level_for_xp(w.total_xp), w.achievements, NULL)::passion_batch_award
-                         ORDER BY w.user_id, w.pos)
-        INTO v_awards
-        FROM (SELECT i.*,
-                     p.total_xp + sum(CASE WHEN i.kind = 'xp' THEN i.amount ELSE 0 END) OVER running AS total_xp,
-                     p.total_coins + sum(CASE WHEN i.kind = 'coins' THEN i.amount ELSE 0 END) OVER running AS total_coins,
-                     p.coins_earned + sum(CASE WHEN i.kind = 'coins' THEN i.amount ELSE 0 END) OVER running AS coins_earned,
-                     p.achievements
-              FROM unnest(v_items) i JOIN unnest(v_progress) p ON p.user_id = i.user_id
-              WHERE i.pos = ANY (v_plain)
-              WINDOW running AS (PARTITION BY i.user_id ORDER BY i.pos)) w;
+        BEGIN
+            -- Totals after each award, from the locked rows.
+            SELECT array_agg(ROW(w.pos, w.user_id, w.kind, w.amount, w.reason, w.resource_type, w.resource_id, w.key,
+                                 w.total_xp, w.total_coins, w.coins_earned,
+                                 passion_level_for_xp(w.total_xp - CASE WHEN w.kind = 'xp' THEN w.amount ELSE 0 END),
+                                 passion_level_for_xp(w.total_xp), w.achievements,
+                                 CASE w.kind WHEN 'xp' THEN nextval(pg_get_serial_sequence('points_ledger', 'id'))
+                                             ELSE nextval(pg_get_serial_sequence('coins_ledger', 'id')) END)::passion_batch_award
+                             ORDER BY w.user_id, w.pos)
+            INTO v_awards
+            FROM (SELECT i.*,
+                         p.total_xp + sum(CASE WHEN i.kind = 'xp' THEN i.amount ELSE 0 END) OVER running AS total_xp,
+                         p.total_coins + sum(CASE WHEN i.kind = 'coins' THEN i.amount ELSE 0 END) OVER running AS total_coins,
+                         p.coins_earned + sum(CASE WHEN i.kind = 'coins' THEN i.amount ELSE 0 END) OVER running AS coins_earned,
+                         p.achievements
+                  FROM unnest(v_items) i JOIN unnest(v_progress) p ON p.user_id = i.user_id
+                  WHERE i.pos = ANY (v_plain)
+                  WINDOW running AS (PARTITION BY i.user_id ORDER BY i.pos)
+                  ORDER BY i.user_id, i.pos) w;
 
-        -- The ledger rows (their triggers move the totals, once per statement).
-        WITH written AS (
-            INSERT INTO points_ledger (user_id, points, reason, resource_id, resource_type, idempotency_key)
-            SELECT a.user_id, a.amount, a.reason, a.resource_id, a.resource_type, a.key
-            FROM unnest(v_awards) a WHERE a.kind = 'xp' ORDER BY a.user_id, a.pos
-            RETURNING id, user_id, idempotency_key
-        ), written_coins AS (
-            INSERT INTO coins_ledger (user_id, coins, transaction_type, reason, resource_id, idempotency_key)
-            SELECT a.user_id, a.amount, 'earned', a.reason, a.resource_id, a.key
-            FROM unnest(v_awards) a WHERE a.kind = 'coins' ORDER BY a.user_id, a.pos
-            RETURNING id, user_id, idempotency_key
-        ), ids AS (
-            SELECT 'xp' AS kind, * FROM written UNION ALL SELECT 'coins', * FROM written_coins
-        )
-        SELECT array_agg(ROW(a.pos, a.user_id, a.kind, a.amount, a.reason, a.resource_type, a.resource_id, a.key,
-                             a.total_xp, a.total_coins, a.coins_earned, a.level_before, a.level, a.achievements, ids.id
-                         )::passion_batch_award ORDER BY a.user_id, a.pos)
-        INTO v_awards
-        FROM unnest(v_awards) a JOIN ids ON ids.kind = a.kind AND ids.user_id = a.user_id AND ids.idempotency_key = a.key;
+            -- Events in the order one-by-one calls would emit them: each award, then its level-up.
+            -- Ids are drawn in that order (the subqueries' ORDER BY holds: PostgreSQL does not
+            -- flatten a subquery that sorts), so Subscribe's resume-by-id sees the same sequence.
+            SELECT array_agg(ROW(n.id, n.pos, n.user_id, n.type, n.payload)::passion_batch_event ORDER BY n.id)
+            INTO v_events
+            FROM (SELECT nextval(pg_get_serial_sequence('progress_events', 'id')) AS id, o.*
+                  FROM (SELECT a.pos, a.user_id, 1 AS step, CASE a.kind WHEN 'xp' THEN 'xp_awarded' ELSE 'coins_awarded' END AS type,
+                               jsonb_build_object('ledger_id', a.ledger_id, 'amount', a.amount, 'reason', a.reason) AS payload
+                        FROM unnest(v_awards) a
+                        UNION ALL
+                        SELECT a.pos, a.user_id, 2, 'level_up', jsonb_build_object('from_level', a.level_before, 'to_level', a.level)
+                        FROM unnest(v_awards) a WHERE a.level > a.level_before
+                        ORDER BY user_id, pos, step) o) n;
 
-        INSERT INTO audit_logs (user_id, action, resource_type, resource_id, details, ip_address, user_agent, status, principal)
-        SELECT a.user_id, CASE a.kind WHEN 'xp' THEN 'xp.awarded' ELSE 'coins.awarded' END,
-               CASE a.kind WHEN 'xp' THEN 'points_ledger' ELSE 'coins_ledger' END, a.ledger_id::text,
-               jsonb_build_object('amount', a.amount, 'reason', a.reason, 'idempotency_key', a.key),
-               p_ip, p_user_agent, 'success', p_principal
-        FROM unnest(v_awards) a ORDER BY a.user_id, a.pos;
+            -- Each award's result, written with its key and returned.
+            WITH events AS (
+                SELECT e.pos, jsonb_agg(jsonb_build_object('id', e.id, 'user_id', e.user_id, 'type', e.type, 'payload', e.payload,
+                                                           'created_at', now()) ORDER BY e.id) AS events
+                FROM unnest(v_events) e GROUP BY e.pos
+            ), results AS (
+                SELECT a.pos, a.user_id, a.key, jsonb_build_object(
+                    'user_id', a.user_id, 'total_xp', a.total_xp, 'level', a.level,
+                    'level_floor_xp', passion_xp_for_level(a.level), 'next_level_xp', passion_xp_for_level(a.level + 1),
+                    'total_coins', a.total_coins, 'coins_earned', a.coins_earned, 'achievements_unlocked', a.achievements,
+                    'ledger_id', a.ledger_id, 'events', e.events) AS result
+                FROM unnest(v_awards) a JOIN events e ON e.pos = a.pos
+            ), keyed AS (
+                INSERT INTO idempotency_keys (user_id, key, request_hash, result)
+                SELECT r.user_id, r.key, i.request_hash, r.result
+                FROM results r JOIN unnest(v_items) i ON i.pos = r.pos
+                ORDER BY r.user_id, r.pos
+                ON CONFLICT (user_id, key) DO NOTHING
+                RETURNING 1
+            )
+            SELECT array_agg(pos), array_agg(result), (SELECT count(*) FROM keyed)
+            INTO v_positions, v_outcomes, v_keyed
+            FROM results;
+            IF v_keyed < cardinality(v_plain) THEN
+                RAISE EXCEPTION 'an idempotency key of the batch exists' USING ERRCODE = 'P0A1F';
+            END IF;
 
-        -- Events in the order one-by-one calls would emit them: each award, then its level-up.
-        -- Ids are drawn in that order (the subqueries' ORDER BY holds: PostgreSQL does not
-        -- flatten a subquery that sorts), so Subscribe's resume-by-id sees the same sequence.
-        SELECT array_agg(ROW(n.id, n.pos, n.user_id, n.type, n.payload)::passion_batch_event ORDER BY n.id)
-        INTO v_events
-        FROM (SELECT nextval(pg_get_serial_sequence('progress_events', 'id')) AS id, o.*
-              FROM (SELECT a.pos, a.user_id, 1 AS step, CASE a.kind WHEN 'xp' THEN 'xp_awarded' ELSE 'coins_awarded' END AS type,
-                           jsonb_build_object('ledger_id', a.ledger_id, 'amount', a.amount, 'reason', a.reason) AS payload
-                    FROM unnest(v_awards) a
-                    UNION ALL
-                    SELECT a.pos, a.user_id, 2, 'level_up', jsonb_build_object('from_level', a.level_before, 'to_level', a.level)
-                    FROM unnest(v_awards) a WHERE a.level > a.level_before
-                    ORDER BY user_id, pos, step) o) n;
-        INSERT INTO progress_events (id, user_id, type, payload) OVERRIDING SYSTEM VALUE
-        SELECT e.id, e.user_id, e.type, e.payload FROM unnest(v_events) e ORDER BY e.id;
-        PERFORM pg_notify('passion_progress', s.event::text)
-        FROM (SELECT jsonb_build_object('id', e.id, 'user_id', e.user_id, 'type', e.type, 'payload', e.payload,
-                                        'created_at', now()) AS event
-              FROM unnest(v_events) e ORDER BY e.id) s;
+            -- The ledger rows, under the ids drawn above (their triggers move the totals, once
+            -- per statement).
+            INSERT INTO points_ledger (id, user_id, points, reason, resource_id, resource_type, idempotency_key) OVERRIDING SYSTEM VALUE
+            SELECT a.ledger_id, a.user_id, a.amount, a.reason, a.resource_id, a.resource_type, a.key
+            FROM unnest(v_awards) a WHERE a.kind = 'xp' ORDER BY a.user_id, a.pos;
+            INSERT INTO coins_ledger (id, user_id, coins, transaction_type, reason, resource_id, idempotency_key) OVERRIDING SYSTEM VALUE
+            SELECT a.ledger_id, a.user_id, a.amount, 'earned', a.reason, a.resource_id, a.key
+            FROM unnest(v_awards) a WHERE a.kind = 'coins' ORDER BY a.user_id, a.pos;
 
-        -- Each award's result, stored for retries and returned.
-        WITH events AS (
-            SELECT e.pos, jsonb_agg(jsonb_build_object('id', e.id, 'user_id', e.user_id, 'type', e.type, 'payload', e.payload,
-                                                       'created_at', now()) ORDER BY e.id) AS events
-            FROM unnest(v_events) e GROUP BY e.pos
-        ), results AS (
-            SELECT a.pos, a.user_id, a.key, jsonb_build_object(
-                'user_id', a.user_id, 'total_xp', a.total_xp, 'level', a.level,
-                'level_floor_xp', passion_xp_for_level(a.level), 'next_level_xp', passion_xp_for_level(a.level + 1),
-                'total_coins', a.total_coins, 'coins_earned', a.coins_earned, 'achievements_unlocked', a.achievements,
-                'ledger_id', a.ledger_id, 'events', e.events) AS result
-            FROM unnest(v_awards) a JOIN events e ON e.pos = a.pos
-        ), stored AS (
-            UPDATE idempotency_keys k SET result = r.result FROM results r WHERE k.user_id = r.user_id AND k.key = r.key
-        )
-        SELECT array_agg(pos), array_agg(result) INTO v_positions, v_outcomes FROM results;
-        FOR v_index IN 1 .. cardinality(v_positions) LOOP
-            v_results[v_positions[v_index]] := v_outcomes[v_index] || jsonb_build_object('replayed', false);
-        END LOOP;
+            INSERT INTO audit_logs (user_id, action, resource_type, resource_id, details, ip_address, user_agent, status, principal)
+            SELECT a.user_id, CASE a.kind WHEN 'xp' THEN 'xp.awarded' ELSE 'coins.awarded' END,
+                   CASE a.kind WHEN 'xp' THEN 'points_ledger' ELSE 'coins_ledger' END, a.ledger_id::text,
+                   jsonb_build_object('amount', a.amount, 'reason', a.reason, 'idempotency_key', a.key),
+                   p_ip, p_user_agent, 'success', p_principal
+            FROM unnest(v_awards) a ORDER BY a.user_id, a.pos;
+
+            INSERT INTO progress_events (id, user_id, type, payload) OVERRIDING SYSTEM VALUE
+            SELECT e.id, e.user_id, e.type, e.payload FROM unnest(v_events) e ORDER BY e.id;
+            PERFORM pg_notify('passion_progress', s.event::text)
+            FROM (SELECT jsonb_build_object('id', e.id, 'user_id', e.user_id, 'type', e.type, 'payload', e.payload,
+                                            'created_at', now()) AS event
+                  FROM unnest(v_events) e ORDER BY e.id) s;
+
+            FOR v_index IN 1 .. cardinality(v_positions) LOOP
+                v_results[v_positions[v_index]] := v_outcomes[v_index] || jsonb_build_object('replayed', false);
+            END LOOP;
+        EXCEPTION WHEN SQLSTATE 'P0A1F' THEN
+            v_plain := '{}';
+        END;
     END IF;
 
     -- Everything else one by one, in (user, position) order, each in its own subtransaction.
