@@ -50,8 +50,8 @@ public struct AuditRecord: Sendable {
 extension PostgresConnection {
     /// Writes `record` in the caller's transaction, so the trail and the change commit together.
     /// A user id that names no user (a service acting for a stranger) is recorded as NULL.
-    public func insertAudit(_ record: AuditRecord) throws {
-        try query("""
+    public func insertAudit(_ record: AuditRecord) async throws {
+        try await query("""
             INSERT INTO audit_logs (user_id, action, resource_type, resource_id, details, ip_address, user_agent, status, principal)
             VALUES ((SELECT id FROM users WHERE id = \(record.userID)), \(record.action), \(record.resourceType),
                     \(record.resourceID), \(record.detailsJSON)::jsonb, \(record.ipAddress.map { InetAddress($0) })::inet,
@@ -126,7 +126,7 @@ public struct AuditTrail: Sendable {
         failed.status = .failure
         let row = failed
         do {
-            try await pool.withConnection { try $0.insertAudit(row) }
+            try await pool.withConnection { try await $0.insertAudit(row) }
         } catch {
             logger.warning("audit row not written", metadata: ["action": "\(record.action)", "error": "\(error)"])
         }

@@ -136,7 +136,7 @@ public final class StoreAuthenticator: Authenticator {
     /// forward at most once a minute; cached for the next calls.
     private func loadSession(hash: [UInt8]) async throws -> SessionCache.Entry {
         let row = try await pool.withConnection { connection in
-            try connection.query("""
+            try await connection.query("""
                 WITH touched AS (
                     UPDATE sessions SET last_activity = now()
                     WHERE id = \(Bytes(hash)) AND revoked_at IS NULL AND expires_at > now()

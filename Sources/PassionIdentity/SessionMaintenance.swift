@@ -12,10 +12,10 @@ public struct MaintenanceJob: Sendable {
     /// The audit action its runs are recorded as.
     public let action: String
     public let resourceType: String
-    let work: @Sendable (PostgresConnection, Date) throws -> Int
+    let work: @Sendable (PostgresConnection, Date) async throws -> Int
 
     public init(
-        name: String, action: String, resourceType: String, work: @escaping @Sendable (PostgresConnection, Date) throws -> Int
+        name: String, action: String, resourceType: String, work: @escaping @Sendable (PostgresConnection, Date) async throws -> Int
     ) {
         self.name = name
         self.action = action
@@ -25,7 +25,7 @@ public struct MaintenanceJob: Sendable {
 
     /// Deletes expired sessions.
     public static let expiredSessions = MaintenanceJob(name: "expired_sessions", action: "sessions.purged", resourceType: "session") { connection, now in
-        try connection.query("DELETE FROM sessions WHERE expires_at < \(now)").affected
+        try await connection.query("DELETE FROM sessions WHERE expires_at < \(now)").affected
     }
 }
 
@@ -50,10 +50,10 @@ public struct SessionMaintenance: Sendable {
     /// Runs `job` now, after any instance already running it finishes; records who asked.
     public func run(_ job: MaintenanceJob, origin: AuditOrigin, deadline: ContinuousClock.Instant? = nil) async throws -> Int {
         try await pool.transaction(deadline: deadline) { connection in
-            try connection.query("SELECT pg_advisory_xact_lock(hashtext(\("passion.maintenance." + job.name)))")
-            let changed = try job.work(connection, now())
-            try Self.recordRun(job, changed: changed, connection)
-            try connection.insertAudit(origin.record(
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\("passion.maintenance." + job.name)))")
+            let changed = try await job.work(connection, now())
+            try await Self.recordRun(job, changed: changed, connection)
+            try await connection.insertAudit(origin.record(
                 job.action, resourceType: job.resourceType, userID: nil, details: ["affected": "\(changed)", "job": job.name]))
             return changed
         }
@@ -70,16 +70,16 @@ public struct SessionMaintenance: Sendable {
         let seconds = interval.components.seconds
         return try await pool.transaction { connection -> Int? in
             // Transaction-scoped: released by COMMIT or by the connection dying, never leaked.
-            let locked = try connection.query("SELECT pg_try_advisory_xact_lock(hashtext(\("passion.maintenance." + job.name))) AS locked")
+            let locked = try await connection.query("SELECT pg_try_advisory_xact_lock(hashtext(\("passion.maintenance." + job.name))) AS locked")
             guard try locked.first?.require("locked", as: Bool.self) == true else { return nil }
-            let due = try connection.query("""
+            let due = try await connection.query("""
                 SELECT NOT EXISTS (SELECT 1 FROM maintenance_runs WHERE job = \(job.name)
                                    AND last_run_at > now() - \(seconds) * interval '1 second') AS due
                 """)
             guard try due.first?.require("due", as: Bool.self) == true else { return nil }
-            let changed = try job.work(connection, now())
-            try Self.recordRun(job, changed: changed, connection)
-            try connection.insertAudit(AuditRecord(
+            let changed = try await job.work(connection, now())
+            try await Self.recordRun(job, changed: changed, connection)
+            try await connection.insertAudit(AuditRecord(
                 userID: nil, action: job.action, resourceType: job.resourceType,
                 details: ["affected": "\(changed)", "job": job.name, "schedule": "daily"], principal: "service:passion-server"))
             return changed
@@ -90,12 +90,12 @@ public struct SessionMaintenance: Sendable {
     /// Idempotent, so instances need not coordinate.
     public func trimEvents() async throws -> Int {
         try await pool.withConnection { connection in
-            try connection.query("DELETE FROM progress_events WHERE created_at < now() - interval '25 hours'").affected
+            try await connection.query("DELETE FROM progress_events WHERE created_at < now() - interval '25 hours'").affected
         }
     }
 
-    private static func recordRun(_ job: MaintenanceJob, changed: Int, _ connection: PostgresConnection) throws {
-        try connection.query("""
+    private static func recordRun(_ job: MaintenanceJob, changed: Int, _ connection: PostgresConnection) async throws {
+        try await connection.query("""
             INSERT INTO maintenance_runs (job, last_run_at, details) VALUES (\(job.name), now(), jsonb_build_object('affected', \(changed)::int))
             ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at, details = EXCLUDED.details
             """)

@@ -85,8 +85,11 @@ public struct EmbeddedPostgres: Sendable {
             throw EmbeddedPostgresError("invalid database name \(database)")
         }
         let admin = try PostgresConnection(conninfo: "host=\(socketDirectory) port=5432 user=postgres dbname=postgres")
-        let exists = try admin.query("SELECT 1 FROM pg_database WHERE datname = \(database)")
-        if exists.isEmpty { try admin.execute("CREATE DATABASE \(database)") }
+        do {
+            try admin.executeBlocking("CREATE DATABASE \(database)")
+        } catch let error as StoreError where error.sqlState == "42P04" {
+            // duplicate_database: it exists, as wanted.
+        }
     }
 
     private func giveToPostgres() throws {

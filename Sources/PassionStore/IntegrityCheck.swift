@@ -12,7 +12,7 @@ public struct IntegrityProblem: Sendable, Equatable, CustomStringConvertible {
 public enum IntegrityCheck {
     public static func run(_ pool: PostgresPool) async throws -> [IntegrityProblem] {
         try await pool.withConnection { connection in
-            try connection.query("SELECT check_name, detail FROM passion_integrity_check()").map { row in
+            try await connection.query("SELECT check_name, detail FROM passion_integrity_check()").map { row in
                 IntegrityProblem(check: try row.require("check_name"), detail: try row.decode("detail") ?? "")
             }
         }

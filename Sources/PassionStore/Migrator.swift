@@ -51,44 +51,55 @@ public struct Migrator: Sendable {
     public func migrate(_ pool: PostgresPool) async throws -> [String] {
         let migrations = self.migrations
         return try await pool.withConnection { connection in
-            try connection.query("SELECT pg_advisory_lock(\(Self.lockKey))")
-            defer { _ = try? connection.query("SELECT pg_advisory_unlock(\(Self.lockKey))") }
-            try connection.execute("""
-                CREATE TABLE IF NOT EXISTS schema_migrations (
-                    name text PRIMARY KEY,
-                    checksum text NOT NULL,
-                    applied_at timestamptz NOT NULL DEFAULT now())
-                """)
-            var applied: [String: String] = [:]
-            for row in try connection.query("SELECT name, checksum FROM schema_migrations") {
-                applied[try row.require("name")] = try row.require("checksum")
+            try await connection.query("SELECT pg_advisory_lock(\(Self.lockKey))")
+            do {
+                let applied = try await Self.apply(migrations, connection)
+                _ = try? await connection.query("SELECT pg_advisory_unlock(\(Self.lockKey))")
+                return applied
+            } catch {
+                _ = try? await connection.query("SELECT pg_advisory_unlock(\(Self.lockKey))")
+                throw error
             }
-            let known = Set(migrations.map(\.name))
-            if let unknown = applied.keys.sorted().first(where: { !known.contains($0) }) {
-                throw MigrationError("the database has migration \(unknown), which this server does not ship (is it older than the database?)")
-            }
-            var appliedNow: [String] = []
-            for migration in migrations {
-                let checksum = migration.checksum
-                if let recorded = applied[migration.name] {
-                    guard recorded == checksum else {
-                        throw MigrationError(
-                            "migration \(migration.name) was changed after it was applied (recorded checksum \(recorded.prefix(12)), file \(checksum.prefix(12))); restore the file and add a new migration instead")
-                    }
-                    continue
-                }
-                try connection.execute("BEGIN")
-                do {
-                    try connection.execute(migration.sql)
-                    try connection.query("INSERT INTO schema_migrations (name, checksum) VALUES (\(migration.name), \(checksum))")
-                    try connection.execute("COMMIT")
-                } catch {
-                    _ = try? connection.execute("ROLLBACK")
-                    throw MigrationError("migration \(migration.name) failed: \(error)")
-                }
-                appliedNow.append(migration.name)
-            }
-            return appliedNow
         }
+    }
+
+    /// Applies what is missing, under the caller's lock.
+    private static func apply(_ migrations: [Migration], _ connection: PostgresConnection) async throws -> [String] {
+        try await connection.execute("""
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                name text PRIMARY KEY,
+                checksum text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())
+            """)
+        var applied: [String: String] = [:]
+        for row in try await connection.query("SELECT name, checksum FROM schema_migrations") {
+            applied[try row.require("name")] = try row.require("checksum")
+        }
+        let known = Set(migrations.map(\.name))
+        if let unknown = applied.keys.sorted().first(where: { !known.contains($0) }) {
+            throw MigrationError("the database has migration \(unknown), which this server does not ship (is it older than the database?)")
+        }
+        var appliedNow: [String] = []
+        for migration in migrations {
+            let checksum = migration.checksum
+            if let recorded = applied[migration.name] {
+                guard recorded == checksum else {
+                    throw MigrationError(
+                        "migration \(migration.name) was changed after it was applied (recorded checksum \(recorded.prefix(12)), file \(checksum.prefix(12))); restore the file and add a new migration instead")
+                }
+                continue
+            }
+            try await connection.execute("BEGIN")
+            do {
+                try await connection.execute(migration.sql)
+                try await connection.query("INSERT INTO schema_migrations (name, checksum) VALUES (\(migration.name), \(checksum))")
+                try await connection.execute("COMMIT")
+            } catch {
+                _ = try? await connection.execute("ROLLBACK")
+                throw MigrationError("migration \(migration.name) failed: \(error)")
+            }
+            appliedNow.append(migration.name)
+        }
+        return appliedNow
     }
 }

@@ -63,7 +63,7 @@ public final class NotificationListener: Service, Sendable {
         while !stopping.load(ordering: .relaxed) {
             do {
                 let connection = try PostgresConnection(conninfo: conninfo, statementCacheSize: 0)
-                for channel in channels { try connection.execute("LISTEN \(channel)") }
+                for channel in channels { try connection.executeBlocking("LISTEN \(channel)") }
                 if everConnected {
                     logger.notice("notification listener reconnected")
                     continuation.yield(.reconnected)

@@ -1,13 +1,17 @@
 import CLibPQ
 import Foundation
 
-/// One libpq connection. Blocking: used only from the pool's threads, one caller at a time.
+/// One libpq connection in non-blocking mode: statements are sent from the calling task, which
+/// suspends while `PostgresPoller` waits for the answer. One caller at a time.
 ///
-/// `@unchecked Sendable`: the pool hands a connection to exactly one thread at a time; the only
-/// member touched concurrently is `cancel()`, which uses libpq's thread-safe `PGcancel`.
+/// `@unchecked Sendable`: the pool hands a connection to one task at a time, and the poller
+/// touches only the socket's number; the only member used concurrently is `cancel()`, which
+/// uses libpq's thread-safe `PGcancel`.
 public final class PostgresConnection: @unchecked Sendable {
     private let connection: OpaquePointer
     private let canceller: OpaquePointer?
+    private let descriptor: Int32
+    private let poller = PostgresPoller.shared
     private var prepared: [String: String] = [:]
     private var preparedOrder: [String] = []
     private let statementCacheSize: Int
@@ -18,7 +22,8 @@ public final class PostgresConnection: @unchecked Sendable {
     /// When the pool last put the connection back (written and read under the pool's lock).
     var idleSince = ContinuousClock.now
 
-    /// Connects with a libpq conninfo string or URI; throws UNAVAILABLE-class errors.
+    /// Connects with a libpq conninfo string or URI; throws UNAVAILABLE-class errors. Blocks
+    /// while connecting (DNS, TLS, authentication): call it off the event loops.
     public init(conninfo: String, statementCacheSize: Int = 256) throws {
         guard let connection = PQconnectdb(conninfo) else { throw StoreError.connection("out of memory") }
         guard PQstatus(connection) == CONNECTION_OK else {
@@ -28,13 +33,16 @@ public final class PostgresConnection: @unchecked Sendable {
         }
         self.connection = connection
         self.canceller = PQgetCancel(connection)
+        self.descriptor = PQsocket(connection)
         self.statementCacheSize = statementCacheSize
         // Text results must parse the same way whatever the server's defaults are.
-        _ = try execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'")
+        _ = try executeBlocking("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'")
+        guard PQsetnonblocking(connection, 1) == 0 else { throw StoreError.connection(Self.message(connection)) }
     }
 
     deinit {
         if let canceller { PQfreeCancel(canceller) }
+        poller.forget(descriptor)
         PQfinish(connection)
     }
 
@@ -46,9 +54,9 @@ public final class PostgresConnection: @unchecked Sendable {
     /// read unless the server said goodbye (a FATAL message, then EOF); a zero-timeout poll
     /// tells without a round trip.
     func isStillOpen() -> Bool {
-        var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
-        guard descriptor.fd >= 0, isHealthy else { return false }
-        return poll(&descriptor, 1, 0) == 0
+        var pending = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        guard descriptor >= 0, isHealthy else { return false }
+        return poll(&pending, 1, 0) == 0
     }
 
     /// Asks the server to cancel the statement running now; safe from any thread.
@@ -59,18 +67,17 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Waits up to `timeoutMilliseconds` for NOTIFY messages on channels this connection LISTENs
-    /// to; returns those that arrived (possibly none). Throws when the connection is lost.
+    /// to; returns those that arrived (possibly none). Blocks: for the listener's own thread.
+    /// Throws when the connection is lost.
     public func waitForNotifications(timeoutMilliseconds: Int32) throws -> [(channel: String, payload: String)] {
         var notifications = drainNotifications()
         guard notifications.isEmpty else { return notifications }
-        var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
-        guard descriptor.fd >= 0 else { throw StoreError.connection("listener connection closed") }
-        let ready = poll(&descriptor, 1, timeoutMilliseconds)
+        var pending = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        guard descriptor >= 0 else { throw StoreError.connection("listener connection closed") }
+        let ready = poll(&pending, 1, timeoutMilliseconds)
         guard ready >= 0 || errno == EINTR else { throw StoreError.connection("poll failed") }
         if ready > 0 {
-            guard PQconsumeInput(connection) == 1 else {
-                throw StoreError.connection(String(cString: PQerrorMessage(connection)))
-            }
+            guard PQconsumeInput(connection) == 1 else { throw StoreError.connection(Self.message(connection)) }
             notifications = drainNotifications()
         }
         guard isHealthy else { throw StoreError.connection("listener connection lost") }
@@ -86,35 +93,55 @@ public final class PostgresConnection: @unchecked Sendable {
         return notifications
     }
 
+    // MARK: - Statements
+
     /// Runs a statement through the prepared-statement cache.
     @discardableResult
-    public func query(_ sql: SQL) throws -> Rows {
-        let name = try preparedName(for: sql)
-        var copies = sql.parameters.map { $0.flatMap { strdup($0) } }
-        defer { for pointer in copies { free(pointer) } }
+    public func query(_ sql: SQL) async throws -> Rows {
+        let name = try await preparedName(for: sql)
         let prologue = pendingTransactionStart
         pendingTransactionStart = []
-        if !prologue.isEmpty {
-            return try copies.withUnsafeMutableBufferPointer { buffer in
-                try pipelined(prologue: prologue, name: name, values: buffer.map { UnsafePointer<CChar>($0) }, sql: sql.text)
+        let sent = Self.withParameters(sql.parameters) { values in
+            if prologue.isEmpty {
+                return PQsendQueryPrepared(connection, name, Int32(values.count), values, nil, nil, 0) == 1
             }
+            // The transaction's opening statements and this one in one libpq pipeline.
+            guard PQenterPipelineMode(connection) == 1 else { return false }
+            var sent = true
+            for statement in prologue {
+                sent = sent && PQsendQueryParams(connection, statement, 0, nil, nil, nil, nil, 0) == 1
+            }
+            sent = sent && PQsendQueryPrepared(connection, name, Int32(values.count), values, nil, nil, 0) == 1
+            return sent && PQpipelineSync(connection) == 1
         }
-        let result = copies.withUnsafeMutableBufferPointer { buffer -> OpaquePointer? in
-            let values = buffer.map { UnsafePointer<CChar>($0) }
-            return PQexecPrepared(connection, name, Int32(values.count), values, nil, nil, 0)
+        guard sent else {
+            if !prologue.isEmpty { PQexitPipelineMode(connection) }
+            throw StoreError.connection(Self.message(connection))
         }
-        return try rows(from: result, dropPreparedOnFailure: name, sql: sql.text)
+        if prologue.isEmpty {
+            return try await collect(sql: sql.text)
+        }
+        defer { PQexitPipelineMode(connection) }
+        return try await collectPipeline(statements: prologue.count + 1, sql: sql.text)
     }
 
-    /// Runs SQL without parameters and without preparing it (migrations, SET, BEGIN).
+    /// Runs SQL without parameters and without preparing it (migrations, SET, BEGIN). Several
+    /// statements are allowed; the last one's rows are returned.
     @discardableResult
-    public func execute(_ text: String) throws -> Rows {
+    public func execute(_ text: String) async throws -> Rows {
         let prologue = pendingTransactionStart
         pendingTransactionStart = []
         // The simple protocol takes several statements in one message; an explicit BEGIN among
         // them keeps the transaction open after the message.
         let message = prologue.isEmpty ? text : (prologue + [text]).joined(separator: "; ")
-        return try rows(from: PQexec(connection, message), dropPreparedOnFailure: nil, sql: nil)
+        guard PQsendQuery(connection, message) == 1 else { throw StoreError.connection(Self.message(connection)) }
+        return try await collect(sql: nil)
+    }
+
+    /// `execute` for a thread that may block: the listener's and setup outside any task.
+    @discardableResult
+    public func executeBlocking(_ text: String) throws -> Rows {
+        try rows(from: PQexec(connection, text), sql: nil)
     }
 
     /// Opens a transaction lazily: `statements` (BEGIN, SET LOCAL ...) go out together with the
@@ -124,51 +151,76 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Commits the transaction; a transaction that never ran a statement costs nothing.
-    func commitTransaction() throws {
+    func commitTransaction() async throws {
         guard pendingTransactionStart.isEmpty else {
             pendingTransactionStart = []
             return
         }
-        try execute("COMMIT")
+        try await execute("COMMIT")
     }
 
     /// Rolls back after a failure, never throwing: a broken connection is noticed by the pool.
-    func rollbackTransaction() {
+    func rollbackTransaction() async {
         guard pendingTransactionStart.isEmpty else {
             pendingTransactionStart = []
             return
         }
-        _ = try? execute("ROLLBACK")
+        _ = try? await execute("ROLLBACK")
     }
 
-    /// Sends `prologue` and one prepared statement as a libpq pipeline and returns the
-    /// statement's rows; the first failure among them is thrown.
-    private func pipelined(prologue: [String], name: String, values: [UnsafePointer<CChar>?], sql: String) throws -> Rows {
-        guard PQenterPipelineMode(connection) == 1 else {
-            throw StoreError.connection(String(cString: PQerrorMessage(connection)))
-        }
-        defer { PQexitPipelineMode(connection) }
-        var sent = true
-        for statement in prologue {
-            sent = sent && PQsendQueryParams(connection, statement, 0, nil, nil, nil, nil, 0) == 1
-        }
-        sent = sent && PQsendQueryPrepared(connection, name, Int32(values.count), values, nil, nil, 0) == 1
-        sent = sent && PQpipelineSync(connection) == 1
-        guard sent else { throw StoreError.connection(String(cString: PQerrorMessage(connection))) }
+    // MARK: - Round trips
 
+    /// Sends what libpq has buffered, waiting for the socket when it is full.
+    private func flush() async throws {
+        while true {
+            switch PQflush(connection) {
+            case 0: return
+            case 1:
+                let ready = await poller.wait(descriptor, for: PostgresPoller.readable | PostgresPoller.writable)
+                // Input must be read while output waits, or the server may stall writing to us.
+                if ready & PostgresPoller.readable != 0, PQconsumeInput(connection) != 1 {
+                    throw StoreError.connection(Self.message(connection))
+                }
+            default: throw StoreError.connection(Self.message(connection))
+            }
+        }
+    }
+
+    /// The next result once libpq has it whole; nil ends one statement's results.
+    private func nextResult() async throws -> OpaquePointer? {
+        while PQisBusy(connection) == 1 {
+            _ = await poller.wait(descriptor, for: PostgresPoller.readable)
+            guard PQconsumeInput(connection) == 1 else { throw StoreError.connection(Self.message(connection)) }
+        }
+        return PQgetResult(connection)
+    }
+
+    /// Every result of the statement just sent: the last one's rows, or the first failure.
+    private func collect(sql: String?) async throws -> Rows {
+        try await flush()
+        var outcome: Result<Rows, any Error>?
+        while let result = try await nextResult() {
+            let rows = Result { try self.rows(from: result, sql: sql) }
+            if case .failure = outcome {} else { outcome = rows }
+        }
+        guard let outcome else { throw StoreError.connection(isHealthy ? "no result" : Self.message(connection)) }
+        return try outcome.get()
+    }
+
+    /// The results of a pipeline of `statements` ending in a sync: the last statement's rows,
+    /// or the first failure among them.
+    private func collectPipeline(statements: Int, sql: String) async throws -> Rows {
+        try await flush()
         var failure: (any Error)?
         var statementRows: Rows?
         var index = 0
-        var consecutiveEnds = 0
         while true {
-            guard let result = PQgetResult(connection) else {
-                // NULL ends one statement's results; two in a row means nothing more will come.
-                consecutiveEnds += 1
+            guard let result = try await nextResult() else {
+                // NULL ends one statement's results.
                 index += 1
-                if consecutiveEnds > 1 || !isHealthy { break }
+                guard isHealthy else { break }
                 continue
             }
-            consecutiveEnds = 0
             let status = PQresultStatus(result)
             if status == PGRES_PIPELINE_SYNC {
                 PQclear(result)
@@ -178,40 +230,55 @@ public final class PostgresConnection: @unchecked Sendable {
                 PQclear(result)
                 continue
             }
+            let last = index == statements - 1
             do {
-                let rows = try self.rows(from: result, dropPreparedOnFailure: index == prologue.count ? name : nil, sql: index == prologue.count ? sql : nil)
-                if index == prologue.count { statementRows = rows }
+                let rows = try self.rows(from: result, sql: last ? sql : nil)
+                if last { statementRows = rows }
             } catch {
                 if failure == nil { failure = error }
             }
         }
         if let failure { throw failure }
         guard let statementRows else {
-            throw StoreError.connection(isHealthy ? "pipeline ended without a result" : String(cString: PQerrorMessage(connection)))
+            throw StoreError.connection(isHealthy ? "pipeline ended without a result" : Self.message(connection))
         }
         return statementRows
     }
 
-    private func preparedName(for sql: SQL) throws -> String {
+    private func preparedName(for sql: SQL) async throws -> String {
         if let name = prepared[sql.text] { return name }
         if prepared.count >= statementCacheSize, let oldest = preparedOrder.first {
             preparedOrder.removeFirst()
             if let name = prepared.removeValue(forKey: oldest) {
-                PQclear(PQexec(connection, "DEALLOCATE \(name)"))
+                _ = try? await execute("DEALLOCATE \(name)")
             }
         }
         let name = "passion_\(nextStatement)"
         nextStatement += 1
-        let result = PQprepare(connection, name, sql.text, Int32(sql.parameters.count), nil)
-        _ = try rows(from: result, dropPreparedOnFailure: nil, sql: sql.text)
+        // Pending transaction statements stay pending: PQsendPrepare is its own message.
+        guard PQsendPrepare(connection, name, sql.text, Int32(sql.parameters.count), nil) == 1 else {
+            throw StoreError.connection(Self.message(connection))
+        }
+        _ = try await collect(sql: nil)
         prepared[sql.text] = name
         preparedOrder.append(sql.text)
         return name
     }
 
-    private func rows(from result: OpaquePointer?, dropPreparedOnFailure name: String?, sql: String?) throws -> Rows {
+    /// Calls `body` with C strings of `parameters` (nil is SQL NULL), valid during the call.
+    private static func withParameters<T>(_ parameters: [String?], _ body: ([UnsafePointer<CChar>?]) -> T) -> T {
+        var copies = parameters.map { $0.flatMap { strdup($0) } }
+        defer { for pointer in copies { free(pointer) } }
+        return copies.withUnsafeMutableBufferPointer { buffer in body(buffer.map { UnsafePointer<CChar>($0) }) }
+    }
+
+    private static func message(_ connection: OpaquePointer) -> String {
+        String(cString: PQerrorMessage(connection)).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    private func rows(from result: OpaquePointer?, sql: String?) throws -> Rows {
         guard let result else {
-            throw StoreError.connection(String(cString: PQerrorMessage(connection)))
+            throw StoreError.connection(Self.message(connection))
         }
         defer { PQclear(result) }
         let status = PQresultStatus(result)
@@ -222,7 +289,6 @@ public final class PostgresConnection: @unchecked Sendable {
                 prepared[sql] = nil
                 preparedOrder.removeAll { $0 == sql }
             }
-            _ = name
             throw error
         }
         let rowCount = Int(PQntuples(result))

@@ -31,12 +31,14 @@ public struct PoolConfiguration: Sendable {
     }
 }
 
-/// A pool of libpq connections whose blocking calls run on their own threads, never on an
-/// event loop. Calls wait a bounded time for a connection; a cancelled call cancels its query;
-/// a call's deadline becomes `statement_timeout`.
+/// A pool of non-blocking libpq connections: a call's statements run from its own task, which
+/// waits for answers without holding a thread (see `PostgresPoller`); only connecting, which
+/// libpq does blocking, runs on the pool's threads. Calls wait a bounded time for a connection;
+/// a cancelled call cancels its query; a call's deadline becomes `statement_timeout`.
 public final class PostgresPool: Sendable {
     public let configuration: PoolConfiguration
-    private let threads: NIOThreadPool
+    /// Threads that open connections (DNS, TLS and authentication block in libpq).
+    private let connectors: NIOThreadPool
     private let state = Mutex(State())
 
     private struct State {
@@ -49,8 +51,8 @@ public final class PostgresPool: Sendable {
 
     public init(configuration: PoolConfiguration) {
         self.configuration = configuration
-        self.threads = NIOThreadPool(numberOfThreads: max(1, configuration.size))
-        threads.start()
+        self.connectors = NIOThreadPool(numberOfThreads: 2)
+        connectors.start()
     }
 
     /// Closes every idle connection and stops the threads; calls in flight finish first.
@@ -65,21 +67,21 @@ public final class PostgresPool: Sendable {
         }
         for waiter in waiters { waiter.continuation.resume(throwing: RPCError(code: .unavailable, message: "database pool closed")) }
         _ = idle
-        try? await threads.shutdownGracefully()
+        try? await connectors.shutdownGracefully()
     }
 
-    /// Runs `body` with a connection on a pool thread. `deadline`, when given, limits each
-    /// statement via `statement_timeout` (inside a transaction) and the wait for a connection.
+    /// Runs `body` with a connection of its own. `deadline`, when given, limits each statement
+    /// via `statement_timeout` (inside a transaction) and the wait for a connection.
     @discardableResult
     public func withConnection<T: Sendable>(
-        deadline: ContinuousClock.Instant? = nil, _ body: @escaping @Sendable (PostgresConnection) throws -> T
+        deadline: ContinuousClock.Instant? = nil, _ body: @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
         let connection = try await acquire(deadline: deadline)
         var healthy = true
         defer { release(connection, healthy: healthy) }
         do {
             return try await withTaskCancellationHandler {
-                try await threads.runIfActive { try body(connection) }
+                try await body(connection)
             } onCancel: {
                 connection.cancel()
             }
@@ -98,9 +100,19 @@ public final class PostgresPool: Sendable {
     @discardableResult
     public func transaction<T: Sendable>(
         deadline: ContinuousClock.Instant? = nil, isolation: String = "READ COMMITTED",
-        _ body: @escaping @Sendable (PostgresConnection) throws -> T
+        _ body: @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
         precondition(["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"].contains(isolation))
+        // The body runs on the connections' loop: each answer resumes it on the thread that
+        // saw it arrive, instead of waking another.
+        return try await withTaskExecutorPreference(PostgresPoller.shared) {
+            try await transactionAttempts(deadline: deadline, isolation: isolation, body)
+        }
+    }
+
+    private func transactionAttempts<T: Sendable>(
+        deadline: ContinuousClock.Instant?, isolation: String, _ body: @Sendable (PostgresConnection) async throws -> T
+    ) async throws -> T {
         var attempt = 0
         while true {
             attempt += 1
@@ -117,11 +129,11 @@ public final class PostgresPool: Sendable {
                     }
                     connection.beginTransaction(start)
                     do {
-                        let result = try body(connection)
-                        try connection.commitTransaction()
+                        let result = try await body(connection)
+                        try await connection.commitTransaction()
                         return result
                     } catch {
-                        connection.rollbackTransaction()
+                        await connection.rollbackTransaction()
                         throw error
                     }
                 }
@@ -197,7 +209,7 @@ public final class PostgresPool: Sendable {
     private func openConnection() async throws -> PostgresConnection {
         let configuration = self.configuration
         do {
-            return try await threads.runIfActive {
+            return try await connectors.runIfActive {
                 try PostgresConnection(conninfo: configuration.connectionString, statementCacheSize: configuration.statementCacheSize)
             }
         } catch {

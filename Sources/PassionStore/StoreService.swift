@@ -94,7 +94,7 @@ public final class StoreService: Service, Sendable {
         while !Task.isCancelled {
             let reachable: Bool
             do {
-                try await pool.withConnection(deadline: .now + .seconds(2)) { try $0.execute("SELECT 1") }
+                try await pool.withConnection(deadline: .now + .seconds(2)) { try await $0.execute("SELECT 1") }
                 reachable = true
             } catch {
                 reachable = false

@@ -294,7 +294,7 @@ struct QuestsAndFocusTests {
             // One instance at a time: while another holds a job's lock, the scheduler skips the
             // job and an admin run waits for the lock, then runs.
             let holder = try PostgresConnection(conninfo: harness.pool.configuration.conninfo)
-            try holder.execute("BEGIN; SELECT pg_advisory_xact_lock(hashtext('passion.maintenance.archive_goals'))")
+            try await holder.execute("BEGIN; SELECT pg_advisory_xact_lock(hashtext('passion.maintenance.archive_goals'))")
             _ = try await harness.query("DELETE FROM maintenance_runs")
             #expect(try await maintenance.runIfDue(.archiveGoals) == nil)
             #expect(try await harness.count("SELECT count(*) AS n FROM maintenance_runs") == 0)
@@ -310,7 +310,7 @@ struct QuestsAndFocusTests {
             }
             #expect(waiters == 1, "the admin run does not wait for the lock")
             #expect(try await harness.count("SELECT count(*) AS n FROM maintenance_runs") == 0)
-            try holder.execute("COMMIT")
+            try await holder.execute("COMMIT")
             #expect(try await waiting.value.affected == 0)
             // The admin run counts as the day's run.
             #expect(try await maintenance.runIfDue(.archiveGoals) == nil)

@@ -99,7 +99,7 @@ struct BatchAndLeaderboardTests {
             // Old XP for the fourth user does not count this week.
             let old = users[3].id
             try await harness.pool.withConnection { connection in
-                try connection.execute("""
+                try await connection.execute("""
                     ALTER TABLE points_ledger DISABLE TRIGGER points_ledger_append_only;
                     UPDATE points_ledger SET created_at = now() - interval '8 days' WHERE user_id = '\(old)';
                     ALTER TABLE points_ledger ENABLE TRIGGER points_ledger_append_only;

@@ -108,7 +108,7 @@ struct BatchEquivalenceTests {
 
         let setJSON = try Self.json(items, users: setUsers)
         let batch = try await pool.transaction { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT passion_reward_batch(\(JSONB(json: setJSON))::jsonb, 'service:test', NULL, NULL)::text AS results
                 """).first?.require("results", as: String.self) ?? "[]"
         }
@@ -127,7 +127,7 @@ struct BatchEquivalenceTests {
             let (resourceType, resourceID, key) = (item["resource_type"] as? String, item["resource_id"] as? String, item["key"] as? String)
             do {
                 let text = try await pool.withConnection { connection in
-                    try connection.query("""
+                    try await connection.query("""
                         SELECT passion_reward(\(user)::uuid, \(kind), \(amount), \(reason), \(resourceType), \(resourceID)::uuid, \(key),
                                               NULL, 'service:test', NULL, NULL)::text AS result
                         """).first?.require("result", as: String.self) ?? "{}"
@@ -145,7 +145,7 @@ struct BatchEquivalenceTests {
 
         // The plain awards really went set-based: one INSERT wrote many ledger rows.
         let widest = try await pool.withConnection { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT max(n) AS n FROM (SELECT count(*) AS n FROM points_ledger WHERE user_id = ANY (string_to_array(\(setUsers.map(\.uuidString).joined(separator: ",")), ',')::uuid[])
                                          AND idempotency_key LIKE 'b-%' GROUP BY xmin, cmin) s
                 """).first?.require("n", as: Int.self) ?? 0
@@ -165,7 +165,7 @@ struct BatchEquivalenceTests {
             items[index].user >= 0 && items[index].user <= 5
                 && ((setResults[index] as? [String: Any])?["events"] as? [[String: Any]] ?? []).contains { $0["type"] as? String == "level_up" }
         })
-        let problems = try await pool.withConnection { try $0.query("SELECT * FROM passion_reconcile()") }
+        let problems = try await pool.withConnection { try await $0.query("SELECT * FROM passion_reconcile()") }
         #expect(problems.isEmpty)
 
         // A new batch that repeats one key of the first: the plain path steps back, every item
@@ -174,7 +174,7 @@ struct BatchEquivalenceTests {
             + [items[items.firstIndex { $0.key == "b-7" } ?? 0]]
         let mixedJSON = try Self.json(mixed, users: setUsers)
         let mixedText = try await pool.transaction { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT passion_reward_batch(\(JSONB(json: mixedJSON))::jsonb, 'service:test', NULL, NULL)::text AS results
                 """).first?.require("results", as: String.self) ?? "[]"
         }
@@ -183,7 +183,7 @@ struct BatchEquivalenceTests {
         #expect(mixedResults.last?["replayed"] as? Bool == true && mixedResults.last?["ledger_id"] as? Int == firstOfRepeated?["ledger_id"] as? Int)
         #expect(mixedResults.dropLast().allSatisfy { $0["replayed"] as? Bool == false && $0["error"] == nil })
         let mixedWidest = try await pool.withConnection { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT max(n) AS n FROM (SELECT count(*) AS n FROM points_ledger WHERE idempotency_key LIKE 'm-%' GROUP BY xmin, cmin) s
                 """).first?.require("n", as: Int.self) ?? 0
         }
@@ -191,7 +191,7 @@ struct BatchEquivalenceTests {
 
         // A retried batch replays every item with the first results.
         let again = try await pool.transaction { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT passion_reward_batch(\(JSONB(json: setJSON))::jsonb, 'service:test', NULL, NULL)::text AS results
                 """).first?.require("results", as: String.self) ?? "[]"
         }

@@ -11,7 +11,7 @@ import Testing
 struct RewardEngineTests {
     static func newUser(_ pool: PostgresPool) async throws -> UUID {
         try await pool.withConnection { connection in
-            try connection.query("INSERT INTO users (email) VALUES (\("u-\(UUID().uuidString.lowercased())@example.com")) RETURNING id")
+            try await connection.query("INSERT INTO users (email) VALUES (\("u-\(UUID().uuidString.lowercased())@example.com")) RETURNING id")
                 .first?.require("id", as: UUID.self) ?? UUID()
         }
     }
@@ -27,7 +27,7 @@ struct RewardEngineTests {
     /// One call of passion_reward; the result as a JSON object.
     static func reward(_ pool: PostgresPool, _ user: UUID, _ reward: Reward) async throws -> [String: Any] {
         let text = try await pool.withConnection { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT passion_reward(\(user), \(reward.kind), \(reward.amount), \(reward.reason), NULL, NULL, \(reward.key),
                                       \(reward.refundOf), 'service:test', NULL, NULL)::text AS result
                 """).first?.require("result", as: String.self) ?? "{}"
@@ -56,7 +56,7 @@ struct RewardEngineTests {
         samples += [Int64(Int32.max), 9_000_000_000_000]
         let list = samples.map(String.init).joined(separator: ",")
         let rows = try await pool.withConnection { connection in
-            try connection.query("SELECT x, passion_level_for_xp(x) AS level FROM unnest(string_to_array(\(list), ',')::bigint[]) AS x")
+            try await connection.query("SELECT x, passion_level_for_xp(x) AS level FROM unnest(string_to_array(\(list), ',')::bigint[]) AS x")
         }
         var compared = 0
         for row in rows {
@@ -101,7 +101,7 @@ struct RewardEngineTests {
         #expect(again["replayed"] as? Bool == true)
         #expect(again["ledger_id"] as? Int == first["ledger_id"] as? Int)
         #expect(again["total_xp"] as? Int == 1_085)
-        let ledgerRows = try await pool.withConnection { try $0.query("SELECT count(*) AS n FROM points_ledger WHERE user_id = \(user)").first?.require("n", as: Int.self) }
+        let ledgerRows = try await pool.withConnection { try await $0.query("SELECT count(*) AS n FROM points_ledger WHERE user_id = \(user)").first?.require("n", as: Int.self) }
         #expect(ledgerRows == 4)
 
         var changed = award
@@ -117,7 +117,7 @@ struct RewardEngineTests {
         defer { Task { await pool.shutdown() } }
         let user = try await Self.newUser(pool)
         try await pool.withConnection { connection in
-            try connection.query("INSERT INTO goals (user_id, title, category, status) VALUES (\(user), 'Done', 'work', 'completed')")
+            try await connection.query("INSERT INTO goals (user_id, title, category, status) VALUES (\(user), 'Done', 'work', 'completed')")
         }
         func slugs(_ result: [String: Any]) -> Set<String> {
             Set((result["events"] as? [[String: Any]] ?? []).compactMap { ($0["payload"] as? [String: Any])?["slug"] as? String })
@@ -137,7 +137,7 @@ struct RewardEngineTests {
         _ = try await Self.reward(pool, user, Reward(kind: "coins", amount: 40, key: "earn"))
         func state() async throws -> String {
             try await pool.withConnection { connection in
-                try connection.query("""
+                try await connection.query("""
                     SELECT (SELECT count(*) FROM coins_ledger) || '/' || (SELECT count(*) FROM points_ledger) || '/'
                         || (SELECT string_agg(user_id::text || total_coins || '/' || total_xp, ',' ORDER BY user_id) FROM user_progress)
                         || '/' || (SELECT count(*) FROM progress_events) AS s
@@ -272,10 +272,10 @@ struct RewardConcurrencyTests {
             return all
         }
         #expect(acknowledged.count > 5_000)
-        let problems = try await pool.withConnection { try $0.query("SELECT * FROM passion_reconcile()") }
+        let problems = try await pool.withConnection { try await $0.query("SELECT * FROM passion_reconcile()") }
         #expect(problems.isEmpty, "reconcile found \(problems.count) differences")
         let duplicates = try await pool.withConnection { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT (SELECT count(*) FROM (SELECT user_id, idempotency_key FROM points_ledger WHERE idempotency_key IS NOT NULL
                                               GROUP BY 1, 2 HAVING count(*) > 1) d)
                      + (SELECT count(*) FROM (SELECT user_id, idempotency_key FROM coins_ledger WHERE idempotency_key IS NOT NULL
@@ -283,11 +283,11 @@ struct RewardConcurrencyTests {
                 """).first?.require("n", as: Int.self)
         }
         #expect(duplicates == 0)
-        let negative = try await pool.withConnection { try $0.query("SELECT count(*) AS n FROM user_progress WHERE total_coins < 0").first?.require("n", as: Int.self) }
+        let negative = try await pool.withConnection { try await $0.query("SELECT count(*) AS n FROM user_progress WHERE total_coins < 0").first?.require("n", as: Int.self) }
         #expect(negative == 0)
         // Every acknowledged call is in its ledger exactly once, under its key, for its user.
         let keyed = try await pool.withConnection { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT id, user_id, idempotency_key FROM points_ledger WHERE idempotency_key NOT LIKE '%/achievement/%'
                 UNION ALL
                 SELECT id, user_id, idempotency_key FROM coins_ledger WHERE idempotency_key NOT LIKE '%/achievement/%'

@@ -31,7 +31,7 @@ struct ListenerTests {
         try await notifyUntilReceived(pool, payload: "first", events: &events)
 
         let killed = try await pool.withConnection { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity
                 WHERE application_name = 'passion-listener' AND datname = \(name)
                 """).first?.decode("n", as: Int.self)
@@ -54,7 +54,7 @@ struct ListenerTests {
         let deadline = ContinuousClock.now + .seconds(10)
         let sender = Task {
             while ContinuousClock.now < deadline, !Task.isCancelled {
-                try await pool.withConnection { try $0.query("SELECT pg_notify('progress_events', \(payload))") }
+                try await pool.withConnection { try await $0.query("SELECT pg_notify('progress_events', \(payload))") }
                 try await Task.sleep(for: .milliseconds(50))
             }
         }
@@ -72,12 +72,12 @@ struct ListenerTests {
         try await Migrator(migrations: try Migration.bundled()).migrate(pool)
         #expect(try await IntegrityCheck.run(pool) == [])
         try await pool.withConnection { connection in
-            let user = try connection.query("INSERT INTO users (email, display_name) VALUES (\("a@example.com"), \("A")) RETURNING id").first?.require("id", as: UUID.self)
-            try connection.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(50), \("grant"))")
+            let user = try await connection.query("INSERT INTO users (email, display_name) VALUES (\("a@example.com"), \("A")) RETURNING id").first?.require("id", as: UUID.self)
+            try await connection.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(50), \("grant"))")
             // Corrupt the derived total behind the triggers' back.
-            try connection.execute("SET session_replication_role = replica")
-            try connection.query("UPDATE user_progress SET total_xp = total_xp + 7 WHERE user_id = \(user)")
-            try connection.execute("SET session_replication_role = origin")
+            try await connection.execute("SET session_replication_role = replica")
+            try await connection.query("UPDATE user_progress SET total_xp = total_xp + 7 WHERE user_id = \(user)")
+            try await connection.execute("SET session_replication_role = origin")
         }
         let problems = try await IntegrityCheck.run(pool)
         #expect(problems.map(\.check).contains("progress_xp_mismatch"), "got \(problems)")

@@ -13,7 +13,7 @@ struct MigratorTests {
 
     private func tables(_ pool: PostgresPool) async throws -> Set<String> {
         try await pool.withConnection { connection in
-            Set(try connection.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").map { try $0.require("tablename", as: String.self) })
+            Set(try await connection.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").map { try $0.require("tablename", as: String.self) })
         }
     }
 
@@ -24,7 +24,7 @@ struct MigratorTests {
         #expect(try await Migrator(migrations: [second, first]).migrate(pool) == ["0001_a", "0002_b"])
         #expect(try await Migrator(migrations: [first, second]).migrate(pool) == [])
         #expect(try await tables(pool) == ["a", "b", "schema_migrations"])
-        let rows = try await pool.withConnection { try $0.query("SELECT count(*) AS n FROM b").first?.decode("n", as: Int.self) }
+        let rows = try await pool.withConnection { try await $0.query("SELECT count(*) AS n FROM b").first?.decode("n", as: Int.self) }
         #expect(rows == 1)
     }
 
@@ -69,7 +69,7 @@ struct MigratorTests {
             #expect(error.description.contains("0002_broken failed"))
         }
         #expect(try await tables(pool) == ["a", "schema_migrations"])
-        let recorded = try await pool.withConnection { try $0.query("SELECT name FROM schema_migrations").map { try $0.require("name", as: String.self) } }
+        let recorded = try await pool.withConnection { try await $0.query("SELECT name FROM schema_migrations").map { try $0.require("name", as: String.self) } }
         #expect(recorded == ["0001_a"])
     }
 
@@ -104,13 +104,13 @@ struct EmbeddedPostgresTests {
         let cluster = try EmbeddedPostgres(dataDirectory: directory)
         try await NIOThreadPool.singleton.runIfActive { try cluster.start() }
         let pool = PostgresPool(configuration: PoolConfiguration(conninfo: cluster.conninfo))
-        try await pool.withConnection { try $0.execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')") }
+        try await pool.withConnection { try await $0.execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')") }
         await pool.shutdown()
         try await NIOThreadPool.singleton.runIfActive { try cluster.stop() }
 
         try await NIOThreadPool.singleton.runIfActive { try cluster.start() }
         let again = PostgresPool(configuration: PoolConfiguration(conninfo: cluster.conninfo))
-        let value = try await again.withConnection { try $0.query("SELECT v FROM kept").first?.decode("v", as: String.self) }
+        let value = try await again.withConnection { try await $0.query("SELECT v FROM kept").first?.decode("v", as: String.self) }
         #expect(value == "still here")
         await again.shutdown()
         try await NIOThreadPool.singleton.runIfActive { try cluster.stop() }
@@ -138,7 +138,7 @@ struct EmbeddedPostgresTests {
                     while !done.isSet {
                         let start = ContinuousClock.now
                         do {
-                            try await pool.withConnection { try $0.execute("SELECT 1") }
+                            try await pool.withConnection { try await $0.execute("SELECT 1") }
                             ok += 1
                         } catch {
                             failed += 1
@@ -163,7 +163,7 @@ struct EmbeddedPostgresTests {
         #expect(outcomes.allSatisfy { $0.slowest < bound }, "a call took longer than \(bound): \(outcomes.map(\.slowest))")
         #expect(outcomes.reduce(0) { $0 + $1.failed } > 0, "the outage was not observed: \(outcomes)")
         // After the restart the pool serves again.
-        #expect(try await pool.withConnection { try $0.query("SELECT 1 AS one").count } == 1)
+        #expect(try await pool.withConnection { try await $0.query("SELECT 1 AS one").count } == 1)
     }
 
     @Test("missing PostgreSQL binaries are reported with the package to install")

@@ -15,7 +15,7 @@ struct PoolTests {
         let when = Date(timeIntervalSince1970: 1_764_000_000.123456)
         let day = LocalDate(year: 2024, month: 2, day: 29)
         let row = try await pool.withConnection { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT \(id)::uuid AS id, \("héllo ✓ 😈")::text AS text, \(Int16(-7))::int2 AS small,
                        \(Int32(2_000_000_000))::int4 AS int, \(Int64.max)::int8 AS big, \(true)::bool AS flag,
                        \(day)::date AS day, \(when)::timestamptz AS at, \(JSONB(json: #"{"a": [1, "x"]}"#))::jsonb AS doc,
@@ -39,7 +39,7 @@ struct PoolTests {
         #expect(try result.decode("nothing", as: String.self) == nil)
         // Instants inside JSON (to_jsonb) parse too, in any offset.
         let json = try await pool.withConnection { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT to_jsonb(\(when)::timestamptz) #>> '{}' AS utc,
                        to_jsonb((\(when)::timestamptz AT TIME ZONE 'Asia/Kolkata')::text || '+05:30') #>> '{}' AS india
                 """).first
@@ -56,12 +56,12 @@ struct PoolTests {
         defer { Task { await pool.shutdown() } }
         let hostile = "Robert'); DROP TABLE notes; -- \\ \" $1 ${x} \u{0}".replacingOccurrences(of: "\u{0}", with: "")
         let stored = try await pool.withConnection { connection -> String? in
-            try connection.execute("CREATE TABLE notes (body text NOT NULL)")
-            try connection.query("INSERT INTO notes (body) VALUES (\(hostile))")
-            return try connection.query("SELECT body FROM notes").first?.decode("body")
+            try await connection.execute("CREATE TABLE notes (body text NOT NULL)")
+            try await connection.query("INSERT INTO notes (body) VALUES (\(hostile))")
+            return try await connection.query("SELECT body FROM notes").first?.decode("body")
         }
         #expect(stored == hostile)
-        let count = try await pool.withConnection { try $0.query("SELECT count(*) AS n FROM notes").first?.decode("n", as: Int.self) }
+        let count = try await pool.withConnection { try await $0.query("SELECT count(*) AS n FROM notes").first?.decode("n", as: Int.self) }
         #expect(count == 1)
     }
 
@@ -70,7 +70,7 @@ struct PoolTests {
         let (pool, _) = try await TestDatabase.freshPool()
         defer { Task { await pool.shutdown() } }
         try await pool.withConnection { connection in
-            try connection.execute("""
+            try await connection.execute("""
                 CREATE TABLE parents (id int PRIMARY KEY);
                 CREATE TABLE children (
                     id int PRIMARY KEY,
@@ -83,7 +83,7 @@ struct PoolTests {
         }
         func failure(_ sql: SQL) async -> RPCError? {
             do {
-                try await pool.withConnection { try $0.query(sql) }
+                try await pool.withConnection { try await $0.query(sql) }
                 return nil
             } catch let error as StoreError {
                 return error.rpcError
@@ -111,21 +111,21 @@ struct PoolTests {
     func serializationRetry() async throws {
         let (pool, _) = try await TestDatabase.freshPool(size: 6) { $0.transactionAttempts = 100 }
         defer { Task { await pool.shutdown() } }
-        try await pool.withConnection { try $0.execute("CREATE TABLE counter (n int NOT NULL); INSERT INTO counter VALUES (0)") }
+        try await pool.withConnection { try await $0.execute("CREATE TABLE counter (n int NOT NULL); INSERT INTO counter VALUES (0)") }
         let attempts = Counter()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<30 {
                 group.addTask {
                     try await pool.transaction(isolation: "SERIALIZABLE") { connection in
                         attempts.increment()
-                        let current = try connection.query("SELECT n FROM counter").first?.require("n", as: Int.self) ?? 0
-                        try connection.query("UPDATE counter SET n = \(current + 1)")
+                        let current = try await connection.query("SELECT n FROM counter").first?.require("n", as: Int.self) ?? 0
+                        try await connection.query("UPDATE counter SET n = \(current + 1)")
                     }
                 }
             }
             try await group.waitForAll()
         }
-        let final = try await pool.withConnection { try $0.query("SELECT n FROM counter").first?.decode("n", as: Int.self) }
+        let final = try await pool.withConnection { try await $0.query("SELECT n FROM counter").first?.decode("n", as: Int.self) }
         #expect(final == 30)
         #expect(attempts.value > 30, "no transaction was ever retried, so the retry path went untested")
     }
@@ -136,14 +136,14 @@ struct PoolTests {
         defer { Task { await pool.shutdown() } }
         let start = ContinuousClock.now
         do {
-            try await pool.transaction(deadline: .now + .milliseconds(150)) { try $0.execute("SELECT pg_sleep(5)") }
+            try await pool.transaction(deadline: .now + .milliseconds(150)) { try await $0.execute("SELECT pg_sleep(5)") }
             Issue.record("the sleep finished")
         } catch let error as StoreError {
             #expect(error.rpcError.code == .deadlineExceeded)
         }
         #expect(ContinuousClock.now - start < .seconds(2))
         // The connection went back to the pool in a usable state.
-        #expect(try await pool.withConnection { try $0.query("SELECT 1 AS one").count } == 1)
+        #expect(try await pool.withConnection { try await $0.query("SELECT 1 AS one").count } == 1)
     }
 
     @Test("a prepared first statement of a transaction gets the deadline too (it travels with BEGIN)")
@@ -151,63 +151,63 @@ struct PoolTests {
         let (pool, _) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await pool.shutdown() } }
         do {
-            try await pool.transaction(deadline: .now + .milliseconds(150)) { try $0.query("SELECT pg_sleep(\(5))") }
+            try await pool.transaction(deadline: .now + .milliseconds(150)) { try await $0.query("SELECT pg_sleep(\(5))") }
             Issue.record("the sleep finished")
         } catch let error as StoreError {
             #expect(error.rpcError.code == .deadlineExceeded)
         }
         // The one connection is back, outside any transaction: a write commits on its own.
-        try await pool.withConnection { try $0.execute("CREATE TABLE after_timeout (n int)") }
-        #expect(try await pool.withConnection { try $0.query("SELECT count(*) AS n FROM after_timeout").first?.decode("n", as: Int.self) } == 0)
+        try await pool.withConnection { try await $0.execute("CREATE TABLE after_timeout (n int)") }
+        #expect(try await pool.withConnection { try await $0.query("SELECT count(*) AS n FROM after_timeout").first?.decode("n", as: Int.self) } == 0)
     }
 
     @Test("a transaction whose first or later statement fails commits nothing; the connection stays usable")
     func failedTransactionCommitsNothing() async throws {
         let (pool, _) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await pool.shutdown() } }
-        try await pool.withConnection { try $0.execute("CREATE TABLE items (id int PRIMARY KEY, note text)") }
-        try await pool.withConnection { try $0.query("INSERT INTO items VALUES (\(1), \("kept"))") }
+        try await pool.withConnection { try await $0.execute("CREATE TABLE items (id int PRIMARY KEY, note text)") }
+        try await pool.withConnection { try await $0.query("INSERT INTO items VALUES (\(1), \("kept"))") }
         // First statement fails (it was sent in the same round trip as BEGIN).
         await #expect(throws: StoreError.self) {
-            try await pool.transaction { try $0.query("INSERT INTO items VALUES (\(1), \("duplicate"))") }
+            try await pool.transaction { try await $0.query("INSERT INTO items VALUES (\(1), \("duplicate"))") }
         }
         // A later statement fails after an earlier one succeeded.
         await #expect(throws: StoreError.self) {
             try await pool.transaction { connection in
-                try connection.query("INSERT INTO items VALUES (\(2), \("rolled back"))")
-                try connection.query("INSERT INTO items VALUES (\(1), \("duplicate"))")
+                try await connection.query("INSERT INTO items VALUES (\(2), \("rolled back"))")
+                try await connection.query("INSERT INTO items VALUES (\(1), \("duplicate"))")
             }
         }
         // The body throws a Swift error after writing.
         struct Abort: Error {}
         await #expect(throws: Abort.self) {
             try await pool.transaction { connection in
-                try connection.query("INSERT INTO items VALUES (\(3), \("rolled back"))")
+                try await connection.query("INSERT INTO items VALUES (\(3), \("rolled back"))")
                 throw Abort()
             }
         }
         let notes = try await pool.withConnection { connection in
-            try connection.query("SELECT note FROM items ORDER BY id").map { try $0.require("note", as: String.self) }
+            try await connection.query("SELECT note FROM items ORDER BY id").map { try $0.require("note", as: String.self) }
         }
         #expect(notes == ["kept"])
         // An empty transaction costs nothing and fails nothing; a committed one is visible.
         try await pool.transaction { _ in }
-        try await pool.transaction { try $0.query("INSERT INTO items VALUES (\(4), \("committed"))") }
-        #expect(try await pool.withConnection { try $0.query("SELECT count(*) AS n FROM items").first?.decode("n", as: Int.self) } == 2)
+        try await pool.transaction { try await $0.query("INSERT INTO items VALUES (\(4), \("committed"))") }
+        #expect(try await pool.withConnection { try await $0.query("SELECT count(*) AS n FROM items").first?.decode("n", as: Int.self) } == 2)
     }
 
     @Test("cancelling the calling task cancels the running query")
     func cancellation() async throws {
         let (pool, name) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await pool.shutdown() } }
-        let task = Task { try await pool.withConnection { try $0.execute("SELECT pg_sleep(60)") } }
+        let task = Task { try await pool.withConnection { try await $0.execute("SELECT pg_sleep(60)") } }
         // Cancel once the query runs (on a loaded machine that can take a while), not before.
         let (watcher, _) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await watcher.shutdown() } }
         let patience = ContinuousClock.now + .seconds(40)
         while ContinuousClock.now < patience {
             let running = try await watcher.withConnection { connection in
-                try connection.query("""
+                try await connection.query("""
                     SELECT count(*) AS n FROM pg_stat_activity WHERE datname = \(name) AND query LIKE 'SELECT pg_sleep%' AND state = 'active'
                     """).first?.require("n", as: Int.self)
             }
@@ -223,18 +223,18 @@ struct PoolTests {
             return
         }
         #expect((error as? RPCError)?.code == .cancelled, "got \(error)")
-        #expect(try await pool.withConnection { try $0.query("SELECT 1 AS one").count } == 1)
+        #expect(try await pool.withConnection { try await $0.query("SELECT 1 AS one").count } == 1)
     }
 
     @Test("an exhausted pool makes callers wait up to the bound, then RESOURCE_EXHAUSTED")
     func exhaustion() async throws {
         let (pool, _) = try await TestDatabase.freshPool(size: 2) { $0.acquireTimeout = .milliseconds(200) }
         defer { Task { await pool.shutdown() } }
-        let holders = (0..<2).map { _ in Task { try await pool.withConnection { try $0.execute("SELECT pg_sleep(1)") } } }
+        let holders = (0..<2).map { _ in Task { try await pool.withConnection { try await $0.execute("SELECT pg_sleep(1)") } } }
         try await Task.sleep(for: .milliseconds(150))
         let start = ContinuousClock.now
         do {
-            try await pool.withConnection { try $0.execute("SELECT 1") }
+            try await pool.withConnection { try await $0.execute("SELECT 1") }
             Issue.record("got a connection from an exhausted pool")
         } catch let error as RPCError {
             #expect(error.code == .resourceExhausted)
@@ -250,13 +250,13 @@ struct PoolTests {
     func idleConnectionClosedByServer() async throws {
         let (pool, name) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await pool.shutdown() } }
-        let pid = try await pool.withConnection { try $0.query("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self) }
+        let pid = try await pool.withConnection { try await $0.query("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self) }
         // Terminate the pooled (now idle) connection's backend from outside the pool.
         let postgres = try await TestDatabase.shared()
         let admin = try PostgresConnection(conninfo: "host=\(postgres.socketDirectory) port=5432 user=postgres dbname=\(name)")
-        try admin.query("SELECT pg_terminate_backend(\(pid))")
+        try await admin.query("SELECT pg_terminate_backend(\(pid))")
         try await Task.sleep(for: .milliseconds(100))
-        let next = try await pool.withConnection { try $0.query("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self) }
+        let next = try await pool.withConnection { try await $0.query("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self) }
         #expect(next != pid)
     }
 
@@ -270,7 +270,7 @@ struct PoolTests {
         defer { Task { await pool.shutdown() } }
         let start = ContinuousClock.now
         do {
-            try await pool.withConnection { try $0.execute("SELECT 1") }
+            try await pool.withConnection { try await $0.execute("SELECT 1") }
             Issue.record("connected to nothing")
         } catch let error as RPCError {
             #expect(error.code == .unavailable)

@@ -29,19 +29,19 @@ struct SchemaTests {
         let pool = try await migratedPool()
         defer { Task { await pool.shutdown() } }
         let outcome = try await pool.withConnection { connection -> ViolationOutcome in
-            if !check.setup.isEmpty { try connection.execute(check.setup) }
+            if !check.setup.isEmpty { try await connection.execute(check.setup) }
             let countSQL = "SELECT count(*) AS n FROM \(check.table)"
-            let countBefore = try connection.execute(countSQL).first?.require("n", as: Int.self)
-            let before = try Self.fingerprint(connection)
+            let countBefore = try await connection.execute(countSQL).first?.require("n", as: Int.self)
+            let before = try await Self.fingerprint(connection)
             var failure: StoreError?
             do {
-                try connection.execute(check.statement)
+                try await connection.execute(check.statement)
             } catch let error as StoreError {
                 failure = error
             }
-            let countAfter = try connection.execute(countSQL).first?.require("n", as: Int.self)
-            let after = try Self.fingerprint(connection)
-            let role = try connection.execute("SELECT current_setting('session_replication_role') AS role").first?.require("role", as: String.self)
+            let countAfter = try await connection.execute(countSQL).first?.require("n", as: Int.self)
+            let after = try await Self.fingerprint(connection)
+            let role = try await connection.execute("SELECT current_setting('session_replication_role') AS role").first?.require("role", as: String.self)
             return ViolationOutcome(error: failure, countBefore: countBefore, countAfter: countAfter, before: before, after: after, replicationRole: role)
         }
         let error = try #require(outcome.error, "\(check.name): the statement was accepted")
@@ -598,13 +598,13 @@ struct SchemaTests {
         let pool = try await migratedPool()
         defer { Task { await pool.shutdown() } }
         let result = try await pool.withConnection { connection -> ([String: Int], Progress?, Progress?, Int) in
-            try connection.execute(Self.acceptedValues)
+            try await connection.execute(Self.acceptedValues)
             var counts: [String: Int] = [:]
             for table in Self.tables {
-                counts[table] = try connection.execute("SELECT count(*) AS n FROM \(table)").first?.require("n", as: Int.self)
+                counts[table] = try await connection.execute("SELECT count(*) AS n FROM \(table)").first?.require("n", as: Int.self)
             }
-            let problems = try connection.execute("SELECT * FROM passion_integrity_check()").count
-            return (counts, try Self.progress(connection, Self.ada), try Self.progress(connection, Self.idle), problems)
+            let problems = try await connection.execute("SELECT * FROM passion_integrity_check()").count
+            return await (counts, try Self.progress(connection, Self.ada), try Self.progress(connection, Self.idle), problems)
         }
         #expect(result.0 == [
             "users": 3, "sessions": 1, "audit_logs": 3, "idempotency_keys": 2, "goals": 4, "habits": 3,
@@ -624,7 +624,7 @@ struct SchemaTests {
     func ledgersAreAppendOnly() async throws {
         let pool = try await migratedPool()
         defer { Task { await pool.shutdown() } }
-        try await pool.withConnection { try $0.execute(Self.ledgerFixture) }
+        try await pool.withConnection { try await $0.execute(Self.ledgerFixture) }
         let refused: [(statement: String, constraints: Set<String>)] = [
             ("UPDATE points_ledger SET points = points + 1", ["points_ledger_append_only"]),
             ("UPDATE points_ledger SET points = 1 WHERE false", ["points_ledger_append_only"]),
@@ -656,14 +656,14 @@ struct SchemaTests {
         ]
         for (statement, constraints) in refused {
             let outcome = try await pool.withConnection { connection -> ViolationOutcome in
-                let before = try Self.fingerprint(connection)
+                let before = try await Self.fingerprint(connection)
                 var failure: StoreError?
                 do {
-                    try connection.execute(statement)
+                    try await connection.execute(statement)
                 } catch let error as StoreError {
                     failure = error
                 }
-                return ViolationOutcome(error: failure, countBefore: nil, countAfter: nil, before: before, after: try Self.fingerprint(connection), replicationRole: nil)
+                return await ViolationOutcome(error: failure, countBefore: nil, countAfter: nil, before: before, after: try Self.fingerprint(connection), replicationRole: nil)
             }
             let error = try #require(outcome.error, "accepted: \(statement)")
             #expect(error.sqlState == "P0A01", "\(statement): \(error)")
@@ -673,7 +673,7 @@ struct SchemaTests {
         }
         // The rows and the totals are still the fixture's.
         let state = try await pool.withConnection { connection in
-            (try Self.count(connection, "points_ledger"), try Self.count(connection, "coins_ledger"), try Self.progress(connection, Self.ada))
+            await (try Self.count(connection, "points_ledger"), try Self.count(connection, "coins_ledger"), try Self.progress(connection, Self.ada))
         }
         #expect(state.0 == 2)
         #expect(state.1 == 2)
@@ -681,7 +681,7 @@ struct SchemaTests {
 
         // DO NOTHING is the supported form: a retry adds nothing, a new key appends.
         let retried = try await pool.withConnection { connection in
-            try connection.execute("""
+            try await connection.execute("""
                 INSERT INTO points_ledger (user_id, points, reason, idempotency_key)
                 VALUES ('00000000-0000-0000-0000-0000000000a1', 100, 'grant', 'award-1')
                 ON CONFLICT (user_id, idempotency_key) DO NOTHING
@@ -689,14 +689,14 @@ struct SchemaTests {
         }
         #expect(retried == 0)
         let appended = try await pool.withConnection { connection in
-            try connection.execute("""
+            try await connection.execute("""
                 INSERT INTO points_ledger (user_id, points, reason, idempotency_key)
                 VALUES ('00000000-0000-0000-0000-0000000000a1', 150, 'grant', 'award-3')
                 ON CONFLICT (user_id, idempotency_key) DO NOTHING
                 """).affected
         }
         #expect(appended == 1)
-        let progress = try await pool.withConnection { try Self.progress($0, Self.ada) }
+        let progress = try await pool.withConnection { try await Self.progress($0, Self.ada) }
         #expect(progress == Progress(totalXP: 300, level: 3, totalCoins: 30, coinsEarned: 40, achievements: 0))
     }
 
@@ -707,47 +707,47 @@ struct SchemaTests {
         let pool = try await migratedPool()
         defer { Task { await pool.shutdown() } }
         let user = UUID()
-        try await pool.withConnection { try $0.query("INSERT INTO users (id, email) VALUES (\(user), \("ada@example.com"))") }
+        try await pool.withConnection { try await $0.query("INSERT INTO users (id, email) VALUES (\(user), \("ada@example.com"))") }
 
         // Seen inside the transaction, gone after ROLLBACK (the progress row created on demand too).
         let inside = try await pool.withConnection { connection -> Progress? in
-            try connection.execute("BEGIN")
+            try await connection.execute("BEGIN")
             do {
-                try connection.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(150), 'habit_completed')")
-                let progress = try Self.progress(connection, user)
-                try connection.execute("ROLLBACK")
+                try await connection.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(150), 'habit_completed')")
+                let progress = try await Self.progress(connection, user)
+                try await connection.execute("ROLLBACK")
                 return progress
             } catch {
-                _ = try? connection.execute("ROLLBACK")
+                _ = try? await connection.execute("ROLLBACK")
                 throw error
             }
         }
         #expect(inside == Progress(totalXP: 150, level: 2, totalCoins: 0, coinsEarned: 0, achievements: 0))
         let afterRollback = try await pool.withConnection { connection in
-            (try Self.count(connection, "points_ledger"), try Self.count(connection, "user_progress"))
+            await (try Self.count(connection, "points_ledger"), try Self.count(connection, "user_progress"))
         }
         #expect(afterRollback.0 == 0)
         #expect(afterRollback.1 == 0)
 
         // Committed awards add up; the level follows the curve.
         let committed = try await pool.transaction { connection -> Progress? in
-            try connection.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(100), 'grant')")
-            try connection.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(200), 'quest_completed')")
-            return try Self.progress(connection, user)
+            try await connection.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(100), 'grant')")
+            try await connection.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(200), 'quest_completed')")
+            return try await Self.progress(connection, user)
         }
         #expect(committed == Progress(totalXP: 300, level: 3, totalCoins: 0, coinsEarned: 0, achievements: 0))
-        try await pool.withConnection { try $0.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(700), 'goal_completed')") }
-        let atThousand = try await pool.withConnection { try Self.progress($0, user) }
+        try await pool.withConnection { try await $0.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(700), 'goal_completed')") }
+        let atThousand = try await pool.withConnection { try await Self.progress($0, user) }
         #expect(atThousand == Progress(totalXP: 1_000, level: 5, totalCoins: 0, coinsEarned: 0, achievements: 0))
         // A penalty can lower the level.
-        try await pool.withConnection { try $0.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(-1), 'penalty')") }
-        #expect(try await pool.withConnection { try Self.progress($0, user) } == Progress(totalXP: 999, level: 4, totalCoins: 0, coinsEarned: 0, achievements: 0))
+        try await pool.withConnection { try await $0.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(-1), 'penalty')") }
+        #expect(try await pool.withConnection { try await Self.progress($0, user) } == Progress(totalXP: 999, level: 4, totalCoins: 0, coinsEarned: 0, achievements: 0))
 
         // A transaction that fails after an award loses the award as well.
         do {
             try await pool.transaction { connection in
-                try connection.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(5000), 'grant')")
-                try connection.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(0), 'grant')")
+                try await connection.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(5000), 'grant')")
+                try await connection.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(0), 'grant')")
             }
             Issue.record("a zero award was accepted")
         } catch let error as StoreError {
@@ -758,7 +758,7 @@ struct SchemaTests {
         #expect(tooLarge?.sqlState == "23514")
         #expect(tooLarge?.constraint == "user_progress_total_xp_nonnegative")
         let final = try await pool.withConnection { connection in
-            (try Self.progress(connection, user), try Self.count(connection, "points_ledger"), try connection.execute("SELECT * FROM passion_integrity_check()").count)
+            await (try Self.progress(connection, user), try Self.count(connection, "points_ledger"), try await connection.execute("SELECT * FROM passion_integrity_check()").count)
         }
         #expect(final.0 == Progress(totalXP: 999, level: 4, totalCoins: 0, coinsEarned: 0, achievements: 0))
         #expect(final.1 == 4)
@@ -771,31 +771,31 @@ struct SchemaTests {
         defer { Task { await pool.shutdown() } }
         let user = UUID()
         try await pool.withConnection { connection in
-            try connection.query("INSERT INTO users (id, email) VALUES (\(user), \("ada@example.com"))")
-            try connection.query("INSERT INTO coins_ledger (user_id, coins, transaction_type, reason) VALUES (\(user), \(50), 'earned', 'habit_completed')")
+            try await connection.query("INSERT INTO users (id, email) VALUES (\(user), \("ada@example.com"))")
+            try await connection.query("INSERT INTO coins_ledger (user_id, coins, transaction_type, reason) VALUES (\(user), \(50), 'earned', 'habit_completed')")
         }
-        #expect(try await pool.withConnection { try Self.progress($0, user) } == Progress(totalXP: 0, level: 1, totalCoins: 50, coinsEarned: 50, achievements: 0))
+        #expect(try await pool.withConnection { try await Self.progress($0, user) } == Progress(totalXP: 0, level: 1, totalCoins: 50, coinsEarned: 50, achievements: 0))
 
         let overspend = await Self.failure(pool, "INSERT INTO coins_ledger (user_id, coins, transaction_type, reason) VALUES (\(user), \(-51), 'spent', 'shop_purchase')")
         #expect(overspend?.sqlState == "23514")
         #expect(overspend?.constraint == "user_progress_total_coins_nonnegative")
         #expect(overspend?.rpcError.code == .invalidArgument)
         let afterOverspend = try await pool.withConnection { connection in
-            (try Self.progress(connection, user), try Self.count(connection, "coins_ledger"))
+            await (try Self.progress(connection, user), try Self.count(connection, "coins_ledger"))
         }
         #expect(afterOverspend.0 == Progress(totalXP: 0, level: 1, totalCoins: 50, coinsEarned: 50, achievements: 0))
         #expect(afterOverspend.1 == 1)
 
         // A negative correction within the balance is a compensating row: the balance drops,
         // lifetime earnings do not.
-        try await pool.withConnection { try $0.query("INSERT INTO coins_ledger (user_id, coins, transaction_type, reason) VALUES (\(user), \(-20), 'correction', 'correction')") }
-        #expect(try await pool.withConnection { try Self.progress($0, user) } == Progress(totalXP: 0, level: 1, totalCoins: 30, coinsEarned: 50, achievements: 0))
+        try await pool.withConnection { try await $0.query("INSERT INTO coins_ledger (user_id, coins, transaction_type, reason) VALUES (\(user), \(-20), 'correction', 'correction')") }
+        #expect(try await pool.withConnection { try await Self.progress($0, user) } == Progress(totalXP: 0, level: 1, totalCoins: 30, coinsEarned: 50, achievements: 0))
         // Spending exactly the balance is allowed; one more coin is not.
-        try await pool.withConnection { try $0.query("INSERT INTO coins_ledger (user_id, coins, transaction_type, reason) VALUES (\(user), \(-30), 'spent', 'shop_purchase')") }
+        try await pool.withConnection { try await $0.query("INSERT INTO coins_ledger (user_id, coins, transaction_type, reason) VALUES (\(user), \(-30), 'spent', 'shop_purchase')") }
         let broke = await Self.failure(pool, "INSERT INTO coins_ledger (user_id, coins, transaction_type, reason) VALUES (\(user), \(-1), 'spent', 'shop_purchase')")
         #expect(broke?.constraint == "user_progress_total_coins_nonnegative")
         let final = try await pool.withConnection { connection in
-            (try Self.progress(connection, user), try Self.count(connection, "coins_ledger"), try connection.execute("SELECT * FROM passion_integrity_check()").count)
+            await (try Self.progress(connection, user), try Self.count(connection, "coins_ledger"), try await connection.execute("SELECT * FROM passion_integrity_check()").count)
         }
         #expect(final.0 == Progress(totalXP: 0, level: 1, totalCoins: 0, coinsEarned: 50, achievements: 0))
         #expect(final.1 == 3)
@@ -811,8 +811,8 @@ struct SchemaTests {
         let email = "ada@example.com"
         let first = UUID()
         try await pool.withConnection { connection in
-            try connection.query("INSERT INTO users (id, email) VALUES (\(first), \(email))")
-            try connection.query("INSERT INTO sessions (id, user_id, expires_at) VALUES (\(Bytes([UInt8](repeating: 7, count: 32))), \(first), now() + interval '1 day')")
+            try await connection.query("INSERT INTO users (id, email) VALUES (\(first), \(email))")
+            try await connection.query("INSERT INTO sessions (id, user_id, expires_at) VALUES (\(Bytes([UInt8](repeating: 7, count: 32))), \(first), now() + interval '1 day')")
         }
         let duplicate = await Self.failure(pool, "INSERT INTO users (email) VALUES (\(email))")
         #expect(duplicate?.sqlState == "23505")
@@ -826,10 +826,10 @@ struct SchemaTests {
 
         // Soft delete as the docs describe: is_active = false and deleted_at together. It also
         // deletes the user's sessions.
-        try await pool.withConnection { try $0.query("UPDATE users SET is_active = false, deleted_at = now() WHERE id = \(first)") }
-        #expect(try await pool.withConnection { try $0.query("SELECT count(*) AS n FROM sessions WHERE user_id = \(first)").first?.decode("n", as: Int.self) } == 0)
+        try await pool.withConnection { try await $0.query("UPDATE users SET is_active = false, deleted_at = now() WHERE id = \(first)") }
+        #expect(try await pool.withConnection { try await $0.query("SELECT count(*) AS n FROM sessions WHERE user_id = \(first)").first?.decode("n", as: Int.self) } == 0)
         let second = UUID()
-        try await pool.withConnection { try $0.query("INSERT INTO users (id, email) VALUES (\(second), \(email))") }
+        try await pool.withConnection { try await $0.query("INSERT INTO users (id, email) VALUES (\(second), \(email))") }
         #expect(try await Self.users(pool, email) == [first: false, second: true])
 
         // Still one active account per address: a third sign-up, or restoring the old account,
@@ -852,9 +852,9 @@ struct SchemaTests {
         let other = UUID()
         let key = "call-42"
         try await pool.withConnection { connection in
-            try connection.query("INSERT INTO users (id, email) VALUES (\(user), \("ada@example.com")), (\(other), \("grace@example.com"))")
-            try connection.query("INSERT INTO points_ledger (user_id, points, reason, idempotency_key) VALUES (\(user), \(10), 'habit_completed', \(key))")
-            try connection.query("INSERT INTO coins_ledger (user_id, coins, transaction_type, reason, idempotency_key) VALUES (\(user), \(5), 'earned', 'habit_completed', \(key))")
+            try await connection.query("INSERT INTO users (id, email) VALUES (\(user), \("ada@example.com")), (\(other), \("grace@example.com"))")
+            try await connection.query("INSERT INTO points_ledger (user_id, points, reason, idempotency_key) VALUES (\(user), \(10), 'habit_completed', \(key))")
+            try await connection.query("INSERT INTO coins_ledger (user_id, coins, transaction_type, reason, idempotency_key) VALUES (\(user), \(5), 'earned', 'habit_completed', \(key))")
         }
         let points = await Self.failure(pool, "INSERT INTO points_ledger (user_id, points, reason, idempotency_key) VALUES (\(user), \(10), 'habit_completed', \(key))")
         #expect(points?.sqlState == "23505")
@@ -866,9 +866,9 @@ struct SchemaTests {
         #expect(coins?.rpcError.code == .alreadyExists)
 
         let counts = try await pool.withConnection { connection in
-            (try connection.query("SELECT count(*) AS n FROM points_ledger WHERE user_id = \(user) AND idempotency_key = \(key)").first?.decode("n", as: Int.self),
-             try connection.query("SELECT count(*) AS n FROM coins_ledger WHERE user_id = \(user) AND idempotency_key = \(key)").first?.decode("n", as: Int.self),
-             try Self.progress(connection, user))
+            (try await connection.query("SELECT count(*) AS n FROM points_ledger WHERE user_id = \(user) AND idempotency_key = \(key)").first?.decode("n", as: Int.self),
+             try await connection.query("SELECT count(*) AS n FROM coins_ledger WHERE user_id = \(user) AND idempotency_key = \(key)").first?.decode("n", as: Int.self),
+             try await Self.progress(connection, user))
         }
         #expect(counts.0 == 1)
         #expect(counts.1 == 1)
@@ -876,23 +876,23 @@ struct SchemaTests {
 
         // The key is per user; rows without a key never collide; a derived per-row key is a key.
         try await pool.withConnection { connection in
-            try connection.query("INSERT INTO points_ledger (user_id, points, reason, idempotency_key) VALUES (\(other), \(10), 'habit_completed', \(key))")
-            try connection.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(1), 'grant'), (\(user), \(1), 'grant')")
-            try connection.query("INSERT INTO points_ledger (user_id, points, reason, idempotency_key) VALUES (\(user), \(50), 'achievement_unlocked', \(key + "/achievement/1"))")
+            try await connection.query("INSERT INTO points_ledger (user_id, points, reason, idempotency_key) VALUES (\(other), \(10), 'habit_completed', \(key))")
+            try await connection.query("INSERT INTO points_ledger (user_id, points, reason) VALUES (\(user), \(1), 'grant'), (\(user), \(1), 'grant')")
+            try await connection.query("INSERT INTO points_ledger (user_id, points, reason, idempotency_key) VALUES (\(user), \(50), 'achievement_unlocked', \(key + "/achievement/1"))")
         }
         let totals = try await pool.withConnection { connection in
-            (try Self.progress(connection, user)?.totalXP, try Self.progress(connection, other)?.totalXP)
+            await (try Self.progress(connection, user)?.totalXP, try Self.progress(connection, other)?.totalXP)
         }
         #expect(totals.0 == 62)
         #expect(totals.1 == 10)
 
         // The request table: one stored response per (user, key).
         let hash = Bytes([UInt8](repeating: 1, count: 32))
-        try await pool.withConnection { try $0.query("INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES (\(user), \(key), \(hash))") }
+        try await pool.withConnection { try await $0.query("INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES (\(user), \(key), \(hash))") }
         let stored = await Self.failure(pool, "INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES (\(user), \(key), \(hash))")
         #expect(stored?.sqlState == "23505")
         #expect(stored?.constraint == "idempotency_keys_pkey")
-        #expect(try await pool.withConnection { try Self.count($0, "idempotency_keys") } == 1)
+        #expect(try await pool.withConnection { try await Self.count($0, "idempotency_keys") } == 1)
     }
 
     // MARK: - 6. passion_integrity_check()
@@ -902,8 +902,8 @@ struct SchemaTests {
         let pool = try await migratedPool()
         defer { Task { await pool.shutdown() } }
         let healthy = try await pool.withConnection { connection in
-            try connection.execute(Self.consistentData)
-            return (try Self.problems(connection), try Self.progress(connection, Self.ada), try Self.progress(connection, Self.grace),
+            try await connection.execute(Self.consistentData)
+            return await (try Self.problems(connection), try Self.progress(connection, Self.ada), try Self.progress(connection, Self.grace),
                     try Self.count(connection, "sessions"))
         }
         #expect(healthy.0.isEmpty, "\(healthy.0)")
@@ -914,16 +914,16 @@ struct SchemaTests {
 
         for corruption in Self.corruptions {
             let problems = try await pool.withConnection { connection -> [Problem] in
-                try connection.execute("BEGIN")
+                try await connection.execute("BEGIN")
                 do {
-                    try connection.execute("SET session_replication_role = replica")
-                    try connection.execute(corruption.sql)
-                    try connection.execute("RESET session_replication_role")
-                    let problems = try Self.problems(connection)
-                    try connection.execute("ROLLBACK")
+                    try await connection.execute("SET session_replication_role = replica")
+                    try await connection.execute(corruption.sql)
+                    try await connection.execute("RESET session_replication_role")
+                    let problems = try await Self.problems(connection)
+                    try await connection.execute("ROLLBACK")
                     return problems
                 } catch {
-                    _ = try? connection.execute("ROLLBACK")
+                    _ = try? await connection.execute("ROLLBACK")
                     throw error
                 }
             }
@@ -932,7 +932,7 @@ struct SchemaTests {
         }
         // Every corruption was rolled back, and the connection's triggers are on again.
         let after = try await pool.withConnection { connection in
-            (try Self.problems(connection), try connection.execute("SELECT current_setting('session_replication_role') AS role").first?.decode("role", as: String.self))
+            await (try Self.problems(connection), try await connection.execute("SELECT current_setting('session_replication_role') AS role").first?.decode("role", as: String.self))
         }
         #expect(after.0.isEmpty, "\(after.0)")
         #expect(after.1 == "origin")
@@ -1029,7 +1029,7 @@ struct SchemaTests {
         let levelList = Array(-1...201)
         let inverse = try await pool.withConnection { connection -> [Int: (Int64, Int)] in
             var result: [Int: (Int64, Int)] = [:]
-            for row in try connection.query("SELECT l, passion_xp_for_level(l) AS xp, passion_level_for_xp(passion_xp_for_level(l)) AS back FROM unnest(\(levelList)::int[]) AS l") {
+            for row in try await connection.query("SELECT l, passion_xp_for_level(l) AS xp, passion_level_for_xp(passion_xp_for_level(l)) AS back FROM unnest(\(levelList)::int[]) AS l") {
                 result[try row.require("l", as: Int.self)] = (try row.require("xp", as: Int64.self), try row.require("back", as: Int.self))
             }
             return result
@@ -1048,7 +1048,7 @@ struct SchemaTests {
             var levels: [Int64: Int] = [:]
             for start in stride(from: 0, to: xps.count, by: 250) {
                 let batch = Array(xps[start..<min(start + 250, xps.count)])
-                for row in try connection.query("SELECT x, passion_level_for_xp(x) AS level FROM unnest(\(batch)::bigint[]) AS x") {
+                for row in try await connection.query("SELECT x, passion_level_for_xp(x) AS level FROM unnest(\(batch)::bigint[]) AS x") {
                     levels[try row.require("x", as: Int64.self)] = try row.require("level", as: Int.self)
                 }
             }
@@ -1106,8 +1106,8 @@ struct SchemaTests {
         "SELECT '\($0)' AS tbl, count(*) AS n, md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) AS digest FROM \($0) t"
     }.joined(separator: " UNION ALL ") + " ORDER BY tbl"
 
-    static func fingerprint(_ connection: PostgresConnection) throws -> [String] {
-        try connection.execute(fingerprintSQL).map { row in
+    static func fingerprint(_ connection: PostgresConnection) async throws -> [String] {
+        try await connection.execute(fingerprintSQL).map { row in
             let table = try row.require("tbl", as: String.self)
             let count = try row.require("n", as: Int.self)
             let digest = try row.require("digest", as: String.self)
@@ -1115,12 +1115,12 @@ struct SchemaTests {
         }
     }
 
-    static func count(_ connection: PostgresConnection, _ table: String) throws -> Int? {
-        try connection.execute("SELECT count(*) AS n FROM \(table)").first?.decode("n", as: Int.self)
+    static func count(_ connection: PostgresConnection, _ table: String) async throws -> Int? {
+        try await connection.execute("SELECT count(*) AS n FROM \(table)").first?.decode("n", as: Int.self)
     }
 
-    static func progress(_ connection: PostgresConnection, _ user: UUID) throws -> Progress? {
-        guard let row = try connection.query("""
+    static func progress(_ connection: PostgresConnection, _ user: UUID) async throws -> Progress? {
+        guard let row = try await connection.query("""
             SELECT total_xp, current_level, total_coins, coins_earned, achievements_unlocked
             FROM user_progress WHERE user_id = \(user)
             """).first else { return nil }
@@ -1130,8 +1130,8 @@ struct SchemaTests {
             achievements: try row.require("achievements_unlocked", as: Int.self))
     }
 
-    static func problems(_ connection: PostgresConnection) throws -> [Problem] {
-        try connection.execute("SELECT check_name, detail FROM passion_integrity_check()").map { row in
+    static func problems(_ connection: PostgresConnection) async throws -> [Problem] {
+        try await connection.execute("SELECT check_name, detail FROM passion_integrity_check()").map { row in
             Problem(check: try row.require("check_name", as: String.self), detail: try row.require("detail", as: String.self))
         }
     }
@@ -1140,7 +1140,7 @@ struct SchemaTests {
     static func users(_ pool: PostgresPool, _ email: String) async throws -> [UUID: Bool] {
         try await pool.withConnection { connection in
             var users: [UUID: Bool] = [:]
-            for row in try connection.query("SELECT id, is_active FROM users WHERE email = \(email)") {
+            for row in try await connection.query("SELECT id, is_active FROM users WHERE email = \(email)") {
                 users[try row.require("id", as: UUID.self)] = try row.require("is_active", as: Bool.self)
             }
             return users
@@ -1150,7 +1150,7 @@ struct SchemaTests {
     /// The StoreError a statement fails with; nil (and an issue) when it succeeds.
     static func failure(_ pool: PostgresPool, _ sql: SQL, sourceLocation: SourceLocation = #_sourceLocation) async -> StoreError? {
         do {
-            try await pool.withConnection { try $0.query(sql) }
+            try await pool.withConnection { try await $0.query(sql) }
             Issue.record("the statement was accepted: \(sql.text)", sourceLocation: sourceLocation)
             return nil
         } catch let error as StoreError {

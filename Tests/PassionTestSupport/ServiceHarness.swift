@@ -146,7 +146,7 @@ public final class ServiceHarness: Sendable {
 
     /// Runs one query on the test database.
     public func query(_ sql: SQL) async throws -> Rows {
-        try await pool.withConnection { try $0.query(sql) }
+        try await pool.withConnection { try await $0.query(sql) }
     }
 
     public func count(_ sql: SQL) async throws -> Int {

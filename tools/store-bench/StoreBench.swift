@@ -26,14 +26,14 @@ struct StoreBench {
         defer { try? cluster.stop() }
         let setup = PostgresPool(configuration: PoolConfiguration(conninfo: cluster.conninfo))
         try await setup.withConnection { connection in
-            try connection.execute("""
+            try await connection.execute("""
                 CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL, note text NOT NULL);
                 INSERT INTO bench_accounts SELECT g, 0, repeat('x', 60) FROM generate_series(1, \(accounts)) g;
                 CREATE TABLE bench_history (id bigint GENERATED ALWAYS AS IDENTITY, account int NOT NULL, delta int NOT NULL,
                                             at timestamptz NOT NULL DEFAULT now());
                 """)
             // VACUUM refuses to run inside the implicit transaction of a multi-statement string.
-            try connection.execute("VACUUM ANALYZE bench_accounts")
+            try await connection.execute("VACUUM ANALYZE bench_accounts")
         }
         await setup.shutdown()
         let scripts = try writeScripts(directory: directory)
@@ -73,14 +73,14 @@ struct StoreBench {
                         let id = Int.random(in: 1...accounts)
                         if workload == "read" {
                             try await pool.withConnection { connection in
-                                try connection.query("SELECT balance FROM bench_accounts WHERE id = \(id)")
+                                try await connection.query("SELECT balance FROM bench_accounts WHERE id = \(id)")
                             }
                         } else {
                             let delta = Int.random(in: -5000...5000)
                             try await pool.transaction { connection in
-                                try connection.query("UPDATE bench_accounts SET balance = balance + \(delta) WHERE id = \(id)")
-                                try connection.query("SELECT balance FROM bench_accounts WHERE id = \(id)")
-                                try connection.query("INSERT INTO bench_history (account, delta) VALUES (\(id), \(delta))")
+                                try await connection.query("UPDATE bench_accounts SET balance = balance + \(delta) WHERE id = \(id)")
+                                try await connection.query("SELECT balance FROM bench_accounts WHERE id = \(id)")
+                                try await connection.query("INSERT INTO bench_history (account, delta) VALUES (\(id), \(delta))")
                             }
                         }
                         guard start >= measureFrom else { continue }

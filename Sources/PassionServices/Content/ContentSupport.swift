@@ -14,8 +14,8 @@ struct ContentContext: Sendable {
 
     /// Runs a statement whose single column `result` is JSON text, and parses it.
     func json(_ sql: SQL, deadline: ContinuousClock.Instant?, transaction: Bool = false) async throws -> [String: Any]? {
-        let body: @Sendable (PostgresConnection) throws -> String? = { connection in
-            try connection.query(sql).first?.require("result", as: String.self)
+        let body: @Sendable (PostgresConnection) async throws -> String? = { connection in
+            try await connection.query(sql).first?.require("result", as: String.self)
         }
         let text = transaction
             ? try await pool.transaction(deadline: deadline, body) : try await pool.withConnection(deadline: deadline, body)
@@ -25,7 +25,7 @@ struct ContentContext: Sendable {
     /// Runs a statement returning one JSON `result` per row.
     func jsonRows(_ sql: SQL, deadline: ContinuousClock.Instant?) async throws -> [[String: Any]] {
         let texts = try await pool.withConnection(deadline: deadline) { connection in
-            try connection.query(sql).map { try $0.require("result", as: String.self) }
+            try await connection.query(sql).map { try $0.require("result", as: String.self) }
         }
         return try texts.map(ProgressService.object)
     }

@@ -39,10 +39,10 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
             let notes = try ContentValidate.description(request.notes, field: "notes")
             let now = content.now()
             let outcome = try await content.pool.transaction(deadline: context.deadline) { connection -> Result<UUID, RPCError> in
-                if let goal, try HabitsService.ownsGoal(goal, user: user, connection) == false {
+                if let goal, try await HabitsService.ownsGoal(goal, user: user, connection) == false {
                     return .failure(ContentValidate.notFound("goal", field: "goal_id"))
                 }
-                let inserted = try connection.query("""
+                let inserted = try await connection.query("""
                     INSERT INTO focus_sessions (user_id, goal_id, session_type, duration_minutes, notes, started_at, running_since)
                     SELECT u.id, \(goal)::uuid, \(type),
                            coalesce(\(type == "custom" ? request.durationMinutes : nil)::integer,
@@ -53,7 +53,7 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
                     RETURNING id
                     """).first?.require("id", as: UUID.self)
                 guard let inserted else {
-                    let running = try connection.query("""
+                    let running = try await connection.query("""
                         SELECT id FROM focus_sessions WHERE user_id = \(user) AND status IN ('active', 'paused')
                         """).first?.require("id", as: UUID.self)
                     guard let running else { return .failure(UsersService.notFound) }
@@ -61,7 +61,7 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
                         code: .failedPrecondition, message: "a focus session is already running: complete or abandon it first",
                         details: ErrorDetails(reason: "FOCUS_SESSION_RUNNING", fields: ["session_id": running.uuidString.lowercased()])))
                 }
-                try connection.insertAudit(origin.record(
+                try await connection.insertAudit(origin.record(
                     "focus_session.started", resourceType: "focus_session", resourceID: inserted.uuidString.lowercased()))
                 return .success(inserted)
             }
@@ -119,7 +119,7 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
         let after = try SortKeyToken.decode(request.pageToken)
         let key = "to_char(f.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
         let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT (\(Self.selectSession(content.now())))::text AS result, \(unsafeSQL: key) AS sort_key
                 FROM focus_sessions f
                 WHERE f.user_id = \(user) AND (\(status)::text IS NULL OR f.status = \(status)::text)
@@ -194,13 +194,13 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
             let now = content.now()
             let allowed = from.split(separator: "|").map(String.init)
             let status = try await content.pool.transaction(deadline: context.deadline) { connection -> String? in
-                guard let status = try connection.query("""
+                guard let status = try await connection.query("""
                     SELECT status FROM focus_sessions WHERE id = \(id) AND user_id = \(user) FOR UPDATE
                     """).first?.require("status", as: String.self)
                 else { return nil }
                 if allowed.contains(status) {
-                    try connection.query("UPDATE focus_sessions SET \(set(now)), updated_at = now() WHERE id = \(id)")
-                    try connection.insertAudit(origin.record(action, resourceType: "focus_session", resourceID: id.uuidString.lowercased()))
+                    try await connection.query("UPDATE focus_sessions SET \(set(now)), updated_at = now() WHERE id = \(id)")
+                    try await connection.insertAudit(origin.record(action, resourceType: "focus_session", resourceID: id.uuidString.lowercased()))
                 }
                 return status
             }

@@ -88,7 +88,7 @@ public struct GoalsService: Goals.ServiceProtocol {
         let after = try SortKeyToken.decode(request.pageToken, order: orderName)
         let order = direction == ">" ? "ASC" : "DESC"
         let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT (\(unsafeSQL: Self.selectGoal))::text AS result, \(unsafeSQL: key) AS sort_key
                 FROM goals g
                 WHERE g.user_id = \(user)
@@ -237,15 +237,15 @@ public struct GoalsService: Goals.ServiceProtocol {
             let user = try context.actingUser()
             let id = try Validate.uuid(request.goalID, field: "goal_id")
             let verdict = try await content.pool.transaction(deadline: context.deadline) { connection -> String? in
-                guard let row = try connection.query("""
+                guard let row = try await connection.query("""
                     SELECT coalesce(\(unsafeSQL: when), 'apply') AS verdict FROM goals g
                     WHERE g.id = \(id) AND g.user_id = \(user) AND (g.is_active OR \(includeDeleted)) FOR UPDATE
                     """).first
                 else { return nil }
                 let verdict = try row.require("verdict", as: String.self)
                 if verdict == "apply" {
-                    try connection.query("UPDATE goals g SET \(unsafeSQL: set), updated_at = now() WHERE g.id = \(id)")
-                    try connection.insertAudit(origin.record(action, resourceType: "goal", resourceID: id.uuidString.lowercased()))
+                    try await connection.query("UPDATE goals g SET \(unsafeSQL: set), updated_at = now() WHERE g.id = \(id)")
+                    try await connection.insertAudit(origin.record(action, resourceType: "goal", resourceID: id.uuidString.lowercased()))
                 }
                 return verdict
             }
@@ -262,8 +262,8 @@ public struct GoalsService: Goals.ServiceProtocol {
         _ id: UUID, user: UUID, origin: AuditOrigin, action: String, context: ServerContext, details: String, _ sql: SQL
     ) async throws -> Goal {
         let changed = try await content.pool.transaction(deadline: context.deadline) { connection -> Bool in
-            guard try connection.query(sql).first != nil else { return false }
-            try connection.insertAudit(origin.record(action, resourceType: "goal", resourceID: id.uuidString.lowercased(), details: ["fields": details]))
+            guard try await connection.query(sql).first != nil else { return false }
+            try await connection.insertAudit(origin.record(action, resourceType: "goal", resourceID: id.uuidString.lowercased(), details: ["fields": details]))
             return true
         }
         guard changed else { throw Self.notFound }

@@ -50,14 +50,14 @@ public struct HabitsService: Habits.ServiceProtocol {
             let goal = try ContentValidate.optionalID(given.goalID, field: "habit.goal_id")
             let now = content.now()
             let id = try await content.pool.transaction(deadline: context.deadline) { connection -> UUID? in
-                if let goal, try Self.ownsGoal(goal, user: user, connection) == false { return nil }
+                if let goal, try await Self.ownsGoal(goal, user: user, connection) == false { return nil }
                 // Created on the content clock: "did it exist yesterday" is a question of local days.
-                let id = try connection.query("""
+                let id = try await connection.query("""
                     INSERT INTO habits (user_id, goal_id, title, description, category, frequency, created_at, updated_at)
                     VALUES (\(user), \(goal), \(title), \(description), \(category), \(frequency), \(now), \(now))
                     RETURNING id
                     """).first?.require("id", as: UUID.self)
-                if let id { try connection.insertAudit(origin.record("habit.created", resourceType: "habit", resourceID: id.uuidString.lowercased())) }
+                if let id { try await connection.insertAudit(origin.record("habit.created", resourceType: "habit", resourceID: id.uuidString.lowercased())) }
                 return id
             }
             guard let id else { throw Self.goalNotFound }
@@ -77,7 +77,7 @@ public struct HabitsService: Habits.ServiceProtocol {
         let after = try SortKeyToken.decode(request.pageToken)
         let key = "to_char(h.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
         let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT (\(unsafeSQL: Self.selectHabit))::text AS result, \(unsafeSQL: key) AS sort_key
                 FROM habits h, \(Self.today(user, content.now()))
                 WHERE h.user_id = \(user) AND (\(goal)::uuid IS NULL OR h.goal_id = \(goal)::uuid)
@@ -109,8 +109,8 @@ public struct HabitsService: Habits.ServiceProtocol {
             let goal = try fields.contains("goal_id") ? ContentValidate.optionalID(given.goalID, field: "habit.goal_id") : nil
             let now = content.now()
             let outcome = try await content.pool.transaction(deadline: context.deadline) { connection -> RPCError? in
-                if let goal, try Self.ownsGoal(goal, user: user, connection) == false { return Self.goalNotFound }
-                guard try connection.query("""
+                if let goal, try await Self.ownsGoal(goal, user: user, connection) == false { return Self.goalNotFound }
+                guard try await connection.query("""
                     UPDATE habits SET
                         title = CASE WHEN \(fields.contains("title")) THEN \(title) ELSE title END,
                         description = CASE WHEN \(fields.contains("description")) THEN \(description) ELSE description END,
@@ -124,7 +124,7 @@ public struct HabitsService: Habits.ServiceProtocol {
                 else { return Self.notFound }
                 if fields.contains("frequency") {
                     // Periods changed size: the streak is counted again in the new ones.
-                    try connection.query("""
+                    try await connection.query("""
                         UPDATE habits h SET
                             streak_days = passion_habit_streak(h.id, h.frequency, passion_period(h.frequency, t.today)),
                             streak_period = (SELECT max(passion_period(h.frequency, c.completion_date)) FROM habit_completions c
@@ -133,7 +133,7 @@ public struct HabitsService: Habits.ServiceProtocol {
                         WHERE h.id = \(id)
                         """)
                 }
-                try connection.insertAudit(origin.record(
+                try await connection.insertAudit(origin.record(
                     "habit.updated", resourceType: "habit", resourceID: id.uuidString.lowercased(),
                     details: ["fields": fields.sorted().joined(separator: ",")]))
                 return nil
@@ -247,10 +247,10 @@ public struct HabitsService: Habits.ServiceProtocol {
             let id = try Validate.uuid(request.habitID, field: "habit_id")
             let now = content.now()
             try await content.pool.transaction(deadline: context.deadline) { connection in
-                let before = try connection.query("SELECT is_active FROM habits WHERE id = \(id) AND user_id = \(user)").first
-                try connection.query("SELECT passion_habit_set_active(\(user), \(id), \(active), \(now))")
+                let before = try await connection.query("SELECT is_active FROM habits WHERE id = \(id) AND user_id = \(user)").first
+                try await connection.query("SELECT passion_habit_set_active(\(user), \(id), \(active), \(now))")
                 if try before?.require("is_active", as: Bool.self) != active {
-                    try connection.insertAudit(origin.record(action, resourceType: "habit", resourceID: id.uuidString.lowercased()))
+                    try await connection.insertAudit(origin.record(action, resourceType: "habit", resourceID: id.uuidString.lowercased()))
                 }
             }
             return try await fetch(id, user: user, deadline: context.deadline)
@@ -263,13 +263,13 @@ public struct HabitsService: Habits.ServiceProtocol {
             let user = try context.actingUser()
             let id = try Validate.uuid(request.habitID, field: "habit_id")
             let found = try await content.pool.transaction(deadline: context.deadline) { connection -> Bool in
-                guard let row = try connection.query("""
+                guard let row = try await connection.query("""
                     SELECT archived FROM habits WHERE id = \(id) AND user_id = \(user) FOR UPDATE
                     """).first
                 else { return false }
                 if try row.require("archived", as: Bool.self) != archived {
-                    try connection.query("UPDATE habits SET archived = \(archived), updated_at = now() WHERE id = \(id)")
-                    try connection.insertAudit(origin.record(action, resourceType: "habit", resourceID: id.uuidString.lowercased()))
+                    try await connection.query("UPDATE habits SET archived = \(archived), updated_at = now() WHERE id = \(id)")
+                    try await connection.insertAudit(origin.record(action, resourceType: "habit", resourceID: id.uuidString.lowercased()))
                 }
                 return true
             }
@@ -288,8 +288,8 @@ public struct HabitsService: Habits.ServiceProtocol {
     }
 
     /// Whether `goal` is one of the user's goals (not deleted); locks it against deletion.
-    static func ownsGoal(_ goal: UUID, user: UUID, _ connection: PostgresConnection) throws -> Bool {
-        try !connection.query("SELECT 1 FROM goals WHERE id = \(goal) AND user_id = \(user) AND is_active FOR SHARE").isEmpty
+    static func ownsGoal(_ goal: UUID, user: UUID, _ connection: PostgresConnection) async throws -> Bool {
+        try await !connection.query("SELECT 1 FROM goals WHERE id = \(goal) AND user_id = \(user) AND is_active FOR SHARE").isEmpty
     }
 
     static func habit(_ json: [String: Any]) throws -> Habit {

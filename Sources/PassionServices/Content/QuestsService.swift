@@ -49,7 +49,7 @@ public struct QuestsService: Quests.ServiceProtocol {
             let criteria = try Self.criteria(type: type, given.criteria, target: given.target)
             let principal = origin.principal.kind == .service ? "service:\(origin.principal.id)" : "user"
             let outcome = try await content.pool.transaction(deadline: context.deadline) { connection -> Result<UUID, RPCError> in
-                let today = try connection.query("""
+                let today = try await connection.query("""
                     SELECT passion_local_date(timezone, \(content.now())) AS today FROM users WHERE id = \(user) AND deleted_at IS NULL
                     """).first?.require("today", as: LocalDate.self)
                 guard let today else { return .failure(UsersService.notFound) }
@@ -57,21 +57,21 @@ public struct QuestsService: Quests.ServiceProtocol {
                 guard end >= today else { return .failure(Validate.invalid("quest.end_date", "is in the past (today is \(today))")) }
                 guard from <= end else { return .failure(Validate.invalid("quest.end_date", "is before start_date (\(from))")) }
                 if let habit = criteria.habit,
-                    try connection.query("SELECT 1 FROM habits WHERE id = \(habit) AND user_id = \(user)").isEmpty
+                    try await connection.query("SELECT 1 FROM habits WHERE id = \(habit) AND user_id = \(user)").isEmpty
                 {
                     return .failure(ContentValidate.notFound("habit", field: "quest.criteria.habit_id"))
                 }
-                if let goal = criteria.goal, try HabitsService.ownsGoal(goal, user: user, connection) == false {
+                if let goal = criteria.goal, try await HabitsService.ownsGoal(goal, user: user, connection) == false {
                     return .failure(ContentValidate.notFound("goal", field: "quest.criteria.goal_id"))
                 }
-                guard let id = try connection.query("""
+                guard let id = try await connection.query("""
                     INSERT INTO quests (user_id, title, description, quest_type, start_date, end_date, xp_reward, criteria, target, created_by)
                     VALUES (\(user), \(title), \(description), \(type), \(from), \(end), \(xpReward), \(criteria.json)::jsonb,
                             \(given.target), \(principal))
                     RETURNING id
                     """).first?.require("id", as: UUID.self)
                 else { return .failure(RPCError(code: .internal, message: "insert returned nothing")) }
-                try connection.insertAudit(origin.record(
+                try await connection.insertAudit(origin.record(
                     "quest.created", resourceType: "quest", resourceID: id.uuidString.lowercased(), details: ["quest_type": type]))
                 return .success(id)
             }
@@ -91,7 +91,7 @@ public struct QuestsService: Quests.ServiceProtocol {
         let after = try SortKeyToken.decode(request.pageToken)
         let key = "to_char(q.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
         let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT (\(unsafeSQL: Self.selectQuest))::text AS result, \(unsafeSQL: key) AS sort_key
                 FROM quests q, \(HabitsService.today(user, content.now()))
                 WHERE q.user_id = \(user)
@@ -134,12 +134,12 @@ public struct QuestsService: Quests.ServiceProtocol {
             let user = try context.actingUser()
             let id = try Validate.uuid(request.questID, field: "quest_id")
             let status = try await content.pool.transaction(deadline: context.deadline) { connection -> String? in
-                guard let status = try connection.query("SELECT status FROM quests WHERE id = \(id) AND user_id = \(user) FOR UPDATE")
+                guard let status = try await connection.query("SELECT status FROM quests WHERE id = \(id) AND user_id = \(user) FOR UPDATE")
                     .first?.require("status", as: String.self)
                 else { return nil }
                 if status == "active" {
-                    try connection.query("UPDATE quests SET status = 'abandoned', updated_at = now() WHERE id = \(id)")
-                    try connection.insertAudit(origin.record("quest.abandoned", resourceType: "quest", resourceID: id.uuidString.lowercased()))
+                    try await connection.query("UPDATE quests SET status = 'abandoned', updated_at = now() WHERE id = \(id)")
+                    try await connection.insertAudit(origin.record("quest.abandoned", resourceType: "quest", resourceID: id.uuidString.lowercased()))
                 }
                 return status
             }

@@ -28,7 +28,7 @@ public struct AchievementsService: Achievements.ServiceProtocol {
 
     public func catalog(request: CatalogRequest, context: ServerContext) async throws -> CatalogResponse {
         let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT \(unsafeSQL: Self.columns) FROM achievements
                 WHERE \(request.includeRetired) OR retired_at IS NULL
                 ORDER BY category, (unlock_condition ->> 'type'), (unlock_condition ->> 'value')::bigint, id
@@ -40,7 +40,7 @@ public struct AchievementsService: Achievements.ServiceProtocol {
     public func mine(request: MineRequest, context: ServerContext) async throws -> MineResponse {
         let userID = try context.actingUser()
         let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT a.id, a.slug, a.title, a.description, a.icon_url, a.category, a.rarity, a.xp_reward, a.coins_reward,
                        a.unlock_condition, a.retired_at, a.created_at, ua.unlocked_at,
                        coalesce((v.values ->> (a.unlock_condition ->> 'type'))::bigint, 0) AS current
@@ -76,14 +76,14 @@ public struct AchievementsService: Achievements.ServiceProtocol {
             let given = request.achievement
             try Self.validate(given, fields: Set(Self.fields))
             let row = try await pool.transaction(deadline: context.deadline) { connection -> Row? in
-                let row = try connection.query("""
+                let row = try await connection.query("""
                     INSERT INTO achievements (slug, title, description, icon_url, category, rarity, xp_reward, coins_reward, unlock_condition)
                     VALUES (\(given.slug), \(given.title), \(Self.optional(given.description_p)), \(Self.optional(given.iconURL)),
                             \(given.category), \(given.rarity), \(given.xpReward), \(given.coinsReward), \(Self.condition(given.condition))::jsonb)
                     RETURNING \(unsafeSQL: Self.columns)
                     """).first
                 if let row {
-                    try connection.insertAudit(origin.record(
+                    try await connection.insertAudit(origin.record(
                         "achievement.defined", resourceType: "achievement", resourceID: try row.require("id", as: UUID.self).uuidString.lowercased(),
                         details: ["slug": given.slug]))
                 }
@@ -102,7 +102,7 @@ public struct AchievementsService: Achievements.ServiceProtocol {
             let fields = try Validate.mask(request.updateMask, allowed: Self.fields)
             try Self.validate(given, fields: fields)
             let row = try await pool.transaction(deadline: context.deadline) { connection -> Row? in
-                let row = try connection.query("""
+                let row = try await connection.query("""
                     UPDATE achievements SET
                         slug = CASE WHEN \(fields.contains("slug")) THEN \(given.slug) ELSE slug END,
                         title = CASE WHEN \(fields.contains("title")) THEN \(given.title) ELSE title END,
@@ -118,7 +118,7 @@ public struct AchievementsService: Achievements.ServiceProtocol {
                     RETURNING \(unsafeSQL: Self.columns)
                     """).first
                 if row != nil {
-                    try connection.insertAudit(origin.record(
+                    try await connection.insertAudit(origin.record(
                         "achievement.updated", resourceType: "achievement", resourceID: id.uuidString.lowercased(),
                         details: ["fields": fields.sorted().joined(separator: ",")]))
                 }
@@ -133,14 +133,14 @@ public struct AchievementsService: Achievements.ServiceProtocol {
         let origin = AuditOrigin(context)
         let id = try Validate.uuid(request.achievementID, field: "achievement_id")
         let row = try await pool.transaction(deadline: context.deadline) { connection -> Row? in
-            let retired = try connection.query("""
+            let retired = try await connection.query("""
                 UPDATE achievements SET retired_at = now() WHERE id = \(id) AND retired_at IS NULL RETURNING \(unsafeSQL: Self.columns)
                 """).first
             if retired != nil {
-                try connection.insertAudit(origin.record("achievement.retired", resourceType: "achievement", resourceID: id.uuidString.lowercased()))
+                try await connection.insertAudit(origin.record("achievement.retired", resourceType: "achievement", resourceID: id.uuidString.lowercased()))
                 return retired
             }
-            return try connection.query("SELECT \(unsafeSQL: Self.columns) FROM achievements WHERE id = \(id)").first
+            return try await connection.query("SELECT \(unsafeSQL: Self.columns) FROM achievements WHERE id = \(id)").first
         }
         guard let row else { throw Self.notFound }
         return try Self.achievement(row)
@@ -150,7 +150,7 @@ public struct AchievementsService: Achievements.ServiceProtocol {
         let origin = AuditOrigin(context)
         let user = try Validate.uuid(request.userID, field: "user_id")
         let text = try await pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT passion_evaluate(\(user), \(origin.principal.description), \(origin.ipAddress.map { InetAddress($0) })::inet,
                                         \(origin.userAgent))::text AS result
                 """).first?.require("result", as: String.self)

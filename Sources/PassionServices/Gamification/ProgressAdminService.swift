@@ -14,8 +14,8 @@ public struct ProgressAdminService: ProgressAdmin.ServiceProtocol {
 
     public func reconcile(request: ReconcileRequest, context: ServerContext) async throws -> ReconcileResponse {
         let (differences, users) = try await pool.withConnection(deadline: context.deadline) { connection in
-            (try connection.query("SELECT * FROM passion_reconcile() ORDER BY user_id, check_name"),
-             try connection.query("SELECT count(*) AS n FROM user_progress").first?.require("n", as: Int64.self) ?? 0)
+            (try await connection.query("SELECT * FROM passion_reconcile() ORDER BY user_id, check_name"),
+             try await connection.query("SELECT count(*) AS n FROM user_progress").first?.require("n", as: Int64.self) ?? 0)
         }
         return try ReconcileResponse.with { response in
             response.usersChecked = users
@@ -32,11 +32,11 @@ public struct ProgressAdminService: ProgressAdmin.ServiceProtocol {
 
     public func stats(request: StatsRequest, context: ServerContext) async throws -> StatsResponse {
         let (levels, common) = try await pool.withConnection(deadline: context.deadline) { connection in
-            (try connection.query("""
+            (try await connection.query("""
                 SELECT current_level, count(*) AS users, round(avg(total_xp))::bigint AS average_xp
                 FROM user_progress GROUP BY current_level ORDER BY current_level
                 """),
-             try connection.query("""
+             try await connection.query("""
                 SELECT a.id, a.slug, a.title, count(ua.id) AS unlocked
                 FROM achievements a LEFT JOIN user_achievements ua ON ua.achievement_id = a.id
                 GROUP BY a.id ORDER BY unlocked DESC, a.id LIMIT 10

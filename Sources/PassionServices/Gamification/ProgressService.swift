@@ -31,7 +31,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     public func getProgress(request: GetProgressRequest, context: ServerContext) async throws -> ProgressSummary {
         let userID = try context.actingUser()
         let row = try await pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT passion_progress_json(u.id)::text AS progress,
                        (SELECT count(*) FROM habits h WHERE h.user_id = u.id AND h.is_active AND NOT h.archived
                                                         AND h.streak_days > 0) AS active_streaks,
@@ -52,7 +52,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         let size = try Validate.pageSize(request.pageSize, default: 50, maximum: 500)
         let before = try Self.cursor(request.pageToken)
         let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT id, points, reason, resource_type, resource_id, idempotency_key, created_at FROM points_ledger
                 WHERE user_id = \(userID) AND (\(before)::bigint IS NULL OR id < \(before)::bigint)
                 ORDER BY id DESC LIMIT \(size + 1)
@@ -79,7 +79,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         let size = try Validate.pageSize(request.pageSize, default: 50, maximum: 500)
         let before = try Self.cursor(request.pageToken)
         let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT id, coins, transaction_type, reason, resource_id, idempotency_key, refund_of, created_at FROM coins_ledger
                 WHERE user_id = \(userID) AND (\(before)::bigint IS NULL OR id < \(before)::bigint)
                 ORDER BY id DESC LIMIT \(size + 1)
@@ -176,7 +176,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
 
     private func checkResumable(after id: Int64, deadline: ContinuousClock.Instant?) async throws {
         let kept = try await pool.withConnection(deadline: deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT EXISTS (SELECT 1 FROM progress_events WHERE id = \(id) AND created_at > now() - interval '\(unsafeSQL: Self.resumeWindow)')
                     OR \(id) >= (SELECT coalesce(max(id), 0) FROM progress_events) AS kept
                 """).first?.require("kept", as: Bool.self)
@@ -197,7 +197,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
             let from = last
             let user = target.flatMap { UUID(uuidString: $0) }
             let rows = try await pool.withConnection { connection in
-                try connection.query("""
+                try await connection.query("""
                     SELECT jsonb_build_object('id', id, 'user_id', user_id, 'type', type, 'payload', payload,
                                               'created_at', created_at)::text AS event
                     FROM progress_events
@@ -330,7 +330,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
             let json = Self.batchJSON(items)
             // A transaction, so that the rare deadlock with a call racing on the same key is retried.
             let text = try await pool.transaction(deadline: context.deadline) { connection in
-                try connection.query("""
+                try await connection.query("""
                     SELECT passion_reward_batch(\(JSONB(json: json))::jsonb, \(origin.principal.description),
                                                 \(origin.ipAddress.map { InetAddress($0) })::inet, \(origin.userAgent))::text AS results
                     """).first?.require("results", as: String.self)
@@ -405,7 +405,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         let neighbours = request.neighbours == 0 ? 2 : Int(request.neighbours)
         let weekly = request.period == .week
         let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 WITH scores AS (
                     SELECT p.user_id, p.total_xp AS xp FROM user_progress p
                     WHERE NOT \(weekly) AND p.total_xp > 0
@@ -457,7 +457,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     /// One round trip: passion_reward does the rest in the database.
     func apply(_ reward: Reward, origin: AuditOrigin, deadline: ContinuousClock.Instant?) async throws -> RewardResult {
         let text = try await pool.withConnection(deadline: deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT passion_reward(\(reward.user), \(reward.kind), \(reward.amount), \(reward.reason), \(reward.resourceType),
                                       \(reward.resourceID), \(reward.key), \(reward.refundOf), \(origin.principal.description),
                                       \(origin.ipAddress.map { InetAddress($0) })::inet, \(origin.userAgent))::text AS result

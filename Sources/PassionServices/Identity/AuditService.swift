@@ -18,7 +18,7 @@ public struct AuditService: Audit.ServiceProtocol {
         guard (0...90).contains(request.days) else { throw Validate.invalid("days", "must be 0–90") }
         let days = request.days == 0 ? 7 : Int(request.days)
         let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT action, resource_type, count(*) AS count, max(created_at) AS last_at
                 FROM audit_logs
                 WHERE user_id = \(userID) AND created_at > now() - \(days) * interval '1 day'
@@ -50,7 +50,7 @@ public struct AuditService: Audit.ServiceProtocol {
             return id
         }
         let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT id, user_id, action, resource_type, resource_id, status, principal, host(ip_address) AS ip, user_agent,
                        details, created_at
                 FROM audit_logs

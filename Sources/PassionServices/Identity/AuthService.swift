@@ -81,14 +81,14 @@ public struct AuthService: Auth.ServiceProtocol {
             attempt += 1
             do {
                 return try await pool.transaction(deadline: deadline) { connection in
-                    let (user, created) = try Self.upsertUser(identity, connection: connection)
+                    let (user, created) = try await Self.upsertUser(identity, connection: connection)
                     let userID = try Validate.uuid(user.id, field: "user")
-                    let session = try connection.query("""
+                    let session = try await connection.query("""
                         INSERT INTO sessions (id, user_id, expires_at)
                         VALUES (\(Bytes(hash)), \(userID), now() + \(lifetimeSeconds) * interval '1 second')
                         RETURNING expires_at
                         """)
-                    try connection.insertAudit(origin.record(
+                    try await connection.insertAudit(origin.record(
                         "user.signin", resourceType: "user", resourceID: user.id, userID: userID,
                         details: ["provider": identity.provider, "created": created ? "true" : "false"]))
                     var response = SignInResponse()
@@ -108,8 +108,8 @@ public struct AuthService: Auth.ServiceProtocol {
 
     /// Finds the user by provider identity, then by email (linking the identity to an account
     /// that has none), else creates one; updates profile fields the identity carries.
-    static func upsertUser(_ identity: Identity, connection: PostgresConnection) throws -> (User, Bool) {
-        if let row = try connection.query("""
+    static func upsertUser(_ identity: Identity, connection: PostgresConnection) async throws -> (User, Bool) {
+        if let row = try await connection.query("""
             UPDATE users SET email = \(identity.email), display_name = COALESCE(\(identity.displayName), display_name),
                    profile_picture_url = COALESCE(\(identity.pictureURL), profile_picture_url),
                    timezone = COALESCE(\(identity.timeZone), timezone), updated_at = now()
@@ -118,7 +118,7 @@ public struct AuthService: Auth.ServiceProtocol {
             """).first {
             return (try UserRows.user(row), false)
         }
-        if let row = try connection.query("""
+        if let row = try await connection.query("""
             SELECT oauth_provider FROM users WHERE email = \(identity.email) AND deleted_at IS NULL FOR UPDATE
             """).first {
             if let linked = try row.decode("oauth_provider", as: String.self) {
@@ -127,7 +127,7 @@ public struct AuthService: Auth.ServiceProtocol {
                     message: "this email belongs to an account that signs in with \(linked); sign in with that provider",
                     details: ErrorDetails(reason: "EMAIL_LINKED_TO_OTHER_IDENTITY", fields: ["provider": linked]))
             }
-            let linkedRow = try connection.query("""
+            let linkedRow = try await connection.query("""
                 UPDATE users SET oauth_provider = \(identity.provider), oauth_id = \(identity.subject),
                        display_name = COALESCE(\(identity.displayName), display_name),
                        profile_picture_url = COALESCE(\(identity.pictureURL), profile_picture_url),
@@ -138,7 +138,7 @@ public struct AuthService: Auth.ServiceProtocol {
             guard let linkedRow else { throw StoreError(sqlState: "40001", serverMessage: "user vanished while linking") }
             return (try UserRows.user(linkedRow), false)
         }
-        let inserted = try connection.query("""
+        let inserted = try await connection.query("""
             INSERT INTO users (email, display_name, oauth_provider, oauth_id, profile_picture_url, timezone)
             VALUES (\(identity.email), \(identity.displayName), \(identity.provider), \(identity.subject),
                     \(identity.pictureURL), \(identity.timeZone))
@@ -157,10 +157,10 @@ public struct AuthService: Auth.ServiceProtocol {
         let origin = AuditOrigin(context)
         let userID = try context.actingUser()
         try await pool.transaction(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 UPDATE sessions SET revoked_at = now() WHERE id = \(Bytes(hash)) AND user_id = \(userID) AND revoked_at IS NULL
                 """)
-            try connection.insertAudit(origin.record("user.signout", resourceType: "session", resourceID: SessionToken.displayID(hash: hash)))
+            try await connection.insertAudit(origin.record("user.signout", resourceType: "session", resourceID: SessionToken.displayID(hash: hash)))
         }
         authenticator.forget(sessionHash: hash)
         return SignOutResponse()
@@ -170,10 +170,10 @@ public struct AuthService: Auth.ServiceProtocol {
         let origin = AuditOrigin(context)
         let userID = try context.actingUser()
         let revoked = try await pool.transaction(deadline: context.deadline) { connection in
-            let rows = try connection.query("""
+            let rows = try await connection.query("""
                 UPDATE sessions SET revoked_at = now() WHERE user_id = \(userID) AND revoked_at IS NULL AND expires_at > now()
                 """)
-            try connection.insertAudit(origin.record(
+            try await connection.insertAudit(origin.record(
                 "user.signout_everywhere", resourceType: "user", resourceID: userID.uuidString.lowercased(),
                 details: ["sessions_revoked": "\(rows.affected)"]))
             return rows.affected
@@ -186,7 +186,7 @@ public struct AuthService: Auth.ServiceProtocol {
         let userID = try context.actingUser()
         let current = context.sessionHash
         let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT id, created_at, expires_at, last_activity FROM sessions
                 WHERE user_id = \(userID) AND revoked_at IS NULL AND expires_at > now()
                 ORDER BY created_at DESC LIMIT 1000

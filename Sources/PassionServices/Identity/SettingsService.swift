@@ -26,8 +26,8 @@ public struct SettingsService: Settings.ServiceProtocol {
         let origin = AuditOrigin(context)
         let userID = try context.actingUser()
         let row = try await pool.transaction(deadline: context.deadline) { connection in
-            try Self.ensureDefaults(userID, origin: origin, connection: connection)
-            return try connection.query("SELECT * FROM user_settings WHERE user_id = \(userID)").first
+            try await Self.ensureDefaults(userID, origin: origin, connection: connection)
+            return try await connection.query("SELECT * FROM user_settings WHERE user_id = \(userID)").first
         }
         guard let row else { throw UsersService.notFound }
         return try Self.settings(row)
@@ -57,8 +57,8 @@ public struct SettingsService: Settings.ServiceProtocol {
             }
             let metadata = try fields.contains("metadata") ? Self.metadataJSON(given.metadata) : nil
             let row = try await pool.transaction(deadline: context.deadline) { connection -> Row? in
-                try Self.ensureDefaults(userID, origin: origin, connection: connection)
-                let row = try connection.query("""
+                try await Self.ensureDefaults(userID, origin: origin, connection: connection)
+                let row = try await connection.query("""
                     UPDATE user_settings SET
                         theme = CASE WHEN \(fields.contains("theme")) THEN \(given.theme) ELSE theme END,
                         notifications_enabled = CASE WHEN \(fields.contains("notifications_enabled"))
@@ -77,7 +77,7 @@ public struct SettingsService: Settings.ServiceProtocol {
                     WHERE user_id = \(userID)
                     RETURNING *
                     """).first
-                try connection.insertAudit(origin.record(
+                try await connection.insertAudit(origin.record(
                     "settings.updated", resourceType: "user_settings", resourceID: userID.uuidString.lowercased(),
                     details: ["fields": fields.sorted().joined(separator: ",")]))
                 return row
@@ -96,19 +96,19 @@ public struct SettingsService: Settings.ServiceProtocol {
     }
 
     /// Stores the defaults for an active user that has no settings yet (audited as created).
-    static func ensureDefaults(_ userID: UUID, origin: AuditOrigin, connection: PostgresConnection) throws {
-        let created = try connection.query("""
+    static func ensureDefaults(_ userID: UUID, origin: AuditOrigin, connection: PostgresConnection) async throws {
+        let created = try await connection.query("""
             INSERT INTO user_settings (user_id)
             SELECT id FROM users WHERE id = \(userID) AND deleted_at IS NULL
             ON CONFLICT (user_id) DO NOTHING
             RETURNING id
             """)
         if created.count == 1 {
-            try connection.insertAudit(origin.record(
+            try await connection.insertAudit(origin.record(
                 "settings.created", resourceType: "user_settings", resourceID: userID.uuidString.lowercased()))
             return
         }
-        let active = try connection.query("SELECT 1 FROM users WHERE id = \(userID) AND deleted_at IS NULL")
+        let active = try await connection.query("SELECT 1 FROM users WHERE id = \(userID) AND deleted_at IS NULL")
         if active.isEmpty { throw UsersService.notFound }
     }
 

@@ -22,7 +22,7 @@ public struct UsersService: Users.ServiceProtocol {
     public func me(request: MeRequest, context: ServerContext) async throws -> User {
         let userID = try context.actingUser()
         let row = try await pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("SELECT \(unsafeSQL: UserRows.columns) FROM users WHERE id = \(userID) AND deleted_at IS NULL").first
+            try await connection.query("SELECT \(unsafeSQL: UserRows.columns) FROM users WHERE id = \(userID) AND deleted_at IS NULL").first
         }
         guard let row else { throw Self.notFound }
         return try UserRows.user(row)
@@ -36,7 +36,7 @@ public struct UsersService: Users.ServiceProtocol {
             let displayName = try Validate.optionalText(request.displayName, field: "display_name")
             let timeZone = try Validate.timeZone(request.timeZone, field: "time_zone")
             let row = try await pool.transaction(deadline: context.deadline) { connection -> Row? in
-                let row = try connection.query("""
+                let row = try await connection.query("""
                     UPDATE users SET
                         display_name = CASE WHEN \(fields.contains("display_name")) THEN \(displayName) ELSE display_name END,
                         timezone = CASE WHEN \(fields.contains("time_zone")) THEN \(timeZone) ELSE timezone END,
@@ -45,7 +45,7 @@ public struct UsersService: Users.ServiceProtocol {
                     RETURNING \(unsafeSQL: UserRows.columns)
                     """).first
                 if row != nil {
-                    try connection.insertAudit(origin.record(
+                    try await connection.insertAudit(origin.record(
                         "user.updated", resourceType: "user", resourceID: userID.uuidString.lowercased(),
                         details: ["fields": fields.sorted().joined(separator: ",")]))
                 }
@@ -60,16 +60,16 @@ public struct UsersService: Users.ServiceProtocol {
         let origin = AuditOrigin(context)
         let userID = try context.actingUser()
         let revoked = try await pool.transaction(deadline: context.deadline) { connection -> Int? in
-            let sessions = try connection.query("""
+            let sessions = try await connection.query("""
                 SELECT count(*) AS n FROM sessions WHERE user_id = \(userID) AND revoked_at IS NULL AND expires_at > now()
                 """).first?.require("n", as: Int.self) ?? 0
             // The users_soft_delete_sessions trigger deletes the sessions in this transaction.
-            let updated = try connection.query("""
+            let updated = try await connection.query("""
                 UPDATE users SET is_active = false, deleted_at = now(), updated_at = now()
                 WHERE id = \(userID) AND deleted_at IS NULL
                 """).affected
             guard updated == 1 else { return nil }
-            try connection.insertAudit(origin.record(
+            try await connection.insertAudit(origin.record(
                 "user.deleted", resourceType: "user", resourceID: userID.uuidString.lowercased(),
                 details: ["sessions_revoked": "\(sessions)"]))
             return sessions
@@ -82,7 +82,7 @@ public struct UsersService: Users.ServiceProtocol {
     public func getUser(request: GetUserRequest, context: ServerContext) async throws -> User {
         let userID = try Validate.uuid(request.userID, field: "user_id")
         let row = try await pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("SELECT \(unsafeSQL: UserRows.columns) FROM users WHERE id = \(userID)").first
+            try await connection.query("SELECT \(unsafeSQL: UserRows.columns) FROM users WHERE id = \(userID)").first
         }
         guard let row else { throw Self.notFound }
         return try UserRows.user(row)
@@ -100,7 +100,7 @@ public struct UsersService: Users.ServiceProtocol {
         let pattern = prefix.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
             .replacingOccurrences(of: "_", with: "\\_") + "%"
         let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try connection.query("""
+            try await connection.query("""
                 SELECT \(unsafeSQL: UserRows.columns), (extract(epoch FROM created_at) * 1000000)::bigint AS cursor_us
                 FROM users
                 WHERE (\(request.includeDeleted) OR deleted_at IS NULL) AND email LIKE \(pattern)
@@ -127,13 +127,13 @@ public struct UsersService: Users.ServiceProtocol {
         return try await trail.failures(origin, action: "user.restored", resourceType: "user", resourceID: userID.uuidString.lowercased()) {
             let row = try await pool.transaction(deadline: context.deadline) { connection -> Row? in
                 do {
-                    let restored = try connection.query("""
+                    let restored = try await connection.query("""
                         UPDATE users SET is_active = true, deleted_at = NULL, updated_at = now()
                         WHERE id = \(userID) AND deleted_at IS NOT NULL
                         RETURNING \(unsafeSQL: UserRows.columns)
                         """).first
                     if restored != nil {
-                        try connection.insertAudit(origin.record(
+                        try await connection.insertAudit(origin.record(
                             "user.restored", resourceType: "user", resourceID: userID.uuidString.lowercased(), userID: userID))
                         return restored
                     }
@@ -143,7 +143,7 @@ public struct UsersService: Users.ServiceProtocol {
                         details: ErrorDetails(reason: "EMAIL_IN_USE", fields: ["field": "user_id"]))
                 }
                 // Not deleted (restoring twice is a no-op) or no such user.
-                return try connection.query("SELECT \(unsafeSQL: UserRows.columns) FROM users WHERE id = \(userID)").first
+                return try await connection.query("SELECT \(unsafeSQL: UserRows.columns) FROM users WHERE id = \(userID)").first
             }
             guard let row else { throw Self.notFound }
             return try UserRows.user(row)
