@@ -11,7 +11,8 @@ public final class PostgresConnection: @unchecked Sendable {
     private let connection: OpaquePointer
     private let canceller: OpaquePointer?
     private let descriptor: Int32
-    private let poller = PostgresPoller.shared
+    /// The loop that waits for this connection's socket, and runs its transactions.
+    let poller = PostgresPoller.next()
     private var prepared: [String: String] = [:]
     private var preparedOrder: [String] = []
     private let statementCacheSize: Int

@@ -9,8 +9,14 @@ import Synchronization
 /// of many transactions interleave on one thread that wakes once per round of answers,
 /// pgbench's shape; a thread per connection spent most of its time in the scheduler.
 final class PostgresPoller: TaskExecutor, @unchecked Sendable {
-    /// The process's loop, started on first use.
-    static let shared = PostgresPoller()
+    /// The process's loops, started on first use: two, like pgbench's threads on two cores.
+    static let loops = [PostgresPoller(), PostgresPoller()]
+    private static let nextLoop = Atomic<Int>(0)
+
+    /// A loop for a new connection, in turn.
+    static func next() -> PostgresPoller {
+        loops[nextLoop.wrappingAdd(1, ordering: .relaxed).oldValue % loops.count]
+    }
 
     static let readable = passion_epoll_readable
     static let writable = passion_epoll_writable

@@ -83,7 +83,11 @@ public final class PostgresPool: Sendable {
             return try await withTaskCancellationHandler {
                 try await body(connection)
             } onCancel: {
-                connection.cancel()
+                // PQcancel connects to the server: not on the thread that cancelled (an event
+                // loop, when a client cancels its call).
+                connectors.submit { state in
+                    if state == .active { connection.cancel() }
+                }
             }
         } catch let error as StoreError {
             healthy = connection.isHealthy
@@ -103,43 +107,45 @@ public final class PostgresPool: Sendable {
         _ body: @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
         precondition(["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"].contains(isolation))
-        // The body runs on the connections' loop: each answer resumes it on the thread that
-        // saw it arrive, instead of waking another.
-        return try await withTaskExecutorPreference(PostgresPoller.shared) {
-            try await transactionAttempts(deadline: deadline, isolation: isolation, body)
-        }
-    }
-
-    private func transactionAttempts<T: Sendable>(
-        deadline: ContinuousClock.Instant?, isolation: String, _ body: @Sendable (PostgresConnection) async throws -> T
-    ) async throws -> T {
         var attempt = 0
         while true {
             attempt += 1
             do {
                 return try await withConnection(deadline: deadline) { connection in
-                    var start = ["BEGIN ISOLATION LEVEL \(isolation)"]
-                    if let deadline {
-                        let remaining = deadline - .now
-                        guard remaining > .zero else {
-                            throw StoreError(sqlState: "57014", serverMessage: "deadline passed before the statement")
-                        }
-                        let milliseconds = max(1, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)
-                        start.append("SET LOCAL statement_timeout = \(milliseconds)")
-                    }
-                    connection.beginTransaction(start)
-                    do {
-                        let result = try await body(connection)
-                        try await connection.commitTransaction()
-                        return result
-                    } catch {
-                        await connection.rollbackTransaction()
-                        throw error
+                    // The body runs on its connection's loop: each answer resumes it on the
+                    // thread that saw it arrive, instead of waking another.
+                    try await withTaskExecutorPreference(connection.poller) {
+                        try await Self.run(body, in: connection, isolation: isolation, deadline: deadline)
                     }
                 }
             } catch let error as StoreError where error.isRetryableTransactionFailure && attempt < configuration.transactionAttempts {
                 try await Task.sleep(for: .milliseconds(Int.random(in: 1...(5 << min(attempt, 5)))))
             }
+        }
+    }
+
+    /// One attempt of a transaction on `connection`.
+    private static func run<T: Sendable>(
+        _ body: @Sendable (PostgresConnection) async throws -> T, in connection: PostgresConnection, isolation: String,
+        deadline: ContinuousClock.Instant?
+    ) async throws -> T {
+        var start = ["BEGIN ISOLATION LEVEL \(isolation)"]
+        if let deadline {
+            let remaining = deadline - .now
+            guard remaining > .zero else {
+                throw StoreError(sqlState: "57014", serverMessage: "deadline passed before the statement")
+            }
+            let milliseconds = max(1, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)
+            start.append("SET LOCAL statement_timeout = \(milliseconds)")
+        }
+        connection.beginTransaction(start)
+        do {
+            let result = try await body(connection)
+            try await connection.commitTransaction()
+            return result
+        } catch {
+            await connection.rollbackTransaction()
+            throw error
         }
     }
 

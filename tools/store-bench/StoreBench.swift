@@ -6,10 +6,12 @@ import Synchronization
 
 /// Benchmarks the pool against pgbench in the same run: a primary-key read and a three-statement
 /// write transaction at 1, 8 and 32 concurrent callers, pgbench using as many connections with
-/// `-M prepared` and the same SQL, on a private cluster that both share.
+/// `-M prepared` and the same SQL, on a private cluster that both share. Pool and pgbench take
+/// turns for several rounds and the medians are compared: this machine's neighbours move both
+/// by ±20% from minute to minute, which one long run each would read as a difference.
 ///
-/// Usage: passion-store-bench [SECONDS] [CLIENTS,...] [read|write]   (default 10 per measurement,
-/// 1,8,32 clients, both workloads)
+/// Usage: passion-store-bench [SECONDS] [CLIENTS,...] [read|write] [ROUNDS]   (default 10 s per
+/// measurement, 1,8,32 clients, both workloads, 3 rounds)
 @main
 struct StoreBench {
     static let accounts = 100_000
@@ -18,7 +20,8 @@ struct StoreBench {
         let arguments = Array(CommandLine.arguments.dropFirst())
         let seconds = arguments.first.flatMap { Int($0) } ?? 10
         let clientCounts = arguments.dropFirst().first.map { $0.split(separator: ",").compactMap { Int($0) } } ?? [1, 8, 32]
-        let workloads = arguments.dropFirst(2).first.map { [$0] } ?? ["read", "write"]
+        let workloads = arguments.dropFirst(2).first.map { $0 == "both" ? ["read", "write"] : [$0] } ?? ["read", "write"]
+        let rounds = arguments.dropFirst(3).first.flatMap { Int($0) } ?? 3
         let directory = "/tmp/passion-store-bench-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let cluster = try EmbeddedPostgres(dataDirectory: directory, databaseName: "bench")
@@ -38,11 +41,17 @@ struct StoreBench {
         await setup.shutdown()
         let scripts = try writeScripts(directory: directory)
 
-        print("workload      clients  pool ops/s   p50 µs   p99 µs   pgbench tps   pool/pgbench")
+        print("workload      clients  pool ops/s   p50 µs   p99 µs   pgbench tps   pool/pgbench   (medians of \(rounds) rounds)")
         for clients in clientCounts {
             for workload in workloads {
-                let pool = try await measurePool(cluster: cluster, clients: clients, workload: workload, seconds: seconds)
-                let pgbench = try runPgbench(cluster: cluster, script: scripts[workload] ?? "", clients: clients, seconds: seconds)
+                var pools: [Result] = []
+                var pgbenches: [Double] = []
+                for _ in 0..<rounds {
+                    pools.append(try await measurePool(cluster: cluster, clients: clients, workload: workload, seconds: seconds))
+                    pgbenches.append(try runPgbench(cluster: cluster, script: scripts[workload] ?? "", clients: clients, seconds: seconds))
+                }
+                let pool = pools.sorted { $0.rate < $1.rate }[rounds / 2]
+                let pgbench = pgbenches.sorted()[rounds / 2]
                 print(String(
                     format: "%-13@ %7d %12.0f %8d %8d %13.0f %13.0f%%", workload as NSString, clients, pool.rate,
                     pool.p50, pool.p99, pgbench, pool.rate / pgbench * 100))
