@@ -7,7 +7,7 @@ import Synchronization
 public struct PoolConfiguration: Sendable {
     /// libpq conninfo or URI, for example `postgresql://user@host/db` or `host=/tmp dbname=passion`.
     public var conninfo: String
-    /// Connections (and threads running queries) at most. Default 10.
+    /// Connections at most. Default 10.
     public var size: Int = 10
     /// How long a call waits for a free connection before RESOURCE_EXHAUSTED. Default 2 s.
     public var acquireTimeout: Duration = .seconds(2)
