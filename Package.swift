@@ -64,6 +64,7 @@ let package = Package(
             name: "PassionStore",
             dependencies: [
                 "CLibPQ",
+                "COpenSSL",
                 "PassionRPC",
                 "PassionTLS",
                 .product(name: "NIOCore", package: "swift-nio"),

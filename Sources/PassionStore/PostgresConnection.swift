@@ -1,5 +1,7 @@
 import CLibPQ
+import COpenSSL
 import Foundation
+import Synchronization
 
 /// One libpq connection in non-blocking mode: statements are sent from the calling task, which
 /// suspends while `PostgresPoller` waits for the answer. One caller at a time.
@@ -22,6 +24,12 @@ public final class PostgresConnection: @unchecked Sendable {
     private var pendingTransactionStart: [String] = []
     /// When the pool last put the connection back (written and read under the pool's lock).
     var idleSince = ContinuousClock.now
+    /// Set when a failure may have left libpq mid-protocol (a pipeline it could not leave): the
+    /// pool then closes the connection instead of handing it on.
+    private var poisoned = false
+    /// Which use of the connection a cancel is for: the pool starts a new lease per call, and a
+    /// cancel that arrives after its call ended must not reach the next one.
+    private let lease = Mutex<Int>(0)
 
     /// Connects with a libpq conninfo string or URI; throws UNAVAILABLE-class errors. Blocks
     /// while connecting (DNS, TLS, authentication): call it off the event loops.
@@ -48,7 +56,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Whether the connection is still usable.
-    public var isHealthy: Bool { PQstatus(connection) == CONNECTION_OK }
+    public var isHealthy: Bool { !poisoned && PQstatus(connection) == CONNECTION_OK }
 
     /// For an idle pooled connection: whether the server has closed it meanwhile (restart,
     /// admin termination). A pooled connection never LISTENs, so its idle socket has nothing to
@@ -65,6 +73,27 @@ public final class PostgresConnection: @unchecked Sendable {
         guard let canceller else { return }
         var buffer = [CChar](repeating: 0, count: 256)
         _ = PQcancel(canceller, &buffer, Int32(buffer.count))
+    }
+
+    /// Starts a new use of the connection; returns its number for `cancel(lease:)`.
+    func beginLease() -> Int {
+        lease.withLock { lease in
+            lease += 1
+            return lease
+        }
+    }
+
+    /// Ends the current use: a cancel for it that has not started yet will do nothing.
+    func endLease() {
+        lease.withLock { $0 += 1 }
+    }
+
+    /// Cancels the statement running now if the connection is still in use `lease` (blocks
+    /// `endLease` meanwhile, so the cancel cannot land in the next use).
+    func cancel(lease expected: Int) {
+        lease.withLock { current in
+            if current == expected { cancel() }
+        }
     }
 
     /// Waits up to `timeoutMilliseconds` for NOTIFY messages on channels this connection LISTENs
@@ -116,14 +145,21 @@ public final class PostgresConnection: @unchecked Sendable {
             return sent && PQpipelineSync(connection) == 1
         }
         guard sent else {
-            if !prologue.isEmpty { PQexitPipelineMode(connection) }
+            // Part of a pipeline may be queued without its sync: nothing can follow it.
+            if !prologue.isEmpty { poisoned = true }
             throw StoreError.connection(Self.message(connection))
         }
         if prologue.isEmpty {
             return try await collect(sql: sql.text)
         }
-        defer { PQexitPipelineMode(connection) }
-        return try await collectPipeline(statements: prologue.count + 1, sql: sql.text)
+        do {
+            let rows = try await collectPipeline(statements: prologue.count + 1, sql: sql.text)
+            if PQexitPipelineMode(connection) != 1 { poisoned = true }
+            return rows
+        } catch {
+            if PQexitPipelineMode(connection) != 1 { poisoned = true }
+            throw error
+        }
     }
 
     /// Runs SQL without parameters and without preparing it (migrations, SET, BEGIN). Several
@@ -134,8 +170,12 @@ public final class PostgresConnection: @unchecked Sendable {
         pendingTransactionStart = []
         // The simple protocol takes several statements in one message; an explicit BEGIN among
         // them keeps the transaction open after the message.
-        let message = prologue.isEmpty ? text : (prologue + [text]).joined(separator: "; ")
-        guard PQsendQuery(connection, message) == 1 else { throw StoreError.connection(Self.message(connection)) }
+        return try await simple(prologue.isEmpty ? text : (prologue + [text]).joined(separator: "; "))
+    }
+
+    /// One simple-protocol message, outside any pending transaction start.
+    private func simple(_ text: String) async throws -> Rows {
+        guard PQsendQuery(connection, text) == 1 else { throw StoreError.connection(Self.message(connection)) }
         return try await collect(sql: nil)
     }
 
@@ -190,10 +230,19 @@ public final class PostgresConnection: @unchecked Sendable {
     /// The next result once libpq has it whole; nil ends one statement's results.
     private func nextResult() async throws -> OpaquePointer? {
         while PQisBusy(connection) == 1 {
-            _ = await poller.wait(descriptor, for: PostgresPoller.readable)
+            // Over TLS, OpenSSL may hold decrypted bytes the socket no longer signals.
+            if !tlsHasPendingBytes {
+                let ready = await poller.wait(descriptor, for: PostgresPoller.readable)
+                if ready == PostgresPoller.unwatchable { throw StoreError.connection("the connection's socket cannot be watched") }
+            }
             guard PQconsumeInput(connection) == 1 else { throw StoreError.connection(Self.message(connection)) }
         }
         return PQgetResult(connection)
+    }
+
+    private var tlsHasPendingBytes: Bool {
+        guard PQsslInUse(connection) == 1, let ssl = PQsslStruct(connection, "OpenSSL") else { return false }
+        return SSL_pending(OpaquePointer(ssl)) > 0
     }
 
     /// Every result of the statement just sent: the last one's rows, or the first failure.
@@ -251,7 +300,8 @@ public final class PostgresConnection: @unchecked Sendable {
         if prepared.count >= statementCacheSize, let oldest = preparedOrder.first {
             preparedOrder.removeFirst()
             if let name = prepared.removeValue(forKey: oldest) {
-                _ = try? await execute("DEALLOCATE \(name)")
+                // Not through execute: a pending BEGIN must travel with the statement it opens.
+                _ = try? await simple("DEALLOCATE \(name)")
             }
         }
         let name = "passion_\(nextStatement)"

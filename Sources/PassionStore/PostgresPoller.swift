@@ -20,6 +20,8 @@ final class PostgresPoller: TaskExecutor, @unchecked Sendable {
 
     static let readable = passion_epoll_readable
     static let writable = passion_epoll_writable
+    /// What `wait` returns when the descriptor could not be watched at all.
+    static let unwatchable: UInt32 = 0
 
     private let epoll: Int32
     private let waker: Int32
@@ -52,9 +54,9 @@ final class PostgresPoller: TaskExecutor, @unchecked Sendable {
             waiters.withLock { $0[descriptor] = continuation }
             // One-shot: armed for every wait, so a wake-up is never left over for the next one.
             if passion_epoll_arm(epoll, descriptor, events) != 0 {
-                // Not a socket we can watch (closed under us): let the caller find out from libpq.
+                // Not a socket we can watch (closed under us).
                 if let waiting = waiters.withLock({ $0.removeValue(forKey: descriptor) }) {
-                    waiting.resume(returning: passion_epoll_error)
+                    waiting.resume(returning: Self.unwatchable)
                 }
             }
         }

@@ -39,6 +39,9 @@ public final class PostgresPool: Sendable {
     public let configuration: PoolConfiguration
     /// Threads that open connections (DNS, TLS and authentication block in libpq).
     private let connectors: NIOThreadPool
+    /// The thread that sends cancel requests (PQcancel connects to the server), apart from the
+    /// connectors so that a cancel never waits behind a slow connect.
+    private let cancellers: NIOThreadPool
     private let state = Mutex(State())
 
     private struct State {
@@ -52,7 +55,9 @@ public final class PostgresPool: Sendable {
     public init(configuration: PoolConfiguration) {
         self.configuration = configuration
         self.connectors = NIOThreadPool(numberOfThreads: 2)
+        self.cancellers = NIOThreadPool(numberOfThreads: 1)
         connectors.start()
+        cancellers.start()
     }
 
     /// Closes every idle connection and stops the threads; calls in flight finish first.
@@ -68,6 +73,7 @@ public final class PostgresPool: Sendable {
         for waiter in waiters { waiter.continuation.resume(throwing: RPCError(code: .unavailable, message: "database pool closed")) }
         _ = idle
         try? await connectors.shutdownGracefully()
+        try? await cancellers.shutdownGracefully()
     }
 
     /// Runs `body` with a connection of its own. `deadline`, when given, limits each statement
@@ -77,16 +83,20 @@ public final class PostgresPool: Sendable {
         deadline: ContinuousClock.Instant? = nil, _ body: @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
         let connection = try await acquire(deadline: deadline)
+        let lease = connection.beginLease()
         var healthy = true
-        defer { release(connection, healthy: healthy) }
+        defer {
+            connection.endLease()
+            release(connection, healthy: healthy)
+        }
         do {
             return try await withTaskCancellationHandler {
                 try await body(connection)
             } onCancel: {
                 // PQcancel connects to the server: not on the thread that cancelled (an event
-                // loop, when a client cancels its call).
-                connectors.submit { state in
-                    if state == .active { connection.cancel() }
+                // loop, when a client cancels its call), and only while this call still has it.
+                cancellers.submit { state in
+                    if state == .active { connection.cancel(lease: lease) }
                 }
             }
         } catch let error as StoreError {
@@ -95,6 +105,23 @@ public final class PostgresPool: Sendable {
                 throw RPCError(code: .cancelled, message: "call cancelled")
             }
             throw error
+        }
+    }
+
+    /// `withConnection` for a body that runs one autocommit statement: a deadlock or
+    /// serialization failure undid it entirely, so it runs again, as a transaction would.
+    @discardableResult
+    public func statement<T: Sendable>(
+        deadline: ContinuousClock.Instant? = nil, _ body: @Sendable (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await withConnection(deadline: deadline, body)
+            } catch let error as StoreError where error.isRetryableTransactionFailure && attempt < configuration.transactionAttempts {
+                try await Task.sleep(for: .milliseconds(Int.random(in: 1...(5 << min(attempt, 5)))))
+            }
         }
     }
 

@@ -189,6 +189,27 @@ struct BatchEquivalenceTests {
         }
         #expect(mixedWidest == 1)
 
+        // An item missing its kind beside a plain one of the same user: it fails alone, and
+        // leaves no key, ledger row, audit row or event behind.
+        let user = setUsers[0].uuidString.lowercased()
+        let partial = #"[{"user_id": "\#(user)", "amount": 5, "reason": "grant", "key": "no-kind"}, "#
+            + #"{"user_id": "\#(user)", "kind": "xp", "amount": 5, "reason": "grant", "key": "with-kind"}]"#
+        let partialText = try await pool.transaction { connection in
+            try await connection.query("""
+                SELECT passion_reward_batch(\(JSONB(json: partial))::jsonb, 'service:test', NULL, NULL)::text AS results
+                """).first?.require("results", as: String.self) ?? "[]"
+        }
+        let partialResults = try JSONSerialization.jsonObject(with: Data(partialText.utf8)) as? [[String: Any]] ?? []
+        #expect((partialResults.first?["error"] as? [String: Any])?["sqlstate"] as? String == "P0A19")
+        #expect(partialResults.last?["replayed"] as? Bool == false)
+        let traces = try await pool.withConnection { connection in
+            try await connection.query("""
+                SELECT (SELECT count(*) FROM idempotency_keys WHERE key = 'no-kind')
+                     + (SELECT count(*) FROM audit_logs WHERE details ->> 'idempotency_key' = 'no-kind') AS n
+                """).first?.require("n", as: Int.self) ?? -1
+        }
+        #expect(traces == 0)
+
         // A retried batch replays every item with the first results.
         let again = try await pool.transaction { connection in
             try await connection.query("""

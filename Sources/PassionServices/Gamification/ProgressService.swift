@@ -454,9 +454,10 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         return response
     }
 
-    /// One round trip: passion_reward does the rest in the database.
+    /// One round trip: passion_reward does the rest in the database. Retried after a deadlock
+    /// (a batch racing with the same key, see 0009), which undid it entirely.
     func apply(_ reward: Reward, origin: AuditOrigin, deadline: ContinuousClock.Instant?) async throws -> RewardResult {
-        let text = try await pool.withConnection(deadline: deadline) { connection in
+        let text = try await pool.statement(deadline: deadline) { connection in
             try await connection.query("""
                 SELECT passion_reward(\(reward.user), \(reward.kind), \(reward.amount), \(reward.reason), \(reward.resourceType),
                                       \(reward.resourceID), \(reward.key), \(reward.refundOf), \(origin.principal.description),

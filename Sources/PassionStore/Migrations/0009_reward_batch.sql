@@ -16,7 +16,8 @@
 -- Locks: a batch first locks the progress rows of all its users in user order, then writes
 -- keys. A single passion_reward takes its key first, so a batch and another call racing with
 -- the very same idempotency key can deadlock; PostgreSQL aborts one of them (40P01) and the
--- server's transaction retries it, where the retry replays the winner's result.
+-- server retries it (the batch's transaction, or the single award's statement), where the
+-- retry replays the winner's result.
 
 -- The level curve, inlinable ----------------------------------------------------------------------
 -- 0007's version is a subquery, so every call ran the SQL-function executor (5 µs); as one
@@ -187,15 +188,15 @@ BEGIN
     -- them reach no achievement the user lacks (amounts are positive, so no total on the way
     -- does either: no unlock can happen in between).
     WITH candidates AS (
-        -- Plain means no constraint can refuse it.
+        -- Plain means no constraint can refuse it (and a missing field is not plain).
         SELECT i.*,
-               i.amount > 0
+               coalesce(i.amount > 0
                AND ((i.kind = 'xp' AND i.reason = 'grant'
                      AND (i.resource_id IS NULL) = (i.resource_type IS NULL)
                      AND (i.resource_type IS NULL OR i.resource_type IN ('habit', 'goal', 'quest', 'focus_session')))
                     OR (i.kind = 'coins' AND i.reason IN ('grant', 'battle_win')))
                AND octet_length(i.key) BETWEEN 1 AND 255 AND i.key ~ '^[!-~]+$'
-               AND count(*) OVER (PARTITION BY i.user_id, i.key) = 1 AS plain
+               AND count(*) OVER (PARTITION BY i.user_id, i.key) = 1, false) AS plain
         FROM unnest(v_items) i
         WHERE i.user_id = ANY (v_users)
     ), finals AS (
@@ -222,7 +223,7 @@ BEGIN
     ), plain_users AS (
         SELECT f.user_id FROM finals f WHERE f.user_id NOT IN (SELECT user_id FROM within_reach)
     )
-    SELECT array_agg(c.pos) INTO v_plain FROM candidates c JOIN plain_users u ON u.user_id = c.user_id;
+    SELECT array_agg(c.pos) INTO v_plain FROM candidates c JOIN plain_users u ON u.user_id = c.user_id WHERE c.plain;
     v_plain := coalesce(v_plain, '{}');
 
     -- Everything is computed first (ledger and event ids drawn from their sequences), so each
