@@ -171,6 +171,23 @@ struct ContentEdgeTests {
             }
             #expect(weekly.frequency == "weekly" && weekly.streak == 3 && weekly.totalCompletions == 13)
 
+            // Update validates what the mask names; nothing changes on a refusal.
+            for (field, paths, change) in [
+                ("habit.title", ["title"], { @Sendable (h: inout Habit) in h.title = " " }),
+                ("habit.frequency", ["frequency"], { @Sendable (h: inout Habit) in h.frequency = "hourly" }),
+                ("habit.category", ["category"], { @Sendable (h: inout Habit) in h.category = "fun" }),
+                ("habit.goal_id", ["goal_id"], { @Sendable (h: inout Habit) in h.goalID = "nope" }),
+                ("update_mask", ["streak"], { @Sendable (h: inout Habit) in h.streak = 99 }),
+            ] as [(String, [String], @Sendable (inout Habit) -> Void)] {
+                try await expectRefused(harness, .invalidArgument, field: field) {
+                    _ = try await habits.update(options: me) {
+                        $0.habit.id = daily.id
+                        change(&$0.habit)
+                        $0.updateMask.paths = paths
+                    }
+                }
+            }
+
             clock.set("2026-12-05 08:00", in: "UTC")
             #expect(try await habits.history(options: me) { $0.habitID = daily.id }.completions.map(\.completionDate).last == "2026-11-05")
             let fresh = try await habits.create(options: me) { $0.habit.title = "New today" }
