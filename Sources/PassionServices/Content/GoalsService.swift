@@ -198,14 +198,10 @@ public struct GoalsService: Goals.ServiceProtocol {
                                  WHERE g.user_id = u.id AND g.status = 'active' AND g.is_active AND NOT g.archived),
                 'active_habits', h.active, 'habits_due', h.due)::text AS result
             FROM users u
-            CROSS JOIN LATERAL (SELECT passion_local_date(u.timezone, \(now)) AS today) t
+            CROSS JOIN \(HabitsService.localDay(now))
             LEFT JOIN user_progress p ON p.user_id = u.id
             CROSS JOIN LATERAL (
-                SELECT count(*) AS active,
-                       count(*) FILTER (WHERE NOT EXISTS (
-                           SELECT 1 FROM habit_completions c WHERE c.habit_id = x.id
-                           AND c.completion_date BETWEEN passion_period_start(x.frequency, t.today)
-                                                     AND passion_period_end(x.frequency, t.today))) AS due
+                SELECT count(*) AS active, count(*) FILTER (WHERE NOT \(unsafeSQL: HabitsService.doneThisPeriod("x"))) AS due
                 FROM habits x WHERE x.user_id = u.id AND x.is_active AND NOT x.archived) h
             WHERE u.id = \(user) AND u.deleted_at IS NULL
             """, deadline: context.deadline)
