@@ -59,7 +59,7 @@ public final class StoreService: Service, Sendable {
             if !applied.isEmpty { logger.info("applied migrations", metadata: ["migrations": "\(applied.joined(separator: ", "))"]) }
         } catch {
             await pool.shutdown()
-            if let embedded { _ = try? await NIOThreadPool.singleton.runIfActive { try embedded.stop() } }
+            if let embedded { await Self.stop(embedded) }
             throw error
         }
         return StoreService(
@@ -85,8 +85,17 @@ public final class StoreService: Service, Sendable {
         await pool.shutdown()
         if let embedded {
             logger.info("stopping embedded PostgreSQL")
-            _ = try? await NIOThreadPool.singleton.runIfActive { try embedded.stop() }
+            await Self.stop(embedded)
         }
+    }
+
+    /// Stops the cluster even when the caller is cancelled: when another service of the group
+    /// fails (the RPC port taken, say), the group cancels this one, and a cancelled
+    /// `runIfActive` would never run the stop, leaving the cluster behind.
+    static func stop(_ cluster: EmbeddedPostgres) async {
+        await Task.detached {
+            _ = try? await NIOThreadPool.singleton.runIfActive { try cluster.stop() }
+        }.value
     }
 
     private func monitorHealth() async {

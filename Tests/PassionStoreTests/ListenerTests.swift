@@ -98,8 +98,11 @@ struct ListenerTests {
         try await changes.wait(for: [false])
         try await NIOThreadPool.singleton.runIfActive { try cluster.start() }
         try await changes.wait(for: [false, true])
+        // Cancelled (as its service group does when another service fails), the store still
+        // stops the cluster it started.
         running.cancel()
         _ = await running.result
+        #expect(!FileManager.default.fileExists(atPath: cluster.dataDirectory + "/postmaster.pid"), "the cluster was left running")
     }
 }
 
