@@ -149,10 +149,18 @@ struct StreakTests {
     func changingZone() async throws {
         try await StreakScenario.with(zone: "Asia/Tokyo") { s in
             let habit = try await s.habit(at: "2026-11-20 09:00")
+            let onlyLater = try await s.habit(at: "2026-11-20 09:00")
             _ = try await s.complete(habit, at: "2026-11-20 09:00")
             _ = try await s.complete(habit, at: "2026-11-21 09:00")
+            _ = try await s.complete(onlyLater, at: "2026-11-21 09:00")
             // Flying to Los Angeles: the 21st there is still today; the streak stands.
             try await s.moveTo("America/Los_Angeles")
+            // On the 20th in Los Angeles both habits have a completion dated ahead (the 21st);
+            // only the first has one on the 20th, so only it is done today.
+            s.clock.set("2026-11-20 17:00", in: s.zone)
+            let today = try await s.harness.connection.habits.today(TodayRequest(), options: s.options)
+            #expect(today.date == "2026-11-20")
+            #expect(Dictionary(uniqueKeysWithValues: today.habits.map { ($0.habit.id, $0.status) }) == [habit: "completed", onlyLater: "pending"])
             #expect(try await s.streak(habit, at: "2026-11-21 08:00") == 2)
             // The 21st was already completed (in Tokyo): once per day.
             s.clock.set("2026-11-21 08:00", in: s.zone)

@@ -29,15 +29,18 @@ public struct HabitsService: Habits.ServiceProtocol {
 
     /// Whether habit `alias` has a completion in its current period; needs `t` from
     /// `today(_:_:)`, whose period bounds are computed once per statement rather than per habit
-    /// (a dashboard reads 80 habits).
+    /// (a dashboard reads 80 habits). The habit's newest completion date answers it, except
+    /// when that date lies beyond the period (dated ahead, after a move west): then the
+    /// completions do.
     static func doneThisPeriod(_ alias: String) -> String {
-        """
-        EXISTS (SELECT 1 FROM habit_completions c WHERE c.habit_id = \(alias).id
-                AND c.completion_date BETWEEN CASE \(alias).frequency WHEN 'daily' THEN t.today WHEN 'weekly' THEN t.week_start
-                                                                       ELSE t.month_start END
-                                          AND CASE \(alias).frequency WHEN 'daily' THEN t.today WHEN 'weekly' THEN t.week_start + 6
-                                                                       ELSE t.month_end END)
-        """
+        let start = "CASE \(alias).frequency WHEN 'daily' THEN t.today WHEN 'weekly' THEN t.week_start ELSE t.month_start END"
+        let end = "CASE \(alias).frequency WHEN 'daily' THEN t.today WHEN 'weekly' THEN t.week_start + 6 ELSE t.month_end END"
+        return """
+            CASE WHEN \(alias).last_completed_on IS NULL OR \(alias).last_completed_on < \(start) THEN false
+                 WHEN \(alias).last_completed_on <= \(end) THEN true
+                 ELSE EXISTS (SELECT 1 FROM habit_completions c WHERE c.habit_id = \(alias).id
+                                     AND c.completion_date BETWEEN \(start) AND \(end)) END
+            """
     }
 
     /// `t.today` (the local date), `t.local` (the local time) and the bounds of today's week and
