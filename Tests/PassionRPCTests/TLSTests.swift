@@ -142,14 +142,24 @@ struct TLSTests {
         process.standardError = errors
         try process.run()
         input.fileHandleForWriting.write(Data([0x50, 0x41, 0x53, 0x53, 0x49, 0x4F, 0x4E, 0x01, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]))
-        try await Task.sleep(for: .milliseconds(500))
+        // Blocking reads stay off the cooperative threads the servers under test need. Input
+        // stays open until the server's HELLO arrives (or s_client ends, as it does when the
+        // handshake fails): closing it after a fixed wait lost the HELLO on a loaded machine.
+        let hello = try await NIOThreadPool.singleton.runIfActive { () -> Data in
+            var data = Data()
+            while data.count < 10 {
+                let chunk = output.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                data.append(chunk)
+            }
+            return data
+        }
         try input.fileHandleForWriting.close()
-        // Blocking reads stay off the cooperative threads the servers under test need.
-        let (received, report) = try await NIOThreadPool.singleton.runIfActive {
+        let (rest, report) = try await NIOThreadPool.singleton.runIfActive {
             (output.fileHandleForReading.readDataToEndOfFile(),
              String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
         }
-        return (report, received)
+        return (report, hello + rest)
     }
 
     @Test("openssl s_client completes the handshake, verifies the certificate and receives the server HELLO")
