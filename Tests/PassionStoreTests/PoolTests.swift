@@ -200,10 +200,12 @@ struct PoolTests {
     func cancellation() async throws {
         let (pool, name) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await pool.shutdown() } }
-        let task = Task { try await pool.withConnection { try await $0.execute("SELECT pg_sleep(60)") } }
-        // Cancel once the query runs (on a loaded machine that can take a while), not before.
+        // The watcher first: making its database takes long on a loaded machine, and the query
+        // must still be running when the cancel comes.
         let (watcher, _) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await watcher.shutdown() } }
+        let task = Task { try await pool.withConnection { try await $0.execute("SELECT pg_sleep(60)") } }
+        // Cancel once the query runs (on a loaded machine that can take a while), not before.
         let patience = ContinuousClock.now + .seconds(40)
         while ContinuousClock.now < patience {
             let running = try await watcher.withConnection { connection in
