@@ -45,6 +45,10 @@ static inline int passion_epoll_arm(int epoll, int fd, unsigned events) {
     return epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event);
 }
 
+/* Names the calling thread (as ps and perf show it); pthread_setname_np needs _GNU_SOURCE. */
+#include <sys/prctl.h>
+static inline void passion_name_thread(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
+
 static inline int passion_epoll_forget(int epoll, int fd) { return epoll_ctl(epoll, EPOLL_CTL_DEL, fd, NULL); }
 
 /* Waits up to `timeout` ms (-1: no limit) for ready descriptors; fills up to 64 (fd, events)

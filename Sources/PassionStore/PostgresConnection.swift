@@ -14,7 +14,7 @@ public final class PostgresConnection: @unchecked Sendable {
     private let canceller: OpaquePointer?
     private let descriptor: Int32
     /// The loop that waits for this connection's socket, and runs its transactions.
-    let poller = PostgresPoller.next()
+    let poller: PostgresPoller
     private var prepared: [String: String] = [:]
     private var preparedOrder: [String] = []
     private let statementCacheSize: Int
@@ -33,13 +33,19 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// Connects with a libpq conninfo string or URI; throws UNAVAILABLE-class errors. Blocks
     /// while connecting (DNS, TLS, authentication): call it off the event loops.
-    public init(conninfo: String, statementCacheSize: Int = 256) throws {
+    public convenience init(conninfo: String, statementCacheSize: Int = 256) throws {
+        try self.init(conninfo: conninfo, statementCacheSize: statementCacheSize, loop: PostgresPoller.next())
+    }
+
+    /// Connects, its socket watched by `loop`.
+    init(conninfo: String, statementCacheSize: Int, loop: PostgresPoller) throws {
         guard let connection = PQconnectdb(conninfo) else { throw StoreError.connection("out of memory") }
         guard PQstatus(connection) == CONNECTION_OK else {
             let message = String(cString: PQerrorMessage(connection)).trimmingCharacters(in: .whitespacesAndNewlines)
             PQfinish(connection)
             throw StoreError.connection(message)
         }
+        self.poller = loop
         self.connection = connection
         self.canceller = PQgetCancel(connection)
         self.descriptor = PQsocket(connection)
@@ -54,6 +60,10 @@ public final class PostgresConnection: @unchecked Sendable {
         poller.forget(descriptor)
         PQfinish(connection)
     }
+
+    /// Whether the calling code runs on this connection's loop (see `PostgresPool.executor`):
+    /// then each answer resumes it on the thread that saw the answer arrive.
+    public var isOnCallersLoop: Bool { poller === PostgresPoller.current }
 
     /// Whether the connection is still usable.
     public var isHealthy: Bool { !poisoned && PQstatus(connection) == CONNECTION_OK }

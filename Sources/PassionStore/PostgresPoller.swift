@@ -18,6 +18,12 @@ final class PostgresPoller: TaskExecutor, @unchecked Sendable {
         loops[nextLoop.wrappingAdd(1, ordering: .relaxed).oldValue % loops.count]
     }
 
+    /// The loop whose thread is running the caller, if any.
+    static var current: PostgresPoller? {
+        let thread = UInt(pthread_self())
+        return loops.first { $0.thread.load(ordering: .relaxed) == thread }
+    }
+
     static let readable = passion_epoll_readable
     static let writable = passion_epoll_writable
     /// What `wait` returns when the descriptor could not be watched at all.
@@ -30,15 +36,15 @@ final class PostgresPoller: TaskExecutor, @unchecked Sendable {
     /// Set while the thread waits in epoll with no job queued: only then does a new job need
     /// the eventfd written.
     private let sleeping = Atomic<Bool>(false)
+    /// The loop thread's pthread id, once it runs.
+    private let thread = Atomic<UInt>(0)
 
     private init() {
         epoll = passion_epoll_create()
         precondition(epoll >= 0, "epoll_create1 failed: \(errno)")
         waker = passion_epoll_add_waker(epoll)
         precondition(waker >= 0, "eventfd failed: \(errno)")
-        let thread = Thread { [self] in run() }
-        thread.name = "passion-pg-loop"
-        thread.start()
+        Thread { [self] in run() }.start()
     }
 
     func enqueue(_ job: consuming ExecutorJob) {
@@ -71,6 +77,8 @@ final class PostgresPoller: TaskExecutor, @unchecked Sendable {
     }
 
     private func run() {
+        passion_name_thread("passion-pg-loop")
+        thread.store(UInt(pthread_self()), ordering: .relaxed)
         var descriptors = [Int32](repeating: 0, count: 64)
         var flags = [UInt32](repeating: 0, count: 64)
         let executor = asUnownedTaskExecutor()

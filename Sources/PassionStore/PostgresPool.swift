@@ -176,6 +176,11 @@ public final class PostgresPool: Sendable {
         }
     }
 
+    /// An executor for tasks that mostly talk to the database: the pool's own loops, which
+    /// resume them when answers arrive without a hop to another thread. Each use returns the
+    /// next loop in turn.
+    public static var executor: any TaskExecutor { PostgresPoller.next() }
+
     /// How long a connection must have been idle before acquiring it checks its socket.
     static let idleCheckAfter: Duration = .milliseconds(20)
 
@@ -192,9 +197,16 @@ public final class PostgresPool: Sendable {
     }
 
     private func acquire(deadline: ContinuousClock.Instant?) async throws -> PostgresConnection {
+        // A caller running on a loop gets a connection of that loop when one is idle, and a new
+        // connection is watched by it: its answers then resume the caller without waking
+        // another thread.
+        let loop = PostgresPoller.current
         let limit = min(deadline ?? .now + configuration.acquireTimeout, .now + configuration.acquireTimeout)
         let decision = state.withLock { state -> Acquisition in
             if state.closed { return .closed }
+            if let loop, let index = state.idle.lastIndex(where: { $0.poller === loop }) {
+                return .use(state.idle.remove(at: index))
+            }
             if let connection = state.idle.popLast() { return .use(connection) }
             if state.open < configuration.size {
                 state.open += 1
@@ -209,13 +221,13 @@ public final class PostgresPool: Sendable {
             // microseconds, and a server restart is noticed by the next statement anyway.
             guard connection.idleSince.duration(to: .now) < Self.idleCheckAfter || connection.isStillOpen() else {
                 // Closed by the server while idle: drop it and open another in its slot.
-                return try await openConnection()
+                return try await openConnection(on: loop)
             }
             return connection
         case .closed:
             throw RPCError(code: .unavailable, message: "database pool closed")
         case .connect:
-            return try await openConnection()
+            return try await openConnection(on: loop)
         case .wait(let id):
             let timeout = Task {
                 try await Task.sleep(until: limit)
@@ -232,18 +244,20 @@ public final class PostgresPool: Sendable {
             }
             guard let connection else {
                 // A broken connection's slot was handed over: open a new one in it.
-                return try await openConnection()
+                return try await openConnection(on: loop)
             }
             return connection
         }
     }
 
     /// Opens a connection in a slot already counted in `open`; gives the slot back on failure.
-    private func openConnection() async throws -> PostgresConnection {
+    private func openConnection(on loop: PostgresPoller?) async throws -> PostgresConnection {
         let configuration = self.configuration
         do {
             return try await connectors.runIfActive {
-                try PostgresConnection(conninfo: configuration.connectionString, statementCacheSize: configuration.statementCacheSize)
+                try PostgresConnection(
+                    conninfo: configuration.connectionString, statementCacheSize: configuration.statementCacheSize,
+                    loop: loop ?? PostgresPoller.next())
             }
         } catch {
             state.withLock { $0.open -= 1 }

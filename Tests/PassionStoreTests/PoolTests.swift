@@ -248,6 +248,47 @@ struct PoolTests {
         #expect(pool.openConnections <= 2)
     }
 
+    @Test("callers on the pool's executor get connections of their own loop; others still work")
+    func loopAffinity() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 4)
+        defer { Task { await pool.shutdown() } }
+        // Two distinct loops (each use of `executor` returns the next loop in turn).
+        let first = PostgresPool.executor
+        var second = PostgresPool.executor
+        while ObjectIdentifier(second as AnyObject) == ObjectIdentifier(first as AnyObject) { second = PostgresPool.executor }
+        // Both loops' callers hold a connection at once, so the pool opens one for each.
+        let bothHeld = Barrier(parties: 2)
+        let opened = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for executor in [first, second] {
+                group.addTask(executorPreference: executor) {
+                    try await pool.withConnection { connection in
+                        await bothHeld.arrive()
+                        return connection.isOnCallersLoop
+                    }
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(opened == [true, true], "a new connection is watched by its caller's loop")
+        #expect(pool.openConnections == 2)
+        // Idle now: each loop's caller takes its own loop's connection, in a transaction too.
+        for executor in [second, first, second] {
+            let own = try await Task(executorPreference: executor) {
+                try await pool.transaction { connection in
+                    try await connection.query("SELECT 1 AS one")
+                    return connection.isOnCallersLoop
+                }
+            }.value
+            #expect(own)
+        }
+        #expect(pool.openConnections == 2)
+        // A caller elsewhere is served by any connection, its answers hopping to its executor.
+        let elsewhere = try await pool.withConnection { connection in
+            (try await connection.query("SELECT 2 AS two").first?.require("two", as: Int.self), connection.isOnCallersLoop)
+        }
+        #expect(elsewhere.0 == 2 && !elsewhere.1)
+    }
+
     @Test("an idle connection closed by the server is replaced, not handed to the next call")
     func idleConnectionClosedByServer() async throws {
         let (pool, name) = try await TestDatabase.freshPool(size: 1)
@@ -286,4 +327,28 @@ final class Counter: Sendable {
     private let count = Mutex(0)
     var value: Int { count.withLock { $0 } }
     func increment() { count.withLock { $0 += 1 } }
+}
+
+/// Suspends each of `parties` callers until all have arrived.
+final class Barrier: Sendable {
+    private let state: Mutex<(arrived: Int, waiting: [CheckedContinuation<Void, Never>])>
+    private let parties: Int
+
+    init(parties: Int) {
+        self.parties = parties
+        state = Mutex((0, []))
+    }
+
+    func arrive() async {
+        await withCheckedContinuation { continuation in
+            let release = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+                state.arrived += 1
+                state.waiting.append(continuation)
+                guard state.arrived == parties else { return [] }
+                defer { state.waiting = [] }
+                return state.waiting
+            }
+            for waiter in release { waiter.resume() }
+        }
+    }
 }
