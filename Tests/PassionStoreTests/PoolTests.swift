@@ -271,16 +271,22 @@ struct PoolTests {
         }
         #expect(opened == [true, true], "a new connection is watched by its caller's loop")
         #expect(pool.openConnections == 2)
-        // Idle now: each loop's caller takes its own loop's connection, in a transaction too.
-        for executor in [second, first, second] {
+        // Idle now: each loop's caller takes its own loop's connection. (Checked through
+        // withConnection: a transaction's body always runs on its connection's loop, so there
+        // `isOnCallersLoop` would hold whichever connection it got.)
+        for executor in [second, first, second, first] {
             let own = try await Task(executorPreference: executor) {
-                try await pool.transaction { connection in
+                try await pool.withConnection { connection in
                     try await connection.query("SELECT 1 AS one")
                     return connection.isOnCallersLoop
                 }
             }.value
             #expect(own)
         }
+        let committed = try await Task(executorPreference: first) {
+            try await pool.transaction { try await $0.query("SELECT 3 AS three").first?.require("three", as: Int.self) }
+        }.value
+        #expect(committed == 3)
         #expect(pool.openConnections == 2)
         // A caller elsewhere is served by any connection, its answers hopping to its executor.
         let elsewhere = try await pool.withConnection { connection in
