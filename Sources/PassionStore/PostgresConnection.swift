@@ -162,14 +162,10 @@ public final class PostgresConnection: @unchecked Sendable {
         if prologue.isEmpty {
             return try await collect(sql: sql.text)
         }
-        do {
-            let rows = try await collectPipeline(statements: prologue.count + 1, sql: sql.text)
+        defer {
             if PQexitPipelineMode(connection) != 1 { poisoned = true }
-            return rows
-        } catch {
-            if PQexitPipelineMode(connection) != 1 { poisoned = true }
-            throw error
         }
+        return try await collectPipeline(statements: prologue.count + 1, sql: sql.text)
     }
 
     /// Runs SQL without parameters and without preparing it (migrations, SET, BEGIN). Several

@@ -115,15 +115,7 @@ public final class PostgresPool: Sendable {
     public func statement<T: Sendable>(
         deadline: ContinuousClock.Instant? = nil, _ body: @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
-        var attempt = 0
-        while true {
-            attempt += 1
-            do {
-                return try await withConnection(deadline: deadline, body)
-            } catch let error as StoreError where error.isRetryableTransactionFailure && attempt < configuration.transactionAttempts {
-                try await Task.sleep(for: .milliseconds(Int.random(in: 1...(5 << min(attempt, 5)))))
-            }
-        }
+        try await retryingConflicts { try await withConnection(deadline: deadline, body) }
     }
 
     /// Runs `body` in a transaction, again when it fails with a serialization failure or a
@@ -135,19 +127,27 @@ public final class PostgresPool: Sendable {
         _ body: @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
         precondition(["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"].contains(isolation))
-        var attempt = 0
-        while true {
-            attempt += 1
-            do {
-                return try await withConnection(deadline: deadline) { connection in
-                    // The body runs on its connection's loop: each answer resumes it on the
-                    // thread that saw it arrive, instead of waking another.
-                    try await withTaskExecutorPreference(connection.poller) {
-                        try await Self.run(body, in: connection, isolation: isolation, deadline: deadline)
-                    }
+        return try await retryingConflicts {
+            try await withConnection(deadline: deadline) { connection in
+                // The body runs on its connection's loop: each answer resumes it on the
+                // thread that saw it arrive, instead of waking another.
+                try await withTaskExecutorPreference(connection.poller) {
+                    try await Self.run(body, in: connection, isolation: isolation, deadline: deadline)
                 }
-            } catch let error as StoreError where error.isRetryableTransactionFailure && attempt < configuration.transactionAttempts {
-                try await Task.sleep(for: .milliseconds(Int.random(in: 1...(5 << min(attempt, 5)))))
+            }
+        }
+    }
+
+    /// Runs `attempt` again after a serialization failure or deadlock (which undid all it did),
+    /// up to `transactionAttempts` times, with a growing random pause between tries.
+    private func retryingConflicts<T>(_ attempt: () async throws -> T) async throws -> T {
+        var tries = 0
+        while true {
+            tries += 1
+            do {
+                return try await attempt()
+            } catch let error as StoreError where error.isRetryableTransactionFailure && tries < configuration.transactionAttempts {
+                try await Task.sleep(for: .milliseconds(Int.random(in: 1...(5 << min(tries, 5)))))
             }
         }
     }

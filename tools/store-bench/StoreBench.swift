@@ -7,14 +7,15 @@ import Synchronization
 /// Benchmarks the pool against pgbench in the same run: a primary-key read and a three-statement
 /// write transaction at 1, 8 and 32 concurrent callers, pgbench using as many connections with
 /// `-M prepared` and the same SQL, on a private cluster that both share. The pool is measured
-/// twice per round: with its callers on `PostgresPool.executor` (where the server runs its
-/// handlers) and on Swift's global executor (any other caller). Pool and pgbench take turns for
+/// twice per round: with its callers on `PostgresPool.executor` (the pool's own loops) and on
+/// Swift's global executor (any other caller; the server's handlers run on NIO event loops,
+/// which likewise hop to the pool's loops). Pool and pgbench take turns for
 /// several rounds and the medians are compared: this machine's neighbours move both by ±20% from
 /// minute to minute, which one long run each would read as a difference. Each side's CPU time
 /// per operation (the client process's, every thread) is reported too: it is steadier than
 /// throughput, and it is what the pool takes from the database on shared cores.
 ///
-/// Usage: passion-store-bench [SECONDS] [CLIENTS,...] [read|write] [ROUNDS]   (default 10 s per
+/// Usage: passion-store-bench [SECONDS] [CLIENTS,...] [read|write|both] [ROUNDS]   (default 10 s per
 /// measurement, 1,8,32 clients, both workloads, 3 rounds)
 @main
 struct StoreBench {
@@ -99,7 +100,9 @@ struct StoreBench {
         let cpuBefore = cpuSeconds(RUSAGE_SELF)
         let end = ContinuousClock.now + .seconds(1 + seconds)
         let measureFrom = ContinuousClock.now + .seconds(1)
-        let histograms = try await withThrowingTaskGroup(of: (Int, Int, Histogram<UInt64>).self) { group in
+        // Operations measured (after the warm-up second), all operations (for CPU per operation),
+        // and the measured ones' latencies.
+        let (measured, all, latencies) = try await withThrowingTaskGroup(of: (Int, Int, Histogram<UInt64>).self) { group in
             for _ in 0..<clients {
                 group.addTask(executorPreference: onLoops ? PostgresPool.executor : nil) {
                     var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
@@ -142,8 +145,8 @@ struct StoreBench {
         }
         let cpu = cpuSeconds(RUSAGE_SELF) - cpuBefore
         return Result(
-            rate: Double(histograms.0) / Double(seconds), cpu: cpu / Double(histograms.1) * 1e6,
-            p50: Int(histograms.2.valueAtPercentile(50)), p99: Int(histograms.2.valueAtPercentile(99)))
+            rate: Double(measured) / Double(seconds), cpu: cpu / Double(all) * 1e6,
+            p50: Int(latencies.valueAtPercentile(50)), p99: Int(latencies.valueAtPercentile(99)))
     }
 
     static func writeScripts(directory: String) throws -> [String: String] {
