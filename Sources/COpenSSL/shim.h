@@ -11,6 +11,7 @@
 #include <openssl/rand.h>
 #include <openssl/core_names.h>
 #include <openssl/param_build.h>
+#include <string.h>
 
 /* Macros (or variadic functions) in OpenSSL 3 that Swift cannot import. */
 
@@ -98,4 +99,31 @@ static inline int passion_rsa_component(const EVP_PKEY *key, const char *name, u
     BN_free(value);
     return length;
 }
+/* The index-th subjectAltName entry of kind `type` (GEN_DNS or GEN_URI), copied into `out`.
+   Returns its length; -1 for an entry that cannot be a name (too long, or holding a NUL byte,
+   which would let "a.example\0.evil" compare as "a.example"); -2 when there is no such entry. */
+static inline int passion_x509_alt_name(X509 *certificate, int type, int index, char *out, int capacity) {
+    GENERAL_NAMES *names = X509_get_ext_d2i(certificate, NID_subject_alt_name, NULL, NULL);
+    if (names == NULL) return -2;
+    int seen = 0, result = -2;
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *name = sk_GENERAL_NAME_value(names, i);
+        if (name->type != type || seen++ != index) continue;
+        const ASN1_IA5STRING *text = type == GEN_DNS ? name->d.dNSName : name->d.uniformResourceIdentifier;
+        int length = ASN1_STRING_length(text);
+        const unsigned char *data = ASN1_STRING_get0_data(text);
+        if (length < 0 || length > capacity || memchr(data, 0, (size_t)length) != NULL) {
+            result = -1;
+        } else {
+            memcpy(out, data, (size_t)length);
+            result = length;
+        }
+        break;
+    }
+    GENERAL_NAMES_free(names);
+    return result;
+}
+
+static inline int passion_gen_dns(void) { return GEN_DNS; }
+static inline int passion_gen_uri(void) { return GEN_URI; }
 #endif

@@ -25,6 +25,10 @@ public struct IdentityConfiguration: Sendable {
     public var authenticationFailureRate = RateLimit(perSecond: 20, burst: 100)
     /// OpenID Connect providers whose ID tokens SignIn accepts.
     public var identityProviders: [IdentityProviderConfiguration] = []
+    /// Whether a client certificate without any subjectAltName may be matched by its common
+    /// name. Off by default: TLS itself stopped trusting CN (RFC 6125), and a CA that signs
+    /// certificates for other purposes may put any CN beside its SANs.
+    public var certificateCommonNameFallback = false
 
     public init() {}
 }
@@ -54,9 +58,11 @@ public final class StoreAuthenticator: Authenticator {
         var principal = try await identify(credentials)
         if let asUser = credentials.metadata["as-user"] {
             guard let id = UUID(uuidString: asUser) else {
-                throw RPCError(
-                    code: .invalidArgument, message: "as-user must be a user id (UUID)",
-                    details: ErrorDetails(reason: "AS_USER_MALFORMED", fields: ["field": "as-user"]))
+                throw IdentifiedRefusal(
+                    principal: principal,
+                    error: RPCError(
+                        code: .invalidArgument, message: "as-user must be a user id (UUID)",
+                        details: ErrorDetails(reason: "AS_USER_MALFORMED", fields: ["field": "as-user"])))
             }
             principal.actingForUser = id.uuidString.lowercased()
         }
@@ -65,7 +71,10 @@ public final class StoreAuthenticator: Authenticator {
 
     private func identify(_ credentials: CallCredentials) async throws -> Principal {
         guard let authorization = credentials.metadata["authorization"] else {
-            if let name = credentials.peerCertificateName, let account = configuration.services.account(forCertificate: name) {
+            if let certificate = credentials.peerCertificate,
+                let account = try configuration.services.account(
+                    forCertificate: certificate, commonNameFallback: configuration.certificateCommonNameFallback)
+            {
                 return Principal(kind: .service, id: account.name, scopes: account.scopes)
             }
             return .anonymous

@@ -60,16 +60,25 @@ public struct VerifiedClaims: Sendable, Hashable {
     public var provider: String
     public var subject: String
     public var email: String
+    /// Whether the provider vouches that the user controls `email` (see `emailVerified(_:provider:)`).
+    /// Only a verified email may link the token to an existing account or claim an address.
+    public var emailVerified: Bool
     public var name: String?
     public var picture: String?
 }
 
 /// Verifies RS256 ID tokens: signature against the provider's JWKS (read at start, no network),
-/// issuer, audience, expiry and not-before with a minute of clock skew, and a verified email.
+/// issuer, audience and authorized party, expiry, not-before and issued-at with a minute of
+/// clock skew, and a bounded lifetime.
 public struct IDTokenVerifier: Sendable {
     private let providers: [String: (configuration: IdentityProviderConfiguration, keys: [String: RSAPublicKey])]
     public static let clockSkew: TimeInterval = 60
-
+    /// Google and Microsoft issue ID tokens for an hour; a token that claims to live longer than
+    /// a day was minted to be replayed.
+    public static let maximumLifetime: TimeInterval = 86_400
+    /// `users.oauth_id` holds at most this many characters; a longer subject is refused rather
+    /// than cut, which would make two subjects one account.
+    public static let maximumSubjectLength = 255
     public init(_ configurations: [IdentityProviderConfiguration]) throws {
         var providers: [String: (IdentityProviderConfiguration, [String: RSAPublicKey])] = [:]
         for configuration in configurations {
@@ -125,49 +134,105 @@ public struct IDTokenVerifier: Sendable {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, let headerBytes = Crypto.bytes(base64URL: parts[0]),
             let payloadBytes = Crypto.bytes(base64URL: parts[1]), let signature = Crypto.bytes(base64URL: parts[2]),
-            let header = try? JSONSerialization.jsonObject(with: Data(headerBytes)) as? [String: Any],
-            let claims = try? JSONSerialization.jsonObject(with: Data(payloadBytes)) as? [String: Any]
+            case .object(let header)? = try? StrictJSON.parse(headerBytes),
+            case .object(let claims)? = try? StrictJSON.parse(payloadBytes)
         else {
-            throw Self.invalid("the ID token is not a JWT", reason: "ID_TOKEN_MALFORMED")
+            throw Self.invalid("the ID token is not a JWT (or names a key twice)", reason: "ID_TOKEN_MALFORMED")
         }
-        guard header["alg"] as? String == "RS256" else {
+        guard header["alg"]?.string == "RS256" else {
             throw Self.invalid("the ID token must be signed with RS256", reason: "ID_TOKEN_ALGORITHM")
         }
-        guard let kid = header["kid"] as? String, let key = keys[kid] else {
+        // RFC 7515 §4.1.11: a critical extension the verifier does not understand voids the token,
+        // and this verifier understands none.
+        guard header["crit"] == nil else {
+            throw Self.invalid("the ID token names critical header extensions this server does not support", reason: "ID_TOKEN_CRITICAL_HEADER")
+        }
+        guard let kid = header["kid"]?.string, let key = keys[kid] else {
             throw Self.invalid("the ID token's signing key is not in the configured JWKS", reason: "ID_TOKEN_KEY_UNKNOWN")
         }
         let signed = Array("\(parts[0]).\(parts[1])".utf8)
         guard key.verifySHA256(signature: signature, message: signed) else {
             throw Self.invalid("the ID token's signature does not verify", reason: "ID_TOKEN_SIGNATURE")
         }
-        guard let issuer = claims["iss"] as? String, configuration.issuers.contains(issuer) else {
+        guard let issuer = claims["iss"]?.string, configuration.issuers.contains(issuer) else {
             throw Self.invalid("the ID token's issuer is not \(provider)'s", reason: "ID_TOKEN_ISSUER")
         }
-        let audiences = (claims["aud"] as? String).map { [$0] } ?? (claims["aud"] as? [String]) ?? []
-        guard audiences.contains(where: configuration.audiences.contains) else {
-            throw Self.invalid("the ID token was issued for another application", reason: "ID_TOKEN_AUDIENCE")
-        }
-        guard let expiry = (claims["exp"] as? NSNumber)?.doubleValue else {
-            throw Self.invalid("the ID token has no expiry", reason: "ID_TOKEN_MALFORMED")
-        }
-        guard expiry + Self.clockSkew > now.timeIntervalSince1970 else {
-            throw Self.invalid("the ID token expired", reason: "ID_TOKEN_EXPIRED")
-        }
-        if let notBefore = (claims["nbf"] as? NSNumber)?.doubleValue, notBefore - Self.clockSkew > now.timeIntervalSince1970 {
-            throw Self.invalid("the ID token is not valid yet", reason: "ID_TOKEN_NOT_YET_VALID")
-        }
-        guard let subject = claims["sub"] as? String, !subject.isEmpty else {
+        try Self.checkAudience(claims, configuration: configuration)
+        try Self.checkTimes(claims, now: now.timeIntervalSince1970)
+        guard let subject = claims["sub"]?.string, !subject.isEmpty else {
             throw Self.invalid("the ID token names no subject", reason: "ID_TOKEN_MALFORMED")
         }
-        guard let email = claims["email"] as? String ?? claims["preferred_username"] as? String, email.contains("@") else {
+        guard subject.unicodeScalars.count <= Self.maximumSubjectLength else {
+            throw Self.invalid(
+                "the ID token's subject is longer than \(Self.maximumSubjectLength) characters", reason: "ID_TOKEN_SUBJECT_TOO_LONG")
+        }
+        // Only `email` is an address; `preferred_username` is a display handle the user can set
+        // (Microsoft says so), so it never stands in for one.
+        guard let email = claims["email"]?.string, email.contains("@") else {
             throw Self.invalid("the ID token carries no email", reason: "ID_TOKEN_NO_EMAIL")
         }
-        if let verified = claims["email_verified"], (verified as? Bool ?? (verified as? String == "true")) == false {
-            throw Self.invalid("the ID token's email is not verified", reason: "ID_TOKEN_EMAIL_UNVERIFIED")
-        }
         return VerifiedClaims(
-            provider: provider, subject: subject, email: email, name: claims["name"] as? String,
-            picture: claims["picture"] as? String)
+            provider: provider, subject: subject, email: email, emailVerified: Self.emailVerified(claims, provider: provider),
+            name: claims["name"]?.string, picture: claims["picture"]?.string)
+    }
+
+    /// Whether the provider vouches for the email, as each documents it: Google sends
+    /// `email_verified` (true, or "true" in older tokens); Microsoft's `email` is never verified
+    /// unless the optional claim `xms_edov` (email domain owner verified) is true. A missing claim
+    /// is never a yes.
+    static func emailVerified(_ claims: [String: StrictJSON], provider: String) -> Bool {
+        switch provider {
+        case "google": return claims["email_verified"] == .bool(true) || claims["email_verified"] == .string("true")
+        case "azure": return claims["xms_edov"] == .bool(true)
+        default: return false
+        }
+    }
+
+    /// OIDC Core §3.1.3.7: the token must list one of our client ids as an audience; when it
+    /// lists several, `azp` must be present and be one of ours. With a single audience `azp` is
+    /// not checked: Google names the Android app there when the app asks for a token for its
+    /// server (`aud` is then the server's client id).
+    static func checkAudience(_ claims: [String: StrictJSON], configuration: IdentityProviderConfiguration) throws {
+        let audiences: [String]
+        switch claims["aud"] {
+        case .string(let audience)?: audiences = [audience]
+        case .array(let values)?:
+            let strings = values.compactMap(\.string)
+            audiences = strings.count == values.count ? strings : []
+        default: audiences = []
+        }
+        guard !audiences.isEmpty, audiences.contains(where: configuration.audiences.contains) else {
+            throw invalid("the ID token was issued for another application", reason: "ID_TOKEN_AUDIENCE")
+        }
+        if audiences.count > 1 {
+            guard let party = claims["azp"]?.string, configuration.audiences.contains(party) else {
+                throw invalid("the ID token's authorized party (azp) is not this application", reason: "ID_TOKEN_AUTHORIZED_PARTY")
+            }
+        }
+    }
+
+    /// `exp` and `iat` are required numbers, `nbf` an optional one; each within the clock skew,
+    /// and the lifetime bounded.
+    static func checkTimes(_ claims: [String: StrictJSON], now: TimeInterval) throws {
+        guard let expiry = claims["exp"]?.number else {
+            throw invalid("the ID token has no numeric expiry (exp)", reason: "ID_TOKEN_MALFORMED")
+        }
+        guard let issuedAt = claims["iat"]?.number else {
+            throw invalid("the ID token has no numeric issue time (iat)", reason: "ID_TOKEN_MALFORMED")
+        }
+        guard expiry + clockSkew > now else { throw invalid("the ID token expired", reason: "ID_TOKEN_EXPIRED") }
+        guard issuedAt - clockSkew <= now else {
+            throw invalid("the ID token claims to be issued in the future", reason: "ID_TOKEN_ISSUED_IN_FUTURE")
+        }
+        guard expiry - issuedAt <= maximumLifetime else {
+            throw invalid("the ID token claims a lifetime longer than a day", reason: "ID_TOKEN_LIFETIME")
+        }
+        if let notBefore = claims["nbf"] {
+            guard let notBefore = notBefore.number else {
+                throw invalid("the ID token's not-before (nbf) is not a number", reason: "ID_TOKEN_MALFORMED")
+            }
+            guard notBefore - clockSkew <= now else { throw invalid("the ID token is not valid yet", reason: "ID_TOKEN_NOT_YET_VALID") }
+        }
     }
 
     static func invalid(_ message: String, reason: String) -> RPCError {

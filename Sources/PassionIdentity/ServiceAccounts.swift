@@ -7,6 +7,8 @@ import PassionTLS
 public struct ServiceAccount: Sendable, Hashable {
     public var name: String
     public var keySHA256: [UInt8]?
+    /// A subjectAltName of the account's client certificate (a DNS name, or a URI such as a
+    /// SPIFFE id), matched exactly; or its common name where the server allows that.
     public var certificateName: String?
     public var scopes: Set<String>
     /// Its own rate limit (a load generator needs a larger one), `.unlimited`, or nil for the
@@ -61,12 +63,24 @@ public struct ServiceRegistry: Sendable {
         var byKeyHash: [[UInt8]: ServiceAccount] = [:]
         var byCertificate: [String: ServiceAccount] = [:]
         var names = Set<String>()
+        // A credential shared by two accounts would silently take the scopes of whichever came
+        // last; the configuration is refused instead, naming both.
         for account in accounts {
             guard names.insert(account.name).inserted else {
                 throw IdentityConfigurationError("service \(account.name) is configured twice")
             }
-            if let hash = account.keySHA256 { byKeyHash[hash] = account }
-            if let name = account.certificateName { byCertificate[name] = account }
+            if let hash = account.keySHA256 {
+                if let other = byKeyHash[hash] {
+                    throw IdentityConfigurationError("services \(other.name) and \(account.name) have the same key_sha256")
+                }
+                byKeyHash[hash] = account
+            }
+            if let name = account.certificateName {
+                if let other = byCertificate[name] {
+                    throw IdentityConfigurationError("services \(other.name) and \(account.name) have the same certificate_name \"\(name)\"")
+                }
+                byCertificate[name] = account
+            }
         }
         self.accounts = accounts
         self.byKeyHash = byKeyHash
@@ -86,9 +100,19 @@ public struct ServiceRegistry: Sendable {
     /// The account called `name`.
     public func account(named name: String) -> ServiceAccount? { byName[name] }
 
-    /// The account of a verified client certificate's common name.
-    public func account(forCertificate name: String) -> ServiceAccount? {
-        byCertificate[name]
+    /// The account of a verified client certificate: the one whose `certificate_name` is among
+    /// the certificate's subjectAltNames (or, only with `commonNameFallback` and no SAN at all,
+    /// its common name). Nil when none matches; a certificate naming two accounts is refused.
+    public func account(forCertificate certificate: PeerCertificateNames, commonNameFallback: Bool) throws -> ServiceAccount? {
+        let matched = certificate.matchableNames(commonNameFallback: commonNameFallback).compactMap { byCertificate[$0] }
+        guard let first = matched.first else { return nil }
+        guard matched.allSatisfy({ $0.name == first.name }) else {
+            throw RPCError(
+                code: .unauthenticated,
+                message: "the client certificate names more than one service account (\(matched.map(\.name).sorted().joined(separator: ", ")))",
+                details: ErrorDetails(reason: "CERTIFICATE_AMBIGUOUS"))
+        }
+        return first
     }
 
     /// Reads a JSON file:

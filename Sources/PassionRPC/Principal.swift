@@ -1,3 +1,4 @@
+import PassionTLS
 import PassionWire
 
 /// Who is calling, as established before a handler runs.
@@ -70,7 +71,13 @@ extension Authenticator {
     func principal(for credentials: CallCredentials) async throws -> Principal {
         var principal: Principal?
         do {
-            let authenticated = try await authenticate(credentials)
+            let authenticated: Principal
+            do {
+                authenticated = try await authenticate(credentials)
+            } catch let refusal as IdentifiedRefusal {
+                principal = refusal.principal
+                throw refusal.error
+            }
             principal = authenticated
             if let denied = credentials.method.check(authenticated) { throw denied }
             try await admit(authenticated, credentials: credentials)
@@ -82,19 +89,32 @@ extension Authenticator {
     }
 }
 
+/// Thrown by `Authenticator.authenticate` when the caller proved who it is but the call is
+/// still refused (a malformed `as-user`, say), so the refusal is recorded against that caller
+/// rather than as anonymous. Callers see only `error`.
+public struct IdentifiedRefusal: Error {
+    public var principal: Principal
+    public var error: RPCError
+
+    public init(principal: Principal, error: RPCError) {
+        self.principal = principal
+        self.error = error
+    }
+}
+
 /// What a caller presented.
 public struct CallCredentials: Sendable {
     public var method: MethodDescriptor
     public var metadata: Metadata
     public var peer: String
-    /// Common name of a verified client certificate (mTLS).
-    public var peerCertificateName: String?
+    /// The names of a verified client certificate (mTLS).
+    public var peerCertificate: PeerCertificateNames?
 
-    public init(method: MethodDescriptor, metadata: Metadata, peer: String, peerCertificateName: String?) {
+    public init(method: MethodDescriptor, metadata: Metadata, peer: String, peerCertificate: PeerCertificateNames?) {
         self.method = method
         self.metadata = metadata
         self.peer = peer
-        self.peerCertificateName = peerCertificateName
+        self.peerCertificate = peerCertificate
     }
 }
 

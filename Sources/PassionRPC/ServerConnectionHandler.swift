@@ -57,7 +57,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var lastReadAt = NIODeadline.now()
     private var pingSentAt: NIODeadline?
     private var peer = "unknown"
-    private var peerCertificateName: String?
+    private var peerCertificate: PeerCertificateNames?
 
     init(
         configuration: ServerConnectionConfiguration, router: RPCRouter, authenticator: any Authenticator,
@@ -139,7 +139,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let handshake = event as? TLSHandshakeCompleted {
-            peerCertificateName = handshake.peerCommonName
+            peerCertificate = handshake.peerCertificate
             logger.debug("TLS established", metadata: [
                 "tls": "\(handshake.protocolVersion) \(handshake.cipher)",
                 "alpn": "\(handshake.applicationProtocol ?? "-")",
@@ -337,7 +337,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             ? .now + .microseconds(Int64(clamping: head.timeoutMicroseconds)) : nil
         let serverContext = ServerContext(
             method: route.descriptor, requestMetadata: head.metadata, deadline: deadline, peer: peer,
-            peerCertificateName: peerCertificateName)
+            peerCertificate: peerCertificate)
         let call = ServerCall(id: frame.callID, route: route, context: serverContext)
         calls[call.id] = call
         idleTimer?.cancel()
@@ -485,7 +485,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let descriptor = call.route.descriptor
         let credentials = CallCredentials(
             method: descriptor, metadata: serverContext.requestMetadata, peer: serverContext.peer,
-            peerCertificateName: serverContext.peerCertificateName)
+            peerCertificate: serverContext.peerCertificate)
         let eventLoop = context.eventLoop
         let boundCall = NIOLoopBound(call, eventLoop: eventLoop)
         call.task = Task(executorPreference: executor) {

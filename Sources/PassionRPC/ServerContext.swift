@@ -1,4 +1,5 @@
 import NIOCore
+import PassionTLS
 import PassionWire
 import Synchronization
 
@@ -11,8 +12,8 @@ public final class ServerContext: Sendable {
     public let deadline: ContinuousClock.Instant?
     /// The client's address, for logs and audit.
     public let peer: String
-    /// The client certificate's common name when the client authenticated with mTLS.
-    public let peerCertificateName: String?
+    /// The names in the client's certificate when the client authenticated with mTLS.
+    public let peerCertificate: PeerCertificateNames?
 
     private struct Mutable {
         var initial = Metadata()
@@ -25,13 +26,13 @@ public final class ServerContext: Sendable {
 
     init(
         method: MethodDescriptor, requestMetadata: Metadata, deadline: ContinuousClock.Instant?, peer: String,
-        peerCertificateName: String?
+        peerCertificate: PeerCertificateNames?
     ) {
         self.method = method
         self.requestMetadata = requestMetadata
         self.deadline = deadline
         self.peer = peer
-        self.peerCertificateName = peerCertificateName
+        self.peerCertificate = peerCertificate
     }
 
     /// Metadata sent in a HEADERS frame before the first response message (or the status).

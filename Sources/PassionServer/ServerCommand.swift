@@ -19,7 +19,8 @@ struct ServerCommand: AsyncParsableCommand {
         discussion: """
             Environment: PASSION_HOST, PASSION_PORT, PASSION_DATA_DIR, PASSION_DATABASE_URL, PASSION_DB_POOL_SIZE,
             PASSION_DB_CONNECT_TIMEOUT, PASSION_DB_STATEMENT_CACHE,
-            PASSION_TLS_CERT, PASSION_TLS_KEY, PASSION_TLS_CLIENT_CA, PASSION_TLS_MIN_VERSION, PASSION_PLAINTEXT,
+            PASSION_TLS_CERT, PASSION_TLS_KEY, PASSION_TLS_CLIENT_CA, PASSION_TLS_CLIENT_CN_FALLBACK, PASSION_TLS_MIN_VERSION,
+            PASSION_PLAINTEXT,
             PASSION_LOG_LEVEL, PASSION_SERVICE_KEYS, PASSION_SESSION_TTL, PASSION_RATE_USER, PASSION_RATE_SERVICE,
             PASSION_OIDC (several separated by ';').
             """)
@@ -43,6 +44,11 @@ struct ServerCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("tls-client-ca"), help: "Require client certificates signed by these CAs (mTLS).")
     var tlsClientCAFlag: String?
+
+    @Flag(
+        name: .customLong("tls-client-cn-fallback"),
+        help: "Match a client certificate that has no subjectAltName by its common name (off: SANs only).")
+    var tlsClientCommonNameFallback: Bool = ["1", "true", "yes"].contains(environment["PASSION_TLS_CLIENT_CN_FALLBACK"]?.lowercased() ?? "")
 
     private var tlsCertificate: String? { tlsCertFlag ?? Self.environment["PASSION_TLS_CERT"] }
     private var tlsKey: String? { tlsKeyFlag ?? Self.environment["PASSION_TLS_KEY"] }
@@ -135,6 +141,7 @@ struct ServerCommand: AsyncParsableCommand {
         configuration.sessionLifetime = Self.duration(sessionTTL) ?? configuration.sessionLifetime
         configuration.userRate = RateLimit(parsing: userRate) ?? configuration.userRate
         configuration.serviceRate = RateLimit(parsing: serviceRate) ?? configuration.serviceRate
+        configuration.certificateCommonNameFallback = tlsClientCommonNameFallback
         configuration.identityProviders = try oidc.map { try IdentityProviderConfiguration(parsing: $0) }
         // Read every JWKS now: a bad file stops the server before the database starts.
         _ = try IDTokenVerifier(configuration.identityProviders)

@@ -8,6 +8,11 @@ import Glibc
 public struct PEMIdentity: Sendable, Equatable {
     public var certificatePEM: String
     public var privateKeyPEM: String
+
+    public init(certificatePEM: String, privateKeyPEM: String) {
+        self.certificatePEM = certificatePEM
+        self.privateKeyPEM = privateKeyPEM
+    }
 }
 
 /// Issues P-256 certificates for development and tests: a self-signed CA and leaf
@@ -43,7 +48,7 @@ public struct CertificateAuthority: Sendable {
     ///
     /// `validFrom`/`validUntil` are seconds relative to now, so tests can make expired ones.
     public func issue(
-        commonName: String, dnsNames: [String] = [], ipAddresses: [String] = [], client: Bool = false,
+        commonName: String, dnsNames: [String] = [], ipAddresses: [String] = [], uris: [String] = [], client: Bool = false,
         validFrom: Int = -3600, validUntil: Int = 825 * 86400
     ) throws -> PEMIdentity {
         let caKey = try PrivateKey(pem: identity.privateKeyPEM)
@@ -55,7 +60,7 @@ public struct CertificateAuthority: Sendable {
             (NID_key_usage, "critical,digitalSignature,keyEncipherment"),
             (NID_ext_key_usage, client ? "clientAuth" : "serverAuth"),
         ]
-        let names = dnsNames.map { "DNS:\($0)" } + ipAddresses.map { "IP:\($0)" }
+        let names = dnsNames.map { "DNS:\($0)" } + ipAddresses.map { "IP:\($0)" } + uris.map { "URI:\($0)" }
         if !names.isEmpty { extensions.append((NID_subject_alt_name, names.joined(separator: ","))) }
         let certificate = try Self.buildCertificate(
             commonName: commonName, publicKey: key, issuer: caCertificate, issuerKey: caKey,

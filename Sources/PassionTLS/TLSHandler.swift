@@ -8,8 +8,32 @@ public struct TLSHandshakeCompleted: Sendable, Equatable {
     /// For example `TLSv1.3`.
     public var protocolVersion: String
     public var cipher: String
-    /// The subject common name of the peer's verified certificate (mTLS clients, servers).
-    public var peerCommonName: String?
+    /// The names in the peer's verified certificate (mTLS clients, servers); nil without one.
+    public var peerCertificate: PeerCertificateNames?
+}
+
+/// The names a verified peer certificate carries, for matching it to an account.
+public struct PeerCertificateNames: Sendable, Hashable {
+    /// The subject's common name; nil when it has none, or more than one.
+    public var commonName: String?
+    /// subjectAltName dNSName entries.
+    public var dnsNames: [String]
+    /// subjectAltName uniformResourceIdentifier entries, such as SPIFFE ids.
+    public var uris: [String]
+
+    public init(commonName: String? = nil, dnsNames: [String] = [], uris: [String] = []) {
+        self.commonName = commonName
+        self.dnsNames = dnsNames
+        self.uris = uris
+    }
+
+    /// The names to match, as TLS matches a host name (RFC 6125 §6.4.4): the SAN entries, and
+    /// the common name only when there are none and the caller allows it.
+    public func matchableNames(commonNameFallback: Bool) -> [String] {
+        let alternatives = dnsNames + uris
+        guard alternatives.isEmpty else { return alternatives }
+        return commonNameFallback ? commonName.map { [$0] } ?? [] : []
+    }
 }
 
 /// Runs TLS over a channel with OpenSSL and memory BIOs: ciphertext in and out of the socket,
@@ -164,19 +188,39 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let version = String(cString: SSL_get_version(ssl))
         let cipher = SSL_get_current_cipher(ssl).map { String(cString: SSL_CIPHER_get_name($0)) } ?? ""
-        var commonName: String?
+        var names: PeerCertificateNames?
         if let certificate = SSL_get1_peer_certificate(ssl) {
             defer { X509_free(certificate) }
-            if let name = X509_get_subject_name(certificate) {
+            names = Self.names(of: certificate)
+        }
+        return TLSHandshakeCompleted(
+            applicationProtocol: alpn, protocolVersion: version, cipher: cipher, peerCertificate: names)
+    }
+
+    static func names(of certificate: OpaquePointer) -> PeerCertificateNames {
+        var names = PeerCertificateNames()
+        if let subject = X509_get_subject_name(certificate) {
+            let first = X509_NAME_get_index_by_NID(subject, NID_commonName, -1)
+            // Two common names are ambiguous; neither is believed.
+            if first >= 0, X509_NAME_get_index_by_NID(subject, NID_commonName, first) < 0 {
                 var buffer = [CChar](repeating: 0, count: 256)
-                let length = X509_NAME_get_text_by_NID(name, NID_commonName, &buffer, Int32(buffer.count))
-                if length > 0 {
-                    commonName = String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                let length = X509_NAME_get_text_by_NID(subject, NID_commonName, &buffer, Int32(buffer.count))
+                if length > 0, length < Int32(buffer.count) - 1 {
+                    let bytes = buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }
+                    if !bytes.contains(0) { names.commonName = String(decoding: bytes, as: UTF8.self) }
                 }
             }
         }
-        return TLSHandshakeCompleted(
-            applicationProtocol: alpn, protocolVersion: version, cipher: cipher, peerCommonName: commonName)
+        for (type, keyPath) in [(passion_gen_dns(), \PeerCertificateNames.dnsNames), (passion_gen_uri(), \PeerCertificateNames.uris)] {
+            var buffer = [CChar](repeating: 0, count: 1024)
+            for index in 0..<64 {
+                let length = passion_x509_alt_name(certificate, type, Int32(index), &buffer, Int32(buffer.count))
+                if length == -2 { break }
+                guard length >= 0 else { continue }
+                names[keyPath: keyPath].append(String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            }
+        }
+        return names
     }
 
     private func readPlaintext(context: ChannelHandlerContext) {

@@ -73,10 +73,13 @@ struct AuthTests {
                         $0.provider = .azure
                         $0.providerUserID = "a-other"
                         $0.email = "same@example.com"
+                        $0.emailVerified = true
                     }
                 }
             }
             #expect(error?.details?.reason == "EMAIL_LINKED_TO_OTHER_IDENTITY")
+            // Which provider the account uses is not told to whoever knows the address.
+            #expect(error.map { !$0.message.contains("google") && $0.details?.fields["provider"] == nil } == true)
             #expect(try await harness.snapshot() == before)
         }
     }

@@ -46,8 +46,16 @@ final class TestIssuer: @unchecked Sendable {
         ]
         for (key, value) in claims { payload[key] = value is NSNull ? nil : value }
         let head = header ?? ["alg": "RS256", "kid": kid, "typ": "JWT"]
-        let signingInput = Self.base64URL(try JSONSerialization.data(withJSONObject: head)) + "."
-            + Self.base64URL(try JSONSerialization.data(withJSONObject: payload))
+        return try signed(
+            header: String(decoding: try JSONSerialization.data(withJSONObject: head), as: UTF8.self),
+            payload: String(decoding: try JSONSerialization.data(withJSONObject: payload), as: UTF8.self))
+    }
+
+    /// A token signed over exactly this header and payload text (for JSON no serializer writes,
+    /// such as a key named twice).
+    func signed(header: String? = nil, payload: String) throws -> String {
+        let head = header ?? #"{"alg":"RS256","kid":"\#(kid)","typ":"JWT"}"#
+        let signingInput = Self.base64URL(Array(head.utf8)) + "." + Self.base64URL(Array(payload.utf8))
         return signingInput + "." + Self.base64URL(try sign(Array(signingInput.utf8)))
     }
 
@@ -92,7 +100,6 @@ struct IDTokenTests {
                 (try issuer.token(["iss": "https://evil.example.com"]), "ID_TOKEN_ISSUER"),
                 (try issuer.token(["exp": Date().timeIntervalSince1970 - 3600]), "ID_TOKEN_EXPIRED"),
                 (try issuer.token(["nbf": Date().timeIntervalSince1970 + 3600]), "ID_TOKEN_NOT_YET_VALID"),
-                (try issuer.token(["email_verified": false]), "ID_TOKEN_EMAIL_UNVERIFIED"),
                 (try issuer.token(["sub": ""]), "ID_TOKEN_MALFORMED"),
                 (try issuer.token(header: ["alg": "none", "kid": issuer.kid]), "ID_TOKEN_ALGORITHM"),
                 (try issuer.token(header: ["alg": "HS256", "kid": issuer.kid]), "ID_TOKEN_ALGORITHM"),

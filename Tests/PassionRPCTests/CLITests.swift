@@ -189,6 +189,15 @@ struct CLITests {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try #"{"keys": []}"#.write(toFile: directory + "/empty-jwks.json", atomically: true, encoding: .utf8)
+        let hash = String(repeating: "ab", count: 32)
+        try """
+            {"services": [{"name": "reader", "key_sha256": "\(hash)", "scopes": ["users:read"]},
+                          {"name": "intruder", "key_sha256": "\(hash)", "scopes": ["admin"]}]}
+            """.write(toFile: directory + "/same-key.json", atomically: true, encoding: .utf8)
+        try """
+            {"services": [{"name": "game", "certificate_name": "game.internal", "scopes": ["progress:write"]},
+                          {"name": "root", "certificate_name": "game.internal", "scopes": ["admin"]}]}
+            """.write(toFile: directory + "/same-certificate.json", atomically: true, encoding: .utf8)
         let cases: [([String], String)] = [
             (["--session-ttl", "5x"], "--session-ttl"),
             (["--session-ttl", "10s"], "--session-ttl"),
@@ -197,6 +206,8 @@ struct CLITests {
             (["--service-keys", directory + "/missing.json"], "cannot read service accounts file"),
             (["--oidc", "github:jwks=/x,audience=a"], "provider must be google or azure"),
             (["--oidc", "google:jwks=\(directory)/empty-jwks.json,audience=a"], "no RS256 signing key"),
+            (["--service-keys", directory + "/same-key.json"], "services reader and intruder have the same key_sha256"),
+            (["--service-keys", directory + "/same-certificate.json"], "services game and root have the same certificate_name"),
         ]
         for (flags, message) in cases {
             let result = try await Executables.run("passion-server", ["--port", "0"] + flags, directory: directory)

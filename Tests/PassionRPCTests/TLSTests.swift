@@ -89,7 +89,7 @@ struct TLSTests {
                     MethodDescriptor(service: "test.Identity", method: "Who", kind: .unary), EchoRequest.self,
                     EchoResponse.self
                 ) { _, context in
-                    EchoResponse.with { $0.payload = Data((context.peerCertificateName ?? "none").utf8) }
+                    EchoResponse.with { $0.payload = Data((context.peerCertificate?.commonName ?? "none").utf8) }
                 }
             }
         ) { server in

@@ -138,6 +138,7 @@ public final class ServiceHarness: Sendable {
                 $0.provider = .google
                 $0.providerUserID = subject ?? "sub-\(email.lowercased())"
                 $0.email = email
+                $0.emailVerified = true
                 $0.displayName = "Test User"
             }
         }

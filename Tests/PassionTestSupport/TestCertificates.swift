@@ -6,6 +6,7 @@ import Synchronization
 public struct TestCertificates: Sendable {
     public let directory: String
     public var caPath: String { directory + "/ca.pem" }
+    public var caKeyPath: String { directory + "/ca-key.pem" }
     public var serverCertificate: String { directory + "/server.pem" }
     public var serverKey: String { directory + "/server-key.pem" }
     public var clientCertificate: String { directory + "/client.pem" }
@@ -26,18 +27,31 @@ public struct TestCertificates: Sendable {
         }
     }
 
+    /// A client certificate from the test CA with the given names, written next to the others;
+    /// returns the certificate and key paths.
+    public func issueClient(commonName: String, dnsNames: [String] = [], uris: [String] = []) throws -> (certificate: String, key: String) {
+        let authority = CertificateAuthority(identity: PEMIdentity(
+            certificatePEM: try String(contentsOfFile: caPath, encoding: .utf8),
+            privateKeyPEM: try String(contentsOfFile: caKeyPath, encoding: .utf8)))
+        let issued = try authority.issue(commonName: commonName, dnsNames: dnsNames, uris: uris, client: true)
+        let base = directory + "/client-\(UUID().uuidString)"
+        try issued.certificatePEM.write(toFile: base + ".pem", atomically: true, encoding: .utf8)
+        try issued.privateKeyPEM.write(toFile: base + "-key.pem", atomically: true, encoding: .utf8)
+        return (base + ".pem", base + "-key.pem")
+    }
+
     private static func make() throws -> TestCertificates {
         let directory = NSTemporaryDirectory() + "passion-tests-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let certificates = TestCertificates(directory: directory)
         let authority = try CertificateAuthority.create(commonName: "passion test CA")
         let server = try authority.issue(commonName: "passion-server", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
-        let client = try authority.issue(commonName: "test-client", client: true)
+        let client = try authority.issue(commonName: "test-client", dnsNames: ["test-client"], client: true)
         let expired = try authority.issue(
             commonName: "expired", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"], validFrom: -7200, validUntil: -3600)
         let other = try CertificateAuthority.create(commonName: "unrelated CA")
         let files: [(String, String)] = [
-            (certificates.caPath, authority.identity.certificatePEM),
+            (certificates.caPath, authority.identity.certificatePEM), (certificates.caKeyPath, authority.identity.privateKeyPEM),
             (certificates.serverCertificate, server.certificatePEM), (certificates.serverKey, server.privateKeyPEM),
             (certificates.clientCertificate, client.certificatePEM), (certificates.clientKey, client.privateKeyPEM),
             (certificates.expiredCertificate, expired.certificatePEM), (certificates.expiredKey, expired.privateKeyPEM),

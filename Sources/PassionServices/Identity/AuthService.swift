@@ -24,6 +24,8 @@ public struct AuthService: Auth.ServiceProtocol {
         var provider: String
         var subject: String
         var email: String
+        /// The provider vouched for `email`: only then may it link to an account or claim the address.
+        var emailVerified: Bool
         var displayName: String?
         var pictureURL: String?
         var timeZone: String?
@@ -48,7 +50,7 @@ public struct AuthService: Auth.ServiceProtocol {
             guard Validate.fits(subject, 255) else { throw Validate.invalid("identity.provider_user_id", "is longer than 255 characters") }
             return Identity(
                 provider: provider, subject: subject, email: try Validate.email(given.email, field: "identity.email"),
-                displayName: try Validate.optionalText(given.displayName, field: "identity.display_name"),
+                emailVerified: given.emailVerified, displayName: try Validate.optionalText(given.displayName, field: "identity.display_name"),
                 pictureURL: try Validate.url(given.pictureURL, field: "identity.picture_url"),
                 timeZone: try Validate.timeZone(given.timeZone, field: "identity.time_zone"))
         case .idToken(let token):
@@ -56,8 +58,8 @@ public struct AuthService: Auth.ServiceProtocol {
             let timeZone = try Validate.timeZone(token.timeZone, field: "id_token.time_zone")
             let claims = try verifier.verify(token.token, provider: provider)
             return Identity(
-                provider: provider, subject: String(claims.subject.prefix(255)),
-                email: try Validate.email(claims.email, field: "id_token.token"),
+                provider: provider, subject: claims.subject, email: try Validate.email(claims.email, field: "id_token.token"),
+                emailVerified: claims.emailVerified,
                 displayName: claims.name.flatMap { try? Validate.optionalText($0, field: "id_token.token") },
                 pictureURL: claims.picture.flatMap { try? Validate.url($0, field: "id_token.token") }, timeZone: timeZone)
         case nil:
@@ -99,48 +101,70 @@ public struct AuthService: Auth.ServiceProtocol {
                     response.sessionID = SessionToken.displayID(hash: hash)
                     return response
                 }
-            } catch let error as StoreError where error.sqlState == "23505" && attempt < 3 {
-                // Two first sign-ins of one identity raced; the loser finds the winner's user.
+            } catch let error as StoreError where error.sqlState == "23505" {
+                // Two first sign-ins of one identity (or one address) raced; the loser finds the
+                // winner's user on the next attempt.
+                guard attempt < 3 else {
+                    throw RPCError(
+                        code: .aborted, message: "another sign-in for this identity was in progress; retry",
+                        details: ErrorDetails(reason: "SIGN_IN_CONFLICT"))
+                }
                 continue
             }
         }
     }
 
-    /// Finds the user by provider identity, then by email (linking the identity to an account
-    /// that has none), else creates one; updates profile fields the identity carries.
+    /// Finds the user by provider identity; else, when the provider vouched for the email,
+    /// links the identity to the account holding that verified address if it has no identity
+    /// yet; else creates an account. An unverified email never links and never claims an
+    /// address (README, Identity: "How accounts are matched").
     static func upsertUser(_ identity: Identity, connection: PostgresConnection) async throws -> (User, Bool) {
+        // A known identity. Its email follows the provider's only as far as that is safe: a
+        // vouched address is taken unless another account holds it verified, and an unvouched
+        // one never replaces a verified address.
         if let row = try await connection.query("""
-            UPDATE users SET email = \(identity.email), display_name = COALESCE(\(identity.displayName), display_name),
-                   profile_picture_url = COALESCE(\(identity.pictureURL), profile_picture_url),
-                   timezone = COALESCE(\(identity.timeZone), timezone), updated_at = now()
+            UPDATE users SET
+                email = CASE WHEN claim.free OR NOT users.email_verified THEN \(identity.email) ELSE users.email END,
+                email_verified = claim.free OR users.email_verified,
+                display_name = COALESCE(\(identity.displayName), display_name),
+                profile_picture_url = COALESCE(\(identity.pictureURL), profile_picture_url),
+                timezone = COALESCE(\(identity.timeZone), timezone), updated_at = now()
+            FROM (SELECT \(identity.emailVerified) AND NOT EXISTS (
+                      SELECT 1 FROM users holder
+                      WHERE holder.email = \(identity.email) AND holder.email_verified AND holder.deleted_at IS NULL
+                        AND (holder.oauth_provider, holder.oauth_id) IS DISTINCT FROM (\(identity.provider), \(identity.subject))
+                  )) AS claim (free)
             WHERE oauth_provider = \(identity.provider) AND oauth_id = \(identity.subject) AND deleted_at IS NULL
             RETURNING \(unsafeSQL: UserRows.columns)
             """).first {
             return (try UserRows.user(row), false)
         }
-        if let row = try await connection.query("""
-            SELECT oauth_provider FROM users WHERE email = \(identity.email) AND deleted_at IS NULL FOR UPDATE
+        if identity.emailVerified, let row = try await connection.query("""
+            SELECT id, oauth_provider FROM users
+            WHERE email = \(identity.email) AND email_verified AND deleted_at IS NULL FOR UPDATE
             """).first {
-            if let linked = try row.decode("oauth_provider", as: String.self) {
+            // Which provider it is stays unsaid: that would tell anyone who knows an address how
+            // its owner signs in.
+            guard try row.decode("oauth_provider", as: String.self) == nil else {
                 throw RPCError(
                     code: .failedPrecondition,
-                    message: "this email belongs to an account that signs in with \(linked); sign in with that provider",
-                    details: ErrorDetails(reason: "EMAIL_LINKED_TO_OTHER_IDENTITY", fields: ["provider": linked]))
+                    message: "this email belongs to an account that signs in with another identity; sign in with that one",
+                    details: ErrorDetails(reason: "EMAIL_LINKED_TO_OTHER_IDENTITY"))
             }
             let linkedRow = try await connection.query("""
                 UPDATE users SET oauth_provider = \(identity.provider), oauth_id = \(identity.subject),
                        display_name = COALESCE(\(identity.displayName), display_name),
                        profile_picture_url = COALESCE(\(identity.pictureURL), profile_picture_url),
                        timezone = COALESCE(\(identity.timeZone), timezone), updated_at = now()
-                WHERE email = \(identity.email) AND deleted_at IS NULL
+                WHERE id = \(try row.require("id", as: UUID.self))
                 RETURNING \(unsafeSQL: UserRows.columns)
                 """).first
             guard let linkedRow else { throw StoreError(sqlState: "40001", serverMessage: "user vanished while linking") }
             return (try UserRows.user(linkedRow), false)
         }
         let inserted = try await connection.query("""
-            INSERT INTO users (email, display_name, oauth_provider, oauth_id, profile_picture_url, timezone)
-            VALUES (\(identity.email), \(identity.displayName), \(identity.provider), \(identity.subject),
+            INSERT INTO users (email, email_verified, display_name, oauth_provider, oauth_id, profile_picture_url, timezone)
+            VALUES (\(identity.email), \(identity.emailVerified), \(identity.displayName), \(identity.provider), \(identity.subject),
                     \(identity.pictureURL), \(identity.timeZone))
             RETURNING \(unsafeSQL: UserRows.columns)
             """).first

@@ -6,13 +6,14 @@ import SwiftProtobuf
 /// The columns every User message is built from.
 enum UserRows {
     static let columns = """
-        id, email, display_name, profile_picture_url, timezone, oauth_provider, is_active, created_at, updated_at, deleted_at
+        id, email, email_verified, display_name, profile_picture_url, timezone, oauth_provider, is_active, created_at, updated_at, deleted_at
         """
 
     static func user(_ row: Row) throws -> User {
         var user = User()
         user.id = try row.require("id", as: UUID.self).uuidString.lowercased()
         user.email = try row.require("email", as: String.self)
+        user.emailVerified = try row.require("email_verified", as: Bool.self)
         user.displayName = try row.decode("display_name", as: String.self) ?? ""
         user.pictureURL = try row.decode("profile_picture_url", as: String.self) ?? ""
         user.timeZone = try row.decode("timezone", as: String.self) ?? ""

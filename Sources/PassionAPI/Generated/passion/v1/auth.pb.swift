@@ -60,7 +60,7 @@ public nonisolated enum IdentityProvider: SwiftProtobuf.Enum, Swift.CaseIterable
 
 }
 
-/// An identity the gateway has already verified.
+/// An identity the gateway has already verified (the provider's signature and subject).
 public nonisolated struct VerifiedIdentity: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -80,6 +80,12 @@ public nonisolated struct VerifiedIdentity: Sendable {
 
   /// IANA identifier; empty keeps the user's current one.
   public var timeZone: String = String()
+
+  /// True only when the provider vouched that the user controls `email` (Google's
+  /// `email_verified: true`; for Microsoft Entra ID, `xms_edov: true`). Only a verified email
+  /// links the identity to an existing account with that address; an unverified one never
+  /// does and never claims the address (see README, Identity).
+  public var emailVerified: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -334,7 +340,7 @@ nonisolated extension IdentityProvider: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension VerifiedIdentity: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".VerifiedIdentity"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}provider\0\u{3}provider_user_id\0\u{1}email\0\u{3}display_name\0\u{3}picture_url\0\u{3}time_zone\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}provider\0\u{3}provider_user_id\0\u{1}email\0\u{3}display_name\0\u{3}picture_url\0\u{3}time_zone\0\u{3}email_verified\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -348,6 +354,7 @@ nonisolated extension VerifiedIdentity: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 4: try { try decoder.decodeSingularStringField(value: &self.displayName) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.pictureURL) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.timeZone) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.emailVerified) }()
       default: break
       }
     }
@@ -372,6 +379,9 @@ nonisolated extension VerifiedIdentity: SwiftProtobuf.Message, SwiftProtobuf._Me
     if !self.timeZone.isEmpty {
       try visitor.visitSingularStringField(value: self.timeZone, fieldNumber: 6)
     }
+    if self.emailVerified != false {
+      try visitor.visitSingularBoolField(value: self.emailVerified, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -382,6 +392,7 @@ nonisolated extension VerifiedIdentity: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.displayName != rhs.displayName {return false}
     if lhs.pictureURL != rhs.pictureURL {return false}
     if lhs.timeZone != rhs.timeZone {return false}
+    if lhs.emailVerified != rhs.emailVerified {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -30,7 +30,8 @@ public nonisolated struct User: Sendable {
   /// UUID.
   public var id: String = String()
 
-  /// Lower case; unique among active users.
+  /// Lower case. A verified email is unique among active users; an unverified one (the
+  /// provider did not vouch for it) may also appear on other accounts.
   public var email: String = String()
 
   public var displayName: String = String()
@@ -73,6 +74,10 @@ public nonisolated struct User: Sendable {
   public var hasDeletedAt: Bool {self._deletedAt != nil}
   /// Clears the value of `deletedAt`. Subsequent reads from it will return its default value.
   public mutating func clearDeletedAt() {self._deletedAt = nil}
+
+  /// Whether the identity provider vouched that the user controls `email`. Only a verified
+  /// email links a new sign-in identity to this account.
+  public var emailVerified: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -211,7 +216,7 @@ fileprivate nonisolated let _protobuf_package = "passion.v1"
 
 nonisolated extension User: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".User"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}email\0\u{3}display_name\0\u{3}picture_url\0\u{3}time_zone\0\u{1}provider\0\u{1}active\0\u{3}created_at\0\u{3}updated_at\0\u{3}deleted_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}email\0\u{3}display_name\0\u{3}picture_url\0\u{3}time_zone\0\u{1}provider\0\u{1}active\0\u{3}created_at\0\u{3}updated_at\0\u{3}deleted_at\0\u{3}email_verified\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -229,6 +234,7 @@ nonisolated extension User: SwiftProtobuf.Message, SwiftProtobuf._MessageImpleme
       case 8: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
       case 9: try { try decoder.decodeSingularMessageField(value: &self._updatedAt) }()
       case 10: try { try decoder.decodeSingularMessageField(value: &self._deletedAt) }()
+      case 11: try { try decoder.decodeSingularBoolField(value: &self.emailVerified) }()
       default: break
       }
     }
@@ -269,6 +275,9 @@ nonisolated extension User: SwiftProtobuf.Message, SwiftProtobuf._MessageImpleme
     try { if let v = self._deletedAt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
     } }()
+    if self.emailVerified != false {
+      try visitor.visitSingularBoolField(value: self.emailVerified, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -283,6 +292,7 @@ nonisolated extension User: SwiftProtobuf.Message, SwiftProtobuf._MessageImpleme
     if lhs._createdAt != rhs._createdAt {return false}
     if lhs._updatedAt != rhs._updatedAt {return false}
     if lhs._deletedAt != rhs._deletedAt {return false}
+    if lhs.emailVerified != rhs.emailVerified {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
