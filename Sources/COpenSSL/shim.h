@@ -100,8 +100,9 @@ static inline int passion_rsa_component(const EVP_PKEY *key, const char *name, u
     return length;
 }
 /* The index-th subjectAltName entry of kind `type` (GEN_DNS or GEN_URI), copied into `out`.
-   Returns its length; -1 for an entry that cannot be a name (too long, or holding a NUL byte,
-   which would let "a.example\0.evil" compare as "a.example"); -2 when there is no such entry. */
+   Returns its length; -1 for an entry that cannot be a name (too long, or a byte outside
+   printable ASCII: a NUL would let "a.example\0.evil" compare as "a.example", and non-ASCII
+   text compares equal to other text under Unicode equivalence); -2 when there is no such entry. */
 static inline int passion_x509_alt_name(X509 *certificate, int type, int index, char *out, int capacity) {
     GENERAL_NAMES *names = X509_get_ext_d2i(certificate, NID_subject_alt_name, NULL, NULL);
     if (names == NULL) return -2;
@@ -112,7 +113,9 @@ static inline int passion_x509_alt_name(X509 *certificate, int type, int index, 
         const ASN1_IA5STRING *text = type == GEN_DNS ? name->d.dNSName : name->d.uniformResourceIdentifier;
         int length = ASN1_STRING_length(text);
         const unsigned char *data = ASN1_STRING_get0_data(text);
-        if (length < 0 || length > capacity || memchr(data, 0, (size_t)length) != NULL) {
+        int printable = length >= 0 && length <= capacity;
+        for (int j = 0; printable && j < length; j++) printable = data[j] >= 0x21 && data[j] <= 0x7E;
+        if (!printable) {
             result = -1;
         } else {
             memcpy(out, data, (size_t)length);
@@ -122,6 +125,11 @@ static inline int passion_x509_alt_name(X509 *certificate, int type, int index, 
     }
     GENERAL_NAMES_free(names);
     return result;
+}
+
+/* Whether the certificate has a subjectAltName extension at all (usable or not). */
+static inline int passion_x509_has_alt_names(X509 *certificate) {
+    return X509_get_ext_by_NID(certificate, NID_subject_alt_name, -1) >= 0;
 }
 
 static inline int passion_gen_dns(void) { return GEN_DNS; }

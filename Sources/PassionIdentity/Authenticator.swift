@@ -25,8 +25,8 @@ public struct IdentityConfiguration: Sendable {
     public var authenticationFailureRate = RateLimit(perSecond: 20, burst: 100)
     /// OpenID Connect providers whose ID tokens SignIn accepts.
     public var identityProviders: [IdentityProviderConfiguration] = []
-    /// Whether a client certificate without any subjectAltName may be matched by its common
-    /// name. Off by default: TLS itself stopped trusting CN (RFC 6125), and a CA that signs
+    /// Whether a client certificate without a subjectAltName extension may be matched by its
+    /// common name. Off by default: TLS itself stopped trusting CN (RFC 6125), and a CA that signs
     /// certificates for other purposes may put any CN beside its SANs.
     public var certificateCommonNameFallback = false
 
@@ -44,6 +44,8 @@ public final class StoreAuthenticator: Authenticator {
     let sessions: SessionCache
     let trail: AuditTrail
     private let verifiedServiceKeys = Mutex([String: Principal]())
+    /// Users a service recently acted for that were live then; kept as long as sessions are.
+    private let liveUsers: ExpiringSet
 
     public init(pool: PostgresPool, configuration: IdentityConfiguration, logger: Logger) {
         self.pool = pool
@@ -51,6 +53,7 @@ public final class StoreAuthenticator: Authenticator {
         self.limiter = PrincipalRateLimiter(users: configuration.userRate, services: configuration.serviceRate)
         self.failures = PrincipalRateLimiter(users: configuration.authenticationFailureRate, services: configuration.authenticationFailureRate)
         self.sessions = SessionCache(ttl: configuration.sessionCacheTTL)
+        self.liveUsers = ExpiringSet(ttl: configuration.sessionCacheTTL)
         self.trail = AuditTrail(pool: pool, logger: logger)
     }
 
@@ -161,7 +164,7 @@ public final class StoreAuthenticator: Authenticator {
             throw Self.unauthenticated("the session was signed out", reason: "TOKEN_REVOKED")
         }
         if try row.require("expired", as: Bool.self) {
-            throw Self.unauthenticated("the session expired; sign in again", reason: "TOKEN_EXPIRED")
+            throw Self.unauthenticated("the session expired; sign in again", reason: "SESSION_EXPIRED")
         }
         let entry = SessionCache.Entry(
             hash: hash, userID: try row.require("user_id", as: UUID.self).uuidString.lowercased(),
@@ -172,14 +175,34 @@ public final class StoreAuthenticator: Authenticator {
 
     public func admit(_ principal: Principal, credentials: CallCredentials) async throws {
         var limit: RateLimit?
+        var unlimited = false
         if principal.kind == .service {
             switch configuration.services.account(named: principal.id)?.rate {
-            case .unlimited: return
+            case .unlimited: unlimited = true
             case .limited(let own): limit = own
             case nil: break
             }
         }
-        try limiter.admit(principal, method: credentials.method, peerHost: credentials.peerHost, limit: limit)
+        if !unlimited {
+            try limiter.admit(principal, method: credentials.method, peerHost: credentials.peerHost, limit: limit)
+        }
+        if let user = principal.actingForUser { try await requireLiveUser(user) }
+    }
+
+    static let userNotFound = RPCError(code: .notFound, message: "user not found", details: ErrorDetails(reason: "USER_NOT_FOUND"))
+
+    /// The one check every call a service makes for a user passes: the user named in `as-user`
+    /// exists and is not deleted, so no handler can write for a deleted (or made-up) user and
+    /// every method answers such a call alike. A user signing in as themselves needs no check:
+    /// deleting an account deletes its sessions.
+    private func requireLiveUser(_ user: String) async throws {
+        if liveUsers.contains(user) { return }
+        guard let id = UUID(uuidString: user) else { throw Self.userNotFound }
+        let live = try await pool.withConnection { connection in
+            try await !connection.query("SELECT 1 FROM users WHERE id = \(id) AND deleted_at IS NULL").isEmpty
+        }
+        guard live else { throw Self.userNotFound }
+        liveUsers.insert(user)
     }
 
     /// Refused calls leave a failure row, except rate-limit refusals and refusals beyond the
@@ -199,8 +222,44 @@ public final class StoreAuthenticator: Authenticator {
     /// Forgets a revoked session on this instance at once.
     public func forget(sessionHash: [UInt8]) { sessions.remove(sessionHash) }
 
-    /// Forgets every cached session of a user (sign out everywhere, account deleted).
-    public func forget(userID: String) { sessions.remove(userID: userID) }
+    /// Forgets every cached session of a user and that the user is live (sign out everywhere,
+    /// account deleted).
+    public func forget(userID: String) {
+        sessions.remove(userID: userID)
+        liveUsers.remove(userID)
+    }
+}
+
+/// Keys remembered for a short time, at most 100,000 of them.
+final class ExpiringSet: Sendable {
+    private let ttl: Duration
+    private let entries = Mutex([String: ContinuousClock.Instant]())
+    private let capacity = 100_000
+
+    init(ttl: Duration) { self.ttl = ttl }
+
+    func contains(_ key: String) -> Bool {
+        entries.withLock { entries in
+            guard let until = entries[key] else { return false }
+            if until > .now { return true }
+            entries[key] = nil
+            return false
+        }
+    }
+
+    func insert(_ key: String) {
+        guard ttl > .zero else { return }
+        let now = ContinuousClock.now
+        entries.withLock { entries in
+            if entries.count >= capacity {
+                entries = entries.filter { $0.value > now }
+                if entries.count >= capacity { entries.removeAll() }
+            }
+            entries[key] = now + ttl
+        }
+    }
+
+    func remove(_ key: String) { _ = entries.withLock { $0.removeValue(forKey: key) } }
 }
 
 /// Verified sessions for a short time, so most calls need no database round trip to

@@ -162,6 +162,11 @@ public struct IDTokenVerifier: Sendable {
         guard let subject = claims["sub"]?.string, !subject.isEmpty else {
             throw Self.invalid("the ID token names no subject", reason: "ID_TOKEN_MALFORMED")
         }
+        // A subject is compared as stored; control characters (a NUL above all) would not survive
+        // storage unchanged.
+        guard !subject.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw Self.invalid("the ID token's subject contains control characters", reason: "ID_TOKEN_MALFORMED")
+        }
         guard subject.unicodeScalars.count <= Self.maximumSubjectLength else {
             throw Self.invalid(
                 "the ID token's subject is longer than \(Self.maximumSubjectLength) characters", reason: "ID_TOKEN_SUBJECT_TOO_LONG")

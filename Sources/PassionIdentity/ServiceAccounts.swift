@@ -101,18 +101,17 @@ public struct ServiceRegistry: Sendable {
     public func account(named name: String) -> ServiceAccount? { byName[name] }
 
     /// The account of a verified client certificate: the one whose `certificate_name` is among
-    /// the certificate's subjectAltNames (or, only with `commonNameFallback` and no SAN at all,
-    /// its common name). Nil when none matches; a certificate naming two accounts is refused.
+    /// the certificate's DNS and URI subjectAltNames (or, only with `commonNameFallback` and no
+    /// subjectAltName extension, its common name). Nil when none matches; a certificate naming
+    /// two accounts, or too many names to read, is refused (without naming accounts to the peer).
     public func account(forCertificate certificate: PeerCertificateNames, commonNameFallback: Bool) throws -> ServiceAccount? {
         let matched = certificate.matchableNames(commonNameFallback: commonNameFallback).compactMap { byCertificate[$0] }
-        guard let first = matched.first else { return nil }
-        guard matched.allSatisfy({ $0.name == first.name }) else {
+        guard !certificate.tooManyNames, matched.allSatisfy({ $0.name == matched.first?.name }) else {
             throw RPCError(
-                code: .unauthenticated,
-                message: "the client certificate names more than one service account (\(matched.map(\.name).sorted().joined(separator: ", ")))",
+                code: .unauthenticated, message: "the client certificate does not name exactly one service account",
                 details: ErrorDetails(reason: "CERTIFICATE_AMBIGUOUS"))
         }
-        return first
+        return matched.first
     }
 
     /// Reads a JSON file:
@@ -135,6 +134,12 @@ public struct ServiceRegistry: Sendable {
             }
             var services: [Entry]
         }
+        // JSONDecoder keeps one of two equal keys silently; a credential file names none twice.
+        do {
+            _ = try StrictJSON.parse(data)
+        } catch {
+            throw IdentityConfigurationError("\(path) is not valid JSON: \(error)")
+        }
         let file: File
         do {
             file = try JSONDecoder().decode(File.self, from: data)
@@ -152,6 +157,11 @@ public struct ServiceRegistry: Sendable {
                     throw IdentityConfigurationError("\(place): key_sha256 must be 64 hex digits (sha256sum of the key)")
                 }
                 hash = bytes
+            }
+            if let name = entry.certificate_name {
+                guard !name.isEmpty, name.utf8.count <= 1000, name.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+                    throw IdentityConfigurationError("\(place): certificate_name must be a DNS name or URI in printable ASCII, not \"\(name)\"")
+                }
             }
             guard hash != nil || entry.certificate_name != nil else {
                 throw IdentityConfigurationError("\(place): needs key_sha256, certificate_name or both")

@@ -23,10 +23,17 @@ public struct MaintenanceJob: Sendable {
         self.work = work
     }
 
-    /// Deletes expired sessions.
+    /// Deletes sessions that expired more than `expiredSessionRetention` ago: until then their
+    /// tokens answer SESSION_EXPIRED, so a client can tell expiry (sign in again) from
+    /// revocation or a token that never existed.
     public static let expiredSessions = MaintenanceJob(name: "expired_sessions", action: "sessions.purged", resourceType: "session") { connection, now in
-        try await connection.query("DELETE FROM sessions WHERE expires_at < \(now)").affected
+        try await connection.query("""
+            DELETE FROM sessions WHERE expires_at < \(now)::timestamptz - \(expiredSessionRetentionDays)::integer * interval '1 day'
+            """).affected
     }
+
+    /// Days an expired session is kept to answer SESSION_EXPIRED.
+    public static let expiredSessionRetentionDays = 30
 }
 
 /// Runs maintenance jobs: daily by the server (one instance a day across all of them, under

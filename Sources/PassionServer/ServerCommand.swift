@@ -22,7 +22,7 @@ struct ServerCommand: AsyncParsableCommand {
             PASSION_TLS_CERT, PASSION_TLS_KEY, PASSION_TLS_CLIENT_CA, PASSION_TLS_CLIENT_CN_FALLBACK, PASSION_TLS_MIN_VERSION,
             PASSION_PLAINTEXT,
             PASSION_LOG_LEVEL, PASSION_SERVICE_KEYS, PASSION_SESSION_TTL, PASSION_RATE_USER, PASSION_RATE_SERVICE,
-            PASSION_OIDC (several separated by ';').
+            PASSION_OIDC (several separated by ';'), PASSION_OFFLINE_DAYS.
             """)
 
     private static let environment = ProcessInfo.processInfo.environment
@@ -47,7 +47,7 @@ struct ServerCommand: AsyncParsableCommand {
 
     @Flag(
         name: .customLong("tls-client-cn-fallback"),
-        help: "Match a client certificate that has no subjectAltName by its common name (off: SANs only).")
+        help: "Match a client certificate without a subjectAltName extension by its common name (off: DNS/URI SANs only).")
     var tlsClientCommonNameFallback: Bool = ["1", "true", "yes"].contains(environment["PASSION_TLS_CLIENT_CN_FALLBACK"]?.lowercased() ?? "")
 
     private var tlsCertificate: String? { tlsCertFlag ?? Self.environment["PASSION_TLS_CERT"] }
@@ -95,6 +95,9 @@ struct ServerCommand: AsyncParsableCommand {
         oidcFlags.isEmpty ? (Self.environment["PASSION_OIDC"] ?? "").split(separator: ";").map(String.init) : oidcFlags
     }
 
+    @Option(name: .customLong("offline-days"), help: "Days back a habit completion may be dated (offline clients) or taken back, 0–30.")
+    var offlineDays: Int = Int(environment["PASSION_OFFLINE_DAYS"] ?? "") ?? ContentConfiguration().offlineDays
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = environment["PASSION_LOG_LEVEL"] ?? "info"
 
@@ -109,6 +112,7 @@ struct ServerCommand: AsyncParsableCommand {
         guard (1...1000).contains(databasePoolSize) else { throw ValidationError("--db-pool-size must be 1–1000") }
         guard (1...300).contains(databaseConnectTimeout) else { throw ValidationError("--db-connect-timeout must be 1–300 seconds") }
         guard (0...100_000).contains(databaseStatementCache) else { throw ValidationError("--db-statement-cache must be 0–100000") }
+        guard (0...30).contains(offlineDays) else { throw ValidationError("--offline-days must be 0–30") }
         if plaintext, !Self.isLoopback(host) {
             throw ValidationError("--plaintext is only allowed on a loopback address, not \(host)")
         }
@@ -190,7 +194,10 @@ struct ServerCommand: AsyncParsableCommand {
             logger.critical("cannot start the database: \(error)")
             throw ExitCode(2)
         }
-        let application = try ApplicationServices(pool: store.pool, configuration: identityConfiguration, logger: logger)
+        var contentConfiguration = ContentConfiguration()
+        contentConfiguration.offlineDays = offlineDays
+        let application = try ApplicationServices(
+            pool: store.pool, configuration: identityConfiguration, content: contentConfiguration, logger: logger)
         let builtins = BuiltinServices(additional: application.services, health: health)
         let server = try RPCServer(
             configuration: RPCServerConfiguration(host: host, port: port, tls: tls), router: builtins.router,

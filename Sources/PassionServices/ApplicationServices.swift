@@ -15,16 +15,17 @@ public struct ApplicationServices: Sendable {
     /// Throws when an OpenID Connect provider's JWKS cannot be read. `now` is the clock the
     /// content services' day arithmetic uses (tests move it).
     public init(
-        pool: PostgresPool, configuration: IdentityConfiguration, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }
+        pool: PostgresPool, configuration: IdentityConfiguration, content contentConfiguration: ContentConfiguration = ContentConfiguration(),
+        logger: Logger, now: @escaping @Sendable () -> Date = { Date() }
     ) throws {
         let identity = try IdentityServices(pool: pool, configuration: configuration, logger: logger)
         let trail = identity.trail
         let events = try ProgressEventHub(conninfo: pool.configuration.conninfo, logger: logger)
-        let content = ContentContext(pool: pool, trail: trail, now: now)
+        let content = ContentContext(pool: pool, trail: trail, now: now, offlineDays: contentConfiguration.offlineDays)
         authenticator = identity.authenticator
         self.events = events
         services = identity.services + [
-            ProgressService(pool: pool, trail: trail, hub: events), AchievementsService(pool: pool, trail: trail),
+            ProgressService(pool: pool, trail: trail, hub: events, now: now), AchievementsService(pool: pool, trail: trail, now: now),
             ProgressAdminService(pool: pool), GoalsService(content: content), HabitsService(content: content),
             QuestsService(content: content), FocusSessionsService(content: content), MaintenanceService(content: content),
         ]

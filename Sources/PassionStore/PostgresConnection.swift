@@ -138,6 +138,11 @@ public final class PostgresConnection: @unchecked Sendable {
     /// Runs a statement through the prepared-statement cache.
     @discardableResult
     public func query(_ sql: SQL) async throws -> Rows {
+        // libpq takes C strings: a NUL would silently cut the value short ("victim\0x" stored as
+        // "victim"), so it is refused as PostgreSQL refuses one in text.
+        if sql.parameters.contains(where: { $0?.utf8.contains(0) == true }) {
+            throw StoreError(sqlState: "22021", serverMessage: "a text value contains a NUL character")
+        }
         let name = try await preparedName(for: sql)
         let prologue = pendingTransactionStart
         pendingTransactionStart = []

@@ -1,8 +1,8 @@
 import Foundation
 import PassionRPC
 
-/// A failure from PostgreSQL or from reaching it. The description shown to callers names the
-/// SQLSTATE class and the constraint, never SQL text or row data.
+/// A failure from PostgreSQL or from reaching it. Callers see `rpcError`, which names neither
+/// SQLSTATEs nor the schema's constraints; `description` (for logs) names both.
 public struct StoreError: Error, Sendable, CustomStringConvertible, RPCErrorConvertible {
     /// Five-character SQLSTATE, or "08000"-class codes for connection failures detected locally.
     public var sqlState: String
@@ -25,11 +25,13 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, RPCErrorConv
         self.column = column
     }
 
-    /// What a caller sees: SQLSTATE mapped to a status, with a message free of SQL and data.
+    /// What a caller sees: SQLSTATE mapped to a status, with a message free of SQL, data and
+    /// the schema's names (constraint names and SQLSTATEs stay in `description`, for logs). A
+    /// violation a caller can cause should be caught by validation with its own clear error
+    /// first; these are the last line.
     public var rpcError: RPCError {
         let classCode = String(sqlState.prefix(2))
-        var fields: [String: String] = ["sqlstate": sqlState]
-        if let constraint { fields["constraint"] = constraint }
+        var fields: [String: String] = [:]
         if let column { fields["field"] = column }
         if let code = Self.schemaErrorCodes[sqlState] {
             // Raised by our own functions with a message written for callers (docs/schema.md).
@@ -43,27 +45,27 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, RPCErrorConv
         }
         switch (sqlState, classCode) {
         case ("23505", _):
-            return RPCError(code: .alreadyExists, message: "already exists (\(constraint ?? "unique"))", details: ErrorDetails(reason: "UNIQUE_VIOLATION", fields: fields))
+            return RPCError(code: .alreadyExists, message: "it already exists", details: ErrorDetails(reason: "UNIQUE_VIOLATION", fields: fields))
         case ("23514", _):
-            return RPCError(code: .invalidArgument, message: "value rejected by \(constraint ?? "a check constraint")", details: ErrorDetails(reason: "CHECK_VIOLATION", fields: fields))
+            return RPCError(code: .invalidArgument, message: "a value is outside what is allowed", details: ErrorDetails(reason: "CHECK_VIOLATION", fields: fields))
         case ("23502", _):
             return RPCError(code: .invalidArgument, message: "\(column ?? "a field") is required", details: ErrorDetails(reason: "NOT_NULL_VIOLATION", fields: fields))
         case ("23503", _):
-            return RPCError(code: .failedPrecondition, message: "refers to a missing record (\(constraint ?? "foreign key"))", details: ErrorDetails(reason: "FOREIGN_KEY_VIOLATION", fields: fields))
+            return RPCError(code: .failedPrecondition, message: "it refers to something that does not exist", details: ErrorDetails(reason: "FOREIGN_KEY_VIOLATION", fields: fields))
         case ("23001", _):
-            return RPCError(code: .failedPrecondition, message: "the change is not allowed (\(table ?? "restricted"))", details: ErrorDetails(reason: "RESTRICT_VIOLATION", fields: fields))
+            return RPCError(code: .failedPrecondition, message: "the change is not allowed", details: ErrorDetails(reason: "RESTRICT_VIOLATION", fields: fields))
         case ("40001", _), ("40P01", _):
-            return RPCError(code: .aborted, message: "concurrent update conflict; retry", details: ErrorDetails(reason: "SERIALIZATION_FAILURE", fields: fields))
+            return RPCError(code: .aborted, message: "concurrent update conflict; retry", details: ErrorDetails(reason: "SERIALIZATION_FAILURE"))
         case ("57014", _):
             return RPCError(code: .deadlineExceeded, message: "database statement timed out or was cancelled")
         case ("53300", _), (_, "08"), ("57P01", _), ("57P02", _), ("57P03", _):
             return RPCError(code: .unavailable, message: "database unavailable")
         case (_, "22"):
-            return RPCError(code: .invalidArgument, message: "invalid value (SQLSTATE \(sqlState))", details: ErrorDetails(reason: "DATA_EXCEPTION", fields: fields))
+            return RPCError(code: .invalidArgument, message: "a value is invalid", details: ErrorDetails(reason: "DATA_EXCEPTION", fields: fields))
         case (_, "53"):
             return RPCError(code: .resourceExhausted, message: "database out of resources")
         default:
-            return RPCError(code: .internal, message: "database error (SQLSTATE \(sqlState))")
+            return RPCError(code: .internal, message: "database error")
         }
     }
 

@@ -20,20 +20,29 @@ public struct PeerCertificateNames: Sendable, Hashable {
     public var dnsNames: [String]
     /// subjectAltName uniformResourceIdentifier entries, such as SPIFFE ids.
     public var uris: [String]
+    /// Whether the certificate has a subjectAltName extension, even one with no usable entry:
+    /// then its common name is never a name.
+    public var hasAlternativeNames: Bool
+    /// More SAN entries than are read: the certificate cannot be matched unambiguously.
+    public var tooManyNames = false
 
-    public init(commonName: String? = nil, dnsNames: [String] = [], uris: [String] = []) {
+    public init(commonName: String? = nil, dnsNames: [String] = [], uris: [String] = [], hasAlternativeNames: Bool? = nil) {
         self.commonName = commonName
         self.dnsNames = dnsNames
         self.uris = uris
+        self.hasAlternativeNames = hasAlternativeNames ?? !(dnsNames.isEmpty && uris.isEmpty)
     }
 
-    /// The names to match, as TLS matches a host name (RFC 6125 §6.4.4): the SAN entries, and
-    /// the common name only when there are none and the caller allows it.
+    /// The names to match, as TLS matches a host name (RFC 6125 §6.4.4): the DNS and URI SAN
+    /// entries, and the common name only for a certificate without a subjectAltName extension
+    /// when the caller allows it.
     public func matchableNames(commonNameFallback: Bool) -> [String] {
-        let alternatives = dnsNames + uris
-        guard alternatives.isEmpty else { return alternatives }
+        guard !hasAlternativeNames else { return dnsNames + uris }
         return commonNameFallback ? commonName.map { [$0] } ?? [] : []
     }
+
+    /// Entries read per kind at most.
+    public static let maximumNames = 1000
 }
 
 /// Runs TLS over a channel with OpenSSL and memory BIOs: ciphertext in and out of the socket,
@@ -211,10 +220,17 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 }
             }
         }
+        names.hasAlternativeNames = passion_x509_has_alt_names(certificate) != 0
         for (type, keyPath) in [(passion_gen_dns(), \PeerCertificateNames.dnsNames), (passion_gen_uri(), \PeerCertificateNames.uris)] {
             var buffer = [CChar](repeating: 0, count: 1024)
-            for index in 0..<64 {
+            var index = 0
+            while true {
+                guard index < PeerCertificateNames.maximumNames else {
+                    names.tooManyNames = true
+                    break
+                }
                 let length = passion_x509_alt_name(certificate, type, Int32(index), &buffer, Int32(buffer.count))
+                index += 1
                 if length == -2 { break }
                 guard length >= 0 else { continue }
                 names[keyPath: keyPath].append(String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self))

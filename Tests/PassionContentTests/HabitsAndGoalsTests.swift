@@ -98,8 +98,10 @@ struct HabitsAndGoalsTests {
             #expect(done.reward.events.contains { $0.type == .xpAwarded && $0.amount == 250 })
             #expect(done.reward.events.contains { $0.type == .coinsAwarded && $0.amount == 25 })
             #expect(done.reward.events.contains { $0.type == .achievementUnlocked && $0.achievement.slug == "goal_1" })
-            let again = await expectRPCError(.alreadyExists) { try await goals.complete(options: me) { $0.goalID = run.id } }
-            #expect(again?.details?.reason == "GOAL_ALREADY_COMPLETED")
+            // A repeat (a retry after UNAVAILABLE) answers the first result, pays nothing again.
+            let again = try await goals.complete(options: me) { $0.goalID = run.id }
+            #expect(again.reward.replayed && !done.reward.replayed)
+            #expect(again.reward.events == done.reward.events && again.goal.id == done.goal.id && again.quests == done.quests)
             #expect(try await harness.count("SELECT count(*) AS n FROM points_ledger WHERE reason = 'goal_completed'") == 1)
 
             let abandoned = try await goals.abandon(options: me) { $0.goalID = read.id }
@@ -148,10 +150,12 @@ struct HabitsAndGoalsTests {
             }
             // 10 XP, plus 10% per streak day beyond the first.
             #expect(xp == [10, 11, 12, 13])
-            let twice = try await expectRefused(harness, .alreadyExists, reason: "HABIT_ALREADY_COMPLETED") {
-                _ = try await habits.complete(options: me) { $0.habitID = habit.id }
-            }
-            #expect(twice?.details?.fields["completion_date"] == "2026-11-23")
+            // Once per day: a repeat answers the day's completion and its reward again, marked
+            // replayed, and writes nothing.
+            let before = try await harness.count("SELECT count(*) AS n FROM points_ledger") + harness.count("SELECT count(*) AS n FROM habit_completions")
+            let twice = try await habits.complete(options: me) { $0.habitID = habit.id }
+            #expect(twice.reward.replayed && twice.completion.completionDate == "2026-11-23" && twice.habit.streak == 4)
+            #expect(try await harness.count("SELECT count(*) AS n FROM points_ledger") + harness.count("SELECT count(*) AS n FROM habit_completions") == before)
 
             let today = try await habits.today(TodayRequest(), options: me)
             #expect(today.date == "2026-11-23" && today.timeZone == "UTC")

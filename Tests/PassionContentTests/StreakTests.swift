@@ -161,14 +161,15 @@ struct StreakTests {
             let today = try await s.harness.connection.habits.today(TodayRequest(), options: s.options)
             #expect(today.date == "2026-11-20")
             #expect(Dictionary(uniqueKeysWithValues: today.habits.map { ($0.habit.id, $0.status) }) == [habit: "completed", onlyLater: "pending"])
+            // History's default range still holds the completions dated ahead of the local today.
+            let history = try await s.harness.connection.habits.history(options: s.options) { $0.habitID = habit }
+            #expect(history.completions.map(\.completionDate) == ["2026-11-21", "2026-11-20"])
             #expect(try await s.streak(habit, at: "2026-11-21 08:00") == 2)
-            // The 21st was already completed (in Tokyo): once per day.
+            // The 21st was already completed (in Tokyo): once per day, and the call answers that
+            // completion again.
             s.clock.set("2026-11-21 08:00", in: s.zone)
-            let again = await expectRPCError(.alreadyExists) {
-                try await s.harness.connection.habits.complete(options: s.options) { $0.habitID = habit }
-            }
-            #expect(again?.details?.reason == "HABIT_ALREADY_COMPLETED")
-            #expect(again?.details?.fields["completion_date"] == "2026-11-21")
+            let again = try await s.harness.connection.habits.complete(options: s.options) { $0.habitID = habit }
+            #expect(again.reward.replayed && again.completion.completionDate == "2026-11-21")
             #expect(try await s.complete(habit, at: "2026-11-22 20:00") == ("2026-11-22", 3))
             // Flying back east loses a night: at 08:00 on the 24th in Tokyo the 23rd is yesterday,
             // still open until noon.
@@ -187,11 +188,11 @@ struct StreakTests {
             _ = try await s.complete(weekly, at: "2026-12-22 10:00")
             _ = try await s.complete(weekly, at: "2026-12-30 10:00")
             #expect(try await s.complete(weekly, at: "2027-01-04 10:00").streak == 3)
-            // Once per week: Sunday the 10th is the same ISO week as Monday the 4th.
+            // Once per week: Sunday the 10th is the same ISO week as Monday the 4th, so the call
+            // answers Monday's completion again.
             s.clock.set("2027-01-10 10:00", in: s.zone)
-            await expectRPCError(.alreadyExists) {
-                try await s.harness.connection.habits.complete(options: s.options) { $0.habitID = weekly }
-            }
+            let again = try await s.harness.connection.habits.complete(options: s.options) { $0.habitID = weekly }
+            #expect(again.reward.replayed && again.completion.completionDate == "2027-01-04")
             #expect(try await s.streak(weekly, at: "2027-01-17 23:59") == 3)
             // Monday morning, last week can still be done for yesterday.
             #expect(try await s.streak(weekly, at: "2027-01-18 11:00") == 3)

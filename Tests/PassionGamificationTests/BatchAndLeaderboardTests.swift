@@ -118,7 +118,9 @@ struct BatchAndLeaderboardTests {
             #expect(week.rankedUsers == 4)
             #expect(week.me.rank == 5 && week.me.xp == 0)
             let none = try await harness.connection.progress.leaderboard(LeaderboardRequest(), options: .session(users[5].token))
-            #expect(none.me.rank == 6 && none.aroundMe.isEmpty)
+            // Without XP: after the last ranked users, beside them, named like everyone else.
+            #expect(none.me.rank == 6 && none.me.displayName == "Test User")
+            #expect(none.aroundMe.map(\.rank) == [4, 5, 6] && none.aroundMe.last == none.me)
             await expectRPCError(.invalidArgument) {
                 try await harness.connection.progress.leaderboard(options: .session(users[0].token)) { $0.limit = 101 }
             }

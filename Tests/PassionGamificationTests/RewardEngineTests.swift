@@ -288,9 +288,9 @@ struct RewardConcurrencyTests {
         // Every acknowledged call is in its ledger exactly once, under its key, for its user.
         let keyed = try await pool.withConnection { connection in
             try await connection.query("""
-                SELECT id, user_id, idempotency_key FROM points_ledger WHERE idempotency_key NOT LIKE '%/achievement/%'
+                SELECT id, user_id, idempotency_key FROM points_ledger WHERE idempotency_key NOT LIKE '$ach:%'
                 UNION ALL
-                SELECT id, user_id, idempotency_key FROM coins_ledger WHERE idempotency_key NOT LIKE '%/achievement/%'
+                SELECT id, user_id, idempotency_key FROM coins_ledger WHERE idempotency_key NOT LIKE '$ach:%'
                 """)
         }
         var rows: [String: Int] = [:]

@@ -131,19 +131,22 @@ struct AuthTests {
         }
     }
 
-    @Test("expired sessions answer TOKEN_EXPIRED; the purge (admin call and daily job) deletes them once")
+    @Test("expired sessions answer SESSION_EXPIRED for 30 days; the purge (admin call and daily job) then deletes them, once")
     func expiry() async throws {
         try await ServiceHarness.with { harness in
             let user = try await harness.signIn()
-            let hash = try #require(SessionToken.hash(user.token))
-            _ = try await harness.query("""
-                UPDATE sessions SET created_at = now() - interval '8 days', last_activity = now() - interval '8 days',
-                                    expires_at = now() - interval '1 day' WHERE id = \(Bytes(hash))
-                """)
-            let error = await expectRPCError(.unauthenticated) {
-                try await harness.connection.users.me(MeRequest(), options: .session(user.token))
+            let old = try await harness.signIn()
+            for (token, expiredDaysAgo) in [(user.token, 1), (old.token, 31)] {
+                let hash = try #require(SessionToken.hash(token))
+                _ = try await harness.query("""
+                    UPDATE sessions SET created_at = now() - interval '40 days', last_activity = now() - interval '40 days',
+                                        expires_at = now() - \(expiredDaysAgo)::integer * interval '1 day' WHERE id = \(Bytes(hash))
+                    """)
+                let error = await expectRPCError(.unauthenticated) {
+                    try await harness.connection.users.me(MeRequest(), options: .session(token))
+                }
+                #expect(error?.details?.reason == "SESSION_EXPIRED")
             }
-            #expect(error?.details?.reason == "TOKEN_EXPIRED")
             let live = try await harness.signIn()
             await expectRPCError(.permissionDenied) {
                 try await harness.connection.auth.purgeExpiredSessions(PurgeExpiredSessionsRequest(), options: .session(live.token))
@@ -151,7 +154,12 @@ struct AuthTests {
             let purged = try await harness.connection.auth.purgeExpiredSessions(
                 PurgeExpiredSessionsRequest(), options: ServiceHarness.service("admin"))
             #expect(purged.deleted == 1)
-            #expect(try await harness.count("SELECT count(*) AS n FROM sessions") == 1)
+            #expect(try await harness.count("SELECT count(*) AS n FROM sessions") == 2)
+            // The recently expired one still says so; the purged one is unknown now.
+            let recent = await expectRPCError(.unauthenticated) { try await harness.connection.users.me(MeRequest(), options: .session(user.token)) }
+            #expect(recent?.details?.reason == "SESSION_EXPIRED")
+            let gone = await expectRPCError(.unauthenticated) { try await harness.connection.users.me(MeRequest(), options: .session(old.token)) }
+            #expect(gone?.details?.reason == "TOKEN_UNKNOWN")
             // The daily job: runs when due, then not again within the day, whichever instance asks.
             let maintenance = SessionMaintenance(pool: harness.pool)
             // The admin purge counted as the day's run.

@@ -19,6 +19,7 @@ struct AuthorizationTests {
         /// B's content: A's calls name these and must get NOT_FOUND.
         var bGoal = ""
         var bHabit = ""
+        var bCompletion = ""
         var bQuest = ""
         var bFocus = ""
     }
@@ -324,6 +325,12 @@ struct AuthorizationTests {
             _ = try await h.connection.habits.complete(options: o) { $0.habitID = id }
             await notFound { try await h.connection.habits.complete(options: o) { $0.habitID = p.bHabit } }
         },
+        Habits.Method.uncomplete.fullName: { h, o, p in
+            let id = try await habit(h, o)
+            let completion = try await h.connection.habits.complete(options: o) { $0.habitID = id }.completion.id
+            _ = try await h.connection.habits.uncomplete(options: o) { $0.completionID = completion }
+            await notFound { try await h.connection.habits.uncomplete(options: o) { $0.completionID = p.bCompletion } }
+        },
         Habits.Method.today.fullName: { h, o, p in
             let today = try await h.connection.habits.today(TodayRequest(), options: o)
             #expect(!today.habits.contains { $0.habit.id == p.bHabit })
@@ -420,7 +427,7 @@ struct AuthorizationTests {
             var parties = Parties(a: a, b: b)
             parties.bGoal = try await Self.goal(harness, bOptions)
             parties.bHabit = try await Self.habit(harness, bOptions)
-            _ = try await harness.connection.habits.complete(options: bOptions) { $0.habitID = parties.bHabit }
+            parties.bCompletion = try await harness.connection.habits.complete(options: bOptions) { $0.habitID = parties.bHabit }.completion.id
             parties.bQuest = try await Self.quest(harness, bOptions)
             let done = try await Self.focus(harness, bOptions)
             _ = try await harness.query("UPDATE focus_sessions SET running_since = running_since - interval '5 minutes' WHERE id = \(UUID(uuidString: done))")

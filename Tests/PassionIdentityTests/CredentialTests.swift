@@ -37,7 +37,7 @@ struct CredentialTests {
                 UPDATE sessions SET created_at = now() - interval '8 days', last_activity = now() - interval '8 days',
                                     expires_at = now() - interval '1 second' WHERE id = \(Bytes(hash))
                 """)
-            try await refused(harness, ["authorization": "Bearer \(expiring.token)"], .unauthenticated, reason: "TOKEN_EXPIRED")
+            try await refused(harness, ["authorization": "Bearer \(expiring.token)"], .unauthenticated, reason: "SESSION_EXPIRED")
             _ = try await harness.connection.auth.signOut(SignOutRequest(), options: .session(user.token))
             try await refused(harness, ["authorization": "Bearer \(user.token)"], .unauthenticated, reason: "TOKEN_REVOKED")
             try await refused(harness, ["authorization": "ServiceKey wrong"], .unauthenticated, reason: "SERVICE_KEY_UNKNOWN")

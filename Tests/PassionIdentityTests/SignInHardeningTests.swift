@@ -34,6 +34,10 @@ struct SignInHardeningTests {
         }
     }
 
+    static func attempt<T>(_ body: () async throws -> T) async -> Result<T, any Error> {
+        do { return .success(try await body()) } catch { return .failure(error) }
+    }
+
     /// An account an operator made (no sign-in identity yet) with some progress on it.
     static func victim(_ harness: ServiceHarness, email: String) async throws -> String {
         let id = try #require(try await harness.query("INSERT INTO users (email) VALUES (\(email)) RETURNING id").first?.require("id", as: UUID.self))
@@ -60,6 +64,7 @@ struct SignInHardeningTests {
                 (try google.token(["sub": "attacker-2", "email": "Victim@Example.com", "email_verified": false]), .google),
                 (try google.token(["sub": "attacker-3", "email": "victim@example.com", "email_verified": "yes"]), .google),
                 (try azure.token(["iss": Self.azureIssuer, "sub": "attacker-4", "email": "victim@example.com", "email_verified": true]), .azure),
+                (try azure.token(["iss": Self.azureIssuer, "sub": "attacker-5", "email": "victim@example.com", "xms_edov": "true"]), .azure),
             ]
             for (token, provider) in attempts {
                 let response = try await Self.signIn(harness, token, provider: provider)
@@ -115,7 +120,7 @@ struct SignInHardeningTests {
         }
     }
 
-    @Test("a known identity's email follows the provider only when vouched for and free; no constraint name reaches the caller")
+    @Test("a known identity's email follows the provider only when vouched for and free")
     func emailChanges() async throws {
         let google = try TestIssuer()
         let azure = try TestIssuer(kid: "azure-key")
@@ -134,6 +139,70 @@ struct SignInHardeningTests {
             #expect(collision.user.id == user.user.id && collision.user.email == "moved@example.com")
             let holder = try await harness.connection.users.me(MeRequest(), options: .session(taken.token))
             #expect(holder.email == "taken@example.com")
+        }
+    }
+
+    @Test("first sign-ins racing for one address or one identity: one account, clean refusals, no database names")
+    func concurrentSignIns() async throws {
+        let google = try TestIssuer()
+        let azure = try TestIssuer(kid: "azure-key")
+        try await ServiceHarness.with(configure: Self.providers(google: google, azure: azure)) { harness in
+            let tokens = try (0..<8).map { try google.token(["sub": "racer-\($0)", "email": "race@example.com"]) }
+            let outcomes = await withTaskGroup(of: Result<SignInResponse, any Error>.self) { group in
+                for token in tokens { group.addTask { await Self.attempt { try await Self.signIn(harness, token) } } }
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+            let accounts = Set(outcomes.compactMap { try? $0.get().user.id })
+            #expect(accounts.count == 1, "one address, one account")
+            for case .failure(let error) in outcomes {
+                let rpc = error as? RPCError
+                #expect(rpc?.details?.reason == "EMAIL_LINKED_TO_OTHER_IDENTITY", "\(error)")
+                #expect(rpc.map { !"\($0)".contains("users_") && $0.details?.fields["sqlstate"] == nil } == true, "\(error)")
+            }
+            let same = try google.token(["sub": "twin", "email": "twin@example.com"])
+            let twins = await withTaskGroup(of: Result<SignInResponse, any Error>.self) { group in
+                for _ in 0..<8 { group.addTask { await Self.attempt { try await Self.signIn(harness, same) } } }
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(Set(twins.compactMap { try? $0.get().user.id }).count == 1)
+            #expect(twins.allSatisfy { (try? $0.get()) != nil }, "\(twins)")
+        }
+    }
+
+    @Test("a NUL or control character cannot make two subjects or emails one: refused before the database cuts it")
+    func controlCharacters() async throws {
+        let google = try TestIssuer()
+        let azure = try TestIssuer(kid: "azure-key")
+        try await ServiceHarness.with(configure: Self.providers(google: google, azure: azure)) { harness in
+            let victim = try await harness.signIn("nul@example.com", subject: "victim")
+            let before = try await harness.snapshot()
+            let token = await expectRPCError(.unauthenticated) {
+                try await Self.signIn(harness, try google.token(["sub": "victim\u{0}x", "email": "other@example.com"]))
+            }
+            #expect(token?.details?.reason == "ID_TOKEN_MALFORMED")
+            for (subject, email, field) in [("victim\u{0}x", "a@example.com", "identity.provider_user_id"),
+                                            ("sub-ok", "nul@example.com\u{0}x", "identity.email")] {
+                let error = await expectRPCError(.invalidArgument) {
+                    try await harness.connection.auth.signIn(options: ServiceHarness.service("gateway")) {
+                        $0.identity = VerifiedIdentity.with {
+                            $0.provider = .google
+                            $0.providerUserID = subject
+                            $0.email = email
+                            $0.emailVerified = true
+                        }
+                    }
+                }
+                #expect(error?.details?.fields["field"] == field)
+            }
+            // Any text a handler does not check: the store refuses a NUL rather than cut it.
+            let profile = await expectRPCError(.invalidArgument) {
+                try await harness.connection.users.updateProfile(options: .session(victim.token)) {
+                    $0.displayName = "Ada\u{0}Lovelace"
+                    $0.updateMask.paths = ["display_name"]
+                }
+            }
+            #expect(profile != nil)
+            #expect(try await harness.snapshot() == before)
         }
     }
 
@@ -206,11 +275,18 @@ struct SignInHardeningTests {
     func strictJSON() throws {
         #expect(try StrictJSON.parse(Array(#"{"a":[1,2.5e3,true,null,"\u00e9\ud83d\ude00"]}"#.utf8))
             == .object(["a": .array([.number(1), .number(2500), .bool(true), .null, .string("é😀")])]))
-        for text in [#"{"a":1,"a":2}"#, #"{"a":1,"\u0061":2}"#, #"{"a":01}"#, #"{"a":1,}"#, #"{"a":"\ud800"}"#, "[1] 2", #"{"a":"#, "{\"a\":\"\u{01}\"}"] {
+        for text in [
+            #"{"a":1,"a":2}"#, #"{"a":1,"\u0061":2}"#, #"{"a":01}"#, #"{"a":1,}"#, #"{"a":"\ud800"}"#, #"{"a":"\udc00"}"#, "[1] 2",
+            #"{"a":"#, "{\"a\":\"\u{01}\"}", #"{"a":1e999}"#, #"{"a":tru}"#,
+        ] {
             #expect(throws: StrictJSON.ParseError.self, "\(text)") { try StrictJSON.parse(Array(text.utf8)) }
         }
         let deep = String(repeating: "[", count: 40) + String(repeating: "]", count: 40)
         #expect(throws: StrictJSON.ParseError.self) { try StrictJSON.parse(Array(deep.utf8)) }
+        // Bytes that are not UTF-8: a lone continuation byte, an overlong "/", a surrogate.
+        for bytes: [UInt8] in [[0x22, 0x80, 0x22], [0x22, 0xC0, 0xAF, 0x22], [0x22, 0xED, 0xA0, 0x80, 0x22]] {
+            #expect(throws: StrictJSON.ParseError.self, "\(bytes)") { try StrictJSON.parse(bytes) }
+        }
     }
 
     @Test("mTLS names come from the subjectAltName; the common name only when a flag allows it and the certificate has no SAN")
@@ -220,8 +296,11 @@ struct SignInHardeningTests {
             all.append(ServiceAccount(name: "game-server", certificateName: "game-server.internal", scopes: ["users:read"]))
             all.append(ServiceAccount(name: "worker", certificateName: "spiffe://passion.test/worker", scopes: ["users:read"]))
             all.append(ServiceAccount(name: "billing", certificateName: "billing.internal", scopes: ["users:read"]))
-            // Force-unwrap-free: a registry of distinct names cannot fail.
-            if let registry = try? ServiceRegistry(accounts: all) { configuration.services = registry }
+            do {
+                configuration.services = try ServiceRegistry(accounts: all)
+            } catch {
+                Issue.record("registry: \(error)")
+            }
         }
         let certificates = try TestCertificates.shared()
         let cnOnly = try certificates.issueClient(commonName: "game-server.internal")
@@ -233,6 +312,8 @@ struct SignInHardeningTests {
             ("SAN URI of an account", try certificates.issueClient(commonName: "anything", uris: ["spiffe://passion.test/worker"]),
              "worker", "worker"),
             ("CN only", cnOnly, nil, "game-server"),
+            ("CN of an account, only an IP SAN", try certificates.issueClient(commonName: "game-server.internal", ipAddresses: ["10.0.0.7"]),
+             nil, nil),
             ("two accounts' SANs", try certificates.issueClient(commonName: "x", dnsNames: ["game-server.internal", "billing.internal"]),
              "CERTIFICATE_AMBIGUOUS", "CERTIFICATE_AMBIGUOUS"),
         ]

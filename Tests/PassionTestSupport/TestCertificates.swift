@@ -29,11 +29,13 @@ public struct TestCertificates: Sendable {
 
     /// A client certificate from the test CA with the given names, written next to the others;
     /// returns the certificate and key paths.
-    public func issueClient(commonName: String, dnsNames: [String] = [], uris: [String] = []) throws -> (certificate: String, key: String) {
+    public func issueClient(
+        commonName: String, dnsNames: [String] = [], ipAddresses: [String] = [], uris: [String] = []
+    ) throws -> (certificate: String, key: String) {
         let authority = CertificateAuthority(identity: PEMIdentity(
             certificatePEM: try String(contentsOfFile: caPath, encoding: .utf8),
             privateKeyPEM: try String(contentsOfFile: caKeyPath, encoding: .utf8)))
-        let issued = try authority.issue(commonName: commonName, dnsNames: dnsNames, uris: uris, client: true)
+        let issued = try authority.issue(commonName: commonName, dnsNames: dnsNames, ipAddresses: ipAddresses, uris: uris, client: true)
         let base = directory + "/client-\(UUID().uuidString)"
         try issued.certificatePEM.write(toFile: base + ".pem", atomically: true, encoding: .utf8)
         try issued.privateKeyPEM.write(toFile: base + "-key.pem", atomically: true, encoding: .utf8)

@@ -5,12 +5,22 @@ import PassionRPC
 import PassionStore
 import SwiftProtobuf
 
+/// How the content services behave where a deployment may choose.
+public struct ContentConfiguration: Sendable {
+    /// How many days back an offline client may date a habit completion (and how long a
+    /// completion can be taken back). 0–30; default 7.
+    public var offlineDays = 7
+
+    public init() {}
+}
+
 /// What every content service shares: the pool, the audit trail, and the clock the database's
 /// day arithmetic runs on (tests move it across DST changes and day boundaries).
 struct ContentContext: Sendable {
     let pool: PostgresPool
     let trail: AuditTrail
     let now: @Sendable () -> Date
+    var offlineDays = ContentConfiguration().offlineDays
 
     /// Runs a statement whose single column `result` is JSON text, and parses it.
     func json(_ sql: SQL, deadline: ContinuousClock.Instant?, transaction: Bool = false) async throws -> [String: Any]? {

@@ -5,8 +5,8 @@ import PassionRPC
 import PassionStore
 import SwiftProtobuf
 
-/// `passion.v1.Habits`: habits, completions and streaks in the user's time zone. Completing is
-/// one call of `passion_habit_complete` (0008_content_engine.sql).
+/// `passion.v1.Habits`: habits, completions and streaks in the user's time zone. Completing and
+/// taking a completion back are in HabitCompletions.swift.
 public struct HabitsService: Habits.ServiceProtocol {
     let content: ContentContext
 
@@ -181,31 +181,6 @@ public struct HabitsService: Habits.ServiceProtocol {
         try await setArchived(request, false, action: "habit.unarchived", context: context)
     }
 
-    public func complete(request: CompleteHabitRequest, context: ServerContext) async throws -> CompleteHabitResponse {
-        let origin = AuditOrigin(context)
-        return try await content.trail.failures(origin, action: "habit.completed", resourceType: "habit", resourceID: request.habitID) {
-            let user = try context.actingUser()
-            let id = try Validate.uuid(request.habitID, field: "habit_id")
-            let audit = origin.sqlArguments
-            guard let json = try await content.json("""
-                SELECT passion_habit_complete(\(user), \(id), \(request.yesterday), \(content.now()), \(audit.principal),
-                                              \(audit.ip)::inet, \(audit.userAgent))::text AS result
-                """, deadline: context.deadline)
-            else { throw RPCError(code: .internal, message: "completion returned nothing") }
-            return CompleteHabitResponse.with {
-                let completion = json["completion"] as? [String: Any] ?? [:]
-                $0.completion = Self.completion(completion)
-                // Just completed: its streak is current and its period done.
-                var habit = json["habit"] as? [String: Any] ?? [:]
-                habit["streak"] = habit["streak_days"]
-                habit["done_this_period"] = true
-                $0.habit = (try? Self.habit(habit)) ?? Habit()
-                $0.reward = ContentJSON.reward(json["reward"])
-                $0.quests = ContentJSON.quests(json["quests"])
-            }
-        }
-    }
-
     public func today(request: TodayRequest, context: ServerContext) async throws -> TodayResponse {
         let user = try context.actingUser()
         let now = content.now()
@@ -248,8 +223,10 @@ public struct HabitsService: Habits.ServiceProtocol {
                                       'completed_at', c.completed_at)::text AS result
             FROM habit_completions c, \(Self.today(user, now))
             WHERE c.user_id = \(user) AND (\(habit)::uuid IS NULL OR c.habit_id = \(habit)::uuid)
-              AND c.completion_date BETWEEN coalesce(\(from)::date, coalesce(\(to)::date, t.today) - 30)
-                                        AND coalesce(\(to)::date, coalesce(\(from)::date + 30, t.today))
+              AND c.completion_date >= coalesce(\(from)::date, coalesce(\(to)::date, t.today) - 30)
+              -- No upper bound by default: after a move west, completions dated ahead of the new
+              -- local today are still the user's latest.
+              AND (\(to)::date IS NULL AND \(from)::date IS NULL OR c.completion_date <= coalesce(\(to)::date, \(from)::date + 30))
             ORDER BY c.completion_date DESC, c.completed_at DESC
             """, deadline: context.deadline)
         if let habit, rows.isEmpty {

@@ -21,8 +21,15 @@ extension MaintenanceJob {
         try await connection.query("SELECT passion_fail_expired_quests(\(now)) AS n").first?.require("n", as: Int.self) ?? 0
     }
 
+    /// Abandons focus sessions left open for a day (they earn nothing).
+    public static let staleFocusSessions = MaintenanceJob(
+        name: "stale_focus_sessions", action: "maintenance.stale_focus_sessions", resourceType: "focus_session"
+    ) { connection, now in
+        try await connection.query("SELECT passion_abandon_stale_focus_sessions(\(now)) AS n").first?.require("n", as: Int.self) ?? 0
+    }
+
     /// Every job the server runs daily.
-    public static let all: [MaintenanceJob] = [.expiredSessions, .streaks, .archiveGoals, .expiredQuests]
+    public static let all: [MaintenanceJob] = [.expiredSessions, .streaks, .archiveGoals, .expiredQuests, .staleFocusSessions]
 }
 
 /// `passion.v1.Maintenance`: the daily jobs on demand, and the integrity check, for admins.

@@ -133,9 +133,14 @@ public struct QuestsService: Quests.ServiceProtocol {
         return try await content.trail.failures(origin, action: "quest.abandoned", resourceType: "quest", resourceID: request.questID) {
             let user = try context.actingUser()
             let id = try Validate.uuid(request.questID, field: "quest_id")
+            let now = content.now()
             let status = try await content.pool.transaction(deadline: context.deadline) { connection -> String? in
-                guard let status = try await connection.query("SELECT status FROM quests WHERE id = \(id) AND user_id = \(user) FOR UPDATE")
-                    .first?.require("status", as: String.self)
+                // A quest past its end date has failed, whether or not the daily job has said so.
+                guard let status = try await connection.query("""
+                    SELECT CASE WHEN q.status = 'active' AND q.end_date < t.today THEN 'failed' ELSE q.status END AS status
+                    FROM quests q, \(HabitsService.today(user, now))
+                    WHERE q.id = \(id) AND q.user_id = \(user) FOR UPDATE OF q
+                    """).first?.require("status", as: String.self)
                 else { return nil }
                 if status == "active" {
                     try await connection.query("UPDATE quests SET status = 'abandoned', updated_at = now() WHERE id = \(id)")

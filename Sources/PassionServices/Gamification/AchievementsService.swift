@@ -9,10 +9,13 @@ import SwiftProtobuf
 public struct AchievementsService: Achievements.ServiceProtocol {
     let pool: PostgresPool
     let trail: AuditTrail
+    /// The instant streaks are read at (the content clock, which tests move).
+    let now: @Sendable () -> Date
 
-    public init(pool: PostgresPool, trail: AuditTrail) {
+    public init(pool: PostgresPool, trail: AuditTrail, now: @escaping @Sendable () -> Date = { Date() }) {
         self.pool = pool
         self.trail = trail
+        self.now = now
     }
 
     static let ruleTypes: Set<String> = [
@@ -46,7 +49,10 @@ public struct AchievementsService: Achievements.ServiceProtocol {
                        coalesce((v.values ->> (a.unlock_condition ->> 'type'))::bigint, 0) AS current
                 FROM achievements a
                 LEFT JOIN user_achievements ua ON ua.achievement_id = a.id AND ua.user_id = \(userID)
-                CROSS JOIN (SELECT passion_rule_values(\(userID)) AS values) v
+                -- The streak shown is today's, as Habits/Today reads it; the stored one stays
+                -- as it was when the streak last grew.
+                CROSS JOIN (SELECT passion_rule_values(\(userID))
+                                   || jsonb_build_object('habit_streak', (passion_user_streaks(\(userID), \(now()))).longest) AS values) v
                 WHERE a.retired_at IS NULL OR ua.id IS NOT NULL
                 ORDER BY ua.unlocked_at DESC NULLS LAST,
                          coalesce((v.values ->> (a.unlock_condition ->> 'type'))::numeric, 0)

@@ -11,11 +11,14 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     let pool: PostgresPool
     let trail: AuditTrail
     let hub: ProgressEventHub
+    /// The instant streaks are read at (the content clock, which tests move).
+    let now: @Sendable () -> Date
 
-    public init(pool: PostgresPool, trail: AuditTrail, hub: ProgressEventHub) {
+    public init(pool: PostgresPool, trail: AuditTrail, hub: ProgressEventHub, now: @escaping @Sendable () -> Date = { Date() }) {
         self.pool = pool
         self.trail = trail
         self.hub = hub
+        self.now = now
     }
 
     static let xpReasons: Set<String> = [
@@ -33,10 +36,8 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         let row = try await pool.withConnection(deadline: context.deadline) { connection in
             try await connection.query("""
                 SELECT passion_progress_json(u.id)::text AS progress,
-                       (SELECT count(*) FROM habits h WHERE h.user_id = u.id AND h.is_active AND NOT h.archived
-                                                        AND h.streak_days > 0) AS active_streaks,
-                       1 + (SELECT count(*) FROM user_progress o
-                            WHERE o.total_xp > coalesce((SELECT total_xp FROM user_progress WHERE user_id = u.id), 0)) AS rank
+                       (passion_user_streaks(u.id, \(now()))).active_streaks AS active_streaks,
+                       passion_all_time_rank(u.id) AS rank
                 FROM users u WHERE u.id = \(userID) AND u.deleted_at IS NULL
                 """).first
         }
@@ -175,13 +176,22 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     }
 
     private func checkResumable(after id: Int64, deadline: ContinuousClock.Instant?) async throws {
-        let kept = try await pool.withConnection(deadline: deadline) { connection in
+        let row = try await pool.withConnection(deadline: deadline) { connection in
             try await connection.query("""
                 SELECT EXISTS (SELECT 1 FROM progress_events WHERE id = \(id) AND created_at > now() - interval '\(unsafeSQL: Self.resumeWindow)')
-                    OR \(id) >= (SELECT coalesce(max(id), 0) FROM progress_events) AS kept
-                """).first?.require("kept", as: Bool.self)
+                           AS kept,
+                       (SELECT coalesce(max(id), 0) FROM progress_events) AS newest
+                """).first
         }
-        guard kept == true else {
+        let newest = try row?.require("newest", as: Int64.self) ?? 0
+        // An id from the future (a database restored from a backup, or another deployment's)
+        // would filter out every event until the ids caught up: refused, naming where to resume.
+        guard id <= newest else {
+            throw RPCError(
+                code: .outOfRange, message: "event \(id) does not exist yet (the newest is \(newest)); resume after \(newest)",
+                details: ErrorDetails(reason: "RESUME_AHEAD", fields: ["field": "after_event_id", "newest-event-id": "\(newest)"]))
+        }
+        guard try row?.require("kept", as: Bool.self) == true || id == newest else {
             throw RPCError(
                 code: .outOfRange, message: "events after \(id) are no longer kept; read GetProgress and subscribe from 0",
                 details: ErrorDetails(reason: "RESUME_TOO_OLD", fields: ["field": "after_event_id"]))
@@ -421,7 +431,9 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
                     FROM scores s JOIN users u ON u.id = s.user_id AND u.deleted_at IS NULL
                 ), flagged AS (
                     SELECT r.*, r.user_id = \(userID) AS is_me, r.position <= \(limit) AS is_top,
-                           abs(r.position - (SELECT position FROM ranked WHERE user_id = \(userID))) <= \(neighbours) AS is_near
+                           -- An unranked caller stands just after the last ranked user.
+                           abs(r.position - coalesce((SELECT position FROM ranked WHERE user_id = \(userID)), r.ranked_users + 1))
+                               <= \(neighbours) AS is_near
                     FROM ranked r
                 )
                 SELECT * FROM flagged WHERE is_top OR is_near ORDER BY position
@@ -445,11 +457,17 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
             }
         }
         if !found {
-            // No XP in the period: after everyone who has some.
-            response.me = LeaderboardEntry.with {
+            // No XP in the period: after everyone who has some, next to the last ranked users.
+            let name = try await pool.withConnection(deadline: context.deadline) { connection in
+                try await connection.query("SELECT display_name FROM users WHERE id = \(userID)").first?.decode("display_name", as: String.self)
+            }
+            let me = LeaderboardEntry.with {
                 $0.userID = userID.uuidString.lowercased()
+                $0.displayName = name ?? ""
                 $0.rank = response.rankedUsers + 1
             }
+            response.me = me
+            response.aroundMe.append(me)
         }
         return response
     }
@@ -473,8 +491,15 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         guard key.utf8.count <= 200, key.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
             throw Validate.invalid(field, "must be 1–200 printable ASCII characters without spaces")
         }
+        guard !key.hasPrefix(serverKeyPrefix) else {
+            throw Validate.invalid(field, "must not begin with \"\(serverKeyPrefix)\": keys the server derives begin so")
+        }
         return key
     }
+
+    /// What every key the server derives begins with (content rewards, achievement rewards, stored
+    /// results; 0012_reward_integrity.sql), so that no caller's key can collide with one.
+    static let serverKeyPrefix = "$"
 
     static func resource(type: String, id: String, prefix: String = "") throws -> (String?, UUID?) {
         if type.isEmpty, id.isEmpty { return (nil, nil) }
@@ -519,7 +544,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
 
     static let eventTypes: [String: ProgressEventType] = [
         "xp_awarded": .xpAwarded, "coins_awarded": .coinsAwarded, "coins_spent": .coinsSpent, "coins_refunded": .coinsRefunded,
-        "level_up": .levelUp, "achievement_unlocked": .achievementUnlocked,
+        "level_up": .levelUp, "level_down": .levelDown, "achievement_unlocked": .achievementUnlocked,
     ]
 
     /// An event as passion_emit_event writes it (also the NOTIFY payload).

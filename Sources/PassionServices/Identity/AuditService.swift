@@ -18,11 +18,13 @@ public struct AuditService: Audit.ServiceProtocol {
         guard (0...90).contains(request.days) else { throw Validate.invalid("days", "must be 0–90") }
         let days = request.days == 0 ? 7 : Int(request.days)
         let rows = try await pool.withConnection(deadline: context.deadline) { connection in
+            // Refused and failed attempts did not happen: counted only when asked for, apart.
             try await connection.query("""
-                SELECT action, resource_type, count(*) AS count, max(created_at) AS last_at
+                SELECT action, resource_type, status, count(*) AS count, max(created_at) AS last_at
                 FROM audit_logs
                 WHERE user_id = \(userID) AND created_at > now() - \(days) * interval '1 day'
-                GROUP BY action, resource_type
+                  AND (status = 'success' OR \(request.includeFailures))
+                GROUP BY action, resource_type, status
                 ORDER BY last_at DESC
                 """)
         }
@@ -32,6 +34,7 @@ public struct AuditService: Audit.ServiceProtocol {
                     $0.action = try row.require("action", as: String.self)
                     $0.resourceType = try row.decode("resource_type", as: String.self) ?? ""
                     $0.count = try row.require("count", as: Int64.self)
+                    $0.status = try row.require("status", as: String.self)
                     $0.lastAt = Google_Protobuf_Timestamp(try row.require("last_at", as: Date.self))
                 }
             }

@@ -48,6 +48,9 @@ public struct AuthService: Auth.ServiceProtocol {
             let subject = given.providerUserID.trimmingCharacters(in: .whitespaces)
             guard !subject.isEmpty else { throw Validate.invalid("identity.provider_user_id", "is required") }
             guard Validate.fits(subject, 255) else { throw Validate.invalid("identity.provider_user_id", "is longer than 255 characters") }
+            guard !subject.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+                throw Validate.invalid("identity.provider_user_id", "contains control characters")
+            }
             return Identity(
                 provider: provider, subject: subject, email: try Validate.email(given.email, field: "identity.email"),
                 emailVerified: given.emailVerified, displayName: try Validate.optionalText(given.displayName, field: "identity.display_name"),
@@ -140,12 +143,17 @@ public struct AuthService: Auth.ServiceProtocol {
             return (try UserRows.user(row), false)
         }
         if identity.emailVerified, let row = try await connection.query("""
-            SELECT id, oauth_provider FROM users
+            SELECT id, oauth_provider, oauth_id FROM users
             WHERE email = \(identity.email) AND email_verified AND deleted_at IS NULL FOR UPDATE
             """).first {
-            // Which provider it is stays unsaid: that would tell anyone who knows an address how
-            // its owner signs in.
-            guard try row.decode("oauth_provider", as: String.self) == nil else {
+            if let provider = try row.decode("oauth_provider", as: String.self) {
+                // A concurrent first sign-in of this same identity linked it while we waited:
+                // the next attempt finds it by identity.
+                if provider == identity.provider, try row.decode("oauth_id", as: String.self) == identity.subject {
+                    throw StoreError(sqlState: "40001", serverMessage: "identity linked concurrently")
+                }
+                // Which provider it is stays unsaid: that would tell anyone who knows an address
+                // how its owner signs in.
                 throw RPCError(
                     code: .failedPrecondition,
                     message: "this email belongs to an account that signs in with another identity; sign in with that one",

@@ -27,6 +27,9 @@ enum Validate {
         let email = text.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
         guard !email.isEmpty else { throw invalid(field, "is required") }
         guard fits(email, 255) else { throw invalid(field, "is longer than 255 characters") }
+        guard !email.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw invalid(field, "contains control characters")
+        }
         guard email.range(of: #"^[^@\s]+@[^@\s]+\.[^@\s]+$"#, options: .regularExpression) != nil else {
             throw invalid(field, "is not an email address")
         }

@@ -30,6 +30,10 @@ public nonisolated struct RecentActivityRequest: Sendable {
   /// 1–90; 0 means 7.
   public var days: Int32 = 0
 
+  /// Also count refused and failed attempts, as separate entries with status "failure". By
+  /// default only what happened is counted.
+  public var includeFailures: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -55,6 +59,9 @@ public nonisolated struct ActivitySummary: Sendable {
   public var hasLastAt: Bool {self._lastAt != nil}
   /// Clears the value of `lastAt`. Subsequent reads from it will return its default value.
   public mutating func clearLastAt() {self._lastAt = nil}
+
+  /// "success", or "failure" (only with include_failures).
+  public var status: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -191,7 +198,7 @@ fileprivate nonisolated let _protobuf_package = "passion.v1"
 
 nonisolated extension RecentActivityRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RecentActivityRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}days\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}days\0\u{3}include_failures\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -200,6 +207,7 @@ nonisolated extension RecentActivityRequest: SwiftProtobuf.Message, SwiftProtobu
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularInt32Field(value: &self.days) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.includeFailures) }()
       default: break
       }
     }
@@ -209,11 +217,15 @@ nonisolated extension RecentActivityRequest: SwiftProtobuf.Message, SwiftProtobu
     if self.days != 0 {
       try visitor.visitSingularInt32Field(value: self.days, fieldNumber: 1)
     }
+    if self.includeFailures != false {
+      try visitor.visitSingularBoolField(value: self.includeFailures, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: RecentActivityRequest, rhs: RecentActivityRequest) -> Bool {
     if lhs.days != rhs.days {return false}
+    if lhs.includeFailures != rhs.includeFailures {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -221,7 +233,7 @@ nonisolated extension RecentActivityRequest: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension ActivitySummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActivitySummary"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}action\0\u{3}resource_type\0\u{1}count\0\u{3}last_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}action\0\u{3}resource_type\0\u{1}count\0\u{3}last_at\0\u{1}status\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -233,6 +245,7 @@ nonisolated extension ActivitySummary: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 2: try { try decoder.decodeSingularStringField(value: &self.resourceType) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.count) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._lastAt) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.status) }()
       default: break
       }
     }
@@ -255,6 +268,9 @@ nonisolated extension ActivitySummary: SwiftProtobuf.Message, SwiftProtobuf._Mes
     try { if let v = self._lastAt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     } }()
+    if !self.status.isEmpty {
+      try visitor.visitSingularStringField(value: self.status, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -263,6 +279,7 @@ nonisolated extension ActivitySummary: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.resourceType != rhs.resourceType {return false}
     if lhs.count != rhs.count {return false}
     if lhs._lastAt != rhs._lastAt {return false}
+    if lhs.status != rhs.status {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -14,7 +14,7 @@ public enum FocusSessions {
         public static let start = MethodDescriptor(service: serviceName, method: "Start", kind: .unary, idempotency: .unknown, principal: .user, scope: "content:write")
         public static let pause = MethodDescriptor(service: serviceName, method: "Pause", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
         public static let resume = MethodDescriptor(service: serviceName, method: "Resume", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
-        public static let complete = MethodDescriptor(service: serviceName, method: "Complete", kind: .unary, idempotency: .unknown, principal: .user, scope: "content:write")
+        public static let complete = MethodDescriptor(service: serviceName, method: "Complete", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
         public static let abandon = MethodDescriptor(service: serviceName, method: "Abandon", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
         public static let list = MethodDescriptor(service: serviceName, method: "List", kind: .unary, idempotency: .noSideEffects, principal: .user, scope: "content:read")
         public static let stats = MethodDescriptor(service: serviceName, method: "Stats", kind: .unary, idempotency: .noSideEffects, principal: .user, scope: "content:read")
@@ -44,7 +44,10 @@ public enum FocusSessions {
 
         func resume(request: FocusSessionRequest, context: ServerContext) async throws -> FocusSession
 
-        /// Once: again answers ALREADY_EXISTS (FOCUS_SESSION_ALREADY_COMPLETED).
+        /// Pays a minute of XP per minute credited (at most the planned duration), once. A repeat (a
+        /// retry) answers the first call's response with reward.replayed set (one completed before
+        /// results were kept: ALREADY_EXISTS, FOCUS_SESSION_ALREADY_COMPLETED). Sessions left open for
+        /// 24 hours are abandoned by the daily stale_focus_sessions job.
         func complete(request: FocusSessionRequest, context: ServerContext) async throws -> CompleteFocusResponse
 
         func abandon(request: FocusSessionRequest, context: ServerContext) async throws -> FocusSession
@@ -112,7 +115,10 @@ public enum FocusSessions {
             try await transport.unary(Method.resume, request, as: FocusSession.self, options: options)
         }
 
-        /// Once: again answers ALREADY_EXISTS (FOCUS_SESSION_ALREADY_COMPLETED).
+        /// Pays a minute of XP per minute credited (at most the planned duration), once. A repeat (a
+        /// retry) answers the first call's response with reward.replayed set (one completed before
+        /// results were kept: ALREADY_EXISTS, FOCUS_SESSION_ALREADY_COMPLETED). Sessions left open for
+        /// 24 hours are abandoned by the daily stale_focus_sessions job.
         public func complete(_ request: FocusSessionRequest, options: CallOptions = .defaults) async throws -> CompleteFocusResponse {
             try await transport.unary(Method.complete, request, as: CompleteFocusResponse.self, options: options).message
         }

@@ -38,7 +38,8 @@ public nonisolated struct FocusSession: Sendable {
   /// Planned minutes.
   public var durationMinutes: Int32 = 0
 
-  /// Whole minutes focused (running time, pauses excluded); set on completion.
+  /// Whole minutes credited on completion: the running time (pauses excluded), at most
+  /// duration_minutes. focused_seconds keeps what was measured.
   public var actualDurationMinutes: Int32 = 0
 
   /// active (running), paused, completed or abandoned.

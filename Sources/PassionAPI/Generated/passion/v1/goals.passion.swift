@@ -15,7 +15,7 @@ public enum Goals {
         public static let get = MethodDescriptor(service: serviceName, method: "Get", kind: .unary, idempotency: .noSideEffects, principal: .user, scope: "content:read")
         public static let list = MethodDescriptor(service: serviceName, method: "List", kind: .unary, idempotency: .noSideEffects, principal: .user, scope: "content:read")
         public static let update = MethodDescriptor(service: serviceName, method: "Update", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
-        public static let complete = MethodDescriptor(service: serviceName, method: "Complete", kind: .unary, idempotency: .unknown, principal: .user, scope: "content:write")
+        public static let complete = MethodDescriptor(service: serviceName, method: "Complete", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
         public static let abandon = MethodDescriptor(service: serviceName, method: "Abandon", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
         public static let delete = MethodDescriptor(service: serviceName, method: "Delete", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
         public static let restore = MethodDescriptor(service: serviceName, method: "Restore", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
@@ -53,8 +53,10 @@ public enum Goals {
         /// Changes the fields named in update_mask; every value is validated first.
         func update(request: UpdateGoalRequest, context: ServerContext) async throws -> Goal
 
-        /// Completes an active goal: XP by priority and coins, once (again: ALREADY_EXISTS,
-        /// GOAL_ALREADY_COMPLETED); moves goal quests and goal achievements.
+        /// Completes an active goal: XP by priority and coins, once; moves goal quests and goal
+        /// achievements. A repeat (a retry) answers the first call's response with reward.replayed
+        /// set; a goal completed before results were kept answers ALREADY_EXISTS
+        /// (GOAL_ALREADY_COMPLETED).
         func complete(request: GoalRequest, context: ServerContext) async throws -> CompleteGoalResponse
 
         /// Gives an active goal up (no reward).
@@ -147,8 +149,10 @@ public enum Goals {
             try await transport.unary(Method.update, request, as: Goal.self, options: options)
         }
 
-        /// Completes an active goal: XP by priority and coins, once (again: ALREADY_EXISTS,
-        /// GOAL_ALREADY_COMPLETED); moves goal quests and goal achievements.
+        /// Completes an active goal: XP by priority and coins, once; moves goal quests and goal
+        /// achievements. A repeat (a retry) answers the first call's response with reward.replayed
+        /// set; a goal completed before results were kept answers ALREADY_EXISTS
+        /// (GOAL_ALREADY_COMPLETED).
         public func complete(_ request: GoalRequest, options: CallOptions = .defaults) async throws -> CompleteGoalResponse {
             try await transport.unary(Method.complete, request, as: CompleteGoalResponse.self, options: options).message
         }

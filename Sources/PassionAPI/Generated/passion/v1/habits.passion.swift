@@ -20,11 +20,12 @@ public enum Habits {
         public static let archive = MethodDescriptor(service: serviceName, method: "Archive", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
         public static let unarchive = MethodDescriptor(service: serviceName, method: "Unarchive", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
         public static let complete = MethodDescriptor(service: serviceName, method: "Complete", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
+        public static let uncomplete = MethodDescriptor(service: serviceName, method: "Uncomplete", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
         public static let today = MethodDescriptor(service: serviceName, method: "Today", kind: .unary, idempotency: .noSideEffects, principal: .user, scope: "content:read")
         public static let history = MethodDescriptor(service: serviceName, method: "History", kind: .unary, idempotency: .noSideEffects, principal: .user, scope: "content:read")
 
         /// Every method of the service, in declaration order.
-        public static let all: [MethodDescriptor] = [create, get, list, update, pause, resume, archive, unarchive, complete, today, history]
+        public static let all: [MethodDescriptor] = [create, get, list, update, pause, resume, archive, unarchive, complete, uncomplete, today, history]
 
         /// Request and response message types, for tools that work from JSON.
         public static let schemas: [MethodSchema] = [
@@ -37,6 +38,7 @@ public enum Habits {
             MethodSchema(archive, request: HabitRequest.self, response: Habit.self),
             MethodSchema(unarchive, request: HabitRequest.self, response: Habit.self),
             MethodSchema(complete, request: CompleteHabitRequest.self, response: CompleteHabitResponse.self),
+            MethodSchema(uncomplete, request: UncompleteHabitRequest.self, response: UncompleteHabitResponse.self),
             MethodSchema(today, request: TodayRequest.self, response: TodayResponse.self),
             MethodSchema(history, request: HistoryRequest.self, response: HistoryResponse.self),
         ]
@@ -63,9 +65,19 @@ public enum Habits {
 
         func unarchive(request: HabitRequest, context: ServerContext) async throws -> Habit
 
-        /// Once per period: a second call answers ALREADY_EXISTS (HABIT_ALREADY_COMPLETED, with the
-        /// completion's id and date). Paused or archived: FAILED_PRECONDITION.
+        /// Once per period. A repeat within the period (a retry, or a second tap) answers the first
+        /// call's response with reward.replayed set; a period completed before results were kept
+        /// answers ALREADY_EXISTS (HABIT_ALREADY_COMPLETED, with the completion's id and date).
+        /// Paused or archived: FAILED_PRECONDITION.
         func complete(request: CompleteHabitRequest, context: ServerContext) async throws -> CompleteHabitResponse
+
+        /// Takes back a completion dated within the offline window (a mis-tap): removes it, counts
+        /// the streak again, moves back the open quests it moved, and reverses its XP with a
+        /// compensating correction in the ledger (at most the XP the user has). Achievements it
+        /// unlocked stay. A repeat answers the first response with reward.replayed set; an unknown
+        /// id NOT_FOUND (COMPLETION_NOT_FOUND); an older completion FAILED_PRECONDITION
+        /// (COMPLETION_TOO_OLD).
+        func uncomplete(request: UncompleteHabitRequest, context: ServerContext) async throws -> UncompleteHabitResponse
 
         func today(request: TodayRequest, context: ServerContext) async throws -> TodayResponse
 
@@ -211,8 +223,10 @@ public enum Habits {
             try await transport.unary(Method.unarchive, request, as: Habit.self, options: options)
         }
 
-        /// Once per period: a second call answers ALREADY_EXISTS (HABIT_ALREADY_COMPLETED, with the
-        /// completion's id and date). Paused or archived: FAILED_PRECONDITION.
+        /// Once per period. A repeat within the period (a retry, or a second tap) answers the first
+        /// call's response with reward.replayed set; a period completed before results were kept
+        /// answers ALREADY_EXISTS (HABIT_ALREADY_COMPLETED, with the completion's id and date).
+        /// Paused or archived: FAILED_PRECONDITION.
         public func complete(_ request: CompleteHabitRequest, options: CallOptions = .defaults) async throws -> CompleteHabitResponse {
             try await transport.unary(Method.complete, request, as: CompleteHabitResponse.self, options: options).message
         }
@@ -227,6 +241,28 @@ public enum Habits {
         /// `complete` returning the response metadata too.
         public func completeWithMetadata(_ request: CompleteHabitRequest, options: CallOptions = .defaults) async throws -> RPCResponse<CompleteHabitResponse> {
             try await transport.unary(Method.complete, request, as: CompleteHabitResponse.self, options: options)
+        }
+
+        /// Takes back a completion dated within the offline window (a mis-tap): removes it, counts
+        /// the streak again, moves back the open quests it moved, and reverses its XP with a
+        /// compensating correction in the ledger (at most the XP the user has). Achievements it
+        /// unlocked stay. A repeat answers the first response with reward.replayed set; an unknown
+        /// id NOT_FOUND (COMPLETION_NOT_FOUND); an older completion FAILED_PRECONDITION
+        /// (COMPLETION_TOO_OLD).
+        public func uncomplete(_ request: UncompleteHabitRequest, options: CallOptions = .defaults) async throws -> UncompleteHabitResponse {
+            try await transport.unary(Method.uncomplete, request, as: UncompleteHabitResponse.self, options: options).message
+        }
+
+        /// `uncomplete` with the request built in place: `uncomplete { $0.field = value }`.
+        public func uncomplete(options: CallOptions = .defaults, _ configure: (inout UncompleteHabitRequest) -> Void) async throws -> UncompleteHabitResponse {
+            var request = UncompleteHabitRequest()
+            configure(&request)
+            return try await uncomplete(request, options: options)
+        }
+
+        /// `uncomplete` returning the response metadata too.
+        public func uncompleteWithMetadata(_ request: UncompleteHabitRequest, options: CallOptions = .defaults) async throws -> RPCResponse<UncompleteHabitResponse> {
+            try await transport.unary(Method.uncomplete, request, as: UncompleteHabitResponse.self, options: options)
         }
 
         public func today(_ request: TodayRequest, options: CallOptions = .defaults) async throws -> TodayResponse {
@@ -275,6 +311,7 @@ extension Habits.ServiceProtocol {
         router.registerUnary(Habits.Method.archive, HabitRequest.self, Habit.self) { try await self.archive(request: $0, context: $1) }
         router.registerUnary(Habits.Method.unarchive, HabitRequest.self, Habit.self) { try await self.unarchive(request: $0, context: $1) }
         router.registerUnary(Habits.Method.complete, CompleteHabitRequest.self, CompleteHabitResponse.self) { try await self.complete(request: $0, context: $1) }
+        router.registerUnary(Habits.Method.uncomplete, UncompleteHabitRequest.self, UncompleteHabitResponse.self) { try await self.uncomplete(request: $0, context: $1) }
         router.registerUnary(Habits.Method.today, TodayRequest.self, TodayResponse.self) { try await self.today(request: $0, context: $1) }
         router.registerUnary(Habits.Method.history, HistoryRequest.self, HistoryResponse.self) { try await self.history(request: $0, context: $1) }
     }

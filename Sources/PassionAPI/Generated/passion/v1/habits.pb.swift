@@ -48,7 +48,7 @@ public nonisolated struct Habit: Sendable {
   /// paused habit keeps its streak frozen.
   public var streak: Int32 = 0
 
-  /// Never decreases.
+  /// Completions made; never decreases, so one taken back by Uncomplete still counts here.
   public var totalCompletions: Int32 = 0
 
   /// Paused by Pause (is_active false), until Resume.
@@ -237,9 +237,69 @@ public nonisolated struct CompleteHabitRequest: Sendable {
   /// Count it for yesterday (the user's local yesterday), allowed until 12:00 local time.
   public var yesterday: Bool = false
 
+  /// For clients that were offline: the user's local date it was done, YYYY-MM-DD, from today
+  /// back to the server's offline window (7 days by default); outside it FAILED_PRECONDITION
+  /// (COMPLETION_OUTSIDE_WINDOW). Empty: today. Not with yesterday.
+  public var localDate: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+}
+
+public nonisolated struct UncompleteHabitRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The completion to take back (CompleteHabitResponse.completion.id, or from History).
+  public var completionID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct UncompleteHabitResponse: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The completion that was removed.
+  public var completion: HabitCompletion {
+    get {_storage._completion ?? HabitCompletion()}
+    set {_uniqueStorage()._completion = newValue}
+  }
+  /// Returns true if `completion` has been explicitly set.
+  public var hasCompletion: Bool {_storage._completion != nil}
+  /// Clears the value of `completion`. Subsequent reads from it will return its default value.
+  public mutating func clearCompletion() {_uniqueStorage()._completion = nil}
+
+  /// With the streak counted again (total_completions never decreases).
+  public var habit: Habit {
+    get {_storage._habit ?? Habit()}
+    set {_uniqueStorage()._habit = newValue}
+  }
+  /// Returns true if `habit` has been explicitly set.
+  public var hasHabit: Bool {_storage._habit != nil}
+  /// Clears the value of `habit`. Subsequent reads from it will return its default value.
+  public mutating func clearHabit() {_uniqueStorage()._habit = nil}
+
+  /// The compensating XP correction (and a level_down event if the level fell).
+  public var reward: RewardResult {
+    get {_storage._reward ?? RewardResult()}
+    set {_uniqueStorage()._reward = newValue}
+  }
+  /// Returns true if `reward` has been explicitly set.
+  public var hasReward: Bool {_storage._reward != nil}
+  /// Clears the value of `reward`. Subsequent reads from it will return its default value.
+  public mutating func clearReward() {_uniqueStorage()._reward = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct CompleteHabitResponse: @unchecked Sendable {
@@ -735,7 +795,7 @@ nonisolated extension HabitRequest: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension CompleteHabitRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CompleteHabitRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}habit_id\0\u{1}yesterday\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}habit_id\0\u{1}yesterday\0\u{3}local_date\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -745,6 +805,7 @@ nonisolated extension CompleteHabitRequest: SwiftProtobuf.Message, SwiftProtobuf
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.habitID) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.yesterday) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.localDate) }()
       default: break
       }
     }
@@ -757,12 +818,130 @@ nonisolated extension CompleteHabitRequest: SwiftProtobuf.Message, SwiftProtobuf
     if self.yesterday != false {
       try visitor.visitSingularBoolField(value: self.yesterday, fieldNumber: 2)
     }
+    if !self.localDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.localDate, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: CompleteHabitRequest, rhs: CompleteHabitRequest) -> Bool {
     if lhs.habitID != rhs.habitID {return false}
     if lhs.yesterday != rhs.yesterday {return false}
+    if lhs.localDate != rhs.localDate {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension UncompleteHabitRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UncompleteHabitRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}completion_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.completionID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.completionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.completionID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: UncompleteHabitRequest, rhs: UncompleteHabitRequest) -> Bool {
+    if lhs.completionID != rhs.completionID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension UncompleteHabitResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UncompleteHabitResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}completion\0\u{1}habit\0\u{1}reward\0")
+
+  fileprivate class _StorageClass {
+    var _completion: HabitCompletion? = nil
+    var _habit: Habit? = nil
+    var _reward: RewardResult? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _completion = source._completion
+      _habit = source._habit
+      _reward = source._reward
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._completion) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._habit) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._reward) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._completion {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      try { if let v = _storage._habit {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      try { if let v = _storage._reward {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: UncompleteHabitResponse, rhs: UncompleteHabitResponse) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._completion != rhs_storage._completion {return false}
+        if _storage._habit != rhs_storage._habit {return false}
+        if _storage._reward != rhs_storage._reward {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -27,7 +27,7 @@ public nonisolated struct RunJobRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// expired_sessions, streaks, archive_goals or expired_quests.
+  /// expired_sessions, streaks, archive_goals, expired_quests or stale_focus_sessions.
   public var job: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

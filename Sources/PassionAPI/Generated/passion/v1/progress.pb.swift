@@ -31,6 +31,10 @@ public nonisolated enum ProgressEventType: SwiftProtobuf.Enum, Swift.CaseIterabl
   case coinsRefunded // = 4
   case levelUp // = 5
   case achievementUnlocked // = 6
+
+  /// A penalty or correction lowered the level (from_level, to_level). Clients that track the
+  /// level from events follow both.
+  case levelDown // = 7
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -46,6 +50,7 @@ public nonisolated enum ProgressEventType: SwiftProtobuf.Enum, Swift.CaseIterabl
     case 4: self = .coinsRefunded
     case 5: self = .levelUp
     case 6: self = .achievementUnlocked
+    case 7: self = .levelDown
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -59,6 +64,7 @@ public nonisolated enum ProgressEventType: SwiftProtobuf.Enum, Swift.CaseIterabl
     case .coinsRefunded: return 4
     case .levelUp: return 5
     case .achievementUnlocked: return 6
+    case .levelDown: return 7
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -72,6 +78,7 @@ public nonisolated enum ProgressEventType: SwiftProtobuf.Enum, Swift.CaseIterabl
     .coinsRefunded,
     .levelUp,
     .achievementUnlocked,
+    .levelDown,
   ]
 
 }
@@ -102,10 +109,13 @@ public nonisolated struct ProgressSummary: Sendable {
 
   public var achievementsUnlocked: Int32 = 0
 
-  /// Active habits whose streak is above zero.
+  /// Active (not paused, not archived) habits whose streak, as Habits/Today shows it now in the
+  /// user's time zone, is above zero.
   public var activeStreaks: Int32 = 0
 
-  /// 1 for the most XP; users with equal XP share a rank. Only in GetProgress.
+  /// 1 for the most XP; users with equal XP share a rank; deleted users are not counted; a user
+  /// without XP ranks after everyone who has some. The same rank as Leaderboard's all-time
+  /// board. Only in GetProgress.
   public var allTimeRank: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -164,7 +174,7 @@ public nonisolated struct ProgressEvent: Sendable {
 
   public var reason: String = String()
 
-  /// LEVEL_UP: one event for a multi-level jump.
+  /// LEVEL_UP, LEVEL_DOWN: one event for a jump of several levels.
   public var fromLevel: Int32 = 0
 
   public var toLevel: Int32 = 0
@@ -447,7 +457,9 @@ public nonisolated struct SubscribeRequest: Sendable {
 
   /// Resume: first the events after this id that are still kept (24 hours), then live ones;
   /// 0 starts with live events. An id older than what is kept answers OUT_OF_RANGE (reason
-  /// RESUME_TOO_OLD): read GetProgress and subscribe again from 0.
+  /// RESUME_TOO_OLD): read GetProgress and subscribe again from 0. An id beyond the newest
+  /// event (a client resuming after the database was restored) answers OUT_OF_RANGE (reason
+  /// RESUME_AHEAD, detail newest-event-id): resume from that id instead.
   public var afterEventID: Int64 = 0
 
   /// Seconds between heartbeats, 1–300; 0 means 15.
@@ -731,7 +743,8 @@ public nonisolated struct LeaderboardResponse: Sendable {
 
   public var top: [LeaderboardEntry] = []
 
-  /// The caller, with 0 XP and the last rank when they have none in the period.
+  /// The caller, with 0 XP and the rank after the last ranked user when they have none in the
+  /// period (with their display name either way).
   public var me: LeaderboardEntry {
     get {_me ?? LeaderboardEntry()}
     set {_me = newValue}
@@ -741,7 +754,8 @@ public nonisolated struct LeaderboardResponse: Sendable {
   /// Clears the value of `me`. Subsequent reads from it will return its default value.
   public mutating func clearMe() {self._me = nil}
 
-  /// The caller's neighbours and the caller, in rank order.
+  /// The caller's neighbours and the caller, in rank order. An unranked caller comes after the
+  /// last ranked users.
   public var aroundMe: [LeaderboardEntry] = []
 
   /// Users ranked in the period.
@@ -759,7 +773,7 @@ public nonisolated struct LeaderboardResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "passion.v1"
 
 nonisolated extension ProgressEventType: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PROGRESS_EVENT_TYPE_UNSPECIFIED\0\u{1}XP_AWARDED\0\u{1}COINS_AWARDED\0\u{1}COINS_SPENT\0\u{1}COINS_REFUNDED\0\u{1}LEVEL_UP\0\u{1}ACHIEVEMENT_UNLOCKED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PROGRESS_EVENT_TYPE_UNSPECIFIED\0\u{1}XP_AWARDED\0\u{1}COINS_AWARDED\0\u{1}COINS_SPENT\0\u{1}COINS_REFUNDED\0\u{1}LEVEL_UP\0\u{1}ACHIEVEMENT_UNLOCKED\0\u{1}LEVEL_DOWN\0")
 }
 
 nonisolated extension ProgressSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -14,7 +14,7 @@ public enum Quests {
         public static let create = MethodDescriptor(service: serviceName, method: "Create", kind: .unary, idempotency: .unknown, principal: .user, scope: "content:write")
         public static let get = MethodDescriptor(service: serviceName, method: "Get", kind: .unary, idempotency: .noSideEffects, principal: .user, scope: "content:read")
         public static let list = MethodDescriptor(service: serviceName, method: "List", kind: .unary, idempotency: .noSideEffects, principal: .user, scope: "content:read")
-        public static let complete = MethodDescriptor(service: serviceName, method: "Complete", kind: .unary, idempotency: .unknown, principal: .user, scope: "content:write")
+        public static let complete = MethodDescriptor(service: serviceName, method: "Complete", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
         public static let abandon = MethodDescriptor(service: serviceName, method: "Abandon", kind: .unary, idempotency: .idempotent, principal: .user, scope: "content:write")
 
         /// Every method of the service, in declaration order.
@@ -39,12 +39,15 @@ public enum Quests {
 
         func list(request: ListQuestsRequest, context: ServerContext) async throws -> ListQuestsResponse
 
-        /// Claims a quest whose progress reached its target: pays xp_reward once. Again answers
-        /// ALREADY_EXISTS (QUEST_ALREADY_COMPLETED); before it is done FAILED_PRECONDITION
-        /// (QUEST_NOT_DONE with progress and target); after it ended QUEST_CLOSED.
+        /// Claims a quest whose progress reached its target: pays xp_reward once. A repeat (a retry)
+        /// answers the first call's response with reward.replayed set (a quest claimed before
+        /// results were kept: ALREADY_EXISTS, QUEST_ALREADY_COMPLETED); before it is done
+        /// FAILED_PRECONDITION (QUEST_NOT_DONE with progress and target); after it ended QUEST_CLOSED.
         func complete(request: CompleteQuestRequest, context: ServerContext) async throws -> CompleteQuestResponse
 
-        /// Gives an active quest up; it no longer moves.
+        /// Gives an active quest up; it no longer moves. A quest that is closed (completed, failed,
+        /// past its end date in the user's zone) answers FAILED_PRECONDITION (QUEST_CLOSED) and stays
+        /// as it is; abandoning twice is a no-op.
         func abandon(request: AbandonQuestRequest, context: ServerContext) async throws -> Quest
     }
 
@@ -105,9 +108,10 @@ public enum Quests {
             try await transport.unary(Method.list, request, as: ListQuestsResponse.self, options: options)
         }
 
-        /// Claims a quest whose progress reached its target: pays xp_reward once. Again answers
-        /// ALREADY_EXISTS (QUEST_ALREADY_COMPLETED); before it is done FAILED_PRECONDITION
-        /// (QUEST_NOT_DONE with progress and target); after it ended QUEST_CLOSED.
+        /// Claims a quest whose progress reached its target: pays xp_reward once. A repeat (a retry)
+        /// answers the first call's response with reward.replayed set (a quest claimed before
+        /// results were kept: ALREADY_EXISTS, QUEST_ALREADY_COMPLETED); before it is done
+        /// FAILED_PRECONDITION (QUEST_NOT_DONE with progress and target); after it ended QUEST_CLOSED.
         public func complete(_ request: CompleteQuestRequest, options: CallOptions = .defaults) async throws -> CompleteQuestResponse {
             try await transport.unary(Method.complete, request, as: CompleteQuestResponse.self, options: options).message
         }
@@ -124,7 +128,9 @@ public enum Quests {
             try await transport.unary(Method.complete, request, as: CompleteQuestResponse.self, options: options)
         }
 
-        /// Gives an active quest up; it no longer moves.
+        /// Gives an active quest up; it no longer moves. A quest that is closed (completed, failed,
+        /// past its end date in the user's zone) answers FAILED_PRECONDITION (QUEST_CLOSED) and stays
+        /// as it is; abandoning twice is a no-op.
         public func abandon(_ request: AbandonQuestRequest, options: CallOptions = .defaults) async throws -> Quest {
             try await transport.unary(Method.abandon, request, as: Quest.self, options: options).message
         }
