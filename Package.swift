@@ -211,6 +211,7 @@ let package = Package(
                 "PassionRPC", "PassionTLS", "PassionWire", "PassionAPI", "PassionServices",
                 "PassionClient", "PassionTestSupport", "PassionStore",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],

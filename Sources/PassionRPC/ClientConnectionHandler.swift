@@ -59,6 +59,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         if context.channel.isActive { sendPreface() }
     }
 
+    /// Breaks the handler ↔ context cycle, so a closed connection is freed.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         sendPreface()
         context.fireChannelActive()

@@ -97,6 +97,13 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         if context.channel.isActive { start(context: context) }
     }
 
+    /// The context holds this handler and this handler held the context: without letting go
+    /// here, every closed connection stayed in memory with its pipeline and buffers.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        self.executor = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         start(context: context)
         context.fireChannelActive()
