@@ -46,6 +46,8 @@ public final class StoreAuthenticator: Authenticator {
     private let verifiedServiceKeys = Mutex([String: Principal]())
     /// Users a service recently acted for that were live then; kept as long as sessions are.
     private let liveUsers: ExpiringSet
+    /// Users deleted on this instance lately: never cached as live by a lookup that raced it.
+    private let deletedUsers: ExpiringSet
 
     public init(pool: PostgresPool, configuration: IdentityConfiguration, logger: Logger) {
         self.pool = pool
@@ -54,6 +56,7 @@ public final class StoreAuthenticator: Authenticator {
         self.failures = PrincipalRateLimiter(users: configuration.authenticationFailureRate, services: configuration.authenticationFailureRate)
         self.sessions = SessionCache(ttl: configuration.sessionCacheTTL)
         self.liveUsers = ExpiringSet(ttl: configuration.sessionCacheTTL)
+        self.deletedUsers = ExpiringSet(ttl: max(configuration.sessionCacheTTL, .seconds(60)))
         self.trail = AuditTrail(pool: pool, logger: logger)
     }
 
@@ -202,7 +205,8 @@ public final class StoreAuthenticator: Authenticator {
             try await !connection.query("SELECT 1 FROM users WHERE id = \(id) AND deleted_at IS NULL").isEmpty
         }
         guard live else { throw Self.userNotFound }
-        liveUsers.insert(user)
+        // A deletion on this instance while the query ran must not be cached over.
+        if !deletedUsers.contains(user) { liveUsers.insert(user) }
     }
 
     /// Refused calls leave a failure row, except rate-limit refusals and refusals beyond the
@@ -227,6 +231,13 @@ public final class StoreAuthenticator: Authenticator {
     public func forget(userID: String) {
         sessions.remove(userID: userID)
         liveUsers.remove(userID)
+    }
+
+    /// The account was deleted: forgets it as `forget(userID:)` does, and keeps a lookup that
+    /// raced the deletion from caching it as live again.
+    public func forgetDeleted(userID: String) {
+        deletedUsers.insert(userID)
+        forget(userID: userID)
     }
 }
 

@@ -75,6 +75,32 @@ struct DeletedUserTests {
         }
     }
 
+    @Test("a user a service acted for a moment ago is refused at once after deleting the account (the live-user cache)")
+    func cachedThenDeleted() async throws {
+        try await ServiceHarness.with(configure: { $0.sessionCacheTTL = .seconds(60) }) { harness in
+            let victim = try await harness.signIn()
+            let service = ServiceHarness.service("everything", asUser: victim.id)
+            _ = try await harness.connection.goals.create(options: service) { $0.goal.title = "Cached" }
+            _ = try await harness.connection.users.deleteAccount(DeleteAccountRequest(), options: .session(victim.token))
+            let before = try await Self.state(harness)
+            let error = await expectRPCError(.notFound) {
+                try await harness.connection.goals.create(options: service) { $0.goal.title = "After" }
+            }
+            #expect(error?.details?.reason == "USER_NOT_FOUND")
+            // And the database refuses such a write by itself, for an instance that still
+            // remembers the user as live.
+            let direct = await expectRPCError(.notFound) {
+                try await harness.pool.withConnection { connection in
+                    do {
+                        try await connection.query("INSERT INTO goals (user_id, title) VALUES (\(UUID(uuidString: victim.id)), 'Direct')")
+                    } catch let error as StoreError { throw error.rpcError }
+                }
+            }
+            #expect(direct?.details?.reason == "USER_NOT_FOUND")
+            #expect(try await Self.state(harness) == before)
+        }
+    }
+
     static func call(
         _ harness: ServiceHarness, _ method: MethodDescriptor, _ request: any SwiftProtobuf.Message, _ options: CallOptions
     ) async throws {

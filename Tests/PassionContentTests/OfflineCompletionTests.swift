@@ -96,11 +96,13 @@ struct OfflineCompletionTests {
             // The ledger only grew: five awards and five corrections.
             #expect(try await s.harness.count("SELECT count(*) AS n FROM points_ledger") == ledgerRows + 10)
             #expect(try await s.harness.count("SELECT count(*) AS n FROM points_ledger WHERE reason = 'correction' AND points < 0") == 5)
-            // Unknown, someone else's or already taken back: NOT_FOUND / replay; old: refused.
+            // Someone else's live completion, or one already taken back by someone else: NOT_FOUND.
             let stranger = try await s.harness.signIn()
-            let lastCompletion = last?.completion.id ?? ""
-            try await expectRefused(harness, .notFound, reason: "COMPLETION_NOT_FOUND") {
-                _ = try await harness.connection.habits.uncomplete(options: .session(stranger.token)) { $0.completionID = lastCompletion }
+            let live = try #require(try await s.harness.query("SELECT id FROM habit_completions").first?.require("id", as: UUID.self))
+            for id in [live.uuidString, last?.completion.id ?? ""] {
+                try await expectRefused(harness, .notFound, reason: "COMPLETION_NOT_FOUND") {
+                    _ = try await harness.connection.habits.uncomplete(options: .session(stranger.token)) { $0.completionID = id }
+                }
             }
             let first = try #require(try await s.harness.query("SELECT id FROM habit_completions LIMIT 1").first?.require("id", as: UUID.self))
             s.clock.set("2026-11-19 09:00", in: s.zone)
@@ -113,6 +115,92 @@ struct OfflineCompletionTests {
             let integrity = try await s.harness.connection.maintenance.integrityCheck(
                 IntegrityCheckRequest(), options: ServiceHarness.service("admin"))
             #expect(integrity.problems.isEmpty, "\(integrity.problems)")
+        }
+    }
+
+    @Test("no farming around Uncomplete: claimed quests, chains, paused days, and the day's paid completions and goals")
+    func farming() async throws {
+        try await StreakScenario.with(zone: "Europe/Berlin") { s in
+            let (harness, options) = (s.harness, s.options)
+            let habit = try await s.habit(at: "2026-11-10 08:00")
+            let service = ServiceHarness.service("everything", asUser: s.user.id)
+            let claimable = try await harness.connection.quests.create(options: service) {
+                $0.quest.title = "One check-in"
+                $0.quest.questType = "daily"
+                $0.quest.target = 1
+                $0.quest.endDate = "2026-11-12"
+            }
+            let chain = try await harness.connection.quests.create(options: service) {
+                $0.quest.title = "A chain"
+                $0.quest.questType = "habit_chain"
+                $0.quest.target = 10
+                $0.quest.endDate = "2026-11-30"
+            }
+            try await s.complete(habit, at: "2026-11-10 20:00")
+            s.clock.set("2026-11-11 20:00", in: s.zone)
+            let second = try await harness.connection.habits.complete(options: options) { $0.habitID = habit }
+            #expect(try await harness.connection.quests.get(options: options) { $0.questID = chain.id }.progress == 2)
+            _ = try await harness.connection.quests.complete(options: options) { $0.questID = claimable.id }
+            // The first completion fed a quest that has paid: it cannot be taken back.
+            let first = try #require(try await harness.query("""
+                SELECT id FROM habit_completions WHERE completion_date = '2026-11-10'
+                """).first?.require("id", as: UUID.self)).uuidString
+            try await expectRefused(harness, .failedPrecondition, reason: "QUEST_CLAIMED") {
+                _ = try await harness.connection.habits.uncomplete(options: options) { $0.completionID = first }
+            }
+            // The second did not feed it (the quest was full): taking it back lowers the chain to
+            // the streak counted again.
+            _ = try await harness.connection.habits.uncomplete(options: options) { $0.completionID = second.completion.id }
+            #expect(try await harness.connection.quests.get(options: options) { $0.questID = chain.id }.progress == 1)
+
+            // A paused day cannot be filled in after the resume.
+            s.clock.set("2026-11-13 09:00", in: s.zone)
+            _ = try await harness.connection.habits.pause(HabitRequest.with { $0.habitID = habit }, options: options)
+            s.clock.set("2026-11-15 09:00", in: s.zone)
+            _ = try await harness.connection.habits.resume(HabitRequest.with { $0.habitID = habit }, options: options)
+            try await expectRefused(harness, .failedPrecondition, reason: "HABIT_PAUSED") {
+                _ = try await harness.connection.habits.complete(options: options) {
+                    $0.habitID = habit
+                    $0.localDate = "2026-11-13"
+                }
+            }
+
+            // The day's paid completions: the 26th habit completion of a day counts, unpaid.
+            s.clock.set("2026-11-16 09:00", in: s.zone)
+            var paid: [Int64] = []
+            for index in 0..<26 {
+                let extra = try await harness.connection.habits.create(options: options) { $0.habit.title = "Habit \(index)" }
+                let done = try await harness.connection.habits.complete(options: options) { $0.habitID = extra.id }
+                paid.append(done.reward.events.first { $0.type == .xpAwarded }?.amount ?? 0)
+            }
+            #expect(paid.prefix(25).allSatisfy { $0 > 0 } && paid.last == 0)
+            // The day's paid goals: the 4th goal completed in a day pays nothing.
+            var goalXP: [Int64] = []
+            for index in 0..<4 {
+                let goal = try await harness.connection.goals.create(options: options) { $0.goal.title = "Goal \(index)" }
+                let done = try await harness.connection.goals.complete(options: options) { $0.goalID = goal.id }
+                goalXP.append(done.reward.events.first { $0.type == .xpAwarded && $0.reason == "goal_completed" }?.amount ?? 0)
+            }
+            #expect(goalXP == [150, 150, 150, 0])
+            let integrity = try await harness.connection.maintenance.integrityCheck(IntegrityCheckRequest(), options: ServiceHarness.service("admin"))
+            #expect(integrity.problems.isEmpty)
+        }
+    }
+
+    @Test("an Uncomplete on a resumed habit keeps the streak carried over the pause")
+    func uncompleteKeepsCarry() async throws {
+        try await StreakScenario.with(zone: "UTC") { s in
+            let habit = try await s.habit(at: "2026-11-10 08:00")
+            for day in 10...12 { try await s.complete(habit, at: "2026-11-\(day) 20:00") }
+            s.clock.set("2026-11-13 09:00", in: s.zone)
+            _ = try await s.harness.connection.habits.pause(HabitRequest.with { $0.habitID = habit }, options: s.options)
+            s.clock.set("2026-11-20 09:00", in: s.zone)
+            _ = try await s.harness.connection.habits.resume(HabitRequest.with { $0.habitID = habit }, options: s.options)
+            let tap = try await s.harness.connection.habits.complete(options: s.options) { $0.habitID = habit }
+            #expect(tap.habit.streak == 4)
+            let undone = try await s.harness.connection.habits.uncomplete(options: s.options) { $0.completionID = tap.completion.id }
+            #expect(undone.habit.streak == 3)
+            #expect(try await s.streak(habit, at: "2026-11-20 23:00") == 3)
         }
     }
 

@@ -20,14 +20,31 @@ struct QuestsAndFocusTests {
             clock.set("2026-11-20 08:00", in: "UTC")
             let habit = try await harness.connection.habits.create(options: me) { $0.habit.title = "Meditate" }
             let goal = try await harness.connection.goals.create(options: me) { $0.goal.title = "Ship it" }
-            let chain = try await quests.create(options: me) {
+            // A game server sets the reward; a user's own quest pays none.
+            let chain = try await quests.create(options: ServiceHarness.service("everything", asUser: user.id)) {
                 $0.quest.title = "Three in a row"
                 $0.quest.questType = "habit_chain"
                 $0.quest.endDate = "2026-11-30"
                 $0.quest.target = 3
                 $0.quest.criteria.habitID = habit.id
             }
-            #expect(chain.status == "active" && chain.startDate == "2026-11-20" && chain.xpReward == 100 && chain.createdBy == "user")
+            #expect(chain.status == "active" && chain.startDate == "2026-11-20" && chain.xpReward == 100 && chain.createdBy == "service:everything")
+            let own = try await quests.create(options: me) {
+                $0.quest.title = "My own"
+                $0.quest.questType = "daily"
+                $0.quest.endDate = "2026-11-30"
+                $0.quest.target = 1
+            }
+            #expect(own.xpReward == 0 && own.createdBy == "user")
+            try await expectRefused(harness, .invalidArgument, field: "quest.xp_reward") {
+                _ = try await quests.create(options: me) {
+                    $0.quest.title = "Pay me"
+                    $0.quest.questType = "daily"
+                    $0.quest.endDate = "2026-11-30"
+                    $0.quest.target = 1
+                    $0.quest.xpReward = 10_000
+                }
+            }
             // A service creates one for the user it acts for.
             let daily = try await quests.create(options: ServiceHarness.service("everything", asUser: user.id)) {
                 $0.quest.title = "Two check-ins"
@@ -53,7 +70,7 @@ struct QuestsAndFocusTests {
             }
 
             let first = try await harness.connection.habits.complete(options: me) { $0.habitID = habit.id }
-            #expect(Set(first.quests.map(\.questID)) == [chain.id, daily.id])
+            #expect(Set(first.quests.map(\.questID)) == [chain.id, daily.id, own.id])
             let notDone = await expectRPCError(.failedPrecondition) { try await quests.complete(options: me) { $0.questID = chain.id } }
             #expect(notDone?.details?.reason == "QUEST_NOT_DONE" && notDone?.details?.fields["progress"] == "1")
             for day in 21...22 {

@@ -66,7 +66,17 @@ struct RewardIntegrityTests {
             #expect(statuses.map(\.0) == sessions)
             clock.set("2026-11-24 10:00", in: "UTC")
             #expect(try await harness.connection.maintenance.run(options: admin) { $0.job = "stale_focus_sessions" }.affected == 1)
-            #expect(try await harness.count("SELECT count(*) AS n FROM points_ledger") == 0, "an abandoned session earns nothing")
+            // An abandoned session earns nothing, however long it ran.
+            let stale = sessions[0]
+            let owner = try #require(try await harness.query("""
+                SELECT user_id FROM focus_sessions WHERE id = \(UUID(uuidString: stale))
+                """).first?.require("user_id", as: UUID.self))
+            try await expectRefused(harness, .failedPrecondition, reason: "FOCUS_SESSION_ENDED") {
+                _ = try await harness.connection.focusSessions.complete(options: ServiceHarness.service("everything", asUser: owner.uuidString)) {
+                    $0.sessionID = stale
+                }
+            }
+            #expect(try await harness.count("SELECT count(*) AS n FROM points_ledger") == 0)
         }
     }
 

@@ -188,11 +188,12 @@ struct StreakTests {
             _ = try await s.complete(weekly, at: "2026-12-22 10:00")
             _ = try await s.complete(weekly, at: "2026-12-30 10:00")
             #expect(try await s.complete(weekly, at: "2027-01-04 10:00").streak == 3)
-            // Once per week: Sunday the 10th is the same ISO week as Monday the 4th, so the call
-            // answers Monday's completion again.
+            // Once per week: Sunday the 10th is the same ISO week as Monday the 4th.
             s.clock.set("2027-01-10 10:00", in: s.zone)
-            let again = try await s.harness.connection.habits.complete(options: s.options) { $0.habitID = weekly }
-            #expect(again.reward.replayed && again.completion.completionDate == "2027-01-04")
+            let again = await expectRPCError(.alreadyExists) {
+                try await s.harness.connection.habits.complete(options: s.options) { $0.habitID = weekly }
+            }
+            #expect(again?.details?.reason == "HABIT_ALREADY_COMPLETED" && again?.details?.fields["completion_date"] == "2027-01-04")
             #expect(try await s.streak(weekly, at: "2027-01-17 23:59") == 3)
             // Monday morning, last week can still be done for yesterday.
             #expect(try await s.streak(weekly, at: "2027-01-18 11:00") == 3)

@@ -44,8 +44,14 @@ public struct QuestsService: Quests.ServiceProtocol {
                     throw Validate.invalid("quest.end_date", "is more than 366 days after start_date")
                 }
             }
+            // A quest a user makes for themselves pays nothing: otherwise a reward is a matter of
+            // creating quests. Services (game servers) set rewards.
+            let byUser = origin.principal.kind == .user
             guard (0...10_000).contains(given.xpReward) else { throw Validate.invalid("quest.xp_reward", "must be 1–10000, or 0 for 100") }
-            let xpReward = given.xpReward == 0 ? 100 : given.xpReward
+            if byUser, given.xpReward != 0 {
+                throw Validate.invalid("quest.xp_reward", "only a service sets a quest's reward; a quest you make for yourself pays none")
+            }
+            let xpReward = byUser ? 0 : given.xpReward == 0 ? 100 : given.xpReward
             let criteria = try Self.criteria(type: type, given.criteria, target: given.target)
             let principal = origin.principal.kind == .service ? "service:\(origin.principal.id)" : "user"
             let outcome = try await content.pool.transaction(deadline: context.deadline) { connection -> Result<UUID, RPCError> in

@@ -75,7 +75,7 @@ public struct UsersService: Users.ServiceProtocol {
             return sessions
         }
         guard let revoked else { throw Self.notFound }
-        authenticator.forget(userID: userID.uuidString.lowercased())
+        authenticator.forgetDeleted(userID: userID.uuidString.lowercased())
         return DeleteAccountResponse.with { $0.sessionsRevoked = Int32(clamping: revoked) }
     }
 

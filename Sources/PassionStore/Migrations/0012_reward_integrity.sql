@@ -14,11 +14,16 @@
 --   instead of a CHECK violation; a level that falls emits level_down.
 -- - Streak figures outside Today (GetProgress, achievement progress) and the all-time rank read
 --   the same definitions as Today and the leaderboard.
+-- - Content a user makes for themselves pays within bounds: quests a user creates carry no
+--   reward and do not count toward quest achievements; the first 3 goals completed in a local
+--   day pay, later ones complete without a reward; the first 25 habit completions dated on a
+--   local day pay, later ones count for streaks but pay no XP.
 --
 -- Errors for callers, as in 0007/0008 (MESSAGE safe to show, HINT the reason, DETAIL JSON):
 --   P0A10 -> FAILED_PRECONDITION  INSUFFICIENT_XP {"total_xp", "amount"},
 --                                 INSUFFICIENT_FUNDS {"balance", "amount"} (corrections)
---   P0A17 -> FAILED_PRECONDITION  COMPLETION_OUTSIDE_WINDOW, COMPLETION_TOO_OLD
+--   P0A17 -> FAILED_PRECONDITION  COMPLETION_OUTSIDE_WINDOW, COMPLETION_TOO_OLD, QUEST_CLAIMED,
+--                                 HABIT_PAUSED (a date inside a pause)
 --   P0A18 -> NOT_FOUND            COMPLETION_NOT_FOUND
 
 -- Events ----------------------------------------------------------------------------------------
@@ -255,6 +260,28 @@ BEGIN
 END
 $$;
 
+-- Rule values: as in 0007, except that quests a user made for themselves (no reward) do not count
+-- toward the quest achievements, which would otherwise be a matter of creating quests.
+CREATE OR REPLACE FUNCTION passion_rule_values(p_user uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'total_xp', coalesce(p.total_xp, 0),
+        'level', coalesce(p.current_level, 1),
+        'coins_earned', coalesce(p.coins_earned, 0),
+        'habit_streak', (SELECT coalesce(max(streak_days), 0) FROM habits WHERE user_id = p_user),
+        'completions', (SELECT count(*) FROM habit_completions WHERE user_id = p_user),
+        'goals_completed', (SELECT count(*) FROM goals WHERE user_id = p_user AND status = 'completed'),
+        'focus_minutes', (SELECT coalesce(sum(actual_duration_minutes), 0) FROM focus_sessions
+                          WHERE user_id = p_user AND status = 'completed'),
+        'quests_completed', (SELECT count(*) FROM quests WHERE user_id = p_user AND status = 'completed'
+                                                          AND created_by IS DISTINCT FROM 'user'))
+    FROM (SELECT 1) AS one LEFT JOIN user_progress p ON p.user_id = p_user;
+$$;
+
+-- Anti-farming bounds on what a user's own content pays (docs/rules.md, "Bounds").
+CREATE FUNCTION passion_paid_habit_completions_per_day() RETURNS integer LANGUAGE sql IMMUTABLE RETURN 25;
+CREATE FUNCTION passion_paid_goals_per_day() RETURNS integer LANGUAGE sql IMMUTABLE RETURN 3;
+
 -- Stored results of content calls ---------------------------------------------------------------
 
 -- Keeps a content call's result under a server key; the next call of the same completion reads
@@ -289,7 +316,7 @@ LANGUAGE sql AS $$
             progress = least(q.target, CASE WHEN q.quest_type = 'habit_chain' THEN greatest(q.progress, p_streak)
                                             ELSE q.progress + p_count END),
             updated_at = now()
-        FROM (SELECT id, progress AS before FROM quests WHERE user_id = p_user AND status = 'active' FOR UPDATE) o
+        FROM (SELECT id, progress AS before FROM quests WHERE user_id = p_user AND status = 'active' ORDER BY id FOR UPDATE) o
         WHERE o.id = q.id AND q.user_id = p_user AND q.status = 'active' AND q.is_active AND q.progress < q.target
           AND p_day BETWEEN q.start_date AND q.end_date
           AND CASE q.quest_type
@@ -359,16 +386,18 @@ BEGIN
         v_day := p_date;
     END IF;
 
-    -- A repeat within the period answers the first completion's result, before the state
-    -- checks: the retried call did succeed.
+    -- A repeat for the same day answers the first completion's result, before the state checks:
+    -- the retried call did succeed. Another day of a period already done is refused.
     SELECT id, completion_date, completed_at INTO v_existing FROM habit_completions
     WHERE habit_id = p_habit
       AND completion_date BETWEEN passion_period_start(v_habit.frequency, v_day) AND passion_period_end(v_habit.frequency, v_day)
     ORDER BY completion_date LIMIT 1;
     IF FOUND THEN
-        v_replay := passion_replayed_result(p_user, '$habit:' || v_existing.id);
-        IF v_replay IS NOT NULL THEN
-            RETURN v_replay;
+        IF v_existing.completion_date = v_day THEN
+            v_replay := passion_replayed_result(p_user, '$habit:' || v_existing.id);
+            IF v_replay IS NOT NULL THEN
+                RETURN v_replay;
+            END IF;
         END IF;
         RAISE EXCEPTION 'the habit is already completed for this %', CASE v_habit.frequency WHEN 'daily' THEN 'day'
                                                                         WHEN 'weekly' THEN 'week' ELSE 'month' END
@@ -385,6 +414,11 @@ BEGIN
     END IF;
     IF v_day < v_today AND passion_local_date(v_zone, v_habit.created_at) > v_day THEN
         RAISE EXCEPTION 'the habit did not exist yet on %', v_day USING ERRCODE = 'P0A17', HINT = 'HABIT_NOT_STARTED', DETAIL = '{}';
+    END IF;
+    -- Paused periods neither count nor break: a date inside a pause cannot be filled in later.
+    IF v_day < v_today AND EXISTS (SELECT 1 FROM habit_pauses WHERE habit_id = p_habit AND paused_on <= v_day
+                                                              AND (resumed_on IS NULL OR resumed_on > v_day)) THEN
+        RAISE EXCEPTION 'the habit was paused on %', v_day USING ERRCODE = 'P0A17', HINT = 'HABIT_PAUSED', DETAIL = '{}';
     END IF;
 
     INSERT INTO habit_completions (habit_id, user_id, completion_date, completed_at)
@@ -405,8 +439,14 @@ BEGIN
     VALUES (p_user, 'habit.completed', 'habit', p_habit::text,
             jsonb_build_object('completion_date', v_day, 'streak', v_streak), p_ip, p_user_agent, 'success', p_principal);
     v_quests := passion_quests_advance(p_user, 'habit', v_day, p_habit, NULL, 1, v_streak);
-    v_reward := passion_reward(p_user, 'xp', passion_habit_points(v_habit.frequency, v_streak), 'habit_completed', 'habit', p_habit,
-                               '$habit-xp:' || v_completion_id, NULL, p_principal, p_ip, p_user_agent);
+    IF (SELECT count(*) FROM habit_completions WHERE user_id = p_user AND completion_date = v_day)
+       <= passion_paid_habit_completions_per_day() THEN
+        v_reward := passion_reward(p_user, 'xp', passion_habit_points(v_habit.frequency, v_streak), 'habit_completed', 'habit',
+                                   p_habit, '$habit-xp:' || v_completion_id, NULL, p_principal, p_ip, p_user_agent);
+    ELSE
+        -- Past the day's paid completions: it counts (streak, quests, achievements), unpaid.
+        v_reward := passion_evaluate(p_user, p_principal, p_ip, p_user_agent);
+    END IF;
     RETURN passion_store_result(p_user, '$habit:' || v_completion_id, jsonb_build_object(
         'completion', v_completion, 'habit', to_jsonb(v_habit) || jsonb_build_object('today', v_today),
         'quests', v_quests, 'reward', v_reward));
@@ -454,32 +494,51 @@ BEGIN
               HINT = 'COMPLETION_TOO_OLD', DETAIL = jsonb_build_object('earliest', v_today - p_window)::text;
     END IF;
 
-    DELETE FROM habit_completions WHERE id = p_completion;
-    UPDATE habits h SET
-        streak_days = passion_habit_streak(h.id, h.frequency, passion_period(h.frequency, v_today)),
-        streak_period = (SELECT max(passion_period(h.frequency, c.completion_date)) FROM habit_completions c WHERE c.habit_id = h.id),
-        last_completed_on = (SELECT max(c.completion_date) FROM habit_completions c WHERE c.habit_id = h.id),
-        updated_at = p_now
-    WHERE h.id = v_habit.id
-    RETURNING * INTO v_habit;
-
     -- What the completion did, as it stored it (completions before 0012 stored nothing: their
     -- reward is found by its old key, and their quest moves are not known).
     SELECT result INTO v_first FROM idempotency_keys WHERE user_id = p_user AND key = '$habit:' || p_completion;
+    -- A quest it helped complete has paid: taking the completion back would leave the claim
+    -- standing on nothing (and let the completion feed another quest).
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(v_first -> 'quests', '[]')) m
+               JOIN quests q ON q.id = (m.value ->> 'quest_id')::uuid AND q.user_id = p_user
+               WHERE q.status = 'completed') THEN
+        RAISE EXCEPTION 'a quest this completion counted toward has been claimed' USING ERRCODE = 'P0A17',
+              HINT = 'QUEST_CLAIMED', DETAIL = '{}';
+    END IF;
+
+    DELETE FROM habit_completions WHERE id = p_completion;
+    -- The streak is counted again; a streak carried over a pause keeps its carry (Resume set it).
+    UPDATE habits h SET
+        streak_days = s.streak,
+        streak_period = CASE WHEN s.streak > 0 THEN greatest(s.newest, s.carried) ELSE s.newest END,
+        last_completed_on = (SELECT max(c.completion_date) FROM habit_completions c WHERE c.habit_id = h.id),
+        updated_at = p_now
+    FROM (SELECT passion_habit_streak(v_habit.id, v_habit.frequency, passion_period(v_habit.frequency, v_today)) AS streak,
+                 (SELECT max(passion_period(v_habit.frequency, c.completion_date)) FROM habit_completions c
+                  WHERE c.habit_id = v_habit.id) AS newest,
+                 (SELECT max(passion_period(v_habit.frequency, p.resumed_on)) - 1 FROM habit_pauses p
+                  WHERE p.habit_id = v_habit.id AND p.resumed_on IS NOT NULL) AS carried) s
+    WHERE h.id = v_habit.id
+    RETURNING h.* INTO v_habit;
+
     FOR v_quest IN SELECT * FROM jsonb_array_elements(coalesce(v_first -> 'quests', '[]')) LOOP
         UPDATE quests q SET
+            -- A chain's progress is the longest streak reached: what it was before, or the
+            -- streak as counted now.
             progress = CASE WHEN q.quest_type = 'habit_chain'
-                            THEN CASE WHEN q.progress = (v_quest ->> 'progress')::integer THEN (v_quest ->> 'from')::integer ELSE q.progress END
+                            THEN greatest((v_quest ->> 'from')::integer, least(q.progress, v_habit.streak_days))
                             ELSE greatest(q.progress - ((v_quest ->> 'progress')::integer - (v_quest ->> 'from')::integer), 0) END,
             updated_at = p_now
         WHERE q.id = (v_quest ->> 'quest_id')::uuid AND q.user_id = p_user AND q.status = 'active' AND v_quest ? 'from';
     END LOOP;
-    SELECT abs(points) INTO v_paid FROM points_ledger
-    WHERE user_id = p_user AND idempotency_key IN ('$habit-xp:' || p_completion, 'habit:' || v_habit.id || ':' || v_completion.completion_date)
-      AND reason = 'habit_completed' AND points > 0
-    LIMIT 1;
+    -- Its XP: the completion's own key; a completion from before 0012 (no stored result) was
+    -- paid under the old key of its habit and date.
+    SELECT points INTO v_paid FROM points_ledger
+    WHERE user_id = p_user AND reason = 'habit_completed' AND points > 0
+      AND idempotency_key = CASE WHEN v_first IS NULL THEN 'habit:' || v_habit.id || ':' || v_completion.completion_date
+                                 ELSE '$habit-xp:' || p_completion END;
     PERFORM passion_user_progress_ensure(p_user);
-    SELECT total_xp INTO v_total FROM user_progress WHERE user_id = p_user;
+    SELECT total_xp INTO v_total FROM user_progress WHERE user_id = p_user FOR UPDATE;
     v_paid := least(coalesce(v_paid, 0), v_total)::integer;
     IF v_paid > 0 THEN
         v_reward := passion_reward(p_user, 'xp', -v_paid, 'correction', 'habit', v_habit.id, '$habit-undo-xp:' || p_completion,
@@ -536,16 +595,23 @@ BEGIN
     VALUES (p_user, 'goal.completed', 'goal', p_goal::text, jsonb_build_object('priority', v_goal.priority),
             p_ip, p_user_agent, 'success', p_principal);
     v_quests := passion_quests_advance(p_user, 'goal', passion_local_date(v_zone, p_now), NULL, p_goal, 1, 0);
-    v_points := 50 * (6 - coalesce(v_goal.priority, 3));
-    v_xp := passion_reward(p_user, 'xp', v_points, 'goal_completed', 'goal', p_goal, '$goal-xp:' || p_goal,
-                           NULL, p_principal, p_ip, p_user_agent);
-    v_coins := passion_reward(p_user, 'coins', v_points / 10, 'goal_completed', 'goal', p_goal, '$goal-coins:' || p_goal,
-                              NULL, p_principal, p_ip, p_user_agent);
+    -- Only the day's first goals pay: creating and completing goals is not a way to earn.
+    IF (SELECT count(*) FROM goals g WHERE g.user_id = p_user AND g.status = 'completed'
+          AND passion_local_date(v_zone, g.completed_at) = passion_local_date(v_zone, p_now)) > passion_paid_goals_per_day() THEN
+        v_coins := passion_evaluate(p_user, p_principal, p_ip, p_user_agent);
+    ELSE
+        v_points := 50 * (6 - coalesce(v_goal.priority, 3));
+        v_xp := passion_reward(p_user, 'xp', v_points, 'goal_completed', 'goal', p_goal, '$goal-xp:' || p_goal,
+                               NULL, p_principal, p_ip, p_user_agent);
+        v_coins := passion_reward(p_user, 'coins', v_points / 10, 'goal_completed', 'goal', p_goal, '$goal-coins:' || p_goal,
+                                  NULL, p_principal, p_ip, p_user_agent);
+        v_coins := v_coins || jsonb_build_object('events', (v_xp -> 'events') || (v_coins -> 'events'));
+    END IF;
     RETURN passion_store_result(p_user, '$goal:' || p_goal, jsonb_build_object(
         'goal', to_jsonb(v_goal) || jsonb_build_object('habit_count',
             (SELECT count(*) FROM habits h WHERE h.goal_id = p_goal AND h.user_id = p_user AND h.is_active AND NOT h.archived)),
         'quests', v_quests,
-        'reward', v_coins || jsonb_build_object('events', (v_xp -> 'events') || (v_coins -> 'events'))));
+        'reward', v_coins));
 END
 $$;
 
@@ -687,3 +753,23 @@ LANGUAGE sql STABLE AS $$
     FROM user_progress o JOIN users u ON u.id = o.user_id AND u.deleted_at IS NULL
     WHERE o.total_xp > coalesce((SELECT total_xp FROM user_progress WHERE user_id = p_user), 0);
 $$;
+
+-- Deleted users ---------------------------------------------------------------------------------
+-- Nothing new is written for a deleted user: the authenticator refuses calls acting for one, and
+-- this guard closes the seconds in which another instance still remembers the user as live.
+CREATE FUNCTION passion_user_must_be_live() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM users WHERE id = NEW.user_id AND deleted_at IS NULL) THEN
+        RAISE EXCEPTION 'user not found' USING ERRCODE = 'P0A11', HINT = 'USER_NOT_FOUND', DETAIL = '{}';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER goals_user_live BEFORE INSERT ON goals FOR EACH ROW EXECUTE FUNCTION passion_user_must_be_live();
+CREATE TRIGGER habits_user_live BEFORE INSERT ON habits FOR EACH ROW EXECUTE FUNCTION passion_user_must_be_live();
+CREATE TRIGGER habit_completions_user_live BEFORE INSERT ON habit_completions FOR EACH ROW EXECUTE FUNCTION passion_user_must_be_live();
+CREATE TRIGGER quests_user_live BEFORE INSERT ON quests FOR EACH ROW EXECUTE FUNCTION passion_user_must_be_live();
+CREATE TRIGGER focus_sessions_user_live BEFORE INSERT ON focus_sessions FOR EACH ROW EXECUTE FUNCTION passion_user_must_be_live();
+CREATE TRIGGER user_settings_user_live BEFORE INSERT ON user_settings FOR EACH ROW EXECUTE FUNCTION passion_user_must_be_live();
