@@ -132,6 +132,18 @@ static inline int passion_x509_has_alt_names(X509 *certificate) {
     return X509_get_ext_by_NID(certificate, NID_subject_alt_name, -1) >= 0;
 }
 
+/* SSL_CTX_set1_groups_list is a macro. */
+static inline int passion_ssl_ctx_set1_groups_list(SSL_CTX *ctx, const char *list) {
+    return (int)SSL_CTX_set1_groups_list(ctx, list);
+}
+
+/* Seconds from now until the certificate's notAfter (negative once expired); 0 on failure with *ok 0. */
+static inline long passion_x509_seconds_left(X509 *certificate, int *ok) {
+    int days = 0, seconds = 0;
+    *ok = ASN1_TIME_diff(&days, &seconds, NULL, X509_get0_notAfter(certificate));
+    return (long)days * 86400 + seconds;
+}
+
 static inline int passion_gen_dns(void) { return GEN_DNS; }
 static inline int passion_gen_uri(void) { return GEN_URI; }
 #endif

@@ -40,7 +40,11 @@ public final class StoreAuthenticator: Authenticator {
     public let configuration: IdentityConfiguration
     let pool: PostgresPool
     let limiter: PrincipalRateLimiter
+    /// Failed session lookups per address: spent only by tokens the database did not know, so
+    /// that strangers' refusals never cost a real user their lookups.
     private let failures: PrincipalRateLimiter
+    /// Refusal rows written per address: a flood of refused calls must not become database load.
+    private let auditedRefusals: PrincipalRateLimiter
     let sessions: SessionCache
     let trail: AuditTrail
     private let verifiedServiceKeys = Mutex([String: Principal]())
@@ -54,6 +58,8 @@ public final class StoreAuthenticator: Authenticator {
         self.configuration = configuration
         self.limiter = PrincipalRateLimiter(users: configuration.userRate, services: configuration.serviceRate)
         self.failures = PrincipalRateLimiter(users: configuration.authenticationFailureRate, services: configuration.authenticationFailureRate)
+        self.auditedRefusals = PrincipalRateLimiter(
+            users: configuration.authenticationFailureRate, services: configuration.authenticationFailureRate)
         self.sessions = SessionCache(ttl: configuration.sessionCacheTTL)
         self.liveUsers = ExpiringSet(ttl: configuration.sessionCacheTTL)
         self.deletedUsers = ExpiringSet(ttl: max(configuration.sessionCacheTTL, .seconds(60)))
@@ -63,7 +69,7 @@ public final class StoreAuthenticator: Authenticator {
     public func authenticate(_ credentials: CallCredentials) async throws -> Principal {
         var principal = try await identify(credentials)
         if let asUser = credentials.metadata["as-user"] {
-            guard let id = UUID(uuidString: asUser) else {
+            guard asUser.utf8.count == 36, let id = UUID(uuidString: asUser) else {
                 throw IdentifiedRefusal(
                     principal: principal,
                     error: RPCError(
@@ -97,11 +103,11 @@ public final class StoreAuthenticator: Authenticator {
 
     /// The principal of a configured key. Keys that matched are remembered, so a busy service
     /// does not pay a SHA-256 per call; unknown keys are never remembered (no memory for
-    /// attackers to fill).
-    private func servicePrincipal(key: Substring, peerHost: () -> String) throws -> Principal? {
+    /// attackers to fill). No failure budget applies: the check is a hash in memory, and a
+    /// budget shared by an address would let a stranger there lock the service out.
+    private func servicePrincipal(key: Substring) -> Principal? {
         let key = String(key)
         if let known = verifiedServiceKeys.withLock({ $0[key] }) { return known }
-        try checkFailureBudget(peerHost())
         guard let account = configuration.services.account(forKey: key), account.keySHA256 != nil else { return nil }
         let principal = Principal(kind: .service, id: account.name, scopes: account.scopes)
         verifiedServiceKeys.withLock { keys in
@@ -124,7 +130,7 @@ public final class StoreAuthenticator: Authenticator {
         while credential.first == " " { credential = credential.dropFirst() }
         while credential.last == " " { credential = credential.dropLast() }
         if scheme == "ServiceKey" || scheme.lowercased() == "servicekey" {
-            guard let principal = try servicePrincipal(key: credential, peerHost: peerHost) else {
+            guard let principal = servicePrincipal(key: credential) else {
                 throw Self.unauthenticated("unknown service key", reason: "SERVICE_KEY_UNKNOWN")
             }
             return principal
@@ -137,8 +143,14 @@ public final class StoreAuthenticator: Authenticator {
         if let cached = sessions.lookup(hash) {
             session = cached
         } else {
-            try checkFailureBudget(peerHost())
-            session = try await loadSession(hash: hash)
+            let host = peerHost()
+            try checkFailureBudget(host)
+            do {
+                session = try await loadSession(hash: hash)
+            } catch let error as RPCError where error.code == .unauthenticated {
+                _ = failures.take(1, key: host, limit: configuration.authenticationFailureRate)
+                throw error
+            }
         }
         return Principal(kind: .user, id: session.userID, sessionID: Crypto.hex(hash))
     }
@@ -210,11 +222,11 @@ public final class StoreAuthenticator: Authenticator {
     }
 
     /// Refused calls leave a failure row, except rate-limit refusals and refusals beyond the
-    /// address's budget: writing one per refused call would turn a flood into database load.
+    /// address's audit budget: writing one per refused call would turn a flood into database
+    /// load. That budget is the audit's alone; it never refuses a call.
     public func refused(_ credentials: CallCredentials, principal: Principal?, error: RPCError) async {
         guard error.code != .resourceExhausted else { return }
-        // Every refusal spends the address's budget; past it, refusals go unrecorded.
-        guard failures.take(1, key: credentials.peerHost, limit: configuration.authenticationFailureRate) == nil else { return }
+        guard auditedRefusals.take(1, key: credentials.peerHost, limit: configuration.authenticationFailureRate) == nil else { return }
         let origin = AuditOrigin(principal: principal ?? .anonymous, peer: credentials.peer, metadata: credentials.metadata)
         var details = ["method": credentials.method.fullName, "code": error.code.name]
         if let reason = error.details?.reason { details["reason"] = reason }

@@ -46,6 +46,22 @@ public struct RPCRouter: Sendable {
         Array(Set(routes.values.map(\.descriptor.service))).sorted()
     }
 
+    /// Makes every method of `service` require `principal` (and `scope`, nil for none) instead of
+    /// what its `.proto` declares: a deployment can close the Diagnostics service to strangers.
+    public mutating func require(_ principal: RequiredPrincipal, scope: String? = nil, service: String) {
+        for (name, route) in routes where route.descriptor.service == service {
+            var restricted = route
+            restricted.descriptor.principal = principal
+            restricted.descriptor.scope = scope
+            routes[name] = restricted
+        }
+    }
+
+    /// Removes every method of `service`.
+    public mutating func remove(service: String) {
+        routes = routes.filter { $0.value.descriptor.service != service }
+    }
+
     func route(_ fullName: String) -> Route? {
         routes[fullName]
     }
@@ -132,7 +148,8 @@ public struct RPCWriter<Element: SwiftProtobuf.Message>: Sendable {
 
     /// Sends one message; suspends while the connection cannot take more, and throws
     /// CANCELLED once the call has ended.
-    public func write(_ message: Element) async throws {
-        try await base.write(message.serializedBuffer())
+    /// Sends one message; `compress: false` keeps it uncompressed whatever its size.
+    public func write(_ message: Element, compress: Bool = true) async throws {
+        try await base.write(message.serializedBuffer(), compress: compress)
     }
 }

@@ -22,7 +22,7 @@ struct ServerCommand: AsyncParsableCommand {
             PASSION_TLS_CERT, PASSION_TLS_KEY, PASSION_TLS_CLIENT_CA, PASSION_TLS_CLIENT_CN_FALLBACK, PASSION_TLS_MIN_VERSION,
             PASSION_PLAINTEXT,
             PASSION_LOG_LEVEL, PASSION_SERVICE_KEYS, PASSION_SESSION_TTL, PASSION_RATE_USER, PASSION_RATE_SERVICE,
-            PASSION_OIDC (several separated by ';'), PASSION_OFFLINE_DAYS.
+            PASSION_OIDC (several separated by ';'), PASSION_OFFLINE_DAYS, PASSION_DIAGNOSTICS.
             """)
 
     private static let environment = ProcessInfo.processInfo.environment
@@ -95,6 +95,17 @@ struct ServerCommand: AsyncParsableCommand {
         oidcFlags.isEmpty ? (Self.environment["PASSION_OIDC"] ?? "").split(separator: ";").map(String.init) : oidcFlags
     }
 
+    @Option(
+        name: .customLong("diagnostics"),
+        help: "Who may call passion.v1.Diagnostics: anyone, services or off (default: anyone on the embedded development database, services with --database-url).")
+    var diagnosticsFlag: String?
+
+    private var diagnostics: String? { diagnosticsFlag ?? Self.environment["PASSION_DIAGNOSTICS"] }
+
+    private var diagnosticsAccess: DiagnosticsAccess {
+        diagnostics.flatMap(DiagnosticsAccess.init(rawValue:)) ?? (databaseURL == nil ? .anyone : .services)
+    }
+
     @Option(name: .customLong("offline-days"), help: "Days back a habit completion may be dated (offline clients) or taken back, 0–30.")
     var offlineDays: Int = Int(environment["PASSION_OFFLINE_DAYS"] ?? "") ?? ContentConfiguration().offlineDays
 
@@ -113,6 +124,9 @@ struct ServerCommand: AsyncParsableCommand {
         guard (1...300).contains(databaseConnectTimeout) else { throw ValidationError("--db-connect-timeout must be 1–300 seconds") }
         guard (0...100_000).contains(databaseStatementCache) else { throw ValidationError("--db-statement-cache must be 0–100000") }
         guard (0...30).contains(offlineDays) else { throw ValidationError("--offline-days must be 0–30") }
+        if let diagnostics, DiagnosticsAccess(rawValue: diagnostics) == nil {
+            throw ValidationError("--diagnostics must be anyone, services or off")
+        }
         if plaintext, !Self.isLoopback(host) {
             throw ValidationError("--plaintext is only allowed on a loopback address, not \(host)")
         }
@@ -198,7 +212,7 @@ struct ServerCommand: AsyncParsableCommand {
         contentConfiguration.offlineDays = offlineDays
         let application = try ApplicationServices(
             pool: store.pool, configuration: identityConfiguration, content: contentConfiguration, logger: logger)
-        let builtins = BuiltinServices(additional: application.services, health: health)
+        let builtins = BuiltinServices(additional: application.services, health: health, diagnostics: diagnosticsAccess)
         let server = try RPCServer(
             configuration: RPCServerConfiguration(host: host, port: port, tls: tls), router: builtins.router,
             authenticator: application.authenticator, logger: logger)

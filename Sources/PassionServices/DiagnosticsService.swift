@@ -54,7 +54,7 @@ public struct DiagnosticsService: Diagnostics.ServiceProtocol {
     ) async throws {
         echoMetadata(context)
         for try await request in requests {
-            try await responses.write(try response(to: request))
+            try await responses.write(try response(to: request), compress: request.compressResponse)
         }
     }
 

@@ -63,6 +63,10 @@ extension UUID: PostgresEncodable, PostgresDecodable {
 extension Date: PostgresEncodable, PostgresDecodable {
     public var postgresText: String {
         let seconds = timeIntervalSince1970
+        // Outside years 1–9999 (and for NaN) there is no calendar text to write, and converting
+        // to time_t would trap: PostgreSQL's infinities keep such a bound meaning "unbounded".
+        guard seconds >= -62_135_596_800 else { return "-infinity" }
+        guard seconds < 253_402_300_800 else { return "infinity" }
         let whole = floor(seconds)
         let micros = Int(((seconds - whole) * 1_000_000).rounded())
         var time = time_t(whole)

@@ -69,6 +69,16 @@ public struct CertificateAuthority: Sendable {
         return PEMIdentity(certificatePEM: try Self.pem(certificate), privateKeyPEM: try key.pem())
     }
 
+    /// Seconds until a PEM certificate expires (negative once it has).
+    public static func secondsUntilExpiry(certificatePEM: String) throws -> Int {
+        let certificate = try loadCertificate(certificatePEM)
+        defer { X509_free(certificate) }
+        var ok: Int32 = 0
+        let seconds = passion_x509_seconds_left(certificate, &ok)
+        guard ok == 1 else { throw TLSError.fromQueue("cannot read the certificate's expiry") }
+        return Int(seconds)
+    }
+
     // MARK: - OpenSSL plumbing
 
     private static func buildCertificate(

@@ -15,8 +15,13 @@ public struct DevelopmentCertificates: Sendable {
         self.directory = dataDirectory + "/tls"
     }
 
-    /// Creates whatever is missing. The server certificate names `localhost`, `127.0.0.1`,
-    /// `::1` and `host`.
+    /// How long a server certificate is issued for, and how little may be left before the next
+    /// start renews it: short-lived, as browsers now require of public certificates.
+    public static let lifetimeDays = 90
+    public static let renewWithinDays = 30
+
+    /// Creates whatever is missing, and a new server certificate when the one there expires within
+    /// 30 days. The server certificate names `localhost`, `127.0.0.1`, `::1` and `host`.
     public func ensure(host: String) throws {
         let files = FileManager.default
         try files.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -31,7 +36,10 @@ public struct DevelopmentCertificates: Sendable {
             try write(authority.identity.certificatePEM, to: caPath, secret: false)
             try? files.removeItem(atPath: certificatePath)
         }
-        guard !files.fileExists(atPath: certificatePath) || !files.fileExists(atPath: privateKeyPath) else { return }
+        if files.fileExists(atPath: certificatePath), files.fileExists(atPath: privateKeyPath) {
+            let pem = try String(contentsOfFile: certificatePath, encoding: .utf8)
+            guard try CertificateAuthority.secondsUntilExpiry(certificatePEM: pem) < Self.renewWithinDays * 86_400 else { return }
+        }
         var dnsNames = ["localhost"]
         var ipAddresses = ["127.0.0.1", "::1"]
         let isIP = host.contains(":") || host.allSatisfy { $0.isNumber || $0 == "." }
@@ -40,7 +48,8 @@ public struct DevelopmentCertificates: Sendable {
         } else if host != "localhost" {
             dnsNames.append(host)
         }
-        let server = try authority.issue(commonName: "passion-server", dnsNames: dnsNames, ipAddresses: ipAddresses)
+        let server = try authority.issue(
+            commonName: "passion-server", dnsNames: dnsNames, ipAddresses: ipAddresses, validUntil: Self.lifetimeDays * 86_400)
         try write(server.privateKeyPEM, to: privateKeyPath, secret: true)
         try write(server.certificatePEM, to: certificatePath, secret: false)
     }

@@ -26,6 +26,13 @@ public final class TLSContext: @unchecked Sendable {
         }
         // Compression in TLS enables CRIME; renegotiation is an attack surface we do not need.
         SSL_CTX_set_options(context, passion_ssl_op_no_compression() | passion_ssl_op_no_renegotiation())
+        // Mozilla's "intermediate" profile: AEAD suites with forward secrecy for TLS 1.2 (TLS 1.3
+        // has only such suites), and the groups every current client has.
+        guard SSL_CTX_set_cipher_list(context, Self.tls12Ciphers) == 1,
+            passion_ssl_ctx_set1_groups_list(context, Self.groups) == 1
+        else {
+            throw TLSError.fromQueue("cannot restrict TLS ciphers and groups")
+        }
         try loadIdentity()
         try configureVerification()
         try configureALPN()
@@ -34,6 +41,15 @@ public final class TLSContext: @unchecked Sendable {
     deinit {
         SSL_CTX_free(context)
     }
+
+    /// TLS 1.2 suites (Mozilla intermediate, without the DHE ones).
+    public static let tls12Ciphers = [
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    ].joined(separator: ":")
+
+    /// Key exchange groups, in preference order.
+    public static let groups = "X25519:P-256:P-384"
 
     private func loadIdentity() throws {
         guard let chain = configuration.certificateChainPath else {

@@ -81,6 +81,26 @@ struct RateLimitTests {
         }
     }
 
+    @Test("strangers' refusals from a shared address never refuse a signed-in user or a valid service key there")
+    func strangersDoNotLockOut() async throws {
+        try await ServiceHarness.with(configure: { $0.authenticationFailureRate = RateLimit(perSecond: 0.001, burst: 3) }) { harness in
+            let user = try await harness.signIn()
+            // Everyone here shares 127.0.0.1, as users behind one load balancer do.
+            for _ in 0..<50 {
+                await expectRPCError(.unauthenticated) { try await harness.connection.users.me(MeRequest()) }
+                await expectRPCError(.unauthenticated) {
+                    try await harness.connection.users.me(MeRequest(), options: .service(key: "not-a-key"))
+                }
+            }
+            // The session cache is off in tests: each call looks the session up.
+            for _ in 0..<20 {
+                #expect(try await harness.connection.users.me(MeRequest(), options: .session(user.token)).id == user.id)
+            }
+            // A valid key used for the first time from that address.
+            _ = try await harness.connection.users.getUser(options: ServiceHarness.service("reader")) { $0.userID = user.id }
+        }
+    }
+
     @Test("a flood of refused calls writes audit rows only up to the address's budget")
     func refusalFlood() async throws {
         try await ServiceHarness.with(configure: { $0.authenticationFailureRate = RateLimit(perSecond: 0.1, burst: 3) }) { harness in

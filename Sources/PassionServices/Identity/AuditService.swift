@@ -45,8 +45,8 @@ public struct AuditService: Audit.ServiceProtocol {
         let size = try Validate.pageSize(request.pageSize, default: 100, maximum: 1000)
         let userID = try request.userID.isEmpty ? nil : Validate.uuid(request.userID, field: "user_id")
         let action = request.action.isEmpty ? nil : request.action
-        let since = request.hasSince ? request.since.date : nil
-        let until = request.hasUntil ? request.until.date : nil
+        let since = try request.hasSince ? Validate.timestamp(request.since, field: "since") : nil
+        let until = try request.hasUntil ? Validate.timestamp(request.until, field: "until") : nil
         if let since, let until, until < since { throw Validate.invalid("until", "is before since") }
         let before = try PageToken.decode(request.pageToken, count: 1).map { parts -> Int64 in
             guard let id = Int64(parts[0]) else { throw Validate.invalid("page_token", "is not a token from a previous response") }

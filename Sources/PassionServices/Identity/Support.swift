@@ -65,9 +65,19 @@ enum Validate {
         return trimmed
     }
 
+    /// Exactly 36 characters: Foundation's parser reads a C string, so "<uuid>\0junk" would
+    /// otherwise pass as the UUID before the NUL.
     static func uuid(_ text: String, field: String) throws -> UUID {
-        guard let id = UUID(uuidString: text) else { throw invalid(field, "is not a UUID") }
+        guard text.utf8.count == 36, let id = UUID(uuidString: text) else { throw invalid(field, "is not a UUID") }
         return id
+    }
+
+    /// A timestamp from a client, within years 1–9999 with valid nanoseconds.
+    static func timestamp(_ timestamp: Google_Protobuf_Timestamp, field: String) throws -> Date {
+        guard (-62_135_596_800...253_402_300_799).contains(timestamp.seconds), (0...999_999_999).contains(timestamp.nanos) else {
+            throw invalid(field, "is not a time between the years 1 and 9999")
+        }
+        return timestamp.date
     }
 
     /// The paths of a field mask, each one of `allowed` ("*" means all of them); empty is refused
