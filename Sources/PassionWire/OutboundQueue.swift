@@ -5,8 +5,11 @@ import NIOCore
 /// When a message needs several frames only its first goes out at once; the rest wait in a
 /// per-call queue and are released round-robin, one frame per call per turn, so small calls are
 /// never stuck behind a large one. MESSAGE frames also spend the call's send window (the peer's
-/// initial window plus its WINDOW grants): a call without credit waits, the others go on.
-/// Frames of one call keep their order (a call's TRAILERS never overtakes its own fragments).
+/// initial window plus its WINDOW grants): a call without credit waits, the others go on. A
+/// MESSAGE frame larger than the credit left is split to fit it (WIRE.md 10.7): a receiver
+/// announces more only after half its window was consumed, so waiting for the whole frame could
+/// wait forever. Frames of one call keep their order (a call's TRAILERS never overtakes its own
+/// fragments).
 public struct OutboundQueue {
     /// Bytes ready to be written to the socket.
     public private(set) var output: ByteBuffer
@@ -24,6 +27,11 @@ public struct OutboundQueue {
 
     /// Whether any frames wait.
     public var hasPending: Bool { !pending.isEmpty }
+
+    /// Bytes of frames waiting (for fairness or credit), plus those ready for the socket.
+    public var bufferedBytes: Int {
+        output.readableBytes + pending.values.reduce(0) { total, frames in frames.reduce(total) { $0 + $1.readableBytes } }
+    }
 
     /// Whether frames of `callID` wait (for fairness or for credit).
     public func hasPending(callID: UInt32) -> Bool { pending[callID] != nil }
@@ -56,11 +64,12 @@ public struct OutboundQueue {
             var next: [UInt32] = []
             for callID in rotation {
                 guard var frames = pending[callID], let first = frames.first else { continue }
-                guard spend(callID: callID, frame: first) else {
+                guard let (ready, rest) = take(callID: callID, frame: first) else {
                     next.append(callID)  // waits for WINDOW
                     continue
                 }
-                var frame = frames.removeFirst()
+                var frame = ready
+                if let rest { frames[0] = rest } else { frames.removeFirst() }
                 output.writeBuffer(&frame)
                 progressed = true
                 if frames.isEmpty {
@@ -99,14 +108,42 @@ public struct OutboundQueue {
         }
     }
 
-    /// MESSAGE frames spend the call's credit; other frames are free.
-    private mutating func spend(callID: UInt32, frame: ByteBuffer) -> Bool {
-        guard frame.getInteger(at: frame.readerIndex + 4, as: UInt8.self) == FrameType.message.rawValue else { return true }
+    /// The part of `frame` the call's credit lets go now, and what stays: MESSAGE frames spend
+    /// credit and are split to fit it; other frames are free. Nil while there is no credit.
+    private mutating func take(callID: UInt32, frame: ByteBuffer) -> (ByteBuffer, ByteBuffer?)? {
+        guard frame.getInteger(at: frame.readerIndex + 4, as: UInt8.self) == FrameType.message.rawValue else { return (frame, nil) }
         let size = frame.readableBytes - Frame.headerSize
         let available = credit[callID] ?? initialWindow
-        guard size <= available else { return false }
-        credit[callID] = available - size
-        return true
+        guard size > available else {
+            credit[callID] = available - size
+            return (frame, nil)
+        }
+        guard available > 0, let (head, tail) = Self.split(frame, payloadBytes: available) else { return nil }
+        credit[callID] = 0
+        return (head, tail)
+    }
+
+    /// A MESSAGE frame as two fragments of the same message: the first `payloadBytes` bytes with
+    /// MORE (and COMPRESSED if the frame had it, since only a message's first fragment carries
+    /// it), and the rest with the frame's other flags.
+    static func split(_ frame: ByteBuffer, payloadBytes: Int) -> (ByteBuffer, ByteBuffer)? {
+        let start = frame.readerIndex
+        guard let flagsByte = frame.getInteger(at: start + 5, as: UInt8.self),
+            let callID = frame.getInteger(at: start + 6, as: UInt32.self),
+            let headPayload = frame.getSlice(at: start + Frame.headerSize, length: payloadBytes),
+            let tailPayload = frame.getSlice(
+                at: start + Frame.headerSize + payloadBytes, length: frame.readableBytes - Frame.headerSize - payloadBytes)
+        else { return nil }
+        let flags = FrameFlags(rawValue: flagsByte)
+        var headFlags = flags.subtracting(.endStream)
+        headFlags.insert(.more)
+        var head = ByteBuffer()
+        head.reserveCapacity(Frame.headerSize + payloadBytes)
+        head.writeFrame(Frame(type: .message, flags: headFlags, callID: callID, payload: headPayload))
+        var tail = ByteBuffer()
+        tail.reserveCapacity(Frame.headerSize + tailPayload.readableBytes)
+        tail.writeFrame(Frame(type: .message, flags: flags.subtracting(.compressed), callID: callID, payload: tailPayload))
+        return (head, tail)
     }
 
     private mutating func settle(callID: UInt32, from start: Int) {
@@ -117,18 +154,26 @@ public struct OutboundQueue {
             if let frame = output.getSlice(at: index, length: size) { frames.append(frame) }
             index += size
         }
-        guard pending[callID] == nil, let first = frames.first, spend(callID: callID, frame: first) else {
-            // Earlier frames of this call wait, or the first one lacks credit: all of it waits.
+        guard pending[callID] == nil, let first = frames.first, let (ready, rest) = take(callID: callID, frame: first) else {
+            // Earlier frames of this call wait, or the first one has no credit: all of it waits.
             output.moveWriterIndex(to: start)
             if pending[callID] == nil { rotation.append(callID) }
             pending[callID, default: []].append(contentsOf: frames)
             return
         }
-        if frames.count > 1 {
+        let waiting = (rest.map { [$0] } ?? []) + frames.dropFirst()
+        guard !waiting.isEmpty else { return }
+        if rest == nil {
+            // The first frame is already in place in `output`.
             output.moveWriterIndex(to: start + first.readableBytes)
-            pending[callID] = Array(frames.dropFirst())
-            rotation.append(callID)
+        } else {
+            // Its head is a new buffer: write it where the frames began.
+            output.moveWriterIndex(to: start)
+            var head = ready
+            output.writeBuffer(&head)
         }
+        pending[callID] = waiting
+        rotation.append(callID)
     }
 }
 

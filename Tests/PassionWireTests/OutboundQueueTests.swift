@@ -124,3 +124,75 @@ struct FlowControlTests {
         } throws: { ($0 as? WireError)?.kind == .flowControl }
     }
 }
+
+@Suite("Flow control at the minimum window (WIRE.md 10.7)")
+struct WindowSplitTests {
+    private func frames(_ buffer: ByteBuffer) throws -> [Frame] {
+        let processor = NIOSingleStepByteToMessageProcessor(FrameDecoder(maxPayloadSize: 1 << 24))
+        var frames: [Frame] = []
+        try processor.process(buffer: buffer) { frames.append($0) }
+        return frames
+    }
+
+    /// A sender and a receiver that consumes every message at once, as the reference receiver
+    /// announces: a WINDOW once half the window was returned. Returns the payload delivered.
+    private func transfer(messages: [Int], window: Int, frameSize: Int, compress: Bool = false) throws -> [Int] {
+        var peer = ConnectionSettings()
+        peer.maxFrameSize = frameSize
+        peer.initialWindowSize = window
+        let writer = FrameWriter(settings: NegotiatedSettings(local: ConnectionSettings(), peer: peer))
+        var queue = OutboundQueue(initialWindow: window)
+        var receiver = InboundWindows(initialWindow: window)
+        var assembler: [UInt8] = []
+        var delivered: [Int] = []
+        var pendingMessages = messages
+        var rounds = 0
+        while !pendingMessages.isEmpty || queue.hasPending {
+            rounds += 1
+            #expect(rounds < 10_000, "no progress: deadlock")
+            if rounds >= 10_000 { break }
+            if let next = pendingMessages.first, !queue.hasPending(callID: 1) {
+                pendingMessages.removeFirst()
+                queue.append(callID: 1) {
+                    writer.writeMessage(callID: 1, message: ByteBuffer(repeating: 7, count: next), endStream: false, compress: compress, into: &$0)
+                }
+            }
+            queue.release(upTo: .max)
+            for frame in try frames(queue.takeOutput(allocator: ByteBufferAllocator())) {
+                #expect(frame.payload.readableBytes <= frameSize)
+                try receiver.received(callID: 1, bytes: frame.payload.readableBytes)
+                assembler += Array(frame.payload.readableBytesView)
+                if !frame.flags.contains(.more) {
+                    delivered.append(assembler.count)
+                    assembler = []
+                }
+                if let increment = receiver.consumed(callID: 1, bytes: frame.payload.readableBytes) {
+                    queue.grant(callID: 1, increment: Int(increment))
+                }
+            }
+        }
+        return delivered
+    }
+
+    @Test("at a 64 KiB window, 60 KB frames after a smaller one are split to fit instead of waiting forever")
+    func minimumWindow() throws {
+        let messages = [10_000, 60_000, 60_000, 60_000, 30_000]
+        #expect(try transfer(messages: messages, window: 65_536, frameSize: 65_536) == messages)
+    }
+
+    @Test("a maximum frame size above the window still moves large messages")
+    func frameAboveWindow() throws {
+        let messages = [1_000_000, 200_000, 1]
+        #expect(try transfer(messages: messages, window: 65_536, frameSize: 1 << 20) == messages)
+    }
+
+    @Test("a split keeps COMPRESSED on the first part only and END_STREAM on the last")
+    func splitFlags() throws {
+        var frame = ByteBuffer()
+        frame.writeFrame(Frame(type: .message, flags: [.compressed, .endStream], callID: 9, payload: ByteBuffer(repeating: 1, count: 100)))
+        let (head, tail) = try #require(OutboundQueue.split(frame, payloadBytes: 30))
+        let parts = try frames(head) + frames(tail)
+        #expect(parts.map(\.flags) == [[.compressed, .more], [.endStream]])
+        #expect(parts.map(\.payload.readableBytes) == [30, 70] && parts.allSatisfy { $0.callID == 9 })
+    }
+}
