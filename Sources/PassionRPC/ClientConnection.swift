@@ -110,6 +110,11 @@ public final class ClientConnection: RPCClientTransport {
     /// without a thread hop between the caller and the connection.
     public var taskExecutor: any TaskExecutor { EventLoopTaskExecutor(eventLoop: channel.eventLoop) }
 
+    /// Returns once the connection has closed (the server closed it, or `close()`).
+    public func closed() async {
+        try? await channel.closeFuture.get()
+    }
+
     /// Sends GOAWAY and closes.
     public func close() async {
         let handler = self.handler
@@ -136,7 +141,7 @@ public final class ClientConnection: RPCClientTransport {
 
         var response: StreamingResponse {
             // Streaming kinds always have a stream; the empty one is unreachable.
-            StreamingResponse(messages: stream ?? MessageStream.make(onConsumed: { _ in }).0, completion: completion)
+            StreamingResponse(messages: stream ?? MessageStream.make(onConsumed: { _, _ in }).0, completion: completion)
         }
     }
 
@@ -151,7 +156,8 @@ public final class ClientConnection: RPCClientTransport {
             var stream: MessageStream?
             if !method.kind.isSingleResponse {
                 let (messages, source) = MessageStream.make(
-                    onConsumed: { bytes in
+                    onConsumed: { bytes, _ in
+                        guard bytes > 0 else { return }
                         eventLoop.execute { handler.value.acknowledge(callID: boundCall.value.id, bytes: bytes) }
                     },
                     onTerminate: {

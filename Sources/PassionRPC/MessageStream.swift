@@ -17,15 +17,16 @@ public struct MessageStream: AsyncSequence, Sendable {
     >
 
     let producer: Producer
-    let onConsumed: @Sendable (Int) -> Void
+    /// Told of every message taken: the window bytes it spent and its size.
+    let onConsumed: @Sendable (_ wireSize: Int, _ size: Int) -> Void
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: Producer.AsyncIterator
-        let onConsumed: @Sendable (Int) -> Void
+        let onConsumed: @Sendable (_ wireSize: Int, _ size: Int) -> Void
 
         public mutating func next() async throws -> ByteBuffer? {
             guard let message = try await base.next() else { return nil }
-            if message.wireSize > 0 { onConsumed(message.wireSize) }
+            onConsumed(message.wireSize, message.bytes.readableBytes)
             return message.bytes
         }
     }
@@ -37,7 +38,7 @@ public struct MessageStream: AsyncSequence, Sendable {
     /// A stream and the source that feeds it. The window bounds what can be buffered, so the
     /// producer's own back-pressure is not used.
     static func make(
-        onConsumed: @escaping @Sendable (Int) -> Void, onTerminate: @escaping @Sendable () -> Void = {}
+        onConsumed: @escaping @Sendable (_ wireSize: Int, _ size: Int) -> Void, onTerminate: @escaping @Sendable () -> Void = {}
     ) -> (MessageStream, Producer.Source) {
         let result = Producer.makeSequence(
             elementType: InboundMessage.self, failureType: (any Error).self,

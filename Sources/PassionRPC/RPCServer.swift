@@ -14,6 +14,11 @@ public struct RPCServerConfiguration: Sendable {
     /// TLS for every connection; nil serves plaintext (tests and loopback only).
     public var tls: TLSConfiguration?
     public var connection = ServerConnectionConfiguration()
+    /// Connections open at once; more are closed as they arrive. Default 10,000.
+    public var maxConnections = 10_000
+    /// Bytes all connections together may hold for requests and queued responses; a call that
+    /// would go beyond ends RESOURCE_EXHAUSTED. Default 512 MiB.
+    public var memoryBudget = 512 * 1024 * 1024
 
     public init(host: String = "127.0.0.1", port: Int = 7443, tls: TLSConfiguration?) {
         self.host = host
@@ -33,6 +38,8 @@ public final class RPCServer: Service, Sendable {
     private let tlsContext: TLSContext?
     private let state = Mutex(State())
     private let boundAddress: EventLoopPromise<SocketAddress>
+    /// Shared by every connection of this server.
+    public let memory: ServerMemoryBudget
 
     private struct State {
         var listener: (any Channel)?
@@ -52,6 +59,7 @@ public final class RPCServer: Service, Sendable {
         self.group = group
         self.logger = logger
         self.tlsContext = try configuration.tls.map { try TLSContext($0) }
+        self.memory = ServerMemoryBudget(limit: configuration.memoryBudget)
         self.boundAddress = group.next().makePromise(of: SocketAddress.self)
     }
 
@@ -125,23 +133,31 @@ public final class RPCServer: Service, Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
-                self.track(channel)
+                guard self.track(channel) else {
+                    logger.warning("connection refused: \(configuration.maxConnections) connections open")
+                    return channel.close()
+                }
+                let memory = self.memory
                 return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let tlsContext { try sync.addHandler(TLSHandler(context: tlsContext)) }
                     try sync.addHandler(ServerConnectionHandler(
                         configuration: configuration.connection, router: router, authenticator: authenticator,
-                        logger: logger))
+                        budget: memory, logger: logger))
                 }
             }
     }
 
-    private func track(_ channel: any Channel) {
+    /// Registers a new connection; false when the server already has its maximum.
+    private func track(_ channel: any Channel) -> Bool {
         let id = ObjectIdentifier(channel)
-        let shuttingDown = state.withLock { state -> Bool in
+        let admitted = state.withLock { state -> (Bool, Bool) in
+            guard state.connections.count < configuration.maxConnections else { return (false, false) }
             state.connections[id] = channel
-            return state.shuttingDown
+            return (true, state.shuttingDown)
         }
+        guard admitted.0 else { return false }
+        let shuttingDown = admitted.1
         if shuttingDown {
             channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
         }
@@ -154,5 +170,6 @@ public final class RPCServer: Service, Sendable {
             }
             for waiter in waiters { waiter.resume() }
         }
+        return true
     }
 }

@@ -20,6 +20,11 @@ public final class ServerContext: Sendable {
         var trailing = Metadata()
         var principal = Principal.anonymous
         var compressResponses = true
+        var shuttingDown = false
+        var nextWaiter: UInt64 = 0
+        var shutdownWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        /// Waiters cancelled before they were registered.
+        var cancelledWaiters: Set<UInt64> = []
     }
 
     private let mutable = Mutex(Mutable())
@@ -59,6 +64,47 @@ public final class ServerContext: Sendable {
     public var compressResponses: Bool {
         get { mutable.withLock { $0.compressResponses } }
         set { mutable.withLock { $0.compressResponses = newValue } }
+    }
+
+    /// Whether the server has begun shutting down. Long-lived streaming handlers (subscriptions)
+    /// should end with a status the client can resume from, rather than hold the shutdown for
+    /// its whole grace period.
+    public var isShuttingDown: Bool { mutable.withLock { $0.shuttingDown } }
+
+    /// Returns once the server begins shutting down (at once if it has), or when the calling
+    /// task is cancelled.
+    public func shutdownRequested() async {
+        let id = mutable.withLock { state -> UInt64 in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let resumeNow = mutable.withLock { state -> Bool in
+                    if state.shuttingDown || state.cancelledWaiters.remove(id) != nil { return true }
+                    state.shutdownWaiters[id] = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = mutable.withLock { state -> CheckedContinuation<Void, Never>? in
+                if let waiter = state.shutdownWaiters.removeValue(forKey: id) { return waiter }
+                state.cancelledWaiters.insert(id)
+                return nil
+            }
+            waiter?.resume()
+        }
+    }
+
+    /// The server is shutting down: wakes every `shutdownRequested()`.
+    func requestShutdown() {
+        let waiters = mutable.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.shuttingDown = true
+            defer { state.shutdownWaiters = [:] }
+            return Array(state.shutdownWaiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
     }
 
     /// Time left before the deadline; nil without one.

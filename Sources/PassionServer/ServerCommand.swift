@@ -22,7 +22,7 @@ struct ServerCommand: AsyncParsableCommand {
             PASSION_TLS_CERT, PASSION_TLS_KEY, PASSION_TLS_CLIENT_CA, PASSION_TLS_CLIENT_CN_FALLBACK, PASSION_TLS_MIN_VERSION,
             PASSION_PLAINTEXT,
             PASSION_LOG_LEVEL, PASSION_SERVICE_KEYS, PASSION_SESSION_TTL, PASSION_RATE_USER, PASSION_RATE_SERVICE,
-            PASSION_OIDC (several separated by ';'), PASSION_OFFLINE_DAYS, PASSION_DIAGNOSTICS.
+            PASSION_OIDC (several separated by ';'), PASSION_OFFLINE_DAYS, PASSION_DIAGNOSTICS, PASSION_MAX_CONNECTIONS.
             """)
 
     private static let environment = ProcessInfo.processInfo.environment
@@ -106,6 +106,9 @@ struct ServerCommand: AsyncParsableCommand {
         diagnostics.flatMap(DiagnosticsAccess.init(rawValue:)) ?? (databaseURL == nil ? .anyone : .services)
     }
 
+    @Option(name: .customLong("max-connections"), help: "Connections open at once; more are closed as they arrive.")
+    var maxConnections: Int = Int(environment["PASSION_MAX_CONNECTIONS"] ?? "") ?? 10_000
+
     @Option(name: .customLong("offline-days"), help: "Days back a habit completion may be dated (offline clients) or taken back, 0–30.")
     var offlineDays: Int = Int(environment["PASSION_OFFLINE_DAYS"] ?? "") ?? ContentConfiguration().offlineDays
 
@@ -124,6 +127,7 @@ struct ServerCommand: AsyncParsableCommand {
         guard (1...300).contains(databaseConnectTimeout) else { throw ValidationError("--db-connect-timeout must be 1–300 seconds") }
         guard (0...100_000).contains(databaseStatementCache) else { throw ValidationError("--db-statement-cache must be 0–100000") }
         guard (0...30).contains(offlineDays) else { throw ValidationError("--offline-days must be 0–30") }
+        guard (1...1_000_000).contains(maxConnections) else { throw ValidationError("--max-connections must be 1–1000000") }
         if let diagnostics, DiagnosticsAccess(rawValue: diagnostics) == nil {
             throw ValidationError("--diagnostics must be anyone, services or off")
         }
@@ -213,8 +217,10 @@ struct ServerCommand: AsyncParsableCommand {
         let application = try ApplicationServices(
             pool: store.pool, configuration: identityConfiguration, content: contentConfiguration, logger: logger)
         let builtins = BuiltinServices(additional: application.services, health: health, diagnostics: diagnosticsAccess)
+        var serverConfiguration = RPCServerConfiguration(host: host, port: port, tls: tls)
+        serverConfiguration.maxConnections = maxConnections
         let server = try RPCServer(
-            configuration: RPCServerConfiguration(host: host, port: port, tls: tls), router: builtins.router,
+            configuration: serverConfiguration, router: builtins.router,
             authenticator: application.authenticator, logger: logger)
         let maintenance = SessionMaintenanceService(pool: store.pool, jobs: MaintenanceJob.all, logger: logger)
         let announce = Task {

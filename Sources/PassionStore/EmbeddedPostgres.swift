@@ -17,9 +17,13 @@ public struct EmbeddedPostgres: Sendable {
     public var socketDirectory: String { root + "/run" }
     public var logFile: String { root + "/postgres.log" }
     public let databaseName: String
+    public let maxConnections: Int
 
     /// Finds the PostgreSQL server binaries; the error names the package to install.
-    public init(dataDirectory: String, databaseName: String = "passion") throws {
+    /// `maxConnections`: the server's `max_connections` (a test run, with a pool per test in
+    /// parallel, needs more than a server does).
+    public init(dataDirectory: String, databaseName: String = "passion", maxConnections: Int = 200) throws {
+        self.maxConnections = maxConnections
         self.root = URL(fileURLWithPath: dataDirectory).standardizedFileURL.path + "/postgres"
         self.binDirectory = try Self.locateBinaries()
         self.databaseName = databaseName
@@ -67,7 +71,7 @@ public struct EmbeddedPostgres: Sendable {
         if try run("pg_ctl", ["-D", dataDirectory, "status"], allowFailure: true) != 0 {
             try run("pg_ctl", [
                 "-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "start",
-                "-o", "-c listen_addresses='' -k \(socketDirectory) -p 5432 -c max_connections=200",
+                "-o", "-c listen_addresses='' -k \(socketDirectory) -p 5432 -c max_connections=\(maxConnections)",
             ])
         }
         try createDatabase()

@@ -367,9 +367,10 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func fail(context: ChannelHandlerContext, _ error: any Error) {
         state = .closed
         failPending(error)
-        context.fireErrorCaught(error)
-        // Deliver any alert OpenSSL queued (for example bad_certificate) before closing.
+        // Deliver the alert OpenSSL queued (no_application_protocol, protocol_version,
+        // bad_certificate) first: the handlers after this one close the channel on the error.
         flushCiphertext(context: context, promise: nil)
+        context.fireErrorCaught(error)
         context.close(promise: nil)
     }
 

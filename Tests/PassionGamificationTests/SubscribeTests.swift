@@ -160,4 +160,26 @@ struct SubscribeTests {
             await refused(SubscribeRequest.with { $0.heartbeatSeconds = 301 }, .session(user.token), field: "heartbeat_seconds")
         }
     }
+
+    @Test("a server shutting down ends an open Subscribe at once with RESUBSCRIBE and the last event id")
+    func endsOnShutdown() async throws {
+        let harness = try await ServiceHarness.start()
+        let user = try await harness.signIn()
+        let stream = try await harness.connection.progress.subscribe(
+            SubscribeRequest.with { $0.heartbeatSeconds = 1 }, options: .session(user.token))
+        var iterator = stream.makeAsyncIterator()
+        try await Self.waitForHeartbeat(&iterator)
+        let award = try await Self.award(harness, user.id, 5)
+        let received = try await Self.next(award.events.count, from: &iterator)
+        harness.server.server.beginShutdown()
+        do {
+            while try await iterator.next() != nil {}
+            Issue.record("the stream ended without a status")
+        } catch let error as RPCError {
+            #expect(error.code == .unavailable && error.details?.reason == "RESUBSCRIBE", "\(error)")
+            #expect(error.details?.fields["last-event-id"] == "\(received.last?.id ?? -1)")
+        }
+        await harness.stop()
+        await harness.pool.shutdown()
+    }
 }

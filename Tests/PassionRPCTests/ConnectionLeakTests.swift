@@ -58,8 +58,35 @@ struct ConnectionLeakTests {
             FrameWriter.writeHello(ServerConnectionConfiguration().settings.hello, into: &hello)
             try channel.writeInbound(hello)
             _ = try? channel.finish(acceptAlreadyClosed: true)
-            handler.ready.fail(ChannelError.ioOnClosedChannel)
         }()
         #expect(weakHandler == nil)
+    }
+}
+
+/// The client's side of keepalive, without sockets or timers: every PING is answered at once.
+@Suite("Client keepalive")
+struct ClientKeepaliveTests {
+    @Test("the client library answers a server's PING with a PONG carrying the same 8 bytes")
+    func answersPing() throws {
+        let channel = EmbeddedChannel()
+        let handler = ClientConnectionHandler(settings: ConnectionSettings(), ready: channel.eventLoop.makePromise())
+        try channel.pipeline.syncOperations.addHandler(handler)
+        channel.pipeline.fireChannelActive()
+        var input = ByteBuffer()
+        FrameWriter.writeHello(ServerConnectionConfiguration().settings.hello, into: &input)
+        FrameWriter.writePing(.ping, data: 0x0102_0304_0506_0708, into: &input)
+        try channel.writeInbound(input)
+        channel.pipeline.fireChannelReadComplete()
+        channel.embeddedEventLoop.run()
+        var written = ByteBuffer()
+        while var part = try channel.readOutbound(as: ByteBuffer.self) { written.writeBuffer(&part) }
+        _ = written.readBytes(length: ConnectionPreface.size)
+        var decoder = FrameDecoder(maxPayloadSize: 1 << 20)
+        var frames: [Frame] = []
+        while let frame = try decoder.decode(buffer: &written) { frames.append(frame) }
+        let pong = try #require(frames.first { $0.type == .pong })
+        var payload = pong.payload
+        #expect(payload.readInteger(as: UInt64.self) == 0x0102_0304_0506_0708)
+        _ = try? channel.finish(acceptAlreadyClosed: true)
     }
 }

@@ -165,12 +165,10 @@ struct InteropTests {
     func timeoutOnSleepingServer() async throws {
         try await TestServer.with { server in
             let connection = try await server.connect()
-            let start = ContinuousClock.now
             await expectRPCError(.deadlineExceeded) {
                 try await connection.diagnostics.sleep(
-                    SleepRequest.with { $0.durationMs = 10_000 }, options: CallOptions(timeout: .milliseconds(50)))
+                    SleepRequest.with { $0.durationMs = 3_600_000 }, options: CallOptions(timeout: .milliseconds(50)))
             }
-            #expect(ContinuousClock.now - start < .seconds(5))
             await connection.close()
         }
     }

@@ -199,8 +199,8 @@ struct LifecycleTests {
             let client = RPCClient(configuration: configuration)
             #expect(try await client.diagnostics.echo(EchoRequest()) == EchoResponse())
             let first = try await client.connection()
-            // The server closes the idle connection (GOAWAY "idle").
-            try await Task.sleep(for: .milliseconds(2500))
+            // The server closes the idle connection (GOAWAY "idle"): waited for, not slept through.
+            await first.closed()
             #expect(first.isUsable == false)
             #expect(try await client.diagnostics.echo(EchoRequest()) == EchoResponse())
             let second = try await client.connection()

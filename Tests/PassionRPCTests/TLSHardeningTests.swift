@@ -12,6 +12,11 @@ struct TLSHardeningTests {
     /// Runs `openssl s_client` with `arguments` against the server; true when the handshake
     /// completed.
     static func handshake(_ server: TestServer, _ arguments: [String]) async throws -> Bool {
+        try await report(server, arguments).contains("CONNECTION ESTABLISHED")
+    }
+
+    /// What `openssl s_client` printed on stderr.
+    static func report(_ server: TestServer, _ arguments: [String]) async throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
         process.arguments = ["s_client", "-connect", "127.0.0.1:\(server.port)", "-alpn", "passion/1", "-brief"] + arguments
@@ -26,7 +31,16 @@ struct TLSHardeningTests {
             process.waitUntilExit()
             return String(decoding: text, as: UTF8.self)
         }
-        return report.contains("CONNECTION ESTABLISHED")
+        return report
+    }
+
+    @Test("a TLS 1.2 client of a TLS 1.3-only server gets the protocol_version alert, not a bare close (WIRE.md 2)")
+    func versionAlert() async throws {
+        try await TestServer.with { server in
+            let report = try await Self.report(server, ["-tls1_2"])
+            #expect(!report.contains("CONNECTION ESTABLISHED"))
+            #expect(report.contains("protocol version"), "\(report)")
+        }
     }
 
     @Test("TLS 1.2 offers only ECDHE AEAD suites; key exchange only X25519, P-256 and P-384")

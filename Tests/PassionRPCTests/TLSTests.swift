@@ -173,11 +173,12 @@ struct TLSTests {
         }
     }
 
-    @Test("a client offering only another ALPN protocol is refused during the handshake")
+    @Test("a client offering only another ALPN protocol gets the no_application_protocol alert (WIRE.md 2)")
     func wrongALPN() async throws {
         try await TestServer.with { server in
             let (report, received) = try await sClient(server, alpn: "h2")
             #expect(!report.contains("CONNECTION ESTABLISHED"), "\(report)")
+            #expect(report.contains("no application protocol"), "\(report)")
             #expect(received.isEmpty)
         }
     }

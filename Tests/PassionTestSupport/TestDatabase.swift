@@ -7,7 +7,8 @@ import PassionStore
 public enum TestDatabase {
     /// Started once; every caller awaits the same start instead of blocking a thread.
     private static let cluster = Task { () throws -> EmbeddedPostgres in
-        let postgres = try EmbeddedPostgres(dataDirectory: "/tmp/passion-pg-\(getpid())")
+        // Every test runs in parallel with a pool of its own: far more sessions than a server needs.
+        let postgres = try EmbeddedPostgres(dataDirectory: "/tmp/passion-pg-\(getpid())", maxConnections: 1000)
         try await NIOThreadPool.singleton.runIfActive { try postgres.start() }
         clusterToStop = postgres
         atexit {

@@ -147,6 +147,13 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
             }
         }
         defer { beats.cancel() }
+        // A server shutting down ends the stream now, with the id to resume from, rather than
+        // holding the shutdown for its whole grace period.
+        let shutdown = Task {
+            await context.shutdownRequested()
+            if !Task.isCancelled { continuation.finish() }
+        }
+        defer { shutdown.cancel() }
 
         var last = request.afterEventID
         // Ids already sent, for events of several users, which can commit out of id order.

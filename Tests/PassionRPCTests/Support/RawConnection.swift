@@ -29,6 +29,24 @@ final class RawConnection: Sendable {
         return RawConnection(channel: channel, inbox: inbox)
     }
 
+    /// A plaintext connection that reads only when `read()` asks (autoRead off), as a client
+    /// busy writing would: what the server sent waits in the socket meanwhile.
+    static func openPlaintext(port: Int) async throws -> RawConnection {
+        let inbox = FrameInbox()
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.autoRead, value: false)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(FrameCollector(inbox: inbox)) }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        return RawConnection(channel: channel, inbox: inbox)
+    }
+
+    /// Asks for one read (for connections opened with autoRead off).
+    func read() {
+        channel.read()
+    }
+
     func send(_ bytes: [UInt8]) async throws {
         try await channel.writeAndFlush(ByteBuffer(bytes: bytes)).get()
     }
@@ -48,7 +66,7 @@ final class RawConnection: Sendable {
     }
 
     /// The next frame, or nil once the server closed the connection; throws after `timeout`.
-    func next(timeout: Duration = .seconds(5)) async throws -> Frame? {
+    func next(timeout: Duration = .seconds(30)) async throws -> Frame? {
         let deadline = ContinuousClock.now + timeout
         while true {
             switch inbox.take() {
@@ -64,7 +82,7 @@ final class RawConnection: Sendable {
     }
 
     /// Reads frames until one of `type` (skipping HELLO and others); nil if the connection closed.
-    func next(_ type: FrameType, timeout: Duration = .seconds(5)) async throws -> Frame? {
+    func next(_ type: FrameType, timeout: Duration = .seconds(30)) async throws -> Frame? {
         while let frame = try await next(timeout: timeout) {
             if frame.type == type { return frame }
         }
@@ -72,7 +90,7 @@ final class RawConnection: Sendable {
     }
 
     /// True when the server closes the connection within `timeout`.
-    func closes(within timeout: Duration = .seconds(5)) async throws -> Bool {
+    func closes(within timeout: Duration = .seconds(30)) async throws -> Bool {
         while try await next(timeout: timeout) != nil {}
         return true
     }

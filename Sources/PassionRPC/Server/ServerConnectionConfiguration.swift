@@ -1,4 +1,5 @@
 import PassionWire
+import Synchronization
 
 /// Per-connection behaviour of the server. Defaults are documented in `Protocol/WIRE.md`.
 public struct ServerConnectionConfiguration: Sendable {
@@ -21,6 +22,20 @@ public struct ServerConnectionConfiguration: Sendable {
     public var cancelRatePerSecond: Int = 250
     /// How long draining calls may run after GOAWAY before the connection is closed. Default 30 s.
     public var shutdownGracePeriod: Duration = .seconds(30)
+    /// After a GOAWAY for a connection error, how long the server keeps reading (and discarding)
+    /// so the peer receives the GOAWAY rather than a TCP reset. Default 1 s.
+    public var errorDrainTime: Duration = .seconds(1)
+    /// Request bytes one connection may hold (fragments of unfinished messages, messages not yet
+    /// taken by their handler); beyond it GOAWAY(ENHANCE_YOUR_CALM). Default 16 MiB.
+    public var maxBufferedRequestBytes = 16 * 1024 * 1024
+    /// Response bytes queued on one connection (a client that does not read) above which the server
+    /// stops reading new frames from it until half of it has gone out. Default 8 MiB.
+    public var maxQueuedResponseBytes = 8 * 1024 * 1024
+    /// While a frame or a message is incomplete, the connection must deliver at least this many
+    /// bytes per `minimumReceiveWindow`, or it is closed (GOAWAY ENHANCE_YOUR_CALM): a peer
+    /// trickling a byte every few seconds would hold its buffers forever. Default 1 KiB per 10 s.
+    public var minimumReceiveBytes = 1024
+    public var minimumReceiveWindow: Duration = .seconds(10)
 
     public init(settings: ConnectionSettings = ServerConnectionConfiguration.defaultSettings) {
         self.settings = settings
@@ -28,6 +43,39 @@ public struct ServerConnectionConfiguration: Sendable {
 
     /// The protocol defaults; the HELLO's idle timeout comes from `idleTimeout`.
     public static var defaultSettings: ConnectionSettings { ConnectionSettings() }
+}
+
+/// Memory all connections of a server may hold for requests and queued responses together;
+/// shared by its connections. A call that would go beyond it ends RESOURCE_EXHAUSTED.
+public final class ServerMemoryBudget: Sendable {
+    /// Bytes in all.
+    public let limit: Int
+    private let used = Atomic<Int>(0)
+
+    public init(limit: Int) {
+        self.limit = limit
+    }
+
+    /// Bytes held now.
+    public var inUse: Int { used.load(ordering: .relaxed) }
+
+    /// Takes `bytes` if they fit.
+    func reserve(_ bytes: Int) -> Bool {
+        guard bytes > 0 else { return true }
+        var current = used.load(ordering: .relaxed)
+        while true {
+            guard current + bytes <= limit else { return false }
+            let (exchanged, original) = used.compareExchange(expected: current, desired: current + bytes, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+    }
+
+    /// Gives back bytes taken earlier.
+    func release(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        used.subtract(bytes, ordering: .relaxed)
+    }
 }
 
 /// A token bucket for control frames: `capacity` at once, refilled at `ratePerSecond`.

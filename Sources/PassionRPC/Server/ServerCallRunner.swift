@@ -1,0 +1,97 @@
+import NIOCore
+import PassionTLS
+import PassionWire
+
+/// What runs one call's handler: a task that authenticates at once (on the CALL, before any
+/// request is waited for), then takes its request and runs the handler. Confined to its
+/// connection's event loop.
+final class ServerCallRuntime {
+    let id: UInt32
+    let context: ServerContext
+    /// The single request of a unary or server-streaming call.
+    var request: EventLoopPromise<ByteBuffer>?
+    /// The request stream of a client-streaming or bidirectional call.
+    var source: MessageStream.Producer.Source?
+    var task: Task<Void, Never>?
+
+    init(id: UInt32, context: ServerContext) {
+        self.id = id
+        self.context = context
+    }
+
+    /// Stops the handler; what it waits on fails with `error`.
+    func cancel(_ error: RPCError) {
+        task?.cancel()
+        request?.fail(error)
+        request = nil
+        source?.finish(error)
+    }
+
+    /// The task ended: nothing may wait on its inputs any more.
+    func release() {
+        request?.fail(RPCError(code: .cancelled, message: "the call has ended"))
+        request = nil
+        source?.finish()
+    }
+}
+
+@available(*, unavailable)
+extension ServerCallRuntime: Sendable {}
+
+/// The body of a call's task.
+enum ServerCallRunner {
+    /// Authenticates, reports it, then runs the route's handler with its request.
+    static func run(
+        route: RPCRouter.Route, context: ServerContext, credentials: CallCredentials, authenticator: any Authenticator,
+        request: EventLoopFuture<ByteBuffer>?, stream: MessageStream?, writer: MessageWriter?,
+        authenticated: @escaping @Sendable () -> Void
+    ) async -> ServerCallOutcome {
+        var message: ByteBuffer?
+        var failure: RPCError?
+        do {
+            context.principal = try await authenticator.principal(for: credentials)
+            authenticated()
+            message = try await handle(route.method, context: context, request: request, stream: stream, writer: writer)
+        } catch {
+            failure = RPCError(converting: error)
+        }
+        return ServerCallOutcome(
+            message: message, error: failure, initialMetadata: context.initialMetadata, trailingMetadata: context.trailingMetadata,
+            compress: context.compressResponses)
+    }
+
+    private static func handle(
+        _ method: ServerMethod, context: ServerContext, request: EventLoopFuture<ByteBuffer>?, stream: MessageStream?,
+        writer: MessageWriter?
+    ) async throws -> ByteBuffer? {
+        let missing = RPCError(code: .internal, message: "the call's request was not set up")
+        switch method {
+        case .unary(let handler):
+            guard let request else { throw missing }
+            return try await handler(try await request.get(), context)
+        case .serverStreaming(let handler):
+            guard let request, let writer else { throw missing }
+            try await handler(try await request.get(), context, writer)
+            return nil
+        case .clientStreaming(let handler):
+            guard let stream else { throw missing }
+            return try await handler(stream, context)
+        case .bidirectional(let handler):
+            guard let stream, let writer else { throw missing }
+            try await handler(stream, context, writer)
+            return nil
+        }
+    }
+}
+
+/// The response side of a streaming call: messages go through the connection's machine.
+struct ServerResponseSink: MessageSink {
+    let handler: NIOLoopBound<ServerConnectionHandler>
+    let callID: UInt32
+
+    func write(_ message: ByteBuffer, compress: Bool) async throws {
+        try await handler.eventLoop.runAndWait {
+            try handler.value.writeResponse(callID, message, compress: compress)
+        }
+    }
+}

@@ -1,0 +1,323 @@
+import NIOCore
+import PassionWire
+
+/// The server side of one passion/1 connection as a value: bytes from the client, handler
+/// results and the clock go in; frames (in `queue`) and actions for the handler come out. It does
+/// no I/O and reads no clock, so every transition can be driven event by event in a test
+/// (`ServerConnectionMachineTests`), and the NIO handler only translates.
+///
+/// Wrong input comes in three kinds, treated differently:
+/// - the client broke the protocol (bad preface, malformed or unexpected frame, call id reuse,
+///   oversize frame, control-frame flood, too much buffered): GOAWAY with the reason; then the
+///   machine reads and discards for `errorDrainTime` so the GOAWAY is not lost to a TCP reset;
+/// - one call's input is bad (oversize or undecodable message, metadata too large, wrong message
+///   count): that call ends with a status, the connection serves on;
+/// - frames for calls that already ended (a CANCEL racing a response): ignored.
+struct ServerConnectionMachine {
+    typealias Instant = ContinuousClock.Instant
+
+    enum Phase: Equatable {
+        case awaitingPreface
+        case awaitingHello
+        case ready
+        /// GOAWAY sent (or received): open calls finish, new ones are refused.
+        case draining
+        /// GOAWAY for a connection error sent: input is discarded until the peer closes or the
+        /// drain time is over.
+        case closing
+        case closed
+    }
+
+    let configuration: ServerConnectionConfiguration
+    let router: RPCRouter
+    let budget: ServerMemoryBudget?
+    var phase: Phase = .awaitingPreface
+    var settings: NegotiatedSettings?
+    var queue = OutboundQueue()
+    var calls: [UInt32: ServerCallState] = [:]
+    /// Handlers not yet returned: what `max_concurrent_calls` counts.
+    var runningHandlers = 0
+    var highestCallID: UInt32 = 0
+    var writer: FrameWriter?
+    let inflater = Inflater()
+    var windows = InboundWindows(initialWindow: 1024 * 1024)
+    private var inbound = ByteBuffer()
+    private var decoder: FrameDecoder
+    var pingBucket: TokenBucket
+    var cancelBucket: TokenBucket
+
+    // The clock's marks; `nextDeadline` is the earliest that matters.
+    private var handshakeDeadline: Instant?
+    var idleSince: Instant?
+    private var lastReadAt: Instant
+    var pingSentAt: Instant?
+    private var nextPingData: UInt64 = 1
+    var graceDeadline: Instant?
+    private var drainDeadline: Instant?
+    private var stallMark: (since: Instant, received: Int)?
+    private var receivedBytes = 0
+
+    // Memory: request bytes held, and what is reserved from the server's budget for them and for
+    // queued responses.
+    var bufferedRequestBytes = 0
+    var reservedRequestBytes = 0
+    var reservedResponseBytes = 0
+    var isReading = true
+
+    init(configuration: ServerConnectionConfiguration, router: RPCRouter, budget: ServerMemoryBudget?, now: Instant) {
+        self.configuration = configuration
+        self.router = router
+        self.budget = budget
+        self.decoder = FrameDecoder(maxPayloadSize: configuration.settings.maxFrameSize)
+        let pingInterval = max(Double(configuration.settings.minPingIntervalMillis) / 1000, 0.001)
+        self.pingBucket = TokenBucket(capacity: configuration.pingBurst, ratePerSecond: 1 / pingInterval, now: now)
+        self.cancelBucket = TokenBucket(
+            capacity: configuration.cancelBurst, ratePerSecond: Double(configuration.cancelRatePerSecond), now: now)
+        self.lastReadAt = now
+        self.handshakeDeadline = now + configuration.handshakeTimeout
+    }
+
+    /// The HELLO tells clients the idle timeout this connection really applies.
+    var announcedSettings: ConnectionSettings {
+        var settings = configuration.settings
+        settings.idleTimeoutMillis = configuration.idleTimeout.map {
+            Int($0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000)
+        } ?? 0
+        return settings
+    }
+
+    /// The connection was accepted: the server's HELLO goes out at once.
+    mutating func start() {
+        let hello = announcedSettings.hello
+        queue.appendControl { FrameWriter.writeHello(hello, into: &$0) }
+    }
+
+    // MARK: - Input
+
+    /// Bytes from the client.
+    mutating func receive(_ bytes: ByteBuffer, now: Instant) -> [ServerConnectionAction] {
+        guard phase != .closed else { return [] }
+        lastReadAt = now
+        receivedBytes += bytes.readableBytes
+        guard phase != .closing else { return [] }
+        var actions: [ServerConnectionAction] = []
+        if inbound.readableBytes == 0 {
+            inbound = bytes  // the common case: no partial frame waits, so no copy
+        } else {
+            var input = bytes
+            inbound.writeBuffer(&input)
+        }
+        do {
+            if phase == .awaitingPreface {
+                guard try ConnectionPreface.consume(&inbound) else { return actions }
+                phase = .awaitingHello
+            }
+            while phase == .awaitingHello || phase == .ready || phase == .draining, let frame = try decoder.decode(buffer: &inbound) {
+                try handle(frame, now: now, &actions)
+            }
+        } catch {
+            connectionError(error as? WireError ?? WireError(.malformedFrame, "\(error)"), now: now, &actions)
+        }
+        // A buffer fully consumed is dropped, so the next read does not copy the slices handed out.
+        if inbound.readableBytes == 0 { inbound = ByteBuffer() } else { inbound.discardReadBytes() }
+        markStall(now: now)
+        return actions
+    }
+
+    /// The client closed its side of the connection (or the connection went away).
+    mutating func inputClosed() -> [ServerConnectionAction] {
+        guard phase != .closed else { return [] }
+        return closeNow()
+    }
+
+    private mutating func handle(_ frame: Frame, now: Instant, _ actions: inout [ServerConnectionAction]) throws {
+        switch phase {
+        case .awaitingHello:
+            guard frame.type == .hello else { throw WireError(.unexpectedFrame, "expected HELLO, got \(frame.type)") }
+            try receiveHello(frame, now: now)
+        case .ready, .draining:
+            try dispatch(frame, now: now, &actions)
+        case .awaitingPreface, .closing, .closed:
+            break
+        }
+    }
+
+    private mutating func receiveHello(_ frame: Frame, now: Instant) throws {
+        var payload = frame.payload
+        let negotiated = NegotiatedSettings(local: announcedSettings, peer: try ConnectionSettings(peer: try Hello.read(from: &payload)))
+        settings = negotiated
+        writer = FrameWriter(settings: negotiated)
+        windows = InboundWindows(initialWindow: negotiated.local.initialWindowSize)
+        queue.initialWindow = negotiated.peer.initialWindowSize
+        phase = .ready
+        handshakeDeadline = nil
+        idleSince = now
+    }
+
+    // MARK: - Output
+
+    /// Up to `limit` bytes of frames for the socket, fairly taken across calls; calls whose last
+    /// frames left are forgotten, and reading resumes once queued responses have gone down.
+    mutating func takeOutput(limit: Int, now: Instant) -> (ByteBuffer?, [ServerConnectionAction]) {
+        queue.release(upTo: limit)
+        var actions: [ServerConnectionAction] = []
+        let output = queue.output.readableBytes > 0 ? queue.takeOutput(allocator: ByteBufferAllocator()) : nil
+        releaseFinishedCalls(now: now, &actions)
+        syncResponseReservation()
+        if !isReading, queue.bufferedBytes <= configuration.maxQueuedResponseBytes / 2, phase != .closing, phase != .closed {
+            isReading = true
+            actions.append(.setReading(true))
+        }
+        return (output, actions)
+    }
+
+    /// Whether frames wait for the socket or for a client's window.
+    var hasOutput: Bool { queue.output.readableBytes > 0 || queue.hasPending }
+
+    /// Stops reading while the client does not take its responses: new calls would only add more.
+    mutating func checkQueuedResponses(_ actions: inout [ServerConnectionAction]) {
+        guard isReading, queue.bufferedBytes > configuration.maxQueuedResponseBytes else { return }
+        isReading = false
+        actions.append(.setReading(false))
+    }
+
+    /// Forgets calls that are over for both sides and whose frames have all gone out; the
+    /// connection becomes idle, or closes while draining, when none are left.
+    mutating func releaseFinishedCalls(now: Instant, _ actions: inout [ServerConnectionAction]) {
+        for (id, call) in calls where call.isFinished && !queue.hasPending(callID: id) {
+            calls[id] = nil
+            windows.forget(callID: id)
+            queue.forget(callID: id)
+        }
+        if calls.isEmpty, phase == .ready, idleSince == nil { idleSince = now }
+        closeIfDrained(&actions)
+    }
+
+    mutating func closeIfDrained(_ actions: inout [ServerConnectionAction]) {
+        guard phase == .draining, calls.isEmpty else { return }
+        actions += closeNow()
+    }
+
+    /// Ends everything at once: running handlers are cancelled, reservations given back.
+    mutating func closeNow() -> [ServerConnectionAction] {
+        var actions: [ServerConnectionAction] = []
+        for (id, call) in calls where call.handlerRunning {
+            actions.append(.cancelCall(callID: id, error: RPCError(code: .unavailable, message: "connection closed")))
+        }
+        phase = .closed
+        budget?.release(reservedRequestBytes + reservedResponseBytes)
+        reservedRequestBytes = 0
+        reservedResponseBytes = 0
+        actions.append(.close)
+        return actions
+    }
+
+    // MARK: - Errors
+
+    /// GOAWAY with the error's code; running handlers are cancelled and input is drained until the
+    /// client closes or `errorDrainTime` is over.
+    mutating func connectionError(_ error: WireError, now: Instant, _ actions: inout [ServerConnectionAction]) {
+        guard phase != .closing, phase != .closed else { return }
+        let goAway = GoAway(lastCallID: highestCallID, code: error.goAwayCode, debugMessage: error.message)
+        queue.appendControl { FrameWriter.writeGoAway(goAway, into: &$0) }
+        for (id, call) in calls where call.handlerRunning {
+            actions.append(.cancelCall(callID: id, error: RPCError(code: .unavailable, message: "connection error: \(error.message)")))
+        }
+        phase = .closing
+        drainDeadline = now + configuration.errorDrainTime
+        handshakeDeadline = nil
+        if !isReading {
+            isReading = true
+            actions.append(.setReading(true))
+        }
+    }
+
+    // MARK: - Time
+
+    /// The earliest instant at which `tick` has something to do.
+    var nextDeadline: Instant? {
+        var candidates: [Instant?] = [handshakeDeadline, graceDeadline, drainDeadline]
+        if phase == .ready, calls.isEmpty, let idleSince, let timeout = configuration.idleTimeout { candidates.append(idleSince + timeout) }
+        if phase == .ready || phase == .draining, let interval = configuration.keepaliveInterval {
+            candidates.append(pingSentAt.map { $0 + configuration.keepaliveTimeout } ?? lastReadAt + interval)
+        }
+        if let stallMark { candidates.append(stallMark.since + configuration.minimumReceiveWindow) }
+        for call in calls.values { candidates.append(call.deadline) }
+        return candidates.compactMap { $0 }.min()
+    }
+
+    /// The clock reached `now`: timeouts, keepalive, deadlines, slow peers.
+    mutating func tick(now: Instant) -> [ServerConnectionAction] {
+        guard phase != .closed else { return [] }
+        if let handshakeDeadline, now >= handshakeDeadline { return closeNow() }
+        if let drainDeadline, now >= drainDeadline { return closeNow() }
+        var actions: [ServerConnectionAction] = []
+        if let graceDeadline, now >= graceDeadline {
+            self.graceDeadline = nil
+            return closeNow()
+        }
+        if let pingSentAt, now >= pingSentAt + configuration.keepaliveTimeout { return closeNow() }
+        if pingSentAt == nil, phase == .ready || phase == .draining, let interval = configuration.keepaliveInterval,
+            now >= lastReadAt + interval
+        {
+            pingSentAt = now
+            let data = nextPingData
+            nextPingData += 1
+            queue.appendControl { FrameWriter.writePing(.ping, data: data, into: &$0) }
+        }
+        if let stallMark, now >= stallMark.since + configuration.minimumReceiveWindow {
+            guard receivedBytes - stallMark.received >= configuration.minimumReceiveBytes else {
+                connectionError(WireError(.enhanceYourCalm, "too slow: an unfinished frame or message stalls"), now: now, &actions)
+                return actions
+            }
+            self.stallMark = (now, receivedBytes)
+        }
+        if phase == .ready, calls.isEmpty, let idleSince, let timeout = configuration.idleTimeout, now >= idleSince + timeout {
+            let goAway = GoAway(lastCallID: highestCallID, code: .noError, debugMessage: "idle")
+            queue.appendControl { FrameWriter.writeGoAway(goAway, into: &$0) }
+            phase = .draining
+            closeIfDrained(&actions)
+            return actions
+        }
+        for (id, call) in calls {
+            if let deadline = call.deadline, now >= deadline { deadlineExceeded(id, &actions) }
+        }
+        return actions
+    }
+
+    /// Tracks whether input is unfinished (a partial frame, or a message waiting for fragments),
+    /// so that `tick` can close a peer that trickles it.
+    private mutating func markStall(now: Instant) {
+        let unfinished = inbound.readableBytes > 0 || calls.values.contains { $0.assembler.isAssembling }
+        if !unfinished {
+            stallMark = nil
+        } else if stallMark == nil {
+            stallMark = (now, receivedBytes)
+        }
+    }
+
+    // MARK: - Shutdown
+
+    /// Stops accepting calls: GOAWAY now; open calls finish within the grace period; streaming
+    /// handlers are told, so long-lived ones (Subscribe) end at once with a status.
+    mutating func shutdown(now: Instant) -> [ServerConnectionAction] {
+        switch phase {
+        case .awaitingPreface, .awaitingHello:
+            return closeNow()
+        case .closing, .closed:
+            return []
+        case .ready, .draining:
+            break
+        }
+        var actions: [ServerConnectionAction] = []
+        guard graceDeadline == nil else { return actions }
+        let goAway = GoAway(lastCallID: highestCallID, code: .noError, debugMessage: "server shutting down")
+        queue.appendControl { FrameWriter.writeGoAway(goAway, into: &$0) }
+        phase = .draining
+        graceDeadline = now + configuration.shutdownGracePeriod
+        let streams = calls.filter { $0.value.handlerRunning && $0.value.kind != .unary }.map(\.key).sorted()
+        if !streams.isEmpty { actions.append(.shutdownCalls(streams)) }
+        closeIfDrained(&actions)
+        return actions
+    }
+}
