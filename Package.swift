@@ -167,6 +167,19 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // A libFuzzer target over the server connection's state machine (tools/fuzz builds it with
+        // -DFUZZING and the fuzzer sanitizer); otherwise it replays the inputs it is given.
+        .executableTarget(
+            name: "passion-fuzz-server",
+            dependencies: [
+                "PassionRPC", "PassionWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "tools/fuzz-server",
+            exclude: ["corpus"],
+            swiftSettings: strictSettings
+        ),
+
         .executableTarget(
             name: "passion-store-bench",
             dependencies: [

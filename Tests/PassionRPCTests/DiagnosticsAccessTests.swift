@@ -15,7 +15,24 @@ struct DiagnosticsAccessTests {
     /// Any caller presenting `authorization: ServiceKey ok` is a service; everyone else anonymous.
     struct KeyAuthenticator: Authenticator {
         func authenticate(_ credentials: CallCredentials) async throws -> Principal {
-            credentials.metadata["authorization"] == "ServiceKey ok" ? Principal(kind: .service, id: "tester") : .anonymous
+            switch credentials.metadata["authorization"] {
+            case "ServiceKey ok": return Principal(kind: .service, id: "tester")
+            case nil: return .anonymous
+            default: throw RPCError(code: .unauthenticated, message: "bad credential", details: ErrorDetails(reason: "SERVICE_KEY_UNKNOWN"))
+            }
+        }
+    }
+
+    @Test("a bad credential fails even a method open to anyone (WIRE.md 8): it is refused, not ignored")
+    func badCredentialOnOpenMethod() async throws {
+        try await TestServer.with(authenticator: KeyAuthenticator()) { server in
+            let connection = try await server.connect()
+            var options = CallOptions()
+            options.metadata.add("authorization", "ServiceKey wrong")
+            let error = await expectRPCError(.unauthenticated) { try await connection.diagnostics.echo(EchoRequest(), options: options) }
+            #expect(error?.details?.reason == "SERVICE_KEY_UNKNOWN")
+            #expect(try await connection.diagnostics.echo(EchoRequest()) == EchoResponse())
+            await connection.close()
         }
     }
 

@@ -73,18 +73,24 @@ def churn(args):
 
 def anon(args):
     conns = []
+    refused = 0
     for _ in range(args.connections):
         conn = connect(args)
         conn.sendall(PREFACE + hello())
         read_frame(conn)
         chunk = b"\x00" * 60000
-        for call in range(1, args.calls + 1):
-            conn.sendall(call_frame(call, "passion.v1.Diagnostics/EchoStream"))
-            sent = 0
-            while sent < args.bytes:
-                conn.sendall(frame(3, 0x08, call, chunk))
-                sent += len(chunk)
+        try:
+            for call in range(1, 2 * args.calls + 1, 2):
+                conn.sendall(call_frame(call, args.method))
+                sent = 0
+                while sent < args.bytes:
+                    conn.sendall(frame(3, 0x08, call, chunk))
+                    sent += len(chunk)
+        except OSError:
+            refused += 1  # the server closed the connection (GOAWAY ENHANCE_YOUR_CALM, then close)
         conns.append(conn)
+    if refused:
+        print(f"  {refused} connection(s) closed by the server mid-attack", flush=True)
     time.sleep(args.hold)
     for conn in conns:
         conn.close()
@@ -104,6 +110,7 @@ def main():
     parser.add_argument("--hold", type=float, default=1.0)
     parser.add_argument("--settle", type=float, default=3.0)
     parser.add_argument("--plaintext", action="store_true")
+    parser.add_argument("--method", default="passion.v1.Diagnostics/EchoStream")
     args = parser.parse_args()
     print(f"start: {rss_kib(args.pid) / 1024:.1f} MiB")
     for round in range(args.rounds):

@@ -89,7 +89,9 @@ public nonisolated struct Quest: @unchecked Sendable {
     set {_uniqueStorage()._endDate = newValue}
   }
 
-  /// 1–10,000 XP, paid once by Complete; 0 (not given) means 100.
+  /// 1–10,000 XP, paid once by Complete; 0 (not given) means 100. Only a service sets it: a
+  /// quest a user creates for themselves pays nothing (0) and does not count toward the quest
+  /// achievements.
   public var xpReward: Int32 {
     get {_storage._xpReward}
     set {_uniqueStorage()._xpReward = newValue}
