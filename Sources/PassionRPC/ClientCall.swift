@@ -14,18 +14,16 @@ public struct ResponseTrailers: Sendable {
     public var trailingMetadata: Metadata
 }
 
-/// One call's client-side state; confined to its connection's event loop.
+/// One call as its caller sees it: the promises and the response stream the connection's
+/// actions resolve. Its wire state lives in `ClientConnectionMachine`. Confined to its
+/// connection's event loop.
 final class ClientCall {
-    var id: UInt32 = 0
     let kind: CallKind
-    var assembler = MessageAssembler()
-    var requestClosed = false
-    var initialMetadata = Metadata()
-    private var singleResponse: ByteBuffer?
-    private var extraResponse = false
+    /// Set when the connection's machine takes the call.
+    var handle = ClientCallHandle(rawValue: 0)
     var responseSource: MessageStream.Producer.Source?
     let completion: EventLoopPromise<UnaryResponse>
-    /// Succeeds once the CALL frame is written (calls may queue behind the server's limit).
+    /// Succeeds once the CALL frame is queued (calls may wait behind the server's limit).
     let started: EventLoopPromise<Void>
     private(set) var finalError: RPCError?
     private var finished = false
@@ -36,37 +34,15 @@ final class ClientCall {
         self.started = eventLoop.makePromise(of: Void.self)
     }
 
-    /// Takes one response message.
     func receive(_ message: InboundMessage) {
-        if kind.isSingleResponse {
-            if singleResponse == nil { singleResponse = message.bytes } else { extraResponse = true }
-            return
-        }
         _ = responseSource?.yield(message)
     }
 
-    func finish(trailers: TrailersHead) {
+    func succeed(_ response: UnaryResponse) {
         guard !finished else { return }
-        if let error = RPCError(trailers: trailers) {
-            fail(error)
-            return
-        }
-        if kind.isSingleResponse {
-            guard let message = singleResponse, !extraResponse else {
-                fail(RPCError(
-                    code: .internal,
-                    message: extraResponse ? "server sent more than one response message" : "server sent no response message"))
-                return
-            }
-            finished = true
-            completion.succeed(UnaryResponse(
-                message: message, initialMetadata: initialMetadata, trailingMetadata: trailers.metadata))
-        } else {
-            finished = true
-            responseSource?.finish()
-            completion.succeed(UnaryResponse(
-                message: ByteBuffer(), initialMetadata: initialMetadata, trailingMetadata: trailers.metadata))
-        }
+        finished = true
+        responseSource?.finish()
+        completion.succeed(response)
     }
 
     func fail(_ error: RPCError) {

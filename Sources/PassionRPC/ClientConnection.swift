@@ -158,7 +158,7 @@ public final class ClientConnection: RPCClientTransport {
                 let (messages, source) = MessageStream.make(
                     onConsumed: { bytes, _ in
                         guard bytes > 0 else { return }
-                        eventLoop.execute { handler.value.acknowledge(callID: boundCall.value.id, bytes: bytes) }
+                        eventLoop.execute { handler.value.acknowledge(boundCall.value, bytes: bytes) }
                     },
                     onTerminate: {
                         // The consumer stopped listening before the end: tell the server.
