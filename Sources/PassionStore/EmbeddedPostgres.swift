@@ -101,11 +101,41 @@ public struct EmbeddedPostgres: Sendable {
             throw EmbeddedPostgresError("running as root needs the `postgres` user (created by the Debian package postgresql)")
         }
         try run("/bin/chown", ["-R", "postgres:postgres", root], asRoot: true)
-        // The postgres user must be able to reach the cluster through every parent directory.
-        if try run("/usr/sbin/runuser", ["-u", "postgres", "--", "test", "-w", root], asRoot: true, allowFailure: true) != 0 {
-            throw EmbeddedPostgresError(
-                "the postgres user cannot reach \(root): choose a --data-dir outside private directories such as /root")
+        if try postgresCanSearch(root) { return }
+        // The postgres user must reach the cluster through every parent directory. The data
+        // directory is ours: a private one (mktemp -d makes 0700) gets search permission for
+        // others, o+x, which lists nothing (its secrets are 0600 files). A parent we were not
+        // given is not ours to open: the error names it and the exact command.
+        let dataDirectory = URL(fileURLWithPath: root).deletingLastPathComponent().path
+        for directory in Self.ancestors(of: root) where try !postgresCanSearch(directory) {
+            guard directory == dataDirectory else {
+                throw EmbeddedPostgresError(
+                    "the postgres user cannot reach \(root): \(directory) is closed to other users; "
+                        + "run `chmod o+x \(directory)`, or choose a --data-dir outside it")
+            }
+            let mode = try FileManager.default.attributesOfItem(atPath: directory)[.posixPermissions] as? Int ?? 0o700
+            try FileManager.default.setAttributes([.posixPermissions: mode | 0o001], ofItemAtPath: directory)
         }
+        guard try postgresCanSearch(root) else {
+            throw EmbeddedPostgresError("the postgres user cannot reach \(root): choose another --data-dir")
+        }
+    }
+
+    /// Whether the `postgres` user can enter `directory` (checked as that user, so ACLs and
+    /// groups count).
+    private func postgresCanSearch(_ directory: String) throws -> Bool {
+        try run("/usr/sbin/runuser", ["-u", "postgres", "--", "test", "-x", directory], asRoot: true, allowFailure: true) == 0
+    }
+
+    /// `/a/b/c` → `/a`, `/a/b` (the root directory itself is always searchable).
+    static func ancestors(of path: String) -> [String] {
+        var result: [String] = []
+        var current = URL(fileURLWithPath: path).deletingLastPathComponent()
+        while current.path != "/" && !current.path.isEmpty {
+            result.append(current.path)
+            current = current.deletingLastPathComponent()
+        }
+        return result.reversed()
     }
 
     /// Runs a PostgreSQL tool (as `postgres` when we are root); its output goes to a file in

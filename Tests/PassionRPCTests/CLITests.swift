@@ -89,6 +89,22 @@ struct CLITests {
         }
     }
 
+    @Test("global options go before the subcommand as well as after it; an unknown one is named")
+    func globalOptionsFirst() async throws {
+        try await TestServer.with { server in
+            let before = try await Executables.run(
+                "passion", ["--server", "127.0.0.1:\(server.port)", "--ca", server.certificates.caPath, "-H", "x-a: b", "list"])
+            #expect(before.status == 0, "\(before.stderr)")
+            #expect(before.stdout == "passion.v1.Diagnostics\npassion.v1.Health\npassion.v1.Introspection\n")
+            let mixed = try await Executables.run(
+                "passion", ["--server=127.0.0.1:\(server.port)", "health", "--ca", server.certificates.caPath])
+            #expect(mixed.status == 0 && mixed.stdout == "SERVING\n", "\(mixed.stderr)")
+            let unknown = try await Executables.run("passion", ["--no-such-option", "list"])
+            #expect(unknown.status == 64)
+            #expect(unknown.stderr.contains("--no-such-option"))
+        }
+    }
+
     @Test("bench --json prints calls, errors, qps and percentiles")
     func bench() async throws {
         try await TestServer.with { server in

@@ -116,10 +116,11 @@ struct ServiceRenderer {
                 out.line("try await transport.unary(\(descriptor), request, as: \(output).self, options: options).message")
             }
             out.line()
-            out.doc("`\(name)` with the request built in place: `\(name) { $0.field = value }`.")
-            out.block("public func \(name)(options: CallOptions = .defaults, _ configure: (inout \(input)) -> Void) async throws -> \(output)") { out in
+            out.doc("`\(name)` with the request built in place: `\(name) { $0.field = value }`. It runs in the")
+            out.doc("caller's isolation, so the closure is never sent: the form works from `@MainActor` code.")
+            out.block("public func \(name)(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout \(input)) throws -> Void) async throws -> \(output)") { out in
                 out.line("var request = \(input)()")
-                out.line("configure(&request)")
+                out.line("try configure(&request)")
                 out.line("return try await \(name)(request, options: options)")
             }
             out.line()

@@ -66,10 +66,11 @@ public enum Achievements {
             try await transport.unary(Method.catalog, request, as: CatalogResponse.self, options: options).message
         }
 
-        /// `catalog` with the request built in place: `catalog { $0.field = value }`.
-        public func catalog(options: CallOptions = .defaults, _ configure: (inout CatalogRequest) -> Void) async throws -> CatalogResponse {
+        /// `catalog` with the request built in place: `catalog { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func catalog(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout CatalogRequest) throws -> Void) async throws -> CatalogResponse {
             var request = CatalogRequest()
-            configure(&request)
+            try configure(&request)
             return try await catalog(request, options: options)
         }
 
@@ -83,10 +84,11 @@ public enum Achievements {
             try await transport.unary(Method.mine, request, as: MineResponse.self, options: options).message
         }
 
-        /// `mine` with the request built in place: `mine { $0.field = value }`.
-        public func mine(options: CallOptions = .defaults, _ configure: (inout MineRequest) -> Void) async throws -> MineResponse {
+        /// `mine` with the request built in place: `mine { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func mine(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout MineRequest) throws -> Void) async throws -> MineResponse {
             var request = MineRequest()
-            configure(&request)
+            try configure(&request)
             return try await mine(request, options: options)
         }
 
@@ -100,10 +102,11 @@ public enum Achievements {
             try await transport.unary(Method.define, request, as: Achievement.self, options: options).message
         }
 
-        /// `define` with the request built in place: `define { $0.field = value }`.
-        public func define(options: CallOptions = .defaults, _ configure: (inout DefineAchievementRequest) -> Void) async throws -> Achievement {
+        /// `define` with the request built in place: `define { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func define(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout DefineAchievementRequest) throws -> Void) async throws -> Achievement {
             var request = DefineAchievementRequest()
-            configure(&request)
+            try configure(&request)
             return try await define(request, options: options)
         }
 
@@ -117,10 +120,11 @@ public enum Achievements {
             try await transport.unary(Method.update, request, as: Achievement.self, options: options).message
         }
 
-        /// `update` with the request built in place: `update { $0.field = value }`.
-        public func update(options: CallOptions = .defaults, _ configure: (inout UpdateAchievementRequest) -> Void) async throws -> Achievement {
+        /// `update` with the request built in place: `update { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func update(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout UpdateAchievementRequest) throws -> Void) async throws -> Achievement {
             var request = UpdateAchievementRequest()
-            configure(&request)
+            try configure(&request)
             return try await update(request, options: options)
         }
 
@@ -134,10 +138,11 @@ public enum Achievements {
             try await transport.unary(Method.retire, request, as: Achievement.self, options: options).message
         }
 
-        /// `retire` with the request built in place: `retire { $0.field = value }`.
-        public func retire(options: CallOptions = .defaults, _ configure: (inout RetireAchievementRequest) -> Void) async throws -> Achievement {
+        /// `retire` with the request built in place: `retire { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func retire(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout RetireAchievementRequest) throws -> Void) async throws -> Achievement {
             var request = RetireAchievementRequest()
-            configure(&request)
+            try configure(&request)
             return try await retire(request, options: options)
         }
 
@@ -151,10 +156,11 @@ public enum Achievements {
             try await transport.unary(Method.evaluate, request, as: EvaluateResponse.self, options: options).message
         }
 
-        /// `evaluate` with the request built in place: `evaluate { $0.field = value }`.
-        public func evaluate(options: CallOptions = .defaults, _ configure: (inout EvaluateRequest) -> Void) async throws -> EvaluateResponse {
+        /// `evaluate` with the request built in place: `evaluate { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func evaluate(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout EvaluateRequest) throws -> Void) async throws -> EvaluateResponse {
             var request = EvaluateRequest()
-            configure(&request)
+            try configure(&request)
             return try await evaluate(request, options: options)
         }
 

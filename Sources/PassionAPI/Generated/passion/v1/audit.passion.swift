@@ -46,10 +46,11 @@ public enum Audit {
             try await transport.unary(Method.recentActivity, request, as: RecentActivityResponse.self, options: options).message
         }
 
-        /// `recentActivity` with the request built in place: `recentActivity { $0.field = value }`.
-        public func recentActivity(options: CallOptions = .defaults, _ configure: (inout RecentActivityRequest) -> Void) async throws -> RecentActivityResponse {
+        /// `recentActivity` with the request built in place: `recentActivity { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func recentActivity(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout RecentActivityRequest) throws -> Void) async throws -> RecentActivityResponse {
             var request = RecentActivityRequest()
-            configure(&request)
+            try configure(&request)
             return try await recentActivity(request, options: options)
         }
 
@@ -63,10 +64,11 @@ public enum Audit {
             try await transport.unary(Method.query, request, as: QueryAuditLogResponse.self, options: options).message
         }
 
-        /// `query` with the request built in place: `query { $0.field = value }`.
-        public func query(options: CallOptions = .defaults, _ configure: (inout QueryAuditLogRequest) -> Void) async throws -> QueryAuditLogResponse {
+        /// `query` with the request built in place: `query { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func query(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout QueryAuditLogRequest) throws -> Void) async throws -> QueryAuditLogResponse {
             var request = QueryAuditLogRequest()
-            configure(&request)
+            try configure(&request)
             return try await query(request, options: options)
         }
 

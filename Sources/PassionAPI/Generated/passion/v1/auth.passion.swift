@@ -61,10 +61,11 @@ public enum Auth {
             try await transport.unary(Method.signIn, request, as: SignInResponse.self, options: options).message
         }
 
-        /// `signIn` with the request built in place: `signIn { $0.field = value }`.
-        public func signIn(options: CallOptions = .defaults, _ configure: (inout SignInRequest) -> Void) async throws -> SignInResponse {
+        /// `signIn` with the request built in place: `signIn { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func signIn(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout SignInRequest) throws -> Void) async throws -> SignInResponse {
             var request = SignInRequest()
-            configure(&request)
+            try configure(&request)
             return try await signIn(request, options: options)
         }
 
@@ -78,10 +79,11 @@ public enum Auth {
             try await transport.unary(Method.signOut, request, as: SignOutResponse.self, options: options).message
         }
 
-        /// `signOut` with the request built in place: `signOut { $0.field = value }`.
-        public func signOut(options: CallOptions = .defaults, _ configure: (inout SignOutRequest) -> Void) async throws -> SignOutResponse {
+        /// `signOut` with the request built in place: `signOut { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func signOut(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout SignOutRequest) throws -> Void) async throws -> SignOutResponse {
             var request = SignOutRequest()
-            configure(&request)
+            try configure(&request)
             return try await signOut(request, options: options)
         }
 
@@ -95,10 +97,11 @@ public enum Auth {
             try await transport.unary(Method.signOutEverywhere, request, as: SignOutEverywhereResponse.self, options: options).message
         }
 
-        /// `signOutEverywhere` with the request built in place: `signOutEverywhere { $0.field = value }`.
-        public func signOutEverywhere(options: CallOptions = .defaults, _ configure: (inout SignOutEverywhereRequest) -> Void) async throws -> SignOutEverywhereResponse {
+        /// `signOutEverywhere` with the request built in place: `signOutEverywhere { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func signOutEverywhere(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout SignOutEverywhereRequest) throws -> Void) async throws -> SignOutEverywhereResponse {
             var request = SignOutEverywhereRequest()
-            configure(&request)
+            try configure(&request)
             return try await signOutEverywhere(request, options: options)
         }
 
@@ -112,10 +115,11 @@ public enum Auth {
             try await transport.unary(Method.listSessions, request, as: ListSessionsResponse.self, options: options).message
         }
 
-        /// `listSessions` with the request built in place: `listSessions { $0.field = value }`.
-        public func listSessions(options: CallOptions = .defaults, _ configure: (inout ListSessionsRequest) -> Void) async throws -> ListSessionsResponse {
+        /// `listSessions` with the request built in place: `listSessions { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func listSessions(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout ListSessionsRequest) throws -> Void) async throws -> ListSessionsResponse {
             var request = ListSessionsRequest()
-            configure(&request)
+            try configure(&request)
             return try await listSessions(request, options: options)
         }
 
@@ -129,10 +133,11 @@ public enum Auth {
             try await transport.unary(Method.purgeExpiredSessions, request, as: PurgeExpiredSessionsResponse.self, options: options).message
         }
 
-        /// `purgeExpiredSessions` with the request built in place: `purgeExpiredSessions { $0.field = value }`.
-        public func purgeExpiredSessions(options: CallOptions = .defaults, _ configure: (inout PurgeExpiredSessionsRequest) -> Void) async throws -> PurgeExpiredSessionsResponse {
+        /// `purgeExpiredSessions` with the request built in place: `purgeExpiredSessions { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func purgeExpiredSessions(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout PurgeExpiredSessionsRequest) throws -> Void) async throws -> PurgeExpiredSessionsResponse {
             var request = PurgeExpiredSessionsRequest()
-            configure(&request)
+            try configure(&request)
             return try await purgeExpiredSessions(request, options: options)
         }
 

@@ -64,10 +64,11 @@ public enum Diagnostics {
             try await transport.unary(Method.echo, request, as: EchoResponse.self, options: options).message
         }
 
-        /// `echo` with the request built in place: `echo { $0.field = value }`.
-        public func echo(options: CallOptions = .defaults, _ configure: (inout EchoRequest) -> Void) async throws -> EchoResponse {
+        /// `echo` with the request built in place: `echo { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func echo(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout EchoRequest) throws -> Void) async throws -> EchoResponse {
             var request = EchoRequest()
-            configure(&request)
+            try configure(&request)
             return try await echo(request, options: options)
         }
 
@@ -102,10 +103,11 @@ public enum Diagnostics {
             try await transport.unary(Method.sleep, request, as: SleepResponse.self, options: options).message
         }
 
-        /// `sleep` with the request built in place: `sleep { $0.field = value }`.
-        public func sleep(options: CallOptions = .defaults, _ configure: (inout SleepRequest) -> Void) async throws -> SleepResponse {
+        /// `sleep` with the request built in place: `sleep { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func sleep(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout SleepRequest) throws -> Void) async throws -> SleepResponse {
             var request = SleepRequest()
-            configure(&request)
+            try configure(&request)
             return try await sleep(request, options: options)
         }
 
@@ -119,10 +121,11 @@ public enum Diagnostics {
             try await transport.unary(Method.fail, request, as: FailResponse.self, options: options).message
         }
 
-        /// `fail` with the request built in place: `fail { $0.field = value }`.
-        public func fail(options: CallOptions = .defaults, _ configure: (inout FailRequest) -> Void) async throws -> FailResponse {
+        /// `fail` with the request built in place: `fail { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func fail(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout FailRequest) throws -> Void) async throws -> FailResponse {
             var request = FailRequest()
-            configure(&request)
+            try configure(&request)
             return try await fail(request, options: options)
         }
 

@@ -71,10 +71,11 @@ public enum FocusSessions {
             try await transport.unary(Method.start, request, as: FocusSession.self, options: options).message
         }
 
-        /// `start` with the request built in place: `start { $0.field = value }`.
-        public func start(options: CallOptions = .defaults, _ configure: (inout StartFocusRequest) -> Void) async throws -> FocusSession {
+        /// `start` with the request built in place: `start { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func start(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout StartFocusRequest) throws -> Void) async throws -> FocusSession {
             var request = StartFocusRequest()
-            configure(&request)
+            try configure(&request)
             return try await start(request, options: options)
         }
 
@@ -87,10 +88,11 @@ public enum FocusSessions {
             try await transport.unary(Method.pause, request, as: FocusSession.self, options: options).message
         }
 
-        /// `pause` with the request built in place: `pause { $0.field = value }`.
-        public func pause(options: CallOptions = .defaults, _ configure: (inout FocusSessionRequest) -> Void) async throws -> FocusSession {
+        /// `pause` with the request built in place: `pause { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func pause(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout FocusSessionRequest) throws -> Void) async throws -> FocusSession {
             var request = FocusSessionRequest()
-            configure(&request)
+            try configure(&request)
             return try await pause(request, options: options)
         }
 
@@ -103,10 +105,11 @@ public enum FocusSessions {
             try await transport.unary(Method.resume, request, as: FocusSession.self, options: options).message
         }
 
-        /// `resume` with the request built in place: `resume { $0.field = value }`.
-        public func resume(options: CallOptions = .defaults, _ configure: (inout FocusSessionRequest) -> Void) async throws -> FocusSession {
+        /// `resume` with the request built in place: `resume { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func resume(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout FocusSessionRequest) throws -> Void) async throws -> FocusSession {
             var request = FocusSessionRequest()
-            configure(&request)
+            try configure(&request)
             return try await resume(request, options: options)
         }
 
@@ -123,10 +126,11 @@ public enum FocusSessions {
             try await transport.unary(Method.complete, request, as: CompleteFocusResponse.self, options: options).message
         }
 
-        /// `complete` with the request built in place: `complete { $0.field = value }`.
-        public func complete(options: CallOptions = .defaults, _ configure: (inout FocusSessionRequest) -> Void) async throws -> CompleteFocusResponse {
+        /// `complete` with the request built in place: `complete { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func complete(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout FocusSessionRequest) throws -> Void) async throws -> CompleteFocusResponse {
             var request = FocusSessionRequest()
-            configure(&request)
+            try configure(&request)
             return try await complete(request, options: options)
         }
 
@@ -139,10 +143,11 @@ public enum FocusSessions {
             try await transport.unary(Method.abandon, request, as: FocusSession.self, options: options).message
         }
 
-        /// `abandon` with the request built in place: `abandon { $0.field = value }`.
-        public func abandon(options: CallOptions = .defaults, _ configure: (inout FocusSessionRequest) -> Void) async throws -> FocusSession {
+        /// `abandon` with the request built in place: `abandon { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func abandon(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout FocusSessionRequest) throws -> Void) async throws -> FocusSession {
             var request = FocusSessionRequest()
-            configure(&request)
+            try configure(&request)
             return try await abandon(request, options: options)
         }
 
@@ -155,10 +160,11 @@ public enum FocusSessions {
             try await transport.unary(Method.list, request, as: ListFocusSessionsResponse.self, options: options).message
         }
 
-        /// `list` with the request built in place: `list { $0.field = value }`.
-        public func list(options: CallOptions = .defaults, _ configure: (inout ListFocusSessionsRequest) -> Void) async throws -> ListFocusSessionsResponse {
+        /// `list` with the request built in place: `list { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func list(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout ListFocusSessionsRequest) throws -> Void) async throws -> ListFocusSessionsResponse {
             var request = ListFocusSessionsRequest()
-            configure(&request)
+            try configure(&request)
             return try await list(request, options: options)
         }
 
@@ -171,10 +177,11 @@ public enum FocusSessions {
             try await transport.unary(Method.stats, request, as: FocusStatsResponse.self, options: options).message
         }
 
-        /// `stats` with the request built in place: `stats { $0.field = value }`.
-        public func stats(options: CallOptions = .defaults, _ configure: (inout FocusStatsRequest) -> Void) async throws -> FocusStatsResponse {
+        /// `stats` with the request built in place: `stats { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func stats(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout FocusStatsRequest) throws -> Void) async throws -> FocusStatsResponse {
             var request = FocusStatsRequest()
-            configure(&request)
+            try configure(&request)
             return try await stats(request, options: options)
         }
 

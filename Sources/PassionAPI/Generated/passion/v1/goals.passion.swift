@@ -88,10 +88,11 @@ public enum Goals {
             try await transport.unary(Method.create, request, as: Goal.self, options: options).message
         }
 
-        /// `create` with the request built in place: `create { $0.field = value }`.
-        public func create(options: CallOptions = .defaults, _ configure: (inout CreateGoalRequest) -> Void) async throws -> Goal {
+        /// `create` with the request built in place: `create { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func create(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout CreateGoalRequest) throws -> Void) async throws -> Goal {
             var request = CreateGoalRequest()
-            configure(&request)
+            try configure(&request)
             return try await create(request, options: options)
         }
 
@@ -104,10 +105,11 @@ public enum Goals {
             try await transport.unary(Method.get, request, as: Goal.self, options: options).message
         }
 
-        /// `get` with the request built in place: `get { $0.field = value }`.
-        public func get(options: CallOptions = .defaults, _ configure: (inout GetGoalRequest) -> Void) async throws -> Goal {
+        /// `get` with the request built in place: `get { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func get(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout GetGoalRequest) throws -> Void) async throws -> Goal {
             var request = GetGoalRequest()
-            configure(&request)
+            try configure(&request)
             return try await get(request, options: options)
         }
 
@@ -120,10 +122,11 @@ public enum Goals {
             try await transport.unary(Method.list, request, as: ListGoalsResponse.self, options: options).message
         }
 
-        /// `list` with the request built in place: `list { $0.field = value }`.
-        public func list(options: CallOptions = .defaults, _ configure: (inout ListGoalsRequest) -> Void) async throws -> ListGoalsResponse {
+        /// `list` with the request built in place: `list { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func list(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout ListGoalsRequest) throws -> Void) async throws -> ListGoalsResponse {
             var request = ListGoalsRequest()
-            configure(&request)
+            try configure(&request)
             return try await list(request, options: options)
         }
 
@@ -137,10 +140,11 @@ public enum Goals {
             try await transport.unary(Method.update, request, as: Goal.self, options: options).message
         }
 
-        /// `update` with the request built in place: `update { $0.field = value }`.
-        public func update(options: CallOptions = .defaults, _ configure: (inout UpdateGoalRequest) -> Void) async throws -> Goal {
+        /// `update` with the request built in place: `update { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func update(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout UpdateGoalRequest) throws -> Void) async throws -> Goal {
             var request = UpdateGoalRequest()
-            configure(&request)
+            try configure(&request)
             return try await update(request, options: options)
         }
 
@@ -157,10 +161,11 @@ public enum Goals {
             try await transport.unary(Method.complete, request, as: CompleteGoalResponse.self, options: options).message
         }
 
-        /// `complete` with the request built in place: `complete { $0.field = value }`.
-        public func complete(options: CallOptions = .defaults, _ configure: (inout GoalRequest) -> Void) async throws -> CompleteGoalResponse {
+        /// `complete` with the request built in place: `complete { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func complete(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout GoalRequest) throws -> Void) async throws -> CompleteGoalResponse {
             var request = GoalRequest()
-            configure(&request)
+            try configure(&request)
             return try await complete(request, options: options)
         }
 
@@ -174,10 +179,11 @@ public enum Goals {
             try await transport.unary(Method.abandon, request, as: Goal.self, options: options).message
         }
 
-        /// `abandon` with the request built in place: `abandon { $0.field = value }`.
-        public func abandon(options: CallOptions = .defaults, _ configure: (inout GoalRequest) -> Void) async throws -> Goal {
+        /// `abandon` with the request built in place: `abandon { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func abandon(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout GoalRequest) throws -> Void) async throws -> Goal {
             var request = GoalRequest()
-            configure(&request)
+            try configure(&request)
             return try await abandon(request, options: options)
         }
 
@@ -191,10 +197,11 @@ public enum Goals {
             try await transport.unary(Method.delete, request, as: Goal.self, options: options).message
         }
 
-        /// `delete` with the request built in place: `delete { $0.field = value }`.
-        public func delete(options: CallOptions = .defaults, _ configure: (inout GoalRequest) -> Void) async throws -> Goal {
+        /// `delete` with the request built in place: `delete { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func delete(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout GoalRequest) throws -> Void) async throws -> Goal {
             var request = GoalRequest()
-            configure(&request)
+            try configure(&request)
             return try await delete(request, options: options)
         }
 
@@ -207,10 +214,11 @@ public enum Goals {
             try await transport.unary(Method.restore, request, as: Goal.self, options: options).message
         }
 
-        /// `restore` with the request built in place: `restore { $0.field = value }`.
-        public func restore(options: CallOptions = .defaults, _ configure: (inout GoalRequest) -> Void) async throws -> Goal {
+        /// `restore` with the request built in place: `restore { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func restore(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout GoalRequest) throws -> Void) async throws -> Goal {
             var request = GoalRequest()
-            configure(&request)
+            try configure(&request)
             return try await restore(request, options: options)
         }
 
@@ -224,10 +232,11 @@ public enum Goals {
             try await transport.unary(Method.archive, request, as: Goal.self, options: options).message
         }
 
-        /// `archive` with the request built in place: `archive { $0.field = value }`.
-        public func archive(options: CallOptions = .defaults, _ configure: (inout GoalRequest) -> Void) async throws -> Goal {
+        /// `archive` with the request built in place: `archive { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func archive(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout GoalRequest) throws -> Void) async throws -> Goal {
             var request = GoalRequest()
-            configure(&request)
+            try configure(&request)
             return try await archive(request, options: options)
         }
 
@@ -240,10 +249,11 @@ public enum Goals {
             try await transport.unary(Method.unarchive, request, as: Goal.self, options: options).message
         }
 
-        /// `unarchive` with the request built in place: `unarchive { $0.field = value }`.
-        public func unarchive(options: CallOptions = .defaults, _ configure: (inout GoalRequest) -> Void) async throws -> Goal {
+        /// `unarchive` with the request built in place: `unarchive { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func unarchive(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout GoalRequest) throws -> Void) async throws -> Goal {
             var request = GoalRequest()
-            configure(&request)
+            try configure(&request)
             return try await unarchive(request, options: options)
         }
 
@@ -257,10 +267,11 @@ public enum Goals {
             try await transport.unary(Method.dashboard, request, as: DashboardResponse.self, options: options).message
         }
 
-        /// `dashboard` with the request built in place: `dashboard { $0.field = value }`.
-        public func dashboard(options: CallOptions = .defaults, _ configure: (inout DashboardRequest) -> Void) async throws -> DashboardResponse {
+        /// `dashboard` with the request built in place: `dashboard { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func dashboard(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout DashboardRequest) throws -> Void) async throws -> DashboardResponse {
             var request = DashboardRequest()
-            configure(&request)
+            try configure(&request)
             return try await dashboard(request, options: options)
         }
 

@@ -96,10 +96,11 @@ public enum Habits {
             try await transport.unary(Method.create, request, as: Habit.self, options: options).message
         }
 
-        /// `create` with the request built in place: `create { $0.field = value }`.
-        public func create(options: CallOptions = .defaults, _ configure: (inout CreateHabitRequest) -> Void) async throws -> Habit {
+        /// `create` with the request built in place: `create { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func create(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout CreateHabitRequest) throws -> Void) async throws -> Habit {
             var request = CreateHabitRequest()
-            configure(&request)
+            try configure(&request)
             return try await create(request, options: options)
         }
 
@@ -112,10 +113,11 @@ public enum Habits {
             try await transport.unary(Method.get, request, as: Habit.self, options: options).message
         }
 
-        /// `get` with the request built in place: `get { $0.field = value }`.
-        public func get(options: CallOptions = .defaults, _ configure: (inout GetHabitRequest) -> Void) async throws -> Habit {
+        /// `get` with the request built in place: `get { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func get(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout GetHabitRequest) throws -> Void) async throws -> Habit {
             var request = GetHabitRequest()
-            configure(&request)
+            try configure(&request)
             return try await get(request, options: options)
         }
 
@@ -128,10 +130,11 @@ public enum Habits {
             try await transport.unary(Method.list, request, as: ListHabitsResponse.self, options: options).message
         }
 
-        /// `list` with the request built in place: `list { $0.field = value }`.
-        public func list(options: CallOptions = .defaults, _ configure: (inout ListHabitsRequest) -> Void) async throws -> ListHabitsResponse {
+        /// `list` with the request built in place: `list { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func list(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout ListHabitsRequest) throws -> Void) async throws -> ListHabitsResponse {
             var request = ListHabitsRequest()
-            configure(&request)
+            try configure(&request)
             return try await list(request, options: options)
         }
 
@@ -145,10 +148,11 @@ public enum Habits {
             try await transport.unary(Method.update, request, as: Habit.self, options: options).message
         }
 
-        /// `update` with the request built in place: `update { $0.field = value }`.
-        public func update(options: CallOptions = .defaults, _ configure: (inout UpdateHabitRequest) -> Void) async throws -> Habit {
+        /// `update` with the request built in place: `update { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func update(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout UpdateHabitRequest) throws -> Void) async throws -> Habit {
             var request = UpdateHabitRequest()
-            configure(&request)
+            try configure(&request)
             return try await update(request, options: options)
         }
 
@@ -162,10 +166,11 @@ public enum Habits {
             try await transport.unary(Method.pause, request, as: Habit.self, options: options).message
         }
 
-        /// `pause` with the request built in place: `pause { $0.field = value }`.
-        public func pause(options: CallOptions = .defaults, _ configure: (inout HabitRequest) -> Void) async throws -> Habit {
+        /// `pause` with the request built in place: `pause { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func pause(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout HabitRequest) throws -> Void) async throws -> Habit {
             var request = HabitRequest()
-            configure(&request)
+            try configure(&request)
             return try await pause(request, options: options)
         }
 
@@ -179,10 +184,11 @@ public enum Habits {
             try await transport.unary(Method.resume, request, as: Habit.self, options: options).message
         }
 
-        /// `resume` with the request built in place: `resume { $0.field = value }`.
-        public func resume(options: CallOptions = .defaults, _ configure: (inout HabitRequest) -> Void) async throws -> Habit {
+        /// `resume` with the request built in place: `resume { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func resume(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout HabitRequest) throws -> Void) async throws -> Habit {
             var request = HabitRequest()
-            configure(&request)
+            try configure(&request)
             return try await resume(request, options: options)
         }
 
@@ -195,10 +201,11 @@ public enum Habits {
             try await transport.unary(Method.archive, request, as: Habit.self, options: options).message
         }
 
-        /// `archive` with the request built in place: `archive { $0.field = value }`.
-        public func archive(options: CallOptions = .defaults, _ configure: (inout HabitRequest) -> Void) async throws -> Habit {
+        /// `archive` with the request built in place: `archive { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func archive(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout HabitRequest) throws -> Void) async throws -> Habit {
             var request = HabitRequest()
-            configure(&request)
+            try configure(&request)
             return try await archive(request, options: options)
         }
 
@@ -211,10 +218,11 @@ public enum Habits {
             try await transport.unary(Method.unarchive, request, as: Habit.self, options: options).message
         }
 
-        /// `unarchive` with the request built in place: `unarchive { $0.field = value }`.
-        public func unarchive(options: CallOptions = .defaults, _ configure: (inout HabitRequest) -> Void) async throws -> Habit {
+        /// `unarchive` with the request built in place: `unarchive { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func unarchive(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout HabitRequest) throws -> Void) async throws -> Habit {
             var request = HabitRequest()
-            configure(&request)
+            try configure(&request)
             return try await unarchive(request, options: options)
         }
 
@@ -231,10 +239,11 @@ public enum Habits {
             try await transport.unary(Method.complete, request, as: CompleteHabitResponse.self, options: options).message
         }
 
-        /// `complete` with the request built in place: `complete { $0.field = value }`.
-        public func complete(options: CallOptions = .defaults, _ configure: (inout CompleteHabitRequest) -> Void) async throws -> CompleteHabitResponse {
+        /// `complete` with the request built in place: `complete { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func complete(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout CompleteHabitRequest) throws -> Void) async throws -> CompleteHabitResponse {
             var request = CompleteHabitRequest()
-            configure(&request)
+            try configure(&request)
             return try await complete(request, options: options)
         }
 
@@ -253,10 +262,11 @@ public enum Habits {
             try await transport.unary(Method.uncomplete, request, as: UncompleteHabitResponse.self, options: options).message
         }
 
-        /// `uncomplete` with the request built in place: `uncomplete { $0.field = value }`.
-        public func uncomplete(options: CallOptions = .defaults, _ configure: (inout UncompleteHabitRequest) -> Void) async throws -> UncompleteHabitResponse {
+        /// `uncomplete` with the request built in place: `uncomplete { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func uncomplete(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout UncompleteHabitRequest) throws -> Void) async throws -> UncompleteHabitResponse {
             var request = UncompleteHabitRequest()
-            configure(&request)
+            try configure(&request)
             return try await uncomplete(request, options: options)
         }
 
@@ -269,10 +279,11 @@ public enum Habits {
             try await transport.unary(Method.today, request, as: TodayResponse.self, options: options).message
         }
 
-        /// `today` with the request built in place: `today { $0.field = value }`.
-        public func today(options: CallOptions = .defaults, _ configure: (inout TodayRequest) -> Void) async throws -> TodayResponse {
+        /// `today` with the request built in place: `today { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func today(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout TodayRequest) throws -> Void) async throws -> TodayResponse {
             var request = TodayRequest()
-            configure(&request)
+            try configure(&request)
             return try await today(request, options: options)
         }
 
@@ -285,10 +296,11 @@ public enum Habits {
             try await transport.unary(Method.history, request, as: HistoryResponse.self, options: options).message
         }
 
-        /// `history` with the request built in place: `history { $0.field = value }`.
-        public func history(options: CallOptions = .defaults, _ configure: (inout HistoryRequest) -> Void) async throws -> HistoryResponse {
+        /// `history` with the request built in place: `history { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func history(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout HistoryRequest) throws -> Void) async throws -> HistoryResponse {
             var request = HistoryRequest()
-            configure(&request)
+            try configure(&request)
             return try await history(request, options: options)
         }
 

@@ -46,10 +46,11 @@ public enum Health {
             try await transport.unary(Method.check, request, as: HealthCheckResponse.self, options: options).message
         }
 
-        /// `check` with the request built in place: `check { $0.field = value }`.
-        public func check(options: CallOptions = .defaults, _ configure: (inout HealthCheckRequest) -> Void) async throws -> HealthCheckResponse {
+        /// `check` with the request built in place: `check { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func check(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout HealthCheckRequest) throws -> Void) async throws -> HealthCheckResponse {
             var request = HealthCheckRequest()
-            configure(&request)
+            try configure(&request)
             return try await check(request, options: options)
         }
 

@@ -44,10 +44,11 @@ public enum Introspection {
             try await transport.unary(Method.listServices, request, as: ListServicesResponse.self, options: options).message
         }
 
-        /// `listServices` with the request built in place: `listServices { $0.field = value }`.
-        public func listServices(options: CallOptions = .defaults, _ configure: (inout ListServicesRequest) -> Void) async throws -> ListServicesResponse {
+        /// `listServices` with the request built in place: `listServices { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func listServices(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout ListServicesRequest) throws -> Void) async throws -> ListServicesResponse {
             var request = ListServicesRequest()
-            configure(&request)
+            try configure(&request)
             return try await listServices(request, options: options)
         }
 
@@ -61,10 +62,11 @@ public enum Introspection {
             try await transport.unary(Method.fileDescriptors, request, as: FileDescriptorsResponse.self, options: options).message
         }
 
-        /// `fileDescriptors` with the request built in place: `fileDescriptors { $0.field = value }`.
-        public func fileDescriptors(options: CallOptions = .defaults, _ configure: (inout FileDescriptorsRequest) -> Void) async throws -> FileDescriptorsResponse {
+        /// `fileDescriptors` with the request built in place: `fileDescriptors { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func fileDescriptors(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout FileDescriptorsRequest) throws -> Void) async throws -> FileDescriptorsResponse {
             var request = FileDescriptorsRequest()
-            configure(&request)
+            try configure(&request)
             return try await fileDescriptors(request, options: options)
         }
 

@@ -48,10 +48,11 @@ public enum Maintenance {
             try await transport.unary(Method.run, request, as: RunJobResponse.self, options: options).message
         }
 
-        /// `run` with the request built in place: `run { $0.field = value }`.
-        public func run(options: CallOptions = .defaults, _ configure: (inout RunJobRequest) -> Void) async throws -> RunJobResponse {
+        /// `run` with the request built in place: `run { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func run(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout RunJobRequest) throws -> Void) async throws -> RunJobResponse {
             var request = RunJobRequest()
-            configure(&request)
+            try configure(&request)
             return try await run(request, options: options)
         }
 
@@ -65,10 +66,11 @@ public enum Maintenance {
             try await transport.unary(Method.integrityCheck, request, as: IntegrityCheckResponse.self, options: options).message
         }
 
-        /// `integrityCheck` with the request built in place: `integrityCheck { $0.field = value }`.
-        public func integrityCheck(options: CallOptions = .defaults, _ configure: (inout IntegrityCheckRequest) -> Void) async throws -> IntegrityCheckResponse {
+        /// `integrityCheck` with the request built in place: `integrityCheck { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func integrityCheck(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout IntegrityCheckRequest) throws -> Void) async throws -> IntegrityCheckResponse {
             var request = IntegrityCheckRequest()
-            configure(&request)
+            try configure(&request)
             return try await integrityCheck(request, options: options)
         }
 

@@ -88,10 +88,11 @@ public enum Progress {
             try await transport.unary(Method.getProgress, request, as: ProgressSummary.self, options: options).message
         }
 
-        /// `getProgress` with the request built in place: `getProgress { $0.field = value }`.
-        public func getProgress(options: CallOptions = .defaults, _ configure: (inout GetProgressRequest) -> Void) async throws -> ProgressSummary {
+        /// `getProgress` with the request built in place: `getProgress { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func getProgress(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout GetProgressRequest) throws -> Void) async throws -> ProgressSummary {
             var request = GetProgressRequest()
-            configure(&request)
+            try configure(&request)
             return try await getProgress(request, options: options)
         }
 
@@ -105,10 +106,11 @@ public enum Progress {
             try await transport.unary(Method.awardXP, request, as: RewardResult.self, options: options).message
         }
 
-        /// `awardXP` with the request built in place: `awardXP { $0.field = value }`.
-        public func awardXP(options: CallOptions = .defaults, _ configure: (inout AwardXPRequest) -> Void) async throws -> RewardResult {
+        /// `awardXP` with the request built in place: `awardXP { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func awardXP(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout AwardXPRequest) throws -> Void) async throws -> RewardResult {
             var request = AwardXPRequest()
-            configure(&request)
+            try configure(&request)
             return try await awardXP(request, options: options)
         }
 
@@ -122,10 +124,11 @@ public enum Progress {
             try await transport.unary(Method.awardCoins, request, as: RewardResult.self, options: options).message
         }
 
-        /// `awardCoins` with the request built in place: `awardCoins { $0.field = value }`.
-        public func awardCoins(options: CallOptions = .defaults, _ configure: (inout AwardCoinsRequest) -> Void) async throws -> RewardResult {
+        /// `awardCoins` with the request built in place: `awardCoins { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func awardCoins(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout AwardCoinsRequest) throws -> Void) async throws -> RewardResult {
             var request = AwardCoinsRequest()
-            configure(&request)
+            try configure(&request)
             return try await awardCoins(request, options: options)
         }
 
@@ -139,10 +142,11 @@ public enum Progress {
             try await transport.unary(Method.spendCoins, request, as: RewardResult.self, options: options).message
         }
 
-        /// `spendCoins` with the request built in place: `spendCoins { $0.field = value }`.
-        public func spendCoins(options: CallOptions = .defaults, _ configure: (inout SpendCoinsRequest) -> Void) async throws -> RewardResult {
+        /// `spendCoins` with the request built in place: `spendCoins { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func spendCoins(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout SpendCoinsRequest) throws -> Void) async throws -> RewardResult {
             var request = SpendCoinsRequest()
-            configure(&request)
+            try configure(&request)
             return try await spendCoins(request, options: options)
         }
 
@@ -156,10 +160,11 @@ public enum Progress {
             try await transport.unary(Method.refundCoins, request, as: RewardResult.self, options: options).message
         }
 
-        /// `refundCoins` with the request built in place: `refundCoins { $0.field = value }`.
-        public func refundCoins(options: CallOptions = .defaults, _ configure: (inout RefundCoinsRequest) -> Void) async throws -> RewardResult {
+        /// `refundCoins` with the request built in place: `refundCoins { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func refundCoins(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout RefundCoinsRequest) throws -> Void) async throws -> RewardResult {
             var request = RefundCoinsRequest()
-            configure(&request)
+            try configure(&request)
             return try await refundCoins(request, options: options)
         }
 
@@ -173,10 +178,11 @@ public enum Progress {
             try await transport.unary(Method.listPointsLedger, request, as: ListPointsLedgerResponse.self, options: options).message
         }
 
-        /// `listPointsLedger` with the request built in place: `listPointsLedger { $0.field = value }`.
-        public func listPointsLedger(options: CallOptions = .defaults, _ configure: (inout ListLedgerRequest) -> Void) async throws -> ListPointsLedgerResponse {
+        /// `listPointsLedger` with the request built in place: `listPointsLedger { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func listPointsLedger(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout ListLedgerRequest) throws -> Void) async throws -> ListPointsLedgerResponse {
             var request = ListLedgerRequest()
-            configure(&request)
+            try configure(&request)
             return try await listPointsLedger(request, options: options)
         }
 
@@ -190,10 +196,11 @@ public enum Progress {
             try await transport.unary(Method.listCoinsLedger, request, as: ListCoinsLedgerResponse.self, options: options).message
         }
 
-        /// `listCoinsLedger` with the request built in place: `listCoinsLedger { $0.field = value }`.
-        public func listCoinsLedger(options: CallOptions = .defaults, _ configure: (inout ListLedgerRequest) -> Void) async throws -> ListCoinsLedgerResponse {
+        /// `listCoinsLedger` with the request built in place: `listCoinsLedger { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func listCoinsLedger(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout ListLedgerRequest) throws -> Void) async throws -> ListCoinsLedgerResponse {
             var request = ListLedgerRequest()
-            configure(&request)
+            try configure(&request)
             return try await listCoinsLedger(request, options: options)
         }
 
@@ -208,10 +215,11 @@ public enum Progress {
             try await transport.unary(Method.awardBatch, request, as: AwardBatchResponse.self, options: options).message
         }
 
-        /// `awardBatch` with the request built in place: `awardBatch { $0.field = value }`.
-        public func awardBatch(options: CallOptions = .defaults, _ configure: (inout AwardBatchRequest) -> Void) async throws -> AwardBatchResponse {
+        /// `awardBatch` with the request built in place: `awardBatch { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func awardBatch(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout AwardBatchRequest) throws -> Void) async throws -> AwardBatchResponse {
             var request = AwardBatchRequest()
-            configure(&request)
+            try configure(&request)
             return try await awardBatch(request, options: options)
         }
 
@@ -225,10 +233,11 @@ public enum Progress {
             try await transport.unary(Method.leaderboard, request, as: LeaderboardResponse.self, options: options).message
         }
 
-        /// `leaderboard` with the request built in place: `leaderboard { $0.field = value }`.
-        public func leaderboard(options: CallOptions = .defaults, _ configure: (inout LeaderboardRequest) -> Void) async throws -> LeaderboardResponse {
+        /// `leaderboard` with the request built in place: `leaderboard { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func leaderboard(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout LeaderboardRequest) throws -> Void) async throws -> LeaderboardResponse {
             var request = LeaderboardRequest()
-            configure(&request)
+            try configure(&request)
             return try await leaderboard(request, options: options)
         }
 

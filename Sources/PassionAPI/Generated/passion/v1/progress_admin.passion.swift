@@ -47,10 +47,11 @@ public enum ProgressAdmin {
             try await transport.unary(Method.reconcile, request, as: ReconcileResponse.self, options: options).message
         }
 
-        /// `reconcile` with the request built in place: `reconcile { $0.field = value }`.
-        public func reconcile(options: CallOptions = .defaults, _ configure: (inout ReconcileRequest) -> Void) async throws -> ReconcileResponse {
+        /// `reconcile` with the request built in place: `reconcile { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func reconcile(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout ReconcileRequest) throws -> Void) async throws -> ReconcileResponse {
             var request = ReconcileRequest()
-            configure(&request)
+            try configure(&request)
             return try await reconcile(request, options: options)
         }
 
@@ -63,10 +64,11 @@ public enum ProgressAdmin {
             try await transport.unary(Method.stats, request, as: StatsResponse.self, options: options).message
         }
 
-        /// `stats` with the request built in place: `stats { $0.field = value }`.
-        public func stats(options: CallOptions = .defaults, _ configure: (inout StatsRequest) -> Void) async throws -> StatsResponse {
+        /// `stats` with the request built in place: `stats { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func stats(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout StatsRequest) throws -> Void) async throws -> StatsResponse {
             var request = StatsRequest()
-            configure(&request)
+            try configure(&request)
             return try await stats(request, options: options)
         }
 

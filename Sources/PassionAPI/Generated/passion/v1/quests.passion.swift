@@ -64,10 +64,11 @@ public enum Quests {
             try await transport.unary(Method.create, request, as: Quest.self, options: options).message
         }
 
-        /// `create` with the request built in place: `create { $0.field = value }`.
-        public func create(options: CallOptions = .defaults, _ configure: (inout CreateQuestRequest) -> Void) async throws -> Quest {
+        /// `create` with the request built in place: `create { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func create(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout CreateQuestRequest) throws -> Void) async throws -> Quest {
             var request = CreateQuestRequest()
-            configure(&request)
+            try configure(&request)
             return try await create(request, options: options)
         }
 
@@ -80,10 +81,11 @@ public enum Quests {
             try await transport.unary(Method.get, request, as: Quest.self, options: options).message
         }
 
-        /// `get` with the request built in place: `get { $0.field = value }`.
-        public func get(options: CallOptions = .defaults, _ configure: (inout GetQuestRequest) -> Void) async throws -> Quest {
+        /// `get` with the request built in place: `get { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func get(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout GetQuestRequest) throws -> Void) async throws -> Quest {
             var request = GetQuestRequest()
-            configure(&request)
+            try configure(&request)
             return try await get(request, options: options)
         }
 
@@ -96,10 +98,11 @@ public enum Quests {
             try await transport.unary(Method.list, request, as: ListQuestsResponse.self, options: options).message
         }
 
-        /// `list` with the request built in place: `list { $0.field = value }`.
-        public func list(options: CallOptions = .defaults, _ configure: (inout ListQuestsRequest) -> Void) async throws -> ListQuestsResponse {
+        /// `list` with the request built in place: `list { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func list(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout ListQuestsRequest) throws -> Void) async throws -> ListQuestsResponse {
             var request = ListQuestsRequest()
-            configure(&request)
+            try configure(&request)
             return try await list(request, options: options)
         }
 
@@ -116,10 +119,11 @@ public enum Quests {
             try await transport.unary(Method.complete, request, as: CompleteQuestResponse.self, options: options).message
         }
 
-        /// `complete` with the request built in place: `complete { $0.field = value }`.
-        public func complete(options: CallOptions = .defaults, _ configure: (inout CompleteQuestRequest) -> Void) async throws -> CompleteQuestResponse {
+        /// `complete` with the request built in place: `complete { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func complete(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout CompleteQuestRequest) throws -> Void) async throws -> CompleteQuestResponse {
             var request = CompleteQuestRequest()
-            configure(&request)
+            try configure(&request)
             return try await complete(request, options: options)
         }
 
@@ -135,10 +139,11 @@ public enum Quests {
             try await transport.unary(Method.abandon, request, as: Quest.self, options: options).message
         }
 
-        /// `abandon` with the request built in place: `abandon { $0.field = value }`.
-        public func abandon(options: CallOptions = .defaults, _ configure: (inout AbandonQuestRequest) -> Void) async throws -> Quest {
+        /// `abandon` with the request built in place: `abandon { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func abandon(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout AbandonQuestRequest) throws -> Void) async throws -> Quest {
             var request = AbandonQuestRequest()
-            configure(&request)
+            try configure(&request)
             return try await abandon(request, options: options)
         }
 

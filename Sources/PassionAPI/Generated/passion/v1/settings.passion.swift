@@ -46,10 +46,11 @@ public enum Settings {
             try await transport.unary(Method.get, request, as: UserSettings.self, options: options).message
         }
 
-        /// `get` with the request built in place: `get { $0.field = value }`.
-        public func get(options: CallOptions = .defaults, _ configure: (inout GetSettingsRequest) -> Void) async throws -> UserSettings {
+        /// `get` with the request built in place: `get { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func get(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout GetSettingsRequest) throws -> Void) async throws -> UserSettings {
             var request = GetSettingsRequest()
-            configure(&request)
+            try configure(&request)
             return try await get(request, options: options)
         }
 
@@ -63,10 +64,11 @@ public enum Settings {
             try await transport.unary(Method.update, request, as: UserSettings.self, options: options).message
         }
 
-        /// `update` with the request built in place: `update { $0.field = value }`.
-        public func update(options: CallOptions = .defaults, _ configure: (inout UpdateSettingsRequest) -> Void) async throws -> UserSettings {
+        /// `update` with the request built in place: `update { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func update(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout UpdateSettingsRequest) throws -> Void) async throws -> UserSettings {
             var request = UpdateSettingsRequest()
-            configure(&request)
+            try configure(&request)
             return try await update(request, options: options)
         }
 

@@ -67,10 +67,11 @@ public enum Users {
             try await transport.unary(Method.me, request, as: User.self, options: options).message
         }
 
-        /// `me` with the request built in place: `me { $0.field = value }`.
-        public func me(options: CallOptions = .defaults, _ configure: (inout MeRequest) -> Void) async throws -> User {
+        /// `me` with the request built in place: `me { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func me(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout MeRequest) throws -> Void) async throws -> User {
             var request = MeRequest()
-            configure(&request)
+            try configure(&request)
             return try await me(request, options: options)
         }
 
@@ -84,10 +85,11 @@ public enum Users {
             try await transport.unary(Method.updateProfile, request, as: User.self, options: options).message
         }
 
-        /// `updateProfile` with the request built in place: `updateProfile { $0.field = value }`.
-        public func updateProfile(options: CallOptions = .defaults, _ configure: (inout UpdateProfileRequest) -> Void) async throws -> User {
+        /// `updateProfile` with the request built in place: `updateProfile { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func updateProfile(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout UpdateProfileRequest) throws -> Void) async throws -> User {
             var request = UpdateProfileRequest()
-            configure(&request)
+            try configure(&request)
             return try await updateProfile(request, options: options)
         }
 
@@ -102,10 +104,11 @@ public enum Users {
             try await transport.unary(Method.deleteAccount, request, as: DeleteAccountResponse.self, options: options).message
         }
 
-        /// `deleteAccount` with the request built in place: `deleteAccount { $0.field = value }`.
-        public func deleteAccount(options: CallOptions = .defaults, _ configure: (inout DeleteAccountRequest) -> Void) async throws -> DeleteAccountResponse {
+        /// `deleteAccount` with the request built in place: `deleteAccount { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func deleteAccount(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout DeleteAccountRequest) throws -> Void) async throws -> DeleteAccountResponse {
             var request = DeleteAccountRequest()
-            configure(&request)
+            try configure(&request)
             return try await deleteAccount(request, options: options)
         }
 
@@ -119,10 +122,11 @@ public enum Users {
             try await transport.unary(Method.getUser, request, as: User.self, options: options).message
         }
 
-        /// `getUser` with the request built in place: `getUser { $0.field = value }`.
-        public func getUser(options: CallOptions = .defaults, _ configure: (inout GetUserRequest) -> Void) async throws -> User {
+        /// `getUser` with the request built in place: `getUser { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func getUser(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout GetUserRequest) throws -> Void) async throws -> User {
             var request = GetUserRequest()
-            configure(&request)
+            try configure(&request)
             return try await getUser(request, options: options)
         }
 
@@ -136,10 +140,11 @@ public enum Users {
             try await transport.unary(Method.listUsers, request, as: ListUsersResponse.self, options: options).message
         }
 
-        /// `listUsers` with the request built in place: `listUsers { $0.field = value }`.
-        public func listUsers(options: CallOptions = .defaults, _ configure: (inout ListUsersRequest) -> Void) async throws -> ListUsersResponse {
+        /// `listUsers` with the request built in place: `listUsers { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func listUsers(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout ListUsersRequest) throws -> Void) async throws -> ListUsersResponse {
             var request = ListUsersRequest()
-            configure(&request)
+            try configure(&request)
             return try await listUsers(request, options: options)
         }
 
@@ -153,10 +158,11 @@ public enum Users {
             try await transport.unary(Method.restoreUser, request, as: User.self, options: options).message
         }
 
-        /// `restoreUser` with the request built in place: `restoreUser { $0.field = value }`.
-        public func restoreUser(options: CallOptions = .defaults, _ configure: (inout RestoreUserRequest) -> Void) async throws -> User {
+        /// `restoreUser` with the request built in place: `restoreUser { $0.field = value }`. It runs in the
+        /// caller's isolation, so the closure is never sent: the form works from `@MainActor` code.
+        public func restoreUser(options: CallOptions = .defaults, isolation: isolated (any Actor)? = #isolation, _ configure: (inout RestoreUserRequest) throws -> Void) async throws -> User {
             var request = RestoreUserRequest()
-            configure(&request)
+            try configure(&request)
             return try await restoreUser(request, options: options)
         }
 
