@@ -167,6 +167,14 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // README's "Using the client library", compiled so that it cannot rot.
+        .executableTarget(
+            name: "passion-client-example",
+            dependencies: ["PassionClient"],
+            path: "Examples/client",
+            swiftSettings: strictSettings
+        ),
+
         // A libFuzzer target over the server connection's state machine (tools/fuzz builds it with
         // -DFUZZING and the fuzzer sanitizer); otherwise it replays the inputs it is given.
         .executableTarget(
@@ -245,6 +253,7 @@ let package = Package(
             dependencies: [
                 "PassionIdentity", "PassionServices", "PassionStore", "PassionRPC", "PassionClient", "PassionTestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strictSettings

@@ -162,6 +162,9 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
             try await checkResumable(after: last, deadline: context.deadline)
             last = try await catchUp(target, after: last, sent: &sent, responses: responses)
         }
+        // A heartbeat at once tells the client the stream is live: caught up, and nothing
+        // committed from now on can be missed.
+        try await responses.write(SubscribeResponse.with { $0.heartbeat = Heartbeat.with { $0.lastEventID = last } })
         for await signal in signals {
             switch signal {
             case .event(let event):

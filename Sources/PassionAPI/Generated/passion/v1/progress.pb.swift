@@ -470,6 +470,8 @@ public nonisolated struct SubscribeRequest: Sendable {
   public init() {}
 }
 
+/// The first heartbeat comes at once, after any catch-up: from then on the stream is live and
+/// misses nothing. Later ones come every heartbeat_seconds.
 public nonisolated struct Heartbeat: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
