@@ -34,6 +34,18 @@ struct ClientOptions: ParsableArguments {
     @Option(name: .long, help: "Deadline of each call, such as 500ms, 5s or 2m.")
     var deadline: String?
 
+    @Option(name: .customLong("connect-timeout"), help: "Limit for connecting and the TLS and HELLO handshakes, such as 3s (default 10s; --deadline also bounds it).")
+    var connectTimeout: String?
+
+    @Option(name: .long, help: "Name to send (SNI) and to verify in the server's certificate, when it differs from the --server host.")
+    var servername: String?
+
+    @Flag(name: .long, help: "Do not verify the server's certificate (testing only: anyone in between can read and change the calls).")
+    var insecure = false
+
+    @Option(name: .customLong("max-msg-size"), help: "Largest response message accepted, in bytes (default 4194304).")
+    var maxMessageSize: Int?
+
     @Flag(name: .long, help: "Connect without TLS (the server must run with --plaintext).")
     var plaintext = false
 
@@ -43,6 +55,13 @@ struct ClientOptions: ParsableArguments {
     func validate() throws {
         _ = try hostAndPort()
         if let deadline { _ = try Self.parseDuration(deadline) }
+        if let connectTimeout, try Self.parseDuration(connectTimeout) <= .zero {
+            throw ValidationError("--connect-timeout must be above zero")
+        }
+        if let maxMessageSize, !(1...(1 << 30)).contains(maxMessageSize) {
+            throw ValidationError("--max-msg-size must be 1–1073741824 bytes")
+        }
+        if plaintext, insecure || servername != nil { throw ValidationError("--insecure and --servername are TLS options; --plaintext has no TLS") }
         for entry in header { _ = try Self.parseHeader(entry) }
         if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
         if token != nil, serviceKey != nil { throw ValidationError("--token and --service-key are two identities: give one") }
@@ -83,17 +102,26 @@ struct ClientOptions: ParsableArguments {
 
     func connectionConfiguration() throws -> ClientConnectionConfiguration {
         let (host, port) = try hostAndPort()
-        let tls: TLSConfiguration? =
+        var tls: TLSConfiguration? =
             plaintext
             ? nil
             : .client(
-                serverHostname: host, trustRootsPath: trustRoots, certificateChainPath: cert, privateKeyPath: key,
+                serverHostname: servername ?? host, trustRootsPath: trustRoots, certificateChainPath: cert, privateKeyPath: key,
                 minimumVersion: allowTLS12 ? .tls12 : .tls13)
-        return ClientConnectionConfiguration(host: host, port: port, tls: tls)
+        if insecure { tls?.verifyPeer = false }
+        var configuration = ClientConnectionConfiguration(host: host, port: port, tls: tls)
+        // The deadline covers connecting too: a call given 2 s does not wait 10 s for a handshake.
+        let limits = [try connectTimeout.map(Self.parseDuration), try deadline.map(Self.parseDuration)].compactMap { $0 }
+        if let limit = limits.min() { configuration.connectTimeout = limit }
+        if let maxMessageSize { configuration.settings.maxMessageSize = maxMessageSize }
+        return configuration
     }
 
     func connect() async throws -> ClientConnection {
-        try await ClientConnection.connect(try connectionConfiguration())
+        if insecure {
+            FileHandle.standardError.write(Data("warning: --insecure: the server's certificate is not verified\n".utf8))
+        }
+        return try await ClientConnection.connect(try connectionConfiguration())
     }
 
     func callOptions() throws -> CallOptions {
@@ -134,8 +162,13 @@ struct ClientOptions: ParsableArguments {
 
 /// Prints a failed call the way scripts expect and exits with 64 + its status code.
 enum Failure {
-    static func exit(_ error: any Error) -> ExitCode {
+    /// `json`: one JSON object on stderr (`--format-error`) instead of text.
+    static func exit(_ error: any Error, json: Bool = false) -> ExitCode {
         let rpc = error as? RPCError ?? RPCError(code: .unknown, message: "\(error)")
+        if json {
+            FileHandle.standardError.write(Data((Self.json(rpc) + "\n").utf8))
+            return ExitCode(Int32(64 + Int(rpc.code.rawValue)))
+        }
         var text = "\(rpc.code.name): \(rpc.message)\n"
         if let details = rpc.details {
             text += "  reason: \(details.reason)\n"
@@ -144,5 +177,20 @@ enum Failure {
         for entry in rpc.metadata { text += "  trailer \(entry.key): \(entry.stringValue ?? "<binary>")\n" }
         FileHandle.standardError.write(Data(text.utf8))
         return ExitCode(Int32(64 + Int(rpc.code.rawValue)))
+    }
+}
+
+extension Failure {
+    /// `{"code":5,"name":"NOT_FOUND","message":"…","details":{"reason":"…","fields":{…}},"trailers":{…}}`.
+    static func json(_ error: RPCError) -> String {
+        var object: [String: Any] = ["code": Int(error.code.rawValue), "name": error.code.name, "message": error.message]
+        if let details = error.details { object["details"] = ["reason": details.reason, "fields": details.fields] }
+        var trailers: [String: String] = [:]
+        for entry in error.metadata { trailers[entry.key] = entry.stringValue ?? "<binary>" }
+        if !trailers.isEmpty { object["trailers"] = trailers }
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else {
+            return #"{"code":2,"name":"UNKNOWN","message":"unprintable error"}"#
+        }
+        return String(decoding: data, as: UTF8.self)
     }
 }

@@ -1,0 +1,133 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import PassionStore
+import PassionTestSupport
+import Testing
+
+/// The CLI's output, error and connection options, run as a process as users run it.
+@Suite("Command line: output and connection options")
+struct CLIOptionsTests {
+    private func passion(_ server: TestServer, _ arguments: [String], ca: Bool = true) async throws -> Executables.Result {
+        try await Executables.run(
+            "passion", arguments + ["--server", "127.0.0.1:\(server.port)"] + (ca ? ["--ca", server.certificates.caPath] : []))
+    }
+
+    @Test("-v prints both metadata sections, empty or not")
+    func verboseAndDefaults() async throws {
+        try await TestServer.with { server in
+            let plain = try await passion(server, ["call", "Diagnostics/Echo", "-d", "{}", "-v"])
+            #expect(plain.status == 0, "\(plain.stderr)")
+            #expect(plain.stdout == "{}\n")
+            #expect(plain.stderr.contains("Response headers received:\n"))
+            #expect(plain.stderr.contains("Response trailers received:\n(empty)\n"))
+            let headers = try await passion(server, [
+                "call", "Diagnostics/Echo", "-d", "{}", "-v", "-H", "x-a: 1",
+            ])
+            #expect(headers.status == 0)
+            #expect(headers.stderr.hasPrefix("\nResponse headers received:\n"))
+        }
+    }
+
+    @Test("--format-error prints the status as one JSON object: code, name, message, reason and fields")
+    func formatError() async throws {
+        try await TestServer.with { server in
+            let result = try await passion(server, [
+                "call", "Diagnostics/Fail", "--format-error",
+                "-d", #"{"code": 9, "message": "not enough coins", "reason": "INSUFFICIENT_FUNDS", "fields": {"balance": "40"}}"#,
+            ])
+            #expect(result.status == 64 + 9)
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stderr.utf8)) as? [String: Any], "\(result.stderr)")
+            #expect(object["code"] as? Int == 9)
+            #expect(object["name"] as? String == "FAILED_PRECONDITION")
+            #expect(object["message"] as? String == "not enough coins")
+            let details = object["details"] as? [String: Any]
+            #expect(details?["reason"] as? String == "INSUFFICIENT_FUNDS")
+            #expect((details?["fields"] as? [String: String])?["balance"] == "40")
+        }
+    }
+
+    @Test("--servername is the name verified; --insecure skips verification with a warning; --max-msg-size limits responses")
+    func connectionFlags() async throws {
+        try await TestServer.with { server in
+            let wrongName = try await passion(server, ["health", "--servername", "other.example"])
+            #expect(wrongName.status == 64 + 14, "\(wrongName.stderr)")
+            let rightName = try await passion(server, ["health", "--servername", "localhost"])
+            #expect(rightName.status == 0, "\(rightName.stderr)")
+            let untrusted = try await passion(server, ["health"], ca: false)
+            #expect(untrusted.status == 64 + 14)
+            let insecure = try await passion(server, ["health", "--insecure"], ca: false)
+            #expect(insecure.status == 0, "\(insecure.stderr)")
+            #expect(insecure.stderr.contains("warning: --insecure"))
+            let limited = try await passion(server, ["call", "Diagnostics/Echo", "-d", #"{"responseSize": 2000}"#, "--max-msg-size", "1000"])
+            #expect(limited.status == 64 + 8, "\(limited.stderr)")
+            let fits = try await passion(server, ["call", "Diagnostics/Echo", "-d", #"{"responseSize": 900}"#, "--max-msg-size", "1000"])
+            #expect(fits.status == 0, "\(fits.stderr)")
+            let bad = try await passion(server, ["health", "--connect-timeout", "0s"])
+            #expect(bad.status == 64)
+        }
+    }
+
+    @Test("--connect-timeout bounds a handshake the server never answers")
+    func connectTimeout() async throws {
+        // A listener that accepts and never speaks.
+        let silent = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = silent.localAddress?.port ?? 0
+        let result = try await Executables.run("passion", ["health", "--server", "127.0.0.1:\(port)", "--connect-timeout", "300ms"])
+        #expect(result.status == 64 + 14, "\(result.stderr)")
+        #expect(result.stderr.contains("handshake timed out"))
+        try await silent.close()
+    }
+
+    @Test("streamed responses reach a file as they arrive, not when the CLI exits")
+    func lineBuffered() async throws {
+        try await TestServer.with { server in
+            let output = NSTemporaryDirectory() + "passion-watch-\(UUID().uuidString).out"
+            defer { try? FileManager.default.removeItem(atPath: output) }
+            let pid = try Subprocess.spawn(
+                Executables.path("passion"),
+                ["call", "Health/Watch", "--server", "127.0.0.1:\(server.port)", "--ca", server.certificates.caPath],
+                outputPath: output, errorPath: output + ".err")
+            defer { kill(pid, SIGKILL) }
+            var text = ""
+            for _ in 0..<600 where !text.contains("\n") {
+                text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(text.contains("SERVING"), "nothing written while the stream is open")
+        }
+    }
+
+    @Test("a bidirectional call from stdin sends each line as it is read: the answer comes before the next line")
+    func interactiveStdin() async throws {
+        try await TestServer.with { server in
+            let base = NSTemporaryDirectory() + "passion-fifo-\(UUID().uuidString)"
+            defer { for path in [base, base + ".out", base + ".err"] { try? FileManager.default.removeItem(atPath: path) } }
+            #expect(mkfifo(base, 0o600) == 0)
+            // Opened read-write first, so neither side blocks opening it (posix_spawn waits for
+            // the child's exec, and the child's open would wait for a writer); close-on-exec,
+            // so closing it is the child's end of input.
+            let fd = open(base, O_RDWR | O_CLOEXEC)
+            #expect(fd >= 0)
+            let input = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+            let pid = try Subprocess.spawn(
+                Executables.path("passion"),
+                ["call", "Diagnostics/EchoStream", "-d", "@-", "--server", "127.0.0.1:\(server.port)", "--ca", server.certificates.caPath],
+                inputPath: base, outputPath: base + ".out", errorPath: base + ".err")
+            input.write(Data(#"{"payload": "b25l"}"#.utf8 + [0x0a]))
+            var text = ""
+            for _ in 0..<600 where !text.contains("b25l") {
+                text = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(text == "{\"payload\":\"b25l\"}\n", "the first answer did not come while stdin stayed open")
+            input.write(Data(#"{"payload": "dHdv"}"#.utf8 + [0x0a]))
+            try input.close()
+            let status = try await NIOThreadPool.singleton.runIfActive { try Subprocess.wait(pid) }
+            #expect(status == 0)
+            let all = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
+            #expect(all == "{\"payload\":\"b25l\"}\n{\"payload\":\"dHdv\"}\n")
+        }
+    }
+}
