@@ -22,8 +22,8 @@ struct ListCommand: AsyncParsableCommand {
                 for name in response.services { print(name) }
                 return
             }
-            let files = try await Schema.files(for: service, connection: connection, options: try options.callOptions())
-            guard let (package, descriptor) = Schema.service(named: service, in: files) else {
+            let (name, files) = try await Schema.resolve(service, connection: connection, options: try options.callOptions())
+            guard let (package, descriptor) = Schema.service(named: name, in: files) else {
                 throw RPCError(code: .notFound, message: "\(service) is not a service")
             }
             for method in descriptor.method { print("\(package)\(descriptor.name)/\(method.name)") }
@@ -42,7 +42,50 @@ enum Schema {
     ) async throws -> [Google_Protobuf_FileDescriptorProto] {
         let response = try await connection.introspection.fileDescriptors(
             FileDescriptorsRequest.with { $0.symbol = symbol }, options: options)
-        return try response.fileDescriptors.map { try Google_Protobuf_FileDescriptorProto(serializedBytes: $0) }
+        return try response.fileDescriptors.map { try Google_Protobuf_FileDescriptorProto(serializedBytes: $0, extensions: Options_Extensions) }
+    }
+
+    /// The full name of what people type and the files that define it: a full name
+    /// (`passion.v1.Habits`, `passion.v1.Habits/Complete`), or a short one (`Habits`,
+    /// `Habits/Complete`, `CompleteHabitRequest`) when it names exactly one symbol.
+    static func resolve(
+        _ symbol: String, connection: ClientConnection, options: CallOptions
+    ) async throws -> (String, [Google_Protobuf_FileDescriptorProto]) {
+        let normalized = symbol.replacingOccurrences(of: "/", with: ".")
+        do {
+            return (normalized, try await files(for: symbol, connection: connection, options: options))
+        } catch let error as RPCError where error.code == .notFound {
+            let services = try await connection.introspection.listServices(ListServicesRequest(), options: options).services
+            var known: Set<String> = []
+            for service in services {
+                for file in try await files(for: service, connection: connection, options: options) { known.formUnion(symbols(in: file)) }
+            }
+            let matches = known.filter { $0 == normalized || $0.hasSuffix("." + normalized) }.sorted()
+            guard let match = matches.first else { throw error }
+            guard matches.count == 1 else {
+                throw ValidationError("\(symbol) is ambiguous: \(matches.joined(separator: ", "))")
+            }
+            return (match, try await files(for: match, connection: connection, options: options))
+        }
+    }
+
+    /// Every service, method, message and enum a file defines, fully qualified.
+    static func symbols(in file: Google_Protobuf_FileDescriptorProto) -> [String] {
+        let prefix = file.package.isEmpty ? "" : file.package + "."
+        var names: [String] = []
+        for service in file.service {
+            names.append(prefix + service.name)
+            names += service.method.map { "\(prefix)\(service.name).\($0.name)" }
+        }
+        func add(_ message: Google_Protobuf_DescriptorProto, scope: String) {
+            let name = scope + message.name
+            names.append(name)
+            names += message.enumType.map { name + "." + $0.name }
+            for nested in message.nestedType where !nested.options.mapEntry { add(nested, scope: name + ".") }
+        }
+        for message in file.messageType { add(message, scope: prefix) }
+        names += file.enumType.map { prefix + $0.name }
+        return names
     }
 
     /// The service and its package prefix ("passion.v1.").

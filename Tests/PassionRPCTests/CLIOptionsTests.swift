@@ -131,3 +131,51 @@ struct CLIOptionsTests {
         }
     }
 }
+
+/// `passion list` and `passion describe` read the server's descriptors and print them as .proto.
+@Suite("Command line: list and describe")
+struct CLIDescribeTests {
+    private func passion(_ server: TestServer, _ arguments: [String]) async throws -> Executables.Result {
+        try await Executables.run("passion", arguments + ["--server", "127.0.0.1:\(server.port)", "--ca", server.certificates.caPath])
+    }
+
+    @Test("describe prints comments, oneof groups and each method's policy")
+    func protoText() async throws {
+        try await TestServer.with { server in
+            let message = try await passion(server, ["describe", "passion.v1.SubscribeResponse"])
+            #expect(message.status == 0, "\(message.stderr)")
+            #expect(message.stdout.contains("""
+                message SubscribeResponse {
+                  oneof item {
+                    passion.v1.ProgressEvent event = 1;
+                    passion.v1.Heartbeat heartbeat = 2;
+                  }
+                }
+                """), "\(message.stdout)")
+            let heartbeat = try await passion(server, ["describe", "passion.v1.Heartbeat"])
+            #expect(heartbeat.stdout.contains("// The first heartbeat comes at once, after any catch-up"), "\(heartbeat.stdout)")
+            #expect(heartbeat.stdout.contains("  // The last event id sent on this stream"))
+            let service = try await passion(server, ["describe", "passion.v1.Diagnostics"])
+            #expect(service.stdout.contains("""
+                  rpc Echo(passion.v1.EchoRequest) returns (passion.v1.EchoResponse) {
+                    option (passion.v1.policy) = { idempotency: NO_SIDE_EFFECTS, principal: PRINCIPAL_ANYONE };
+                  }
+                """), "\(service.stdout)")
+            #expect(service.stdout.contains("  // Server stream of `count` messages of `size` bytes.\n"))
+        }
+    }
+
+    @Test("short names work wherever a symbol is asked for; an ambiguous or unknown one is named")
+    func shortNames() async throws {
+        try await TestServer.with { server in
+            let methods = try await passion(server, ["list", "Health"])
+            #expect(methods.stdout == "passion.v1.Health/Check\npassion.v1.Health/Watch\n", "\(methods.stderr)")
+            let message = try await passion(server, ["describe", "EchoRequest"])
+            #expect(message.stdout.contains("message EchoRequest {"), "\(message.stderr)")
+            let method = try await passion(server, ["describe", "Diagnostics/Echo"])
+            #expect(method.stdout.contains("rpc Echo(passion.v1.EchoRequest)"), "\(method.stderr)")
+            let unknown = try await passion(server, ["describe", "NoSuchThing"])
+            #expect(unknown.status == 64 + 5)
+        }
+    }
+}

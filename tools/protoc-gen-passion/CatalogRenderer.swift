@@ -16,7 +16,10 @@ struct CatalogRenderer {
             out.doc("Serialized `google.protobuf.FileDescriptorProto`s, dependencies before dependents.")
             out.line("public static let fileDescriptors: [String: Data] = [")
             for file in orderedFiles() {
-                let proto = file.extractProto()
+                // Comments included, so `passion describe` shows the documentation of Protocol/.
+                var options = ExtractProtoOptions()
+                options.includeSourceCodeInfo = true
+                let proto = file.extractProto(options: options)
                 // Serialization of a descriptor just parsed from protoc cannot fail.
                 let bytes: [UInt8] = (try? proto.serializedBytes()) ?? []
                 out.line("    \"\(file.name)\": Data(base64Encoded: \"\(base64(bytes))\") ?? Data(),")
