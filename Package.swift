@@ -75,10 +75,19 @@ let package = Package(
             resources: [.copy("Migrations")],
             swiftSettings: strictSettings
         ),
+        // A strict JSON parser (no dependencies): ID tokens, and request JSON in the CLI.
+        .target(name: "PassionJSON", swiftSettings: strictSettings),
+        // Protobuf JSON mapping driven by descriptors (a server's, or the compiled-in ones).
+        .target(
+            name: "PassionProtoJSON",
+            dependencies: ["PassionJSON", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "PassionIdentity",
             dependencies: [
                 "COpenSSL",
+                "PassionJSON",
                 "PassionRPC",
                 "PassionStore",
                 "PassionTLS",
@@ -110,6 +119,7 @@ let package = Package(
             dependencies: [
                 "PassionAPI",
                 "PassionIdentity",
+                "PassionJSON",
                 "PassionRPC",
                 "PassionStore",
                 "PassionTLS",
@@ -139,6 +149,8 @@ let package = Package(
             name: "PassionCLI",
             dependencies: [
                 "PassionClient",
+                "PassionJSON",
+                "PassionProtoJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -230,7 +242,7 @@ let package = Package(
             name: "PassionRPCTests",
             dependencies: [
                 "PassionRPC", "PassionTLS", "PassionWire", "PassionAPI", "PassionServices",
-                "PassionClient", "PassionTestSupport", "PassionStore",
+                "PassionClient", "PassionTestSupport", "PassionStore", "PassionProtoJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -241,7 +253,7 @@ let package = Package(
         .testTarget(
             name: "PassionIdentityTests",
             dependencies: [
-                "COpenSSL", "PassionIdentity", "PassionServices", "PassionStore", "PassionRPC", "PassionClient",
+                "COpenSSL", "PassionIdentity", "PassionJSON", "PassionServices", "PassionStore", "PassionRPC", "PassionClient",
                 "PassionTestSupport", "PassionTLS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

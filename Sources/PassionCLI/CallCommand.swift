@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NIOCore
 import PassionClient
+import PassionJSON
 import SwiftProtobuf
 
 /// `passion call SERVICE/METHOD -d JSON`: one call with JSON in and out (protobuf JSON
@@ -21,32 +22,44 @@ struct CallCommand: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Print the response headers and trailers on stderr, empty or not.")
     var verbose = false
 
+    @Flag(name: .customLong("emit-defaults"), help: "Print fields that hold their default value (0, \"\", false, the first enum value, [] and {}).")
+    var emitDefaults = false
+
     @Flag(name: .customLong("format-error"), help: "Print a failed call's status as one JSON object on stderr.")
     var formatError = false
 
     func run() async throws {
-        let schema = try MethodLookup.schema(method)
-        let streaming = !schema.descriptor.kind.isSingleRequest
-        let requests: RequestSource =
-            streaming && data == "@-"
-            ? .lines(RequestInput.stdinMessages(type: schema.requestType))
-            : .fixed(try RequestInput.messages(from: data, type: schema.requestType, streaming: streaming))
+        // A syntax error is a usage error even before the server is reached.
+        if !data.hasPrefix("@"), case .failure(let error) = Result(catching: { try StrictJSONCheck.lines(data) }) { throw error }
+        let started = ContinuousClock.now
         do {
             let connection = try await options.connect()
             defer { Task { await connection.close() } }
-            try await perform(schema, requests: requests, connection: connection, callOptions: try options.callOptions())
+            let schema = try await DynamicMethod.resolve(
+                method, connection: connection, options: try options.callOptions(since: started), emitDefaults: emitDefaults)
+            if verbose { FileHandle.standardError.write(Data("Resolved \(schema.descriptor.fullName) from \(schema.source)\n".utf8)) }
+            let streaming = !schema.descriptor.kind.isSingleRequest
+            let requests: RequestSource =
+                streaming && data == "@-"
+                ? .lines(RequestInput.stdinMessages { try schema.request($0, line: $1) })
+                : .fixed(try RequestInput.documents(from: data, streaming: streaming).enumerated().map { position, json in
+                    try schema.request(json, line: streaming ? position + 1 : nil)
+                })
+            try await perform(schema, requests: requests, connection: connection, callOptions: try options.callOptions(since: started))
         } catch let exit as ExitCode {
             throw exit
+        } catch let usage as ValidationError {
+            throw usage
         } catch {
             throw Failure.exit(error, json: formatError)
         }
     }
 
     private func perform(
-        _ schema: MethodSchema, requests: RequestSource, connection: ClientConnection, callOptions: CallOptions
+        _ schema: DynamicMethod, requests: RequestSource, connection: ClientConnection, callOptions: CallOptions
     ) async throws {
         let descriptor = schema.descriptor
-        let printer = ResponsePrinter(type: schema.responseType)
+        let printer = ResponsePrinter(schema: schema)
         switch descriptor.kind {
         case .unary:
             let response = try await connection.unary(descriptor, request: try await requests.first(), options: callOptions)
@@ -95,11 +108,24 @@ struct CallCommand: AsyncParsableCommand {
 /// Prints response messages as protobuf JSON, one object per line, each written as it arrives
 /// (no stdio buffer), also into a pipe or a file (`passion call …/Subscribe > file`).
 struct ResponsePrinter: Sendable {
-    let type: any SwiftProtobuf.Message.Type
+    let schema: DynamicMethod
 
     func print(_ bytes: ByteBuffer) throws {
-        let message = try type.init(buffer: bytes)
-        FileHandle.standardOutput.write(Data((try message.jsonString() + "\n").utf8))
+        FileHandle.standardOutput.write(Data((try schema.responseJSON(bytes) + "\n").utf8))
+    }
+}
+
+/// Checks JSON syntax before anything is sent: the whole text, or (streams) each line.
+enum StrictJSONCheck {
+    static func lines(_ text: String) throws {
+        guard (try? StrictJSON.parse(Array(text.utf8))) == nil else { return }
+        for (number, line) in text.split(whereSeparator: \.isNewline).enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+            do {
+                _ = try StrictJSON.parse(Array(line.utf8))
+            } catch {
+                throw ValidationError("request is not valid JSON (line \(number + 1)): \(error)")
+            }
+        }
     }
 }
 
@@ -129,7 +155,15 @@ enum RequestSource: Sendable {
 
 /// Turns `-d` into serialized request messages.
 enum RequestInput {
-    static func messages(from data: String, type: any SwiftProtobuf.Message.Type, streaming: Bool) throws -> [ByteBuffer] {
+    /// The JSON documents of `-d`: the whole text, or (streams) one per non-empty line.
+    static func documents(from data: String, streaming: Bool) throws -> [String] {
+        let text = try self.text(from: data)
+        return streaming
+            ? text.split(whereSeparator: \.isNewline).map(String.init).filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
+            : [text]
+    }
+
+    static func text(from data: String) throws -> String {
         let text: String
         if data == "@-" {
             text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
@@ -142,10 +176,12 @@ enum RequestInput {
         } else {
             text = data
         }
-        let documents = streaming
-            ? text.split(whereSeparator: \.isNewline).map(String.init).filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
-            : [text]
-        return try documents.enumerated().map { index, json in
+        return text
+    }
+
+    /// Typed messages for `bench`, which calls the methods this CLI was built with.
+    static func messages(from data: String, type: any SwiftProtobuf.Message.Type, streaming: Bool) throws -> [ByteBuffer] {
+        try documents(from: data, streaming: streaming).enumerated().map { index, json in
             try message(json, type: type, line: streaming ? index + 1 : nil)
         }
     }
@@ -163,7 +199,9 @@ enum RequestInput {
 
     /// Stdin's lines as request messages, each as soon as it is read: a dedicated thread blocks
     /// on reading, so the call's tasks never do. A bad line ends the stream with its error.
-    static func stdinMessages(type: any SwiftProtobuf.Message.Type) -> AsyncThrowingStream<ByteBuffer, any Error> {
+    static func stdinMessages(
+        _ encode: @escaping @Sendable (String, Int) throws -> ByteBuffer
+    ) -> AsyncThrowingStream<ByteBuffer, any Error> {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: ByteBuffer.self)
         let reader = Thread {
             var number = 0
@@ -171,7 +209,7 @@ enum RequestInput {
                 number += 1
                 guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { continue }
                 do {
-                    continuation.yield(try message(line, type: type, line: number))
+                    continuation.yield(try encode(line, number))
                 } catch {
                     continuation.finish(throwing: error)
                     return

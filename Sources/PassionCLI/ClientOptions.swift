@@ -121,7 +121,28 @@ struct ClientOptions: ParsableArguments {
         if insecure {
             FileHandle.standardError.write(Data("warning: --insecure: the server's certificate is not verified\n".utf8))
         }
-        return try await ClientConnection.connect(try connectionConfiguration())
+        let started = ContinuousClock.now
+        do {
+            return try await ClientConnection.connect(try connectionConfiguration())
+        } catch let error as RPCError {
+            // Connecting used up the call's whole deadline: that is the call's deadline failing.
+            if let deadline = try deadline.map(Self.parseDuration), ContinuousClock.now - started >= deadline {
+                throw RPCError(code: .deadlineExceeded, message: "deadline of \(deadline) exceeded while connecting (\(error.message))")
+            }
+            throw error
+        }
+    }
+
+    /// `callOptions()` for a call starting now, `started` being when the command began: the
+    /// deadline is what is left of it after connecting.
+    func callOptions(since started: ContinuousClock.Instant) throws -> CallOptions {
+        var options = try callOptions()
+        if let deadline = options.timeout {
+            let left = deadline - (ContinuousClock.now - started)
+            guard left > .zero else { throw RPCError(code: .deadlineExceeded, message: "deadline of \(deadline) exceeded before the call started") }
+            options.timeout = left
+        }
+        return options
     }
 
     func callOptions() throws -> CallOptions {

@@ -60,13 +60,23 @@ enum Schema {
             for service in services {
                 for file in try await files(for: service, connection: connection, options: options) { known.formUnion(symbols(in: file)) }
             }
-            let matches = known.filter { $0 == normalized || $0.hasSuffix("." + normalized) }.sorted()
-            guard let match = matches.first else { throw error }
-            guard matches.count == 1 else {
-                throw ValidationError("\(symbol) is ambiguous: \(matches.joined(separator: ", "))")
-            }
+            guard let match = try match(symbol, among: known) else { throw error }
             return (match, try await files(for: match, connection: connection, options: options))
         }
+    }
+
+    /// The one full name among `known` that `symbol` names, full or short.
+    static func match(_ symbol: String, among known: Set<String>) throws -> String? {
+        let normalized = symbol.replacingOccurrences(of: "/", with: ".")
+        let matches = known.filter { $0 == normalized || $0.hasSuffix("." + normalized) }.sorted()
+        guard matches.count <= 1 else {
+            throw ValidationError("\(symbol) is ambiguous: \(matches.joined(separator: ", "))")
+        }
+        return matches.first
+    }
+
+    static func match(_ symbol: String, in files: [Google_Protobuf_FileDescriptorProto]) throws -> String? {
+        try match(symbol, among: Set(files.flatMap(symbols(in:))))
     }
 
     /// Every service, method, message and enum a file defines, fully qualified.

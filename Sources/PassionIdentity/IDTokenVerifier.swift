@@ -2,6 +2,7 @@ import COpenSSL
 import Foundation
 import PassionRPC
 import PassionTLS
+import PassionJSON
 
 /// An OpenID Connect provider whose ID tokens SignIn verifies offline, against a JWKS file.
 public struct IdentityProviderConfiguration: Sendable, Hashable {

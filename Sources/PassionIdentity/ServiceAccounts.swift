@@ -1,6 +1,7 @@
 import Foundation
 import PassionRPC
 import PassionTLS
+import PassionJSON
 
 /// An internal caller the server knows: its name, how it proves itself (a service key whose
 /// SHA-256 is configured, or an mTLS client certificate name) and its scopes.

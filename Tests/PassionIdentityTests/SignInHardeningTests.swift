@@ -5,6 +5,7 @@ import PassionStore
 import PassionTLS
 import PassionTestSupport
 import Testing
+import PassionJSON
 
 /// Account matching and linking, ID token edge cases, and the names mTLS trusts: each test
 /// makes its own tokens (a throwaway JWKS) or certificates (the test CA) and shows the attack

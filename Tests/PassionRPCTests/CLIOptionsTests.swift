@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import PassionRPC
 import PassionStore
 import PassionTestSupport
 import Testing
@@ -25,7 +26,8 @@ struct CLIOptionsTests {
                 "call", "Diagnostics/Echo", "-d", "{}", "-v", "-H", "x-a: 1",
             ])
             #expect(headers.status == 0)
-            #expect(headers.stderr.hasPrefix("\nResponse headers received:\n"))
+            #expect(headers.stderr.contains("\nResponse headers received:\n"))
+            #expect(headers.stderr.hasPrefix("Resolved passion.v1.Diagnostics/Echo from the server's descriptors\n"))
         }
     }
 
@@ -59,9 +61,9 @@ struct CLIOptionsTests {
             let insecure = try await passion(server, ["health", "--insecure"], ca: false)
             #expect(insecure.status == 0, "\(insecure.stderr)")
             #expect(insecure.stderr.contains("warning: --insecure"))
-            let limited = try await passion(server, ["call", "Diagnostics/Echo", "-d", #"{"responseSize": 2000}"#, "--max-msg-size", "1000"])
+            let limited = try await passion(server, ["call", "Diagnostics/Echo", "-d", #"{"responseSize": 200000}"#, "--max-msg-size", "100000"])
             #expect(limited.status == 64 + 8, "\(limited.stderr)")
-            let fits = try await passion(server, ["call", "Diagnostics/Echo", "-d", #"{"responseSize": 900}"#, "--max-msg-size", "1000"])
+            let fits = try await passion(server, ["call", "Diagnostics/Echo", "-d", #"{"responseSize": 90000}"#, "--max-msg-size", "100000"])
             #expect(fits.status == 0, "\(fits.stderr)")
             let bad = try await passion(server, ["health", "--connect-timeout", "0s"])
             #expect(bad.status == 64)
@@ -176,6 +178,45 @@ struct CLIDescribeTests {
             #expect(method.stdout.contains("rpc Echo(passion.v1.EchoRequest)"), "\(method.stderr)")
             let unknown = try await passion(server, ["describe", "NoSuchThing"])
             #expect(unknown.status == 64 + 5)
+        }
+    }
+}
+
+/// `passion call` from the server's descriptors: what a CLI older than the server needs.
+@Suite("Command line: calls from the server's schema")
+struct CLIDynamicCallTests {
+    private func passion(_ server: TestServer, _ arguments: [String]) async throws -> Executables.Result {
+        try await Executables.run("passion", arguments + ["--server", "127.0.0.1:\(server.port)", "--ca", server.certificates.caPath])
+    }
+
+    @Test("type errors name the field and the JSON expected, and send nothing (exit 64)")
+    func typeErrors() async throws {
+        try await TestServer.with { server in
+            let wrong = try await passion(server, ["call", "Diagnostics/Echo", "-d", #"{"responseSize": "big"}"#])
+            #expect(wrong.status == 64)
+            #expect(wrong.stderr.contains("field response_size: expected an integer (int32), got a string"), "\(wrong.stderr)")
+            let unknown = try await passion(server, ["call", "Diagnostics/Echo", "-d", #"{"respnseSize": 1}"#])
+            #expect(unknown.stderr.contains("EchoRequest has no field respnseSize"), "\(unknown.stderr)")
+        }
+    }
+
+    @Test("--emit-defaults prints fields at their default value")
+    func emitDefaults() async throws {
+        try await TestServer.with { server in
+            let plain = try await passion(server, ["call", "Diagnostics/Echo", "-d", "{}"])
+            #expect(plain.stdout == "{}\n")
+            let defaults = try await passion(server, ["call", "Diagnostics/Echo", "-d", "{}", "--emit-defaults"])
+            #expect(defaults.stdout == "{\"payload\":\"\"}\n", "\(defaults.stderr)")
+        }
+    }
+
+    @Test("with introspection off, the CLI falls back to the schemas it was built with and says so under -v")
+    func fallback() async throws {
+        try await TestServer.with(routes: { $0.remove(service: "passion.v1.Introspection") }) { server in
+            let result = try await passion(server, ["call", "Diagnostics/Echo", "-d", #"{"payload": "aGk="}"#, "-v"])
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(result.stdout == "{\"payload\":\"aGk=\"}\n")
+            #expect(result.stderr.contains("the schemas built into this CLI"))
         }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import PassionAPI
 import PassionIdentity
+import PassionJSON
 import PassionRPC
 import PassionStore
 import SwiftProtobuf
@@ -586,27 +587,5 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     /// JSON timestamps from PostgreSQL: `2026-11-25T04:30:19.123456+00:00`.
     static func timestamp(_ text: String) -> Date? {
         try? Date(postgresText: text)
-    }
-}
-
-/// JSON text written without Foundation.
-enum JSONText {
-    /// `text` as a JSON string literal, quotes included.
-    static func quoted(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }

@@ -1,6 +1,7 @@
-/// A JSON value parsed strictly, for security tokens: RFC 8259 syntax only, and an object that
-/// names a key twice is refused. Foundation's parser keeps one of the duplicates silently, so a
-/// token could show one claim to us and another to a different verifier (RFC 7519 §4).
+/// A JSON value parsed strictly, for security tokens and request bodies: RFC 8259 syntax only,
+/// and an object that names a key twice is refused. Foundation's parser keeps one of the
+/// duplicates silently, so a token could show one claim to us and another to a different
+/// verifier (RFC 7519 §4). Booleans stay booleans (Foundation's become numbers on Linux).
 public enum StrictJSON: Sendable, Equatable {
     case null
     case bool(Bool)
