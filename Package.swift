@@ -47,9 +47,23 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // What clients and servers share, and the client: connections, pool, call types.
         .target(
             name: "PassionRPC",
             dependencies: [
+                "PassionWire",
+                "PassionTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The server: connection state machine, router, authentication hook, rate limits.
+        .target(
+            name: "PassionRPCServer",
+            dependencies: [
+                "PassionRPC",
                 "PassionWire",
                 "PassionTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -89,6 +103,7 @@ let package = Package(
                 "COpenSSL",
                 "PassionJSON",
                 "PassionRPC",
+                "PassionRPCServer",
                 "PassionStore",
                 "PassionTLS",
                 "PassionWire",
@@ -106,6 +121,16 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: strictSettings
         ),
+        // Generated server protocols: what a server implements, never built by a client.
+        .target(
+            name: "PassionServerAPI",
+            dependencies: [
+                "PassionAPI",
+                "PassionRPCServer",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "PassionClient",
             dependencies: [
@@ -121,6 +146,8 @@ let package = Package(
                 "PassionIdentity",
                 "PassionJSON",
                 "PassionRPC",
+                "PassionRPCServer",
+                "PassionServerAPI",
                 "PassionStore",
                 "PassionTLS",
                 "PassionWire",
@@ -137,6 +164,8 @@ let package = Package(
                 "PassionStore",
                 "PassionServices",
                 "PassionRPC",
+                "PassionRPCServer",
+                "PassionServerAPI",
                 "PassionTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -192,7 +221,7 @@ let package = Package(
         .executableTarget(
             name: "passion-fuzz-server",
             dependencies: [
-                "PassionRPC", "PassionWire",
+                "PassionRPC", "PassionRPCServer", "PassionWire",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "tools/fuzz-server",
@@ -215,8 +244,8 @@ let package = Package(
         .target(
             name: "PassionTestSupport",
             dependencies: [
-                "PassionStore", "PassionRPC", "PassionTLS", "PassionAPI", "PassionServices", "PassionClient",
-                "PassionIdentity",
+                "PassionStore", "PassionRPC", "PassionRPCServer", "PassionTLS", "PassionAPI", "PassionServerAPI",
+                "PassionServices", "PassionClient", "PassionIdentity",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -232,7 +261,7 @@ let package = Package(
         .testTarget(
             name: "PassionStoreTests",
             dependencies: [
-                "PassionStore", "PassionRPC", "PassionTestSupport",
+                "PassionStore", "PassionRPC", "PassionRPCServer", "PassionTestSupport",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -241,7 +270,7 @@ let package = Package(
         .testTarget(
             name: "PassionRPCTests",
             dependencies: [
-                "PassionRPC", "PassionTLS", "PassionWire", "PassionAPI", "PassionServices",
+                "PassionRPC", "PassionRPCServer", "PassionTLS", "PassionWire", "PassionAPI", "PassionServerAPI", "PassionServices",
                 "PassionClient", "PassionTestSupport", "PassionStore", "PassionProtoJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -253,7 +282,7 @@ let package = Package(
         .testTarget(
             name: "PassionIdentityTests",
             dependencies: [
-                "COpenSSL", "PassionIdentity", "PassionJSON", "PassionServices", "PassionStore", "PassionRPC", "PassionClient",
+                "COpenSSL", "PassionIdentity", "PassionJSON", "PassionServices", "PassionStore", "PassionRPC", "PassionRPCServer", "PassionClient",
                 "PassionTestSupport", "PassionTLS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -263,7 +292,8 @@ let package = Package(
         .testTarget(
             name: "PassionGamificationTests",
             dependencies: [
-                "PassionIdentity", "PassionServices", "PassionStore", "PassionRPC", "PassionClient", "PassionTestSupport",
+                "PassionIdentity", "PassionServices", "PassionStore", "PassionRPC", "PassionRPCServer", "PassionServerAPI",
+                "PassionClient", "PassionTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -273,7 +303,8 @@ let package = Package(
         .testTarget(
             name: "PassionContentTests",
             dependencies: [
-                "PassionIdentity", "PassionServices", "PassionStore", "PassionRPC", "PassionClient", "PassionTestSupport",
+                "PassionIdentity", "PassionServices", "PassionStore", "PassionRPC", "PassionRPCServer", "PassionServerAPI",
+                "PassionClient", "PassionTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],

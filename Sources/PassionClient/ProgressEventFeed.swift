@@ -53,7 +53,11 @@ extension PassionAPI.Progress.Client {
                     throw RPCError(code: .unavailable, message: "the event stream ended")
                 } catch {
                     if Task.isCancelled { break }
-                    let rpcError = error as? RPCError ?? RPCError(code: .unavailable, message: "\(error)")
+                    // Anything but a status (a response that does not decode) would fail again.
+                    guard let rpcError = error as? RPCError else {
+                        continuation.finish(throwing: error)
+                        return
+                    }
                     failures += 1
                     guard ProgressFeedState.isRetryable(rpcError), reconnect.maxAttempts.map({ failures <= $0 }) ?? true else {
                         continuation.finish(throwing: rpcError)
@@ -123,11 +127,11 @@ struct ProgressFeedState {
         }
     }
 
-    /// Broken streams and servers going away are retried; refusals and resume points out of
-    /// range are the caller's to handle.
+    /// Broken streams, servers going away and rate limits are retried; refusals, resume points
+    /// out of range and errors that would repeat (INTERNAL, UNKNOWN) are the caller's to handle.
     static func isRetryable(_ error: RPCError) -> Bool {
         switch error.code {
-        case .unavailable, .deadlineExceeded, .resourceExhausted, .aborted, .internal, .unknown, .cancelled: true
+        case .unavailable, .deadlineExceeded, .resourceExhausted, .aborted, .cancelled: true
         default: false
         }
     }

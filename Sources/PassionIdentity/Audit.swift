@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import PassionRPC
+import PassionRPCServer
 import PassionWire
 import PassionStore
 

@@ -1,6 +1,6 @@
 import COpenSSL
 import Foundation
-import PassionRPC
+import PassionRPCServer
 import PassionTLS
 import PassionJSON
 

@@ -1,5 +1,5 @@
 import Foundation
-import PassionRPC
+import PassionRPCServer
 import PassionTLS
 import PassionJSON
 

@@ -14,9 +14,12 @@ public struct ProtoJSONDecoder: Sendable {
         self.index = index
     }
 
+    /// Nesting deeper than this is refused rather than recursed into (SwiftProtobuf's limit).
+    static let maximumDepth = 100
+
     public func decode(_ bytes: [UInt8], as typeName: String) throws(ProtoJSONError) -> String {
         var out = ""
-        try message(bytes[...], typeName: typeName, path: "", into: &out)
+        try message(bytes[...], typeName: typeName, path: "", depth: 0, into: &out)
         return out
     }
 
@@ -47,9 +50,10 @@ public struct ProtoJSONDecoder: Sendable {
         ProtoJSONError(path: path, problem: "not valid protobuf")
     }
 
-    func message(_ bytes: ArraySlice<UInt8>, typeName: String, path: String, into out: inout String) throws(ProtoJSONError) {
+    func message(_ bytes: ArraySlice<UInt8>, typeName: String, path: String, depth: Int, into out: inout String) throws(ProtoJSONError) {
+        guard depth < Self.maximumDepth else { throw ProtoJSONError(path: path, problem: "nested more than \(Self.maximumDepth) deep") }
         if let wellKnown = WellKnown(typeName: typeName) {
-            try self.wellKnown(wellKnown, bytes, path: path, into: &out)
+            try self.wellKnown(wellKnown, bytes, path: path, depth: depth, into: &out)
             return
         }
         guard let descriptor = index.message(typeName) else {
@@ -63,18 +67,26 @@ public struct ProtoJSONDecoder: Sendable {
             var text = ""
             if let entry = mapEntry(field) {
                 guard !raws.isEmpty || emitDefaults else { continue }
-                try map(raws, entry: entry, path: fieldPath, into: &text)
+                try map(raws, entry: entry, path: fieldPath, depth: depth, into: &text)
             } else if field.isRepeated {
                 guard !raws.isEmpty || emitDefaults else { continue }
                 let values = try unpack(raws, field: field, path: fieldPath)
                 text = "["
                 for (position, raw) in values.enumerated() {
                     if position > 0 { text += "," }
-                    try singular(raw, field: field, path: "\(fieldPath)[\(position)]", into: &text)
+                    try singular(raw, field: field, path: "\(fieldPath)[\(position)]", depth: depth, into: &text)
                 }
                 text += "]"
+            } else if field.type == .message, raws.count > 1 {
+                // A message field seen twice is merged: its parts concatenated, as protobuf does.
+                var merged: [UInt8] = []
+                for raw in raws {
+                    guard case .bytes(let body) = raw else { throw Self.malformed(fieldPath) }
+                    merged += body
+                }
+                try singular(.bytes(merged[...]), field: field, path: fieldPath, depth: depth, into: &text)
             } else if let last = raws.last {
-                try singular(last, field: field, path: fieldPath, into: &text)
+                try singular(last, field: field, path: fieldPath, depth: depth, into: &text)
             } else {
                 guard emitDefaults, !field.isInOneof, field.type != .message, let value = defaultJSON(field) else { continue }
                 text = value
@@ -91,21 +103,23 @@ public struct ProtoJSONDecoder: Sendable {
         return entry
     }
 
-    private func map(_ raws: [Raw], entry: Google_Protobuf_DescriptorProto, path: String, into out: inout String) throws(ProtoJSONError) {
+    private func map(
+        _ raws: [Raw], entry: Google_Protobuf_DescriptorProto, path: String, depth: Int, into out: inout String
+    ) throws(ProtoJSONError) {
         var members: [String] = []
         for raw in raws {
             guard case .bytes(let body) = raw else { throw Self.malformed(path) }
             let fields = try Self.read(body, path: path)
             var key = ""
             if let keyRaw = fields[entry.field[0].number]?.last {
-                try singular(keyRaw, field: entry.field[0], path: path, into: &key)
+                try singular(keyRaw, field: entry.field[0], path: path, depth: depth, into: &key)
             } else {
                 key = defaultJSON(entry.field[0]) ?? "\"\""
             }
             if !key.hasPrefix("\"") { key = Self.quoted(key) }  // JSON object keys are strings
             var value = ""
             if let valueRaw = fields[entry.field[1].number]?.last {
-                try singular(valueRaw, field: entry.field[1], path: "\(path)[\(key)]", into: &value)
+                try singular(valueRaw, field: entry.field[1], path: "\(path)[\(key)]", depth: depth, into: &value)
             } else {
                 value = defaultJSON(entry.field[1]) ?? "{}"
             }
@@ -135,10 +149,12 @@ public struct ProtoJSONDecoder: Sendable {
         return values
     }
 
-    func singular(_ raw: Raw, field: Google_Protobuf_FieldDescriptorProto, path: String, into out: inout String) throws(ProtoJSONError) {
+    func singular(
+        _ raw: Raw, field: Google_Protobuf_FieldDescriptorProto, path: String, depth: Int, into out: inout String
+    ) throws(ProtoJSONError) {
         switch (field.type, raw) {
         case (.double, .fixed64(let bits)): out += Self.number(Double(bitPattern: bits))
-        case (.float, .fixed32(let bits)): out += Self.number(Double(Float(bitPattern: bits)))
+        case (.float, .fixed32(let bits)): out += Self.number(Float(bitPattern: bits))
         case (.int32, .varint(let value)): out += "\(Int32(truncatingIfNeeded: value))"
         case (.sint32, .varint(let value)): let bits = UInt32(truncatingIfNeeded: value); out += "\(Int32(bitPattern: bits >> 1) ^ -Int32(bitPattern: bits & 1))"
         case (.sfixed32, .fixed32(let bits)): out += "\(Int32(bitPattern: bits))"
@@ -162,7 +178,7 @@ public struct ProtoJSONDecoder: Sendable {
             } else {
                 out += "\(number)"
             }
-        case (.message, .bytes(let body)): try message(body, typeName: field.typeName, path: path, into: &out)
+        case (.message, .bytes(let body)): try message(body, typeName: field.typeName, path: path, depth: depth + 1, into: &out)
         default: throw ProtoJSONError(path: path, problem: "wire type does not match \(field.type)")
         }
     }
@@ -180,11 +196,13 @@ public struct ProtoJSONDecoder: Sendable {
         }
     }
 
-    static func number(_ value: Double) -> String {
+    /// Shortest text that reads back as the same value (a float as a float: 0.1, not
+    /// 0.10000000149011612); NaN and the infinities as the mapping's strings.
+    static func number<F: BinaryFloatingPoint & LosslessStringConvertible>(_ value: F) -> String {
         if value.isNaN { return "\"NaN\"" }
         if value.isInfinite { return value > 0 ? "\"Infinity\"" : "\"-Infinity\"" }
         if value == value.rounded(), abs(value) < 1e15 { return "\(Int64(value))" }
-        return "\(value)"
+        return value.description
     }
 
     static func quoted(_ text: String) -> String { JSONText.quoted(text) }

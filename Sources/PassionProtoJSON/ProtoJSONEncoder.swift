@@ -36,11 +36,15 @@ public struct ProtoJSONEncoder: Sendable {
             throw ProtoJSONError(path: path, problem: "expected an object (\(descriptor.name)), got \(Self.kind(value))")
         }
         var oneofs: [Int32: String] = [:]
+        var given: [Int32: String] = [:]
         for (key, member) in members.sorted(by: { $0.key < $1.key }) {
             guard let field = descriptor.field.first(where: { $0.jsonKey == key || $0.name == key }) else {
                 throw ProtoJSONError(path: path, problem: "\(descriptor.name) has no field \(key)")
             }
             let fieldPath = path.isEmpty ? field.name : path + "." + field.name
+            if let other = given.updateValue(key, forKey: field.number) {
+                throw ProtoJSONError(path: fieldPath, problem: "given twice, as \(other) and as \(key)")
+            }
             if case .null = member, WellKnown(typeName: field.typeName) != .value { continue }  // null: the default
             if field.isInOneof {
                 if let other = oneofs[field.oneofIndex] {
@@ -81,7 +85,15 @@ public struct ProtoJSONEncoder: Sendable {
             var body = WireWriter()
             let keyField = entry.field[0]
             // Map keys are strings in JSON whatever their type; the key field parses them.
-            let keyJSON: StrictJSON = keyField.type == .bool ? .bool(key == "true") : .string(key)
+            let keyJSON: StrictJSON
+            if keyField.type == .bool {
+                guard key == "true" || key == "false" else {
+                    throw ProtoJSONError(path: "\(path)[\(key)]", problem: "a bool map key is \"true\" or \"false\"")
+                }
+                keyJSON = .bool(key == "true")
+            } else {
+                keyJSON = .string(key)
+            }
             try singular(keyJSON, field: keyField, path: "\(path)[\(key)]", into: &body)
             try singular(member, field: entry.field[1], path: "\(path)[\(key)]", into: &body)
             writer.tag(field.number, .lengthDelimited)
@@ -111,7 +123,8 @@ public struct ProtoJSONEncoder: Sendable {
                 writer.tag(number, .fixed64)
                 writer.fixed64(double.bitPattern)
             } else {
-                guard double.isNaN || double.isInfinite || abs(double) <= Double(Float.greatestFiniteMagnitude) else {
+                // What rounds to a finite float fits (3.4028235e38 as other tools print the maximum).
+                guard double.isNaN || double.isInfinite || Float(double).isFinite else {
                     throw ProtoJSONError(path: path, problem: "\(double) is out of range for float")
                 }
                 writer.tag(number, .fixed32)

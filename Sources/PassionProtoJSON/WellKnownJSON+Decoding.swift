@@ -3,7 +3,10 @@ import SwiftProtobuf
 
 /// Writing the well-known types in their JSON forms.
 extension ProtoJSONDecoder {
-    func wellKnown(_ type: WellKnown, _ bytes: ArraySlice<UInt8>, path: String, into out: inout String) throws(ProtoJSONError) {
+    func wellKnown(
+        _ type: WellKnown, _ bytes: ArraySlice<UInt8>, path: String, depth: Int, into out: inout String
+    ) throws(ProtoJSONError) {
+        guard depth < Self.maximumDepth else { throw ProtoJSONError(path: path, problem: "nested more than \(Self.maximumDepth) deep") }
         let fields = try Self.read(bytes, path: path)
         func varint(_ number: Int32) -> UInt64 {
             if case .varint(let value)? = fields[number]?.last { return value }
@@ -15,10 +18,19 @@ extension ProtoJSONDecoder {
         }
         switch type {
         case .timestamp:
-            out += Self.quoted(Self.formatTimestamp(seconds: Int64(bitPattern: varint(1)), nanos: Int32(truncatingIfNeeded: varint(2))))
+            let seconds = Int64(bitPattern: varint(1))
+            let nanos = Int32(truncatingIfNeeded: varint(2))
+            // RFC 3339 has years 0001–9999 only.
+            guard (-62_135_596_800...253_402_300_799).contains(seconds), (0...999_999_999).contains(nanos) else {
+                throw ProtoJSONError(path: path, problem: "a timestamp outside 0001–9999 (\(seconds) s, \(nanos) ns)")
+            }
+            out += Self.quoted(Self.formatTimestamp(seconds: seconds, nanos: nanos))
         case .duration:
             let seconds = Int64(bitPattern: varint(1))
             let nanos = Int32(truncatingIfNeeded: varint(2))
+            guard (-315_576_000_000...315_576_000_000).contains(seconds), (-999_999_999...999_999_999).contains(nanos) else {
+                throw ProtoJSONError(path: path, problem: "a duration out of range (\(seconds) s, \(nanos) ns)")
+            }
             let sign = seconds < 0 || nanos < 0 ? "-" : ""
             out += "\"\(sign)\(seconds.magnitude)\(Self.fraction(nanos.magnitude))s\""
         case .fieldMask:
@@ -36,7 +48,7 @@ extension ProtoJSONDecoder {
                 var value = "null"
                 if case .bytes(let body)? = entryFields[2]?.last {
                     value = ""
-                    try wellKnown(.value, body, path: "\(path).\(key)", into: &value)
+                    try wellKnown(.value, body, path: "\(path).\(key)", depth: depth + 1, into: &value)
                 }
                 members.append(Self.quoted(key) + ":" + value)
             }
@@ -50,9 +62,9 @@ extension ProtoJSONDecoder {
             } else if case .varint(let flag)? = fields[4]?.last {
                 out += flag == 0 ? "false" : "true"
             } else if case .bytes(let body)? = fields[5]?.last {
-                try wellKnown(.structure, body, path: path, into: &out)
+                try wellKnown(.structure, body, path: path, depth: depth + 1, into: &out)
             } else if case .bytes(let body)? = fields[6]?.last {
-                try wellKnown(.listValue, body, path: path, into: &out)
+                try wellKnown(.listValue, body, path: path, depth: depth + 1, into: &out)
             } else {
                 out += "null"
             }
@@ -61,7 +73,7 @@ extension ProtoJSONDecoder {
             for raw in fields[1] ?? [] {
                 guard case .bytes(let body) = raw else { throw Self.malformed(path) }
                 var item = ""
-                try wellKnown(.value, body, path: path, into: &item)
+                try wellKnown(.value, body, path: path, depth: depth + 1, into: &item)
                 items.append(item)
             }
             out += "[" + items.joined(separator: ",") + "]"

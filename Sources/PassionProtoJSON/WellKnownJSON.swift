@@ -163,6 +163,9 @@ extension ProtoJSONEncoder {
             return nil
         }
         guard index == characters.count, (1...9999).contains(year) else { return nil }
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+        let monthDays = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+        guard day <= monthDays[month - 1] else { return nil }
         let days = daysFromCivil(year: year, month: month, day: day)
         let seconds = Int64(days) * 86_400 + Int64(hour * 3600 + minute * 60 + second - offset)
         return (seconds, Int32(nanos))
@@ -180,12 +183,14 @@ extension ProtoJSONEncoder {
 
     /// `"-1.5s"` → (−1, −500000000).
     static func parseDuration(_ text: String) -> (Int64, Int32)? {
-        guard text.hasSuffix("s") else { return nil }
+        guard text.hasSuffix("s"), !text.hasPrefix("+") else { return nil }
         var body = String(text.dropLast())
         let negative = body.hasPrefix("-")
         if negative { body.removeFirst() }
         let parts = body.split(separator: ".", omittingEmptySubsequences: false)
-        guard (1...2).contains(parts.count), let seconds = Int64(parts[0]), seconds >= 0 else { return nil }
+        guard (1...2).contains(parts.count), parts[0].allSatisfy(\.isNumber), let seconds = Int64(parts[0]), seconds <= 315_576_000_000 else {
+            return nil
+        }
         var nanos = 0
         if parts.count == 2 {
             let fraction = parts[1]

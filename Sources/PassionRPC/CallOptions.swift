@@ -27,7 +27,7 @@ public struct CallOptions: Sendable {
 
 extension Duration {
     /// Whole microseconds, saturating; never negative.
-    var microseconds: UInt64 {
+    package var microseconds: UInt64 {
         let (seconds, attoseconds) = components
         guard seconds >= 0 else { return 0 }
         let (product, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000)

@@ -126,7 +126,8 @@ public final class ClientConnection: RPCClientTransport {
     public func ping() async throws -> Duration {
         let start = ContinuousClock.now
         let handler = self.handler
-        _ = try await channel.eventLoop.flatSubmit { handler.value.ping() }.get()
+        let eventLoop = channel.eventLoop
+        _ = try await eventLoop.flatSubmit { handler.value.ping(on: eventLoop) }.get()
         return ContinuousClock.now - start
     }
 

@@ -2,16 +2,21 @@ import NIOCore
 
 /// A received message and the MESSAGE payload bytes it took on the wire (what flow control
 /// counts; zero for messages that arrived inline in CALL or TRAILERS).
-struct InboundMessage: Sendable {
-    var bytes: ByteBuffer
-    var wireSize: Int
+package struct InboundMessage: Sendable {
+    package var bytes: ByteBuffer
+    package var wireSize: Int
+
+    package init(bytes: ByteBuffer, wireSize: Int) {
+        self.bytes = bytes
+        self.wireSize = wireSize
+    }
 }
 
 /// The messages of one direction of a call, as they arrive. Consuming a message returns its
 /// bytes to the sender's window, so a consumer that falls behind slows down only its own call.
 public struct MessageStream: AsyncSequence, Sendable {
     public typealias Element = ByteBuffer
-    typealias Producer = NIOThrowingAsyncSequenceProducer<
+    package typealias Producer = NIOThrowingAsyncSequenceProducer<
         InboundMessage, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark,
         MessageStreamDelegate
     >
@@ -37,7 +42,7 @@ public struct MessageStream: AsyncSequence, Sendable {
 
     /// A stream and the source that feeds it. The window bounds what can be buffered, so the
     /// producer's own back-pressure is not used.
-    static func make(
+    package static func make(
         onConsumed: @escaping @Sendable (_ wireSize: Int, _ size: Int) -> Void, onTerminate: @escaping @Sendable () -> Void = {}
     ) -> (MessageStream, Producer.Source) {
         let result = Producer.makeSequence(
@@ -49,12 +54,12 @@ public struct MessageStream: AsyncSequence, Sendable {
 }
 
 /// Tells the connection when the consumer dropped the stream.
-struct MessageStreamDelegate: NIOAsyncSequenceProducerDelegate {
+package struct MessageStreamDelegate: NIOAsyncSequenceProducerDelegate {
     let onTerminate: @Sendable () -> Void
 
-    func produceMore() {}
+    package func produceMore() {}
 
-    func didTerminate() {
+    package func didTerminate() {
         onTerminate()
     }
 }

@@ -1,7 +1,7 @@
 import NIOCore
 
 /// Where a writer's messages go: the server's response side or the client's request side.
-protocol MessageSink: Sendable {
+package protocol MessageSink: Sendable {
     /// Encodes and queues one message; suspends while the connection is not writable.
     func write(_ message: ByteBuffer, compress: Bool) async throws
 }
@@ -10,6 +10,10 @@ protocol MessageSink: Sendable {
 /// socket buffer is full.
 public struct MessageWriter: Sendable {
     let sink: any MessageSink
+
+    package init(sink: any MessageSink) {
+        self.sink = sink
+    }
 
     /// Sends one serialized message; throws CANCELLED once the call has ended.
     public func write(_ message: ByteBuffer, compress: Bool = true) async throws {
@@ -20,7 +24,7 @@ public struct MessageWriter: Sendable {
 extension EventLoop {
     /// Runs `body` on this loop, directly when already there (the common case: handlers run on
     /// their connection's loop), and waits for the future it may return.
-    func runAndWait(_ body: @escaping @Sendable () throws -> EventLoopFuture<Void>?) async throws {
+    package func runAndWait(_ body: @escaping @Sendable () throws -> EventLoopFuture<Void>?) async throws {
         if inEventLoop {
             if let future = try body() { try await future.get() }
         } else {

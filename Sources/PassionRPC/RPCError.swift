@@ -65,7 +65,7 @@ extension RPCError {
     }
 
     /// Builds the trailer fields from a status.
-    func trailersHead() -> TrailersHead {
+    package func trailersHead() -> TrailersHead {
         var fields = Metadata()
         for (key, value) in (details?.fields ?? [:]).sorted(by: { $0.key < $1.key }) where Metadata.isValidKey(key) {
             fields.add(key, value)

@@ -1,9 +1,9 @@
 import ArgumentParser
 import Foundation
 import Logging
-import PassionAPI
+import PassionServerAPI
 import PassionIdentity
-import PassionRPC
+import PassionRPCServer
 import PassionServices
 import PassionStore
 import PassionTLS

@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 import PassionIdentity
-import PassionRPC
+import PassionRPCServer
 import PassionStore
 
 /// Every application service over one pool (identity, gamification, content), with the

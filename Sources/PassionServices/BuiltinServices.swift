@@ -1,5 +1,5 @@
-import PassionAPI
-import PassionRPC
+import PassionServerAPI
+import PassionRPCServer
 
 /// Who may call `passion.v1.Diagnostics`, whose calls make the server generate up to 16 MiB per
 /// response on request.

@@ -1,6 +1,6 @@
 import Foundation
-import PassionAPI
-import PassionRPC
+import PassionServerAPI
+import PassionRPCServer
 import SwiftProtobuf
 import PassionWire
 

@@ -1,5 +1,5 @@
-import PassionAPI
-import PassionRPC
+import PassionServerAPI
+import PassionRPCServer
 import SwiftProtobuf
 import Synchronization
 

@@ -1,6 +1,6 @@
 import Foundation
-import PassionAPI
-import PassionRPC
+import PassionServerAPI
+import PassionRPCServer
 import SwiftProtobuf
 
 /// `passion.v1.Introspection`: the hosted services and their schema, from the descriptors

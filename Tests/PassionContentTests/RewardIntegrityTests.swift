@@ -1,8 +1,8 @@
 import Foundation
-import PassionAPI
+import PassionServerAPI
 import PassionClient
 import PassionIdentity
-import PassionRPC
+import PassionRPCServer
 import PassionServices
 import PassionStore
 import PassionTestSupport

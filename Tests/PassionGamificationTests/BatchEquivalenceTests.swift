@@ -2,6 +2,7 @@ import Foundation
 import PassionStore
 import PassionTestSupport
 import Testing
+import PassionRPCServer
 
 /// passion_reward_batch writes plain awards set-based; this suite holds it to the one-by-one
 /// semantics of passion_reward, item by item.

@@ -1,8 +1,8 @@
 import Foundation
 import NIOCore
-import PassionAPI
+import PassionServerAPI
 @testable import PassionClient
-import PassionRPC
+import PassionRPCServer
 import PassionTestSupport
 import Synchronization
 import Testing
@@ -123,6 +123,56 @@ struct EventFeedTests {
             #expect(Self.events(updates) == expected)
             #expect(updates.filter { if case .interrupted = $0 { true } else { false } }.count == 1)
             #expect(updates.contains(where: Self.isLive))
+        }
+    }
+
+    @Test("a feed that had seen no event before a cut still gets what happened during it")
+    func quietThenCut() async throws {
+        try await ServiceHarness.with { harness in
+            let user = try await harness.signIn()
+            _ = try await SubscribeTests.award(harness, user.id, 5)  // before the feed: not owed
+            let transport = CuttableTransport(server: harness.server)
+            let feed = transport.progress.events(options: .session(user.token))
+            var iterator = feed.makeAsyncIterator()
+            _ = try await Self.read(&iterator, until: Self.isLive)
+            await transport.cut()
+            _ = try await Self.read(&iterator) { if case .interrupted = $0 { true } else { false } }
+            let during = try await SubscribeTests.award(harness, user.id, 7)
+            transport.reconnect()
+            let updates = try await Self.read(&iterator) { Self.events([$0]).first == during.events.last?.id }
+            #expect(Self.events(updates) == during.events.map(\.id))
+        }
+    }
+
+    @Test("a user's heartbeat moves past other users' events, so a quiet user's resume point never grows old")
+    func heartbeatsMove() async throws {
+        try await ServiceHarness.with { harness in
+            let quiet = try await harness.signIn()
+            let busy = try await harness.signIn()
+            let stream = try await harness.connection.progress.subscribe(
+                SubscribeRequest.with { $0.heartbeatSeconds = 1 }, options: .session(quiet.token))
+            var iterator = stream.makeAsyncIterator()
+            let first = try await iterator.next()
+            guard case .heartbeat(let initial)? = first?.item else {
+                Issue.record("the first message is not the live heartbeat")
+                return
+            }
+            // An award for someone else, then the next heartbeat; again while the event listener
+            // may still be starting (a notification sent before it listens is not seen).
+            var moved = false
+            for _ in 0..<30 where !moved {
+                let other = try await SubscribeTests.award(harness, busy.id, 5)
+                let newest = try #require(other.events.last?.id)
+                #expect(initial.lastEventID < newest)
+                while let item = try await iterator.next() {
+                    if case .event? = item.item { Issue.record("the quiet user got another user's event") }
+                    if case .heartbeat(let beat)? = item.item {
+                        moved = beat.lastEventID >= newest
+                        break
+                    }
+                }
+            }
+            #expect(moved)
         }
     }
 

@@ -1,7 +1,7 @@
 import Foundation
-import PassionAPI
+import PassionServerAPI
 import PassionClient
-import PassionRPC
+import PassionRPCServer
 import PassionServices
 import PassionStore
 import PassionTestSupport

@@ -1,9 +1,9 @@
 import Foundation
 import Logging
-import PassionAPI
+import PassionServerAPI
 import PassionClient
 import PassionIdentity
-import PassionRPC
+import PassionRPCServer
 import PassionServices
 import PassionStore
 import PassionTestSupport

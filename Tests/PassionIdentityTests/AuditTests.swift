@@ -5,6 +5,7 @@ import PassionStore
 import PassionTestSupport
 import SwiftProtobuf
 import Testing
+import PassionRPCServer
 
 @Suite("Audit trail: recent activity and admin queries")
 struct AuditTests {

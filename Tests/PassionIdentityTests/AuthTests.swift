@@ -4,6 +4,7 @@ import PassionIdentity
 import PassionStore
 import PassionTestSupport
 import Testing
+import PassionRPCServer
 
 @Suite("Auth: sign-in, sessions, sign-out")
 struct AuthTests {

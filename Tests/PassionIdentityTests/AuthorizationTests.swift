@@ -1,11 +1,12 @@
 import Foundation
-import PassionAPI
+import PassionServerAPI
 import PassionClient
 import PassionIdentity
 import PassionServices
 import PassionStore
 import PassionTestSupport
 import Testing
+import PassionRPCServer
 
 /// Every method of every service, called as nobody, as a service without the scope it needs,
 /// and as user A while user B exists: nobody and the scope-less service are refused before the

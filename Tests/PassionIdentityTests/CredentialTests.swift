@@ -4,6 +4,7 @@ import PassionIdentity
 import PassionStore
 import PassionTestSupport
 import Testing
+import PassionRPCServer
 
 @Suite("Credentials: every bad one is refused, audited, and changes nothing")
 struct CredentialTests {

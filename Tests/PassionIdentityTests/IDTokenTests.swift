@@ -6,6 +6,7 @@ import PassionStore
 import PassionTLS
 import PassionTestSupport
 import Testing
+import PassionRPCServer
 
 /// An OpenID provider for tests: an RSA key, its JWKS file, and RS256-signed ID tokens.
 final class TestIssuer: @unchecked Sendable {

@@ -5,6 +5,7 @@ import PassionStore
 import PassionTestSupport
 import SwiftProtobuf
 import Testing
+import PassionRPCServer
 
 /// Input the outside world controls never reaches a trap, and never changes meaning on its way
 /// to the database.

@@ -5,6 +5,7 @@ import PassionStore
 import PassionTLS
 import PassionTestSupport
 import Testing
+import PassionRPCServer
 
 @Suite("Rate limits per principal")
 struct RateLimitTests {

@@ -6,6 +6,7 @@ import PassionTLS
 import PassionTestSupport
 import Testing
 import PassionJSON
+import PassionRPCServer
 
 /// Account matching and linking, ID token edge cases, and the names mTLS trusts: each test
 /// makes its own tokens (a throwaway JWKS) or certificates (the test CA) and shows the attack

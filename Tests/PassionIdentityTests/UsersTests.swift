@@ -4,6 +4,7 @@ import PassionIdentity
 import PassionStore
 import PassionTestSupport
 import Testing
+import PassionRPCServer
 
 @Suite("Users administration")
 struct UsersTests {

@@ -5,6 +5,7 @@ import PassionStore
 import PassionTestSupport
 import SwiftProtobuf
 import Testing
+import PassionRPCServer
 
 @Suite("Bad input: INVALID_ARGUMENT naming the field, a failure row, nothing changed")
 struct ValidationTests {

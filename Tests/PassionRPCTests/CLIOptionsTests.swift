@@ -1,7 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
-import PassionRPC
+import PassionRPCServer
 import PassionStore
 import PassionTestSupport
 import Testing

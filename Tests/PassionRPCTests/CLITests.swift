@@ -2,6 +2,7 @@ import Foundation
 import PassionStore
 import PassionTestSupport
 import Testing
+import PassionRPCServer
 
 /// The `passion` CLI and `passion-server` binaries, run as processes.
 @Suite("Command line")

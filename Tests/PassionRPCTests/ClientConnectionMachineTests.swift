@@ -1,5 +1,6 @@
 import NIOCore
 @testable import PassionRPC
+@testable import PassionRPCServer
 import PassionWire
 import Testing
 
@@ -226,6 +227,14 @@ struct ClientConnectionMachineTests {
         #expect(c.send(C.frame(.pong, payload: [UInt8](repeating: 9, count: 8))).isEmpty)
         let pong = c.send(C.frame(.pong, payload: ping.map { Array($0.payload.readableBytesView) } ?? []))
         #expect(pong.pongs == [id])
+    }
+
+    @Test("a PING from the server must carry 8 bytes: anything else breaks the protocol, not the framing")
+    func pingLength() {
+        var c = C()
+        c.serverHello()
+        #expect(c.send(C.frame(.ping, payload: [])).closes)
+        #expect(C.goAway(c.output())?.debugMessage.contains("PING must carry 8 bytes") == true)
     }
 
     @Test("unknown frame types: ignored when IGNORABLE, a protocol error otherwise; CALL and HALF_CLOSE from a server too")

@@ -1,7 +1,12 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOEmbedded
 @testable import PassionRPC
+@testable import PassionRPCServer
+import PassionAPI
+import PassionClient
+import PassionTestSupport
 import PassionWire
 import Testing
 
@@ -88,5 +93,35 @@ struct ClientKeepaliveTests {
         var payload = pong.payload
         #expect(payload.readInteger(as: UInt64.self) == 0x0102_0304_0506_0708)
         _ = try? channel.finish(acceptAlreadyClosed: true)
+    }
+}
+
+/// The fuzz target's seed corpus replays in the debug build: the target still builds and its
+/// checks (no trap, accounting never negative, budget given back) hold on every seed.
+@Suite("Fuzz corpus")
+struct FuzzCorpusTests {
+    @Test("every seed of tools/fuzz-server/corpus replays through the server state machine")
+    func replays() async throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("tools/fuzz-server/corpus")
+        let seeds = try FileManager.default.contentsOfDirectory(atPath: corpus.path).sorted().map { corpus.appendingPathComponent($0).path }
+        #expect(seeds.count >= 5)
+        let result = try await Executables.run("passion-fuzz-server", seeds)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.split(separator: "\n").count == seeds.count)
+    }
+}
+
+/// A closed connection answers every call with an error instead of trapping.
+@Suite("Closed client connection")
+struct ClosedClientConnectionTests {
+    @Test("ping and calls after close fail with UNAVAILABLE")
+    func afterClose() async throws {
+        let server = try await TestServer.start()
+        let connection = try await server.connect()
+        await connection.close()
+        await expectRPCError(.unavailable) { try await connection.ping() }
+        await expectRPCError(.unavailable) { try await connection.diagnostics.echo(EchoRequest()) }
+        await server.stop()
     }
 }

@@ -1,8 +1,8 @@
 import Foundation
 import NIOCore
-import PassionAPI
+import PassionServerAPI
 import PassionClient
-import PassionRPC
+import PassionRPCServer
 import PassionServices
 import PassionTestSupport
 import PassionWire

@@ -1,8 +1,8 @@
 import Foundation
 import PassionTestSupport
-import PassionAPI
+import PassionServerAPI
 import PassionClient
-import PassionRPC
+import PassionRPCServer
 import SwiftProtobuf
 import Synchronization
 import Testing

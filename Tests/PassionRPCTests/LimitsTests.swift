@@ -1,9 +1,9 @@
 import Foundation
 import PassionTestSupport
 import NIOCore
-import PassionAPI
+import PassionServerAPI
 import PassionClient
-import PassionRPC
+import PassionRPCServer
 import PassionWire
 import SwiftProtobuf
 import Testing

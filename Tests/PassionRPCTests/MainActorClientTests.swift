@@ -1,8 +1,9 @@
 import Foundation
-import PassionAPI
+import PassionServerAPI
 import PassionClient
 import PassionTestSupport
 import Testing
+import PassionRPCServer
 
 /// The generated client used from `@MainActor` code, as an app's view model would: this file
 /// compiling under Swift 6 strict concurrency is half the test.

@@ -1,5 +1,5 @@
 import Foundation
-import PassionAPI
+import PassionServerAPI
 import PassionProtoJSON
 import SwiftProtobuf
 import Testing
@@ -86,5 +86,43 @@ struct ProtoJSONTests {
     func malformedBytes() {
         #expect(throws: ProtoJSONError.self) { try Self.decoder.decode([0x0A, 0x05, 0x61], as: "passion.v1.EchoResponse") }
         #expect(throws: ProtoJSONError.self) { try Self.decoder.decode([0x08, 0x01], as: "passion.v1.EchoResponse") }
+    }
+
+    @Test("hostile bytes and values are refused with an error, never a trap: far timestamps, deep nesting, impossible dates")
+    func hostileInput() throws {
+        // seconds = Int64.min: formatting it would overflow.
+        #expect(throws: ProtoJSONError.self) {
+            try Self.decoder.decode([0x08, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01], as: "google.protobuf.Timestamp")
+        }
+        // A Value holding a list holding a list … 300 deep.
+        var nested: [UInt8] = [0x08, 0x00]  // null_value
+        for _ in 0..<300 {
+            let list: [UInt8] = [0x0A] + Self.varint(nested.count) + nested  // ListValue.values
+            nested = [0x32] + Self.varint(list.count) + list  // Value.list_value
+        }
+        #expect(throws: ProtoJSONError.self) { try Self.decoder.decode(nested, as: "google.protobuf.Value") }
+        #expect(throws: ProtoJSONError.self) { try Self.encoder.encode(#""2026-02-31T00:00:00Z""#, as: "google.protobuf.Timestamp") }
+        #expect(throws: ProtoJSONError.self) { try Self.encoder.encode(#""+5s""#, as: "google.protobuf.Duration") }
+        #expect(try Self.decoder.decode(try Self.encoder.encode(#""-1.5s""#, as: "google.protobuf.Duration"), as: "google.protobuf.Duration") == #""-1.500s""#)
+        #expect(throws: ProtoJSONError.self) { try Self.encoder.encode(#"{"userId": "a", "user_id": "b"}"#, as: "passion.v1.AwardXPRequest") }
+    }
+
+    @Test("a message field that comes twice on the wire is merged, as protobuf parsers do")
+    func mergesRepeatedMessageField() throws {
+        let first = try RewardResult.with { $0.progress.totalXp = 5 }.serializedBytes() as [UInt8]
+        let second = try RewardResult.with { $0.progress.level = 3 }.serializedBytes() as [UInt8]
+        let json = try Self.decoder.decode(first + second, as: "passion.v1.RewardResult")
+        #expect(json == (try RewardResult(serializedBytes: first + second).jsonString()))
+        #expect(json.contains(#""totalXp":"5""#) && json.contains(#""level":3"#))
+    }
+
+    static func varint(_ value: Int) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var rest = UInt64(value)
+        while rest >= 0x80 {
+            bytes.append(UInt8(rest & 0x7F) | 0x80)
+            rest >>= 7
+        }
+        return bytes + [UInt8(rest)]
     }
 }

@@ -1,5 +1,6 @@
 import NIOCore
 @testable import PassionRPC
+@testable import PassionRPCServer
 import PassionWire
 import Testing
 

@@ -1,6 +1,6 @@
 import Foundation
 import NIOPosix
-import PassionRPC
+import PassionRPCServer
 import PassionTLS
 import PassionTestSupport
 import Testing

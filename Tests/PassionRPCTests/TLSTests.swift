@@ -1,9 +1,9 @@
 import Foundation
 import NIOPosix
 import PassionTestSupport
-import PassionAPI
+import PassionServerAPI
 import PassionClient
-import PassionRPC
+import PassionRPCServer
 import PassionTLS
 import SwiftProtobuf
 import Testing

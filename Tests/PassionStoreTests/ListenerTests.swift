@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 import NIOPosix
-import PassionRPC
+import PassionRPCServer
 import PassionStore
 import PassionTestSupport
 import Synchronization

@@ -1,6 +1,6 @@
 import Foundation
 import NIOPosix
-import PassionRPC
+import PassionRPCServer
 @testable import PassionStore
 import PassionTestSupport
 import Synchronization

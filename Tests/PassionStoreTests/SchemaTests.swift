@@ -1,5 +1,5 @@
 import Foundation
-import PassionRPC
+import PassionRPCServer
 import PassionStore
 import PassionTestSupport
 import Testing

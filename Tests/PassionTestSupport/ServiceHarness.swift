@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PassionClient
 import PassionIdentity
+import PassionRPCServer
 import PassionServices
 import PassionStore
 import Synchronization

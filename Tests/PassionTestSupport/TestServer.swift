@@ -1,8 +1,8 @@
 import Foundation
 import Logging
 import NIOCore
-import PassionAPI
-import PassionRPC
+import PassionServerAPI
+import PassionRPCServer
 import PassionServices
 import PassionTLS
 import Testing

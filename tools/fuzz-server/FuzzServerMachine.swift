@@ -1,5 +1,6 @@
 import NIOCore
 @testable import PassionRPC
+@testable import PassionRPCServer
 import PassionWire
 
 /// Arbitrary bytes after a valid preface and HELLO, fed to a fresh server connection machine in

@@ -1,4 +1,5 @@
-/// Renders one service: method descriptors, the server protocol and the typed client.
+/// Renders one service: method descriptors and the typed client (PassionAPI, all a client
+/// needs), and apart from them the server protocol and its registration (PassionServerAPI).
 struct ServiceRenderer {
     let service: ServiceModel
 
@@ -13,9 +14,14 @@ struct ServiceRenderer {
             out.line()
             renderDescriptors(into: &out)
             out.line()
-            renderServerProtocol(into: &out)
-            out.line()
             renderClient(into: &out)
+        }
+    }
+
+    func renderServer(into out: inout SwiftWriter) {
+        // Qualified: a service may share its name with a Foundation type (Progress).
+        out.block("extension PassionAPI.\(service.swiftName)") { out in
+            renderServerProtocol(into: &out)
         }
         out.line()
         renderRegistration(into: &out)
@@ -68,11 +74,11 @@ struct ServiceRenderer {
     }
 
     private func renderRegistration(into out: inout SwiftWriter) {
-        out.block("extension \(service.swiftName).ServiceProtocol") { out in
+        out.block("extension PassionAPI.\(service.swiftName).ServiceProtocol") { out in
             out.doc("Adds every method of `\(service.fullName)` to `router`.")
             out.block("public func register(with router: inout RPCRouter)") { out in
                 for method in service.methods {
-                    let descriptor = "\(service.swiftName).Method.\(method.functionName)"
+                    let descriptor = "PassionAPI.\(service.swiftName).Method.\(method.functionName)"
                     let types = "\(method.inputType).self, \(method.outputType).self"
                     switch method.kind {
                     case "unary":

@@ -163,10 +163,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         scheduleFlush()
     }
 
-    func ping() -> EventLoopFuture<Duration> {
-        guard let context else { preconditionFailure("ping before handlerAdded") }
-        let promise = context.eventLoop.makePromise(of: Duration.self)
-        guard let id = machine.ping() else {
+    func ping(on eventLoop: any EventLoop) -> EventLoopFuture<Duration> {
+        let promise = eventLoop.makePromise(of: Duration.self)
+        guard context != nil, let id = machine.ping() else {
             promise.fail(RPCError(code: .unavailable, message: "connection not ready"))
             return promise.futureResult
         }

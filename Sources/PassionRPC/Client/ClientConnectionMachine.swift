@@ -171,6 +171,7 @@ struct ClientConnectionMachine {
                 wasRefused: reason == .refused)
             end(call, with: .failed(call.handle, error), &actions)
         case .ping:
+            guard frame.payload.readableBytes == 8 else { throw WireError(.malformedFrame, "PING must carry 8 bytes") }
             queue.appendControl {
                 $0.writeFrameHeader(type: .pong, flags: [], callID: 0, payloadLength: 8)
                 $0.writeImmutableBuffer(frame.payload)
@@ -291,6 +292,8 @@ struct ClientConnectionMachine {
         calls[call.id] = nil
         callIDs[call.handle] = nil
         windows.forget(callID: call.id)
+        // Request frames still waiting for a WINDOW are of no use once the call has ended.
+        queue.discard(callID: call.id)
         queue.forget(callID: call.id)
     }
 

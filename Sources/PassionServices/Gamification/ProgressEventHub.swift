@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import PassionAPI
+import PassionServerAPI
 import PassionStore
 import ServiceLifecycle
 import Synchronization
@@ -13,7 +13,9 @@ public final class ProgressEventHub: Service, Sendable {
         case event(ProgressEvent)
         /// The listener reconnected: events may have been missed; read them from the table.
         case catchUp
-        case heartbeat
+        /// Time for a heartbeat; `newestDelivered` as it was when the beat was queued: every
+        /// event up to it that this subscriber is owed was queued before the beat.
+        case heartbeat(newestDelivered: Int64)
     }
 
     struct Subscriber {
@@ -29,6 +31,12 @@ public final class ProgressEventHub: Service, Sendable {
     private let listener: NotificationListener
     private let subscribers = Mutex([Int: Subscriber]())
     private let nextID = Atomic<Int>(0)
+    /// The newest event id handed to the subscribers, set after it was queued to all of them.
+    private let newest = Atomic<Int64>(0)
+
+    /// The newest event id delivered on this instance: a resume point that moves even for a
+    /// subscriber whose own user is quiet (events older than 24 hours cannot be resumed from).
+    var newestDelivered: Int64 { newest.load(ordering: .acquiring) }
     private let logger: Logger
 
     public init(conninfo: String, logger: Logger) throws {
@@ -85,6 +93,7 @@ public final class ProgressEventHub: Service, Sendable {
                     Self.dropSlow(id, subscriber, from: &subscribers)
                 }
             }
+            if event.id > newest.load(ordering: .relaxed) { newest.store(event.id, ordering: .releasing) }
         }
     }
 

@@ -1,8 +1,8 @@
 import Foundation
-import PassionAPI
+import PassionServerAPI
 import PassionIdentity
 import PassionJSON
-import PassionRPC
+import PassionRPCServer
 import PassionStore
 import SwiftProtobuf
 
@@ -144,7 +144,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         let beats = Task {
             while !Task.isCancelled {
                 try await Task.sleep(for: heartbeat)
-                continuation.yield(.heartbeat)
+                continuation.yield(.heartbeat(newestDelivered: hub.newestDelivered))
             }
         }
         defer { beats.cancel() }
@@ -156,10 +156,12 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         }
         defer { shutdown.cancel() }
 
-        var last = request.afterEventID
+        // Starting live: the resume point is the newest event this stream is owed nothing
+        // before (the user's own newest; for all users, the newest of all).
+        var last = request.afterEventID == 0 ? try await newestEventID(of: target, deadline: context.deadline) : request.afterEventID
         // Ids already sent, for events of several users, which can commit out of id order.
         var sent = Set<Int64>()
-        if last > 0 {
+        if request.afterEventID > 0 {
             try await checkResumable(after: last, deadline: context.deadline)
             last = try await catchUp(target, after: last, sent: &sent, responses: responses)
         }
@@ -176,14 +178,29 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
                 if sent.count > 100_000 { sent.removeAll() }
             case .catchUp:
                 last = try await catchUp(target, after: last, sent: &sent, responses: responses)
-            case .heartbeat:
-                try await responses.write(SubscribeResponse.with { $0.heartbeat = Heartbeat.with { $0.lastEventID = last } })
+            case .heartbeat(let newestDelivered):
+                // A user's stream may resume after the instance's newest event too: every event
+                // of the user up to it was queued before this beat.
+                let resumeAfter = target == nil ? last : max(last, newestDelivered)
+                try await responses.write(SubscribeResponse.with { $0.heartbeat = Heartbeat.with { $0.lastEventID = resumeAfter } })
             }
         }
         try Task.checkCancellation()
         throw RPCError(
             code: .unavailable, message: "the event stream ended (server stopping, or the client read too slowly); resume after the last event id",
             details: ErrorDetails(reason: "RESUBSCRIBE", fields: ["last-event-id": "\(last)"]))
+    }
+
+    private func newestEventID(of target: String?, deadline: ContinuousClock.Instant?) async throws -> Int64 {
+        // Two statements, so each is one step down an index (user_id, id) or the primary key.
+        let row = try await pool.withConnection(deadline: deadline) { connection in
+            if let user = target.flatMap({ UUID(uuidString: $0) }) {
+                try await connection.query("SELECT coalesce(max(id), 0) AS newest FROM progress_events WHERE user_id = \(user)").first
+            } else {
+                try await connection.query("SELECT coalesce(max(id), 0) AS newest FROM progress_events").first
+            }
+        }
+        return try row?.decode("newest", as: Int64.self) ?? 0
     }
 
     private func checkResumable(after id: Int64, deadline: ContinuousClock.Instant?) async throws {

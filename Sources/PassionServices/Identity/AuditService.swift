@@ -1,7 +1,7 @@
 import Foundation
-import PassionAPI
+import PassionServerAPI
 import PassionIdentity
-import PassionRPC
+import PassionRPCServer
 import PassionStore
 import SwiftProtobuf
 

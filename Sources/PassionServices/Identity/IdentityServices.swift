@@ -1,6 +1,6 @@
 import Logging
 import PassionIdentity
-import PassionRPC
+import PassionRPCServer
 import PassionStore
 
 /// Auth, Users, Settings and Audit over one pool, with the authenticator the server installs.

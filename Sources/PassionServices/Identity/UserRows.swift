@@ -1,5 +1,5 @@
 import Foundation
-import PassionAPI
+import PassionServerAPI
 import PassionStore
 import SwiftProtobuf
 

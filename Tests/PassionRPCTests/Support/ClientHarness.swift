@@ -1,5 +1,6 @@
 import NIOCore
 @testable import PassionRPC
+@testable import PassionRPCServer
 import PassionWire
 
 /// Drives a `ClientConnectionMachine` as a server would: frames go in encoded as bytes; what the

@@ -1,5 +1,6 @@
 import NIOCore
 @testable import PassionRPC
+@testable import PassionRPCServer
 import PassionWire
 
 /// Drives a `ServerConnectionMachine` as a client would, on a clock the test moves: no sockets,

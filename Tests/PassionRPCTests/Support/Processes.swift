@@ -2,6 +2,7 @@ import Foundation
 import NIOPosix
 import PassionStore
 import PassionTestSupport
+import PassionRPCServer
 
 /// Runs the package's own executables (`passion`, `passion-server`) as a user would.
 enum Executables {

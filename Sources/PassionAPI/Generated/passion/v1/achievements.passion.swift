@@ -32,27 +32,6 @@ public enum Achievements {
         ]
     }
 
-    /// Implement this to serve `passion.v1.Achievements`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        /// Every achievement (retired ones on request).
-        func catalog(request: CatalogRequest, context: ServerContext) async throws -> CatalogResponse
-
-        /// The caller's achievements, unlocked and locked, with progress toward each.
-        func mine(request: MineRequest, context: ServerContext) async throws -> MineResponse
-
-        /// Adds an achievement to the catalog; it unlocks from the next evaluation on.
-        func define(request: DefineAchievementRequest, context: ServerContext) async throws -> Achievement
-
-        /// Changes the fields named in update_mask.
-        func update(request: UpdateAchievementRequest, context: ServerContext) async throws -> Achievement
-
-        /// Stops an achievement from unlocking; users keep it.
-        func retire(request: RetireAchievementRequest, context: ServerContext) async throws -> Achievement
-
-        /// Evaluates a user's achievements now (after content changes made elsewhere); idempotent.
-        func evaluate(request: EvaluateRequest, context: ServerContext) async throws -> EvaluateResponse
-    }
-
     /// Calls `passion.v1.Achievements` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -168,18 +147,6 @@ public enum Achievements {
         public func evaluateWithMetadata(_ request: EvaluateRequest, options: CallOptions = .defaults) async throws -> RPCResponse<EvaluateResponse> {
             try await transport.unary(Method.evaluate, request, as: EvaluateResponse.self, options: options)
         }
-    }
-}
-
-extension Achievements.ServiceProtocol {
-    /// Adds every method of `passion.v1.Achievements` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(Achievements.Method.catalog, CatalogRequest.self, CatalogResponse.self) { try await self.catalog(request: $0, context: $1) }
-        router.registerUnary(Achievements.Method.mine, MineRequest.self, MineResponse.self) { try await self.mine(request: $0, context: $1) }
-        router.registerUnary(Achievements.Method.define, DefineAchievementRequest.self, Achievement.self) { try await self.define(request: $0, context: $1) }
-        router.registerUnary(Achievements.Method.update, UpdateAchievementRequest.self, Achievement.self) { try await self.update(request: $0, context: $1) }
-        router.registerUnary(Achievements.Method.retire, RetireAchievementRequest.self, Achievement.self) { try await self.retire(request: $0, context: $1) }
-        router.registerUnary(Achievements.Method.evaluate, EvaluateRequest.self, EvaluateResponse.self) { try await self.evaluate(request: $0, context: $1) }
     }
 }
 

@@ -24,15 +24,6 @@ public enum Audit {
         ]
     }
 
-    /// Implement this to serve `passion.v1.Audit`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        /// What the caller did in the last days, grouped by action (the seed's Pattern 4).
-        func recentActivity(request: RecentActivityRequest, context: ServerContext) async throws -> RecentActivityResponse
-
-        /// Audit rows by user, action and time range, newest first, paged.
-        func query(request: QueryAuditLogRequest, context: ServerContext) async throws -> QueryAuditLogResponse
-    }
-
     /// Calls `passion.v1.Audit` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -76,14 +67,6 @@ public enum Audit {
         public func queryWithMetadata(_ request: QueryAuditLogRequest, options: CallOptions = .defaults) async throws -> RPCResponse<QueryAuditLogResponse> {
             try await transport.unary(Method.query, request, as: QueryAuditLogResponse.self, options: options)
         }
-    }
-}
-
-extension Audit.ServiceProtocol {
-    /// Adds every method of `passion.v1.Audit` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(Audit.Method.recentActivity, RecentActivityRequest.self, RecentActivityResponse.self) { try await self.recentActivity(request: $0, context: $1) }
-        router.registerUnary(Audit.Method.query, QueryAuditLogRequest.self, QueryAuditLogResponse.self) { try await self.query(request: $0, context: $1) }
     }
 }
 

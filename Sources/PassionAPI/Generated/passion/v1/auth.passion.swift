@@ -30,24 +30,6 @@ public enum Auth {
         ]
     }
 
-    /// Implement this to serve `passion.v1.Auth`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        /// Creates or updates the user of a verified identity (or ID token) and opens a session.
-        func signIn(request: SignInRequest, context: ServerContext) async throws -> SignInResponse
-
-        /// Revokes the session this call was made with.
-        func signOut(request: SignOutRequest, context: ServerContext) async throws -> SignOutResponse
-
-        /// Revokes every session of the user.
-        func signOutEverywhere(request: SignOutEverywhereRequest, context: ServerContext) async throws -> SignOutEverywhereResponse
-
-        /// The user's active sessions.
-        func listSessions(request: ListSessionsRequest, context: ServerContext) async throws -> ListSessionsResponse
-
-        /// Deletes expired sessions now (the server also does it daily).
-        func purgeExpiredSessions(request: PurgeExpiredSessionsRequest, context: ServerContext) async throws -> PurgeExpiredSessionsResponse
-    }
-
     /// Calls `passion.v1.Auth` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -145,17 +127,6 @@ public enum Auth {
         public func purgeExpiredSessionsWithMetadata(_ request: PurgeExpiredSessionsRequest, options: CallOptions = .defaults) async throws -> RPCResponse<PurgeExpiredSessionsResponse> {
             try await transport.unary(Method.purgeExpiredSessions, request, as: PurgeExpiredSessionsResponse.self, options: options)
         }
-    }
-}
-
-extension Auth.ServiceProtocol {
-    /// Adds every method of `passion.v1.Auth` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(Auth.Method.signIn, SignInRequest.self, SignInResponse.self) { try await self.signIn(request: $0, context: $1) }
-        router.registerUnary(Auth.Method.signOut, SignOutRequest.self, SignOutResponse.self) { try await self.signOut(request: $0, context: $1) }
-        router.registerUnary(Auth.Method.signOutEverywhere, SignOutEverywhereRequest.self, SignOutEverywhereResponse.self) { try await self.signOutEverywhere(request: $0, context: $1) }
-        router.registerUnary(Auth.Method.listSessions, ListSessionsRequest.self, ListSessionsResponse.self) { try await self.listSessions(request: $0, context: $1) }
-        router.registerUnary(Auth.Method.purgeExpiredSessions, PurgeExpiredSessionsRequest.self, PurgeExpiredSessionsResponse.self) { try await self.purgeExpiredSessions(request: $0, context: $1) }
     }
 }
 

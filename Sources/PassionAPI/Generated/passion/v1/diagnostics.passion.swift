@@ -33,25 +33,6 @@ public enum Diagnostics {
         ]
     }
 
-    /// Implement this to serve `passion.v1.Diagnostics`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        func echo(request: EchoRequest, context: ServerContext) async throws -> EchoResponse
-
-        /// Server stream of `count` messages of `size` bytes.
-        func streamMessages(request: StreamRequest, context: ServerContext, responses: RPCWriter<StreamItem>) async throws
-
-        /// Client stream: counts messages and payload bytes.
-        func countBytes(requests: RPCStream<Chunk>, context: ServerContext) async throws -> ByteCount
-
-        /// Bidirectional: answers each request as Echo does, in order.
-        func echoStream(requests: RPCStream<EchoRequest>, context: ServerContext, responses: RPCWriter<EchoResponse>) async throws
-
-        func sleep(request: SleepRequest, context: ServerContext) async throws -> SleepResponse
-
-        /// Answers with the requested status, message, details and metadata.
-        func fail(request: FailRequest, context: ServerContext) async throws -> FailResponse
-    }
-
     /// Calls `passion.v1.Diagnostics` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -133,18 +114,6 @@ public enum Diagnostics {
         public func failWithMetadata(_ request: FailRequest, options: CallOptions = .defaults) async throws -> RPCResponse<FailResponse> {
             try await transport.unary(Method.fail, request, as: FailResponse.self, options: options)
         }
-    }
-}
-
-extension Diagnostics.ServiceProtocol {
-    /// Adds every method of `passion.v1.Diagnostics` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(Diagnostics.Method.echo, EchoRequest.self, EchoResponse.self) { try await self.echo(request: $0, context: $1) }
-        router.registerServerStreaming(Diagnostics.Method.streamMessages, StreamRequest.self, StreamItem.self) { try await self.streamMessages(request: $0, context: $1, responses: $2) }
-        router.registerClientStreaming(Diagnostics.Method.countBytes, Chunk.self, ByteCount.self) { try await self.countBytes(requests: $0, context: $1) }
-        router.registerBidirectional(Diagnostics.Method.echoStream, EchoRequest.self, EchoResponse.self) { try await self.echoStream(requests: $0, context: $1, responses: $2) }
-        router.registerUnary(Diagnostics.Method.sleep, SleepRequest.self, SleepResponse.self) { try await self.sleep(request: $0, context: $1) }
-        router.registerUnary(Diagnostics.Method.fail, FailRequest.self, FailResponse.self) { try await self.fail(request: $0, context: $1) }
     }
 }
 

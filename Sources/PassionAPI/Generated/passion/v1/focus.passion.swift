@@ -34,29 +34,6 @@ public enum FocusSessions {
         ]
     }
 
-    /// Implement this to serve `passion.v1.FocusSessions`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        /// One running or paused session per user: another Start answers FAILED_PRECONDITION
-        /// (FOCUS_SESSION_RUNNING, with its id).
-        func start(request: StartFocusRequest, context: ServerContext) async throws -> FocusSession
-
-        func pause(request: FocusSessionRequest, context: ServerContext) async throws -> FocusSession
-
-        func resume(request: FocusSessionRequest, context: ServerContext) async throws -> FocusSession
-
-        /// Pays a minute of XP per minute credited (at most the planned duration), once. A repeat (a
-        /// retry) answers the first call's response with reward.replayed set (one completed before
-        /// results were kept: ALREADY_EXISTS, FOCUS_SESSION_ALREADY_COMPLETED). Sessions left open for
-        /// 24 hours are abandoned by the daily stale_focus_sessions job.
-        func complete(request: FocusSessionRequest, context: ServerContext) async throws -> CompleteFocusResponse
-
-        func abandon(request: FocusSessionRequest, context: ServerContext) async throws -> FocusSession
-
-        func list(request: ListFocusSessionsRequest, context: ServerContext) async throws -> ListFocusSessionsResponse
-
-        func stats(request: FocusStatsRequest, context: ServerContext) async throws -> FocusStatsResponse
-    }
-
     /// Calls `passion.v1.FocusSessions` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -189,19 +166,6 @@ public enum FocusSessions {
         public func statsWithMetadata(_ request: FocusStatsRequest, options: CallOptions = .defaults) async throws -> RPCResponse<FocusStatsResponse> {
             try await transport.unary(Method.stats, request, as: FocusStatsResponse.self, options: options)
         }
-    }
-}
-
-extension FocusSessions.ServiceProtocol {
-    /// Adds every method of `passion.v1.FocusSessions` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(FocusSessions.Method.start, StartFocusRequest.self, FocusSession.self) { try await self.start(request: $0, context: $1) }
-        router.registerUnary(FocusSessions.Method.pause, FocusSessionRequest.self, FocusSession.self) { try await self.pause(request: $0, context: $1) }
-        router.registerUnary(FocusSessions.Method.resume, FocusSessionRequest.self, FocusSession.self) { try await self.resume(request: $0, context: $1) }
-        router.registerUnary(FocusSessions.Method.complete, FocusSessionRequest.self, CompleteFocusResponse.self) { try await self.complete(request: $0, context: $1) }
-        router.registerUnary(FocusSessions.Method.abandon, FocusSessionRequest.self, FocusSession.self) { try await self.abandon(request: $0, context: $1) }
-        router.registerUnary(FocusSessions.Method.list, ListFocusSessionsRequest.self, ListFocusSessionsResponse.self) { try await self.list(request: $0, context: $1) }
-        router.registerUnary(FocusSessions.Method.stats, FocusStatsRequest.self, FocusStatsResponse.self) { try await self.stats(request: $0, context: $1) }
     }
 }
 

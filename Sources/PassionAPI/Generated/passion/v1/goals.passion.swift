@@ -42,40 +42,6 @@ public enum Goals {
         ]
     }
 
-    /// Implement this to serve `passion.v1.Goals`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        func create(request: CreateGoalRequest, context: ServerContext) async throws -> Goal
-
-        func get(request: GetGoalRequest, context: ServerContext) async throws -> Goal
-
-        func list(request: ListGoalsRequest, context: ServerContext) async throws -> ListGoalsResponse
-
-        /// Changes the fields named in update_mask; every value is validated first.
-        func update(request: UpdateGoalRequest, context: ServerContext) async throws -> Goal
-
-        /// Completes an active goal: XP by priority and coins, once; moves goal quests and goal
-        /// achievements. A repeat (a retry) answers the first call's response with reward.replayed
-        /// set; a goal completed before results were kept answers ALREADY_EXISTS
-        /// (GOAL_ALREADY_COMPLETED).
-        func complete(request: GoalRequest, context: ServerContext) async throws -> CompleteGoalResponse
-
-        /// Gives an active goal up (no reward).
-        func abandon(request: GoalRequest, context: ServerContext) async throws -> Goal
-
-        /// Hides the goal (soft delete); its habits stay.
-        func delete(request: GoalRequest, context: ServerContext) async throws -> Goal
-
-        func restore(request: GoalRequest, context: ServerContext) async throws -> Goal
-
-        /// Archived goals leave the default list; completed goals are archived 30 days after.
-        func archive(request: GoalRequest, context: ServerContext) async throws -> Goal
-
-        func unarchive(request: GoalRequest, context: ServerContext) async throws -> Goal
-
-        /// Name, XP, coins, level, active goal and habit counts in one call.
-        func dashboard(request: DashboardRequest, context: ServerContext) async throws -> DashboardResponse
-    }
-
     /// Calls `passion.v1.Goals` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -279,23 +245,6 @@ public enum Goals {
         public func dashboardWithMetadata(_ request: DashboardRequest, options: CallOptions = .defaults) async throws -> RPCResponse<DashboardResponse> {
             try await transport.unary(Method.dashboard, request, as: DashboardResponse.self, options: options)
         }
-    }
-}
-
-extension Goals.ServiceProtocol {
-    /// Adds every method of `passion.v1.Goals` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(Goals.Method.create, CreateGoalRequest.self, Goal.self) { try await self.create(request: $0, context: $1) }
-        router.registerUnary(Goals.Method.get, GetGoalRequest.self, Goal.self) { try await self.get(request: $0, context: $1) }
-        router.registerUnary(Goals.Method.list, ListGoalsRequest.self, ListGoalsResponse.self) { try await self.list(request: $0, context: $1) }
-        router.registerUnary(Goals.Method.update, UpdateGoalRequest.self, Goal.self) { try await self.update(request: $0, context: $1) }
-        router.registerUnary(Goals.Method.complete, GoalRequest.self, CompleteGoalResponse.self) { try await self.complete(request: $0, context: $1) }
-        router.registerUnary(Goals.Method.abandon, GoalRequest.self, Goal.self) { try await self.abandon(request: $0, context: $1) }
-        router.registerUnary(Goals.Method.delete, GoalRequest.self, Goal.self) { try await self.delete(request: $0, context: $1) }
-        router.registerUnary(Goals.Method.restore, GoalRequest.self, Goal.self) { try await self.restore(request: $0, context: $1) }
-        router.registerUnary(Goals.Method.archive, GoalRequest.self, Goal.self) { try await self.archive(request: $0, context: $1) }
-        router.registerUnary(Goals.Method.unarchive, GoalRequest.self, Goal.self) { try await self.unarchive(request: $0, context: $1) }
-        router.registerUnary(Goals.Method.dashboard, DashboardRequest.self, DashboardResponse.self) { try await self.dashboard(request: $0, context: $1) }
     }
 }
 

@@ -44,46 +44,6 @@ public enum Habits {
         ]
     }
 
-    /// Implement this to serve `passion.v1.Habits`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        func create(request: CreateHabitRequest, context: ServerContext) async throws -> Habit
-
-        func get(request: GetHabitRequest, context: ServerContext) async throws -> Habit
-
-        func list(request: ListHabitsRequest, context: ServerContext) async throws -> ListHabitsResponse
-
-        /// Changes the fields named in update_mask, including moving it to another goal.
-        func update(request: UpdateHabitRequest, context: ServerContext) async throws -> Habit
-
-        /// Freezes the streak; a paused habit cannot be completed.
-        func pause(request: HabitRequest, context: ServerContext) async throws -> Habit
-
-        /// Continues the frozen streak from the current period.
-        func resume(request: HabitRequest, context: ServerContext) async throws -> Habit
-
-        func archive(request: HabitRequest, context: ServerContext) async throws -> Habit
-
-        func unarchive(request: HabitRequest, context: ServerContext) async throws -> Habit
-
-        /// Once per period. A repeat within the period (a retry, or a second tap) answers the first
-        /// call's response with reward.replayed set; a period completed before results were kept
-        /// answers ALREADY_EXISTS (HABIT_ALREADY_COMPLETED, with the completion's id and date).
-        /// Paused or archived: FAILED_PRECONDITION.
-        func complete(request: CompleteHabitRequest, context: ServerContext) async throws -> CompleteHabitResponse
-
-        /// Takes back a completion dated within the offline window (a mis-tap): removes it, counts
-        /// the streak again, moves back the open quests it moved, and reverses its XP with a
-        /// compensating correction in the ledger (at most the XP the user has). Achievements it
-        /// unlocked stay. A repeat answers the first response with reward.replayed set; an unknown
-        /// id NOT_FOUND (COMPLETION_NOT_FOUND); an older completion FAILED_PRECONDITION
-        /// (COMPLETION_TOO_OLD).
-        func uncomplete(request: UncompleteHabitRequest, context: ServerContext) async throws -> UncompleteHabitResponse
-
-        func today(request: TodayRequest, context: ServerContext) async throws -> TodayResponse
-
-        func history(request: HistoryRequest, context: ServerContext) async throws -> HistoryResponse
-    }
-
     /// Calls `passion.v1.Habits` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -308,24 +268,6 @@ public enum Habits {
         public func historyWithMetadata(_ request: HistoryRequest, options: CallOptions = .defaults) async throws -> RPCResponse<HistoryResponse> {
             try await transport.unary(Method.history, request, as: HistoryResponse.self, options: options)
         }
-    }
-}
-
-extension Habits.ServiceProtocol {
-    /// Adds every method of `passion.v1.Habits` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(Habits.Method.create, CreateHabitRequest.self, Habit.self) { try await self.create(request: $0, context: $1) }
-        router.registerUnary(Habits.Method.get, GetHabitRequest.self, Habit.self) { try await self.get(request: $0, context: $1) }
-        router.registerUnary(Habits.Method.list, ListHabitsRequest.self, ListHabitsResponse.self) { try await self.list(request: $0, context: $1) }
-        router.registerUnary(Habits.Method.update, UpdateHabitRequest.self, Habit.self) { try await self.update(request: $0, context: $1) }
-        router.registerUnary(Habits.Method.pause, HabitRequest.self, Habit.self) { try await self.pause(request: $0, context: $1) }
-        router.registerUnary(Habits.Method.resume, HabitRequest.self, Habit.self) { try await self.resume(request: $0, context: $1) }
-        router.registerUnary(Habits.Method.archive, HabitRequest.self, Habit.self) { try await self.archive(request: $0, context: $1) }
-        router.registerUnary(Habits.Method.unarchive, HabitRequest.self, Habit.self) { try await self.unarchive(request: $0, context: $1) }
-        router.registerUnary(Habits.Method.complete, CompleteHabitRequest.self, CompleteHabitResponse.self) { try await self.complete(request: $0, context: $1) }
-        router.registerUnary(Habits.Method.uncomplete, UncompleteHabitRequest.self, UncompleteHabitResponse.self) { try await self.uncomplete(request: $0, context: $1) }
-        router.registerUnary(Habits.Method.today, TodayRequest.self, TodayResponse.self) { try await self.today(request: $0, context: $1) }
-        router.registerUnary(Habits.Method.history, HistoryRequest.self, HistoryResponse.self) { try await self.history(request: $0, context: $1) }
     }
 }
 

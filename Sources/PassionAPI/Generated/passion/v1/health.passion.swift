@@ -24,15 +24,6 @@ public enum Health {
         ]
     }
 
-    /// Implement this to serve `passion.v1.Health`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        /// The current status. An unknown service answers NOT_FOUND.
-        func check(request: HealthCheckRequest, context: ServerContext) async throws -> HealthCheckResponse
-
-        /// The current status at once, then every change, until the client cancels.
-        func watch(request: HealthCheckRequest, context: ServerContext, responses: RPCWriter<HealthCheckResponse>) async throws
-    }
-
     /// Calls `passion.v1.Health` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -63,14 +54,6 @@ public enum Health {
         public func watch(_ request: HealthCheckRequest, options: CallOptions = .defaults) async throws -> ResponseStream<HealthCheckResponse> {
             try await transport.serverStreaming(Method.watch, request, as: HealthCheckResponse.self, options: options)
         }
-    }
-}
-
-extension Health.ServiceProtocol {
-    /// Adds every method of `passion.v1.Health` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(Health.Method.check, HealthCheckRequest.self, HealthCheckResponse.self) { try await self.check(request: $0, context: $1) }
-        router.registerServerStreaming(Health.Method.watch, HealthCheckRequest.self, HealthCheckResponse.self) { try await self.watch(request: $0, context: $1, responses: $2) }
     }
 }
 

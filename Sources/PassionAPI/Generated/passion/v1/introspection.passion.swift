@@ -24,14 +24,6 @@ public enum Introspection {
         ]
     }
 
-    /// Implement this to serve `passion.v1.Introspection`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        func listServices(request: ListServicesRequest, context: ServerContext) async throws -> ListServicesResponse
-
-        /// NOT_FOUND for an unknown symbol.
-        func fileDescriptors(request: FileDescriptorsRequest, context: ServerContext) async throws -> FileDescriptorsResponse
-    }
-
     /// Calls `passion.v1.Introspection` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -74,14 +66,6 @@ public enum Introspection {
         public func fileDescriptorsWithMetadata(_ request: FileDescriptorsRequest, options: CallOptions = .defaults) async throws -> RPCResponse<FileDescriptorsResponse> {
             try await transport.unary(Method.fileDescriptors, request, as: FileDescriptorsResponse.self, options: options)
         }
-    }
-}
-
-extension Introspection.ServiceProtocol {
-    /// Adds every method of `passion.v1.Introspection` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(Introspection.Method.listServices, ListServicesRequest.self, ListServicesResponse.self) { try await self.listServices(request: $0, context: $1) }
-        router.registerUnary(Introspection.Method.fileDescriptors, FileDescriptorsRequest.self, FileDescriptorsResponse.self) { try await self.fileDescriptors(request: $0, context: $1) }
     }
 }
 

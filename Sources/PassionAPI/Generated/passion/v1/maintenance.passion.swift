@@ -24,16 +24,6 @@ public enum Maintenance {
         ]
     }
 
-    /// Implement this to serve `passion.v1.Maintenance`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        /// Runs one job now, waiting for an instance already running it. The server also runs each
-        /// one daily (one instance at a time).
-        func run(request: RunJobRequest, context: ServerContext) async throws -> RunJobResponse
-
-        /// The seed's Testing Queries plus ledger-versus-progress reconciliation.
-        func integrityCheck(request: IntegrityCheckRequest, context: ServerContext) async throws -> IntegrityCheckResponse
-    }
-
     /// Calls `passion.v1.Maintenance` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -78,14 +68,6 @@ public enum Maintenance {
         public func integrityCheckWithMetadata(_ request: IntegrityCheckRequest, options: CallOptions = .defaults) async throws -> RPCResponse<IntegrityCheckResponse> {
             try await transport.unary(Method.integrityCheck, request, as: IntegrityCheckResponse.self, options: options)
         }
-    }
-}
-
-extension Maintenance.ServiceProtocol {
-    /// Adds every method of `passion.v1.Maintenance` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(Maintenance.Method.run, RunJobRequest.self, RunJobResponse.self) { try await self.run(request: $0, context: $1) }
-        router.registerUnary(Maintenance.Method.integrityCheck, IntegrityCheckRequest.self, IntegrityCheckResponse.self) { try await self.integrityCheck(request: $0, context: $1) }
     }
 }
 

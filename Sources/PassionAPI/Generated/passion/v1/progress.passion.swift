@@ -40,41 +40,6 @@ public enum Progress {
         ]
     }
 
-    /// Implement this to serve `passion.v1.Progress`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        /// The caller's totals, level, streaks, achievements and all-time rank.
-        func getProgress(request: GetProgressRequest, context: ServerContext) async throws -> ProgressSummary
-
-        /// Awards (or, negative, takes back) XP; returns the new totals and what the award caused.
-        func awardXP(request: AwardXPRequest, context: ServerContext) async throws -> RewardResult
-
-        /// Awards coins earned (or, negative, a correction).
-        func awardCoins(request: AwardCoinsRequest, context: ServerContext) async throws -> RewardResult
-
-        /// A shop purchase: takes the price if the balance covers it.
-        func spendCoins(request: SpendCoinsRequest, context: ServerContext) async throws -> RewardResult
-
-        /// Gives back (part of) a spend, once.
-        func refundCoins(request: RefundCoinsRequest, context: ServerContext) async throws -> RewardResult
-
-        /// The caller's XP movements, newest first.
-        func listPointsLedger(request: ListLedgerRequest, context: ServerContext) async throws -> ListPointsLedgerResponse
-
-        /// The caller's coin movements, newest first.
-        func listCoinsLedger(request: ListLedgerRequest, context: ServerContext) async throws -> ListCoinsLedgerResponse
-
-        /// Up to 1,000 XP and coin awards for many users in one call and one database round trip;
-        /// each item has its own key and result, and a bad item does not fail the others.
-        func awardBatch(request: AwardBatchRequest, context: ServerContext) async throws -> AwardBatchResponse
-
-        /// Top users by XP, all-time or this week, with the caller's rank and neighbours.
-        func leaderboard(request: LeaderboardRequest, context: ServerContext) async throws -> LeaderboardResponse
-
-        /// Live events of the caller (a service: of one user or of all), from every server instance,
-        /// with heartbeats; resumable after the last event id seen, without gaps, for 24 hours.
-        func subscribe(request: SubscribeRequest, context: ServerContext, responses: RPCWriter<SubscribeResponse>) async throws
-    }
-
     /// Calls `passion.v1.Progress` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -251,22 +216,6 @@ public enum Progress {
         public func subscribe(_ request: SubscribeRequest, options: CallOptions = .defaults) async throws -> ResponseStream<SubscribeResponse> {
             try await transport.serverStreaming(Method.subscribe, request, as: SubscribeResponse.self, options: options)
         }
-    }
-}
-
-extension Progress.ServiceProtocol {
-    /// Adds every method of `passion.v1.Progress` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(Progress.Method.getProgress, GetProgressRequest.self, ProgressSummary.self) { try await self.getProgress(request: $0, context: $1) }
-        router.registerUnary(Progress.Method.awardXP, AwardXPRequest.self, RewardResult.self) { try await self.awardXP(request: $0, context: $1) }
-        router.registerUnary(Progress.Method.awardCoins, AwardCoinsRequest.self, RewardResult.self) { try await self.awardCoins(request: $0, context: $1) }
-        router.registerUnary(Progress.Method.spendCoins, SpendCoinsRequest.self, RewardResult.self) { try await self.spendCoins(request: $0, context: $1) }
-        router.registerUnary(Progress.Method.refundCoins, RefundCoinsRequest.self, RewardResult.self) { try await self.refundCoins(request: $0, context: $1) }
-        router.registerUnary(Progress.Method.listPointsLedger, ListLedgerRequest.self, ListPointsLedgerResponse.self) { try await self.listPointsLedger(request: $0, context: $1) }
-        router.registerUnary(Progress.Method.listCoinsLedger, ListLedgerRequest.self, ListCoinsLedgerResponse.self) { try await self.listCoinsLedger(request: $0, context: $1) }
-        router.registerUnary(Progress.Method.awardBatch, AwardBatchRequest.self, AwardBatchResponse.self) { try await self.awardBatch(request: $0, context: $1) }
-        router.registerUnary(Progress.Method.leaderboard, LeaderboardRequest.self, LeaderboardResponse.self) { try await self.leaderboard(request: $0, context: $1) }
-        router.registerServerStreaming(Progress.Method.subscribe, SubscribeRequest.self, SubscribeResponse.self) { try await self.subscribe(request: $0, context: $1, responses: $2) }
     }
 }
 

@@ -24,15 +24,6 @@ public enum ProgressAdmin {
         ]
     }
 
-    /// Implement this to serve `passion.v1.ProgressAdmin`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        /// For every user: the ledger sums equal the totals, the level matches the curve, the
-        /// achievement count matches. Reports each difference.
-        func reconcile(request: ReconcileRequest, context: ServerContext) async throws -> ReconcileResponse
-
-        func stats(request: StatsRequest, context: ServerContext) async throws -> StatsResponse
-    }
-
     /// Calls `passion.v1.ProgressAdmin` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -76,14 +67,6 @@ public enum ProgressAdmin {
         public func statsWithMetadata(_ request: StatsRequest, options: CallOptions = .defaults) async throws -> RPCResponse<StatsResponse> {
             try await transport.unary(Method.stats, request, as: StatsResponse.self, options: options)
         }
-    }
-}
-
-extension ProgressAdmin.ServiceProtocol {
-    /// Adds every method of `passion.v1.ProgressAdmin` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(ProgressAdmin.Method.reconcile, ReconcileRequest.self, ReconcileResponse.self) { try await self.reconcile(request: $0, context: $1) }
-        router.registerUnary(ProgressAdmin.Method.stats, StatsRequest.self, StatsResponse.self) { try await self.stats(request: $0, context: $1) }
     }
 }
 

@@ -30,27 +30,6 @@ public enum Quests {
         ]
     }
 
-    /// Implement this to serve `passion.v1.Quests`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        /// Starts a quest for the caller (or, for a service, the user it acts for).
-        func create(request: CreateQuestRequest, context: ServerContext) async throws -> Quest
-
-        func get(request: GetQuestRequest, context: ServerContext) async throws -> Quest
-
-        func list(request: ListQuestsRequest, context: ServerContext) async throws -> ListQuestsResponse
-
-        /// Claims a quest whose progress reached its target: pays xp_reward once. A repeat (a retry)
-        /// answers the first call's response with reward.replayed set (a quest claimed before
-        /// results were kept: ALREADY_EXISTS, QUEST_ALREADY_COMPLETED); before it is done
-        /// FAILED_PRECONDITION (QUEST_NOT_DONE with progress and target); after it ended QUEST_CLOSED.
-        func complete(request: CompleteQuestRequest, context: ServerContext) async throws -> CompleteQuestResponse
-
-        /// Gives an active quest up; it no longer moves. A quest that is closed (completed, failed,
-        /// past its end date in the user's zone) answers FAILED_PRECONDITION (QUEST_CLOSED) and stays
-        /// as it is; abandoning twice is a no-op.
-        func abandon(request: AbandonQuestRequest, context: ServerContext) async throws -> Quest
-    }
-
     /// Calls `passion.v1.Quests` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -151,17 +130,6 @@ public enum Quests {
         public func abandonWithMetadata(_ request: AbandonQuestRequest, options: CallOptions = .defaults) async throws -> RPCResponse<Quest> {
             try await transport.unary(Method.abandon, request, as: Quest.self, options: options)
         }
-    }
-}
-
-extension Quests.ServiceProtocol {
-    /// Adds every method of `passion.v1.Quests` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(Quests.Method.create, CreateQuestRequest.self, Quest.self) { try await self.create(request: $0, context: $1) }
-        router.registerUnary(Quests.Method.get, GetQuestRequest.self, Quest.self) { try await self.get(request: $0, context: $1) }
-        router.registerUnary(Quests.Method.list, ListQuestsRequest.self, ListQuestsResponse.self) { try await self.list(request: $0, context: $1) }
-        router.registerUnary(Quests.Method.complete, CompleteQuestRequest.self, CompleteQuestResponse.self) { try await self.complete(request: $0, context: $1) }
-        router.registerUnary(Quests.Method.abandon, AbandonQuestRequest.self, Quest.self) { try await self.abandon(request: $0, context: $1) }
     }
 }
 

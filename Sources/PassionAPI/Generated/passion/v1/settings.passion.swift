@@ -24,15 +24,6 @@ public enum Settings {
         ]
     }
 
-    /// Implement this to serve `passion.v1.Settings`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        /// The caller's settings; the defaults are stored on first use.
-        func get(request: GetSettingsRequest, context: ServerContext) async throws -> UserSettings
-
-        /// Changes the fields named in update_mask; every value is validated first.
-        func update(request: UpdateSettingsRequest, context: ServerContext) async throws -> UserSettings
-    }
-
     /// Calls `passion.v1.Settings` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -76,14 +67,6 @@ public enum Settings {
         public func updateWithMetadata(_ request: UpdateSettingsRequest, options: CallOptions = .defaults) async throws -> RPCResponse<UserSettings> {
             try await transport.unary(Method.update, request, as: UserSettings.self, options: options)
         }
-    }
-}
-
-extension Settings.ServiceProtocol {
-    /// Adds every method of `passion.v1.Settings` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(Settings.Method.get, GetSettingsRequest.self, UserSettings.self) { try await self.get(request: $0, context: $1) }
-        router.registerUnary(Settings.Method.update, UpdateSettingsRequest.self, UserSettings.self) { try await self.update(request: $0, context: $1) }
     }
 }
 

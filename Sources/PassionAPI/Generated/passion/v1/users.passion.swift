@@ -32,28 +32,6 @@ public enum Users {
         ]
     }
 
-    /// Implement this to serve `passion.v1.Users`; register it with an `RPCRouter`.
-    public protocol ServiceProtocol: RPCService {
-        /// The caller's profile.
-        func me(request: MeRequest, context: ServerContext) async throws -> User
-
-        /// Changes the display name and/or time zone named in update_mask.
-        func updateProfile(request: UpdateProfileRequest, context: ServerContext) async throws -> User
-
-        /// Deletes the caller's account (soft: it can be restored by an admin) and revokes every
-        /// session; the email can sign up again.
-        func deleteAccount(request: DeleteAccountRequest, context: ServerContext) async throws -> DeleteAccountResponse
-
-        /// Any user, deleted ones included.
-        func getUser(request: GetUserRequest, context: ServerContext) async throws -> User
-
-        /// Users page by page, oldest first.
-        func listUsers(request: ListUsersRequest, context: ServerContext) async throws -> ListUsersResponse
-
-        /// Undoes DeleteAccount. ALREADY_EXISTS when the email now belongs to another active account.
-        func restoreUser(request: RestoreUserRequest, context: ServerContext) async throws -> User
-    }
-
     /// Calls `passion.v1.Users` over any transport: a connection or an `RPCClient` pool.
     public struct Client: Sendable {
         public let transport: any RPCClientTransport
@@ -170,18 +148,6 @@ public enum Users {
         public func restoreUserWithMetadata(_ request: RestoreUserRequest, options: CallOptions = .defaults) async throws -> RPCResponse<User> {
             try await transport.unary(Method.restoreUser, request, as: User.self, options: options)
         }
-    }
-}
-
-extension Users.ServiceProtocol {
-    /// Adds every method of `passion.v1.Users` to `router`.
-    public func register(with router: inout RPCRouter) {
-        router.registerUnary(Users.Method.me, MeRequest.self, User.self) { try await self.me(request: $0, context: $1) }
-        router.registerUnary(Users.Method.updateProfile, UpdateProfileRequest.self, User.self) { try await self.updateProfile(request: $0, context: $1) }
-        router.registerUnary(Users.Method.deleteAccount, DeleteAccountRequest.self, DeleteAccountResponse.self) { try await self.deleteAccount(request: $0, context: $1) }
-        router.registerUnary(Users.Method.getUser, GetUserRequest.self, User.self) { try await self.getUser(request: $0, context: $1) }
-        router.registerUnary(Users.Method.listUsers, ListUsersRequest.self, ListUsersResponse.self) { try await self.listUsers(request: $0, context: $1) }
-        router.registerUnary(Users.Method.restoreUser, RestoreUserRequest.self, User.self) { try await self.restoreUser(request: $0, context: $1) }
     }
 }
 
