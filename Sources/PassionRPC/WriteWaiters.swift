@@ -13,6 +13,8 @@ package struct WriteWaiters {
     }
 
     /// Resumes writers whose call has nothing queued any more, or has ended.
+    package var isEmpty: Bool { waiting.isEmpty }
+
     package mutating func resume(isWritable: Bool, queue: OutboundQueue, isOpen: (UInt32) -> Bool) {
         guard isWritable, !waiting.isEmpty else { return }
         var still: [(callID: UInt32, promise: EventLoopPromise<Void>)] = []

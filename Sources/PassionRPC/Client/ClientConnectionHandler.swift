@@ -182,6 +182,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     // MARK: Output
 
     private func resumeWriters() {
+        guard !writeWaiters.isEmpty else { return }
         writeWaiters.resume(isWritable: context?.channel.isWritable == true, queue: machine.queue) { self.machine.calls[$0] != nil }
     }
 

@@ -251,9 +251,11 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     private func resumeWriters() {
-        let machine = self.machine
-        writeWaiters.resume(isWritable: context?.channel.isWritable == true, queue: machine.queue) { id in
-            machine.calls[id].map { $0.handlerRunning && !$0.responseClosed } ?? false
+        // Most turns have no writer waiting: then nothing is read from the machine at all.
+        guard !writeWaiters.isEmpty else { return }
+        let queue = machine.queue
+        writeWaiters.resume(isWritable: context?.channel.isWritable == true, queue: queue) { id in
+            self.machine.calls[id].map { $0.handlerRunning && !$0.responseClosed } ?? false
         }
     }
 

@@ -43,6 +43,7 @@ extension ServerConnectionMachine {
         guard let call = calls[id], call.handlerRunning else { return [] }
         var actions: [ServerConnectionAction] = []
         calls[id]?.handlerRunning = false
+        maybeFinished.insert(id)
         runningHandlers -= 1
         releaseRequestBuffers(id)
         if !call.responseClosed, phase != .closing, phase != .closed {
@@ -98,6 +99,7 @@ extension ServerConnectionMachine {
     mutating func deadlineExceeded(_ id: UInt32, _ actions: inout [ServerConnectionAction]) {
         guard let call = calls[id] else { return }
         calls[id]?.deadline = nil
+        callDeadlines[id] = nil
         let error = RPCError(code: .deadlineExceeded, message: "deadline exceeded")
         if !call.responseClosed {
             queue.discard(callID: id)
@@ -144,6 +146,7 @@ extension ServerConnectionMachine {
     private mutating func sendTrailers(_ id: UInt32, status: RPCError?, message: ByteBuffer?, outcome: ServerCallOutcome?) {
         guard let writer, calls[id]?.responseClosed == false else { return }
         calls[id]?.responseClosed = true
+        maybeFinished.insert(id)
         sendHeadersIfNeeded(id, outcome?.initialMetadata ?? Metadata(), writer)
         var head = status?.trailersHead() ?? TrailersHead(status: 0)
         for entry in outcome?.trailingMetadata ?? Metadata() { head.metadata.add(entry.key, bytes: entry.value) }

@@ -23,6 +23,7 @@ extension ServerConnectionMachine {
             guard cancelBucket.take(now: now) else { throw WireError(.enhanceYourCalm, "too many cancelled calls") }
             guard let id = try liveCall(frame.callID) else { return }
             calls[id]?.responseClosed = true
+            maybeFinished.insert(id)
             queue.discard(callID: id)
             releaseRequestBuffers(id)
             actions.append(.cancelCall(callID: id, error: RPCError(code: .cancelled, message: "cancelled by the client")))
@@ -101,6 +102,7 @@ extension ServerConnectionMachine {
         let deadline = head.timeoutMicroseconds > 0 ? now + .microseconds(Int64(clamping: head.timeoutMicroseconds)) : nil
         let id = frame.callID
         calls[id] = ServerCallState(id: id, kind: route.descriptor.kind, deadline: deadline)
+        if let deadline { callDeadlines[id] = deadline }
         runningHandlers += 1
         idleSince = nil
         // The handler's task starts now and authenticates first: a stranger's call is refused
@@ -137,6 +139,7 @@ extension ServerConnectionMachine {
             // A fragment: held in the assembler; its window bytes go back at once (once the call
             // is authenticated), so a message larger than the window can arrive.
             calls[id]?.assemblingBytes += bytes.readableBytes
+            assemblingCalls.insert(id)
             try hold(requestBytes: bytes.readableBytes, for: id, &actions)
             returnWindow(id, bytes: wireSize)
             return
@@ -144,6 +147,7 @@ extension ServerConnectionMachine {
         // The fragments' bytes leave the assembler; the message is held until taken.
         releaseRequestBytes(calls[id]?.assemblingBytes ?? 0, for: id)
         calls[id]?.assemblingBytes = 0
+        assemblingCalls.remove(id)
         try hold(requestBytes: message.readableBytes, for: id, &actions)
         guard calls[id]?.responseClosed == false else { return }
         if call.kind.isSingleRequest {
@@ -227,6 +231,7 @@ extension ServerConnectionMachine {
         guard let call = calls[id] else { return }
         releaseRequestBytes(call.bufferedBytes, for: id)
         calls[id]?.assemblingBytes = 0
+        assemblingCalls.remove(id)
         calls[id]?.assembler = MessageAssembler()
         calls[id]?.singleRequest = nil
     }

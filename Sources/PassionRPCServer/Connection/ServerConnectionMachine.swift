@@ -35,6 +35,14 @@ struct ServerConnectionMachine {
     var settings: NegotiatedSettings?
     var queue = OutboundQueue()
     var calls: [UInt32: ServerCallState] = [:]
+    /// Calls whose handler returned or whose response closed: the only ones that can be
+    /// released, so a flush looks at these rather than at every open call.
+    var maybeFinished: Set<UInt32> = []
+    /// The deadlines of the calls that have one, apart from their state: the timer's next
+    /// instant is read after every event and must not walk (and copy) every call.
+    var callDeadlines: [UInt32: Instant] = [:]
+    /// Calls holding part of a message: what makes input unfinished besides a partial frame.
+    var assemblingCalls: Set<UInt32> = []
     /// Handlers not yet returned: what `max_concurrent_calls` counts.
     var runningHandlers = 0
     var highestCallID: UInt32 = 0
@@ -184,8 +192,17 @@ struct ServerConnectionMachine {
     /// Forgets calls that are over for both sides and whose frames have all gone out; the
     /// connection becomes idle, or closes while draining, when none are left.
     mutating func releaseFinishedCalls(now: Instant, _ actions: inout [ServerConnectionAction]) {
-        for (id, call) in calls where call.isFinished && !queue.hasPending(callID: id) {
+        let candidates = maybeFinished
+        for id in candidates {
+            guard let call = calls[id] else {
+                maybeFinished.remove(id)
+                continue
+            }
+            guard call.isFinished, !queue.hasPending(callID: id) else { continue }
+            maybeFinished.remove(id)
             calls[id] = nil
+            callDeadlines[id] = nil
+            assemblingCalls.remove(id)
             windows.forget(callID: id)
             queue.forget(callID: id)
         }
@@ -235,15 +252,24 @@ struct ServerConnectionMachine {
     // MARK: - Time
 
     /// The earliest instant at which `tick` has something to do.
+    /// Read after every event, so it allocates nothing and walks only the calls with deadlines.
     var nextDeadline: Instant? {
-        var candidates: [Instant?] = [handshakeDeadline, graceDeadline, drainDeadline]
-        if phase == .ready, calls.isEmpty, let idleSince, let timeout = configuration.idleTimeout { candidates.append(idleSince + timeout) }
-        if phase == .ready || phase == .draining, let interval = configuration.keepaliveInterval {
-            candidates.append(pingSentAt.map { $0 + configuration.keepaliveTimeout } ?? lastReadAt + interval)
+        var soonest: Instant?
+        func consider(_ instant: Instant?) {
+            guard let instant else { return }
+            if let current = soonest, current <= instant { return }
+            soonest = instant
         }
-        if let stallMark { candidates.append(stallMark.since + configuration.minimumReceiveWindow) }
-        for call in calls.values { candidates.append(call.deadline) }
-        return candidates.compactMap { $0 }.min()
+        consider(handshakeDeadline)
+        consider(graceDeadline)
+        consider(drainDeadline)
+        if phase == .ready, calls.isEmpty, let idleSince, let timeout = configuration.idleTimeout { consider(idleSince + timeout) }
+        if phase == .ready || phase == .draining, let interval = configuration.keepaliveInterval {
+            consider(pingSentAt.map { $0 + configuration.keepaliveTimeout } ?? lastReadAt + interval)
+        }
+        if let stallMark { consider(stallMark.since + configuration.minimumReceiveWindow) }
+        for deadline in callDeadlines.values { consider(deadline) }
+        return soonest
     }
 
     /// The clock reached `now`: timeouts, keepalive, deadlines, slow peers.
@@ -279,16 +305,15 @@ struct ServerConnectionMachine {
             closeIfDrained(&actions)
             return actions
         }
-        for (id, call) in calls {
-            if let deadline = call.deadline, now >= deadline { deadlineExceeded(id, &actions) }
-        }
+        let due = callDeadlines.filter { now >= $0.value }.keys.sorted()
+        for id in due { deadlineExceeded(id, &actions) }
         return actions
     }
 
     /// Tracks whether input is unfinished (a partial frame, or a message waiting for fragments),
     /// so that `tick` can close a peer that trickles it.
     private mutating func markStall(now: Instant) {
-        let unfinished = inbound.readableBytes > 0 || calls.values.contains { $0.assembler.isAssembling }
+        let unfinished = inbound.readableBytes > 0 || !assemblingCalls.isEmpty
         if !unfinished {
             stallMark = nil
         } else if stallMark == nil {

@@ -453,6 +453,10 @@ public nonisolated struct SubscribeRequest: Sendable {
   /// leave both empty.
   public var userID: String = String()
 
+  /// Every user's events. Different users' events can commit out of id order: a live stream
+  /// sends each once all the same, but an event committed while the client was away with an id
+  /// below its resume point is not replayed; services that must see every one reconcile with
+  /// the ledgers. A single user's events commit in id order, so a user's stream resumes exactly.
   public var allUsers: Bool = false
 
   /// Resume: first the events after this id that are still kept (24 hours), then live ones;
@@ -477,7 +481,10 @@ public nonisolated struct Heartbeat: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// The last event id sent on this stream (resume from it after a reconnect).
+  /// Where to resume after a reconnect (after_event_id): the last event id sent on this stream,
+  /// or a newer id past which this stream is owed nothing (a stream starting live: the user's
+  /// newest event; later, a user's stream: the newest event any user had), so that a quiet
+  /// user's resume point does not age past the 24 hours events are kept.
   public var lastEventID: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
