@@ -156,7 +156,7 @@ struct CLIDescribeTests {
                 """), "\(message.stdout)")
             let heartbeat = try await passion(server, ["describe", "passion.v1.Heartbeat"])
             #expect(heartbeat.stdout.contains("// The first heartbeat comes at once, after any catch-up"), "\(heartbeat.stdout)")
-            #expect(heartbeat.stdout.contains("  // The last event id sent on this stream"))
+            #expect(heartbeat.stdout.contains("  // Where to resume after a reconnect (after_event_id): the last event id sent on this stream,"))
             let service = try await passion(server, ["describe", "passion.v1.Diagnostics"])
             #expect(service.stdout.contains("""
                   rpc Echo(passion.v1.EchoRequest) returns (passion.v1.EchoResponse) {
