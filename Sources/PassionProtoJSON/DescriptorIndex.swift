@@ -27,6 +27,14 @@ public struct DescriptorIndex: Sendable {
         messages[name.hasPrefix(".") ? String(name.dropFirst()) : name]
     }
 
+    /// The key/value entry message when `field` is a map.
+    func mapEntry(of field: Google_Protobuf_FieldDescriptorProto) -> Google_Protobuf_DescriptorProto? {
+        guard field.type == .message, field.isRepeated, let entry = message(field.typeName), entry.options.mapEntry,
+            entry.field.count == 2
+        else { return nil }
+        return entry
+    }
+
     func enumeration(_ name: String) -> Google_Protobuf_EnumDescriptorProto? {
         enums[name.hasPrefix(".") ? String(name.dropFirst()) : name]
     }

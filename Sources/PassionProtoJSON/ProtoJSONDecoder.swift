@@ -65,7 +65,7 @@ public struct ProtoJSONDecoder: Sendable {
             let fieldPath = path.isEmpty ? field.name : path + "." + field.name
             let raws = fields[field.number] ?? []
             var text = ""
-            if let entry = mapEntry(field) {
+            if let entry = index.mapEntry(of: field) {
                 guard !raws.isEmpty || emitDefaults else { continue }
                 try map(raws, entry: entry, path: fieldPath, depth: depth, into: &text)
             } else if field.isRepeated {
@@ -94,13 +94,6 @@ public struct ProtoJSONDecoder: Sendable {
             members.append(Self.quoted(field.jsonKey) + ":" + text)
         }
         out += "{" + members.joined(separator: ",") + "}"
-    }
-
-    private func mapEntry(_ field: Google_Protobuf_FieldDescriptorProto) -> Google_Protobuf_DescriptorProto? {
-        guard field.type == .message, field.isRepeated, let entry = index.message(field.typeName), entry.options.mapEntry,
-            entry.field.count == 2
-        else { return nil }
-        return entry
     }
 
     private func map(
@@ -184,7 +177,7 @@ public struct ProtoJSONDecoder: Sendable {
     }
 
     private func defaultJSON(_ field: Google_Protobuf_FieldDescriptorProto) -> String? {
-        if mapEntry(field) != nil { return "{}" }
+        if index.mapEntry(of: field) != nil { return "{}" }
         if field.isRepeated { return "[]" }
         switch field.type {
         case .double, .float, .int32, .sint32, .sfixed32, .uint32, .fixed32: return "0"

@@ -52,7 +52,7 @@ public struct ProtoJSONEncoder: Sendable {
                 }
                 oneofs[field.oneofIndex] = field.name
             }
-            if let entry = mapEntry(field) {
+            if let entry = index.mapEntry(of: field) {
                 try map(member, field: field, entry: entry, path: fieldPath, into: &writer)
             } else if field.isRepeated {
                 guard case .array(let items) = member else {
@@ -65,13 +65,6 @@ public struct ProtoJSONEncoder: Sendable {
                 try singular(member, field: field, path: fieldPath, into: &writer)
             }
         }
-    }
-
-    private func mapEntry(_ field: Google_Protobuf_FieldDescriptorProto) -> Google_Protobuf_DescriptorProto? {
-        guard field.type == .message, field.isRepeated, let entry = index.message(field.typeName), entry.options.mapEntry,
-            entry.field.count == 2
-        else { return nil }
-        return entry
     }
 
     private func map(

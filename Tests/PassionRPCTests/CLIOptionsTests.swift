@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOPosix
 import PassionRPCServer
@@ -7,7 +10,7 @@ import PassionTestSupport
 import Testing
 
 /// The CLI's output, error and connection options, run as a process as users run it.
-@Suite("Command line: output and connection options")
+@Suite("Command line: output and connection options", .timeLimit(.minutes(2)))
 struct CLIOptionsTests {
     private func passion(_ server: TestServer, _ arguments: [String], ca: Bool = true) async throws -> Executables.Result {
         try await Executables.run(
@@ -82,55 +85,86 @@ struct CLIOptionsTests {
         try await silent.close()
     }
 
-    @Test("streamed responses reach a file as they arrive, not when the CLI exits")
+    @Test("streamed responses are written as they arrive, not when the CLI exits")
     func lineBuffered() async throws {
         try await TestServer.with { server in
-            let output = NSTemporaryDirectory() + "passion-watch-\(UUID().uuidString).out"
-            defer { try? FileManager.default.removeItem(atPath: output) }
+            let output = try LineFIFO()
+            defer {
+                output.close()
+                output.remove()
+            }
             let pid = try Subprocess.spawn(
                 Executables.path("passion"),
                 ["call", "Health/Watch", "--server", "127.0.0.1:\(server.port)", "--ca", server.certificates.caPath],
-                outputPath: output, errorPath: output + ".err")
+                outputPath: output.path, errorPath: output.path + ".err")
             defer { kill(pid, SIGKILL) }
-            var text = ""
-            for _ in 0..<600 where !text.contains("\n") {
-                text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            #expect(text.contains("SERVING"), "nothing written while the stream is open")
+            // Health/Watch never ends: a line read now was written while the stream is open.
+            #expect(try await output.readLine().contains("SERVING"))
         }
     }
 
     @Test("a bidirectional call from stdin sends each line as it is read: the answer comes before the next line")
     func interactiveStdin() async throws {
         try await TestServer.with { server in
-            let base = NSTemporaryDirectory() + "passion-fifo-\(UUID().uuidString)"
-            defer { for path in [base, base + ".out", base + ".err"] { try? FileManager.default.removeItem(atPath: path) } }
-            #expect(mkfifo(base, 0o600) == 0)
-            // Opened read-write first, so neither side blocks opening it (posix_spawn waits for
-            // the child's exec, and the child's open would wait for a writer); close-on-exec,
-            // so closing it is the child's end of input.
-            let fd = open(base, O_RDWR | O_CLOEXEC)
-            #expect(fd >= 0)
-            let input = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+            let input = try LineFIFO()
+            let output = try LineFIFO()
+            defer {
+                output.close()
+                input.remove()
+                output.remove()
+            }
             let pid = try Subprocess.spawn(
                 Executables.path("passion"),
                 ["call", "Diagnostics/EchoStream", "-d", "@-", "--server", "127.0.0.1:\(server.port)", "--ca", server.certificates.caPath],
-                inputPath: base, outputPath: base + ".out", errorPath: base + ".err")
-            input.write(Data(#"{"payload": "b25l"}"#.utf8 + [0x0a]))
-            var text = ""
-            for _ in 0..<600 where !text.contains("b25l") {
-                text = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            #expect(text == "{\"payload\":\"b25l\"}\n", "the first answer did not come while stdin stayed open")
-            input.write(Data(#"{"payload": "dHdv"}"#.utf8 + [0x0a]))
-            try input.close()
+                inputPath: input.path, outputPath: output.path, errorPath: output.path + ".err")
+            input.write(#"{"payload": "b25l"}"#)
+            // Stdin is still open: this answer can only come if the line was sent as read.
+            #expect(try await output.readLine() == #"{"payload":"b25l"}"#)
+            input.write(#"{"payload": "dHdv"}"#)
+            #expect(try await output.readLine() == #"{"payload":"dHdv"}"#)
+            input.close()
             let status = try await NIOThreadPool.singleton.runIfActive { try Subprocess.wait(pid) }
             #expect(status == 0)
-            let all = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
-            #expect(all == "{\"payload\":\"b25l\"}\n{\"payload\":\"dHdv\"}\n")
         }
+    }
+}
+
+/// A FIFO between the test and a child process, read line by line as the child writes (no
+/// polling). The test holds it open read-write, so neither side blocks opening it (posix_spawn
+/// waits for the child's exec); close-on-exec, so closing it is the child's end of input.
+final class LineFIFO: Sendable {
+    let path = NSTemporaryDirectory() + "passion-fifo-\(UUID().uuidString)"
+    private let descriptor: Int32
+
+    init() throws {
+        guard mkfifo(path, 0o600) == 0 else { throw POSIXError(.EIO) }
+        descriptor = open(path, O_RDWR | O_CLOEXEC)
+        guard descriptor >= 0 else { throw POSIXError(.EIO) }
+    }
+
+    func write(_ line: String) {
+        let bytes = Array((line + "\n").utf8)
+        _ = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+    }
+
+    /// The next line, read on a pool thread (the read blocks until the child writes it).
+    func readLine() async throws -> String {
+        let descriptor = self.descriptor
+        return try await NIOThreadPool.singleton.runIfActive {
+            var bytes: [UInt8] = []
+            var byte: UInt8 = 0
+            while read(descriptor, &byte, 1) == 1, byte != 0x0A { bytes.append(byte) }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+    }
+
+    func close() {
+        Glibc.close(descriptor)
+    }
+
+    func remove() {
+        try? FileManager.default.removeItem(atPath: path)
+        try? FileManager.default.removeItem(atPath: path + ".err")
     }
 }
 

@@ -29,7 +29,7 @@ extension ClientConnectionMachine {
 
     /// Puts a call on the wire, unless its head or message cannot be sent to this server.
     mutating func send(_ pending: PendingCall, _ actions: inout [ClientConnectionAction]) {
-        guard let writer = frameWriter, let settings else { return }
+        guard let writer, let settings else { return }
         // The CALL frame's header fields must fit in one frame of the server's size.
         let budget = min(settings.peer.maxMetadataSize, settings.peer.maxFrameSize - pending.head.method.utf8.count - 16)
         do {
@@ -68,7 +68,7 @@ extension ClientConnectionMachine {
     /// Queues one request message; returns the call id (the writer waits until its frames left),
     /// or nil when the call has ended or its request side is closed.
     mutating func writeMessage(_ handle: ClientCallHandle, _ message: ByteBuffer, compress: Bool) throws(RPCError) -> UInt32? {
-        guard let writer = frameWriter, let id = callID(of: handle), let call = calls[id], !call.requestClosed else { return nil }
+        guard let writer, let id = callID(of: handle), let call = calls[id], !call.requestClosed else { return nil }
         if let tooLarge = requestTooLarge(message) { throw tooLarge }
         queue.append(callID: id) { writer.writeMessage(callID: id, message: message, endStream: false, compress: compress, into: &$0) }
         return id
@@ -76,7 +76,7 @@ extension ClientConnectionMachine {
 
     /// Ends the request side (HALF_CLOSE).
     mutating func halfClose(_ handle: ClientCallHandle) {
-        guard let writer = frameWriter, let id = callID(of: handle), let call = calls[id], !call.requestClosed else { return }
+        guard let writer, let id = callID(of: handle), let call = calls[id], !call.requestClosed else { return }
         setRequestClosed(callID: id)
         queue.append(callID: id) { writer.writeHalfClose(callID: id, into: &$0) }
     }
@@ -86,7 +86,7 @@ extension ClientConnectionMachine {
         if removeWaiting(handle) { return [.failed(handle, error)] }
         guard let id = callID(of: handle), let call = calls[id] else { return [] }
         queue.discard(callID: id)
-        if let writer = frameWriter {
+        if let writer {
             queue.appendControl { writer.writeCancel(callID: id, reason: reason, text: "", into: &$0) }
         }
         var actions: [ClientConnectionAction] = []

@@ -57,7 +57,7 @@ struct ClientConnectionMachine {
     var nextCallID: UInt32 = 1
     private var pings: Set<UInt64> = []
     private var nextPingID: UInt64 = 1
-    private var writer: FrameWriter?
+    private(set) var writer: FrameWriter?
     private var windows = InboundWindows(initialWindow: 1024 * 1024)
     private var inbound = ByteBuffer()
     private var decoder: FrameDecoder
@@ -327,8 +327,6 @@ struct ClientConnectionMachine {
     }
 
     mutating func setRequestClosed(callID: UInt32) { calls[callID]?.requestClosed = true }
-
-    var frameWriter: FrameWriter? { writer }
 
     mutating func addPing() -> UInt64 {
         defer { nextPingID += 1 }
