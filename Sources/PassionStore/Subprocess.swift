@@ -10,6 +10,11 @@ import Glibc
 /// threads dispatch would use are all blocked (as they can be under a busy test run); waitpid
 /// needs no other thread. Output goes to a file, never a pipe: a postmaster started by pg_ctl
 /// inherits it and would hold a pipe open forever.
+///
+/// A child gets only its standard input, output and error. NIO opens its sockets without
+/// close-on-exec, so a child would otherwise hold a copy of every connection open at that moment
+/// and a connection the server closed stayed open for as long as the child lived (a postmaster
+/// for the server's lifetime): the peer never saw the close.
 public enum Subprocess {
     /// Runs `executable` and returns its exit status (128 + signal when killed).
     public static func run(_ executable: String, _ arguments: [String], outputPath: String) throws -> Int32 {
@@ -32,6 +37,7 @@ public enum Subprocess {
         } else {
             posix_spawn_file_actions_adddup2(&actions, 1, 2)
         }
+        closeInherited(&actions)
         // posix_spawn_file_actions_addchdir_np does not import: a shell changes directory and
         // execs, the arguments passed as arguments, never spliced into the script.
         let command = directory.map { ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", $0, executable] } ?? [executable]
@@ -56,6 +62,18 @@ public enum Subprocess {
             throw EmbeddedPostgresError("cannot run \(executable): \(String(cString: strerror(spawned)))")
         }
         return pid
+    }
+
+    /// glibc 2.34+ has `posix_spawn_file_actions_addclosefrom_np`, declared only under
+    /// _GNU_SOURCE, which Swift's Glibc module does not define: it is looked up by name.
+    private typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    private static let closeFrom: CloseFrom? = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np").map {
+        unsafeBitCast($0, to: CloseFrom.self)
+    }
+
+    private static func closeInherited(_ actions: inout posix_spawn_file_actions_t) {
+        guard let closeFrom else { return }  // an older libc: children inherit descriptors, as before
+        _ = closeFrom(&actions, 3)
     }
 
     /// Waits for a spawned process; its exit status (128 + signal when killed).

@@ -147,13 +147,21 @@ final class LineFIFO: Sendable {
         _ = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
     }
 
-    /// The next line, read on a pool thread (the read blocks until the child writes it).
-    func readLine() async throws -> String {
+    /// The next line, read on a pool thread (the read blocks until the child writes it). The
+    /// test holds a write end itself, so a child that died would never end the read: after
+    /// `limit` without a byte it throws instead of holding one of the pool's few threads forever.
+    func readLine(limit: Duration = .seconds(60)) async throws -> String {
         let descriptor = self.descriptor
+        let milliseconds = Int32(limit.components.seconds * 1000)
         return try await NIOThreadPool.singleton.runIfActive {
             var bytes: [UInt8] = []
             var byte: UInt8 = 0
-            while read(descriptor, &byte, 1) == 1, byte != 0x0A { bytes.append(byte) }
+            while true {
+                var ready = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+                guard poll(&ready, 1, milliseconds) == 1 else { throw POSIXError(.ETIMEDOUT) }
+                guard read(descriptor, &byte, 1) == 1, byte != 0x0A else { break }
+                bytes.append(byte)
+            }
             return String(decoding: bytes, as: UTF8.self)
         }
     }
