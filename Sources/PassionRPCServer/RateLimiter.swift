@@ -1,3 +1,4 @@
+import PassionWire
 import Synchronization
 
 /// Tokens per second and bucket size for one class of callers.
@@ -45,18 +46,20 @@ public final class PrincipalRateLimiter: Sendable {
             if buckets[key] == nil, buckets.count >= capacity {
                 // Buckets that refilled belong to callers that went quiet: forgetting them loses nothing.
                 let refillTime = Duration.milliseconds(Int(max(users.burst / users.perSecond, services.burst / services.perSecond) * 1000) + 1)
-                buckets = buckets.filter { $0.value.last.duration(to: now) < refillTime }
+                let instant = MonotonicInstant(now)
+                buckets = buckets.filter { $0.value.last.duration(to: instant) < refillTime }
                 if buckets.count >= capacity { buckets.removeAll() }
             }
-            var bucket = buckets[key] ?? TokenBucket(capacity: limit.burst, ratePerSecond: limit.perSecond, now: now)
+            let instant = MonotonicInstant(now)
+            var bucket = buckets[key] ?? TokenBucket(capacity: limit.burst, ratePerSecond: limit.perSecond, now: instant)
             defer { buckets[key] = bucket }
-            return bucket.take(Double(cost), now: now)
+            return bucket.take(Double(cost), now: instant)
         }
     }
 
     /// Tokens in `key`'s bucket now, without taking any.
     public func available(key: String, limit: RateLimit, now: ContinuousClock.Instant = .now) -> Double {
-        buckets.withLock { $0[key]?.available(now: now) ?? limit.burst }
+        buckets.withLock { $0[key]?.available(now: MonotonicInstant(now)) ?? limit.burst }
     }
 
     /// Admits a call of `method` by `principal` (anonymous callers are keyed by `peerHost`), or

@@ -23,7 +23,7 @@ enum ServerMachineFuzz {
         let budget = ServerMemoryBudget(limit: 8 * 1024 * 1024)
         var configuration = ServerConnectionConfiguration()
         configuration.maxBufferedRequestBytes = 4 * 1024 * 1024
-        let start = ContinuousClock.now
+        let start = MonotonicInstant.now
         var now = start
         var machine = ServerConnectionMachine(configuration: configuration, router: router, budget: budget, now: now)
         machine.start()
@@ -56,7 +56,7 @@ enum ServerMachineFuzz {
     }
 
     /// Plays the handler's part: every started call is authenticated and answered.
-    static func answer(_ actions: inout [ServerConnectionAction], _ machine: inout ServerConnectionMachine, now: ContinuousClock.Instant) {
+    static func answer(_ actions: inout [ServerConnectionAction], _ machine: inout ServerConnectionMachine, now: MonotonicInstant) {
         while !actions.isEmpty {
             let current = actions
             actions = []

@@ -29,9 +29,9 @@ struct ServerCallState {
     var responseClosed = false
     var headersSent = false
     /// When the server ends the call with DEADLINE_EXCEEDED.
-    var deadline: ContinuousClock.Instant?
+    var deadline: MonotonicInstant?
 
-    init(id: UInt32, kind: CallKind, deadline: ContinuousClock.Instant?) {
+    init(id: UInt32, kind: CallKind, deadline: MonotonicInstant?) {
         self.id = id
         self.kind = kind
         self.deadline = deadline
@@ -69,7 +69,7 @@ struct ServerCallStart {
     let id: UInt32
     let route: RPCRouter.Route
     let head: CallHead
-    let deadline: ContinuousClock.Instant?
+    let deadline: MonotonicInstant?
 }
 
 /// A handler's end, as its task reports it.

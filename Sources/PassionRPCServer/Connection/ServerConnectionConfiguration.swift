@@ -83,34 +83,34 @@ struct TokenBucket {
     let capacity: Double
     let ratePerSecond: Double
     private var tokens: Double
-    private(set) var last: ContinuousClock.Instant
+    private(set) var last: MonotonicInstant
 
-    init(capacity: Double, ratePerSecond: Double, now: ContinuousClock.Instant = .now) {
+    init(capacity: Double, ratePerSecond: Double, now: MonotonicInstant = .now) {
         self.capacity = capacity
         self.ratePerSecond = ratePerSecond
         self.tokens = capacity
         self.last = now
     }
 
-    init(capacity: Int, ratePerSecond: Double, now: ContinuousClock.Instant = .now) {
+    init(capacity: Int, ratePerSecond: Double, now: MonotonicInstant = .now) {
         self.init(capacity: Double(capacity), ratePerSecond: ratePerSecond, now: now)
     }
 
     /// Tokens in the bucket at `now`.
-    func available(now: ContinuousClock.Instant = .now) -> Double {
+    func available(now: MonotonicInstant = .now) -> Double {
         let elapsed = last.duration(to: now)
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         return min(capacity, tokens + max(0, seconds) * ratePerSecond)
     }
 
     /// Takes a token; false when the bucket is empty.
-    mutating func take(now: ContinuousClock.Instant = .now) -> Bool {
+    mutating func take(now: MonotonicInstant = .now) -> Bool {
         take(1, now: now) == nil
     }
 
     /// Takes `cost` tokens; nil when taken, otherwise the wait until they would be there (a cost
     /// above the capacity waits for a full bucket and is refused again: a misconfigured cost).
-    mutating func take(_ cost: Double, now: ContinuousClock.Instant = .now) -> Duration? {
+    mutating func take(_ cost: Double, now: MonotonicInstant = .now) -> Duration? {
         tokens = available(now: now)
         last = now
         guard tokens >= cost else {

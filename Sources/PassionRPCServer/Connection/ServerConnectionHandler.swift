@@ -21,7 +21,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var runtimes: [UInt32: ServerCallRuntime] = [:]
     private var writeWaiters = WriteWaiters()
     private var timer: Scheduled<Void>?
-    private var timerDeadline: ContinuousClock.Instant?
+    private var timerDeadline: MonotonicInstant?
     private var flushScheduled = false
     private var readPending = false
     private var started = false
@@ -175,7 +175,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             context?.close(promise: nil)
             return
         }
-        if machine.hasOutput { scheduleFlush() }
+        if inspect({ $0.hasOutput }) { scheduleFlush() }
         updateTimer()
     }
 
@@ -183,7 +183,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard let context, let executor else { return }
         let descriptor = start.route.descriptor
         let serverContext = ServerContext(
-            method: descriptor, requestMetadata: start.head.metadata, deadline: start.deadline, peer: peer,
+            method: descriptor, requestMetadata: start.head.metadata, deadline: start.deadline?.continuousInstant, peer: peer,
             peerCertificate: peerCertificate)
         let runtime = ServerCallRuntime(id: start.id, context: serverContext)
         let loop = context.eventLoop
@@ -284,15 +284,22 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// the keepalive one) keeps the armed timer: it fires early, finds nothing due, and re-arms,
     /// which costs far less than re-scheduling on every read.
     private func updateTimer() {
-        guard let context, let next = machine.nextDeadline else { return }
+        guard let context, let next = inspect({ $0.nextDeadline }) else { return }
         if let armed = timerDeadline, armed <= next { return }
         timer?.cancel()
         timerDeadline = next
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let delay = max(ContinuousClock.now.duration(to: next), .zero)
+        let delay = max(MonotonicInstant.now.duration(to: next), .zero)
         timer = context.eventLoop.scheduleTask(in: TimeAmount(delay)) {
             handler.value.timerFired()
         }
+    }
+
+    /// Reads the machine where it lives. A getter called on a struct stored in a class copies
+    /// the whole struct first (every reference in it retained and released): after every event,
+    /// that was about 4% of a call's server CPU.
+    private func inspect<Value>(_ read: (inout ServerConnectionMachine) -> Value) -> Value {
+        read(&machine)
     }
 
     private func timerFired() {

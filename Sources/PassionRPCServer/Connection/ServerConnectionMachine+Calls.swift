@@ -5,18 +5,19 @@ import PassionWire
 extension ServerConnectionMachine {
     /// The authenticator accepted the call: the window bytes it held go back to the client.
     mutating func authenticated(_ id: UInt32) -> [ServerConnectionAction] {
-        guard let call = calls[id], !call.authenticated else { return [] }
-        calls[id]?.authenticated = true
-        calls[id]?.heldWindowBytes = 0
-        returnWindow(id, bytes: call.heldWindowBytes)
+        guard let index = calls.index(forKey: id), !calls.values[index].authenticated else { return [] }
+        calls.values[index].authenticated = true
+        let held = calls.values[index].heldWindowBytes
+        calls.values[index].heldWindowBytes = 0
+        returnWindow(id, bytes: held)
         return []
     }
 
     /// The handler took a message of its request stream: `wireSize` bytes go back to the window,
     /// `size` bytes are no longer held.
     mutating func consumed(_ id: UInt32, wireSize: Int, size: Int) -> [ServerConnectionAction] {
-        guard calls[id] != nil else { return [] }
-        releaseRequestBytes(min(size, calls[id]?.bufferedBytes ?? 0), for: id)
+        guard let index = calls.index(forKey: id) else { return [] }
+        releaseRequestBytes(min(size, calls.values[index].bufferedBytes), for: id)
         returnWindow(id, bytes: wireSize)
         return []
     }
@@ -26,7 +27,9 @@ extension ServerConnectionMachine {
         _ id: UInt32, message: ByteBuffer, compress: Bool, initialMetadata: Metadata
     ) -> (ServerWriteResult, [ServerConnectionAction]) {
         var actions: [ServerConnectionAction] = []
-        guard let call = calls[id], call.handlerRunning, !call.responseClosed, phase != .closing, phase != .closed, let writer else {
+        guard let index = calls.index(forKey: id), calls.values[index].handlerRunning, !calls.values[index].responseClosed,
+            phase != .closing, phase != .closed, let writer
+        else {
             return (.ended(RPCError(code: .cancelled, message: "the call has ended")), actions)
         }
         if let refusal = refusal(for: message) { return (.ended(refusal), actions) }
@@ -40,13 +43,14 @@ extension ServerConnectionMachine {
     /// The handler returned: its status goes out (unless the call already ended), its request
     /// data is dropped, and its slot is free.
     mutating func handlerFinished(_ id: UInt32, _ outcome: ServerCallOutcome, now: Instant) -> [ServerConnectionAction] {
-        guard let call = calls[id], call.handlerRunning else { return [] }
+        guard let index = calls.index(forKey: id), calls.values[index].handlerRunning else { return [] }
         var actions: [ServerConnectionAction] = []
-        calls[id]?.handlerRunning = false
+        calls.values[index].handlerRunning = false
+        let responseClosed = calls.values[index].responseClosed
         maybeFinished.insert(id)
         runningHandlers -= 1
         releaseRequestBuffers(id)
-        if !call.responseClosed, phase != .closing, phase != .closed {
+        if !responseClosed, phase != .closing, phase != .closed {
             var status = outcome.error
             var message = outcome.message
             if let response = message, let refusal = refusal(for: response) {
@@ -87,21 +91,23 @@ extension ServerConnectionMachine {
     /// Ends a call with `error` (TRAILERS) and cancels its handler; its slot is freed when the
     /// handler returns.
     mutating func failCall(_ id: UInt32, _ error: RPCError, _ actions: inout [ServerConnectionAction]) {
-        guard let call = calls[id], !call.responseClosed else { return }
+        guard let index = calls.index(forKey: id), !calls.values[index].responseClosed else { return }
+        let handlerRunning = calls.values[index].handlerRunning
         sendTrailers(id, status: error, message: nil, outcome: nil)
         releaseRequestBuffers(id)
-        if call.handlerRunning { actions.append(.cancelCall(callID: id, error: error)) }
+        if handlerRunning { actions.append(.cancelCall(callID: id, error: error)) }
     }
 
     /// The call's deadline passed: DEADLINE_EXCEEDED now. A response still waiting for window or
     /// the socket is dropped for it: TRAILERS may end a call between the fragments of a message
     /// (WIRE.md 9), and a client that stopped reading must not keep it forever.
     mutating func deadlineExceeded(_ id: UInt32, _ actions: inout [ServerConnectionAction]) {
-        guard let call = calls[id] else { return }
-        calls[id]?.deadline = nil
+        guard let index = calls.index(forKey: id) else { return }
+        calls.values[index].deadline = nil
+        let responseClosed = calls.values[index].responseClosed
         callDeadlines[id] = nil
         let error = RPCError(code: .deadlineExceeded, message: "deadline exceeded")
-        if !call.responseClosed {
+        if !responseClosed {
             queue.discard(callID: id)
             failCall(id, error, &actions)
         } else if queue.hasPending(callID: id) {
@@ -136,16 +142,16 @@ extension ServerConnectionMachine {
     }
 
     private mutating func sendHeadersIfNeeded(_ id: UInt32, _ metadata: Metadata, _ writer: FrameWriter) {
-        guard calls[id]?.headersSent == false else { return }
-        calls[id]?.headersSent = true
+        guard let index = calls.index(forKey: id), !calls.values[index].headersSent else { return }
+        calls.values[index].headersSent = true
         let initial = metadata.sanitized(limit: metadataBudget)
         guard !initial.isEmpty else { return }
         queue.append(callID: id) { writer.writeHeaders(callID: id, metadata: initial, into: &$0) }
     }
 
     private mutating func sendTrailers(_ id: UInt32, status: RPCError?, message: ByteBuffer?, outcome: ServerCallOutcome?) {
-        guard let writer, calls[id]?.responseClosed == false else { return }
-        calls[id]?.responseClosed = true
+        guard let writer, let index = calls.index(forKey: id), !calls.values[index].responseClosed else { return }
+        calls.values[index].responseClosed = true
         maybeFinished.insert(id)
         sendHeadersIfNeeded(id, outcome?.initialMetadata ?? Metadata(), writer)
         var head = status?.trailersHead() ?? TrailersHead(status: 0)

@@ -11,7 +11,9 @@ extension ServerConnectionMachine {
             guard let id = try liveCall(frame.callID) else { return }
             try windows.received(callID: id, bytes: frame.payload.readableBytes)
             try receiveMessageBytes(frame.payload, flags: frame.flags, id: id, wireSize: frame.payload.readableBytes, &actions)
-            if frame.flags.contains(.endStream), !frame.flags.contains(.more), calls[id]?.responseClosed == false {
+            if frame.flags.contains(.endStream), !frame.flags.contains(.more), let index = calls.index(forKey: id),
+                !calls.values[index].responseClosed
+            {
                 try closeRequest(id, &actions)
             }
         case .halfClose:
@@ -69,7 +71,7 @@ extension ServerConnectionMachine {
         guard id != 0, id <= highestCallID else {
             throw WireError(.unexpectedFrame, "frame for call \(id), which was never started")
         }
-        guard let call = calls[id], !call.responseClosed else { return nil }
+        guard let index = calls.index(forKey: id), !calls.values[index].responseClosed else { return nil }
         return id
     }
 
@@ -114,7 +116,7 @@ extension ServerConnectionMachine {
             }
             try receiveMessageBytes(payload, flags: frame.flags, id: id, wireSize: 0, &actions)
         }
-        if frame.flags.contains(.endStream), calls[id]?.responseClosed == false {
+        if frame.flags.contains(.endStream), let index = calls.index(forKey: id), !calls.values[index].responseClosed {
             try closeRequest(id, &actions)
         }
     }
@@ -123,72 +125,75 @@ extension ServerConnectionMachine {
     private mutating func receiveMessageBytes(
         _ bytes: ByteBuffer, flags: FrameFlags, id: UInt32, wireSize: Int, _ actions: inout [ServerConnectionAction]
     ) throws {
-        guard var call = calls[id], let settings else { return }
-        guard !call.requestClosed else { throw WireError(.unexpectedFrame, "message after the end of call \(id)'s request") }
+        // The call is changed where it lives (`calls.values[index]`): a copy would share the
+        // assembler's fragment buffer, and appending to a shared buffer copies all of it.
+        guard let settings, let index = calls.index(forKey: id) else { return }
+        guard !calls.values[index].requestClosed else {
+            throw WireError(.unexpectedFrame, "message after the end of call \(id)'s request")
+        }
+        let kind = calls.values[index].kind
         let assembled: ByteBuffer?
         do {
-            assembled = try call.assembler.append(bytes, flags: flags, settings: settings, inflater: inflater, allocator: ByteBufferAllocator())
+            assembled = try calls.values[index].assembler.append(
+                bytes, flags: flags, settings: settings, inflater: inflater, allocator: ByteBufferAllocator())
         } catch let error as WireError where !error.isConnectionError {
-            calls[id] = call
             let code: StatusCode = error.kind == .messageTooLarge ? .resourceExhausted : .internal
             failCall(id, RPCError(code: code, message: error.message), &actions)
             return
         }
-        calls[id] = call
         guard let message = assembled else {
             // A fragment: held in the assembler; its window bytes go back at once (once the call
             // is authenticated), so a message larger than the window can arrive.
-            calls[id]?.assemblingBytes += bytes.readableBytes
+            calls.values[index].assemblingBytes += bytes.readableBytes
             assemblingCalls.insert(id)
             try hold(requestBytes: bytes.readableBytes, for: id, &actions)
             returnWindow(id, bytes: wireSize)
             return
         }
         // The fragments' bytes leave the assembler; the message is held until taken.
-        releaseRequestBytes(calls[id]?.assemblingBytes ?? 0, for: id)
-        calls[id]?.assemblingBytes = 0
+        releaseRequestBytes(calls.values[index].assemblingBytes, for: id)
+        calls.values[index].assemblingBytes = 0
         assemblingCalls.remove(id)
         try hold(requestBytes: message.readableBytes, for: id, &actions)
-        guard calls[id]?.responseClosed == false else { return }
-        if call.kind.isSingleRequest {
+        guard !calls.values[index].responseClosed else { return }
+        if kind.isSingleRequest {
             returnWindow(id, bytes: wireSize)
-            calls[id]?.requestMessages += 1
-            guard calls[id]?.requestMessages == 1 else {
-                failCall(id, RPCError(code: .unimplemented, message: "\(id): a \(call.kind.rawValue) call takes exactly one request message"), &actions)
+            calls.values[index].requestMessages += 1
+            guard calls.values[index].requestMessages == 1 else {
+                failCall(id, RPCError(code: .unimplemented, message: "\(id): a \(kind.rawValue) call takes exactly one request message"), &actions)
                 return
             }
-            calls[id]?.singleRequest = message
+            calls.values[index].singleRequest = message
         } else {
             actions.append(.yieldRequest(callID: id, message: InboundMessage(bytes: message, wireSize: wireSize)))
         }
     }
 
     private mutating func closeRequest(_ id: UInt32, _ actions: inout [ServerConnectionAction]) throws {
-        guard var call = calls[id] else { return }
-        guard !call.requestClosed else { throw WireError(.unexpectedFrame, "call \(id) half-closed twice") }
-        guard !call.assembler.isAssembling else {
+        guard let index = calls.index(forKey: id) else { return }
+        guard !calls.values[index].requestClosed else { throw WireError(.unexpectedFrame, "call \(id) half-closed twice") }
+        guard !calls.values[index].assembler.isAssembling else {
             throw WireError(.unexpectedFrame, "call \(id) half-closed inside a fragmented message")
         }
-        call.requestClosed = true
-        calls[id] = call
-        guard call.kind.isSingleRequest else {
+        calls.values[index].requestClosed = true
+        let kind = calls.values[index].kind
+        guard kind.isSingleRequest else {
             actions.append(.finishRequests(callID: id, error: nil))
             return
         }
-        guard let request = call.singleRequest else {
-            failCall(id, RPCError(code: .unimplemented, message: "a \(call.kind.rawValue) call takes exactly one request message"), &actions)
+        guard let request = calls.values[index].singleRequest.take() else {
+            failCall(id, RPCError(code: .unimplemented, message: "a \(kind.rawValue) call takes exactly one request message"), &actions)
             return
         }
-        calls[id]?.singleRequest = nil
         actions.append(.deliverRequest(callID: id, message: request))
     }
 
     /// Returns consumed bytes to the client's window: now for an authenticated call, after
     /// authentication otherwise.
     mutating func returnWindow(_ id: UInt32, bytes: Int) {
-        guard bytes > 0, let call = calls[id] else { return }
-        guard call.authenticated else {
-            calls[id]?.heldWindowBytes += bytes
+        guard bytes > 0, let index = calls.index(forKey: id) else { return }
+        guard calls.values[index].authenticated else {
+            calls.values[index].heldWindowBytes += bytes
             return
         }
         guard let increment = windows.consumed(callID: id, bytes: bytes) else { return }
@@ -201,7 +206,7 @@ extension ServerConnectionMachine {
     /// down, past the server's budget the call ends RESOURCE_EXHAUSTED.
     private mutating func hold(requestBytes bytes: Int, for id: UInt32, _ actions: inout [ServerConnectionAction]) throws {
         guard bytes > 0 else { return }
-        calls[id]?.bufferedBytes += bytes
+        if let index = calls.index(forKey: id) { calls.values[index].bufferedBytes += bytes }
         bufferedRequestBytes += bytes
         guard bufferedRequestBytes <= configuration.maxBufferedRequestBytes else {
             throw WireError(.enhanceYourCalm, "more than \(configuration.maxBufferedRequestBytes) bytes of requests held for one connection")
@@ -218,7 +223,7 @@ extension ServerConnectionMachine {
 
     mutating func releaseRequestBytes(_ bytes: Int, for id: UInt32, reserved: Bool = true) {
         guard bytes > 0 else { return }
-        calls[id]?.bufferedBytes -= bytes
+        if let index = calls.index(forKey: id) { calls.values[index].bufferedBytes -= bytes }
         bufferedRequestBytes -= bytes
         if reserved, let budget {
             budget.release(bytes)
@@ -228,11 +233,11 @@ extension ServerConnectionMachine {
 
     /// Drops whatever request data a call holds (it ended).
     mutating func releaseRequestBuffers(_ id: UInt32) {
-        guard let call = calls[id] else { return }
-        releaseRequestBytes(call.bufferedBytes, for: id)
-        calls[id]?.assemblingBytes = 0
+        guard let index = calls.index(forKey: id) else { return }
+        releaseRequestBytes(calls.values[index].bufferedBytes, for: id)
+        calls.values[index].assemblingBytes = 0
         assemblingCalls.remove(id)
-        calls[id]?.assembler = MessageAssembler()
-        calls[id]?.singleRequest = nil
+        calls.values[index].assembler = MessageAssembler()
+        calls.values[index].singleRequest = nil
     }
 }

@@ -14,7 +14,7 @@ import PassionWire
 ///   count): that call ends with a status, the connection serves on;
 /// - frames for calls that already ended (a CANCEL racing a response): ignored.
 struct ServerConnectionMachine {
-    typealias Instant = ContinuousClock.Instant
+    typealias Instant = MonotonicInstant
 
     enum Phase: Equatable {
         case awaitingPreface
@@ -194,13 +194,13 @@ struct ServerConnectionMachine {
     mutating func releaseFinishedCalls(now: Instant, _ actions: inout [ServerConnectionAction]) {
         let candidates = maybeFinished
         for id in candidates {
-            guard let call = calls[id] else {
+            guard let index = calls.index(forKey: id) else {
                 maybeFinished.remove(id)
                 continue
             }
-            guard call.isFinished, !queue.hasPending(callID: id) else { continue }
+            guard calls.values[index].isFinished, !queue.hasPending(callID: id) else { continue }
             maybeFinished.remove(id)
-            calls[id] = nil
+            calls.remove(at: index)
             callDeadlines[id] = nil
             assemblingCalls.remove(id)
             windows.forget(callID: id)

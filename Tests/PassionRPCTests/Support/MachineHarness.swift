@@ -12,7 +12,7 @@ struct MachineHarness {
     static let bidi = MethodDescriptor(service: "t.T", method: "Bidi", kind: .bidirectional)
 
     var machine: ServerConnectionMachine
-    var now: ContinuousClock.Instant
+    var now: MonotonicInstant
     /// The client's settings (its HELLO); what the server must respect.
     var client: ConnectionSettings
 
