@@ -28,9 +28,24 @@ public struct ProtoJSONDecoder: Sendable {
         case varint(UInt64), fixed64(UInt64), fixed32(UInt32), bytes(ArraySlice<UInt8>)
     }
 
-    static func read(_ bytes: ArraySlice<UInt8>, path: String) throws(ProtoJSONError) -> [Int32: [Raw]] {
+    /// A message's fields as read: each number's occurrences in wire order, and where each number
+    /// was seen last (of a oneof's members, the one set last is the one that holds).
+    struct Fields {
+        var occurrences: [Int32: [Raw]] = [:]
+        var lastSeen: [Int32: Int] = [:]
+
+        subscript(number: Int32) -> [Raw]? { occurrences[number] }
+
+        /// Of `numbers` (a oneof's members), the one seen last on the wire, if any was.
+        func setLast(of numbers: [Int32]) -> Int32? {
+            numbers.compactMap { number in lastSeen[number].map { (number, $0) } }.max { $0.1 < $1.1 }?.0
+        }
+    }
+
+    static func read(_ bytes: ArraySlice<UInt8>, path: String) throws(ProtoJSONError) -> Fields {
         var reader = WireReader(bytes: bytes)
-        var fields: [Int32: [Raw]] = [:]
+        var fields = Fields()
+        var position = 0
         while !reader.isAtEnd {
             guard let key = reader.varint(), let number = Int32(exactly: key >> 3), number > 0 else { throw malformed(path) }
             let raw: Raw
@@ -41,7 +56,9 @@ public struct ProtoJSONDecoder: Sendable {
             case 5: guard let value = reader.fixed32() else { throw malformed(path) }; raw = .fixed32(value)
             default: throw malformed(path)
             }
-            fields[number, default: []].append(raw)
+            fields.occurrences[number, default: []].append(raw)
+            fields.lastSeen[number] = position
+            position += 1
         }
         return fields
     }
@@ -60,8 +77,13 @@ public struct ProtoJSONDecoder: Sendable {
             throw ProtoJSONError(path: path, problem: "unknown message type \(typeName)")
         }
         let fields = try Self.read(bytes, path: path)
+        // Protobuf keeps the oneof member set last; the members set before it are not printed.
+        var oneofMembers: [Int32: [Int32]] = [:]
+        for field in descriptor.field where field.isInOneof { oneofMembers[field.oneofIndex, default: []].append(field.number) }
+        let oneofHolders = oneofMembers.compactMapValues { fields.setLast(of: $0) }
         var members: [String] = []
         for field in descriptor.field.sorted(by: { $0.number < $1.number }) {
+            if field.isInOneof, let holder = oneofHolders[field.oneofIndex], holder != field.number { continue }
             let fieldPath = path.isEmpty ? field.name : path + "." + field.name
             let raws = fields[field.number] ?? []
             var text = ""
@@ -99,7 +121,7 @@ public struct ProtoJSONDecoder: Sendable {
     private func map(
         _ raws: [Raw], entry: Google_Protobuf_DescriptorProto, path: String, depth: Int, into out: inout String
     ) throws(ProtoJSONError) {
-        var members: [String] = []
+        var members = JSONMembers()
         for raw in raws {
             guard case .bytes(let body) = raw else { throw Self.malformed(path) }
             let fields = try Self.read(body, path: path)
@@ -116,9 +138,9 @@ public struct ProtoJSONDecoder: Sendable {
             } else {
                 value = defaultJSON(entry.field[1]) ?? "{}"
             }
-            members.append(key + ":" + value)
+            members.set(key, value)
         }
-        out += "{" + members.joined(separator: ",") + "}"
+        out += members.object
     }
 
     /// Repeated numbers may come packed (one length-delimited run) or one by one.
@@ -247,5 +269,21 @@ struct WireReader {
         let start = position
         position += Int(length)
         return bytes[start..<position]
+    }
+}
+
+/// A JSON object's members in the order their keys first came. A map entry whose key came before
+/// replaces the earlier value, as protobuf parsers do, rather than repeating a key in the JSON.
+struct JSONMembers {
+    private var keys: [String] = []
+    private var values: [String: String] = [:]
+
+    /// `key` is already quoted JSON text.
+    mutating func set(_ key: String, _ value: String) {
+        if values.updateValue(value, forKey: key) == nil { keys.append(key) }
+    }
+
+    var object: String {
+        "{" + keys.map { $0 + ":" + (values[$0] ?? "null") }.joined(separator: ",") + "}"
     }
 }

@@ -40,7 +40,7 @@ extension ProtoJSONDecoder {
             }
             out += Self.quoted(paths.joined(separator: ","))
         case .structure:
-            var members: [String] = []
+            var members = JSONMembers()
             for raw in fields[1] ?? [] {
                 guard case .bytes(let entry) = raw else { throw Self.malformed(path) }
                 let entryFields = try Self.read(entry, path: path)
@@ -50,20 +50,22 @@ extension ProtoJSONDecoder {
                     value = ""
                     try wellKnown(.value, body, path: "\(path).\(key)", depth: depth + 1, into: &value)
                 }
-                members.append(Self.quoted(key) + ":" + value)
+                members.set(Self.quoted(key), value)
             }
-            out += "{" + members.joined(separator: ",") + "}"
+            out += members.object
         case .value:
-            // A oneof: whichever kind is present.
-            if case .fixed64(let bits)? = fields[2]?.last {
+            // A oneof: the kind set last on the wire holds (1 null, 2 number, 3 string, 4 bool,
+            // 5 struct, 6 list).
+            let kind = fields.setLast(of: [1, 2, 3, 4, 5, 6])
+            if kind == 2, case .fixed64(let bits)? = fields[2]?.last {
                 out += Self.number(Double(bitPattern: bits))
-            } else if let raw = fields[3]?.last {
+            } else if kind == 3, let raw = fields[3]?.last {
                 out += Self.quoted(try text(raw))
-            } else if case .varint(let flag)? = fields[4]?.last {
+            } else if kind == 4, case .varint(let flag)? = fields[4]?.last {
                 out += flag == 0 ? "false" : "true"
-            } else if case .bytes(let body)? = fields[5]?.last {
+            } else if kind == 5, case .bytes(let body)? = fields[5]?.last {
                 try wellKnown(.structure, body, path: path, depth: depth + 1, into: &out)
-            } else if case .bytes(let body)? = fields[6]?.last {
+            } else if kind == 6, case .bytes(let body)? = fields[6]?.last {
                 try wellKnown(.listValue, body, path: path, depth: depth + 1, into: &out)
             } else {
                 out += "null"

@@ -116,6 +116,36 @@ struct ProtoJSONTests {
         #expect(json.contains(#""totalXp":"5""#) && json.contains(#""level":3"#))
     }
 
+    @Test("a oneof whose members both come on the wire prints only the one set last, as protobuf parsers keep it")
+    func oneofLastWins() throws {
+        let heartbeat = try SubscribeResponse.with { $0.heartbeat.lastEventID = 7 }.serializedBytes() as [UInt8]
+        let event = try SubscribeResponse.with { $0.event.id = 9 }.serializedBytes() as [UInt8]
+        for bytes in [heartbeat + event, event + heartbeat] {
+            let json = try Self.decoder.decode(bytes, as: "passion.v1.SubscribeResponse")
+            #expect(json == (try SubscribeResponse(serializedBytes: bytes).jsonString()), "\(json)")
+        }
+        #expect(try Self.decoder.decode(heartbeat + event, as: "passion.v1.SubscribeResponse").contains(#""event""#))
+        #expect(try !Self.decoder.decode(heartbeat + event, as: "passion.v1.SubscribeResponse").contains(#""heartbeat""#))
+        // google.protobuf.Value is a oneof too: a string then a number is the number.
+        let value: [UInt8] = [0x1A, 0x01, 0x61] + [0x11] + Array(repeating: 0, count: 6) + [0xF0, 0x3F]  // string_value "a", number_value 1.0
+        #expect(try Self.decoder.decode(value, as: "google.protobuf.Value") == "1")
+    }
+
+    @Test("a map key that comes twice on the wire is printed once, with the last value, never as a repeated JSON key")
+    func mapKeyLastWins() throws {
+        let first = try FailRequest.with { $0.fields = ["a": "1", "b": "2"] }.serializedBytes() as [UInt8]
+        let second = try FailRequest.with { $0.fields = ["a": "3"] }.serializedBytes() as [UInt8]
+        let json = try Self.decoder.decode(first + second, as: "passion.v1.FailRequest")
+        let parsed = try FailRequest(jsonString: json)
+        #expect(parsed == (try FailRequest(serializedBytes: first + second)), "\(json)")
+        #expect(parsed.fields == ["a": "3", "b": "2"])
+        #expect(json.components(separatedBy: #""a":"#).count == 2, "\(json)")
+        // google.protobuf.Struct's fields are a map as well.
+        let structure = try Google_Protobuf_Struct(fields: ["k": .init(stringValue: "old")]).serializedBytes() as [UInt8]
+            + (try Google_Protobuf_Struct(fields: ["k": .init(stringValue: "new")]).serializedBytes() as [UInt8])
+        #expect(try Self.decoder.decode(structure, as: "google.protobuf.Struct") == #"{"k":"new"}"#)
+    }
+
     static func varint(_ value: Int) -> [UInt8] {
         var bytes: [UInt8] = []
         var rest = UInt64(value)
