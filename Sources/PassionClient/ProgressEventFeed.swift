@@ -30,52 +30,129 @@ extension PassionAPI.Progress.Client {
     /// request, or a resume point the server no longer keeps (OUT_OF_RANGE `RESUME_TOO_OLD`:
     /// read `GetProgress` and start a new feed).
     ///
+    /// The feed reads from the server only when its consumer asks for the next update, so a slow
+    /// consumer holds the server back through flow control instead of piling events up in memory.
+    ///
     /// `request.afterEventID` is where the first subscription starts (0: live events only).
     public func events(
         _ request: SubscribeRequest = SubscribeRequest(), options: CallOptions = .defaults,
         reconnect: FeedReconnectPolicy = FeedReconnectPolicy()
-    ) -> AsyncThrowingStream<ProgressFeedUpdate, any Error> {
-        let (stream, continuation) = AsyncThrowingStream.makeStream(of: ProgressFeedUpdate.self)
-        let feed = Task {
-            var state = ProgressFeedState(after: request.afterEventID)
-            var failures = 0
-            while !Task.isCancelled {
-                do {
-                    var subscription = request
-                    subscription.afterEventID = state.after
-                    for try await response in try await subscribe(subscription, options: options) {
-                        for update in state.receive(response) {
-                            if case .live = update { failures = 0 }
-                            continuation.yield(update)
-                        }
-                    }
+    ) -> ProgressEventFeed {
+        ProgressEventFeed(client: self, request: request, options: options, reconnect: reconnect)
+    }
+}
+
+/// The updates of `Progress.Client.events`: each iteration runs its own subscription.
+public struct ProgressEventFeed: AsyncSequence, Sendable {
+    public typealias Element = ProgressFeedUpdate
+
+    let client: PassionAPI.Progress.Client
+    let request: SubscribeRequest
+    let options: CallOptions
+    let reconnect: FeedReconnectPolicy
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        let client = self.client
+        let options = self.options
+        return AsyncIterator(driver: FeedDriver(request: request, reconnect: reconnect) { subscription in
+            try await client.subscribe(subscription, options: options)
+        })
+    }
+
+    /// Pulls the next update, subscribing again after a break.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var driver: FeedDriver<ResponseStream<SubscribeResponse>>
+
+        public mutating func next() async throws -> ProgressFeedUpdate? {
+            try await driver.next()
+        }
+    }
+}
+
+/// The feed's loop apart from the transport, which a test replaces with a scripted source: it
+/// subscribes on demand, turns responses into updates and reconnects after a backoff.
+struct FeedDriver<Responses: AsyncSequence> where Responses.Element == SubscribeResponse {
+    private let subscribe: (SubscribeRequest) async throws -> Responses
+    private let request: SubscribeRequest
+    private let reconnect: FeedReconnectPolicy
+    private let sleep: (Duration) async throws -> Void
+    private var state: ProgressFeedState
+    private var responses: Responses.AsyncIterator?
+    /// Updates from one response not yet handed out (at most a few).
+    private var pending: [ProgressFeedUpdate] = []
+    private var failures = 0
+    /// The wait before the next subscription, after a break was reported.
+    private var backoff: Duration?
+    private var finished = false
+
+    init(
+        request: SubscribeRequest, reconnect: FeedReconnectPolicy,
+        sleep: @escaping (Duration) async throws -> Void = { try await Task.sleep(for: $0) },
+        subscribe: @escaping (SubscribeRequest) async throws -> Responses
+    ) {
+        self.request = request
+        self.reconnect = reconnect
+        self.sleep = sleep
+        self.subscribe = subscribe
+        self.state = ProgressFeedState(after: request.afterEventID)
+    }
+
+    mutating func next() async throws -> ProgressFeedUpdate? {
+        while true {
+            if !pending.isEmpty { return pending.removeFirst() }
+            guard !finished else { return nil }
+            do {
+                if let delay = backoff {
+                    backoff = nil
+                    try await sleep(delay)
+                }
+                var iterator = try await openedResponses()
+                // Taken out while waiting: a failure drops it, which cancels that subscription.
+                responses = nil
+                guard let response = try await iterator.next() else {
                     // A server never ends Subscribe with OK; treat it as a break.
                     throw RPCError(code: .unavailable, message: "the event stream ended")
-                } catch {
-                    if Task.isCancelled { break }
-                    // Anything but a status (a response that does not decode) would fail again.
-                    guard let rpcError = error as? RPCError else {
-                        continuation.finish(throwing: error)
-                        return
-                    }
-                    failures += 1
-                    guard ProgressFeedState.isRetryable(rpcError), reconnect.maxAttempts.map({ failures <= $0 }) ?? true else {
-                        continuation.finish(throwing: rpcError)
-                        return
-                    }
-                    state.interrupted()
-                    continuation.yield(.interrupted(rpcError))
-                    do {
-                        try await Task.sleep(for: reconnect.backoff.delay(attempt: failures - 1))
-                    } catch {
-                        break
-                    }
                 }
+                responses = iterator
+                for update in state.receive(response) {
+                    if case .live = update { failures = 0 }
+                    pending.append(update)
+                }
+            } catch {
+                if let interruption = try interrupted(by: error) { return interruption }
+                return nil
             }
-            continuation.finish()
         }
-        continuation.onTermination = { _ in feed.cancel() }
-        return stream
+    }
+
+    private mutating func openedResponses() async throws -> Responses.AsyncIterator {
+        if let responses { return responses }
+        var subscription = request
+        subscription.afterEventID = state.after
+        return try await subscribe(subscription).makeAsyncIterator()
+    }
+
+    /// A subscription failed: `.interrupted` when it will be retried, nil when the consumer was
+    /// cancelled; otherwise the feed ends with the error.
+    private mutating func interrupted(by error: any Error) throws -> ProgressFeedUpdate? {
+        responses = nil
+        guard !Task.isCancelled else {
+            finished = true
+            return nil
+        }
+        // Anything but a status (a response that does not decode) would fail again.
+        guard let rpcError = error as? RPCError else {
+            finished = true
+            throw error
+        }
+        failures += 1
+        guard ProgressFeedState.isRetryable(rpcError), reconnect.maxAttempts.map({ failures <= $0 }) ?? true else {
+            finished = true
+            throw rpcError
+        }
+        state.interrupted()
+        backoff = reconnect.backoff.delay(attempt: failures - 1)
+        return .interrupted(rpcError)
     }
 }
 

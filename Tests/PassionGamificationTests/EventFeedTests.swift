@@ -80,7 +80,7 @@ struct EventFeedTests {
 
     /// Reads the feed until `done` says so, returning every update seen.
     static func read(
-        _ iterator: inout AsyncThrowingStream<ProgressFeedUpdate, any Error>.AsyncIterator,
+        _ iterator: inout ProgressEventFeed.AsyncIterator,
         until done: (ProgressFeedUpdate) -> Bool
     ) async throws -> [ProgressFeedUpdate] {
         var updates: [ProgressFeedUpdate] = []
