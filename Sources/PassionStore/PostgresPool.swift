@@ -48,10 +48,24 @@ public final class PostgresPool: Sendable {
     private struct State {
         var idle: [PostgresConnection] = []
         var open = 0
-        var waiters: [(id: Int, continuation: CheckedContinuation<PostgresConnection?, any Error>)] = []
+        var waiters: [Waiter] = []
         var nextWaiter = 0
+        /// A sweeper task runs (while anyone waits).
+        var sweeping = false
         var closed = false
     }
+
+    /// A caller waiting for a connection: resumed with one (nil: a broken connection's slot to
+    /// connect in), or failed at its deadline by the sweeper.
+    private struct Waiter {
+        let id: Int
+        let deadline: ContinuousClock.Instant
+        let continuation: CheckedContinuation<PostgresConnection?, any Error>
+    }
+
+    /// The longest a waiter whose deadline comes before every other waiter's can wait past it:
+    /// the sweeper sleeps until the earliest deadline it knows, but never longer than this.
+    static let sweepInterval = Duration.milliseconds(20)
 
     public init(configuration: PoolConfiguration) {
         self.configuration = configuration
@@ -230,18 +244,16 @@ public final class PostgresPool: Sendable {
         case .connect:
             return try await openConnection(on: loop)
         case .wait(let id):
-            let timeout = Task {
-                try await Task.sleep(until: limit)
-                self.expire(waiter: id)
-            }
-            defer { timeout.cancel() }
             let connection = try await withCheckedThrowingContinuation { continuation in
-                let closed = state.withLock { state -> Bool in
-                    if state.closed { return true }
-                    state.waiters.append((id, continuation))
-                    return false
+                let (closed, startSweeper) = state.withLock { state -> (Bool, Bool) in
+                    if state.closed { return (true, false) }
+                    state.waiters.append(Waiter(id: id, deadline: limit, continuation: continuation))
+                    guard !state.sweeping else { return (false, false) }
+                    state.sweeping = true
+                    return (false, true)
                 }
                 if closed { continuation.resume(throwing: RPCError(code: .unavailable, message: "database pool closed")) }
+                if startSweeper { Task { await self.sweep() } }
             }
             guard let connection else {
                 // A broken connection's slot was handed over: open a new one in it.
@@ -266,15 +278,38 @@ public final class PostgresPool: Sendable {
         }
     }
 
-    private func expire(waiter id: Int) {
-        let continuation = state.withLock { state -> CheckedContinuation<PostgresConnection?, any Error>? in
-            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
-            return state.waiters.remove(at: index).continuation
+    /// Fails the waiters whose deadline passed. One task for the whole pool, running while anyone
+    /// waits: a task and a timer per waiting call cost, under load, a task, a timer and thread
+    /// switches on the global executor for every call that found the pool busy.
+    private func sweep() async {
+        while true {
+            let now = ContinuousClock.now
+            let (expired, earliest) = state.withLock { state -> ([Waiter], ContinuousClock.Instant?) in
+                var expired: [Waiter] = []
+                state.waiters.removeAll { waiter in
+                    guard waiter.deadline <= now else { return false }
+                    expired.append(waiter)
+                    return true
+                }
+                guard let earliest = state.waiters.lazy.map(\.deadline).min() else {
+                    state.sweeping = false
+                    return (expired, nil)
+                }
+                return (expired, earliest)
+            }
+            for waiter in expired {
+                waiter.continuation.resume(throwing: RPCError(
+                    code: .resourceExhausted, message: "all \(configuration.size) database connections are busy",
+                    details: ErrorDetails(reason: "POOL_EXHAUSTED", fields: ["retry-after-ms": "100"])))
+            }
+            guard let earliest else { return }
+            // A waiter with an earlier deadline may come meanwhile.
+            try? await Task.sleep(until: min(earliest, .now + Self.sweepInterval))
         }
-        continuation?.resume(throwing: RPCError(
-            code: .resourceExhausted, message: "all \(configuration.size) database connections are busy",
-            details: ErrorDetails(reason: "POOL_EXHAUSTED", fields: ["retry-after-ms": "100"])))
     }
+
+    /// Callers waiting for a connection now.
+    public var waitingCallers: Int { state.withLock { $0.waiters.count } }
 
     private func release(_ connection: PostgresConnection, healthy: Bool) {
         let usable = healthy && connection.isHealthy

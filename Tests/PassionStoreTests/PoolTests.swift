@@ -229,23 +229,76 @@ struct PoolTests {
         #expect(try await pool.withConnection { try await $0.query("SELECT 1 AS one").count } == 1)
     }
 
-    @Test("an exhausted pool makes callers wait up to the bound, then RESOURCE_EXHAUSTED")
-    func exhaustion() async throws {
+    /// Holds every connection of `pool` until `release` is called.
+    final class Holders: Sendable {
+        final class Count: Sendable {
+            let value = Mutex(0)
+        }
+
+        private let gate = AsyncStream.makeStream(of: Void.self)
+        private let tasks: [Task<Void, any Error>]
+        private let holding = Count()
+
+        init(_ pool: PostgresPool, count: Int) {
+            let (gate, holding) = (self.gate.stream, self.holding)
+            tasks = (0..<count).map { _ in
+                Task {
+                    try await pool.withConnection { _ in
+                        holding.value.withLock { $0 += 1 }
+                        for await _ in gate {}
+                    }
+                }
+            }
+        }
+
+        /// Connections held so far.
+        var held: Int { holding.value.withLock { $0 } }
+
+        func release() async throws {
+            gate.continuation.finish()
+            for task in tasks { try await task.value }
+        }
+    }
+
+    /// Waits (yielding, no sleep) until `condition` holds; the suite's time limit catches a hang.
+    static func until(_ condition: () -> Bool) async {
+        while !condition() { await Task.yield() }
+    }
+
+    @Test("an exhausted pool makes a caller wait: it gets the first connection given back", .timeLimit(.minutes(1)))
+    func exhaustionWaits() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 2) { $0.acquireTimeout = .seconds(60) }
+        defer { Task { await pool.shutdown() } }
+        let holders = Holders(pool, count: 2)
+        await Self.until { holders.held == 2 }
+        let waiter = Task { try await pool.withConnection { try await $0.query("SELECT 1 AS one").count } }
+        await Self.until { pool.waitingCallers == 1 }
+        try await holders.release()
+        #expect(try await waiter.value == 1)
+        #expect(pool.waitingCallers == 0)
+        #expect(pool.openConnections <= 2)
+    }
+
+    @Test("a caller that waits past the bound gets RESOURCE_EXHAUSTED POOL_EXHAUSTED; the pool serves on", .timeLimit(.minutes(1)))
+    func exhaustionFails() async throws {
         let (pool, _) = try await TestDatabase.freshPool(size: 2) { $0.acquireTimeout = .milliseconds(200) }
         defer { Task { await pool.shutdown() } }
-        let holders = (0..<2).map { _ in Task { try await pool.withConnection { try await $0.execute("SELECT pg_sleep(1)") } } }
-        try await Task.sleep(for: .milliseconds(150))
-        let start = ContinuousClock.now
-        do {
-            try await pool.withConnection { try await $0.execute("SELECT 1") }
-            Issue.record("got a connection from an exhausted pool")
-        } catch let error as RPCError {
+        let holders = Holders(pool, count: 2)
+        await Self.until { holders.held == 2 }
+        // Three waiters at once: the pool's one sweeper fails each at its deadline.
+        let waiters = (0..<3).map { _ in Task { try await pool.withConnection { try await $0.execute("SELECT 1") } } }
+        for waiter in waiters {
+            let result = await waiter.result
+            guard case .failure(let error as RPCError) = result else {
+                Issue.record("got \(result) from an exhausted pool")
+                continue
+            }
             #expect(error.code == .resourceExhausted)
             #expect(error.details?.reason == "POOL_EXHAUSTED")
         }
-        let waited = ContinuousClock.now - start
-        #expect(waited >= .milliseconds(150) && waited < .seconds(1))
-        for holder in holders { _ = try await holder.value }
+        #expect(pool.waitingCallers == 0)
+        try await holders.release()
+        #expect(try await pool.withConnection { try await $0.query("SELECT 1 AS one").count } == 1)
         #expect(pool.openConnections <= 2)
     }
 
