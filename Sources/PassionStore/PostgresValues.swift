@@ -51,12 +51,65 @@ extension Bool: PostgresEncodable, PostgresDecodable {
     }
 }
 
+/// Written and read by hand: Foundation's `uuidString` and `UUID(uuidString:)` go through
+/// sprintf and sscanf, which showed in the profile of every call that names a user.
 extension UUID: PostgresEncodable, PostgresDecodable {
-    public var postgresText: String { uuidString.lowercased() }
-    public init(postgresText: String) throws {
-        guard let value = UUID(uuidString: postgresText) else { throw PostgresDecodingError(type: "UUID", text: postgresText) }
-        self = value
+    public var postgresText: String {
+        withUnsafeBytes(of: uuid) { bytes in
+            var text = [UInt8]()
+            text.reserveCapacity(36)
+            for (position, byte) in bytes.enumerated() {
+                if position == 4 || position == 6 || position == 8 || position == 10 { text.append(UInt8(ascii: "-")) }
+                text.append(Self.hexDigits[Int(byte >> 4)])
+                text.append(Self.hexDigits[Int(byte & 0x0F)])
+            }
+            return String(decoding: text, as: UTF8.self)
+        }
     }
+
+    public init(postgresText: String) throws {
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(16)
+        var high: UInt8?
+        var position = 0
+        for character in postgresText.utf8 {
+            defer { position += 1 }
+            if position == 8 || position == 13 || position == 18 || position == 23 {
+                guard character == UInt8(ascii: "-") else { throw PostgresDecodingError(type: "UUID", text: postgresText) }
+                continue
+            }
+            guard let nibble = Self.nibble(character) else { throw PostgresDecodingError(type: "UUID", text: postgresText) }
+            if let first = high {
+                bytes.append(first << 4 | nibble)
+                high = nil
+            } else {
+                high = nibble
+            }
+        }
+        guard position == 36, bytes.count == 16 else { throw PostgresDecodingError(type: "UUID", text: postgresText) }
+        self = UUID(uuid: (
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+            bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]))
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    private static func nibble(_ character: UInt8) -> UInt8? {
+        switch character {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): character - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): character - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): character - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
+
+/// A non-negative number's decimal digits, zero-padded to at least `width` ("%0*d" without
+/// `String(format:)`, which goes through CoreFoundation's formatter on every call).
+func appendPadded(_ value: Int, width: Int, to text: inout [UInt8]) {
+    let digits = String(value).utf8
+    if digits.count < width { text += repeatElement(UInt8(ascii: "0"), count: width - digits.count) }
+    text += digits
 }
 
 /// `timestamptz`: sent and read as ISO 8601 in UTC with microseconds.
@@ -66,15 +119,29 @@ extension Date: PostgresEncodable, PostgresDecodable {
         // Outside years 1–9999 (and for NaN) there is no calendar text to write, and converting
         // to time_t would trap: PostgreSQL's infinities keep such a bound meaning "unbounded".
         guard seconds >= -62_135_596_800 else { return "-infinity" }
-        guard seconds < 253_402_300_800 else { return "infinity" }
-        let whole = floor(seconds)
-        let micros = Int(((seconds - whole) * 1_000_000).rounded())
+        var whole = floor(seconds)
+        var micros = Int(((seconds - whole) * 1_000_000).rounded())
+        if micros == 1_000_000 {
+            // A fraction of .9999995 or more is the next second, not seven digits of this one.
+            whole += 1
+            micros = 0
+        }
+        guard whole < 253_402_300_800 else { return "infinity" }
         var time = time_t(whole)
         var parts = tm()
         gmtime_r(&time, &parts)
-        return String(
-            format: "%04d-%02d-%02d %02d:%02d:%02d.%06d+00", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
-            Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), micros)
+        var text = [UInt8]()
+        text.reserveCapacity(29)
+        let fields: [(value: Int, width: Int, then: Unicode.Scalar)] = [
+            (Int(parts.tm_year) + 1900, 4, "-"), (Int(parts.tm_mon) + 1, 2, "-"), (Int(parts.tm_mday), 2, " "),
+            (Int(parts.tm_hour), 2, ":"), (Int(parts.tm_min), 2, ":"), (Int(parts.tm_sec), 2, "."), (micros, 6, "+"),
+        ]
+        for field in fields {
+            appendPadded(field.value, width: field.width, to: &text)
+            text.append(UInt8(ascii: field.then))
+        }
+        text += Array("00".utf8)
+        return String(decoding: text, as: UTF8.self)
     }
 
     public init(postgresText: String) throws {
@@ -115,7 +182,16 @@ public struct LocalDate: Sendable, Hashable, Comparable, CustomStringConvertible
         self.day = day
     }
 
-    public var description: String { String(format: "%04d-%02d-%02d", year, month, day) }
+    public var description: String {
+        var text = [UInt8]()
+        if year < 0 { text.append(UInt8(ascii: "-")) }
+        appendPadded(abs(year), width: 4, to: &text)
+        text.append(UInt8(ascii: "-"))
+        appendPadded(month, width: 2, to: &text)
+        text.append(UInt8(ascii: "-"))
+        appendPadded(day, width: 2, to: &text)
+        return String(decoding: text, as: UTF8.self)
+    }
     public var postgresText: String { description }
 
     public init(postgresText: String) throws {
