@@ -54,53 +54,24 @@ extension Bool: PostgresEncodable, PostgresDecodable {
 /// Written and read by hand: Foundation's `uuidString` and `UUID(uuidString:)` go through
 /// sprintf and sscanf, which showed in the profile of every call that names a user.
 extension UUID: PostgresEncodable, PostgresDecodable {
+    /// Where the dashes of the 8-4-4-4-12 form go.
+    private static let dashes = [8, 13, 18, 23]
+
     public var postgresText: String {
-        withUnsafeBytes(of: uuid) { bytes in
-            var text = [UInt8]()
-            text.reserveCapacity(36)
-            for (position, byte) in bytes.enumerated() {
-                if position == 4 || position == 6 || position == 8 || position == 10 { text.append(UInt8(ascii: "-")) }
-                text.append(Self.hexDigits[Int(byte >> 4)])
-                text.append(Self.hexDigits[Int(byte & 0x0F)])
-            }
-            return String(decoding: text, as: UTF8.self)
-        }
+        var text = Array(withUnsafeBytes(of: uuid) { Crypto.hex($0) }.utf8)
+        for position in Self.dashes { text.insert(UInt8(ascii: "-"), at: position) }
+        return String(decoding: text, as: UTF8.self)
     }
 
     public init(postgresText: String) throws {
-        var bytes = [UInt8]()
-        bytes.reserveCapacity(16)
-        var high: UInt8?
-        var position = 0
-        for character in postgresText.utf8 {
-            defer { position += 1 }
-            if position == 8 || position == 13 || position == 18 || position == 23 {
-                guard character == UInt8(ascii: "-") else { throw PostgresDecodingError(type: "UUID", text: postgresText) }
-                continue
-            }
-            guard let nibble = Self.nibble(character) else { throw PostgresDecodingError(type: "UUID", text: postgresText) }
-            if let first = high {
-                bytes.append(first << 4 | nibble)
-                high = nil
-            } else {
-                high = nibble
-            }
-        }
-        guard position == 36, bytes.count == 16 else { throw PostgresDecodingError(type: "UUID", text: postgresText) }
+        let text = Array(postgresText.utf8)
+        guard text.count == 36, Self.dashes.allSatisfy({ text[$0] == UInt8(ascii: "-") }),
+            let bytes = Crypto.bytes(hex: String(decoding: text.indices.lazy.filter { !Self.dashes.contains($0) }.map { text[$0] }, as: UTF8.self)),
+            bytes.count == 16
+        else { throw PostgresDecodingError(type: "UUID", text: postgresText) }
         self = UUID(uuid: (
             bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
             bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]))
-    }
-
-    private static let hexDigits = Array("0123456789abcdef".utf8)
-
-    private static func nibble(_ character: UInt8) -> UInt8? {
-        switch character {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): character - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): character - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): character - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }
 
