@@ -110,6 +110,10 @@ public final class ClientConnection: RPCClientTransport {
     /// without a thread hop between the caller and the connection.
     public var taskExecutor: any TaskExecutor { EventLoopTaskExecutor(eventLoop: channel.eventLoop) }
 
+    /// The event loop this connection's I/O runs on: a timer scheduled there wakes a task that
+    /// prefers `taskExecutor` without a detour through the global executor's timers.
+    public var eventLoop: any EventLoop { channel.eventLoop }
+
     /// Returns once the connection has closed (the server closed it, or `close()`).
     public func closed() async {
         try? await channel.closeFuture.get()
