@@ -125,6 +125,23 @@ struct CLITests {
         }
     }
 
+    @Test("bench --rate makes exactly rate × duration calls, each on its schedule, however busy the machine")
+    func benchOpenLoop() async throws {
+        try await TestServer.with { server in
+            // 4 workers, each due every 40 ms from its own offset (0, 10, 20, 30 ms): 50 calls
+            // each fall in 2 s. The count is the schedule's, not the machine's speed: a late call
+            // starts at once and its lateness counts as latency.
+            let result = try await passion(server, [
+                "bench", "Diagnostics/Echo", "-d", #"{"payload":"aGk="}"#, "--connections", "2", "--concurrency", "4",
+                "--rate", "100", "--duration", "2s", "--warmup", "0s", "--json",
+            ])
+            #expect(result.status == 0, "\(result.stderr)")
+            let report = try json(result.stdout)
+            let errors = (report["errors"] as? [String: Int] ?? [:]).values.reduce(0, +)
+            #expect((report["calls"] as? Int ?? 0) + errors == 200, "\(result.stdout)")
+        }
+    }
+
     @Test("passion-server starts on defaults in a fresh directory, the CLI trusts its CA with no flags, SIGTERM stops it")
     func serverDefaults() async throws {
         let directory = NSTemporaryDirectory() + "passion-server-\(UUID().uuidString)"
