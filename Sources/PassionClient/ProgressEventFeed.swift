@@ -100,7 +100,11 @@ struct FeedDriver<Responses: AsyncSequence> where Responses.Element == Subscribe
     mutating func next() async throws -> ProgressFeedUpdate? {
         while true {
             if !pending.isEmpty { return pending.removeFirst() }
-            guard !finished else { return nil }
+            // A consumer cancelled before asking gets the end, not a subscription opened to be dropped.
+            guard !finished, !Task.isCancelled else {
+                finished = true
+                return nil
+            }
             do {
                 if let delay = backoff {
                     backoff = nil

@@ -32,6 +32,8 @@ public struct ProtoJSONDecoder: Sendable {
     /// was seen last (of a oneof's members, the one set last is the one that holds).
     struct Fields {
         var occurrences: [Int32: [Raw]] = [:]
+        /// Where on the wire each occurrence came, parallel to `occurrences`.
+        var positions: [Int32: [Int]] = [:]
         var lastSeen: [Int32: Int] = [:]
 
         subscript(number: Int32) -> [Raw]? { occurrences[number] }
@@ -57,6 +59,7 @@ public struct ProtoJSONDecoder: Sendable {
             default: throw malformed(path)
             }
             fields.occurrences[number, default: []].append(raw)
+            fields.positions[number, default: []].append(position)
             fields.lastSeen[number] = position
             position += 1
         }
@@ -85,7 +88,14 @@ public struct ProtoJSONDecoder: Sendable {
         for field in descriptor.field.sorted(by: { $0.number < $1.number }) {
             if field.isInOneof, let holder = oneofHolders[field.oneofIndex], holder != field.number { continue }
             let fieldPath = path.isEmpty ? field.name : path + "." + field.name
-            let raws = fields[field.number] ?? []
+            var raws = fields[field.number] ?? []
+            if field.isInOneof {
+                // Setting another member cleared this one: only what came after it is merged.
+                let siblings = (oneofMembers[field.oneofIndex] ?? []).filter { $0 != field.number }
+                if let cleared = siblings.compactMap({ fields.lastSeen[$0] }).max(), let positions = fields.positions[field.number] {
+                    raws = zip(raws, positions).filter { $0.1 > cleared }.map(\.0)
+                }
+            }
             var text = ""
             if let entry = index.mapEntry(of: field) {
                 guard !raws.isEmpty || emitDefaults else { continue }

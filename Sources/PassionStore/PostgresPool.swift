@@ -63,6 +63,13 @@ public final class PostgresPool: Sendable {
         let continuation: CheckedContinuation<PostgresConnection?, any Error>
     }
 
+    private enum WaitOutcome {
+        case closed
+        /// An idle connection, or nil: a slot to connect in.
+        case ready(PostgresConnection?)
+        case waiting(startSweeper: Bool)
+    }
+
     /// The longest a waiter whose deadline comes before every other waiter's can wait past it:
     /// the sweeper sleeps until the earliest deadline it knows, but never longer than this.
     static let sweepInterval = Duration.milliseconds(20)
@@ -245,18 +252,28 @@ public final class PostgresPool: Sendable {
             return try await openConnection(on: loop)
         case .wait(let id):
             let connection = try await withCheckedThrowingContinuation { continuation in
-                let (closed, startSweeper) = state.withLock { state -> (Bool, Bool) in
-                    if state.closed { return (true, false) }
+                let outcome = state.withLock { state -> WaitOutcome in
+                    if state.closed { return .closed }
+                    // A connection given back (or a slot freed) since the decision to wait: a
+                    // release that found no waiter yet left it idle, and nobody would hand it over.
+                    if let connection = state.idle.popLast() { return .ready(connection) }
+                    if state.open < configuration.size {
+                        state.open += 1
+                        return .ready(nil)
+                    }
                     state.waiters.append(Waiter(id: id, deadline: limit, continuation: continuation))
-                    guard !state.sweeping else { return (false, false) }
+                    guard !state.sweeping else { return .waiting(startSweeper: false) }
                     state.sweeping = true
-                    return (false, true)
+                    return .waiting(startSweeper: true)
                 }
-                if closed { continuation.resume(throwing: RPCError(code: .unavailable, message: "database pool closed")) }
-                if startSweeper { Task { await self.sweep() } }
+                switch outcome {
+                case .closed: continuation.resume(throwing: RPCError(code: .unavailable, message: "database pool closed"))
+                case .ready(let connection): continuation.resume(returning: connection)
+                case .waiting(let startSweeper): if startSweeper { Task { await self.sweep() } }
+                }
             }
             guard let connection else {
-                // A broken connection's slot was handed over: open a new one in it.
+                // A slot to connect in: a broken connection's, handed over, or one freed meanwhile.
                 return try await openConnection(on: loop)
             }
             return connection

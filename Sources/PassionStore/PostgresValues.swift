@@ -90,6 +90,7 @@ extension Date: PostgresEncodable, PostgresDecodable {
         // Outside years 1–9999 (and for NaN) there is no calendar text to write, and converting
         // to time_t would trap: PostgreSQL's infinities keep such a bound meaning "unbounded".
         guard seconds >= -62_135_596_800 else { return "-infinity" }
+        guard seconds < 253_402_300_800 else { return "infinity" }
         var whole = floor(seconds)
         var micros = Int(((seconds - whole) * 1_000_000).rounded())
         if micros == 1_000_000 {

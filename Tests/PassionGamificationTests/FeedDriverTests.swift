@@ -89,6 +89,18 @@ struct FeedDriverTests {
         #expect(slept.count == 1 && slept.allSatisfy { $0 >= .zero && $0 <= .milliseconds(100) }, "\(slept)")
     }
 
+    @Test("a consumer cancelled before it asks gets the end, and no subscription is opened")
+    func cancelledBeforeAsking() async throws {
+        let (update, subscriptions) = try await Task { () -> (String, Int) in
+            withUnsafeCurrentTask { $0?.cancel() }
+            let source = Source([Script(responses: [Self.heartbeat(0)])])
+            var driver = FeedDriver(request: SubscribeRequest(), reconnect: FeedReconnectPolicy()) { try source.subscribe($0) }
+            return (Self.describe(try await driver.next()), source.subscriptions.count)
+        }.value
+        #expect(update == "end")
+        #expect(subscriptions == 0)
+    }
+
     @Test("an error a retry cannot fix ends the feed with it, and the feed stays ended")
     func refusalEnds() async throws {
         let source = Source([Script(responses: [], failure: RPCError(code: .unauthenticated, message: "no"))])

@@ -123,7 +123,7 @@ struct CLIOptionsTests {
             input.write(#"{"payload": "dHdv"}"#)
             #expect(try await output.readLine() == #"{"payload":"dHdv"}"#)
             input.close()
-            let status = try await NIOThreadPool.singleton.runIfActive { try Subprocess.wait(pid) }
+            let status = try await onOwnThread { try Subprocess.wait(pid) }
             #expect(status == 0)
         }
     }
@@ -147,18 +147,20 @@ final class LineFIFO: Sendable {
         _ = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
     }
 
-    /// The next line, read on a pool thread (the read blocks until the child writes it). The
-    /// test holds a write end itself, so a child that died would never end the read: after
-    /// `limit` without a byte it throws instead of holding one of the pool's few threads forever.
+    /// The next line, read on a thread of its own (the read blocks until the child writes it).
+    /// The test holds a write end itself, so a child that died would never end the read: after
+    /// `limit` without a byte it throws instead of hanging the test.
     func readLine(limit: Duration = .seconds(60)) async throws -> String {
         let descriptor = self.descriptor
-        let milliseconds = Int32(limit.components.seconds * 1000)
-        return try await NIOThreadPool.singleton.runIfActive {
+        let milliseconds = Int32(clamping: limit.components.seconds * 1000 + limit.components.attoseconds / 1_000_000_000_000_000)
+        return try await onOwnThread {
             var bytes: [UInt8] = []
             var byte: UInt8 = 0
             while true {
                 var ready = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-                guard poll(&ready, 1, milliseconds) == 1 else { throw POSIXError(.ETIMEDOUT) }
+                var polled = poll(&ready, 1, milliseconds)
+                while polled == -1, errno == EINTR { polled = poll(&ready, 1, milliseconds) }
+                guard polled == 1 else { throw POSIXError(.ETIMEDOUT) }
                 guard read(descriptor, &byte, 1) == 1, byte != 0x0A else { break }
                 bytes.append(byte)
             }

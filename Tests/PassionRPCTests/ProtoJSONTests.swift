@@ -120,7 +120,9 @@ struct ProtoJSONTests {
     func oneofLastWins() throws {
         let heartbeat = try SubscribeResponse.with { $0.heartbeat.lastEventID = 7 }.serializedBytes() as [UInt8]
         let event = try SubscribeResponse.with { $0.event.id = 9 }.serializedBytes() as [UInt8]
-        for bytes in [heartbeat + event, event + heartbeat] {
+        // Switching members clears the first: event A, a heartbeat, event B is B alone, not A merged with B.
+        let otherEvent = try SubscribeResponse.with { $0.event.reason = "earlier" }.serializedBytes() as [UInt8]
+        for bytes in [heartbeat + event, event + heartbeat, otherEvent + heartbeat + event, otherEvent + event] {
             let json = try Self.decoder.decode(bytes, as: "passion.v1.SubscribeResponse")
             #expect(json == (try SubscribeResponse(serializedBytes: bytes).jsonString()), "\(json)")
         }

@@ -26,7 +26,7 @@ struct TLSHardeningTests {
         process.standardOutput = output
         process.standardError = errors
         try process.run()
-        let report = try await NIOThreadPool.singleton.runIfActive { () -> String in
+        let report = try await onOwnThread { () -> String in
             let text = errors.fileHandleForReading.readDataToEndOfFile()
             process.waitUntilExit()
             return String(decoding: text, as: UTF8.self)

@@ -145,7 +145,7 @@ struct TLSTests {
         // Blocking reads stay off the cooperative threads the servers under test need. Input
         // stays open until the server's HELLO arrives (or s_client ends, as it does when the
         // handshake fails): closing it after a fixed wait lost the HELLO on a loaded machine.
-        let hello = try await NIOThreadPool.singleton.runIfActive { () -> Data in
+        let hello = try await onOwnThread { () -> Data in
             var data = Data()
             while data.count < 10 {
                 let chunk = output.fileHandleForReading.availableData
@@ -155,7 +155,7 @@ struct TLSTests {
             return data
         }
         try input.fileHandleForWriting.close()
-        let (rest, report) = try await NIOThreadPool.singleton.runIfActive {
+        let (rest, report) = try await onOwnThread {
             (output.fileHandleForReading.readDataToEndOfFile(),
              String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
         }

@@ -94,9 +94,9 @@ struct ListenerTests {
         let running = Task { try await store.run() }
         defer { running.cancel() }
         let cluster = try #require(store.embedded)
-        try await NIOThreadPool.singleton.runIfActive { try cluster.stop() }
+        try await onOwnThread { try cluster.stop() }
         try await changes.wait(for: [false])
-        try await NIOThreadPool.singleton.runIfActive { try cluster.start() }
+        try await onOwnThread { try cluster.start() }
         try await changes.wait(for: [false, true])
         // Cancelled (as its service group does when another service fails), the store still
         // stops the cluster it started.

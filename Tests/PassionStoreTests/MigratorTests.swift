@@ -102,18 +102,18 @@ struct EmbeddedPostgresTests {
         let directory = "/tmp/passion-embedded-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let cluster = try EmbeddedPostgres(dataDirectory: directory)
-        try await NIOThreadPool.singleton.runIfActive { try cluster.start() }
+        try await onOwnThread { try cluster.start() }
         let pool = PostgresPool(configuration: PoolConfiguration(conninfo: cluster.conninfo))
         try await pool.withConnection { try await $0.execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')") }
         await pool.shutdown()
-        try await NIOThreadPool.singleton.runIfActive { try cluster.stop() }
+        try await onOwnThread { try cluster.stop() }
 
-        try await NIOThreadPool.singleton.runIfActive { try cluster.start() }
+        try await onOwnThread { try cluster.start() }
         let again = PostgresPool(configuration: PoolConfiguration(conninfo: cluster.conninfo))
         let value = try await again.withConnection { try await $0.query("SELECT v FROM kept").first?.decode("v", as: String.self) }
         #expect(value == "still here")
         await again.shutdown()
-        try await NIOThreadPool.singleton.runIfActive { try cluster.stop() }
+        try await onOwnThread { try cluster.stop() }
     }
 
     @Test("calls fail fast while the database is down, and the pool recovers when it returns")
@@ -121,7 +121,7 @@ struct EmbeddedPostgresTests {
         let directory = "/tmp/passion-restart-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let cluster = try EmbeddedPostgres(dataDirectory: directory)
-        try await NIOThreadPool.singleton.runIfActive { try cluster.start() }
+        try await onOwnThread { try cluster.start() }
         defer { try? cluster.stop() }
         var configuration = PoolConfiguration(conninfo: cluster.conninfo)
         configuration.size = 4
@@ -150,9 +150,9 @@ struct EmbeddedPostgresTests {
                 }
             }
             try await Task.sleep(for: .seconds(1))
-            try await NIOThreadPool.singleton.runIfActive { try cluster.stop() }
+            try await onOwnThread { try cluster.stop() }
             try await Task.sleep(for: .milliseconds(500))
-            try await NIOThreadPool.singleton.runIfActive { try cluster.start() }
+            try await onOwnThread { try cluster.start() }
             try await Task.sleep(for: .seconds(1))
             done.set()
             return try await group.reduce(into: [(ok: Int, failed: Int, slowest: Duration)]()) { $0.append($1) }

@@ -260,9 +260,13 @@ struct PoolTests {
         }
     }
 
-    /// Waits (yielding, no sleep) until `condition` holds; the suite's time limit catches a hang.
-    static func until(_ condition: () -> Bool) async {
-        while !condition() { await Task.yield() }
+    /// Waits (yielding, no sleep) until `condition` holds; the test's time limit cancels a wait
+    /// that never ends (a holder that could not get its connection).
+    static func until(_ condition: () -> Bool) async throws {
+        while !condition() {
+            try Task.checkCancellation()
+            await Task.yield()
+        }
     }
 
     @Test("an exhausted pool makes a caller wait: it gets the first connection given back", .timeLimit(.minutes(1)))
@@ -270,9 +274,9 @@ struct PoolTests {
         let (pool, _) = try await TestDatabase.freshPool(size: 2) { $0.acquireTimeout = .seconds(60) }
         defer { Task { await pool.shutdown() } }
         let holders = Holders(pool, count: 2)
-        await Self.until { holders.held == 2 }
+        try await Self.until { holders.held == 2 }
         let waiter = Task { try await pool.withConnection { try await $0.query("SELECT 1 AS one").count } }
-        await Self.until { pool.waitingCallers == 1 }
+        try await Self.until { pool.waitingCallers == 1 }
         try await holders.release()
         #expect(try await waiter.value == 1)
         #expect(pool.waitingCallers == 0)
@@ -284,7 +288,7 @@ struct PoolTests {
         let (pool, _) = try await TestDatabase.freshPool(size: 2) { $0.acquireTimeout = .milliseconds(200) }
         defer { Task { await pool.shutdown() } }
         let holders = Holders(pool, count: 2)
-        await Self.until { holders.held == 2 }
+        try await Self.until { holders.held == 2 }
         // Three waiters at once: the pool's one sweeper fails each at its deadline.
         let waiters = (0..<3).map { _ in Task { try await pool.withConnection { try await $0.execute("SELECT 1") } } }
         for waiter in waiters {

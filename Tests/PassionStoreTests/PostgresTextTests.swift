@@ -51,6 +51,9 @@ struct PostgresTextTests {
         #expect(Date(timeIntervalSince1970: 0).postgresText == "1970-01-01 00:00:00.000000+00")
         #expect(Date(timeIntervalSince1970: -62_135_596_801).postgresText == "-infinity")
         #expect(Date(timeIntervalSince1970: 253_402_300_800).postgresText == "infinity")
+        #expect(Date(timeIntervalSince1970: .infinity).postgresText == "infinity")
+        #expect(Date(timeIntervalSince1970: -.infinity).postgresText == "-infinity")
+        #expect(Date(timeIntervalSince1970: .nan).postgresText == "-infinity")
     }
 
     @Test("a fraction that rounds up to a whole second carries into the seconds, never seven digits")

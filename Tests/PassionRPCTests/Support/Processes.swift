@@ -24,8 +24,8 @@ enum Executables {
 
     /// Runs to completion (killed after `timeout`). Output goes through files, not pipes: a
     /// server another test starts at the same moment inherits open pipe ends and would keep them
-    /// open, so reading to EOF would never end. The wait runs on a pool thread, never blocking the
-    /// cooperative threads the rest of the suite needs.
+    /// open, so reading to EOF would never end. The wait runs on a thread of its own, never blocking
+    /// the cooperative threads or the shared NIO pool the rest of the suite needs.
     static func run(
         _ name: String, _ arguments: [String], stdin: String? = nil, directory: String? = nil,
         timeout: Duration = .seconds(60)
@@ -40,7 +40,7 @@ enum Executables {
             try await Task.sleep(for: timeout)
             kill(pid, SIGKILL)
         }
-        let status = try await NIOThreadPool.singleton.runIfActive { try Subprocess.wait(pid) }
+        let status = try await onOwnThread { try Subprocess.wait(pid) }
         killer.cancel()
         let stdout = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
         let stderr = (try? String(contentsOfFile: errors, encoding: .utf8)) ?? ""
@@ -65,7 +65,7 @@ enum Executables {
         /// SIGTERM, then its exit status.
         func stop() async throws -> Int32 {
             kill(pid, SIGTERM)
-            return try await NIOThreadPool.singleton.runIfActive { try Subprocess.wait(pid) }
+            return try await onOwnThread { try Subprocess.wait(pid) }
         }
     }
 
