@@ -155,9 +155,7 @@ struct BenchCommand: AsyncParsableCommand {
     /// the global executor's timers and a thread switch each way, which made an open-loop call
     /// cost 8–14× a closed-loop one in client CPU and loaded the machine being measured.
     private static func sleep(until due: ContinuousClock.Instant, on loop: any EventLoop) async {
-        let delay = ContinuousClock.now.duration(to: due)
-        let (seconds, attoseconds) = delay.components
-        let timer = loop.scheduleTask(in: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)) {}
+        let timer = loop.scheduleTask(in: TimeAmount(ContinuousClock.now.duration(to: due))) {}
         try? await timer.futureResult.get()
     }
 

@@ -49,7 +49,6 @@ public final class PostgresPool: Sendable {
         var idle: [PostgresConnection] = []
         var open = 0
         var waiters: [Waiter] = []
-        var nextWaiter = 0
         /// A sweeper task runs (while anyone waits).
         var sweeping = false
         var closed = false
@@ -58,7 +57,6 @@ public final class PostgresPool: Sendable {
     /// A caller waiting for a connection: resumed with one (nil: a broken connection's slot to
     /// connect in), or failed at its deadline by the sweeper.
     private struct Waiter {
-        let id: Int
         let deadline: ContinuousClock.Instant
         let continuation: CheckedContinuation<PostgresConnection?, any Error>
     }
@@ -214,7 +212,7 @@ public final class PostgresPool: Sendable {
     private enum Acquisition {
         case use(PostgresConnection)
         case connect
-        case wait(Int)
+        case wait
         case closed
     }
 
@@ -234,8 +232,7 @@ public final class PostgresPool: Sendable {
                 state.open += 1
                 return .connect
             }
-            state.nextWaiter += 1
-            return .wait(state.nextWaiter)
+            return .wait
         }
         switch decision {
         case .use(let connection):
@@ -250,7 +247,7 @@ public final class PostgresPool: Sendable {
             throw RPCError(code: .unavailable, message: "database pool closed")
         case .connect:
             return try await openConnection(on: loop)
-        case .wait(let id):
+        case .wait:
             let connection = try await withCheckedThrowingContinuation { continuation in
                 let outcome = state.withLock { state -> WaitOutcome in
                     if state.closed { return .closed }
@@ -261,7 +258,7 @@ public final class PostgresPool: Sendable {
                         state.open += 1
                         return .ready(nil)
                     }
-                    state.waiters.append(Waiter(id: id, deadline: limit, continuation: continuation))
+                    state.waiters.append(Waiter(deadline: limit, continuation: continuation))
                     guard !state.sweeping else { return .waiting(startSweeper: false) }
                     state.sweeping = true
                     return .waiting(startSweeper: true)
