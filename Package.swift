@@ -79,6 +79,7 @@ let package = Package(
             dependencies: [
                 "CLibPQ",
                 "COpenSSL",
+                "PassionJSON",
                 "PassionRPC",
                 "PassionTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -86,6 +87,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            // schema.sql: tools/dump-schema's readable schema, for people; the server reads Migrations.
+            exclude: ["schema.sql"],
             resources: [.copy("Migrations")],
             swiftSettings: strictSettings
         ),
@@ -261,7 +264,7 @@ let package = Package(
         .testTarget(
             name: "PassionStoreTests",
             dependencies: [
-                "PassionStore", "PassionRPC", "PassionRPCServer", "PassionTestSupport",
+                "PassionJSON", "PassionStore", "PassionRPC", "PassionRPCServer", "PassionTestSupport",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -1,4 +1,5 @@
 import Foundation
+import PassionJSON
 import PassionRPC
 
 /// A failure from PostgreSQL or from reaching it. Callers see `rpcError`, which names neither
@@ -36,10 +37,8 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, RPCErrorConv
         if let code = Self.schemaErrorCodes[sqlState] {
             // Raised by our own functions with a message written for callers (docs/schema.md).
             var fields: [String: String] = [:]
-            if let detail, let data = detail.data(using: .utf8),
-                let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
-            {
-                for (key, value) in object { fields[key] = "\(value)" }
+            if let detail, case .object(let members)? = try? StrictJSON.parse(detail.utf8) {
+                for (key, value) in members { fields[key] = value.string ?? value.text }
             }
             return RPCError(code: code, message: serverMessage, details: ErrorDetails(reason: hint ?? "SCHEMA_ERROR", fields: fields))
         }
@@ -70,8 +69,9 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, RPCErrorConv
     }
 
     /// The client errors our PL/pgSQL functions raise (0007_gamification_engine.sql,
-    /// 0008_content_engine.sql).
-    static let schemaErrorCodes: [String: StatusCode] = [
+    /// 0008_content_engine.sql), each with its reason as HINT; `VocabularyTests` checks this
+    /// table against the functions' text.
+    public static let schemaErrorCodes: [String: StatusCode] = [
         "P0A10": .failedPrecondition, "P0A11": .notFound, "P0A12": .invalidArgument, "P0A13": .notFound,
         "P0A14": .failedPrecondition, "P0A15": .alreadyExists, "P0A16": .alreadyExists, "P0A17": .failedPrecondition,
         "P0A18": .notFound,

@@ -22,22 +22,20 @@ struct ContentContext: Sendable {
     let now: @Sendable () -> Date
     var offlineDays = ContentConfiguration().offlineDays
 
-    /// Runs a statement whose single column `result` is JSON text, and parses it.
-    func json(_ sql: SQL, deadline: ContinuousClock.Instant?, transaction: Bool = false) async throws -> [String: Any]? {
-        let body: @Sendable (PostgresConnection) async throws -> String? = { connection in
-            try await connection.query(sql).first?.require("result", as: String.self)
+    /// Runs a read and returns its first row as a `T`; nil when it returned no row.
+    func record<T: FieldsDecodable>(_ sql: SQL, as type: T.Type, deadline: ContinuousClock.Instant?) async throws -> T? {
+        try await pool.withConnection(deadline: deadline) { connection in
+            try await connection.query(sql).first.map { try T(fields: $0) }
         }
-        let text = transaction
-            ? try await pool.transaction(deadline: deadline, body) : try await pool.withConnection(deadline: deadline, body)
-        return try text.map(ProgressService.object)
     }
 
-    /// Runs a statement returning one JSON `result` per row.
-    func jsonRows(_ sql: SQL, deadline: ContinuousClock.Instant?) async throws -> [[String: Any]] {
-        let texts = try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query(sql).map { try $0.require("result", as: String.self) }
+    /// Runs a content function whose one column `result` is the document it returns (and
+    /// stores, for a replay); nil when it returned no row.
+    func document(_ sql: SQL, deadline: ContinuousClock.Instant?) async throws -> DocumentFields? {
+        let text = try await pool.withConnection(deadline: deadline) { connection in
+            try await connection.query(sql).first?.require("result", as: String.self)
         }
-        return try texts.map(ProgressService.object)
+        return try text.map { try DocumentFields(text: $0) }
     }
 }
 
@@ -109,40 +107,29 @@ enum ContentValidate {
     }
 }
 
-/// Reading the JSON the content functions and queries return.
-enum ContentJSON {
-    static func string(_ value: Any?) -> String { (value as? String) ?? "" }
+/// Records of the content store as messages.
+enum ContentMessages {
+    static func id(_ id: UUID?) -> String { id?.postgresText ?? "" }
 
-    static func id(_ value: Any?) -> String { string(value).lowercased() }
+    static func timestamp(_ date: Date?) -> Google_Protobuf_Timestamp? { date.map { Google_Protobuf_Timestamp($0) } }
 
-    static func int32(_ value: Any?) -> Int32 { Int32(clamping: ProgressService.int(value)) }
-
-    static func bool(_ value: Any?) -> Bool { (value as? Bool) ?? (value as? NSNumber)?.boolValue ?? false }
-
-    static func timestamp(_ value: Any?) -> Google_Protobuf_Timestamp? {
-        (value as? String).flatMap(ProgressService.timestamp).map { Google_Protobuf_Timestamp($0) }
+    static func metadata(_ json: JSONB) throws -> Google_Protobuf_Struct {
+        try Google_Protobuf_Struct(jsonString: json.json)
     }
 
-    static func metadata(_ value: Any?) throws -> Google_Protobuf_Struct {
-        guard let object = value as? [String: Any] else { return Google_Protobuf_Struct() }
-        let data = try JSONSerialization.data(withJSONObject: object)
-        return try Google_Protobuf_Struct(jsonUTF8Data: data)
-    }
-
-    static func quests(_ value: Any?) -> [QuestProgress] {
-        (value as? [[String: Any]] ?? []).map { item in
+    static func quests(_ records: [QuestProgressRecord]) -> [QuestProgress] {
+        records.map { record in
             QuestProgress.with {
-                $0.questID = id(item["quest_id"])
-                $0.progress = int32(item["progress"])
-                $0.target = int32(item["target"])
+                $0.questID = record.questID.postgresText
+                $0.progress = record.progress
+                $0.target = record.target
             }
         }
     }
 
     /// A reward (or evaluation) result; empty when the function paid nothing.
-    static func reward(_ value: Any?) -> RewardResult {
-        guard let object = value as? [String: Any] else { return RewardResult() }
-        return ProgressService.result(object)
+    static func reward(_ fields: DocumentFields) throws -> RewardResult {
+        try fields.record("reward", as: RewardRecord.self).map(ProgressService.result) ?? RewardResult()
     }
 }
 

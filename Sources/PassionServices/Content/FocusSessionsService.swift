@@ -17,14 +17,6 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
     static let statuses = ["abandoned", "active", "completed", "paused"]
     static let notFound = ContentValidate.notFound("focus session", field: "session_id")
 
-    /// A session as JSON with its focused seconds up to `now` while it runs.
-    static func selectSession(_ now: Date) -> SQL {
-        """
-        to_jsonb(f) || jsonb_build_object('focused_seconds', f.focused_seconds
-            + CASE WHEN f.status = 'active' THEN greatest(extract(epoch FROM \(now)::timestamptz - coalesce(f.running_since, f.started_at)), 0)::bigint ELSE 0 END)
-        """
-    }
-
     public func start(request: StartFocusRequest, context: ServerContext) async throws -> FocusSession {
         let origin = AuditOrigin(context)
         return try await content.trail.failures(origin, action: "focus_session.started", resourceType: "focus_session") {
@@ -99,15 +91,15 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
             let user = try context.actingUser()
             let id = try Validate.uuid(request.sessionID, field: "session_id")
             let audit = origin.sqlArguments
-            guard let json = try await content.json("""
+            guard let result = try await content.document("""
                 SELECT passion_focus_complete(\(user), \(id), \(content.now()), \(audit.principal), \(audit.ip)::inet,
                                               \(audit.userAgent))::text AS result
                 """, deadline: context.deadline)
             else { throw RPCError(code: .internal, message: "completion returned nothing") }
-            return CompleteFocusResponse.with {
-                $0.session = Self.session(json["session"] as? [String: Any] ?? [:])
-                $0.reward = ContentJSON.reward(json["reward"])
-                $0.quests = ContentJSON.quests(json["quests"])
+            return try CompleteFocusResponse.with {
+                $0.session = Self.session(try result.requireRecord("session"))
+                $0.reward = try ContentMessages.reward(result)
+                $0.quests = ContentMessages.quests(try result.records("quests"))
             }
         }
     }
@@ -120,16 +112,16 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
         let key = "to_char(f.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
         let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
             try await connection.query("""
-                SELECT (\(Self.selectSession(content.now())))::text AS result, \(unsafeSQL: key) AS sort_key
+                SELECT \(FocusSessionRecord.columns(now: content.now())), \(unsafeSQL: key) AS sort_key
                 FROM focus_sessions f
                 WHERE f.user_id = \(user) AND (\(status)::text IS NULL OR f.status = \(status)::text)
                   AND (\(after?.key)::text IS NULL OR (\(unsafeSQL: key), f.id) < (\(after?.key)::text, \(after?.id)::uuid))
                 ORDER BY sort_key DESC, f.id DESC
                 LIMIT \(size + 1)
-                """).map { (try $0.require("result", as: String.self), try $0.require("sort_key", as: String.self)) }
+                """).map { (try FocusSessionRecord(fields: $0), try $0.require("sort_key", as: String.self)) }
         }
         var response = ListFocusSessionsResponse()
-        response.sessions = try rows.prefix(size).map { Self.session(try ProgressService.object($0.0)) }
+        response.sessions = rows.prefix(size).map { Self.session($0.0) }
         if rows.count > size, let last = rows.prefix(size).last, let session = response.sessions.last {
             response.nextPageToken = SortKeyToken.encode(key: last.1, id: session.id)
         }
@@ -140,7 +132,7 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
         let user = try context.actingUser()
         guard (0...366).contains(request.days) else { throw Validate.invalid("days", "must be 1–366, or 0 for 7") }
         let days = request.days == 0 ? 7 : Int(request.days)
-        guard let json = try await content.json("""
+        guard let result = try await content.document("""
             WITH done AS (
                 SELECT (f.completed_at AT TIME ZONE coalesce(u.timezone, 'UTC'))::date AS day, f.actual_duration_minutes AS minutes
                 FROM focus_sessions f JOIN users u ON u.id = f.user_id
@@ -163,19 +155,19 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
                 'total', (SELECT coalesce(sum(minutes), 0) FROM window_days))::text AS result
             """, deadline: context.deadline)
         else { throw UsersService.notFound }
-        func buckets(_ value: Any?) -> [DayMinutes] {
-            (value as? [[String: Any]] ?? []).map { item in
+        func buckets(_ name: String) throws -> [DayMinutes] {
+            try result.records(name, as: FocusBucketRecord.self).map { bucket in
                 DayMinutes.with {
-                    $0.date = ContentJSON.string(item["date"])
-                    $0.minutes = ProgressService.int(item["minutes"])
-                    $0.sessions = ContentJSON.int32(item["sessions"])
+                    $0.date = bucket.date.description
+                    $0.minutes = bucket.minutes
+                    $0.sessions = bucket.sessions
                 }
             }
         }
-        return FocusStatsResponse.with {
-            $0.days = buckets(json["days"])
-            $0.weeks = buckets(json["weeks"])
-            $0.totalMinutes = ProgressService.int(json["total"])
+        return try FocusStatsResponse.with {
+            $0.days = try buckets("days")
+            $0.weeks = try buckets("weeks")
+            $0.totalMinutes = try result.require("total", as: Int64.self)
         }
     }
 
@@ -215,26 +207,26 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
     }
 
     func fetch(_ id: UUID, user: UUID, deadline: ContinuousClock.Instant?) async throws -> FocusSession {
-        guard let json = try await content.json("""
-            SELECT (\(Self.selectSession(content.now())))::text AS result FROM focus_sessions f WHERE f.id = \(id) AND f.user_id = \(user)
-            """, deadline: deadline)
+        guard let record = try await content.record("""
+            SELECT \(FocusSessionRecord.columns(now: content.now())) FROM focus_sessions f WHERE f.id = \(id) AND f.user_id = \(user)
+            """, as: FocusSessionRecord.self, deadline: deadline)
         else { throw Self.notFound }
-        return Self.session(json)
+        return Self.session(record)
     }
 
-    static func session(_ json: [String: Any]) -> FocusSession {
+    static func session(_ record: FocusSessionRecord) -> FocusSession {
         var session = FocusSession()
-        session.id = ContentJSON.id(json["id"])
-        session.goalID = ContentJSON.id(json["goal_id"])
-        session.sessionType = ContentJSON.string(json["session_type"])
-        session.durationMinutes = ContentJSON.int32(json["duration_minutes"])
-        session.actualDurationMinutes = ContentJSON.int32(json["actual_duration_minutes"])
-        session.status = ContentJSON.string(json["status"])
-        session.notes = ContentJSON.string(json["notes"])
-        session.focusedSeconds = ProgressService.int(json["focused_seconds"])
-        if let at = ContentJSON.timestamp(json["started_at"]) { session.startedAt = at }
-        if let at = ContentJSON.timestamp(json["paused_at"]) { session.pausedAt = at }
-        if let at = ContentJSON.timestamp(json["completed_at"]) { session.completedAt = at }
+        session.id = record.id.postgresText
+        session.goalID = ContentMessages.id(record.goalID)
+        session.sessionType = record.sessionType ?? ""
+        session.durationMinutes = record.durationMinutes
+        session.actualDurationMinutes = record.actualDurationMinutes ?? 0
+        session.status = record.status
+        session.notes = record.notes ?? ""
+        session.focusedSeconds = record.focusedSeconds
+        session.startedAt = Google_Protobuf_Timestamp(record.startedAt)
+        if let at = record.pausedAt { session.pausedAt = Google_Protobuf_Timestamp(at) }
+        if let at = record.completedAt { session.completedAt = Google_Protobuf_Timestamp(at) }
         return session
     }
 }

@@ -17,12 +17,6 @@ public struct GoalsService: Goals.ServiceProtocol {
     static let statuses = ["active", "completed", "abandoned"]
     static let notFound = ContentValidate.notFound("goal", field: "goal_id")
 
-    /// A goal as JSON, with its count of active habits.
-    static let selectGoal = """
-        to_jsonb(g) || jsonb_build_object('habit_count',
-            (SELECT count(*) FROM habits h WHERE h.goal_id = g.id AND h.user_id = g.user_id AND h.is_active AND NOT h.archived))
-        """
-
     public func create(request: CreateGoalRequest, context: ServerContext) async throws -> Goal {
         let origin = AuditOrigin(context)
         return try await content.trail.failures(origin, action: "goal.created", resourceType: "goal") {
@@ -34,7 +28,7 @@ public struct GoalsService: Goals.ServiceProtocol {
             let priority = try Self.priority(given.priority)
             let target = try ContentValidate.date(given.targetDate, field: "goal.target_date")
             let metadata = try ContentValidate.metadata(given.metadata, field: "goal.metadata")
-            let json = try await content.json("""
+            let record = try await content.record("""
                 WITH created AS (
                     INSERT INTO goals (user_id, title, description, category, priority, target_date, metadata)
                     VALUES (\(user), \(title), \(description), \(category), \(priority), \(target)::date, \(metadata)::jsonb)
@@ -45,21 +39,17 @@ public struct GoalsService: Goals.ServiceProtocol {
                            \(origin.principal.description)
                     FROM created
                 )
-                SELECT (to_jsonb(g) || '{"habit_count": 0}')::text AS result FROM created g
-                """, deadline: context.deadline)
-            guard let json else { throw RPCError(code: .internal, message: "insert returned nothing") }
-            return try Self.goal(json)
+                SELECT g.*, 0 AS habit_count FROM created g
+                """, as: GoalRecord.self, deadline: context.deadline)
+            guard let record else { throw RPCError(code: .internal, message: "insert returned nothing") }
+            return try Self.goal(record)
         }
     }
 
     public func get(request: GetGoalRequest, context: ServerContext) async throws -> Goal {
         let user = try context.actingUser()
         let id = try Validate.uuid(request.goalID, field: "goal_id")
-        guard let json = try await content.json("""
-            SELECT (\(unsafeSQL: Self.selectGoal))::text AS result FROM goals g WHERE g.id = \(id) AND g.user_id = \(user)
-            """, deadline: context.deadline)
-        else { throw Self.notFound }
-        return try Self.goal(json)
+        return try await fetch(id, user: user, deadline: context.deadline)
     }
 
     public func list(request: ListGoalsRequest, context: ServerContext) async throws -> ListGoalsResponse {
@@ -89,7 +79,7 @@ public struct GoalsService: Goals.ServiceProtocol {
         let order = direction == ">" ? "ASC" : "DESC"
         let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
             try await connection.query("""
-                SELECT (\(unsafeSQL: Self.selectGoal))::text AS result, \(unsafeSQL: key) AS sort_key
+                SELECT \(unsafeSQL: GoalRecord.columns), \(unsafeSQL: key) AS sort_key
                 FROM goals g
                 WHERE g.user_id = \(user)
                   AND (\(status)::text IS NULL OR g.status = \(status)::text)
@@ -100,10 +90,10 @@ public struct GoalsService: Goals.ServiceProtocol {
                        OR (\(unsafeSQL: key), g.id) \(unsafeSQL: direction) (\(after?.key)::text, \(after?.id)::uuid))
                 ORDER BY sort_key \(unsafeSQL: order), g.id \(unsafeSQL: order)
                 LIMIT \(size + 1)
-                """).map { (try $0.require("result", as: String.self), try $0.require("sort_key", as: String.self)) }
+                """).map { (try GoalRecord(fields: $0), try $0.require("sort_key", as: String.self)) }
         }
         var response = ListGoalsResponse()
-        response.goals = try rows.prefix(size).map { try Self.goal(ProgressService.object($0.0)) }
+        response.goals = try rows.prefix(size).map { try Self.goal($0.0) }
         if rows.count > size, let last = rows.prefix(size).last, let goal = response.goals.last {
             response.nextPageToken = SortKeyToken.encode(key: last.1, id: goal.id, order: orderName)
         }
@@ -145,14 +135,14 @@ public struct GoalsService: Goals.ServiceProtocol {
             let id = try Validate.uuid(request.goalID, field: "goal_id")
             let audit = origin.sqlArguments
             let now = content.now()
-            guard let json = try await content.json("""
+            guard let result = try await content.document("""
                 SELECT passion_goal_complete(\(user), \(id), \(now), \(audit.principal), \(audit.ip)::inet, \(audit.userAgent))::text AS result
                 """, deadline: context.deadline)
             else { throw RPCError(code: .internal, message: "completion returned nothing") }
             return try CompleteGoalResponse.with {
-                $0.goal = try Self.goal(json["goal"] as? [String: Any] ?? [:])
-                $0.reward = ContentJSON.reward(json["reward"])
-                $0.quests = ContentJSON.quests(json["quests"])
+                $0.goal = try Self.goal(result.requireRecord("goal"))
+                $0.reward = try ContentMessages.reward(result)
+                $0.quests = ContentMessages.quests(try result.records("quests"))
             }
         }
     }
@@ -188,15 +178,14 @@ public struct GoalsService: Goals.ServiceProtocol {
     public func dashboard(request: DashboardRequest, context: ServerContext) async throws -> DashboardResponse {
         let user = try context.actingUser()
         let now = content.now()
-        guard let json = try await content.json("""
-            SELECT jsonb_build_object(
-                'user_id', u.id, 'display_name', u.display_name, 'today', t.today,
-                'total_xp', coalesce(p.total_xp, 0), 'total_coins', coalesce(p.total_coins, 0),
-                'level', coalesce(p.current_level, 1), 'achievements_unlocked', coalesce(p.achievements_unlocked, 0),
-                'next_level_xp', passion_xp_for_level(coalesce(p.current_level, 1) + 1),
-                'active_goals', (SELECT count(*) FROM goals g
-                                 WHERE g.user_id = u.id AND g.status = 'active' AND g.is_active AND NOT g.archived),
-                'active_habits', h.active, 'habits_due', h.due)::text AS result
+        guard let record = try await content.record("""
+            SELECT u.id AS user_id, u.display_name, t.today,
+                   coalesce(p.total_xp, 0) AS total_xp, coalesce(p.total_coins, 0) AS total_coins,
+                   coalesce(p.current_level, 1) AS level, coalesce(p.achievements_unlocked, 0) AS achievements_unlocked,
+                   passion_xp_for_level(coalesce(p.current_level, 1) + 1) AS next_level_xp,
+                   (SELECT count(*) FROM goals g
+                    WHERE g.user_id = u.id AND g.status = 'active' AND g.is_active AND NOT g.archived)::integer AS active_goals,
+                   h.active::integer AS active_habits, h.due::integer AS habits_due
             FROM users u
             CROSS JOIN \(HabitsService.localDay(now))
             LEFT JOIN user_progress p ON p.user_id = u.id
@@ -204,20 +193,20 @@ public struct GoalsService: Goals.ServiceProtocol {
                 SELECT count(*) AS active, count(*) FILTER (WHERE NOT \(unsafeSQL: HabitsService.doneThisPeriod("x"))) AS due
                 FROM habits x WHERE x.user_id = u.id AND x.is_active AND NOT x.archived) h
             WHERE u.id = \(user) AND u.deleted_at IS NULL
-            """, deadline: context.deadline)
+            """, as: DashboardRecord.self, deadline: context.deadline)
         else { throw UsersService.notFound }
         return DashboardResponse.with {
-            $0.userID = ContentJSON.id(json["user_id"])
-            $0.displayName = ContentJSON.string(json["display_name"])
-            $0.today = ContentJSON.string(json["today"])
-            $0.totalXp = ProgressService.int(json["total_xp"])
-            $0.totalCoins = ProgressService.int(json["total_coins"])
-            $0.level = ContentJSON.int32(json["level"])
-            $0.xpToNextLevel = ProgressService.int(json["next_level_xp"]) - $0.totalXp
-            $0.achievementsUnlocked = ContentJSON.int32(json["achievements_unlocked"])
-            $0.activeGoals = ContentJSON.int32(json["active_goals"])
-            $0.activeHabits = ContentJSON.int32(json["active_habits"])
-            $0.habitsDue = ContentJSON.int32(json["habits_due"])
+            $0.userID = record.userID.postgresText
+            $0.displayName = record.displayName ?? ""
+            $0.today = record.today.description
+            $0.totalXp = record.totalXP
+            $0.totalCoins = record.totalCoins
+            $0.level = record.level
+            $0.xpToNextLevel = record.nextLevelXP - record.totalXP
+            $0.achievementsUnlocked = record.achievementsUnlocked
+            $0.activeGoals = record.activeGoals
+            $0.activeHabits = record.activeHabits
+            $0.habitsDue = record.habitsDue
         }
     }
 
@@ -267,11 +256,11 @@ public struct GoalsService: Goals.ServiceProtocol {
     }
 
     func fetch(_ id: UUID, user: UUID, deadline: ContinuousClock.Instant?) async throws -> Goal {
-        guard let json = try await content.json("""
-            SELECT (\(unsafeSQL: Self.selectGoal))::text AS result FROM goals g WHERE g.id = \(id) AND g.user_id = \(user)
-            """, deadline: deadline)
+        guard let record = try await content.record("""
+            SELECT \(unsafeSQL: GoalRecord.columns) FROM goals g WHERE g.id = \(id) AND g.user_id = \(user)
+            """, as: GoalRecord.self, deadline: deadline)
         else { throw Self.notFound }
-        return try Self.goal(json)
+        return try Self.goal(record)
     }
 
     /// 0 means none; otherwise 1–5.
@@ -281,22 +270,22 @@ public struct GoalsService: Goals.ServiceProtocol {
         return value
     }
 
-    static func goal(_ json: [String: Any]) throws -> Goal {
+    static func goal(_ record: GoalRecord) throws -> Goal {
         var goal = Goal()
-        goal.id = ContentJSON.id(json["id"])
-        goal.title = ContentJSON.string(json["title"])
-        goal.description_p = ContentJSON.string(json["description"])
-        goal.category = ContentJSON.string(json["category"])
-        goal.status = ContentJSON.string(json["status"])
-        goal.priority = ContentJSON.int32(json["priority"])
-        goal.targetDate = ContentJSON.string(json["target_date"])
-        goal.metadata = try ContentJSON.metadata(json["metadata"])
-        goal.archived = ContentJSON.bool(json["archived"])
-        goal.deleted = !ContentJSON.bool(json["is_active"])
-        goal.habitCount = ContentJSON.int32(json["habit_count"])
-        if let created = ContentJSON.timestamp(json["created_at"]) { goal.createdAt = created }
-        if let updated = ContentJSON.timestamp(json["updated_at"]) { goal.updatedAt = updated }
-        if let completed = ContentJSON.timestamp(json["completed_at"]) { goal.completedAt = completed }
+        goal.id = record.id.postgresText
+        goal.title = record.title
+        goal.description_p = record.description ?? ""
+        goal.category = record.category ?? ""
+        goal.status = record.status
+        goal.priority = record.priority ?? 0
+        goal.targetDate = record.targetDate?.description ?? ""
+        goal.metadata = try ContentMessages.metadata(record.metadata)
+        goal.archived = record.archived
+        goal.deleted = !record.isActive
+        goal.habitCount = record.habitCount
+        goal.createdAt = Google_Protobuf_Timestamp(record.createdAt)
+        goal.updatedAt = Google_Protobuf_Timestamp(record.updatedAt)
+        if let completed = record.completedAt { goal.completedAt = Google_Protobuf_Timestamp(completed) }
         return goal
     }
 }

@@ -17,20 +17,18 @@ extension HabitsService {
             let date = try ContentValidate.date(request.localDate, field: "local_date")
             if date != nil, request.yesterday { throw Validate.invalid("local_date", "give local_date or yesterday, not both") }
             let audit = origin.sqlArguments
-            guard let json = try await content.json("""
+            guard let result = try await content.document("""
                 SELECT passion_habit_complete(\(user), \(id), \(request.yesterday), \(date)::date, \(content.offlineDays),
                                               \(content.now()), \(audit.principal), \(audit.ip)::inet, \(audit.userAgent))::text AS result
                 """, deadline: context.deadline)
             else { throw RPCError(code: .internal, message: "completion returned nothing") }
-            return CompleteHabitResponse.with {
-                $0.completion = Self.completion(json["completion"] as? [String: Any] ?? [:])
-                // Just completed: its streak is current and its period done.
-                var habit = json["habit"] as? [String: Any] ?? [:]
-                habit["streak"] = habit["streak_days"]
-                habit["done_this_period"] = true
-                $0.habit = (try? Self.habit(habit)) ?? Habit()
-                $0.reward = ContentJSON.reward(json["reward"])
-                $0.quests = ContentJSON.quests(json["quests"])
+            let completion = try result.requireRecord("completion", as: HabitCompletionRecord.self)
+            guard let habit = try result.nested("habit") else { throw RecordDecodingError(field: "habit", problem: "is NULL or missing") }
+            return try CompleteHabitResponse.with {
+                $0.completion = Self.completion(completion)
+                $0.habit = Self.habit(try HabitRecord(fields: habit, justCompleted: true))
+                $0.reward = try ContentMessages.reward(result)
+                $0.quests = ContentMessages.quests(try result.records("quests"))
             }
         }
     }
@@ -43,15 +41,17 @@ extension HabitsService {
             let id = try Validate.uuid(request.completionID, field: "completion_id")
             let audit = origin.sqlArguments
             let now = content.now()
-            guard let json = try await content.json("""
+            guard let result = try await content.document("""
                 SELECT passion_habit_uncomplete(\(user), \(id), \(content.offlineDays), \(now), \(audit.principal),
                                                 \(audit.ip)::inet, \(audit.userAgent))::text AS result
                 """, deadline: context.deadline)
             else { throw RPCError(code: .internal, message: "uncompletion returned nothing") }
-            let habitID = try Validate.uuid(ContentJSON.id((json["habit"] as? [String: Any])?["id"]), field: "habit")
-            var response = UncompleteHabitResponse.with {
-                $0.completion = Self.completion(json["completion"] as? [String: Any] ?? [:])
-                $0.reward = ContentJSON.reward(json["reward"])
+            guard let habitID = try result.nested("habit")?.require("id", as: UUID.self) else {
+                throw RecordDecodingError(field: "habit", problem: "is NULL or missing")
+            }
+            var response = try UncompleteHabitResponse.with {
+                $0.completion = Self.completion(try result.requireRecord("completion"))
+                $0.reward = try ContentMessages.reward(result)
             }
             // As reads show it: the streak a reader sees now, and whether the period is done.
             response.habit = try await fetch(habitID, user: user, deadline: context.deadline)

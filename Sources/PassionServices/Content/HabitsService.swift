@@ -19,12 +19,11 @@ public struct HabitsService: Habits.ServiceProtocol {
     static let notFound = ContentValidate.notFound("habit", field: "habit_id")
     static let goalNotFound = ContentValidate.notFound("goal", field: "habit.goal_id")
 
-    /// A habit as JSON with the streak a reader sees and whether its current period is done;
-    /// needs `t` from `today(_:_:)`.
+    /// A `HabitRecord`'s columns: the habit with the streak a reader sees and whether its
+    /// current period is done; needs `t` from `today(_:_:)`.
     static let selectHabit = """
-        to_jsonb(h) || jsonb_build_object(
-            'streak', passion_streak_shown(h.streak_days, h.streak_period, h.is_active, h.frequency, t.local),
-            'done_this_period', \(doneThisPeriod("h")))
+        h.*, passion_streak_shown(h.streak_days, h.streak_period, h.is_active, h.frequency, t.local) AS streak,
+        \(doneThisPeriod("h")) AS done_this_period
         """
 
     /// Whether habit `alias` has a completion in its current period; needs `t` from
@@ -100,17 +99,17 @@ public struct HabitsService: Habits.ServiceProtocol {
         let key = "to_char(h.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
         let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
             try await connection.query("""
-                SELECT (\(unsafeSQL: Self.selectHabit))::text AS result, \(unsafeSQL: key) AS sort_key
+                SELECT \(unsafeSQL: Self.selectHabit), \(unsafeSQL: key) AS sort_key
                 FROM habits h, \(Self.today(user, content.now()))
                 WHERE h.user_id = \(user) AND (\(goal)::uuid IS NULL OR h.goal_id = \(goal)::uuid)
                   AND (NOT h.archived OR \(request.includeArchived))
                   AND (\(after?.key)::text IS NULL OR (\(unsafeSQL: key), h.id) < (\(after?.key)::text, \(after?.id)::uuid))
                 ORDER BY sort_key DESC, h.id DESC
                 LIMIT \(size + 1)
-                """).map { (try $0.require("result", as: String.self), try $0.require("sort_key", as: String.self)) }
+                """).map { (try HabitRecord(fields: $0), try $0.require("sort_key", as: String.self)) }
         }
         var response = ListHabitsResponse()
-        response.habits = try rows.prefix(size).map { try Self.habit(ProgressService.object($0.0)) }
+        response.habits = rows.prefix(size).map { Self.habit($0.0) }
         if rows.count > size, let last = rows.prefix(size).last, let habit = response.habits.last {
             response.nextPageToken = SortKeyToken.encode(key: last.1, id: habit.id)
         }
@@ -184,22 +183,24 @@ public struct HabitsService: Habits.ServiceProtocol {
     public func today(request: TodayRequest, context: ServerContext) async throws -> TodayResponse {
         let user = try context.actingUser()
         let now = content.now()
-        guard let json = try await content.json("""
-            SELECT jsonb_build_object(
-                'date', t.today, 'time_zone', coalesce(u.timezone, 'UTC'),
-                'habits', coalesce((
-                    SELECT jsonb_agg(\(unsafeSQL: Self.selectHabit)
-                                     ORDER BY array_position(ARRAY['daily', 'weekly', 'monthly'], h.frequency), h.updated_at DESC, h.id)
-                    FROM habits h WHERE h.user_id = u.id AND h.is_active AND NOT h.archived), '[]'))::text AS result
-            FROM users u, \(Self.localDay(now))
-            WHERE u.id = \(user) AND u.deleted_at IS NULL
-            """, deadline: context.deadline)
-        else { throw UsersService.notFound }
+        // One row per habit, and one without a habit (id NULL) for a user who has none.
+        let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
+            try await connection.query("""
+                SELECT t.today AS today_date, coalesce(u.timezone, 'UTC') AS today_zone, x.*
+                FROM users u CROSS JOIN \(Self.localDay(now))
+                LEFT JOIN LATERAL (
+                    SELECT \(unsafeSQL: Self.selectHabit) FROM habits h WHERE h.user_id = u.id AND h.is_active AND NOT h.archived
+                ) x ON true
+                WHERE u.id = \(user) AND u.deleted_at IS NULL
+                ORDER BY array_position(ARRAY['daily', 'weekly', 'monthly'], x.frequency), x.updated_at DESC, x.id
+                """)
+        }
+        guard let first = rows.first else { throw UsersService.notFound }
         return try TodayResponse.with {
-            $0.date = ContentJSON.string(json["date"])
-            $0.timeZone = ContentJSON.string(json["time_zone"])
-            $0.habits = try (json["habits"] as? [[String: Any]] ?? []).map { item in
-                let habit = try Self.habit(item)
+            $0.date = try first.require("today_date", as: LocalDate.self).description
+            $0.timeZone = try first.require("today_zone", as: String.self)
+            $0.habits = try rows.filter { try $0.optional("id", as: UUID.self) != nil }.map { row in
+                let habit = Self.habit(try HabitRecord(fields: row))
                 return HabitToday.with {
                     $0.habit = habit
                     $0.status = habit.doneThisPeriod ? "completed" : "pending"
@@ -218,9 +219,9 @@ public struct HabitsService: Habits.ServiceProtocol {
             guard to.daysSinceEpoch - from.daysSinceEpoch <= 366 else { throw Validate.invalid("to_date", "is more than 366 days after from_date") }
         }
         let now = content.now()
-        let rows = try await content.jsonRows("""
-            SELECT jsonb_build_object('id', c.id, 'habit_id', c.habit_id, 'completion_date', c.completion_date,
-                                      'completed_at', c.completed_at)::text AS result
+        let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
+            try await connection.query("""
+            SELECT \(unsafeSQL: HabitCompletionRecord.columns)
             FROM habit_completions c, \(Self.today(user, now))
             WHERE c.user_id = \(user) AND (\(habit)::uuid IS NULL OR c.habit_id = \(habit)::uuid)
               AND c.completion_date >= coalesce(\(from)::date, coalesce(\(to)::date, t.today) - 30)
@@ -228,7 +229,8 @@ public struct HabitsService: Habits.ServiceProtocol {
               -- local today are still the user's latest.
               AND (\(to)::date IS NULL AND \(from)::date IS NULL OR c.completion_date <= coalesce(\(to)::date, \(from)::date + 30))
             ORDER BY c.completion_date DESC, c.completed_at DESC
-            """, deadline: context.deadline)
+            """).map { try HabitCompletionRecord(fields: $0) }
+        }
         if let habit, rows.isEmpty {
             // An empty history of a habit that is not the caller's must not read as "no completions".
             _ = try await fetch(habit, user: user, deadline: context.deadline)
@@ -277,12 +279,12 @@ public struct HabitsService: Habits.ServiceProtocol {
     }
 
     func fetch(_ id: UUID, user: UUID, deadline: ContinuousClock.Instant?) async throws -> Habit {
-        guard let json = try await content.json("""
-            SELECT (\(unsafeSQL: Self.selectHabit))::text AS result FROM habits h, \(Self.today(user, content.now()))
+        guard let record = try await content.record("""
+            SELECT \(unsafeSQL: Self.selectHabit) FROM habits h, \(Self.today(user, content.now()))
             WHERE h.id = \(id) AND h.user_id = \(user)
-            """, deadline: deadline)
+            """, as: HabitRecord.self, deadline: deadline)
         else { throw Self.notFound }
-        return try Self.habit(json)
+        return Self.habit(record)
     }
 
     /// Whether `goal` is one of the user's goals (not deleted); locks it against deletion.
@@ -290,30 +292,30 @@ public struct HabitsService: Habits.ServiceProtocol {
         try await !connection.query("SELECT 1 FROM goals WHERE id = \(goal) AND user_id = \(user) AND is_active FOR SHARE").isEmpty
     }
 
-    static func habit(_ json: [String: Any]) throws -> Habit {
+    static func habit(_ record: HabitRecord) -> Habit {
         var habit = Habit()
-        habit.id = ContentJSON.id(json["id"])
-        habit.goalID = ContentJSON.id(json["goal_id"])
-        habit.title = ContentJSON.string(json["title"])
-        habit.description_p = ContentJSON.string(json["description"])
-        habit.category = ContentJSON.string(json["category"])
-        habit.frequency = ContentJSON.string(json["frequency"])
-        habit.streak = ContentJSON.int32(json["streak"])
-        habit.totalCompletions = ContentJSON.int32(json["total_completions"])
-        habit.paused = !ContentJSON.bool(json["is_active"])
-        habit.archived = ContentJSON.bool(json["archived"])
-        habit.doneThisPeriod = ContentJSON.bool(json["done_this_period"])
-        if let created = ContentJSON.timestamp(json["created_at"]) { habit.createdAt = created }
-        if let updated = ContentJSON.timestamp(json["updated_at"]) { habit.updatedAt = updated }
+        habit.id = record.id.postgresText
+        habit.goalID = ContentMessages.id(record.goalID)
+        habit.title = record.title
+        habit.description_p = record.description ?? ""
+        habit.category = record.category ?? ""
+        habit.frequency = record.frequency
+        habit.streak = record.streak
+        habit.totalCompletions = record.totalCompletions
+        habit.paused = !record.isActive
+        habit.archived = record.archived
+        habit.doneThisPeriod = record.doneThisPeriod
+        habit.createdAt = Google_Protobuf_Timestamp(record.createdAt)
+        habit.updatedAt = Google_Protobuf_Timestamp(record.updatedAt)
         return habit
     }
 
-    static func completion(_ json: [String: Any]) -> HabitCompletion {
+    static func completion(_ record: HabitCompletionRecord) -> HabitCompletion {
         HabitCompletion.with {
-            $0.id = ContentJSON.id(json["id"])
-            $0.habitID = ContentJSON.id(json["habit_id"])
-            $0.completionDate = ContentJSON.string(json["completion_date"])
-            if let at = ContentJSON.timestamp(json["completed_at"]) { $0.completedAt = at }
+            $0.id = record.id.postgresText
+            $0.habitID = record.habitID.postgresText
+            $0.completionDate = record.completionDate.description
+            $0.completedAt = Google_Protobuf_Timestamp(record.completedAt)
         }
     }
 }

@@ -19,13 +19,6 @@ public struct QuestsService: Quests.ServiceProtocol {
     static let metrics = ["completions", "focus_minutes"]
     static let notFound = ContentValidate.notFound("quest", field: "quest_id")
 
-    /// A quest as JSON, with the status a reader sees: an active quest past its end date (in the
-    /// user's time zone) has failed, whether or not the job has recorded it yet.
-    static let selectQuest = """
-        to_jsonb(q) || jsonb_build_object('status',
-            CASE WHEN q.status = 'active' AND q.end_date < t.today THEN 'failed' ELSE q.status END)
-        """
-
     public func create(request: CreateQuestRequest, context: ServerContext) async throws -> Quest {
         let origin = AuditOrigin(context)
         return try await content.trail.failures(origin, action: "quest.created", resourceType: "quest") {
@@ -98,7 +91,7 @@ public struct QuestsService: Quests.ServiceProtocol {
         let key = "to_char(q.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
         let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
             try await connection.query("""
-                SELECT (\(unsafeSQL: Self.selectQuest))::text AS result, \(unsafeSQL: key) AS sort_key
+                SELECT \(unsafeSQL: QuestRecord.columns), \(unsafeSQL: key) AS sort_key
                 FROM quests q, \(HabitsService.today(user, content.now()))
                 WHERE q.user_id = \(user)
                   AND (\(status)::text IS NULL
@@ -106,10 +99,10 @@ public struct QuestsService: Quests.ServiceProtocol {
                   AND (\(after?.key)::text IS NULL OR (\(unsafeSQL: key), q.id) < (\(after?.key)::text, \(after?.id)::uuid))
                 ORDER BY sort_key DESC, q.id DESC
                 LIMIT \(size + 1)
-                """).map { (try $0.require("result", as: String.self), try $0.require("sort_key", as: String.self)) }
+                """).map { (try QuestRecord(fields: $0), try $0.require("sort_key", as: String.self)) }
         }
         var response = ListQuestsResponse()
-        response.quests = try rows.prefix(size).map { try Self.quest(ProgressService.object($0.0)) }
+        response.quests = rows.prefix(size).map { Self.quest($0.0) }
         if rows.count > size, let last = rows.prefix(size).last, let quest = response.quests.last {
             response.nextPageToken = SortKeyToken.encode(key: last.1, id: quest.id)
         }
@@ -122,14 +115,14 @@ public struct QuestsService: Quests.ServiceProtocol {
             let user = try context.actingUser()
             let id = try Validate.uuid(request.questID, field: "quest_id")
             let audit = origin.sqlArguments
-            guard let json = try await content.json("""
+            guard let result = try await content.document("""
                 SELECT passion_quest_complete(\(user), \(id), \(content.now()), \(audit.principal), \(audit.ip)::inet,
                                               \(audit.userAgent))::text AS result
                 """, deadline: context.deadline)
             else { throw RPCError(code: .internal, message: "completion returned nothing") }
             return try CompleteQuestResponse.with {
-                $0.quest = try Self.quest(json["quest"] as? [String: Any] ?? [:])
-                $0.reward = ContentJSON.reward(json["reward"])
+                $0.quest = Self.quest(try result.requireRecord("quest"))
+                $0.reward = try ContentMessages.reward(result)
             }
         }
     }
@@ -176,7 +169,7 @@ public struct QuestsService: Quests.ServiceProtocol {
     static func criteria(type: String, _ given: QuestCriteria, target: Int32) throws -> Criteria {
         let habit = try ContentValidate.optionalID(given.habitID, field: "quest.criteria.habit_id")
         let goal = try ContentValidate.optionalID(given.goalID, field: "quest.criteria.goal_id")
-        var object: [String: String] = [:]
+        var milestoneMetric: String?
         func refuse(_ field: String, _ types: String) throws {
             throw Validate.invalid("quest.criteria.\(field)", "applies to \(types) quests only")
         }
@@ -191,47 +184,43 @@ public struct QuestsService: Quests.ServiceProtocol {
         default:
             let metric = try ContentValidate.oneOf(given.metric, metrics, field: "quest.criteria.metric")
             guard (1...1_000_000).contains(target) else { throw Validate.invalid("quest.target", "must be 1–1000000") }
-            object["metric"] = metric
+            milestoneMetric = metric
         }
         if habit != nil, type != "habit_chain" { try refuse("habit_id", "habit_chain") }
         if goal != nil, type != "goal_completion" { try refuse("goal_id", "goal_completion") }
         if !given.metric.isEmpty, type != "milestone" { try refuse("metric", "milestone") }
-        if let habit { object["habit_id"] = habit.uuidString.lowercased() }
-        if let goal { object["goal_id"] = goal.uuidString.lowercased() }
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        return Criteria(json: JSONB(json: String(decoding: data, as: UTF8.self)), habit: habit, goal: goal)
+        return Criteria(json: QuestRecord.Criteria(habitID: habit, goalID: goal, metric: milestoneMetric).json, habit: habit, goal: goal)
     }
 
     func fetch(_ id: UUID, user: UUID, deadline: ContinuousClock.Instant?) async throws -> Quest {
-        guard let json = try await content.json("""
-            SELECT (\(unsafeSQL: Self.selectQuest))::text AS result FROM quests q, \(HabitsService.today(user, content.now()))
+        guard let record = try await content.record("""
+            SELECT \(unsafeSQL: QuestRecord.columns) FROM quests q, \(HabitsService.today(user, content.now()))
             WHERE q.id = \(id) AND q.user_id = \(user)
-            """, deadline: deadline)
+            """, as: QuestRecord.self, deadline: deadline)
         else { throw Self.notFound }
-        return try Self.quest(json)
+        return Self.quest(record)
     }
 
-    static func quest(_ json: [String: Any]) throws -> Quest {
+    static func quest(_ record: QuestRecord) -> Quest {
         var quest = Quest()
-        quest.id = ContentJSON.id(json["id"])
-        quest.title = ContentJSON.string(json["title"])
-        quest.description_p = ContentJSON.string(json["description"])
-        quest.questType = ContentJSON.string(json["quest_type"])
-        quest.status = ContentJSON.string(json["status"])
-        quest.startDate = ContentJSON.string(json["start_date"])
-        quest.endDate = ContentJSON.string(json["end_date"])
-        quest.xpReward = ContentJSON.int32(json["xp_reward"])
-        let criteria = json["criteria"] as? [String: Any] ?? [:]
+        quest.id = record.id.postgresText
+        quest.title = record.title
+        quest.description_p = record.description ?? ""
+        quest.questType = record.questType ?? ""
+        quest.status = record.status
+        quest.startDate = record.startDate.description
+        quest.endDate = record.endDate.description
+        quest.xpReward = record.xpReward
         quest.criteria = QuestCriteria.with {
-            $0.habitID = ContentJSON.id(criteria["habit_id"])
-            $0.goalID = ContentJSON.id(criteria["goal_id"])
-            $0.metric = ContentJSON.string(criteria["metric"])
+            $0.habitID = ContentMessages.id(record.criteria.habitID)
+            $0.goalID = ContentMessages.id(record.criteria.goalID)
+            $0.metric = record.criteria.metric ?? ""
         }
-        quest.target = ContentJSON.int32(json["target"])
-        quest.progress = ContentJSON.int32(json["progress"])
-        quest.createdBy = ContentJSON.string(json["created_by"])
-        if let created = ContentJSON.timestamp(json["created_at"]) { quest.createdAt = created }
-        if let completed = ContentJSON.timestamp(json["completed_at"]) { quest.completedAt = completed }
+        quest.target = record.target
+        quest.progress = record.progress
+        quest.createdBy = record.createdBy ?? ""
+        quest.createdAt = Google_Protobuf_Timestamp(record.createdAt)
+        if let completed = record.completedAt { quest.completedAt = Google_Protobuf_Timestamp(completed) }
         return quest
     }
 }

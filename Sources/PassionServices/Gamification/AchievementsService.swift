@@ -162,10 +162,10 @@ public struct AchievementsService: Achievements.ServiceProtocol {
                 """).first?.require("result", as: String.self)
         }
         guard let text else { throw RPCError(code: .internal, message: "evaluation returned nothing") }
-        let json = try ProgressService.object(text)
+        let record = try RewardRecord(fields: DocumentFields(text: text))
         return EvaluateResponse.with {
-            $0.progress = ProgressService.summary(json)
-            $0.events = (json["events"] as? [[String: Any]] ?? []).map(ProgressService.event)
+            $0.progress = record.progress.map(ProgressService.summary) ?? ProgressSummary()
+            $0.events = record.events.map(ProgressService.event)
         }
     }
 
@@ -216,10 +216,10 @@ public struct AchievementsService: Achievements.ServiceProtocol {
         achievement.rarity = try row.decode("rarity", as: String.self) ?? ""
         achievement.xpReward = try row.require("xp_reward", as: Int32.self)
         achievement.coinsReward = try row.require("coins_reward", as: Int32.self)
-        let condition = try ProgressService.object(try row.require("unlock_condition", as: JSONB.self).json)
+        let condition = try row.record("unlock_condition", as: UnlockConditionRecord.self)
         achievement.condition = UnlockCondition.with {
-            $0.type = condition["type"] as? String ?? ""
-            $0.value = ProgressService.int(condition["value"])
+            $0.type = condition?.type ?? ""
+            $0.value = condition?.value ?? 0
         }
         achievement.retired = try row.decode("retired_at", as: Date.self) != nil
         achievement.createdAt = Google_Protobuf_Timestamp(try row.require("created_at", as: Date.self))

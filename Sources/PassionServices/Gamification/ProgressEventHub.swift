@@ -54,13 +54,11 @@ public final class ProgressEventHub: Service, Sendable {
                     // event committed before the check, so a subscriber registering after it
                     // is not owed it (a resuming one reads it from the table).
                     guard subscribers.withLock({ !$0.isEmpty }) else { continue }
-                    guard let data = payload.data(using: .utf8),
-                        let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
-                    else {
-                        logger.warning("unreadable progress event notification")
-                        continue
+                    do {
+                        deliver(ProgressService.event(try EventRecord(notification: payload)))
+                    } catch {
+                        logger.warning("unreadable progress event notification", metadata: ["error": "\(error)"])
                     }
-                    deliver(ProgressService.event(json))
                 case .reconnected:
                     broadcast(.catchUp)
                 }

@@ -22,13 +22,9 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         self.now = now
     }
 
-    static let xpReasons: Set<String> = [
-        "habit_completed", "goal_completed", "focus_session_completed", "quest_completed", "grant", "penalty", "correction",
-    ]
-    static let coinReasons: Set<String> = [
-        "habit_completed", "goal_completed", "focus_session_completed", "quest_completed", "battle_win", "grant", "correction",
-    ]
-    static let resourceTypes: Set<String> = ["habit", "goal", "quest", "focus_session"]
+    static let xpReasons = Vocabulary.xpReasons
+    static let coinReasons = Vocabulary.coinReasons
+    static let resourceTypes = Vocabulary.rewardResourceTypes
 
     // MARK: - Reads
 
@@ -36,14 +32,15 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         let userID = try context.actingUser()
         let row = try await pool.withConnection(deadline: context.deadline) { connection in
             try await connection.query("""
-                SELECT passion_progress_json(u.id)::text AS progress,
+                SELECT \(unsafeSQL: ProgressRecord.columns(user: "u.id")),
                        (passion_user_streaks(u.id, \(now()))).active_streaks AS active_streaks,
                        passion_all_time_rank(u.id) AS rank
-                FROM users u WHERE u.id = \(userID) AND u.deleted_at IS NULL
+                FROM users u LEFT JOIN user_progress p ON p.user_id = u.id
+                WHERE u.id = \(userID) AND u.deleted_at IS NULL
                 """).first
         }
         guard let row else { throw UsersService.notFound }
-        var summary = try Self.summary(Self.object(try row.require("progress", as: String.self)))
+        var summary = Self.summary(try ProgressRecord(fields: row))
         summary.activeStreaks = try row.require("active_streaks", as: Int32.self)
         summary.allTimeRank = try row.require("rank", as: Int64.self)
         return summary
@@ -236,15 +233,13 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
             let user = target.flatMap { UUID(uuidString: $0) }
             let rows = try await pool.withConnection { connection in
                 try await connection.query("""
-                    SELECT jsonb_build_object('id', id, 'user_id', user_id, 'type', type, 'payload', payload,
-                                              'created_at', created_at)::text AS event
-                    FROM progress_events
+                    SELECT \(unsafeSQL: EventRecord.columns) FROM progress_events
                     WHERE id > \(from) AND (\(user)::uuid IS NULL OR user_id = \(user)::uuid)
                     ORDER BY id LIMIT 500
                     """)
             }
             for row in rows {
-                let event = Self.event(try Self.object(try row.require("event", as: String.self)))
+                let event = Self.event(try EventRecord(fields: row))
                 guard !sent.contains(event.id) else { continue }
                 try await responses.write(SubscribeResponse.with { $0.event = event })
                 last = max(last, event.id)
@@ -373,19 +368,12 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
                                                 \(origin.ipAddress.map { InetAddress($0) })::inet, \(origin.userAgent))::text AS results
                     """).first?.require("results", as: String.self)
             }
-            guard let text, let outcomes = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]],
-                outcomes.count == positions.count
+            guard let text, case let outcomes = try BatchOutcome.outcomes(document: text), outcomes.count == positions.count
             else { throw RPCError(code: .internal, message: "batch returned a malformed result") }
             for (position, outcome) in zip(positions, outcomes) {
-                if let failure = outcome["error"] as? [String: Any] {
-                    var error = StoreError(
-                        sqlState: failure["sqlstate"] as? String ?? "XX000", serverMessage: failure["message"] as? String ?? "",
-                        constraint: failure["constraint"] as? String)
-                    error.hint = failure["hint"] as? String
-                    error.detail = failure["detail"] as? String
-                    results[position] = BatchAwardResult.with { $0.error = Self.itemError(error.rpcError) }
-                } else {
-                    results[position] = BatchAwardResult.with { $0.result = Self.result(outcome) }
+                switch outcome {
+                case .failed(let error): results[position] = BatchAwardResult.with { $0.error = Self.itemError(error.rpcError) }
+                case .rewarded(let reward): results[position] = BatchAwardResult.with { $0.result = Self.result(reward) }
                 }
             }
         }
@@ -511,7 +499,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
                 """).first?.require("result", as: String.self)
         }
         guard let text else { throw RPCError(code: .internal, message: "reward returned nothing") }
-        return try Self.result(Self.object(text))
+        return Self.result(try RewardRecord(fields: DocumentFields(text: text)))
     }
 
     static func key(_ key: String, field: String = "idempotency_key") throws -> String {
@@ -537,36 +525,27 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         return (type, try Validate.uuid(id, field: prefix + "resource_id"))
     }
 
-    // MARK: - JSON from the database to messages
+    // MARK: - Records to messages
 
-    static func object(_ text: String) throws -> [String: Any] {
-        guard let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
-            throw RPCError(code: .internal, message: "malformed progress from the database")
-        }
-        return object
-    }
-
-    static func int(_ value: Any?) -> Int64 { (value as? NSNumber)?.int64Value ?? 0 }
-
-    static func summary(_ json: [String: Any]) -> ProgressSummary {
+    static func summary(_ record: ProgressRecord) -> ProgressSummary {
         var summary = ProgressSummary()
-        summary.userID = (json["user_id"] as? String)?.lowercased() ?? ""
-        summary.totalXp = int(json["total_xp"])
-        summary.level = Int32(clamping: int(json["level"]))
-        summary.xpIntoLevel = summary.totalXp - int(json["level_floor_xp"])
-        summary.xpToNextLevel = int(json["next_level_xp"]) - summary.totalXp
-        summary.totalCoins = int(json["total_coins"])
-        summary.coinsEarned = int(json["coins_earned"])
-        summary.achievementsUnlocked = Int32(clamping: int(json["achievements_unlocked"]))
+        summary.userID = record.userID.postgresText
+        summary.totalXp = record.totalXP
+        summary.level = record.level
+        summary.xpIntoLevel = record.totalXP - record.levelFloorXP
+        summary.xpToNextLevel = record.nextLevelXP - record.totalXP
+        summary.totalCoins = record.totalCoins
+        summary.coinsEarned = record.coinsEarned
+        summary.achievementsUnlocked = record.achievementsUnlocked
         return summary
     }
 
-    static func result(_ json: [String: Any]) -> RewardResult {
+    static func result(_ record: RewardRecord) -> RewardResult {
         var result = RewardResult()
-        result.progress = summary(json)
-        result.ledgerID = int(json["ledger_id"])
-        result.replayed = json["replayed"] as? Bool ?? false
-        result.events = (json["events"] as? [[String: Any]] ?? []).map(event)
+        result.progress = record.progress.map(summary) ?? ProgressSummary()
+        result.ledgerID = record.ledgerID ?? 0
+        result.replayed = record.replayed
+        result.events = record.events.map(event)
         return result
     }
 
@@ -575,34 +554,28 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         "level_up": .levelUp, "level_down": .levelDown, "achievement_unlocked": .achievementUnlocked,
     ]
 
-    /// An event as passion_emit_event writes it (also the NOTIFY payload).
-    public static func event(_ json: [String: Any]) -> ProgressEvent {
+    static func event(_ record: EventRecord) -> ProgressEvent {
         var event = ProgressEvent()
-        event.id = int(json["id"])
-        event.userID = (json["user_id"] as? String)?.lowercased() ?? ""
-        event.type = eventTypes[json["type"] as? String ?? ""] ?? .unspecified
-        if let text = json["created_at"] as? String, let date = Self.timestamp(text) { event.createdAt = Google_Protobuf_Timestamp(date) }
-        let payload = json["payload"] as? [String: Any] ?? [:]
-        event.ledgerID = int(payload["ledger_id"])
-        event.amount = int(payload["amount"])
-        event.reason = payload["reason"] as? String ?? ""
-        event.fromLevel = Int32(clamping: int(payload["from_level"]))
-        event.toLevel = Int32(clamping: int(payload["to_level"]))
+        event.id = record.id
+        event.userID = record.userID.postgresText
+        event.type = eventTypes[record.type] ?? .unspecified
+        event.createdAt = Google_Protobuf_Timestamp(record.createdAt)
+        let payload = record.payload
+        event.ledgerID = payload.ledgerID ?? 0
+        event.amount = payload.amount ?? 0
+        event.reason = payload.reason ?? ""
+        event.fromLevel = payload.fromLevel ?? 0
+        event.toLevel = payload.toLevel ?? 0
         if event.type == .achievementUnlocked {
             event.achievement = UnlockedAchievement.with {
-                $0.achievementID = (payload["achievement_id"] as? String)?.lowercased() ?? ""
-                $0.slug = payload["slug"] as? String ?? ""
-                $0.title = payload["title"] as? String ?? ""
-                $0.rarity = payload["rarity"] as? String ?? ""
-                $0.xpReward = Int32(clamping: int(payload["xp_reward"]))
-                $0.coinsReward = Int32(clamping: int(payload["coins_reward"]))
+                $0.achievementID = payload.achievementID?.postgresText ?? ""
+                $0.slug = payload.slug ?? ""
+                $0.title = payload.title ?? ""
+                $0.rarity = payload.rarity ?? ""
+                $0.xpReward = payload.xpReward ?? 0
+                $0.coinsReward = payload.coinsReward ?? 0
             }
         }
         return event
-    }
-
-    /// JSON timestamps from PostgreSQL: `2026-11-25T04:30:19.123456+00:00`.
-    static func timestamp(_ text: String) -> Date? {
-        try? Date(postgresText: text)
     }
 }
