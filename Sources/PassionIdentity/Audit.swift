@@ -102,7 +102,7 @@ public struct AuditOrigin: Sendable {
         userID: UUID? = nil, details: [String: String] = [:]
     ) -> AuditRecord {
         AuditRecord(
-            userID: userID ?? principal.userID.flatMap(UUID.init(uuidString:)), action: action, resourceType: resourceType,
+            userID: userID ?? principal.userID.flatMap { try? UUID(postgresText: $0) }, action: action, resourceType: resourceType,
             resourceID: resourceID, status: status, details: details, principal: principal.description, ipAddress: ipAddress,
             userAgent: userAgent)
     }

@@ -69,14 +69,14 @@ public final class StoreAuthenticator: Authenticator {
     public func authenticate(_ credentials: CallCredentials) async throws -> Principal {
         var principal = try await identify(credentials)
         if let asUser = credentials.metadata["as-user"] {
-            guard asUser.utf8.count == 36, let id = UUID(uuidString: asUser) else {
+            guard asUser.utf8.count == 36, let id = (try? UUID(postgresText: asUser)) else {
                 throw IdentifiedRefusal(
                     principal: principal,
                     error: RPCError(
                         code: .invalidArgument, message: "as-user must be a user id (UUID)",
                         details: ErrorDetails(reason: "AS_USER_MALFORMED", fields: ["field": "as-user"])))
             }
-            principal.actingForUser = id.uuidString.lowercased()
+            principal.actingForUser = id.postgresText
         }
         return principal
     }
@@ -182,7 +182,7 @@ public final class StoreAuthenticator: Authenticator {
             throw Self.unauthenticated("the session expired; sign in again", reason: "SESSION_EXPIRED")
         }
         let entry = SessionCache.Entry(
-            hash: hash, userID: try row.require("user_id", as: UUID.self).uuidString.lowercased(),
+            hash: hash, userID: try row.require("user_id", as: UUID.self).postgresText,
             expiresAt: try row.require("expires_at", as: Date.self))
         sessions.store(entry)
         return entry
@@ -212,7 +212,7 @@ public final class StoreAuthenticator: Authenticator {
     /// deleting an account deletes its sessions.
     private func requireLiveUser(_ user: String) async throws {
         if liveUsers.contains(user) { return }
-        guard let id = UUID(uuidString: user) else { throw Self.userNotFound }
+        guard let id = (try? UUID(postgresText: user)) else { throw Self.userNotFound }
         let live = try await pool.withConnection { connection in
             try await !connection.query("SELECT 1 FROM users WHERE id = \(id) AND deleted_at IS NULL").isEmpty
         }

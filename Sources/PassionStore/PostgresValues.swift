@@ -54,24 +54,64 @@ extension Bool: PostgresEncodable, PostgresDecodable {
 /// Written and read by hand: Foundation's `uuidString` and `UUID(uuidString:)` go through
 /// sprintf and sscanf, which showed in the profile of every call that names a user.
 extension UUID: PostgresEncodable, PostgresDecodable {
-    /// Where the dashes of the 8-4-4-4-12 form go.
-    private static let dashes = [8, 13, 18, 23]
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 
+    /// Lower-case 8-4-4-4-12, written straight into the string's storage.
     public var postgresText: String {
-        var text = Array(withUnsafeBytes(of: uuid) { Crypto.hex($0) }.utf8)
-        for position in Self.dashes { text.insert(UInt8(ascii: "-"), at: position) }
-        return String(decoding: text, as: UTF8.self)
+        withUnsafeBytes(of: uuid) { bytes in
+            String(unsafeUninitializedCapacity: 36) { out in
+                var position = 0
+                for (index, byte) in bytes.enumerated() {
+                    if index == 4 || index == 6 || index == 8 || index == 10 {
+                        out[position] = UInt8(ascii: "-")
+                        position += 1
+                    }
+                    out[position] = Self.hexDigits[Int(byte >> 4)]
+                    out[position + 1] = Self.hexDigits[Int(byte & 0x0F)]
+                    position += 2
+                }
+                return position
+            }
+        }
     }
 
     public init(postgresText: String) throws {
-        let text = Array(postgresText.utf8)
-        guard text.count == 36, Self.dashes.allSatisfy({ text[$0] == UInt8(ascii: "-") }),
-            let bytes = Crypto.bytes(hex: String(decoding: text.indices.lazy.filter { !Self.dashes.contains($0) }.map { text[$0] }, as: UTF8.self)),
-            bytes.count == 16
-        else { throw PostgresDecodingError(type: "UUID", text: postgresText) }
-        self = UUID(uuid: (
-            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
-            bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]))
+        var text = postgresText
+        var uuid: uuid_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        let parsed = text.withUTF8 { utf8 in
+            withUnsafeMutableBytes(of: &uuid) { out in Self.parse(utf8, into: out) }
+        }
+        guard parsed else { throw PostgresDecodingError(type: "UUID", text: postgresText) }
+        self = UUID(uuid: uuid)
+    }
+
+    /// 8-4-4-4-12 hex digits into 16 bytes; false for anything else. Every group has an even
+    /// number of digits, so a byte's two digits never straddle a dash.
+    private static func parse(_ text: UnsafeBufferPointer<UInt8>, into out: UnsafeMutableRawBufferPointer) -> Bool {
+        guard text.count == 36 else { return false }
+        var index = 0
+        var byte = 0
+        while index < 36 {
+            if index == 8 || index == 13 || index == 18 || index == 23 {
+                guard text[index] == UInt8(ascii: "-") else { return false }
+                index += 1
+                continue
+            }
+            guard let high = nibble(text[index]), let low = nibble(text[index + 1]) else { return false }
+            out[byte] = high << 4 | low
+            byte += 1
+            index += 2
+        }
+        return true
+    }
+
+    private static func nibble(_ digit: UInt8) -> UInt8? {
+        switch digit {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return digit - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return digit - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return digit - UInt8(ascii: "A") + 10
+        default: return nil
+        }
     }
 }
 

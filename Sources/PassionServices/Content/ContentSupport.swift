@@ -147,7 +147,7 @@ enum SortKeyToken {
 
     static func decode(_ token: String, order: String = "created") throws -> (key: String, id: UUID)? {
         guard let parts = try PageToken.decode(token, count: 3) else { return nil }
-        guard let id = UUID(uuidString: parts[2]) else { throw Validate.invalid("page_token", "is not a token from a previous response") }
+        guard let id = (try? UUID(postgresText: parts[2])) else { throw Validate.invalid("page_token", "is not a token from a previous response") }
         guard parts[0] == order else {
             throw Validate.invalid("page_token", "belongs to a list in \(parts[0]) order, not \(order): keep the order while paging")
         }

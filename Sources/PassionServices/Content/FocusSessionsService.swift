@@ -51,10 +51,10 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
                     guard let running else { return .failure(UsersService.notFound) }
                     return .failure(RPCError(
                         code: .failedPrecondition, message: "a focus session is already running: complete or abandon it first",
-                        details: ErrorDetails(reason: "FOCUS_SESSION_RUNNING", fields: ["session_id": running.uuidString.lowercased()])))
+                        details: ErrorDetails(reason: "FOCUS_SESSION_RUNNING", fields: ["session_id": running.postgresText])))
                 }
                 try await connection.insertAudit(origin.record(
-                    "focus_session.started", resourceType: "focus_session", resourceID: inserted.uuidString.lowercased()))
+                    "focus_session.started", resourceType: "focus_session", resourceID: inserted.postgresText))
                 return .success(inserted)
             }
             return try await fetch(try outcome.get(), user: user, deadline: context.deadline)
@@ -192,7 +192,7 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
                 else { return nil }
                 if allowed.contains(status) {
                     try await connection.query("UPDATE focus_sessions SET \(set(now)), updated_at = now() WHERE id = \(id)")
-                    try await connection.insertAudit(origin.record(action, resourceType: "focus_session", resourceID: id.uuidString.lowercased()))
+                    try await connection.insertAudit(origin.record(action, resourceType: "focus_session", resourceID: id.postgresText))
                 }
                 return status
             }

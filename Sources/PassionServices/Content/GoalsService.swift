@@ -190,7 +190,7 @@ public struct GoalsService: Goals.ServiceProtocol {
             CROSS JOIN \(HabitsService.localDay(now))
             LEFT JOIN user_progress p ON p.user_id = u.id
             CROSS JOIN LATERAL (
-                SELECT count(*) AS active, count(*) FILTER (WHERE NOT \(unsafeSQL: HabitsService.doneThisPeriod("x"))) AS due
+                SELECT count(*) AS active, count(*) FILTER (WHERE NOT \(unsafeSQL: HabitsService.doneThisPeriodOfX)) AS due
                 FROM habits x WHERE x.user_id = u.id AND x.is_active AND NOT x.archived) h
             WHERE u.id = \(user) AND u.deleted_at IS NULL
             """, as: DashboardRecord.self, deadline: context.deadline)
@@ -230,7 +230,7 @@ public struct GoalsService: Goals.ServiceProtocol {
                 let verdict = try row.require("verdict", as: String.self)
                 if verdict == "apply" {
                     try await connection.query("UPDATE goals g SET \(unsafeSQL: set), updated_at = now() WHERE g.id = \(id)")
-                    try await connection.insertAudit(origin.record(action, resourceType: "goal", resourceID: id.uuidString.lowercased()))
+                    try await connection.insertAudit(origin.record(action, resourceType: "goal", resourceID: id.postgresText))
                 }
                 return verdict
             }
@@ -248,7 +248,7 @@ public struct GoalsService: Goals.ServiceProtocol {
     ) async throws -> Goal {
         let changed = try await content.pool.transaction(deadline: context.deadline) { connection -> Bool in
             guard try await connection.query(sql).first != nil else { return false }
-            try await connection.insertAudit(origin.record(action, resourceType: "goal", resourceID: id.uuidString.lowercased(), details: ["fields": details]))
+            try await connection.insertAudit(origin.record(action, resourceType: "goal", resourceID: id.postgresText, details: ["fields": details]))
             return true
         }
         guard changed else { throw Self.notFound }

@@ -31,6 +31,9 @@ public struct HabitsService: Habits.ServiceProtocol {
     /// (a dashboard reads 80 habits). The habit's newest completion date answers it, except
     /// when that date lies beyond the period (dated ahead, after a move west): then the
     /// completions do.
+    /// `doneThisPeriod(_:)` of a habit `x`, as the dashboard counts them (built once).
+    static let doneThisPeriodOfX = doneThisPeriod("x")
+
     static func doneThisPeriod(_ alias: String) -> String {
         let start = "CASE \(alias).frequency WHEN 'daily' THEN t.today WHEN 'weekly' THEN t.week_start ELSE t.month_start END"
         let end = "CASE \(alias).frequency WHEN 'daily' THEN t.today WHEN 'weekly' THEN t.week_start + 6 ELSE t.month_end END"
@@ -78,7 +81,7 @@ public struct HabitsService: Habits.ServiceProtocol {
                     VALUES (\(user), \(goal), \(title), \(description), \(category), \(frequency), \(now), \(now))
                     RETURNING id
                     """).first?.require("id", as: UUID.self)
-                if let id { try await connection.insertAudit(origin.record("habit.created", resourceType: "habit", resourceID: id.uuidString.lowercased())) }
+                if let id { try await connection.insertAudit(origin.record("habit.created", resourceType: "habit", resourceID: id.postgresText)) }
                 return id
             }
             guard let id else { throw Self.goalNotFound }
@@ -155,7 +158,7 @@ public struct HabitsService: Habits.ServiceProtocol {
                         """)
                 }
                 try await connection.insertAudit(origin.record(
-                    "habit.updated", resourceType: "habit", resourceID: id.uuidString.lowercased(),
+                    "habit.updated", resourceType: "habit", resourceID: id.postgresText,
                     details: ["fields": fields.sorted().joined(separator: ",")]))
                 return nil
             }
@@ -250,7 +253,7 @@ public struct HabitsService: Habits.ServiceProtocol {
                 let before = try await connection.query("SELECT is_active FROM habits WHERE id = \(id) AND user_id = \(user)").first
                 try await connection.query("SELECT passion_habit_set_active(\(user), \(id), \(active), \(now))")
                 if try before?.require("is_active", as: Bool.self) != active {
-                    try await connection.insertAudit(origin.record(action, resourceType: "habit", resourceID: id.uuidString.lowercased()))
+                    try await connection.insertAudit(origin.record(action, resourceType: "habit", resourceID: id.postgresText))
                 }
             }
             return try await fetch(id, user: user, deadline: context.deadline)
@@ -269,7 +272,7 @@ public struct HabitsService: Habits.ServiceProtocol {
                 else { return false }
                 if try row.require("archived", as: Bool.self) != archived {
                     try await connection.query("UPDATE habits SET archived = \(archived), updated_at = now() WHERE id = \(id)")
-                    try await connection.insertAudit(origin.record(action, resourceType: "habit", resourceID: id.uuidString.lowercased()))
+                    try await connection.insertAudit(origin.record(action, resourceType: "habit", resourceID: id.postgresText))
                 }
                 return true
             }

@@ -71,7 +71,7 @@ public struct QuestsService: Quests.ServiceProtocol {
                     """).first?.require("id", as: UUID.self)
                 else { return .failure(RPCError(code: .internal, message: "insert returned nothing")) }
                 try await connection.insertAudit(origin.record(
-                    "quest.created", resourceType: "quest", resourceID: id.uuidString.lowercased(), details: ["quest_type": type]))
+                    "quest.created", resourceType: "quest", resourceID: id.postgresText, details: ["quest_type": type]))
                 return .success(id)
             }
             return try await fetch(try outcome.get(), user: user, deadline: context.deadline)
@@ -143,7 +143,7 @@ public struct QuestsService: Quests.ServiceProtocol {
                 else { return nil }
                 if status == "active" {
                     try await connection.query("UPDATE quests SET status = 'abandoned', updated_at = now() WHERE id = \(id)")
-                    try await connection.insertAudit(origin.record("quest.abandoned", resourceType: "quest", resourceID: id.uuidString.lowercased()))
+                    try await connection.insertAudit(origin.record("quest.abandoned", resourceType: "quest", resourceID: id.postgresText))
                 }
                 return status
             }

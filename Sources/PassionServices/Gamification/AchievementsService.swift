@@ -90,7 +90,7 @@ public struct AchievementsService: Achievements.ServiceProtocol {
                     """).first
                 if let row {
                     try await connection.insertAudit(origin.record(
-                        "achievement.defined", resourceType: "achievement", resourceID: try row.require("id", as: UUID.self).uuidString.lowercased(),
+                        "achievement.defined", resourceType: "achievement", resourceID: try row.require("id", as: UUID.self).postgresText,
                         details: ["slug": given.slug]))
                 }
                 return row
@@ -125,7 +125,7 @@ public struct AchievementsService: Achievements.ServiceProtocol {
                     """).first
                 if row != nil {
                     try await connection.insertAudit(origin.record(
-                        "achievement.updated", resourceType: "achievement", resourceID: id.uuidString.lowercased(),
+                        "achievement.updated", resourceType: "achievement", resourceID: id.postgresText,
                         details: ["fields": fields.sorted().joined(separator: ",")]))
                 }
                 return row
@@ -143,7 +143,7 @@ public struct AchievementsService: Achievements.ServiceProtocol {
                 UPDATE achievements SET retired_at = now() WHERE id = \(id) AND retired_at IS NULL RETURNING \(unsafeSQL: Self.columns)
                 """).first
             if retired != nil {
-                try await connection.insertAudit(origin.record("achievement.retired", resourceType: "achievement", resourceID: id.uuidString.lowercased()))
+                try await connection.insertAudit(origin.record("achievement.retired", resourceType: "achievement", resourceID: id.postgresText))
                 return retired
             }
             return try await connection.query("SELECT \(unsafeSQL: Self.columns) FROM achievements WHERE id = \(id)").first
@@ -207,7 +207,7 @@ public struct AchievementsService: Achievements.ServiceProtocol {
 
     static func achievement(_ row: Row) throws -> Achievement {
         var achievement = Achievement()
-        achievement.id = try row.require("id", as: UUID.self).uuidString.lowercased()
+        achievement.id = try row.require("id", as: UUID.self).postgresText
         achievement.slug = try row.decode("slug", as: String.self) ?? ""
         achievement.title = try row.require("title", as: String.self)
         achievement.description_p = try row.decode("description", as: String.self) ?? ""

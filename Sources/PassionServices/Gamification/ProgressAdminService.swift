@@ -21,7 +21,7 @@ public struct ProgressAdminService: ProgressAdmin.ServiceProtocol {
             response.usersChecked = users
             response.differences = try differences.map { row in
                 try Difference.with {
-                    $0.userID = try row.require("user_id", as: UUID.self).uuidString.lowercased()
+                    $0.userID = try row.require("user_id", as: UUID.self).postgresText
                     $0.check = try row.require("check_name", as: String.self)
                     $0.expected = try row.require("expected", as: Int64.self)
                     $0.actual = try row.require("actual", as: Int64.self)
@@ -52,7 +52,7 @@ public struct ProgressAdminService: ProgressAdmin.ServiceProtocol {
             }
             response.mostCommonAchievements = try common.map { row in
                 try AchievementCount.with {
-                    $0.achievementID = try row.require("id", as: UUID.self).uuidString.lowercased()
+                    $0.achievementID = try row.require("id", as: UUID.self).postgresText
                     $0.slug = try row.decode("slug", as: String.self) ?? ""
                     $0.title = try row.require("title", as: String.self)
                     $0.unlocked = try row.require("unlocked", as: Int64.self)

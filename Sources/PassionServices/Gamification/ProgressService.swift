@@ -64,7 +64,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
             entry.points = try row.require("points", as: Int32.self)
             entry.reason = try row.require("reason", as: String.self)
             entry.resourceType = try row.decode("resource_type", as: String.self) ?? ""
-            entry.resourceID = try row.decode("resource_id", as: UUID.self)?.uuidString.lowercased() ?? ""
+            entry.resourceID = try row.decode("resource_id", as: UUID.self)?.postgresText ?? ""
             entry.idempotencyKey = try row.decode("idempotency_key", as: String.self) ?? ""
             entry.createdAt = Google_Protobuf_Timestamp(try row.require("created_at", as: Date.self))
             return entry
@@ -91,7 +91,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
             entry.coins = try row.require("coins", as: Int32.self)
             entry.transactionType = try row.require("transaction_type", as: String.self)
             entry.reason = try row.require("reason", as: String.self)
-            entry.resourceID = try row.decode("resource_id", as: UUID.self)?.uuidString.lowercased() ?? ""
+            entry.resourceID = try row.decode("resource_id", as: UUID.self)?.postgresText ?? ""
             entry.idempotencyKey = try row.decode("idempotency_key", as: String.self) ?? ""
             entry.refundOf = try row.decode("refund_of", as: Int64.self) ?? 0
             entry.createdAt = Google_Protobuf_Timestamp(try row.require("created_at", as: Date.self))
@@ -121,12 +121,12 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
             guard request.userID.isEmpty, !request.allUsers else {
                 throw Validate.invalid("user_id", "users follow their own events: leave user_id and all_users empty")
             }
-            target = try context.actingUser().uuidString.lowercased()
+            target = try context.actingUser().postgresText
         } else if request.allUsers {
             guard request.userID.isEmpty else { throw Validate.invalid("all_users", "give user_id or all_users, not both") }
             target = nil
         } else if !request.userID.isEmpty {
-            target = try Validate.uuid(request.userID, field: "user_id").uuidString.lowercased()
+            target = try Validate.uuid(request.userID, field: "user_id").postgresText
         } else if let acting = context.principal.actingForUser {
             target = acting
         } else {
@@ -191,7 +191,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     private func newestEventID(of target: String?, deadline: ContinuousClock.Instant?) async throws -> Int64 {
         // Two statements, so each is one step down an index (user_id, id) or the primary key.
         let row = try await pool.withConnection(deadline: deadline) { connection in
-            if let user = target.flatMap({ UUID(uuidString: $0) }) {
+            if let user = target.flatMap({ (try? UUID(postgresText: $0)) }) {
                 try await connection.query("SELECT coalesce(max(id), 0) AS newest FROM progress_events WHERE user_id = \(user)").first
             } else {
                 try await connection.query("SELECT coalesce(max(id), 0) AS newest FROM progress_events").first
@@ -230,7 +230,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         var last = after
         while true {
             let from = last
-            let user = target.flatMap { UUID(uuidString: $0) }
+            let user = target.flatMap { (try? UUID(postgresText: $0)) }
             let rows = try await pool.withConnection { connection in
                 try await connection.query("""
                     SELECT \(unsafeSQL: EventRecord.columns) FROM progress_events
@@ -387,11 +387,11 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         json.reserveCapacity(items.count * 160)
         for (index, item) in items.enumerated() {
             if index > 0 { json += "," }
-            json += #"{"user_id":""# + item.user.uuidString.lowercased() + #"","kind":"# + JSONText.quoted(item.kind)
+            json += #"{"user_id":""# + item.user.postgresText + #"","kind":"# + JSONText.quoted(item.kind)
             json += #","amount":"# + String(item.amount) + #","reason":"# + JSONText.quoted(item.reason)
             json += #","key":"# + JSONText.quoted(item.key)
             if let type = item.resourceType { json += #","resource_type":"# + JSONText.quoted(type) }
-            if let id = item.resourceID { json += #","resource_id":""# + id.uuidString.lowercased() + "\"" }
+            if let id = item.resourceID { json += #","resource_id":""# + id.postgresText + "\"" }
             json += "}"
         }
         return json + "]"
@@ -460,7 +460,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         for row in rows {
             let entry = try LeaderboardEntry.with {
                 $0.rank = try row.require("rank", as: Int64.self)
-                $0.userID = try row.require("user_id", as: UUID.self).uuidString.lowercased()
+                $0.userID = try row.require("user_id", as: UUID.self).postgresText
                 $0.displayName = try row.decode("display_name", as: String.self) ?? ""
                 $0.xp = try row.require("xp", as: Int64.self)
             }
@@ -478,7 +478,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
                 try await connection.query("SELECT display_name FROM users WHERE id = \(userID)").first?.decode("display_name", as: String.self)
             }
             let me = LeaderboardEntry.with {
-                $0.userID = userID.uuidString.lowercased()
+                $0.userID = userID.postgresText
                 $0.displayName = name ?? ""
                 $0.rank = response.rankedUsers + 1
             }

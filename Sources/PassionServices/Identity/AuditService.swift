@@ -70,7 +70,7 @@ public struct AuditService: Audit.ServiceProtocol {
         response.entries = try Array(rows.prefix(size)).map { row in
             var entry = AuditEntry()
             entry.id = try row.require("id", as: Int64.self)
-            entry.userID = try row.decode("user_id", as: UUID.self)?.uuidString.lowercased() ?? ""
+            entry.userID = try row.decode("user_id", as: UUID.self)?.postgresText ?? ""
             entry.action = try row.require("action", as: String.self)
             entry.resourceType = try row.decode("resource_type", as: String.self) ?? ""
             entry.resourceID = try row.decode("resource_id", as: String.self) ?? ""

@@ -206,11 +206,11 @@ public struct AuthService: Auth.ServiceProtocol {
                 UPDATE sessions SET revoked_at = now() WHERE user_id = \(userID) AND revoked_at IS NULL AND expires_at > now()
                 """)
             try await connection.insertAudit(origin.record(
-                "user.signout_everywhere", resourceType: "user", resourceID: userID.uuidString.lowercased(),
+                "user.signout_everywhere", resourceType: "user", resourceID: userID.postgresText,
                 details: ["sessions_revoked": "\(rows.affected)"]))
             return rows.affected
         }
-        authenticator.forget(userID: userID.uuidString.lowercased())
+        authenticator.forget(userID: userID.postgresText)
         return SignOutEverywhereResponse.with { $0.sessionsRevoked = Int32(clamping: revoked) }
     }
 

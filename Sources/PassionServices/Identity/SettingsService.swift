@@ -37,7 +37,7 @@ public struct SettingsService: Settings.ServiceProtocol {
         let origin = AuditOrigin(context)
         let userID = try context.actingUser()
         return try await trail.failures(
-            origin, action: "settings.updated", resourceType: "user_settings", resourceID: userID.uuidString.lowercased()
+            origin, action: "settings.updated", resourceType: "user_settings", resourceID: userID.postgresText
         ) {
             let fields = try Validate.mask(request.updateMask, allowed: Self.fields)
             let given = request.settings
@@ -78,7 +78,7 @@ public struct SettingsService: Settings.ServiceProtocol {
                     RETURNING *
                     """).first
                 try await connection.insertAudit(origin.record(
-                    "settings.updated", resourceType: "user_settings", resourceID: userID.uuidString.lowercased(),
+                    "settings.updated", resourceType: "user_settings", resourceID: userID.postgresText,
                     details: ["fields": fields.sorted().joined(separator: ",")]))
                 return row
             }
@@ -105,7 +105,7 @@ public struct SettingsService: Settings.ServiceProtocol {
             """)
         if created.count == 1 {
             try await connection.insertAudit(origin.record(
-                "settings.created", resourceType: "user_settings", resourceID: userID.uuidString.lowercased()))
+                "settings.created", resourceType: "user_settings", resourceID: userID.postgresText))
             return
         }
         let active = try await connection.query("SELECT 1 FROM users WHERE id = \(userID) AND deleted_at IS NULL")

@@ -68,7 +68,7 @@ enum Validate {
     /// Exactly 36 characters: Foundation's parser reads a C string, so "<uuid>\0junk" would
     /// otherwise pass as the UUID before the NUL.
     static func uuid(_ text: String, field: String) throws -> UUID {
-        guard text.utf8.count == 36, let id = UUID(uuidString: text) else { throw invalid(field, "is not a UUID") }
+        guard text.utf8.count == 36, let id = (try? UUID(postgresText: text)) else { throw invalid(field, "is not a UUID") }
         return id
     }
 
@@ -101,7 +101,7 @@ extension ServerContext {
     /// The user a user-scoped call acts on: the signed-in user or the one a service names.
     /// Every user-scoped query filters by it.
     func actingUser() throws -> UUID {
-        guard let text = principal.userID, let id = UUID(uuidString: text) else {
+        guard let text = principal.userID, let id = (try? UUID(postgresText: text)) else {
             throw RPCError(code: .permissionDenied, message: "this call acts on a user's data and names no user")
         }
         return id

@@ -11,7 +11,7 @@ enum UserRows {
 
     static func user(_ row: Row) throws -> User {
         var user = User()
-        user.id = try row.require("id", as: UUID.self).uuidString.lowercased()
+        user.id = try row.require("id", as: UUID.self).postgresText
         user.email = try row.require("email", as: String.self)
         user.emailVerified = try row.require("email_verified", as: Bool.self)
         user.displayName = try row.decode("display_name", as: String.self) ?? ""

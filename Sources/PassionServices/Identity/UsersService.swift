@@ -31,7 +31,7 @@ public struct UsersService: Users.ServiceProtocol {
     public func updateProfile(request: UpdateProfileRequest, context: ServerContext) async throws -> User {
         let origin = AuditOrigin(context)
         let userID = try context.actingUser()
-        return try await trail.failures(origin, action: "user.updated", resourceType: "user", resourceID: userID.uuidString.lowercased()) {
+        return try await trail.failures(origin, action: "user.updated", resourceType: "user", resourceID: userID.postgresText) {
             let fields = try Validate.mask(request.updateMask, allowed: ["display_name", "time_zone"])
             let displayName = try Validate.optionalText(request.displayName, field: "display_name")
             let timeZone = try Validate.timeZone(request.timeZone, field: "time_zone")
@@ -46,7 +46,7 @@ public struct UsersService: Users.ServiceProtocol {
                     """).first
                 if row != nil {
                     try await connection.insertAudit(origin.record(
-                        "user.updated", resourceType: "user", resourceID: userID.uuidString.lowercased(),
+                        "user.updated", resourceType: "user", resourceID: userID.postgresText,
                         details: ["fields": fields.sorted().joined(separator: ",")]))
                 }
                 return row
@@ -70,12 +70,12 @@ public struct UsersService: Users.ServiceProtocol {
                 """).affected
             guard updated == 1 else { return nil }
             try await connection.insertAudit(origin.record(
-                "user.deleted", resourceType: "user", resourceID: userID.uuidString.lowercased(),
+                "user.deleted", resourceType: "user", resourceID: userID.postgresText,
                 details: ["sessions_revoked": "\(sessions)"]))
             return sessions
         }
         guard let revoked else { throw Self.notFound }
-        authenticator.forgetDeleted(userID: userID.uuidString.lowercased())
+        authenticator.forgetDeleted(userID: userID.postgresText)
         return DeleteAccountResponse.with { $0.sessionsRevoked = Int32(clamping: revoked) }
     }
 
@@ -115,7 +115,7 @@ public struct UsersService: Users.ServiceProtocol {
         response.users = try page.map(UserRows.user)
         if rows.count > size, let last = page.last {
             response.nextPageToken = PageToken.encode([
-                String(try last.require("cursor_us", as: Int64.self)), try last.require("id", as: UUID.self).uuidString.lowercased(),
+                String(try last.require("cursor_us", as: Int64.self)), try last.require("id", as: UUID.self).postgresText,
             ])
         }
         return response
@@ -124,7 +124,7 @@ public struct UsersService: Users.ServiceProtocol {
     public func restoreUser(request: RestoreUserRequest, context: ServerContext) async throws -> User {
         let origin = AuditOrigin(context)
         let userID = try Validate.uuid(request.userID, field: "user_id")
-        return try await trail.failures(origin, action: "user.restored", resourceType: "user", resourceID: userID.uuidString.lowercased()) {
+        return try await trail.failures(origin, action: "user.restored", resourceType: "user", resourceID: userID.postgresText) {
             let row = try await pool.transaction(deadline: context.deadline) { connection -> Row? in
                 do {
                     let restored = try await connection.query("""
@@ -134,7 +134,7 @@ public struct UsersService: Users.ServiceProtocol {
                         """).first
                     if restored != nil {
                         try await connection.insertAudit(origin.record(
-                            "user.restored", resourceType: "user", resourceID: userID.uuidString.lowercased(), userID: userID))
+                            "user.restored", resourceType: "user", resourceID: userID.postgresText, userID: userID))
                         return restored
                     }
                 } catch let error as StoreError where error.sqlState == "23505" {

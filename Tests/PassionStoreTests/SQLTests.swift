@@ -1,0 +1,28 @@
+import Foundation
+import PassionStore
+import Testing
+
+/// Statements built from fragments: every bind keeps its value and gets the number of its place.
+@Suite("SQL fragments")
+struct SQLTests {
+    @Test("a fragment's binds are renumbered after the statement's, in any text around them")
+    func renumbered() {
+        let fragment: SQL = "(SELECT 'é' || $$x$$ WHERE a = \(1) AND b = \(Optional<String>.none))"
+        let statement: SQL = "SELECT \("first"), \("second") FROM \(fragment) WHERE c = \("last")"
+        #expect(statement.text == "SELECT $1, $2 FROM (SELECT 'é' || $$x$$ WHERE a = $3 AND b = $4) WHERE c = $5")
+        #expect(statement.parameters == ["first", "second", "1", nil, "last"])
+        // Ten binds before: two-digit numbers in, two-digit numbers out.
+        let many: SQL = "\(0)\(1)\(2)\(3)\(4)\(5)\(6)\(7)\(8)\(9) \(fragment)"
+        #expect(many.text.hasSuffix("a = $11 AND b = $12)") && many.parameters.count == 12)
+    }
+
+    @Test("a fragment first in its statement, or without binds, goes in as it is")
+    func unchanged() {
+        let fragment: SQL = "x = \(7) AND y = \(8)"
+        let first: SQL = "\(fragment) AND z = \(9)"
+        #expect(first.text == "x = $1 AND y = $2 AND z = $3" && first.parameters == ["7", "8", "9"])
+        let constant = SQL(unsafeSQL: "'$1 is text here'")
+        let after: SQL = "SELECT \(5), \(constant)"
+        #expect(after.text == "SELECT $1, '$1 is text here'" && after.parameters == ["5"])
+    }
+}
