@@ -139,18 +139,3 @@ extension AuditOrigin {
         (principal.description, ipAddress.map { InetAddress($0) }, userAgent)
     }
 }
-
-/// Opaque keyset positions for lists ordered by a text sort key and then id. A token names
-/// its list's order: keys of one order mean nothing in another.
-enum SortKeyToken {
-    static func encode(key: String, id: String, order: String = "created") -> String { PageToken.encode([order, key, id]) }
-
-    static func decode(_ token: String, order: String = "created") throws -> (key: String, id: UUID)? {
-        guard let parts = try PageToken.decode(token, count: 3) else { return nil }
-        guard let id = (try? UUID(postgresText: parts[2])) else { throw Validate.invalid("page_token", "is not a token from a previous response") }
-        guard parts[0] == order else {
-            throw Validate.invalid("page_token", "belongs to a list in \(parts[0]) order, not \(order): keep the order while paging")
-        }
-        return (parts[1], id)
-    }
-}

@@ -7,13 +7,13 @@ import SwiftProtobuf
 
 /// `passion.v1.Achievements`: the catalog, each user's achievements, and administration.
 public struct AchievementsService: Achievements.ServiceProtocol {
-    let pool: PostgresPool
+    let store: GamificationStore
     let trail: AuditTrail
     /// The instant streaks are read at (the content clock, which tests move).
     let now: @Sendable () -> Date
 
     public init(pool: PostgresPool, trail: AuditTrail, now: @escaping @Sendable () -> Date = { Date() }) {
-        self.pool = pool
+        self.store = GamificationStore(pool: pool)
         self.trail = trail
         self.now = now
     }
@@ -24,53 +24,27 @@ public struct AchievementsService: Achievements.ServiceProtocol {
     static let categories: Set<String> = ["progress", "social", "challenge"]
     static let rarities: Set<String> = ["common", "rare", "epic", "legendary"]
     static let fields = ["slug", "title", "description", "icon_url", "category", "rarity", "xp_reward", "coins_reward", "condition"]
-    static let columns = """
-        id, slug, title, description, icon_url, category, rarity, xp_reward, coins_reward, unlock_condition, retired_at, created_at
-        """
     static let notFound = RPCError(code: .notFound, message: "achievement not found", details: ErrorDetails(reason: "ACHIEVEMENT_NOT_FOUND"))
 
     public func catalog(request: CatalogRequest, context: ServerContext) async throws -> CatalogResponse {
-        let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try await connection.query("""
-                SELECT \(unsafeSQL: Self.columns) FROM achievements
-                WHERE \(request.includeRetired) OR retired_at IS NULL
-                ORDER BY category, (unlock_condition ->> 'type'), (unlock_condition ->> 'value')::bigint, id
-                """)
-        }
-        return try CatalogResponse.with { $0.achievements = try rows.map(Self.achievement) }
+        let records = try await store.achievements(includeRetired: request.includeRetired, deadline: context.deadline)
+        return CatalogResponse.with { $0.achievements = records.map(Self.achievement) }
     }
 
     public func mine(request: MineRequest, context: ServerContext) async throws -> MineResponse {
         let userID = try context.actingUser()
-        let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try await connection.query("""
-                SELECT a.id, a.slug, a.title, a.description, a.icon_url, a.category, a.rarity, a.xp_reward, a.coins_reward,
-                       a.unlock_condition, a.retired_at, a.created_at, ua.unlocked_at,
-                       coalesce((v.values ->> (a.unlock_condition ->> 'type'))::bigint, 0) AS current
-                FROM achievements a
-                LEFT JOIN user_achievements ua ON ua.achievement_id = a.id AND ua.user_id = \(userID)
-                -- The streak shown is today's, as Habits/Today reads it; the stored one stays
-                -- as it was when the streak last grew.
-                CROSS JOIN (SELECT passion_rule_values(\(userID))
-                                   || jsonb_build_object('habit_streak', (passion_user_streaks(\(userID), \(now()))).longest) AS values) v
-                WHERE a.retired_at IS NULL OR ua.id IS NOT NULL
-                ORDER BY ua.unlocked_at DESC NULLS LAST,
-                         coalesce((v.values ->> (a.unlock_condition ->> 'type'))::numeric, 0)
-                           / greatest((a.unlock_condition ->> 'value')::numeric, 1) DESC,
-                         a.id
-                """)
-        }
-        return try MineResponse.with { response in
-            response.achievements = try rows.map { row in
-                let achievement = try Self.achievement(row)
-                return try AchievementProgress.with {
+        let standings = try await store.standings(of: userID, now: now(), deadline: context.deadline)
+        return MineResponse.with { response in
+            response.achievements = standings.map { standing in
+                let achievement = Self.achievement(standing.achievement)
+                return AchievementProgress.with {
                     $0.achievement = achievement
                     $0.target = achievement.condition.value
-                    if let unlocked = try row.decode("unlocked_at", as: Date.self) {
+                    if let unlocked = standing.unlockedAt {
                         $0.unlocked = true
                         $0.unlockedAt = Google_Protobuf_Timestamp(unlocked)
                     }
-                    $0.current = try row.require("current", as: Int64.self)
+                    $0.current = standing.current
                 }
             }
         }
@@ -81,22 +55,10 @@ public struct AchievementsService: Achievements.ServiceProtocol {
         return try await trail.failures(origin, action: "achievement.defined", resourceType: "achievement") {
             let given = request.achievement
             try Self.validate(given, fields: Set(Self.fields))
-            let row = try await pool.transaction(deadline: context.deadline) { connection -> Row? in
-                let row = try await connection.query("""
-                    INSERT INTO achievements (slug, title, description, icon_url, category, rarity, xp_reward, coins_reward, unlock_condition)
-                    VALUES (\(given.slug), \(given.title), \(Self.optional(given.description_p)), \(Self.optional(given.iconURL)),
-                            \(given.category), \(given.rarity), \(given.xpReward), \(given.coinsReward), \(Self.condition(given.condition))::jsonb)
-                    RETURNING \(unsafeSQL: Self.columns)
-                    """).first
-                if let row {
-                    try await connection.insertAudit(origin.record(
-                        "achievement.defined", resourceType: "achievement", resourceID: try row.require("id", as: UUID.self).postgresText,
-                        details: ["slug": given.slug]))
-                }
-                return row
+            guard let record = try await store.define(Self.draft(given), origin: origin, deadline: context.deadline) else {
+                throw RPCError(code: .internal, message: "insert returned nothing")
             }
-            guard let row else { throw RPCError(code: .internal, message: "insert returned nothing") }
-            return try Self.achievement(row)
+            return Self.achievement(record)
         }
     }
 
@@ -107,62 +69,23 @@ public struct AchievementsService: Achievements.ServiceProtocol {
             let id = try Validate.uuid(given.id, field: "achievement.id")
             let fields = try Validate.mask(request.updateMask, allowed: Self.fields)
             try Self.validate(given, fields: fields)
-            let row = try await pool.transaction(deadline: context.deadline) { connection -> Row? in
-                let row = try await connection.query("""
-                    UPDATE achievements SET
-                        slug = CASE WHEN \(fields.contains("slug")) THEN \(given.slug) ELSE slug END,
-                        title = CASE WHEN \(fields.contains("title")) THEN \(given.title) ELSE title END,
-                        description = CASE WHEN \(fields.contains("description")) THEN \(Self.optional(given.description_p)) ELSE description END,
-                        icon_url = CASE WHEN \(fields.contains("icon_url")) THEN \(Self.optional(given.iconURL)) ELSE icon_url END,
-                        category = CASE WHEN \(fields.contains("category")) THEN \(given.category) ELSE category END,
-                        rarity = CASE WHEN \(fields.contains("rarity")) THEN \(given.rarity) ELSE rarity END,
-                        xp_reward = CASE WHEN \(fields.contains("xp_reward")) THEN \(given.xpReward) ELSE xp_reward END,
-                        coins_reward = CASE WHEN \(fields.contains("coins_reward")) THEN \(given.coinsReward) ELSE coins_reward END,
-                        unlock_condition = CASE WHEN \(fields.contains("condition")) THEN \(Self.condition(given.condition))::jsonb
-                                                ELSE unlock_condition END
-                    WHERE id = \(id)
-                    RETURNING \(unsafeSQL: Self.columns)
-                    """).first
-                if row != nil {
-                    try await connection.insertAudit(origin.record(
-                        "achievement.updated", resourceType: "achievement", resourceID: id.postgresText,
-                        details: ["fields": fields.sorted().joined(separator: ",")]))
-                }
-                return row
-            }
-            guard let row else { throw Self.notFound }
-            return try Self.achievement(row)
+            guard let record = try await store.update(id, fields: fields, from: Self.draft(given), origin: origin, deadline: context.deadline)
+            else { throw Self.notFound }
+            return Self.achievement(record)
         }
     }
 
     public func retire(request: RetireAchievementRequest, context: ServerContext) async throws -> Achievement {
         let origin = AuditOrigin(context)
         let id = try Validate.uuid(request.achievementID, field: "achievement_id")
-        let row = try await pool.transaction(deadline: context.deadline) { connection -> Row? in
-            let retired = try await connection.query("""
-                UPDATE achievements SET retired_at = now() WHERE id = \(id) AND retired_at IS NULL RETURNING \(unsafeSQL: Self.columns)
-                """).first
-            if retired != nil {
-                try await connection.insertAudit(origin.record("achievement.retired", resourceType: "achievement", resourceID: id.postgresText))
-                return retired
-            }
-            return try await connection.query("SELECT \(unsafeSQL: Self.columns) FROM achievements WHERE id = \(id)").first
-        }
-        guard let row else { throw Self.notFound }
-        return try Self.achievement(row)
+        guard let record = try await store.retire(id, origin: origin, deadline: context.deadline) else { throw Self.notFound }
+        return Self.achievement(record)
     }
 
     public func evaluate(request: EvaluateRequest, context: ServerContext) async throws -> EvaluateResponse {
         let origin = AuditOrigin(context)
         let user = try Validate.uuid(request.userID, field: "user_id")
-        let text = try await pool.withConnection(deadline: context.deadline) { connection in
-            try await connection.query("""
-                SELECT passion_evaluate(\(user), \(origin.principal.description), \(origin.ipAddress.map { InetAddress($0) })::inet,
-                                        \(origin.userAgent))::text AS result
-                """).first?.require("result", as: String.self)
-        }
-        guard let text else { throw RPCError(code: .internal, message: "evaluation returned nothing") }
-        let record = try RewardRecord(fields: DocumentFields(text: text))
+        let record = try await store.evaluate(user, origin: origin, deadline: context.deadline)
         return EvaluateResponse.with {
             $0.progress = record.progress.map(ProgressService.summary) ?? ProgressSummary()
             $0.events = record.events.map(ProgressService.event)
@@ -205,24 +128,31 @@ public struct AchievementsService: Achievements.ServiceProtocol {
         JSONB(json: #"{"type": "\#(condition.type)", "value": \#(condition.value)}"#)
     }
 
-    static func achievement(_ row: Row) throws -> Achievement {
+    /// A definition as the store writes it; fields the call does not set are ignored there.
+    static func draft(_ given: Achievement) -> GamificationStore.AchievementDraft {
+        GamificationStore.AchievementDraft(
+            slug: given.slug, title: given.title, description: optional(given.description_p), iconURL: optional(given.iconURL),
+            category: given.category, rarity: given.rarity, xpReward: given.xpReward, coinsReward: given.coinsReward,
+            condition: condition(given.condition))
+    }
+
+    static func achievement(_ record: AchievementRecord) -> Achievement {
         var achievement = Achievement()
-        achievement.id = try row.require("id", as: UUID.self).postgresText
-        achievement.slug = try row.decode("slug", as: String.self) ?? ""
-        achievement.title = try row.require("title", as: String.self)
-        achievement.description_p = try row.decode("description", as: String.self) ?? ""
-        achievement.iconURL = try row.decode("icon_url", as: String.self) ?? ""
-        achievement.category = try row.decode("category", as: String.self) ?? ""
-        achievement.rarity = try row.decode("rarity", as: String.self) ?? ""
-        achievement.xpReward = try row.require("xp_reward", as: Int32.self)
-        achievement.coinsReward = try row.require("coins_reward", as: Int32.self)
-        let condition = try row.record("unlock_condition", as: UnlockConditionRecord.self)
+        achievement.id = record.id.postgresText
+        achievement.slug = record.slug ?? ""
+        achievement.title = record.title
+        achievement.description_p = record.description ?? ""
+        achievement.iconURL = record.iconURL ?? ""
+        achievement.category = record.category ?? ""
+        achievement.rarity = record.rarity ?? ""
+        achievement.xpReward = record.xpReward
+        achievement.coinsReward = record.coinsReward
         achievement.condition = UnlockCondition.with {
-            $0.type = condition?.type ?? ""
-            $0.value = condition?.value ?? 0
+            $0.type = record.condition?.type ?? ""
+            $0.value = record.condition?.value ?? 0
         }
-        achievement.retired = try row.decode("retired_at", as: Date.self) != nil
-        achievement.createdAt = Google_Protobuf_Timestamp(try row.require("created_at", as: Date.self))
+        achievement.retired = record.retiredAt != nil
+        achievement.createdAt = Google_Protobuf_Timestamp(record.createdAt)
         return achievement
     }
 }

@@ -9,14 +9,14 @@ import SwiftProtobuf
 /// `passion.v1.Progress`: progress reads for users, rewards for internal services. Every reward
 /// is one call of `passion_reward` (one round trip; see 0007_gamification_engine.sql).
 public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
-    let pool: PostgresPool
+    let store: GamificationStore
     let trail: AuditTrail
     let hub: ProgressEventHub
     /// The instant streaks are read at (the content clock, which tests move).
     let now: @Sendable () -> Date
 
     public init(pool: PostgresPool, trail: AuditTrail, hub: ProgressEventHub, now: @escaping @Sendable () -> Date = { Date() }) {
-        self.pool = pool
+        self.store = GamificationStore(pool: pool)
         self.trail = trail
         self.hub = hub
         self.now = now
@@ -30,19 +30,10 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
 
     public func getProgress(request: GetProgressRequest, context: ServerContext) async throws -> ProgressSummary {
         let userID = try context.actingUser()
-        let row = try await pool.withConnection(deadline: context.deadline) { connection in
-            try await connection.query("""
-                SELECT \(unsafeSQL: ProgressRecord.columns(user: "u.id")),
-                       (passion_user_streaks(u.id, \(now()))).active_streaks AS active_streaks,
-                       passion_all_time_rank(u.id) AS rank
-                FROM users u LEFT JOIN user_progress p ON p.user_id = u.id
-                WHERE u.id = \(userID) AND u.deleted_at IS NULL
-                """).first
-        }
-        guard let row else { throw UsersService.notFound }
-        var summary = Self.summary(try ProgressRecord(fields: row))
-        summary.activeStreaks = try row.require("active_streaks", as: Int32.self)
-        summary.allTimeRank = try row.require("rank", as: Int64.self)
+        guard let standing = try await store.standing(of: userID, now: now(), deadline: context.deadline) else { throw UsersService.notFound }
+        var summary = Self.summary(standing.progress)
+        summary.activeStreaks = standing.activeStreaks
+        summary.allTimeRank = standing.allTimeRank
         return summary
     }
 
@@ -50,23 +41,17 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         let userID = try context.actingUser()
         let size = try Validate.pageSize(request.pageSize, default: 50, maximum: 500)
         let before = try Self.cursor(request.pageToken)
-        let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try await connection.query("""
-                SELECT id, points, reason, resource_type, resource_id, idempotency_key, created_at FROM points_ledger
-                WHERE user_id = \(userID) AND (\(before)::bigint IS NULL OR id < \(before)::bigint)
-                ORDER BY id DESC LIMIT \(size + 1)
-                """)
-        }
+        let rows = try await store.pointsLedger(of: userID, before: before, limit: size + 1, deadline: context.deadline)
         var response = ListPointsLedgerResponse()
-        response.entries = try Array(rows.prefix(size)).map { row in
+        response.entries = rows.prefix(size).map { row in
             var entry = PointsLedgerEntry()
-            entry.id = try row.require("id", as: Int64.self)
-            entry.points = try row.require("points", as: Int32.self)
-            entry.reason = try row.require("reason", as: String.self)
-            entry.resourceType = try row.decode("resource_type", as: String.self) ?? ""
-            entry.resourceID = try row.decode("resource_id", as: UUID.self)?.postgresText ?? ""
-            entry.idempotencyKey = try row.decode("idempotency_key", as: String.self) ?? ""
-            entry.createdAt = Google_Protobuf_Timestamp(try row.require("created_at", as: Date.self))
+            entry.id = row.id
+            entry.points = row.points
+            entry.reason = row.reason
+            entry.resourceType = row.resourceType ?? ""
+            entry.resourceID = row.resourceID?.postgresText ?? ""
+            entry.idempotencyKey = row.idempotencyKey ?? ""
+            entry.createdAt = Google_Protobuf_Timestamp(row.createdAt)
             return entry
         }
         if rows.count > size, let last = response.entries.last { response.nextPageToken = PageToken.encode([String(last.id)]) }
@@ -77,24 +62,18 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         let userID = try context.actingUser()
         let size = try Validate.pageSize(request.pageSize, default: 50, maximum: 500)
         let before = try Self.cursor(request.pageToken)
-        let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try await connection.query("""
-                SELECT id, coins, transaction_type, reason, resource_id, idempotency_key, refund_of, created_at FROM coins_ledger
-                WHERE user_id = \(userID) AND (\(before)::bigint IS NULL OR id < \(before)::bigint)
-                ORDER BY id DESC LIMIT \(size + 1)
-                """)
-        }
+        let rows = try await store.coinsLedger(of: userID, before: before, limit: size + 1, deadline: context.deadline)
         var response = ListCoinsLedgerResponse()
-        response.entries = try Array(rows.prefix(size)).map { row in
+        response.entries = rows.prefix(size).map { row in
             var entry = CoinsLedgerEntry()
-            entry.id = try row.require("id", as: Int64.self)
-            entry.coins = try row.require("coins", as: Int32.self)
-            entry.transactionType = try row.require("transaction_type", as: String.self)
-            entry.reason = try row.require("reason", as: String.self)
-            entry.resourceID = try row.decode("resource_id", as: UUID.self)?.postgresText ?? ""
-            entry.idempotencyKey = try row.decode("idempotency_key", as: String.self) ?? ""
-            entry.refundOf = try row.decode("refund_of", as: Int64.self) ?? 0
-            entry.createdAt = Google_Protobuf_Timestamp(try row.require("created_at", as: Date.self))
+            entry.id = row.id
+            entry.coins = row.coins
+            entry.transactionType = row.transactionType
+            entry.reason = row.reason
+            entry.resourceID = row.resourceID?.postgresText ?? ""
+            entry.idempotencyKey = row.idempotencyKey ?? ""
+            entry.refundOf = row.refundOf ?? 0
+            entry.createdAt = Google_Protobuf_Timestamp(row.createdAt)
             return entry
         }
         if rows.count > size, let last = response.entries.last { response.nextPageToken = PageToken.encode([String(last.id)]) }
@@ -189,26 +168,11 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     }
 
     private func newestEventID(of target: String?, deadline: ContinuousClock.Instant?) async throws -> Int64 {
-        // Two statements, so each is one step down an index (user_id, id) or the primary key.
-        let row = try await pool.withConnection(deadline: deadline) { connection in
-            if let user = target.flatMap({ (try? UUID(postgresText: $0)) }) {
-                try await connection.query("SELECT coalesce(max(id), 0) AS newest FROM progress_events WHERE user_id = \(user)").first
-            } else {
-                try await connection.query("SELECT coalesce(max(id), 0) AS newest FROM progress_events").first
-            }
-        }
-        return try row?.decode("newest", as: Int64.self) ?? 0
+        try await store.newestEventID(of: target.flatMap { try? UUID(postgresText: $0) }, deadline: deadline)
     }
 
     private func checkResumable(after id: Int64, deadline: ContinuousClock.Instant?) async throws {
-        let row = try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("""
-                SELECT EXISTS (SELECT 1 FROM progress_events WHERE id = \(id) AND created_at > now() - interval '\(unsafeSQL: Self.resumeWindow)')
-                           AS kept,
-                       (SELECT coalesce(max(id), 0) FROM progress_events) AS newest
-                """).first
-        }
-        let newest = try row?.require("newest", as: Int64.self) ?? 0
+        let (kept, newest) = try await store.resumePoint(id, window: Self.resumeWindow, deadline: deadline)
         // An id from the future (a database restored from a backup, or another deployment's)
         // would filter out every event until the ids caught up: refused, naming where to resume.
         guard id <= newest else {
@@ -216,7 +180,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
                 code: .outOfRange, message: "event \(id) does not exist yet (the newest is \(newest)); resume after \(newest)",
                 details: ErrorDetails(reason: "RESUME_AHEAD", fields: ["field": "after_event_id", "newest-event-id": "\(newest)"]))
         }
-        guard try row?.require("kept", as: Bool.self) == true || id == newest else {
+        guard kept || id == newest else {
             throw RPCError(
                 code: .outOfRange, message: "events after \(id) are no longer kept; read GetProgress and subscribe from 0",
                 details: ErrorDetails(reason: "RESUME_TOO_OLD", fields: ["field": "after_event_id"]))
@@ -231,21 +195,15 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         while true {
             let from = last
             let user = target.flatMap { (try? UUID(postgresText: $0)) }
-            let rows = try await pool.withConnection { connection in
-                try await connection.query("""
-                    SELECT \(unsafeSQL: EventRecord.columns) FROM progress_events
-                    WHERE id > \(from) AND (\(user)::uuid IS NULL OR user_id = \(user)::uuid)
-                    ORDER BY id LIMIT 500
-                    """)
-            }
-            for row in rows {
-                let event = Self.event(try EventRecord(fields: row))
+            let records = try await store.events(after: from, of: user, limit: 500)
+            for record in records {
+                let event = Self.event(record)
                 guard !sent.contains(event.id) else { continue }
                 try await responses.write(SubscribeResponse.with { $0.event = event })
                 last = max(last, event.id)
                 if target == nil { sent.insert(event.id) }
             }
-            if rows.count < 500 { return last }
+            if records.count < 500 { return last }
         }
     }
 
@@ -360,16 +318,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
             }
         }
         if !items.isEmpty {
-            let json = Self.batchJSON(items)
-            // A transaction, so that the rare deadlock with a call racing on the same key is retried.
-            let text = try await pool.transaction(deadline: context.deadline) { connection in
-                try await connection.query("""
-                    SELECT passion_reward_batch(\(JSONB(json: json))::jsonb, \(origin.principal.description),
-                                                \(origin.ipAddress.map { InetAddress($0) })::inet, \(origin.userAgent))::text AS results
-                    """).first?.require("results", as: String.self)
-            }
-            guard let text, case let outcomes = try BatchOutcome.outcomes(document: text), outcomes.count == positions.count
-            else { throw RPCError(code: .internal, message: "batch returned a malformed result") }
+            let outcomes = try await store.rewardBatch(items, origin: origin, deadline: context.deadline)
             for (position, outcome) in zip(positions, outcomes) {
                 switch outcome {
                 case .failed(let error): results[position] = BatchAwardResult.with { $0.error = Self.itemError(error.rpcError) }
@@ -378,23 +327,6 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
             }
         }
         return AwardBatchResponse.with { $0.results = results.map { $0 ?? BatchAwardResult() } }
-    }
-
-    /// The items as passion_reward_batch reads them. Written by hand: JSONSerialization spent
-    /// more CPU on a 100-award batch than the rest of the server's work on it.
-    static func batchJSON(_ items: [Reward]) -> String {
-        var json = "["
-        json.reserveCapacity(items.count * 160)
-        for (index, item) in items.enumerated() {
-            if index > 0 { json += "," }
-            json += #"{"user_id":""# + item.user.postgresText + #"","kind":"# + JSONText.quoted(item.kind)
-            json += #","amount":"# + String(item.amount) + #","reason":"# + JSONText.quoted(item.reason)
-            json += #","key":"# + JSONText.quoted(item.key)
-            if let type = item.resourceType { json += #","resource_type":"# + JSONText.quoted(type) }
-            if let id = item.resourceID { json += #","resource_id":""# + id.postgresText + "\"" }
-            json += "}"
-        }
-        return json + "]"
     }
 
     /// A batch item, validated like the single calls.
@@ -429,54 +361,28 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         guard (0...10).contains(request.neighbours) else { throw Validate.invalid("neighbours", "must be 0–10") }
         let limit = request.limit == 0 ? 10 : Int(request.limit)
         let neighbours = request.neighbours == 0 ? 2 : Int(request.neighbours)
-        let weekly = request.period == .week
-        let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try await connection.query("""
-                WITH scores AS (
-                    SELECT p.user_id, p.total_xp AS xp FROM user_progress p
-                    WHERE NOT \(weekly) AND p.total_xp > 0
-                    UNION ALL
-                    SELECT l.user_id, sum(l.points) AS xp FROM points_ledger l
-                    WHERE \(weekly) AND l.created_at >= date_trunc('week', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-                    GROUP BY l.user_id HAVING sum(l.points) > 0
-                ), ranked AS (
-                    SELECT s.user_id, s.xp, u.display_name,
-                           rank() OVER (ORDER BY s.xp DESC) AS rank,
-                           row_number() OVER (ORDER BY s.xp DESC, s.user_id) AS position,
-                           count(*) OVER () AS ranked_users
-                    FROM scores s JOIN users u ON u.id = s.user_id AND u.deleted_at IS NULL
-                ), flagged AS (
-                    SELECT r.*, r.user_id = \(userID) AS is_me, r.position <= \(limit) AS is_top,
-                           -- An unranked caller stands just after the last ranked user.
-                           abs(r.position - coalesce((SELECT position FROM ranked WHERE user_id = \(userID)), r.ranked_users + 1))
-                               <= \(neighbours) AS is_near
-                    FROM ranked r
-                )
-                SELECT * FROM flagged WHERE is_top OR is_near ORDER BY position
-                """)
-        }
+        let rows = try await store.leaderboard(
+            caller: userID, weekly: request.period == .week, limit: limit, neighbours: neighbours, deadline: context.deadline)
         var response = LeaderboardResponse()
         var found = false
         for row in rows {
-            let entry = try LeaderboardEntry.with {
-                $0.rank = try row.require("rank", as: Int64.self)
-                $0.userID = try row.require("user_id", as: UUID.self).postgresText
-                $0.displayName = try row.decode("display_name", as: String.self) ?? ""
-                $0.xp = try row.require("xp", as: Int64.self)
+            let entry = LeaderboardEntry.with {
+                $0.rank = row.rank
+                $0.userID = row.userID.postgresText
+                $0.displayName = row.displayName ?? ""
+                $0.xp = row.xp
             }
-            response.rankedUsers = try row.require("ranked_users", as: Int64.self)
-            if try row.require("is_top", as: Bool.self) { response.top.append(entry) }
-            if try row.decode("is_near", as: Bool.self) == true { response.aroundMe.append(entry) }
-            if try row.require("is_me", as: Bool.self) {
+            response.rankedUsers = row.rankedUsers
+            if row.isTop { response.top.append(entry) }
+            if row.isNear { response.aroundMe.append(entry) }
+            if row.isCaller {
                 response.me = entry
                 found = true
             }
         }
         if !found {
             // No XP in the period: after everyone who has some, next to the last ranked users.
-            let name = try await pool.withConnection(deadline: context.deadline) { connection in
-                try await connection.query("SELECT display_name FROM users WHERE id = \(userID)").first?.decode("display_name", as: String.self)
-            }
+            let name = try await store.displayName(of: userID, deadline: context.deadline)
             let me = LeaderboardEntry.with {
                 $0.userID = userID.postgresText
                 $0.displayName = name ?? ""
@@ -488,18 +394,8 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         return response
     }
 
-    /// One round trip: passion_reward does the rest in the database. Retried after a deadlock
-    /// (a batch racing with the same key, see 0009), which undid it entirely.
     func apply(_ reward: Reward, origin: AuditOrigin, deadline: ContinuousClock.Instant?) async throws -> RewardResult {
-        let text = try await pool.statement(deadline: deadline) { connection in
-            try await connection.query("""
-                SELECT passion_reward(\(reward.user), \(reward.kind), \(reward.amount), \(reward.reason), \(reward.resourceType),
-                                      \(reward.resourceID), \(reward.key), \(reward.refundOf), \(origin.principal.description),
-                                      \(origin.ipAddress.map { InetAddress($0) })::inet, \(origin.userAgent))::text AS result
-                """).first?.require("result", as: String.self)
-        }
-        guard let text else { throw RPCError(code: .internal, message: "reward returned nothing") }
-        return Self.result(try RewardRecord(fields: DocumentFields(text: text)))
+        Self.result(try await store.reward(reward, origin: origin, deadline: deadline))
     }
 
     static func key(_ key: String, field: String = "idempotency_key") throws -> String {

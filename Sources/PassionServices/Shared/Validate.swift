@@ -6,8 +6,8 @@ import PassionStore
 import PassionTLS
 import SwiftProtobuf
 
-/// Input checks shared by the identity services: each failure is INVALID_ARGUMENT naming the
-/// field, so a client can point at it.
+/// Input checks every service shares: each failure is INVALID_ARGUMENT naming the field, so a
+/// client can point at it.
 enum Validate {
     static func invalid(_ field: String, _ message: String) -> RPCError {
         RPCError(
@@ -124,22 +124,5 @@ extension Google_Protobuf_Timestamp {
         let micros = (date.timeIntervalSince1970 * 1_000_000).rounded()
         let seconds = (micros / 1_000_000).rounded(.down)
         self.init(seconds: Int64(seconds), nanos: Int32((micros - seconds * 1_000_000) * 1000))
-    }
-}
-
-/// Opaque page tokens: base64url of the keyset position, so clients cannot depend on its shape.
-enum PageToken {
-    static func encode(_ parts: [String]) -> String {
-        Crypto.base64URL(Array(parts.joined(separator: "|").utf8))
-    }
-
-    static func decode(_ token: String, count: Int, field: String = "page_token") throws -> [String]? {
-        guard !token.isEmpty else { return nil }
-        guard let bytes = Crypto.bytes(base64URL: token), let text = String(validating: bytes, as: UTF8.self) else {
-            throw Validate.invalid(field, "is not a token from a previous response")
-        }
-        let parts = text.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == count else { throw Validate.invalid(field, "is not a token from a previous response") }
-        return parts
     }
 }
