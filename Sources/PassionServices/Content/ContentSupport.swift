@@ -22,21 +22,8 @@ struct ContentContext: Sendable {
     let now: @Sendable () -> Date
     var offlineDays = ContentConfiguration().offlineDays
 
-    /// Runs a read and returns its first row as a `T`; nil when it returned no row.
-    func record<T: FieldsDecodable>(_ sql: SQL, as type: T.Type, deadline: ContinuousClock.Instant?) async throws -> T? {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query(sql).first.map { try T(fields: $0) }
-        }
-    }
-
-    /// Runs a content function whose one column `result` is the document it returns (and
-    /// stores, for a replay); nil when it returned no row.
-    func document(_ sql: SQL, deadline: ContinuousClock.Instant?) async throws -> DocumentFields? {
-        let text = try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query(sql).first?.require("result", as: String.self)
-        }
-        return try text.map { try DocumentFields(text: $0) }
-    }
+    /// Where every statement of the content services lives.
+    var store: ContentStore { ContentStore(pool: pool) }
 }
 
 /// Field checks of the content services, each failing with INVALID_ARGUMENT naming the field.
@@ -128,14 +115,7 @@ enum ContentMessages {
     }
 
     /// A reward (or evaluation) result; empty when the function paid nothing.
-    static func reward(_ fields: DocumentFields) throws -> RewardResult {
-        try fields.record("reward", as: RewardRecord.self).map(ProgressService.result) ?? RewardResult()
-    }
-}
-
-extension AuditOrigin {
-    /// The audit arguments every content function takes after its own: principal, address, agent.
-    var sqlArguments: (principal: String, ip: InetAddress?, userAgent: String?) {
-        (principal.description, ipAddress.map { InetAddress($0) }, userAgent)
+    static func reward(_ record: RewardRecord?) -> RewardResult {
+        record.map(ProgressService.result) ?? RewardResult()
     }
 }

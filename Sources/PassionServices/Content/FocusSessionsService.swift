@@ -29,58 +29,31 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
             }
             let goal = try ContentValidate.optionalID(request.goalID, field: "goal_id")
             let notes = try ContentValidate.description(request.notes, field: "notes")
-            let now = content.now()
-            let outcome = try await content.pool.transaction(deadline: context.deadline) { connection -> Result<UUID, RPCError> in
-                if let goal, try await HabitsService.ownsGoal(goal, user: user, connection) == false {
-                    return .failure(ContentValidate.notFound("goal", field: "goal_id"))
-                }
-                let inserted = try await connection.query("""
-                    INSERT INTO focus_sessions (user_id, goal_id, session_type, duration_minutes, notes, started_at, running_since)
-                    SELECT u.id, \(goal)::uuid, \(type),
-                           coalesce(\(type == "custom" ? request.durationMinutes : nil)::integer,
-                                    (SELECT pomodoro_minutes FROM user_settings s WHERE s.user_id = u.id), 25),
-                           \(notes), \(now), \(now)
-                    FROM users u WHERE u.id = \(user) AND u.deleted_at IS NULL
-                    ON CONFLICT (user_id) WHERE status IN ('active', 'paused') DO NOTHING
-                    RETURNING id
-                    """).first?.require("id", as: UUID.self)
-                guard let inserted else {
-                    let running = try await connection.query("""
-                        SELECT id FROM focus_sessions WHERE user_id = \(user) AND status IN ('active', 'paused')
-                        """).first?.require("id", as: UUID.self)
-                    guard let running else { return .failure(UsersService.notFound) }
-                    return .failure(RPCError(
-                        code: .failedPrecondition, message: "a focus session is already running: complete or abandon it first",
-                        details: ErrorDetails(reason: "FOCUS_SESSION_RUNNING", fields: ["session_id": running.postgresText])))
-                }
-                try await connection.insertAudit(origin.record(
-                    "focus_session.started", resourceType: "focus_session", resourceID: inserted.postgresText))
-                return .success(inserted)
+            switch try await content.store.startFocus(
+                user: user, goal: goal, type: type, minutes: type == "custom" ? request.durationMinutes : nil, notes: notes, now: content.now(),
+                origin: origin, deadline: context.deadline)
+            {
+            case .started(let id): return try await fetch(id, user: user, deadline: context.deadline)
+            case .userNotFound: throw UsersService.notFound
+            case .goalNotFound: throw ContentValidate.notFound("goal", field: "goal_id")
+            case .running(let running):
+                throw RPCError(
+                    code: .failedPrecondition, message: "a focus session is already running: complete or abandon it first",
+                    details: ErrorDetails(reason: "FOCUS_SESSION_RUNNING", fields: ["session_id": running.postgresText]))
             }
-            return try await fetch(try outcome.get(), user: user, deadline: context.deadline)
         }
     }
 
     public func pause(request: FocusSessionRequest, context: ServerContext) async throws -> FocusSession {
-        try await transition(request, context: context, action: "focus_session.paused", from: "active", to: "paused") { now in
-            """
-            status = 'paused', paused_at = greatest(\(now)::timestamptz, started_at),
-            focused_seconds = least(focused_seconds + greatest(extract(epoch FROM \(now)::timestamptz - coalesce(running_since, started_at)), 0)::bigint, 86400),
-            running_since = NULL
-            """
-        }
+        try await transition(.pause, request, context: context)
     }
 
     public func resume(request: FocusSessionRequest, context: ServerContext) async throws -> FocusSession {
-        try await transition(request, context: context, action: "focus_session.resumed", from: "paused", to: "active") { now in
-            "status = 'active', paused_at = NULL, running_since = \(now)::timestamptz"
-        }
+        try await transition(.resume, request, context: context)
     }
 
     public func abandon(request: FocusSessionRequest, context: ServerContext) async throws -> FocusSession {
-        try await transition(request, context: context, action: "focus_session.abandoned", from: "active|paused", to: "abandoned") { _ in
-            "status = 'abandoned', paused_at = NULL, running_since = NULL, is_active = false"
-        }
+        try await transition(.abandon, request, context: context)
     }
 
     public func complete(request: FocusSessionRequest, context: ServerContext) async throws -> CompleteFocusResponse {
@@ -90,16 +63,11 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
         ) {
             let user = try context.actingUser()
             let id = try Validate.uuid(request.sessionID, field: "session_id")
-            let audit = origin.sqlArguments
-            guard let result = try await content.document("""
-                SELECT passion_focus_complete(\(user), \(id), \(content.now()), \(audit.principal), \(audit.ip)::inet,
-                                              \(audit.userAgent))::text AS result
-                """, deadline: context.deadline)
-            else { throw RPCError(code: .internal, message: "completion returned nothing") }
-            return try CompleteFocusResponse.with {
-                $0.session = Self.session(try result.requireRecord("session"))
-                $0.reward = try ContentMessages.reward(result)
-                $0.quests = ContentMessages.quests(try result.records("quests"))
+            let result = try await content.store.completeFocus(id, user: user, now: content.now(), origin: origin, deadline: context.deadline)
+            return CompleteFocusResponse.with {
+                $0.session = Self.session(result.session)
+                $0.reward = ContentMessages.reward(result.reward)
+                $0.quests = ContentMessages.quests(result.quests)
             }
         }
     }
@@ -109,21 +77,12 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
         let status = try request.status.isEmpty ? nil : ContentValidate.oneOf(request.status, Self.statuses, field: "status")
         let size = try Validate.pageSize(request.pageSize, default: 20, maximum: 100)
         let after = try SortKeyToken.decode(request.pageToken)
-        let key = "to_char(f.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
-        let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
-            try await connection.query("""
-                SELECT \(FocusSessionRecord.columns(now: content.now())), \(unsafeSQL: key) AS sort_key
-                FROM focus_sessions f
-                WHERE f.user_id = \(user) AND (\(status)::text IS NULL OR f.status = \(status)::text)
-                  AND (\(after?.key)::text IS NULL OR (\(unsafeSQL: key), f.id) < (\(after?.key)::text, \(after?.id)::uuid))
-                ORDER BY sort_key DESC, f.id DESC
-                LIMIT \(size + 1)
-                """).map { (try FocusSessionRecord(fields: $0), try $0.require("sort_key", as: String.self)) }
-        }
+        let rows = try await content.store.focusSessions(
+            of: user, status: status, after: after, limit: size + 1, now: content.now(), deadline: context.deadline)
         var response = ListFocusSessionsResponse()
-        response.sessions = rows.prefix(size).map { Self.session($0.0) }
+        response.sessions = rows.prefix(size).map { Self.session($0.session) }
         if rows.count > size, let last = rows.prefix(size).last, let session = response.sessions.last {
-            response.nextPageToken = SortKeyToken.encode(key: last.1, id: session.id)
+            response.nextPageToken = SortKeyToken.encode(key: last.sortKey, id: session.id)
         }
         return response
     }
@@ -132,31 +91,11 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
         let user = try context.actingUser()
         guard (0...366).contains(request.days) else { throw Validate.invalid("days", "must be 1–366, or 0 for 7") }
         let days = request.days == 0 ? 7 : Int(request.days)
-        guard let result = try await content.document("""
-            WITH done AS (
-                SELECT (f.completed_at AT TIME ZONE coalesce(u.timezone, 'UTC'))::date AS day, f.actual_duration_minutes AS minutes
-                FROM focus_sessions f JOIN users u ON u.id = f.user_id
-                WHERE f.user_id = \(user) AND f.status = 'completed'
-                  AND f.completed_at >= \(content.now())::timestamptz - \(days + 8)::integer * interval '1 day'
-            ), local AS (
-                SELECT done.*, t.today FROM done, \(HabitsService.today(user, content.now()))
-            ), window_days AS (
-                SELECT * FROM local WHERE day > today - \(days)::integer AND day <= today
-            ), window_weeks AS (
-                -- Whole weeks: the first one starts on the Monday of the window's first day.
-                SELECT * FROM local WHERE day >= passion_period_start('weekly', today - \(days - 1)::integer) AND day <= today
-            )
-            SELECT jsonb_build_object(
-                'days', coalesce((SELECT jsonb_agg(jsonb_build_object('date', day, 'minutes', minutes, 'sessions', sessions) ORDER BY day)
-                                  FROM (SELECT day, sum(minutes) AS minutes, count(*) AS sessions FROM window_days GROUP BY day) d), '[]'),
-                'weeks', coalesce((SELECT jsonb_agg(jsonb_build_object('date', week, 'minutes', minutes, 'sessions', sessions) ORDER BY week)
-                                   FROM (SELECT passion_period_start('weekly', day) AS week, sum(minutes) AS minutes, count(*) AS sessions
-                                         FROM window_weeks GROUP BY 1) w), '[]'),
-                'total', (SELECT coalesce(sum(minutes), 0) FROM window_days))::text AS result
-            """, deadline: context.deadline)
-        else { throw UsersService.notFound }
-        func buckets(_ name: String) throws -> [DayMinutes] {
-            try result.records(name, as: FocusBucketRecord.self).map { bucket in
+        guard let stats = try await content.store.focusStats(of: user, days: days, now: content.now(), deadline: context.deadline) else {
+            throw UsersService.notFound
+        }
+        func buckets(_ records: [FocusBucketRecord]) -> [DayMinutes] {
+            records.map { bucket in
                 DayMinutes.with {
                     $0.date = bucket.date.description
                     $0.minutes = bucket.minutes
@@ -164,40 +103,25 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
                 }
             }
         }
-        return try FocusStatsResponse.with {
-            $0.days = try buckets("days")
-            $0.weeks = try buckets("weeks")
-            $0.totalMinutes = try result.require("total", as: Int64.self)
+        return FocusStatsResponse.with {
+            $0.days = buckets(stats.days)
+            $0.weeks = buckets(stats.weeks)
+            $0.totalMinutes = stats.totalMinutes
         }
     }
 
     // MARK: - Shared
 
-    /// Moves one session from a status in `from` ("a|b") to `to`; a session already in `to`
-    /// is answered as is. `set` makes the SET list for the call's instant.
-    private func transition(
-        _ request: FocusSessionRequest, context: ServerContext, action: String, from: String, to: String,
-        _ set: @escaping @Sendable (Date) -> SQL
-    ) async throws -> FocusSession {
+    /// Moves one session between statuses, answered with the session as it is after it.
+    private func transition(_ transition: ContentStore.FocusTransition, _ request: FocusSessionRequest, context: ServerContext) async throws -> FocusSession {
         let origin = AuditOrigin(context)
-        return try await content.trail.failures(origin, action: action, resourceType: "focus_session", resourceID: request.sessionID) {
+        return try await content.trail.failures(origin, action: transition.action, resourceType: "focus_session", resourceID: request.sessionID) {
             let user = try context.actingUser()
             let id = try Validate.uuid(request.sessionID, field: "session_id")
-            let now = content.now()
-            let allowed = from.split(separator: "|").map(String.init)
-            let status = try await content.pool.transaction(deadline: context.deadline) { connection -> String? in
-                guard let status = try await connection.query("""
-                    SELECT status FROM focus_sessions WHERE id = \(id) AND user_id = \(user) FOR UPDATE
-                    """).first?.require("status", as: String.self)
-                else { return nil }
-                if allowed.contains(status) {
-                    try await connection.query("UPDATE focus_sessions SET \(set(now)), updated_at = now() WHERE id = \(id)")
-                    try await connection.insertAudit(origin.record(action, resourceType: "focus_session", resourceID: id.postgresText))
-                }
-                return status
-            }
-            guard let status else { throw Self.notFound }
-            guard allowed.contains(status) || status == to else {
+            guard let status = try await content.store.transitionFocus(
+                transition, id: id, user: user, now: content.now(), origin: origin, deadline: context.deadline)
+            else { throw Self.notFound }
+            guard transition.from.contains(status) || status == transition.to else {
                 throw RPCError(
                     code: .failedPrecondition, message: "the focus session is \(status)",
                     details: ErrorDetails(reason: "FOCUS_SESSION_ENDED", fields: ["status": status]))
@@ -207,9 +131,7 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
     }
 
     func fetch(_ id: UUID, user: UUID, deadline: ContinuousClock.Instant?) async throws -> FocusSession {
-        guard let record = try await content.record("""
-            SELECT \(FocusSessionRecord.columns(now: content.now())) FROM focus_sessions f WHERE f.id = \(id) AND f.user_id = \(user)
-            """, as: FocusSessionRecord.self, deadline: deadline)
+        guard let record = try await content.store.focusSession(id, user: user, now: content.now(), deadline: deadline)
         else { throw Self.notFound }
         return Self.session(record)
     }

@@ -28,19 +28,9 @@ public struct GoalsService: Goals.ServiceProtocol {
             let priority = try Self.priority(given.priority)
             let target = try ContentValidate.date(given.targetDate, field: "goal.target_date")
             let metadata = try ContentValidate.metadata(given.metadata, field: "goal.metadata")
-            let record = try await content.record("""
-                WITH created AS (
-                    INSERT INTO goals (user_id, title, description, category, priority, target_date, metadata)
-                    VALUES (\(user), \(title), \(description), \(category), \(priority), \(target)::date, \(metadata)::jsonb)
-                    RETURNING *
-                ), audited AS (
-                    INSERT INTO audit_logs (user_id, action, resource_type, resource_id, ip_address, user_agent, status, principal)
-                    SELECT user_id, 'goal.created', 'goal', id::text, \(origin.sqlArguments.ip)::inet, \(origin.userAgent), 'success',
-                           \(origin.principal.description)
-                    FROM created
-                )
-                SELECT g.*, 0 AS habit_count FROM created g
-                """, as: GoalRecord.self, deadline: context.deadline)
+            let draft = ContentStore.GoalDraft(
+                title: title, description: description, category: category, priority: priority, targetDate: target, metadata: metadata)
+            let record = try await content.store.createGoal(draft, user: user, origin: origin, deadline: context.deadline)
             guard let record else { throw RPCError(code: .internal, message: "insert returned nothing") }
             return try Self.goal(record)
         }
@@ -57,45 +47,20 @@ public struct GoalsService: Goals.ServiceProtocol {
         let status = try request.status.isEmpty ? nil : ContentValidate.oneOf(request.status, Self.statuses, field: "status")
         let category = try ContentValidate.category(request.category, field: "category")
         let size = try Validate.pageSize(request.pageSize, default: 20, maximum: 100)
-        // Keys that sort as text in the list's order, ties broken by id.
-        let key: String
-        let direction: String
-        let orderName: String
+        let order: ContentStore.GoalOrder
         switch request.order {
-        case .priority, .UNRECOGNIZED:
-            key = "coalesce(g.priority, 6)::text || to_char(9999999999 - extract(epoch FROM g.created_at)::bigint, 'FM0000000000')"
-            direction = ">"
-            orderName = "priority"
-        case .targetDate:
-            key = "coalesce(g.target_date, date '9999-12-31')::text"
-            direction = ">"
-            orderName = "target_date"
-        case .created:
-            key = "to_char(g.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
-            direction = "<"
-            orderName = "created"
+        case .priority, .UNRECOGNIZED: order = .priority
+        case .targetDate: order = .targetDate
+        case .created: order = .created
         }
-        let after = try SortKeyToken.decode(request.pageToken, order: orderName)
-        let order = direction == ">" ? "ASC" : "DESC"
-        let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
-            try await connection.query("""
-                SELECT \(unsafeSQL: GoalRecord.columns), \(unsafeSQL: key) AS sort_key
-                FROM goals g
-                WHERE g.user_id = \(user)
-                  AND (\(status)::text IS NULL OR g.status = \(status)::text)
-                  AND (\(category)::text IS NULL OR g.category = \(category)::text)
-                  AND g.archived = \(request.archived)
-                  AND (g.is_active OR \(request.includeHidden))
-                  AND (\(after?.key)::text IS NULL
-                       OR (\(unsafeSQL: key), g.id) \(unsafeSQL: direction) (\(after?.key)::text, \(after?.id)::uuid))
-                ORDER BY sort_key \(unsafeSQL: order), g.id \(unsafeSQL: order)
-                LIMIT \(size + 1)
-                """).map { (try GoalRecord(fields: $0), try $0.require("sort_key", as: String.self)) }
-        }
+        let after = try SortKeyToken.decode(request.pageToken, order: order.rawValue)
+        let rows = try await content.store.goals(
+            of: user, status: status, category: category, archived: request.archived, includeHidden: request.includeHidden, order: order,
+            after: after, limit: size + 1, deadline: context.deadline)
         var response = ListGoalsResponse()
-        response.goals = try rows.prefix(size).map { try Self.goal($0.0) }
+        response.goals = try rows.prefix(size).map { try Self.goal($0.goal) }
         if rows.count > size, let last = rows.prefix(size).last, let goal = response.goals.last {
-            response.nextPageToken = SortKeyToken.encode(key: last.1, id: goal.id, order: orderName)
+            response.nextPageToken = SortKeyToken.encode(key: last.sortKey, id: goal.id, order: order.rawValue)
         }
         return response
     }
@@ -113,18 +78,11 @@ public struct GoalsService: Goals.ServiceProtocol {
             let priority = try fields.contains("priority") ? Self.priority(given.priority) : nil
             let target = try fields.contains("target_date") ? ContentValidate.date(given.targetDate, field: "goal.target_date") : nil
             let metadata = try fields.contains("metadata") ? ContentValidate.metadata(given.metadata, field: "goal.metadata") : nil
-            return try await change(id, user: user, origin: origin, action: "goal.updated", context: context, details: fields.sorted().joined(separator: ","), """
-                UPDATE goals g SET
-                    title = CASE WHEN \(fields.contains("title")) THEN \(title) ELSE title END,
-                    description = CASE WHEN \(fields.contains("description")) THEN \(description) ELSE description END,
-                    category = CASE WHEN \(fields.contains("category")) THEN \(category) ELSE category END,
-                    priority = CASE WHEN \(fields.contains("priority")) THEN \(priority)::integer ELSE priority END,
-                    target_date = CASE WHEN \(fields.contains("target_date")) THEN \(target)::date ELSE target_date END,
-                    metadata = CASE WHEN \(fields.contains("metadata")) THEN \(metadata)::jsonb ELSE metadata END,
-                    updated_at = now()
-                WHERE g.id = \(id) AND g.user_id = \(user)
-                RETURNING g.id
-                """)
+            let draft = ContentStore.GoalDraft(
+                title: title, description: description, category: category, priority: priority, targetDate: target, metadata: metadata)
+            guard try await content.store.updateGoal(id, user: user, fields: fields, from: draft, origin: origin, deadline: context.deadline)
+            else { throw Self.notFound }
+            return try await fetch(id, user: user, deadline: context.deadline)
         }
     }
 
@@ -133,68 +91,40 @@ public struct GoalsService: Goals.ServiceProtocol {
         return try await content.trail.failures(origin, action: "goal.completed", resourceType: "goal", resourceID: request.goalID) {
             let user = try context.actingUser()
             let id = try Validate.uuid(request.goalID, field: "goal_id")
-            let audit = origin.sqlArguments
-            let now = content.now()
-            guard let result = try await content.document("""
-                SELECT passion_goal_complete(\(user), \(id), \(now), \(audit.principal), \(audit.ip)::inet, \(audit.userAgent))::text AS result
-                """, deadline: context.deadline)
-            else { throw RPCError(code: .internal, message: "completion returned nothing") }
+            let result = try await content.store.completeGoal(id, user: user, now: content.now(), origin: origin, deadline: context.deadline)
             return try CompleteGoalResponse.with {
-                $0.goal = try Self.goal(result.requireRecord("goal"))
-                $0.reward = try ContentMessages.reward(result)
-                $0.quests = ContentMessages.quests(try result.records("quests"))
+                $0.goal = try Self.goal(result.goal)
+                $0.reward = ContentMessages.reward(result.reward)
+                $0.quests = ContentMessages.quests(result.quests)
             }
         }
     }
 
     public func abandon(request: GoalRequest, context: ServerContext) async throws -> Goal {
-        try await transition(request, context: context, action: "goal.abandoned", set: "status = 'abandoned'", when: """
-            CASE WHEN g.status = 'active' THEN NULL
-                 WHEN g.status = 'abandoned' THEN 'same'
-                 ELSE 'the goal is completed: only an active goal can be abandoned' END
-            """)
+        try await transition(.abandon, request, context: context)
     }
 
     public func delete(request: GoalRequest, context: ServerContext) async throws -> Goal {
-        try await transition(request, context: context, action: "goal.deleted", set: "is_active = false",
-                             when: "CASE WHEN g.is_active THEN NULL ELSE 'same' END", includeDeleted: true)
+        try await transition(.delete, request, context: context)
     }
 
     public func restore(request: GoalRequest, context: ServerContext) async throws -> Goal {
-        try await transition(request, context: context, action: "goal.restored", set: "is_active = true",
-                             when: "CASE WHEN NOT g.is_active THEN NULL ELSE 'same' END", includeDeleted: true)
+        try await transition(.restore, request, context: context)
     }
 
     public func archive(request: GoalRequest, context: ServerContext) async throws -> Goal {
-        try await transition(request, context: context, action: "goal.archived", set: "archived = true",
-                             when: "CASE WHEN NOT g.archived THEN NULL ELSE 'same' END")
+        try await transition(.archive, request, context: context)
     }
 
     public func unarchive(request: GoalRequest, context: ServerContext) async throws -> Goal {
-        try await transition(request, context: context, action: "goal.unarchived", set: "archived = false",
-                             when: "CASE WHEN g.archived THEN NULL ELSE 'same' END")
+        try await transition(.unarchive, request, context: context)
     }
 
     public func dashboard(request: DashboardRequest, context: ServerContext) async throws -> DashboardResponse {
         let user = try context.actingUser()
-        let now = content.now()
-        guard let record = try await content.record("""
-            SELECT u.id AS user_id, u.display_name, t.today,
-                   coalesce(p.total_xp, 0) AS total_xp, coalesce(p.total_coins, 0) AS total_coins,
-                   coalesce(p.current_level, 1) AS level, coalesce(p.achievements_unlocked, 0) AS achievements_unlocked,
-                   passion_xp_for_level(coalesce(p.current_level, 1) + 1) AS next_level_xp,
-                   (SELECT count(*) FROM goals g
-                    WHERE g.user_id = u.id AND g.status = 'active' AND g.is_active AND NOT g.archived)::integer AS active_goals,
-                   h.active::integer AS active_habits, h.due::integer AS habits_due
-            FROM users u
-            CROSS JOIN \(HabitsService.localDay(now))
-            LEFT JOIN user_progress p ON p.user_id = u.id
-            CROSS JOIN LATERAL (
-                SELECT count(*) AS active, count(*) FILTER (WHERE NOT \(unsafeSQL: HabitsService.doneThisPeriodOfX)) AS due
-                FROM habits x WHERE x.user_id = u.id AND x.is_active AND NOT x.archived) h
-            WHERE u.id = \(user) AND u.deleted_at IS NULL
-            """, as: DashboardRecord.self, deadline: context.deadline)
-        else { throw UsersService.notFound }
+        guard let record = try await content.store.dashboard(of: user, now: content.now(), deadline: context.deadline) else {
+            throw UsersService.notFound
+        }
         return DashboardResponse.with {
             $0.userID = record.userID.postgresText
             $0.displayName = record.displayName ?? ""
@@ -212,29 +142,14 @@ public struct GoalsService: Goals.ServiceProtocol {
 
     // MARK: - Shared
 
-    /// A state change of one goal: `when` is NULL when it applies, 'same' when the goal is
-    /// already in that state (answered as is, idempotently), or the reason it cannot apply.
-    private func transition(
-        _ request: GoalRequest, context: ServerContext, action: String, set: String, when: String, includeDeleted: Bool = false
-    ) async throws -> Goal {
+    /// A state change of one goal, answered with the goal as it is after it.
+    private func transition(_ transition: ContentStore.GoalTransition, _ request: GoalRequest, context: ServerContext) async throws -> Goal {
         let origin = AuditOrigin(context)
-        return try await content.trail.failures(origin, action: action, resourceType: "goal", resourceID: request.goalID) {
+        return try await content.trail.failures(origin, action: transition.action, resourceType: "goal", resourceID: request.goalID) {
             let user = try context.actingUser()
             let id = try Validate.uuid(request.goalID, field: "goal_id")
-            let verdict = try await content.pool.transaction(deadline: context.deadline) { connection -> String? in
-                guard let row = try await connection.query("""
-                    SELECT coalesce(\(unsafeSQL: when), 'apply') AS verdict FROM goals g
-                    WHERE g.id = \(id) AND g.user_id = \(user) AND (g.is_active OR \(includeDeleted)) FOR UPDATE
-                    """).first
-                else { return nil }
-                let verdict = try row.require("verdict", as: String.self)
-                if verdict == "apply" {
-                    try await connection.query("UPDATE goals g SET \(unsafeSQL: set), updated_at = now() WHERE g.id = \(id)")
-                    try await connection.insertAudit(origin.record(action, resourceType: "goal", resourceID: id.postgresText))
-                }
-                return verdict
-            }
-            guard let verdict else { throw Self.notFound }
+            guard let verdict = try await content.store.transitionGoal(transition, id: id, user: user, origin: origin, deadline: context.deadline)
+            else { throw Self.notFound }
             if verdict != "apply" && verdict != "same" {
                 throw RPCError(code: .failedPrecondition, message: verdict, details: ErrorDetails(reason: "GOAL_NOT_ACTIVE"))
             }
@@ -242,23 +157,8 @@ public struct GoalsService: Goals.ServiceProtocol {
         }
     }
 
-    /// Runs an UPDATE ... RETURNING g.id of one goal with its audit row, then reads the goal.
-    private func change(
-        _ id: UUID, user: UUID, origin: AuditOrigin, action: String, context: ServerContext, details: String, _ sql: SQL
-    ) async throws -> Goal {
-        let changed = try await content.pool.transaction(deadline: context.deadline) { connection -> Bool in
-            guard try await connection.query(sql).first != nil else { return false }
-            try await connection.insertAudit(origin.record(action, resourceType: "goal", resourceID: id.postgresText, details: ["fields": details]))
-            return true
-        }
-        guard changed else { throw Self.notFound }
-        return try await fetch(id, user: user, deadline: context.deadline)
-    }
-
     func fetch(_ id: UUID, user: UUID, deadline: ContinuousClock.Instant?) async throws -> Goal {
-        guard let record = try await content.record("""
-            SELECT \(unsafeSQL: GoalRecord.columns) FROM goals g WHERE g.id = \(id) AND g.user_id = \(user)
-            """, as: GoalRecord.self, deadline: deadline)
+        guard let record = try await content.store.goal(id, user: user, deadline: deadline)
         else { throw Self.notFound }
         return try Self.goal(record)
     }

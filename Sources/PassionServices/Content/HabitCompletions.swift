@@ -16,19 +16,14 @@ extension HabitsService {
             let id = try Validate.uuid(request.habitID, field: "habit_id")
             let date = try ContentValidate.date(request.localDate, field: "local_date")
             if date != nil, request.yesterday { throw Validate.invalid("local_date", "give local_date or yesterday, not both") }
-            let audit = origin.sqlArguments
-            guard let result = try await content.document("""
-                SELECT passion_habit_complete(\(user), \(id), \(request.yesterday), \(date)::date, \(content.offlineDays),
-                                              \(content.now()), \(audit.principal), \(audit.ip)::inet, \(audit.userAgent))::text AS result
-                """, deadline: context.deadline)
-            else { throw RPCError(code: .internal, message: "completion returned nothing") }
-            let completion = try result.requireRecord("completion", as: HabitCompletionRecord.self)
-            guard let habit = try result.nested("habit") else { throw RecordDecodingError(field: "habit", problem: "is NULL or missing") }
-            return try CompleteHabitResponse.with {
-                $0.completion = Self.completion(completion)
-                $0.habit = Self.habit(try HabitRecord(fields: habit, justCompleted: true))
-                $0.reward = try ContentMessages.reward(result)
-                $0.quests = ContentMessages.quests(try result.records("quests"))
+            let result = try await content.store.completeHabit(
+                id, user: user, yesterday: request.yesterday, date: date, offlineDays: content.offlineDays, now: content.now(),
+                origin: origin, deadline: context.deadline)
+            return CompleteHabitResponse.with {
+                $0.completion = Self.completion(result.completion)
+                $0.habit = Self.habit(result.habit)
+                $0.reward = ContentMessages.reward(result.reward)
+                $0.quests = ContentMessages.quests(result.quests)
             }
         }
     }
@@ -39,22 +34,14 @@ extension HabitsService {
                                                  resourceID: request.completionID) {
             let user = try context.actingUser()
             let id = try Validate.uuid(request.completionID, field: "completion_id")
-            let audit = origin.sqlArguments
-            let now = content.now()
-            guard let result = try await content.document("""
-                SELECT passion_habit_uncomplete(\(user), \(id), \(content.offlineDays), \(now), \(audit.principal),
-                                                \(audit.ip)::inet, \(audit.userAgent))::text AS result
-                """, deadline: context.deadline)
-            else { throw RPCError(code: .internal, message: "uncompletion returned nothing") }
-            guard let habitID = try result.nested("habit")?.require("id", as: UUID.self) else {
-                throw RecordDecodingError(field: "habit", problem: "is NULL or missing")
-            }
-            var response = try UncompleteHabitResponse.with {
-                $0.completion = Self.completion(try result.requireRecord("completion"))
-                $0.reward = try ContentMessages.reward(result)
+            let result = try await content.store.uncompleteHabit(
+                completion: id, user: user, offlineDays: content.offlineDays, now: content.now(), origin: origin, deadline: context.deadline)
+            var response = UncompleteHabitResponse.with {
+                $0.completion = Self.completion(result.completion)
+                $0.reward = ContentMessages.reward(result.reward)
             }
             // As reads show it: the streak a reader sees now, and whether the period is done.
-            response.habit = try await fetch(habitID, user: user, deadline: context.deadline)
+            response.habit = try await fetch(result.habitID, user: user, deadline: context.deadline)
             return response
         }
     }

@@ -47,34 +47,18 @@ public struct QuestsService: Quests.ServiceProtocol {
             let xpReward = byUser ? 0 : given.xpReward == 0 ? 100 : given.xpReward
             let criteria = try Self.criteria(type: type, given.criteria, target: given.target)
             let principal = origin.principal.kind == .service ? "service:\(origin.principal.id)" : "user"
-            let outcome = try await content.pool.transaction(deadline: context.deadline) { connection -> Result<UUID, RPCError> in
-                let today = try await connection.query("""
-                    SELECT passion_local_date(timezone, \(content.now())) AS today FROM users WHERE id = \(user) AND deleted_at IS NULL
-                    """).first?.require("today", as: LocalDate.self)
-                guard let today else { return .failure(UsersService.notFound) }
-                let from = start ?? today
-                guard end >= today else { return .failure(Validate.invalid("quest.end_date", "is in the past (today is \(today))")) }
-                guard from <= end else { return .failure(Validate.invalid("quest.end_date", "is before start_date (\(from))")) }
-                if let habit = criteria.habit,
-                    try await connection.query("SELECT 1 FROM habits WHERE id = \(habit) AND user_id = \(user)").isEmpty
-                {
-                    return .failure(ContentValidate.notFound("habit", field: "quest.criteria.habit_id"))
-                }
-                if let goal = criteria.goal, try await HabitsService.ownsGoal(goal, user: user, connection) == false {
-                    return .failure(ContentValidate.notFound("goal", field: "quest.criteria.goal_id"))
-                }
-                guard let id = try await connection.query("""
-                    INSERT INTO quests (user_id, title, description, quest_type, start_date, end_date, xp_reward, criteria, target, created_by)
-                    VALUES (\(user), \(title), \(description), \(type), \(from), \(end), \(xpReward), \(criteria.json)::jsonb,
-                            \(given.target), \(principal))
-                    RETURNING id
-                    """).first?.require("id", as: UUID.self)
-                else { return .failure(RPCError(code: .internal, message: "insert returned nothing")) }
-                try await connection.insertAudit(origin.record(
-                    "quest.created", resourceType: "quest", resourceID: id.postgresText, details: ["quest_type": type]))
-                return .success(id)
+            let draft = ContentStore.QuestDraft(
+                title: title, description: description, type: type, start: start, end: end, xpReward: xpReward,
+                criteria: QuestRecord.Criteria(habitID: criteria.habit, goalID: criteria.goal, metric: criteria.metric), target: given.target,
+                createdBy: principal)
+            switch try await content.store.createQuest(draft, user: user, now: content.now(), origin: origin, deadline: context.deadline) {
+            case .created(let id): return try await fetch(id, user: user, deadline: context.deadline)
+            case .userNotFound: throw UsersService.notFound
+            case .endInPast(let today): throw Validate.invalid("quest.end_date", "is in the past (today is \(today))")
+            case .endBeforeStart(let from): throw Validate.invalid("quest.end_date", "is before start_date (\(from))")
+            case .habitNotFound: throw ContentValidate.notFound("habit", field: "quest.criteria.habit_id")
+            case .goalNotFound: throw ContentValidate.notFound("goal", field: "quest.criteria.goal_id")
             }
-            return try await fetch(try outcome.get(), user: user, deadline: context.deadline)
         }
     }
 
@@ -88,23 +72,11 @@ public struct QuestsService: Quests.ServiceProtocol {
         let status = try request.status.isEmpty ? nil : ContentValidate.oneOf(request.status, Self.statuses, field: "status")
         let size = try Validate.pageSize(request.pageSize, default: 20, maximum: 100)
         let after = try SortKeyToken.decode(request.pageToken)
-        let key = "to_char(q.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
-        let rows = try await content.pool.withConnection(deadline: context.deadline) { connection in
-            try await connection.query("""
-                SELECT \(unsafeSQL: QuestRecord.columns), \(unsafeSQL: key) AS sort_key
-                FROM quests q, \(HabitsService.today(user, content.now()))
-                WHERE q.user_id = \(user)
-                  AND (\(status)::text IS NULL
-                       OR (CASE WHEN q.status = 'active' AND q.end_date < t.today THEN 'failed' ELSE q.status END) = \(status)::text)
-                  AND (\(after?.key)::text IS NULL OR (\(unsafeSQL: key), q.id) < (\(after?.key)::text, \(after?.id)::uuid))
-                ORDER BY sort_key DESC, q.id DESC
-                LIMIT \(size + 1)
-                """).map { (try QuestRecord(fields: $0), try $0.require("sort_key", as: String.self)) }
-        }
+        let rows = try await content.store.quests(of: user, status: status, after: after, limit: size + 1, now: content.now(), deadline: context.deadline)
         var response = ListQuestsResponse()
-        response.quests = rows.prefix(size).map { Self.quest($0.0) }
+        response.quests = rows.prefix(size).map { Self.quest($0.quest) }
         if rows.count > size, let last = rows.prefix(size).last, let quest = response.quests.last {
-            response.nextPageToken = SortKeyToken.encode(key: last.1, id: quest.id)
+            response.nextPageToken = SortKeyToken.encode(key: last.sortKey, id: quest.id)
         }
         return response
     }
@@ -114,15 +86,10 @@ public struct QuestsService: Quests.ServiceProtocol {
         return try await content.trail.failures(origin, action: "quest.completed", resourceType: "quest", resourceID: request.questID) {
             let user = try context.actingUser()
             let id = try Validate.uuid(request.questID, field: "quest_id")
-            let audit = origin.sqlArguments
-            guard let result = try await content.document("""
-                SELECT passion_quest_complete(\(user), \(id), \(content.now()), \(audit.principal), \(audit.ip)::inet,
-                                              \(audit.userAgent))::text AS result
-                """, deadline: context.deadline)
-            else { throw RPCError(code: .internal, message: "completion returned nothing") }
-            return try CompleteQuestResponse.with {
-                $0.quest = Self.quest(try result.requireRecord("quest"))
-                $0.reward = try ContentMessages.reward(result)
+            let result = try await content.store.completeQuest(id, user: user, now: content.now(), origin: origin, deadline: context.deadline)
+            return CompleteQuestResponse.with {
+                $0.quest = Self.quest(result.quest)
+                $0.reward = ContentMessages.reward(result.reward)
             }
         }
     }
@@ -132,21 +99,7 @@ public struct QuestsService: Quests.ServiceProtocol {
         return try await content.trail.failures(origin, action: "quest.abandoned", resourceType: "quest", resourceID: request.questID) {
             let user = try context.actingUser()
             let id = try Validate.uuid(request.questID, field: "quest_id")
-            let now = content.now()
-            let status = try await content.pool.transaction(deadline: context.deadline) { connection -> String? in
-                // A quest past its end date has failed, whether or not the daily job has said so.
-                guard let status = try await connection.query("""
-                    SELECT CASE WHEN q.status = 'active' AND q.end_date < t.today THEN 'failed' ELSE q.status END AS status
-                    FROM quests q, \(HabitsService.today(user, now))
-                    WHERE q.id = \(id) AND q.user_id = \(user) FOR UPDATE OF q
-                    """).first?.require("status", as: String.self)
-                else { return nil }
-                if status == "active" {
-                    try await connection.query("UPDATE quests SET status = 'abandoned', updated_at = now() WHERE id = \(id)")
-                    try await connection.insertAudit(origin.record("quest.abandoned", resourceType: "quest", resourceID: id.postgresText))
-                }
-                return status
-            }
+            let status = try await content.store.abandonQuest(id, user: user, now: content.now(), origin: origin, deadline: context.deadline)
             guard let status else { throw Self.notFound }
             guard ["active", "abandoned"].contains(status) else {
                 throw RPCError(
@@ -161,9 +114,9 @@ public struct QuestsService: Quests.ServiceProtocol {
 
     /// Validated criteria, as stored.
     struct Criteria {
-        var json: JSONB
         var habit: UUID?
         var goal: UUID?
+        var metric: String?
     }
 
     static func criteria(type: String, _ given: QuestCriteria, target: Int32) throws -> Criteria {
@@ -189,14 +142,11 @@ public struct QuestsService: Quests.ServiceProtocol {
         if habit != nil, type != "habit_chain" { try refuse("habit_id", "habit_chain") }
         if goal != nil, type != "goal_completion" { try refuse("goal_id", "goal_completion") }
         if !given.metric.isEmpty, type != "milestone" { try refuse("metric", "milestone") }
-        return Criteria(json: QuestRecord.Criteria(habitID: habit, goalID: goal, metric: milestoneMetric).json, habit: habit, goal: goal)
+        return Criteria(habit: habit, goal: goal, metric: milestoneMetric)
     }
 
     func fetch(_ id: UUID, user: UUID, deadline: ContinuousClock.Instant?) async throws -> Quest {
-        guard let record = try await content.record("""
-            SELECT \(unsafeSQL: QuestRecord.columns) FROM quests q, \(HabitsService.today(user, content.now()))
-            WHERE q.id = \(id) AND q.user_id = \(user)
-            """, as: QuestRecord.self, deadline: deadline)
+        guard let record = try await content.store.quest(id, user: user, now: content.now(), deadline: deadline)
         else { throw Self.notFound }
         return Self.quest(record)
     }

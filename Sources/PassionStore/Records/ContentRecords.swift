@@ -265,3 +265,91 @@ public struct DashboardRecord: FieldsDecodable, Equatable {
         habitsDue = try fields.require("habits_due")
     }
 }
+
+/// What `passion_goal_complete` returns (and answers a repeat with).
+public struct GoalCompletionRecord: FieldsDecodable, Equatable {
+    public var goal: GoalRecord
+    /// Nil when the completion paid nothing (past the daily cap).
+    public var reward: RewardRecord?
+    public var quests: [QuestProgressRecord]
+
+    public init(fields: some RecordFields) throws {
+        goal = try fields.requireRecord("goal")
+        reward = try fields.record("reward")
+        quests = try fields.records("quests")
+    }
+}
+
+/// What `passion_habit_complete` returns: the completion, the habit just completed (its stored
+/// streak current, its period done), the reward and the quests it moved.
+public struct HabitCompletionResultRecord: FieldsDecodable, Equatable {
+    public var completion: HabitCompletionRecord
+    public var habit: HabitRecord
+    public var reward: RewardRecord?
+    public var quests: [QuestProgressRecord]
+
+    public init(fields: some RecordFields) throws {
+        completion = try fields.requireRecord("completion")
+        guard let habit = try fields.json("habit") else { throw RecordDecodingError(field: "habit", problem: "is NULL or missing") }
+        self.habit = try HabitRecord(fields: DocumentFields(habit, field: "habit"), justCompleted: true)
+        reward = try fields.record("reward")
+        quests = try fields.records("quests")
+    }
+}
+
+/// What `passion_habit_uncomplete` returns: the completion taken back, its habit's id, and the
+/// reward reversed.
+public struct HabitUncompletionRecord: FieldsDecodable, Equatable {
+    public var completion: HabitCompletionRecord
+    public var habitID: UUID
+    public var reward: RewardRecord?
+
+    /// The habit's other columns are read again as a reader sees them, so only its id is kept.
+    private struct HabitID: FieldsDecodable {
+        var id: UUID
+        init(fields: some RecordFields) throws { id = try fields.require("id") }
+    }
+
+    public init(fields: some RecordFields) throws {
+        completion = try fields.requireRecord("completion")
+        habitID = try fields.requireRecord("habit", as: HabitID.self).id
+        reward = try fields.record("reward")
+    }
+}
+
+/// What `passion_quest_complete` returns.
+public struct QuestCompletionRecord: FieldsDecodable, Equatable {
+    public var quest: QuestRecord
+    public var reward: RewardRecord?
+
+    public init(fields: some RecordFields) throws {
+        quest = try fields.requireRecord("quest")
+        reward = try fields.record("reward")
+    }
+}
+
+/// What `passion_focus_complete` returns.
+public struct FocusCompletionRecord: FieldsDecodable, Equatable {
+    public var session: FocusSessionRecord
+    public var reward: RewardRecord?
+    public var quests: [QuestProgressRecord]
+
+    public init(fields: some RecordFields) throws {
+        session = try fields.requireRecord("session")
+        reward = try fields.record("reward")
+        quests = try fields.records("quests")
+    }
+}
+
+/// Completed focus per local day and per week of a window, and the window's total minutes.
+public struct FocusStatsRecord: FieldsDecodable, Equatable {
+    public var days: [FocusBucketRecord]
+    public var weeks: [FocusBucketRecord]
+    public var totalMinutes: Int64
+
+    public init(fields: some RecordFields) throws {
+        days = try fields.records("days")
+        weeks = try fields.records("weeks")
+        totalMinutes = try fields.require("total")
+    }
+}
