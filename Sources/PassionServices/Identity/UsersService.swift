@@ -7,12 +7,12 @@ import SwiftProtobuf
 
 /// `passion.v1.Users`: the caller's profile and account, and user administration.
 public struct UsersService: Users.ServiceProtocol {
-    let pool: PostgresPool
+    let store: IdentityStore
     let authenticator: StoreAuthenticator
     let trail: AuditTrail
 
     public init(pool: PostgresPool, authenticator: StoreAuthenticator, trail: AuditTrail) {
-        self.pool = pool
+        self.store = IdentityStore(pool: pool)
         self.authenticator = authenticator
         self.trail = trail
     }
@@ -21,11 +21,8 @@ public struct UsersService: Users.ServiceProtocol {
 
     public func me(request: MeRequest, context: ServerContext) async throws -> User {
         let userID = try context.actingUser()
-        let row = try await pool.withConnection(deadline: context.deadline) { connection in
-            try await connection.query("SELECT \(unsafeSQL: UserRows.columns) FROM users WHERE id = \(userID) AND deleted_at IS NULL").first
-        }
-        guard let row else { throw Self.notFound }
-        return try UserRows.user(row)
+        guard let record = try await store.activeUser(userID, deadline: context.deadline) else { throw Self.notFound }
+        return Self.user(record)
     }
 
     public func updateProfile(request: UpdateProfileRequest, context: ServerContext) async throws -> User {
@@ -35,45 +32,17 @@ public struct UsersService: Users.ServiceProtocol {
             let fields = try Validate.mask(request.updateMask, allowed: ["display_name", "time_zone"])
             let displayName = try Validate.optionalText(request.displayName, field: "display_name")
             let timeZone = try Validate.timeZone(request.timeZone, field: "time_zone")
-            let row = try await pool.transaction(deadline: context.deadline) { connection -> Row? in
-                let row = try await connection.query("""
-                    UPDATE users SET
-                        display_name = CASE WHEN \(fields.contains("display_name")) THEN \(displayName) ELSE display_name END,
-                        timezone = CASE WHEN \(fields.contains("time_zone")) THEN \(timeZone) ELSE timezone END,
-                        updated_at = now()
-                    WHERE id = \(userID) AND deleted_at IS NULL
-                    RETURNING \(unsafeSQL: UserRows.columns)
-                    """).first
-                if row != nil {
-                    try await connection.insertAudit(origin.record(
-                        "user.updated", resourceType: "user", resourceID: userID.postgresText,
-                        details: ["fields": fields.sorted().joined(separator: ",")]))
-                }
-                return row
-            }
-            guard let row else { throw Self.notFound }
-            return try UserRows.user(row)
+            let record = try await store.updateProfile(
+                userID, fields: fields, displayName: displayName, timeZone: timeZone, origin: origin, deadline: context.deadline)
+            guard let record else { throw Self.notFound }
+            return Self.user(record)
         }
     }
 
     public func deleteAccount(request: DeleteAccountRequest, context: ServerContext) async throws -> DeleteAccountResponse {
         let origin = AuditOrigin(context)
         let userID = try context.actingUser()
-        let revoked = try await pool.transaction(deadline: context.deadline) { connection -> Int? in
-            let sessions = try await connection.query("""
-                SELECT count(*) AS n FROM sessions WHERE user_id = \(userID) AND revoked_at IS NULL AND expires_at > now()
-                """).first?.require("n", as: Int.self) ?? 0
-            // The users_soft_delete_sessions trigger deletes the sessions in this transaction.
-            let updated = try await connection.query("""
-                UPDATE users SET is_active = false, deleted_at = now(), updated_at = now()
-                WHERE id = \(userID) AND deleted_at IS NULL
-                """).affected
-            guard updated == 1 else { return nil }
-            try await connection.insertAudit(origin.record(
-                "user.deleted", resourceType: "user", resourceID: userID.postgresText,
-                details: ["sessions_revoked": "\(sessions)"]))
-            return sessions
-        }
+        let revoked = try await store.deleteAccount(userID, origin: origin, deadline: context.deadline)
         guard let revoked else { throw Self.notFound }
         authenticator.forgetDeleted(userID: userID.postgresText)
         return DeleteAccountResponse.with { $0.sessionsRevoked = Int32(clamping: revoked) }
@@ -81,11 +50,8 @@ public struct UsersService: Users.ServiceProtocol {
 
     public func getUser(request: GetUserRequest, context: ServerContext) async throws -> User {
         let userID = try Validate.uuid(request.userID, field: "user_id")
-        let row = try await pool.withConnection(deadline: context.deadline) { connection in
-            try await connection.query("SELECT \(unsafeSQL: UserRows.columns) FROM users WHERE id = \(userID)").first
-        }
-        guard let row else { throw Self.notFound }
-        return try UserRows.user(row)
+        guard let record = try await store.user(userID, deadline: context.deadline) else { throw Self.notFound }
+        return Self.user(record)
     }
 
     public func listUsers(request: ListUsersRequest, context: ServerContext) async throws -> ListUsersResponse {
@@ -99,24 +65,14 @@ public struct UsersService: Users.ServiceProtocol {
         // LIKE metacharacters in the prefix are data, not patterns.
         let pattern = prefix.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
             .replacingOccurrences(of: "_", with: "\\_") + "%"
-        let rows = try await pool.withConnection(deadline: context.deadline) { connection in
-            try await connection.query("""
-                SELECT \(unsafeSQL: UserRows.columns), (extract(epoch FROM created_at) * 1000000)::bigint AS cursor_us
-                FROM users
-                WHERE (\(request.includeDeleted) OR deleted_at IS NULL) AND email LIKE \(pattern)
-                  AND (\(afterMicros)::bigint IS NULL
-                       OR (created_at, id) > (timestamptz 'epoch' + \(afterMicros)::bigint * interval '1 microsecond', \(afterID)::uuid))
-                ORDER BY created_at, id
-                LIMIT \(size + 1)
-                """)
-        }
+        let rows = try await store.users(
+            includeDeleted: request.includeDeleted, emailPattern: pattern, afterMicros: afterMicros, afterID: afterID, limit: size + 1,
+            deadline: context.deadline)
         let page = Array(rows.prefix(size))
         var response = ListUsersResponse()
-        response.users = try page.map(UserRows.user)
+        response.users = page.map { Self.user($0.user) }
         if rows.count > size, let last = page.last {
-            response.nextPageToken = PageToken.encode([
-                String(try last.require("cursor_us", as: Int64.self)), try last.require("id", as: UUID.self).postgresText,
-            ])
+            response.nextPageToken = PageToken.encode([String(last.cursorMicros), last.user.id.postgresText])
         }
         return response
     }
@@ -125,28 +81,34 @@ public struct UsersService: Users.ServiceProtocol {
         let origin = AuditOrigin(context)
         let userID = try Validate.uuid(request.userID, field: "user_id")
         return try await trail.failures(origin, action: "user.restored", resourceType: "user", resourceID: userID.postgresText) {
-            let row = try await pool.transaction(deadline: context.deadline) { connection -> Row? in
-                do {
-                    let restored = try await connection.query("""
-                        UPDATE users SET is_active = true, deleted_at = NULL, updated_at = now()
-                        WHERE id = \(userID) AND deleted_at IS NOT NULL
-                        RETURNING \(unsafeSQL: UserRows.columns)
-                        """).first
-                    if restored != nil {
-                        try await connection.insertAudit(origin.record(
-                            "user.restored", resourceType: "user", resourceID: userID.postgresText, userID: userID))
-                        return restored
-                    }
-                } catch let error as StoreError where error.sqlState == "23505" {
-                    throw RPCError(
-                        code: .alreadyExists, message: "the account's email now belongs to another active account",
-                        details: ErrorDetails(reason: "EMAIL_IN_USE", fields: ["field": "user_id"]))
-                }
-                // Not deleted (restoring twice is a no-op) or no such user.
-                return try await connection.query("SELECT \(unsafeSQL: UserRows.columns) FROM users WHERE id = \(userID)").first
+            let record: UserRecord?
+            do {
+                record = try await store.restore(userID, origin: origin, deadline: context.deadline)
+            } catch IdentityStore.Refusal.emailInUse {
+                throw RPCError(
+                    code: .alreadyExists, message: "the account's email now belongs to another active account",
+                    details: ErrorDetails(reason: "EMAIL_IN_USE", fields: ["field": "user_id"]))
             }
-            guard let row else { throw Self.notFound }
-            return try UserRows.user(row)
+            guard let record else { throw Self.notFound }
+            return Self.user(record)
         }
+    }
+
+    // MARK: - Messages
+
+    static func user(_ record: UserRecord) -> User {
+        var user = User()
+        user.id = record.id.postgresText
+        user.email = record.email
+        user.emailVerified = record.emailVerified
+        user.displayName = record.displayName ?? ""
+        user.pictureURL = record.pictureURL ?? ""
+        user.timeZone = record.timeZone ?? ""
+        user.provider = record.provider ?? ""
+        user.active = record.isActive
+        user.createdAt = Google_Protobuf_Timestamp(record.createdAt)
+        user.updatedAt = Google_Protobuf_Timestamp(record.updatedAt)
+        if let deleted = record.deletedAt { user.deletedAt = Google_Protobuf_Timestamp(deleted) }
+        return user
     }
 }

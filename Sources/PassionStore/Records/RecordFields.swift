@@ -170,6 +170,7 @@ extension Date: RecordValue {}
 extension LocalDate: RecordValue {}
 extension Int64: RecordValue {}
 extension Int32: RecordValue {}
+extension Bytes: RecordValue {}
 
 extension Bool: RecordValue {
     public init(document value: StrictJSON) throws {
