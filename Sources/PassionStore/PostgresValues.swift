@@ -207,6 +207,27 @@ public struct LocalDate: Sendable, Hashable, Comparable, CustomStringConvertible
     public var postgresText: String { description }
 
     public init(postgresText: String) throws {
+        // PostgreSQL's ISO form, read byte by byte: splitting the string cost 1.5% of a
+        // dashboard call. Other forms (years past 9999) take the general path below.
+        var text = postgresText
+        let fast: LocalDate? = text.withUTF8 { bytes in
+            guard bytes.count == 10, bytes[4] == UInt8(ascii: "-"), bytes[7] == UInt8(ascii: "-") else { return nil }
+            func number(_ range: Range<Int>) -> Int? {
+                var value = 0
+                for index in range {
+                    let digit = bytes[index] &- UInt8(ascii: "0")
+                    guard digit < 10 else { return nil }
+                    value = value * 10 + Int(digit)
+                }
+                return value
+            }
+            guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10) else { return nil }
+            return LocalDate(year: year, month: month, day: day)
+        }
+        if let fast, (1...12).contains(fast.month), (1...31).contains(fast.day) {
+            self = fast
+            return
+        }
         let parts = postgresText.split(separator: "-").compactMap { Int($0) }
         guard parts.count == 3, (1...12).contains(parts[1]), (1...31).contains(parts[2]) else {
             throw PostgresDecodingError(type: "LocalDate", text: postgresText)

@@ -67,5 +67,9 @@ struct PostgresTextTests {
         #expect(LocalDate(year: 7, month: 3, day: 9).postgresText == "0007-03-09")
         #expect(LocalDate(year: 2026, month: 12, day: 31).postgresText == "2026-12-31")
         #expect(try LocalDate(postgresText: "2026-12-03") == LocalDate(year: 2026, month: 12, day: 3))
+        #expect(try LocalDate(postgresText: "12026-01-31") == LocalDate(year: 12026, month: 1, day: 31))
+        for bad in ["2026-13-01", "2026-00-10", "2026-01-32", "2026-1x-01", "2026/01/01", "", "2026-01"] {
+            #expect(throws: PostgresDecodingError.self, "\(bad)") { try LocalDate(postgresText: bad) }
+        }
     }
 }
