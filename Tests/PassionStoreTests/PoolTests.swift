@@ -110,7 +110,13 @@ struct PoolTests {
 
     @Test("serialization failures are retried until every transaction commits")
     func serializationRetry() async throws {
-        let (pool, _) = try await TestDatabase.freshPool(size: 6) { $0.transactionAttempts = 100 }
+        // 30 transactions share 6 connections, each retried up to 100 times: on a loaded machine
+        // a caller can wait longer than the default 2 s for a connection (a fresh-machine run
+        // failed so), and the wait bound has tests of its own.
+        let (pool, _) = try await TestDatabase.freshPool(size: 6) {
+            $0.transactionAttempts = 100
+            $0.acquireTimeout = .seconds(600)
+        }
         defer { Task { await pool.shutdown() } }
         try await pool.withConnection { try await $0.execute("CREATE TABLE counter (n int NOT NULL); INSERT INTO counter VALUES (0)") }
         let attempts = Counter()
