@@ -115,6 +115,7 @@ struct BenchCommand: AsyncParsableCommand {
     ) async -> WorkerResult {
         var result = WorkerResult()
         var call = 0
+        var random = FastRandom()
         while true {
             var started = ContinuousClock.now
             if let pacing {
@@ -128,7 +129,7 @@ struct BenchCommand: AsyncParsableCommand {
             guard started < end else { break }
             var failure: StatusCode?
             do {
-                let (request, asUser) = try template.next()
+                let (request, asUser) = try template.next(random: &random)
                 var callOptions = options
                 if let asUser { callOptions.metadata.add("as-user", asUser) }
                 _ = try await connection.unary(method, request: request, options: callOptions)
@@ -180,62 +181,6 @@ struct BenchCommand: AsyncParsableCommand {
         print("qps          \(String(format: "%.1f", qps))")
         print("latency µs   p50 \(histogram.valueAtPercentile(50))  p90 \(histogram.valueAtPercentile(90))  p99 \(histogram.valueAtPercentile(99))  p99.9 \(histogram.valueAtPercentile(99.9))  max \(result.calls > 0 ? histogram.max : 0)")
         print("client CPU   \(String(format: "%.1f", cpuPerCall)) µs per call")
-    }
-}
-
-/// The request of each call: encoded once, or per call when the JSON has placeholders.
-struct RequestTemplate: Sendable {
-    private let fixed: ByteBuffer?
-    private let text: String
-    private let type: any SwiftProtobuf.Message.Type
-    private let sequence = SequenceCounter()
-
-    final class SequenceCounter: Sendable {
-        private let value = Atomic<Int>(0)
-        func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).newValue }
-    }
-
-    /// An `--as-user` with placeholders, filled per call like the request.
-    let asUser: String?
-
-    init(_ data: String, type: any SwiftProtobuf.Message.Type, asUser: String? = nil) throws {
-        text = data.hasPrefix("@") ? try String(contentsOfFile: String(data.dropFirst()), encoding: .utf8) : data
-        self.type = type
-        self.asUser = asUser.flatMap { $0.contains("{{") ? $0 : nil }
-        fixed = text.contains("{{") ? nil : try RequestInput.messages(from: text, type: type, streaming: false)[0]
-        if fixed == nil || self.asUser != nil { _ = try next() }
-    }
-
-    /// The next call's request, and its `as-user` when that is a template.
-    func next() throws -> (ByteBuffer, String?) {
-        guard fixed == nil || asUser != nil else { return (fixed ?? ByteBuffer(), nil) }
-        let number = sequence.next()
-        let request = try fixed ?? RequestInput.messages(from: try Self.fill(text, number: number), type: type, streaming: false)[0]
-        return (request, try asUser.map { try Self.fill($0, number: number) })
-    }
-
-    static func fill(_ text: String, number: Int) throws -> String {
-        func padded(_ value: Int) -> String {
-            let digits = String(value)
-            return String(repeating: "0", count: max(0, 12 - digits.count)) + digits
-        }
-        var filled = ""
-        var rest = Substring(text)
-        while let open = rest.range(of: "{{"), let close = rest[open.upperBound...].range(of: "}}") {
-            filled += rest[..<open.lowerBound]
-            let name = rest[open.upperBound..<close.lowerBound]
-            if name == "seq" {
-                filled += String(number)
-            } else if name.hasPrefix("seq:"), let bound = Int(name.dropFirst(4)), bound > 0 {
-                filled += padded(number % bound)
-            } else if name.hasPrefix("rand:"), let bound = Int(name.dropFirst(5)), bound > 0 {
-                filled += padded(Int.random(in: 0..<bound))
-            } else {
-                throw ValidationError("unknown placeholder {{\(name)}}: use {{seq}}, {{seq:N}} or {{rand:N}}")
-            }
-            rest = rest[close.upperBound...]
-        }
-        return filled + rest
     }
 }
 

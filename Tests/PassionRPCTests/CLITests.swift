@@ -125,6 +125,29 @@ struct CLITests {
         }
     }
 
+    @Test("bench fills {{seq}} per call; an unknown or empty placeholder is a usage error before any call")
+    func benchPlaceholders() async throws {
+        try await TestServer.with { server in
+            // Each call asks for as many response bytes as its number: a request the template
+            // could not make would fail the call (or the bench) instead.
+            let filled = try await passion(server, [
+                "bench", "Diagnostics/Echo", "-d", #"{"responseSize": {{seq}}}"#, "--connections", "1", "--concurrency", "2",
+                "--duration", "1s", "--warmup", "0s", "--json",
+            ])
+            #expect(filled.status == 0, "\(filled.stderr)")
+            let report = try json(filled.stdout)
+            #expect((report["calls"] as? Int ?? 0) > 0 && (report["errors"] as? [String: Any])?.isEmpty == true, "\(filled.stdout)")
+            for bad in ["{{bogus}}", "{{rand:0}}", "{{seq:-3}}"] {
+                let refused = try await passion(server, [
+                    "bench", "Diagnostics/Echo", "-d", #"{"payload":"aGk="}"#, "--as-user", "00000000-0000-0000-0000-" + bad,
+                    "--duration", "1s", "--json",
+                ])
+                #expect(refused.status == 64 && refused.stderr.contains("unknown placeholder"), "\(bad): \(refused.stderr)")
+                #expect(refused.stdout.isEmpty)
+            }
+        }
+    }
+
     @Test("bench --rate makes exactly rate × duration calls, each on its schedule, however busy the machine")
     func benchOpenLoop() async throws {
         try await TestServer.with { server in
