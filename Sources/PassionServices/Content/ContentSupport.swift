@@ -98,8 +98,6 @@ enum ContentValidate {
 enum ContentMessages {
     static func id(_ id: UUID?) -> String { id?.postgresText ?? "" }
 
-    static func timestamp(_ date: Date?) -> Google_Protobuf_Timestamp? { date.map { Google_Protobuf_Timestamp($0) } }
-
     static func metadata(_ json: JSONB) throws -> Google_Protobuf_Struct {
         try Google_Protobuf_Struct(jsonString: json.json)
     }
