@@ -91,9 +91,7 @@ public struct FocusSessionsService: FocusSessions.ServiceProtocol {
         let user = try context.actingUser()
         guard (0...366).contains(request.days) else { throw Validate.invalid("days", "must be 1–366, or 0 for 7") }
         let days = request.days == 0 ? 7 : Int(request.days)
-        guard let stats = try await content.store.focusStats(of: user, days: days, now: content.now(), deadline: context.deadline) else {
-            throw UsersService.notFound
-        }
+        let stats = try await content.store.focusStats(of: user, days: days, now: content.now(), deadline: context.deadline)
         func buckets(_ records: [FocusBucketRecord]) -> [DayMinutes] {
             records.map { bucket in
                 DayMinutes.with {

@@ -107,14 +107,14 @@ extension ContentStore {
     /// One call of passion_focus_complete (0012_reward_integrity.sql).
     func completeFocus(_ id: UUID, user: UUID, now: Date, origin: AuditOrigin, deadline: ContinuousClock.Instant?) async throws -> FocusCompletionRecord {
         let audit = origin.sqlArguments
-        return try await result("""
+        return try await pool.result("""
             SELECT passion_focus_complete(\(user), \(id), \(now), \(audit.principal), \(audit.ip)::inet,
                                           \(audit.userAgent))::text AS result
             """, as: FocusCompletionRecord.self, deadline: deadline)
     }
 
     func focusSession(_ id: UUID, user: UUID, now: Date, deadline: ContinuousClock.Instant?) async throws -> FocusSessionRecord? {
-        try await record("""
+        try await pool.record("""
             SELECT \(FocusSessionRecord.columns(now: now)) FROM focus_sessions f WHERE f.id = \(id) AND f.user_id = \(user)
             """, as: FocusSessionRecord.self, deadline: deadline)
     }
@@ -137,9 +137,9 @@ extension ContentStore {
     }
 
     /// Completed focus minutes per local day of the last `days` days and per whole week
-    /// (Monday first) over them; nil for an unknown user.
-    func focusStats(of user: UUID, days: Int, now: Date, deadline: ContinuousClock.Instant?) async throws -> FocusStatsRecord? {
-        let text = try await pool.withConnection(deadline: deadline) { connection in
+    /// (Monday first) over them; none for an unknown user.
+    func focusStats(of user: UUID, days: Int, now: Date, deadline: ContinuousClock.Instant?) async throws -> FocusStatsRecord {
+        let rows = try await pool.withConnection(deadline: deadline) { connection in
             try await connection.query("""
                 WITH done AS (
                     SELECT (f.completed_at AT TIME ZONE coalesce(u.timezone, 'UTC'))::date AS day, f.actual_duration_minutes AS minutes
@@ -154,15 +154,14 @@ extension ContentStore {
                     -- Whole weeks: the first one starts on the Monday of the window's first day.
                     SELECT * FROM local WHERE day >= passion_period_start('weekly', today - \(days - 1)::integer) AND day <= today
                 )
-                SELECT jsonb_build_object(
-                    'days', coalesce((SELECT jsonb_agg(jsonb_build_object('date', day, 'minutes', minutes, 'sessions', sessions) ORDER BY day)
-                                      FROM (SELECT day, sum(minutes) AS minutes, count(*) AS sessions FROM window_days GROUP BY day) d), '[]'),
-                    'weeks', coalesce((SELECT jsonb_agg(jsonb_build_object('date', week, 'minutes', minutes, 'sessions', sessions) ORDER BY week)
-                                       FROM (SELECT passion_period_start('weekly', day) AS week, sum(minutes) AS minutes, count(*) AS sessions
-                                             FROM window_weeks GROUP BY 1) w), '[]'),
-                    'total', (SELECT coalesce(sum(minutes), 0) FROM window_days))::text AS result
-                """).first?.require("result", as: String.self)
+                SELECT 'day' AS bucket, day AS date, sum(minutes)::bigint AS minutes, count(*)::integer AS sessions
+                FROM window_days GROUP BY day
+                UNION ALL
+                SELECT 'week', passion_period_start('weekly', day), sum(minutes)::bigint, count(*)::integer
+                FROM window_weeks GROUP BY 2
+                ORDER BY 1, 2
+                """).map { (try $0.require("bucket", as: String.self), try FocusBucketRecord(fields: $0)) }
         }
-        return try text.map { try FocusStatsRecord(fields: DocumentFields(text: $0)) }
+        return FocusStatsRecord(days: rows.filter { $0.0 == "day" }.map(\.1), weeks: rows.filter { $0.0 == "week" }.map(\.1))
     }
 }

@@ -77,7 +77,7 @@ extension ContentStore {
 
     /// Inserts a goal and its audit row in one statement.
     func createGoal(_ draft: GoalDraft, user: UUID, origin: AuditOrigin, deadline: ContinuousClock.Instant?) async throws -> GoalRecord? {
-        try await record("""
+        try await pool.record("""
             WITH created AS (
                 INSERT INTO goals (user_id, title, description, category, priority, target_date, metadata)
                 VALUES (\(user), \(draft.title), \(draft.description), \(draft.category), \(draft.priority), \(draft.targetDate)::date,
@@ -94,7 +94,7 @@ extension ContentStore {
     }
 
     func goal(_ id: UUID, user: UUID, deadline: ContinuousClock.Instant?) async throws -> GoalRecord? {
-        try await record("""
+        try await pool.record("""
             SELECT \(unsafeSQL: GoalRecord.columns) FROM goals g WHERE g.id = \(id) AND g.user_id = \(user)
             """, as: GoalRecord.self, deadline: deadline)
     }
@@ -172,14 +172,14 @@ extension ContentStore {
     /// One call of passion_goal_complete (0012_reward_integrity.sql).
     func completeGoal(_ id: UUID, user: UUID, now: Date, origin: AuditOrigin, deadline: ContinuousClock.Instant?) async throws -> GoalCompletionRecord {
         let audit = origin.sqlArguments
-        return try await result("""
+        return try await pool.result("""
             SELECT passion_goal_complete(\(user), \(id), \(now), \(audit.principal), \(audit.ip)::inet, \(audit.userAgent))::text AS result
             """, as: GoalCompletionRecord.self, deadline: deadline)
     }
 
     /// The home screen's counts for `user` at `now`; nil for an unknown or deleted user.
     func dashboard(of user: UUID, now: Date, deadline: ContinuousClock.Instant?) async throws -> DashboardRecord? {
-        try await record("""
+        try await pool.record("""
             SELECT u.id AS user_id, u.display_name, t.today,
                    coalesce(p.total_xp, 0) AS total_xp, coalesce(p.total_coins, 0) AS total_coins,
                    coalesce(p.current_level, 1) AS level, coalesce(p.achievements_unlocked, 0) AS achievements_unlocked,

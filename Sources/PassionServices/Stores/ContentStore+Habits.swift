@@ -126,7 +126,7 @@ extension ContentStore {
 
     /// A habit as a reader sees it at `now`.
     func habit(_ id: UUID, user: UUID, now: Date, deadline: ContinuousClock.Instant?) async throws -> HabitRecord? {
-        try await record("""
+        try await pool.record("""
             SELECT \(unsafeSQL: Self.habitColumns) FROM habits h, \(Self.today(user, now))
             WHERE h.id = \(id) AND h.user_id = \(user)
             """, as: HabitRecord.self, deadline: deadline)
@@ -176,18 +176,16 @@ extension ContentStore {
     func completions(
         of user: UUID, habit: UUID?, from: LocalDate?, to: LocalDate?, now: Date, deadline: ContinuousClock.Instant?
     ) async throws -> [HabitCompletionRecord] {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("""
-                SELECT \(unsafeSQL: HabitCompletionRecord.columns)
-                FROM habit_completions c, \(Self.today(user, now))
-                WHERE c.user_id = \(user) AND (\(habit)::uuid IS NULL OR c.habit_id = \(habit)::uuid)
-                  AND c.completion_date >= coalesce(\(from)::date, coalesce(\(to)::date, t.today) - 30)
-                  -- No upper bound by default: after a move west, completions dated ahead of the new
-                  -- local today are still the user's latest.
-                  AND (\(to)::date IS NULL AND \(from)::date IS NULL OR c.completion_date <= coalesce(\(to)::date, \(from)::date + 30))
-                ORDER BY c.completion_date DESC, c.completed_at DESC
-                """).map { try HabitCompletionRecord(fields: $0) }
-        }
+        try await pool.records("""
+            SELECT \(unsafeSQL: HabitCompletionRecord.columns)
+            FROM habit_completions c, \(Self.today(user, now))
+            WHERE c.user_id = \(user) AND (\(habit)::uuid IS NULL OR c.habit_id = \(habit)::uuid)
+              AND c.completion_date >= coalesce(\(from)::date, coalesce(\(to)::date, t.today) - 30)
+              -- No upper bound by default: after a move west, completions dated ahead of the new
+              -- local today are still the user's latest.
+              AND (\(to)::date IS NULL AND \(from)::date IS NULL OR c.completion_date <= coalesce(\(to)::date, \(from)::date + 30))
+            ORDER BY c.completion_date DESC, c.completed_at DESC
+            """, as: HabitCompletionRecord.self, deadline: deadline)
     }
 
     /// Pauses or resumes habit `id` through passion_habit_set_active, audited when it changed.
@@ -222,7 +220,7 @@ extension ContentStore {
         deadline: ContinuousClock.Instant?
     ) async throws -> HabitCompletionResultRecord {
         let audit = origin.sqlArguments
-        return try await result("""
+        return try await pool.result("""
             SELECT passion_habit_complete(\(user), \(id), \(yesterday), \(date)::date, \(offlineDays),
                                           \(now), \(audit.principal), \(audit.ip)::inet, \(audit.userAgent))::text AS result
             """, as: HabitCompletionResultRecord.self, deadline: deadline)
@@ -233,7 +231,7 @@ extension ContentStore {
         completion id: UUID, user: UUID, offlineDays: Int, now: Date, origin: AuditOrigin, deadline: ContinuousClock.Instant?
     ) async throws -> HabitUncompletionRecord {
         let audit = origin.sqlArguments
-        return try await result("""
+        return try await pool.result("""
             SELECT passion_habit_uncomplete(\(user), \(id), \(offlineDays), \(now), \(audit.principal),
                                             \(audit.ip)::inet, \(audit.userAgent))::text AS result
             """, as: HabitUncompletionRecord.self, deadline: deadline)

@@ -60,7 +60,7 @@ extension ContentStore {
     }
 
     func quest(_ id: UUID, user: UUID, now: Date, deadline: ContinuousClock.Instant?) async throws -> QuestRecord? {
-        try await record("""
+        try await pool.record("""
             SELECT \(unsafeSQL: QuestRecord.columns) FROM quests q, \(Self.today(user, now))
             WHERE q.id = \(id) AND q.user_id = \(user)
             """, as: QuestRecord.self, deadline: deadline)
@@ -89,7 +89,7 @@ extension ContentStore {
     /// One call of passion_quest_complete (0012_reward_integrity.sql).
     func completeQuest(_ id: UUID, user: UUID, now: Date, origin: AuditOrigin, deadline: ContinuousClock.Instant?) async throws -> QuestCompletionRecord {
         let audit = origin.sqlArguments
-        return try await result("""
+        return try await pool.result("""
             SELECT passion_quest_complete(\(user), \(id), \(now), \(audit.principal), \(audit.ip)::inet,
                                           \(audit.userAgent))::text AS result
             """, as: QuestCompletionRecord.self, deadline: deadline)

@@ -14,37 +14,31 @@ struct GamificationStore: Sendable {
 
     /// Totals, active streaks at `now` and the all-time rank; nil for an unknown or deleted user.
     func standing(of user: UUID, now: Date, deadline: ContinuousClock.Instant?) async throws -> ProgressStandingRecord? {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("""
-                SELECT \(unsafeSQL: ProgressRecord.columns(user: "u.id")),
-                       (passion_user_streaks(u.id, \(now))).active_streaks AS active_streaks,
-                       passion_all_time_rank(u.id) AS rank
-                FROM users u LEFT JOIN user_progress p ON p.user_id = u.id
-                WHERE u.id = \(user) AND u.deleted_at IS NULL
-                """).first.map { try ProgressStandingRecord(fields: $0) }
-        }
+        try await pool.record("""
+            SELECT \(unsafeSQL: ProgressRecord.columns(user: "u.id")),
+                   (passion_user_streaks(u.id, \(now))).active_streaks AS active_streaks,
+                   passion_all_time_rank(u.id) AS rank
+            FROM users u LEFT JOIN user_progress p ON p.user_id = u.id
+            WHERE u.id = \(user) AND u.deleted_at IS NULL
+            """, as: ProgressStandingRecord.self, deadline: deadline)
     }
 
     /// The newest `limit` XP ledger rows of `user` with ids below `before` (all when nil).
     func pointsLedger(of user: UUID, before: Int64?, limit: Int, deadline: ContinuousClock.Instant?) async throws -> [PointsLedgerRecord] {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("""
-                SELECT \(unsafeSQL: PointsLedgerRecord.columns) FROM points_ledger
-                WHERE user_id = \(user) AND (\(before)::bigint IS NULL OR id < \(before)::bigint)
-                ORDER BY id DESC LIMIT \(limit)
-                """).map { try PointsLedgerRecord(fields: $0) }
-        }
+        try await pool.records("""
+            SELECT \(unsafeSQL: PointsLedgerRecord.columns) FROM points_ledger
+            WHERE user_id = \(user) AND (\(before)::bigint IS NULL OR id < \(before)::bigint)
+            ORDER BY id DESC LIMIT \(limit)
+            """, as: PointsLedgerRecord.self, deadline: deadline)
     }
 
     /// The newest `limit` coin ledger rows of `user` with ids below `before` (all when nil).
     func coinsLedger(of user: UUID, before: Int64?, limit: Int, deadline: ContinuousClock.Instant?) async throws -> [CoinsLedgerRecord] {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("""
-                SELECT \(unsafeSQL: CoinsLedgerRecord.columns) FROM coins_ledger
-                WHERE user_id = \(user) AND (\(before)::bigint IS NULL OR id < \(before)::bigint)
-                ORDER BY id DESC LIMIT \(limit)
-                """).map { try CoinsLedgerRecord(fields: $0) }
-        }
+        try await pool.records("""
+            SELECT \(unsafeSQL: CoinsLedgerRecord.columns) FROM coins_ledger
+            WHERE user_id = \(user) AND (\(before)::bigint IS NULL OR id < \(before)::bigint)
+            ORDER BY id DESC LIMIT \(limit)
+            """, as: CoinsLedgerRecord.self, deadline: deadline)
     }
 
     // MARK: - Events
@@ -76,13 +70,11 @@ struct GamificationStore: Sendable {
 
     /// Up to `limit` stored events after `after`, oldest first, of `user` (everyone's when nil).
     func events(after: Int64, of user: UUID?, limit: Int) async throws -> [EventRecord] {
-        try await pool.withConnection { connection in
-            try await connection.query("""
-                SELECT \(unsafeSQL: EventRecord.columns) FROM progress_events
-                WHERE id > \(after) AND (\(user)::uuid IS NULL OR user_id = \(user)::uuid)
-                ORDER BY id LIMIT \(limit)
-                """).map { try EventRecord(fields: $0) }
-        }
+        try await pool.records("""
+            SELECT \(unsafeSQL: EventRecord.columns) FROM progress_events
+            WHERE id > \(after) AND (\(user)::uuid IS NULL OR user_id = \(user)::uuid)
+            ORDER BY id LIMIT \(limit)
+            """, as: EventRecord.self, deadline: nil)
     }
 
     // MARK: - Rewards
@@ -138,14 +130,10 @@ struct GamificationStore: Sendable {
 
     /// Evaluates every achievement rule for `user` in one call of passion_evaluate.
     func evaluate(_ user: UUID, origin: AuditOrigin, deadline: ContinuousClock.Instant?) async throws -> RewardRecord {
-        let text = try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("""
-                SELECT passion_evaluate(\(user), \(origin.principal.description), \(origin.ipAddress.map { InetAddress($0) })::inet,
-                                        \(origin.userAgent))::text AS result
-                """).first?.require("result", as: String.self)
-        }
-        guard let text else { throw RecordDecodingError(field: "result", problem: "passion_evaluate returned no row") }
-        return try RewardRecord(fields: DocumentFields(text: text))
+        try await pool.result("""
+            SELECT passion_evaluate(\(user), \(origin.principal.description), \(origin.ipAddress.map { InetAddress($0) })::inet,
+                                    \(origin.userAgent))::text AS result
+            """, as: RewardRecord.self, deadline: deadline)
     }
 
     // MARK: - Leaderboards
@@ -155,30 +143,28 @@ struct GamificationStore: Sendable {
     func leaderboard(
         caller: UUID, weekly: Bool, limit: Int, neighbours: Int, deadline: ContinuousClock.Instant?
     ) async throws -> [LeaderboardRowRecord] {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("""
-                WITH scores AS (
-                    SELECT p.user_id, p.total_xp AS xp FROM user_progress p
-                    WHERE NOT \(weekly) AND p.total_xp > 0
-                    UNION ALL
-                    SELECT l.user_id, sum(l.points) AS xp FROM points_ledger l
-                    WHERE \(weekly) AND l.created_at >= date_trunc('week', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-                    GROUP BY l.user_id HAVING sum(l.points) > 0
-                ), ranked AS (
-                    SELECT s.user_id, s.xp, u.display_name,
-                           rank() OVER (ORDER BY s.xp DESC) AS rank,
-                           row_number() OVER (ORDER BY s.xp DESC, s.user_id) AS position,
-                           count(*) OVER () AS ranked_users
-                    FROM scores s JOIN users u ON u.id = s.user_id AND u.deleted_at IS NULL
-                ), flagged AS (
-                    SELECT r.*, r.user_id = \(caller) AS is_me, r.position <= \(limit) AS is_top,
-                           abs(r.position - coalesce((SELECT position FROM ranked WHERE user_id = \(caller)), r.ranked_users + 1))
-                               <= \(neighbours) AS is_near
-                    FROM ranked r
-                )
-                SELECT * FROM flagged WHERE is_top OR is_near ORDER BY position
-                """).map { try LeaderboardRowRecord(fields: $0) }
-        }
+        try await pool.records("""
+            WITH scores AS (
+                SELECT p.user_id, p.total_xp AS xp FROM user_progress p
+                WHERE NOT \(weekly) AND p.total_xp > 0
+                UNION ALL
+                SELECT l.user_id, sum(l.points) AS xp FROM points_ledger l
+                WHERE \(weekly) AND l.created_at >= date_trunc('week', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                GROUP BY l.user_id HAVING sum(l.points) > 0
+            ), ranked AS (
+                SELECT s.user_id, s.xp, u.display_name,
+                       rank() OVER (ORDER BY s.xp DESC) AS rank,
+                       row_number() OVER (ORDER BY s.xp DESC, s.user_id) AS position,
+                       count(*) OVER () AS ranked_users
+                FROM scores s JOIN users u ON u.id = s.user_id AND u.deleted_at IS NULL
+            ), flagged AS (
+                SELECT r.*, r.user_id = \(caller) AS is_me, r.position <= \(limit) AS is_top,
+                       abs(r.position - coalesce((SELECT position FROM ranked WHERE user_id = \(caller)), r.ranked_users + 1))
+                           <= \(neighbours) AS is_near
+                FROM ranked r
+            )
+            SELECT * FROM flagged WHERE is_top OR is_near ORDER BY position
+            """, as: LeaderboardRowRecord.self, deadline: deadline)
     }
 
     /// A user's display name, or nil when they have none (or do not exist).
@@ -205,43 +191,37 @@ struct GamificationStore: Sendable {
 
     /// The catalog, retired achievements only when asked for.
     func achievements(includeRetired: Bool, deadline: ContinuousClock.Instant?) async throws -> [AchievementRecord] {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("""
-                SELECT \(unsafeSQL: AchievementRecord.columns) FROM achievements
-                WHERE \(includeRetired) OR retired_at IS NULL
-                ORDER BY category, (unlock_condition ->> 'type'), (unlock_condition ->> 'value')::bigint, id
-                """).map { try AchievementRecord(fields: $0) }
-        }
+        try await pool.records("""
+            SELECT \(unsafeSQL: AchievementRecord.columns) FROM achievements
+            WHERE \(includeRetired) OR retired_at IS NULL
+            ORDER BY category, (unlock_condition ->> 'type'), (unlock_condition ->> 'value')::bigint, id
+            """, as: AchievementRecord.self, deadline: deadline)
     }
 
     /// Every achievement `user` has or can still earn, with the rule's value now: unlocked
     /// first (newest first), then the nearest to unlocking.
     func standings(of user: UUID, now: Date, deadline: ContinuousClock.Instant?) async throws -> [AchievementStandingRecord] {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("""
-                SELECT a.id, a.slug, a.title, a.description, a.icon_url, a.category, a.rarity, a.xp_reward, a.coins_reward,
-                       a.unlock_condition, a.retired_at, a.created_at, ua.unlocked_at,
-                       coalesce((v.values ->> (a.unlock_condition ->> 'type'))::bigint, 0) AS current
-                FROM achievements a
-                LEFT JOIN user_achievements ua ON ua.achievement_id = a.id AND ua.user_id = \(user)
-                -- The streak shown is today's, as Habits/Today reads it; the stored one stays
-                -- as it was when the streak last grew.
-                CROSS JOIN (SELECT passion_rule_values(\(user))
-                                   || jsonb_build_object('habit_streak', (passion_user_streaks(\(user), \(now))).longest) AS values) v
-                WHERE a.retired_at IS NULL OR ua.id IS NOT NULL
-                ORDER BY ua.unlocked_at DESC NULLS LAST,
-                         coalesce((v.values ->> (a.unlock_condition ->> 'type'))::numeric, 0)
-                           / greatest((a.unlock_condition ->> 'value')::numeric, 1) DESC,
-                         a.id
-                """).map { try AchievementStandingRecord(fields: $0) }
-        }
+        try await pool.records("""
+            SELECT a.id, a.slug, a.title, a.description, a.icon_url, a.category, a.rarity, a.xp_reward, a.coins_reward,
+                   a.unlock_condition, a.retired_at, a.created_at, ua.unlocked_at,
+                   coalesce((v.values ->> (a.unlock_condition ->> 'type'))::bigint, 0) AS current
+            FROM achievements a
+            LEFT JOIN user_achievements ua ON ua.achievement_id = a.id AND ua.user_id = \(user)
+            -- The streak shown is today's, as Habits/Today reads it; the stored one stays
+            -- as it was when the streak last grew.
+            CROSS JOIN (SELECT passion_rule_values(\(user))
+                               || jsonb_build_object('habit_streak', (passion_user_streaks(\(user), \(now))).longest) AS values) v
+            WHERE a.retired_at IS NULL OR ua.id IS NOT NULL
+            ORDER BY ua.unlocked_at DESC NULLS LAST,
+                     coalesce((v.values ->> (a.unlock_condition ->> 'type'))::numeric, 0)
+                       / greatest((a.unlock_condition ->> 'value')::numeric, 1) DESC,
+                     a.id
+            """, as: AchievementStandingRecord.self, deadline: deadline)
     }
 
     func achievement(_ id: UUID, deadline: ContinuousClock.Instant?) async throws -> AchievementRecord? {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("SELECT \(unsafeSQL: AchievementRecord.columns) FROM achievements WHERE id = \(id)")
-                .first.map { try AchievementRecord(fields: $0) }
-        }
+        try await pool.record(
+            "SELECT \(unsafeSQL: AchievementRecord.columns) FROM achievements WHERE id = \(id)", as: AchievementRecord.self, deadline: deadline)
     }
 
     /// Inserts a definition with its audit row.

@@ -123,12 +123,10 @@ extension IdentityStore {
 
     /// `user`'s live sessions, newest first, at most 1000.
     func sessions(of user: UUID, deadline: ContinuousClock.Instant?) async throws -> [SessionRecord] {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("""
-                SELECT id, created_at, expires_at, last_activity FROM sessions
-                WHERE user_id = \(user) AND revoked_at IS NULL AND expires_at > now()
-                ORDER BY created_at DESC LIMIT 1000
-                """).map { try SessionRecord(fields: $0) }
-        }
+        try await pool.records("""
+            SELECT id, created_at, expires_at, last_activity FROM sessions
+            WHERE user_id = \(user) AND revoked_at IS NULL AND expires_at > now()
+            ORDER BY created_at DESC LIMIT 1000
+            """, as: SessionRecord.self, deadline: deadline)
     }
 }

@@ -28,18 +28,13 @@ struct IdentityStore: Sendable {
 
     /// The user `id`, nil when unknown or deleted.
     func activeUser(_ id: UUID, deadline: ContinuousClock.Instant?) async throws -> UserRecord? {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("SELECT \(unsafeSQL: UserRecord.columns) FROM users WHERE id = \(id) AND deleted_at IS NULL")
-                .first.map { try UserRecord(fields: $0) }
-        }
+        try await pool.record(
+            "SELECT \(unsafeSQL: UserRecord.columns) FROM users WHERE id = \(id) AND deleted_at IS NULL", as: UserRecord.self, deadline: deadline)
     }
 
     /// The user `id`, deleted or not; nil when unknown.
     func user(_ id: UUID, deadline: ContinuousClock.Instant?) async throws -> UserRecord? {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("SELECT \(unsafeSQL: UserRecord.columns) FROM users WHERE id = \(id)")
-                .first.map { try UserRecord(fields: $0) }
-        }
+        try await pool.record("SELECT \(unsafeSQL: UserRecord.columns) FROM users WHERE id = \(id)", as: UserRecord.self, deadline: deadline)
     }
 
     /// Sets the `fields` ("display_name", "time_zone") of active user `id`, with its audit row;
@@ -91,17 +86,15 @@ struct IdentityStore: Sendable {
     func users(
         includeDeleted: Bool, emailPattern: String, afterMicros: Int64?, afterID: UUID?, limit: Int, deadline: ContinuousClock.Instant?
     ) async throws -> [ListedUserRecord] {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("""
-                SELECT \(unsafeSQL: UserRecord.columns), (extract(epoch FROM created_at) * 1000000)::bigint AS cursor_us
-                FROM users
-                WHERE (\(includeDeleted) OR deleted_at IS NULL) AND email LIKE \(emailPattern)
-                  AND (\(afterMicros)::bigint IS NULL
-                       OR (created_at, id) > (timestamptz 'epoch' + \(afterMicros)::bigint * interval '1 microsecond', \(afterID)::uuid))
-                ORDER BY created_at, id
-                LIMIT \(limit)
-                """).map { try ListedUserRecord(fields: $0) }
-        }
+        try await pool.records("""
+            SELECT \(unsafeSQL: UserRecord.columns), (extract(epoch FROM created_at) * 1000000)::bigint AS cursor_us
+            FROM users
+            WHERE (\(includeDeleted) OR deleted_at IS NULL) AND email LIKE \(emailPattern)
+              AND (\(afterMicros)::bigint IS NULL
+                   OR (created_at, id) > (timestamptz 'epoch' + \(afterMicros)::bigint * interval '1 microsecond', \(afterID)::uuid))
+            ORDER BY created_at, id
+            LIMIT \(limit)
+            """, as: ListedUserRecord.self, deadline: deadline)
     }
 
     /// Restores deleted user `id` (audited once); one that is not deleted is answered as it is,
@@ -225,34 +218,30 @@ struct IdentityStore: Sendable {
     func recentActivity(
         of user: UUID, days: Int, includeFailures: Bool, deadline: ContinuousClock.Instant?
     ) async throws -> [ActivityRecord] {
-        try await pool.withConnection(deadline: deadline) { connection in
-            // Refused and failed attempts did not happen: counted only when asked for, apart.
-            try await connection.query("""
-                SELECT action, resource_type, status, count(*) AS count, max(created_at) AS last_at
-                FROM audit_logs
-                WHERE user_id = \(user) AND created_at > now() - \(days) * interval '1 day'
-                  AND (status = 'success' OR \(includeFailures))
-                GROUP BY action, resource_type, status
-                ORDER BY last_at DESC
-                """).map { try ActivityRecord(fields: $0) }
-        }
+        // Refused and failed attempts did not happen: counted only when asked for, apart.
+        try await pool.records("""
+            SELECT action, resource_type, status, count(*) AS count, max(created_at) AS last_at
+            FROM audit_logs
+            WHERE user_id = \(user) AND created_at > now() - \(days) * interval '1 day'
+              AND (status = 'success' OR \(includeFailures))
+            GROUP BY action, resource_type, status
+            ORDER BY last_at DESC
+            """, as: ActivityRecord.self, deadline: deadline)
     }
 
     /// The newest `limit` audit rows `filter` keeps, newest first.
     func auditLog(_ filter: AuditFilter, limit: Int, deadline: ContinuousClock.Instant?) async throws -> [AuditLogRecord] {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("""
-                SELECT id, user_id, action, resource_type, resource_id, status, principal, host(ip_address) AS ip, user_agent,
-                       details, created_at
-                FROM audit_logs
-                WHERE (\(filter.userID)::uuid IS NULL OR user_id = \(filter.userID)::uuid)
-                  AND (\(filter.action)::text IS NULL OR action = \(filter.action)::text)
-                  AND (\(filter.since)::timestamptz IS NULL OR created_at >= \(filter.since)::timestamptz)
-                  AND (\(filter.until)::timestamptz IS NULL OR created_at < \(filter.until)::timestamptz)
-                  AND (\(filter.before)::bigint IS NULL OR id < \(filter.before)::bigint)
-                ORDER BY id DESC
-                LIMIT \(limit)
-                """).map { try AuditLogRecord(fields: $0) }
-        }
+        try await pool.records("""
+            SELECT id, user_id, action, resource_type, resource_id, status, principal, host(ip_address) AS ip, user_agent,
+                   details, created_at
+            FROM audit_logs
+            WHERE (\(filter.userID)::uuid IS NULL OR user_id = \(filter.userID)::uuid)
+              AND (\(filter.action)::text IS NULL OR action = \(filter.action)::text)
+              AND (\(filter.since)::timestamptz IS NULL OR created_at >= \(filter.since)::timestamptz)
+              AND (\(filter.until)::timestamptz IS NULL OR created_at < \(filter.until)::timestamptz)
+              AND (\(filter.before)::bigint IS NULL OR id < \(filter.before)::bigint)
+            ORDER BY id DESC
+            LIMIT \(limit)
+            """, as: AuditLogRecord.self, deadline: deadline)
     }
 }

@@ -341,15 +341,16 @@ public struct FocusCompletionRecord: FieldsDecodable, Equatable {
     }
 }
 
-/// Completed focus per local day and per week of a window, and the window's total minutes.
-public struct FocusStatsRecord: FieldsDecodable, Equatable {
+/// Completed focus per local day and per week of a window.
+public struct FocusStatsRecord: Equatable, Sendable {
     public var days: [FocusBucketRecord]
     public var weeks: [FocusBucketRecord]
-    public var totalMinutes: Int64
 
-    public init(fields: some RecordFields) throws {
-        days = try fields.records("days")
-        weeks = try fields.records("weeks")
-        totalMinutes = try fields.require("total")
+    public init(days: [FocusBucketRecord], weeks: [FocusBucketRecord]) {
+        self.days = days
+        self.weeks = weeks
     }
+
+    /// The window's minutes: its days' together.
+    public var totalMinutes: Int64 { days.reduce(0) { $0 + $1.minutes } }
 }
