@@ -24,6 +24,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C libraries from the system, through pkg-config.
@@ -37,6 +39,12 @@ let package = Package(
                 "CZlib",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
+            swiftSettings: strictSettings
+        ),
+        // Metric helpers the server's modules share; only swift-metrics' API, never an exporter.
+        .target(
+            name: "PassionMetrics",
+            dependencies: [.product(name: "CoreMetrics", package: "swift-metrics")],
             swiftSettings: strictSettings
         ),
         .target(
@@ -63,6 +71,7 @@ let package = Package(
         .target(
             name: "PassionRPCServer",
             dependencies: [
+                "PassionMetrics",
                 "PassionRPC",
                 "PassionWire",
                 "PassionTLS",
@@ -70,6 +79,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
@@ -77,6 +87,7 @@ let package = Package(
         .target(
             name: "PassionStore",
             dependencies: [
+                "PassionMetrics",
                 "CLibPQ",
                 "COpenSSL",
                 "PassionJSON",
@@ -85,6 +96,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             // schema.sql: tools/dump-schema's readable schema, for people; the server reads Migrations.
@@ -103,6 +115,7 @@ let package = Package(
         .target(
             name: "PassionIdentity",
             dependencies: [
+                "PassionMetrics",
                 "COpenSSL",
                 "PassionJSON",
                 "PassionRPC",
@@ -111,6 +124,7 @@ let package = Package(
                 "PassionTLS",
                 "PassionWire",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
@@ -145,6 +159,7 @@ let package = Package(
         .target(
             name: "PassionServices",
             dependencies: [
+                "PassionMetrics",
                 "PassionAPI",
                 "PassionIdentity",
                 "PassionJSON",
@@ -156,6 +171,22 @@ let package = Package(
                 "PassionWire",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // What operators read: the Prometheus exposition and the orchestrators' health probes,
+        // on a small HTTP listener apart from the RPC port.
+        .target(
+            name: "PassionTelemetry",
+            dependencies: [
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
         ),
@@ -170,7 +201,10 @@ let package = Package(
                 "PassionRPCServer",
                 "PassionServerAPI",
                 "PassionTLS",
+                "PassionTelemetry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -249,6 +283,7 @@ let package = Package(
             dependencies: [
                 "PassionStore", "PassionRPC", "PassionRPCServer", "PassionTLS", "PassionAPI", "PassionServerAPI",
                 "PassionServices", "PassionClient", "PassionIdentity",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -275,6 +310,7 @@ let package = Package(
             dependencies: [
                 "PassionRPC", "PassionRPCServer", "PassionTLS", "PassionWire", "PassionAPI", "PassionServerAPI", "PassionServices",
                 "PassionClient", "PassionTestSupport", "PassionStore", "PassionProtoJSON",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -310,6 +346,19 @@ let package = Package(
                 "PassionClient", "PassionTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "PassionTelemetryTests",
+            dependencies: [
+                "PassionIdentity", "PassionServices", "PassionStore", "PassionRPC", "PassionRPCServer", "PassionClient",
+                "PassionTelemetry", "PassionTestSupport", "PassionTLS",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

@@ -1,5 +1,7 @@
+import CoreMetrics
 import Foundation
 import Logging
+import PassionMetrics
 import PassionRPCServer
 import PassionStore
 import ServiceLifecycle
@@ -117,22 +119,30 @@ public struct SessionMaintenanceService: Service {
     let jobs: [MaintenanceJob]
     let checkInterval: Duration
     let logger: Logger
+    private let factory: any MetricsFactory
 
-    public init(pool: PostgresPool, jobs: [MaintenanceJob] = [.expiredSessions], checkInterval: Duration = .seconds(3600), logger: Logger) {
+    public init(
+        pool: PostgresPool, jobs: [MaintenanceJob] = [.expiredSessions], checkInterval: Duration = .seconds(3600),
+        metrics: any MetricsFactory = NOOPMetricsHandler.instance, logger: Logger
+    ) {
         self.maintenance = SessionMaintenance(pool: pool)
         self.jobs = jobs
         self.checkInterval = checkInterval
         self.logger = logger
+        self.factory = metrics
     }
 
     public func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             for job in jobs {
+                let started = ContinuousClock.now
                 do {
                     if let changed = try await maintenance.runIfDue(job) {
+                        record(job, outcome: "ok", since: started)
                         logger.info("ran maintenance job", metadata: ["job": "\(job.name)", "affected": "\(changed)"])
                     }
                 } catch {
+                    record(job, outcome: "failed", since: started)
                     logger.warning("maintenance job failed; will retry", metadata: ["job": "\(job.name)", "error": "\(error)"])
                 }
             }
@@ -148,5 +158,15 @@ public struct SessionMaintenanceService: Service {
                 return
             }
         }
+    }
+}
+
+extension SessionMaintenanceService {
+    /// Job names are a fixed list, so they may label.
+    fileprivate func record(_ job: MaintenanceJob, outcome: String, since started: ContinuousClock.Instant) {
+        Counter(label: "passion_maintenance_runs_total", dimensions: [("job", job.name), ("outcome", outcome)], factory: factory)
+            .increment()
+        Timer(label: "passion_maintenance_duration_seconds", dimensions: [("job", job.name)], factory: factory)
+            .record(started.duration(to: .now))
     }
 }

@@ -68,7 +68,7 @@ extension Authenticator {
     public func refused(_ credentials: CallCredentials, principal: Principal?, error: RPCError) async {}
 
     /// Authenticates, enforces the method's policy and admits: the one place every call passes.
-    func principal(for credentials: CallCredentials) async throws -> Principal {
+    func principal(for credentials: CallCredentials, metrics: ServerMetrics = .disabled) async throws -> Principal {
         var principal: Principal?
         do {
             let authenticated: Principal
@@ -83,7 +83,9 @@ extension Authenticator {
             try await admit(authenticated, credentials: credentials)
             return authenticated
         } catch {
-            await refused(credentials, principal: principal, error: RPCError(converting: error))
+            let refusal = RPCError(converting: error)
+            metrics.refusedBeforeHandler(refusal, principal: principal)
+            await refused(credentials, principal: principal, error: refusal)
             throw error
         }
     }

@@ -21,6 +21,8 @@ public struct RPCRouter: Sendable {
     struct Route: Sendable {
         var descriptor: MethodDescriptor
         var method: ServerMethod
+        /// Set when a server adopts the router, so a call finds its handles without a lookup.
+        var metrics: RouteMetrics?
     }
 
     private(set) var routes: [String: Route] = [:]
@@ -60,6 +62,15 @@ public struct RPCRouter: Sendable {
     /// Removes every method of `service`.
     public mutating func remove(service: String) {
         routes = routes.filter { $0.value.descriptor.service != service }
+    }
+
+    /// Gives every route its metric handles (before any call, so none is created on the hot path).
+    mutating func instrument(with metrics: ServerMetrics) {
+        for (name, route) in routes {
+            var instrumented = route
+            instrumented.metrics = metrics.route(route.descriptor)
+            routes[name] = instrumented
+        }
     }
 
     func route(_ fullName: String) -> Route? {

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import NIOPosix
@@ -19,6 +20,8 @@ public struct RPCServerConfiguration: Sendable {
     /// Bytes all connections together may hold for requests and queued responses; a call that
     /// would go beyond ends RESOURCE_EXHAUSTED. Default 512 MiB.
     public var memoryBudget = 512 * 1024 * 1024
+    /// Where the server's metrics go (see docs/operations.md). Default: nowhere.
+    public var metrics: any MetricsFactory = NOOPMetricsHandler.instance
 
     public init(host: String = "127.0.0.1", port: Int = 7443, tls: TLSConfiguration?) {
         self.host = host
@@ -40,6 +43,7 @@ public final class RPCServer: Service, Sendable {
     private let boundAddress: EventLoopPromise<SocketAddress>
     /// Shared by every connection of this server.
     public let memory: ServerMemoryBudget
+    private let metrics: ServerMetrics
 
     private struct State {
         var listener: (any Channel)?
@@ -54,6 +58,10 @@ public final class RPCServer: Service, Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger
     ) throws {
         self.configuration = configuration
+        let metrics = ServerMetrics(factory: configuration.metrics)
+        var router = router
+        router.instrument(with: metrics)
+        self.metrics = metrics
         self.router = router
         self.authenticator = authenticator
         self.group = group
@@ -98,6 +106,9 @@ public final class RPCServer: Service, Sendable {
         logger.notice("server stopped")
     }
 
+    /// Whether the server has begun draining: it accepts no new connections or calls.
+    public var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
+
     /// Stops accepting, asks every connection to drain, and lets `run()` return once they closed.
     public func beginShutdown() {
         let (listener, connections) = state.withLock { state -> ((any Channel)?, [any Channel]) in
@@ -127,6 +138,7 @@ public final class RPCServer: Service, Sendable {
         let router = self.router
         let authenticator = self.authenticator
         let logger = self.logger
+        let metrics = self.metrics
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -134,16 +146,18 @@ public final class RPCServer: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 guard self.track(channel) else {
+                    metrics.connectionsRejected.increment()
                     logger.warning("connection refused: \(configuration.maxConnections) connections open")
                     return channel.close()
                 }
+                metrics.connectionsAccepted.increment()
                 let memory = self.memory
                 return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let tlsContext { try sync.addHandler(TLSHandler(context: tlsContext)) }
                     try sync.addHandler(ServerConnectionHandler(
                         configuration: configuration.connection, router: router, authenticator: authenticator,
-                        budget: memory, logger: logger))
+                        budget: memory, metrics: metrics, logger: logger))
                 }
             }
     }

@@ -7,6 +7,7 @@ import PassionRPCServer
 import PassionServices
 import PassionStore
 import PassionTLS
+import PassionTelemetry
 import ServiceLifecycle
 import UnixSignals
 
@@ -22,7 +23,8 @@ struct ServerCommand: AsyncParsableCommand {
             PASSION_TLS_CERT, PASSION_TLS_KEY, PASSION_TLS_CLIENT_CA, PASSION_TLS_CLIENT_CN_FALLBACK, PASSION_TLS_MIN_VERSION,
             PASSION_PLAINTEXT,
             PASSION_LOG_LEVEL, PASSION_SERVICE_KEYS, PASSION_SESSION_TTL, PASSION_RATE_USER, PASSION_RATE_SERVICE,
-            PASSION_OIDC (several separated by ';'), PASSION_OFFLINE_DAYS, PASSION_DIAGNOSTICS, PASSION_MAX_CONNECTIONS.
+            PASSION_OIDC (several separated by ';'), PASSION_OFFLINE_DAYS, PASSION_DIAGNOSTICS, PASSION_MAX_CONNECTIONS,
+            PASSION_METRICS_ADDRESS, PASSION_LOG_FORMAT, PASSION_SLOW_CALL_THRESHOLD, PASSION_BUILD_COMMIT (shown in passion_build_info).
             """)
 
     private static let environment = ProcessInfo.processInfo.environment
@@ -115,9 +117,29 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = environment["PASSION_LOG_LEVEL"] ?? "info"
 
+    @Option(name: .customLong("log-format"), help: "text (for people) or json (one object per line, for collectors).")
+    var logFormat: String = environment["PASSION_LOG_FORMAT"] ?? "text"
+
+    @Option(
+        name: .customLong("slow-call-threshold"),
+        help: "Log every call that takes at least this long, even when it succeeds: 500ms, 2s; 0 logs only failed calls.")
+    var slowCallThreshold: String = environment["PASSION_SLOW_CALL_THRESHOLD"] ?? "500ms"
+
+    @Option(
+        name: .customLong("metrics-address"),
+        help: "HOST:PORT of the HTTP listener for /metrics, /ready and /live (plain HTTP; port 0 picks one), or none.")
+    var metricsAddress: String = environment["PASSION_METRICS_ADDRESS"] ?? "127.0.0.1:9464"
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown log level \(logLevel)")
+        }
+        guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
+        guard slowCallThreshold == "0" || Self.duration(slowCallThreshold) != nil else {
+            throw ValidationError("--slow-call-threshold must be like 500ms or 2s, or 0")
+        }
+        guard metricsAddress == "none" || OperationsEndpoint.parseAddress(metricsAddress) != nil else {
+            throw ValidationError("--metrics-address must be HOST:PORT (like 127.0.0.1:9464) or none")
         }
         guard ["1.2", "1.3"].contains(tlsMinimumVersion) else {
             throw ValidationError("--tls-min-version must be 1.2 or 1.3")
@@ -146,8 +168,12 @@ struct ServerCommand: AsyncParsableCommand {
         }
     }
 
-    /// `7d`, `12h`, `90m`, `30s`.
+    /// `7d`, `12h`, `90m`, `30s`, `500ms`.
     static func duration(_ text: String) -> Duration? {
+        if text.hasSuffix("ms") {
+            guard let value = Int(text.dropLast(2)), value > 0 else { return nil }
+            return .milliseconds(value)
+        }
         guard let unit = text.last, let value = Int(text.dropLast()), value > 0 else { return nil }
         switch unit {
         case "d": return .seconds(value * 86_400)
@@ -183,13 +209,9 @@ struct ServerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSetup.bootstrap(format: LogFormat(rawValue: logFormat) ?? .text, level: Logger.Level(rawValue: logLevel) ?? .info)
         let logger = Logger(label: "passion-server")
+        let telemetry = Telemetry(commit: Self.environment["PASSION_BUILD_COMMIT"])
         let tls = try plaintext ? nil : tlsConfiguration(logger: logger)
         let identityConfiguration: IdentityConfiguration
         do {
@@ -202,6 +224,7 @@ struct ServerCommand: AsyncParsableCommand {
         storeConfiguration.poolSize = databasePoolSize
         storeConfiguration.connectTimeoutSeconds = databaseConnectTimeout
         storeConfiguration.statementCacheSize = databaseStatementCache
+        storeConfiguration.metrics = telemetry.factory
         let health = HealthStatus(services: [])
         let store: StoreService
         do {
@@ -215,23 +238,44 @@ struct ServerCommand: AsyncParsableCommand {
         var contentConfiguration = ContentConfiguration()
         contentConfiguration.offlineDays = offlineDays
         let application = try ApplicationServices(
-            pool: store.pool, configuration: identityConfiguration, content: contentConfiguration, logger: logger)
+            pool: store.pool, configuration: identityConfiguration, content: contentConfiguration, metrics: telemetry.factory,
+            logger: logger)
         let builtins = BuiltinServices(additional: application.services, health: health, diagnostics: diagnosticsAccess)
         var serverConfiguration = RPCServerConfiguration(host: host, port: port, tls: tls)
         serverConfiguration.maxConnections = maxConnections
+        serverConfiguration.metrics = telemetry.factory
+        serverConfiguration.connection.slowCallThreshold = slowCallThreshold == "0" ? nil : Self.duration(slowCallThreshold)
         let server = try RPCServer(
             configuration: serverConfiguration, router: builtins.router,
             authenticator: application.authenticator, logger: logger)
-        let maintenance = SessionMaintenanceService(pool: store.pool, jobs: MaintenanceJob.all, logger: logger)
+        let maintenance = SessionMaintenanceService(
+            pool: store.pool, jobs: MaintenanceJob.all, metrics: telemetry.factory, logger: logger)
+        let operations = OperationsEndpoint.parseAddress(metricsAddress).map { address in
+            OperationsEndpoint(
+                host: address.host, port: address.port, registry: telemetry.registry,
+                readiness: {
+                    if server.isShuttingDown { return "draining" }
+                    return health.status(of: "") == .serving ? nil : "database unreachable"
+                },
+                beforeScrape: {
+                    store.pool.publishGauges()
+                    application.events.publishGauges()
+                },
+                logger: logger)
+        }
         let announce = Task {
             let boundPort = try await server.port
-            let line = "passion-server listening on \(host):\(boundPort)\(tls == nil ? " (plaintext)" : "")\n"
-            FileHandle.standardOutput.write(Data(line.utf8))
+            // The first line is what scripts wait for and read the port from: it stays as it was.
+            var lines = "passion-server listening on \(host):\(boundPort)\(tls == nil ? " (plaintext)" : "")\n"
+            if let operations { lines += "passion-server metrics on \(try await operations.url)/metrics\n" }
+            FileHandle.standardOutput.write(Data(lines.utf8))
         }
         defer { announce.cancel() }
+        // Shut down in reverse: the server drains first, then the database closes; the
+        // operations endpoint outlives them so a draining server still answers /ready with 503.
+        let services: [any Service] = [store, maintenance, application.events] + (operations.map { [$0] } ?? []) + [server]
         let group = ServiceGroup(configuration: .init(
-            // Shut down in reverse: the server drains first, then the database closes.
-            services: [store, maintenance, application.events, server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import PassionIdentity
@@ -16,11 +17,11 @@ public struct ApplicationServices: Sendable {
     /// content services' day arithmetic uses (tests move it).
     public init(
         pool: PostgresPool, configuration: IdentityConfiguration, content contentConfiguration: ContentConfiguration = ContentConfiguration(),
-        logger: Logger, now: @escaping @Sendable () -> Date = { Date() }
+        metrics: any MetricsFactory = NOOPMetricsHandler.instance, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }
     ) throws {
         let identity = try IdentityServices(pool: pool, configuration: configuration, logger: logger)
         let trail = identity.trail
-        let events = try ProgressEventHub(conninfo: pool.configuration.conninfo, logger: logger)
+        let events = try ProgressEventHub(conninfo: pool.configuration.conninfo, metrics: metrics, logger: logger)
         let content = ContentContext(pool: pool, trail: trail, now: now, offlineDays: contentConfiguration.offlineDays)
         authenticator = identity.authenticator
         self.events = events

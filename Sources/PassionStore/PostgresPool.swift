@@ -1,5 +1,7 @@
+import CoreMetrics
 import Foundation
 import NIOPosix
+import PassionMetrics
 import PassionRPC
 import Synchronization
 
@@ -17,6 +19,8 @@ public struct PoolConfiguration: Sendable {
     public var statementCacheSize: Int = 256
     /// Attempts of a transaction that fails with a serialization failure or deadlock. Default 10.
     public var transactionAttempts: Int = 10
+    /// Where the pool's metrics go (docs/operations.md). Default: nowhere.
+    public var metrics: any MetricsFactory = NOOPMetricsHandler.instance
 
     public init(conninfo: String) {
         self.conninfo = conninfo
@@ -44,6 +48,7 @@ public final class PostgresPool: Sendable {
     /// connectors so that a cancel never waits behind a slow connect.
     private let cancellers: NIOThreadPool
     private let state = Mutex(State())
+    private let metrics: PoolMetrics
 
     private struct State {
         var idle: [PostgresConnection] = []
@@ -74,6 +79,7 @@ public final class PostgresPool: Sendable {
 
     public init(configuration: PoolConfiguration) {
         self.configuration = configuration
+        self.metrics = PoolMetrics(size: configuration.size, factory: configuration.metrics)
         self.connectors = NIOThreadPool(numberOfThreads: 2)
         self.cancellers = NIOThreadPool(numberOfThreads: 1)
         connectors.start()
@@ -120,6 +126,7 @@ public final class PostgresPool: Sendable {
                 }
             }
         } catch let error as StoreError {
+            metrics.statementFailed(error)
             healthy = connection.isHealthy
             if Task.isCancelled, error.sqlState == "57014" {
                 throw RPCError(code: .cancelled, message: "call cancelled")
@@ -236,18 +243,23 @@ public final class PostgresPool: Sendable {
         }
         switch decision {
         case .use(let connection):
+            metrics.wait.recordNanoseconds(0)
             // Checked only after a real idle spell: under load connections are idle for
             // microseconds, and a server restart is noticed by the next statement anyway.
             guard connection.idleSince.duration(to: .now) < Self.idleCheckAfter || connection.isStillOpen() else {
                 // Closed by the server while idle: drop it and open another in its slot.
+                metrics.discarded.increment()
                 return try await openConnection(on: loop)
             }
             return connection
         case .closed:
             throw RPCError(code: .unavailable, message: "database pool closed")
         case .connect:
+            metrics.wait.recordNanoseconds(0)
             return try await openConnection(on: loop)
         case .wait:
+            let waitStarted = ContinuousClock.now
+            defer { metrics.wait.record(waitStarted.duration(to: .now)) }
             let connection = try await withCheckedThrowingContinuation { continuation in
                 let outcome = state.withLock { state -> WaitOutcome in
                     if state.closed { return .closed }
@@ -281,12 +293,15 @@ public final class PostgresPool: Sendable {
     private func openConnection(on loop: PostgresPoller?) async throws -> PostgresConnection {
         let configuration = self.configuration
         do {
-            return try await connectors.runIfActive {
+            let connection = try await connectors.runIfActive {
                 try PostgresConnection(
                     conninfo: configuration.connectionString, statementCacheSize: configuration.statementCacheSize,
                     loop: loop ?? PostgresPoller.next())
             }
+            metrics.opened.increment()
+            return connection
         } catch {
+            metrics.connectFailures.increment()
             state.withLock { $0.open -= 1 }
             throw RPCError(code: .unavailable, message: "database unavailable")
         }
@@ -325,8 +340,17 @@ public final class PostgresPool: Sendable {
     /// Callers waiting for a connection now.
     public var waitingCallers: Int { state.withLock { $0.waiters.count } }
 
+    /// Sets the pool's gauges from its state; called when metrics are scraped.
+    public func publishGauges() {
+        let (open, idle, waiting) = state.withLock { ($0.open, $0.idle.count, $0.waiters.count) }
+        metrics.openConnections.record(open)
+        metrics.idleConnections.record(idle)
+        metrics.waiters.record(waiting)
+    }
+
     private func release(_ connection: PostgresConnection, healthy: Bool) {
         let usable = healthy && connection.isHealthy
+        if !usable { metrics.discarded.increment() }
         let waiter = state.withLock { state -> (CheckedContinuation<PostgresConnection?, any Error>, PostgresConnection?)? in
             if !usable { state.open -= 1 }
             if state.closed {

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOPosix
 import ServiceLifecycle
@@ -12,6 +13,8 @@ public struct StoreConfiguration: Sendable {
     public var acquireTimeout: Duration = .seconds(2)
     public var connectTimeoutSeconds: Int = 3
     public var statementCacheSize: Int = 256
+    /// Where the pool's metrics go. Default: nowhere.
+    public var metrics: any MetricsFactory = NOOPMetricsHandler.instance
     /// How often the health monitor checks the database. Default 1 s.
     public var healthInterval: Duration = .seconds(1)
 
@@ -53,6 +56,7 @@ public final class StoreService: Service, Sendable {
         poolConfiguration.acquireTimeout = configuration.acquireTimeout
         poolConfiguration.connectTimeoutSeconds = configuration.connectTimeoutSeconds
         poolConfiguration.statementCacheSize = configuration.statementCacheSize
+        poolConfiguration.metrics = configuration.metrics
         let pool = PostgresPool(configuration: poolConfiguration)
         do {
             let applied = try await Migrator(migrations: try Migration.bundled()).migrate(pool)

@@ -68,7 +68,7 @@ struct ServerConnectionInputTests {
         let statuses = Dictionary(h.output().compactMap { frame in H.trailers(frame).map { (frame.callID, $0.status) } }, uniquingKeysWith: { a, _ in a })
         #expect(statuses == [7: StatusCode.resourceExhausted.rawValue])
         #expect(budget.inUse == 180_000)
-        _ = h.machine.inputClosed()
+        _ = h.machine.inputClosed(now: .now)
         #expect(budget.inUse == 0)
     }
 
@@ -135,7 +135,7 @@ struct ServerConnectionInputTests {
         early.handshake()
         early.send(ByteBuffer(bytes: [0, 0, 0, 0, 0x7F, 0, 0, 0, 0, 0]))
         #expect(early.machine.phase == .closing)
-        #expect(early.machine.inputClosed().closes)
+        #expect(early.machine.inputClosed(now: .now).closes)
     }
 
     /// The cases WIRE.md settles, each with the answer it now gives.

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import PassionClient
@@ -67,8 +68,10 @@ public final class ServiceHarness: Sendable {
     }
 
     /// `mutualTLS` makes the server require client certificates and the harness present one.
+    /// `metrics` receives the server's and the services' metrics (the shared pool's are not).
     public static func start(
-        mutualTLS: Bool = false, clock: TestClock = TestClock(), configure: (inout IdentityConfiguration) -> Void = { _ in }
+        mutualTLS: Bool = false, clock: TestClock = TestClock(), metrics: any MetricsFactory = NOOPMetricsHandler.instance,
+        configure: (inout IdentityConfiguration) -> Void = { _ in }
     ) async throws -> ServiceHarness {
         let pool = try await TestDatabase.migratedPool()
         var configuration = IdentityConfiguration()
@@ -84,11 +87,13 @@ public final class ServiceHarness: Sendable {
         configure(&configuration)
         var logger = Logger(label: "identity-tests")
         logger.logLevel = .critical
-        let identity = try ApplicationServices(pool: pool, configuration: configuration, logger: logger, now: { clock.now })
+        let identity = try ApplicationServices(
+            pool: pool, configuration: configuration, metrics: metrics, logger: logger, now: { clock.now })
         let tls: ((TestCertificates) -> TLSConfiguration?)? = mutualTLS
             ? { .server(certificateChainPath: $0.serverCertificate, privateKeyPath: $0.serverKey, clientCAPath: $0.caPath) }
             : nil
-        let server = try await TestServer.start(services: identity.services, authenticator: identity.authenticator, tls: tls)
+        let server = try await TestServer.start(
+            services: identity.services, authenticator: identity.authenticator, tls: tls, configure: { $0.metrics = metrics })
         let certificates = server.certificates
         let connection = try await ClientConnection.connect(
             mutualTLS
@@ -99,10 +104,10 @@ public final class ServiceHarness: Sendable {
     }
 
     public static func with<T>(
-        mutualTLS: Bool = false, clock: TestClock = TestClock(), configure: (inout IdentityConfiguration) -> Void = { _ in },
-        _ body: (ServiceHarness) async throws -> T
+        mutualTLS: Bool = false, clock: TestClock = TestClock(), metrics: any MetricsFactory = NOOPMetricsHandler.instance,
+        configure: (inout IdentityConfiguration) -> Void = { _ in }, _ body: (ServiceHarness) async throws -> T
     ) async throws -> T {
-        let harness = try await start(mutualTLS: mutualTLS, clock: clock, configure: configure)
+        let harness = try await start(mutualTLS: mutualTLS, clock: clock, metrics: metrics, configure: configure)
         defer { Task { await harness.pool.shutdown() } }
         do {
             let result = try await body(harness)

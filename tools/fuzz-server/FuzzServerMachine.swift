@@ -51,7 +51,7 @@ enum ServerMachineFuzz {
             actions = machine.tick(now: now)
             answer(&actions, &machine, now: now)
         }
-        _ = machine.closeNow()
+        _ = machine.closeNow(now: now)
         precondition(budget.inUse == 0, "memory budget not given back: \(budget.inUse)")
     }
 

@@ -13,10 +13,13 @@ final class ServerCallRuntime {
     /// The request stream of a client-streaming or bidirectional call.
     var source: MessageStream.Producer.Source?
     var task: Task<Void, Never>?
+    /// When its CALL arrived, for the call's log line.
+    let startedAt: MonotonicInstant
 
-    init(id: UInt32, context: ServerContext) {
+    init(id: UInt32, context: ServerContext, startedAt: MonotonicInstant) {
         self.id = id
         self.context = context
+        self.startedAt = startedAt
     }
 
     /// Stops the handler; what it waits on fails with `error`.
@@ -43,13 +46,13 @@ enum ServerCallRunner {
     /// Authenticates, reports it, then runs the route's handler with its request.
     static func run(
         route: RPCRouter.Route, context: ServerContext, credentials: CallCredentials, authenticator: any Authenticator,
-        request: EventLoopFuture<ByteBuffer>?, stream: MessageStream?, writer: MessageWriter?,
+        metrics: ServerMetrics, request: EventLoopFuture<ByteBuffer>?, stream: MessageStream?, writer: MessageWriter?,
         authenticated: @escaping @Sendable () -> Void
     ) async -> ServerCallOutcome {
         var message: ByteBuffer?
         var failure: RPCError?
         do {
-            context.principal = try await authenticator.principal(for: credentials)
+            context.principal = try await authenticator.principal(for: credentials, metrics: metrics)
             authenticated()
             message = try await handle(route.method, context: context, request: request, stream: stream, writer: writer)
         } catch {

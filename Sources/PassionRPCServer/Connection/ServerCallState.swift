@@ -30,11 +30,19 @@ struct ServerCallState {
     var headersSent = false
     /// When the server ends the call with DEADLINE_EXCEEDED.
     var deadline: MonotonicInstant?
+    /// When its CALL arrived: its duration ends when its last frame has left.
+    let startedAt: MonotonicInstant
+    /// What the client was told (CANCELLED when the client cancelled); set once.
+    var status: StatusCode?
+    /// Nil once the call's end was recorded.
+    var metrics: RouteMetrics?
 
-    init(id: UInt32, kind: CallKind, deadline: MonotonicInstant?) {
+    init(id: UInt32, kind: CallKind, deadline: MonotonicInstant?, startedAt: MonotonicInstant, metrics: RouteMetrics? = nil) {
         self.id = id
         self.kind = kind
         self.deadline = deadline
+        self.startedAt = startedAt
+        self.metrics = metrics
     }
 
     /// Nothing more will happen for the call once its handler returned and its response is

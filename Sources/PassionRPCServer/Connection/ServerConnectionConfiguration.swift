@@ -36,6 +36,9 @@ public struct ServerConnectionConfiguration: Sendable {
     /// trickling a byte every few seconds would hold its buffers forever. Default 1 KiB per 10 s.
     public var minimumReceiveBytes = 1024
     public var minimumReceiveWindow: Duration = .seconds(10)
+    /// A call whose handler takes longer is logged (method, status, duration, principal kind,
+    /// trace id) even when it succeeds; nil logs only failures. Default 500 ms.
+    public var slowCallThreshold: Duration? = .milliseconds(500)
 
     public init(settings: ConnectionSettings = ServerConnectionConfiguration.defaultSettings) {
         self.settings = settings

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import PassionTLS
@@ -15,6 +16,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private var machine: ServerConnectionMachine
     private let authenticator: any Authenticator
+    private let metrics: ServerMetrics
+    private let slowCallThreshold: Duration?
     private var logger: Logger
     private var context: ChannelHandlerContext?
     private var executor: EventLoopTaskExecutor?
@@ -34,9 +37,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     init(
         configuration: ServerConnectionConfiguration, router: RPCRouter, authenticator: any Authenticator,
-        budget: ServerMemoryBudget? = nil, logger: Logger
+        budget: ServerMemoryBudget? = nil, metrics: ServerMetrics = .disabled, logger: Logger
     ) {
-        self.machine = ServerConnectionMachine(configuration: configuration, router: router, budget: budget, now: .now)
+        self.machine = ServerConnectionMachine(
+            configuration: configuration, router: router, budget: budget, metrics: metrics, now: .now)
+        self.metrics = metrics
+        self.slowCallThreshold = configuration.slowCallThreshold
         self.authenticator = authenticator
         self.logger = logger
     }
@@ -70,6 +76,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private func start() {
         guard !started else { return }
         started = true
+        metrics.connectionsOpen.increment()
         logger.debug("connection accepted")
         // The server announces its settings at once; TLS holds the bytes until its handshake is done.
         machine.start()
@@ -78,7 +85,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        apply(machine.inputClosed())
+        apply(machine.inputClosed(now: .now))
+        if started { metrics.connectionsOpen.decrement() }
         for runtime in runtimes.values { runtime.cancel(RPCError(code: .unavailable, message: "connection closed")) }
         writeWaiters.failAll(ChannelError.ioOnClosedChannel)
         timer?.cancel()
@@ -128,7 +136,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let before = machine.phase
-        apply(machine.receive(unwrapInboundIn(data), now: .now))
+        let bytes = unwrapInboundIn(data)
+        metrics.wireBytesReceived.increment(by: bytes.readableBytes)
+        apply(machine.receive(bytes, now: .now))
         if machine.phase == .closing, before != .closing {
             logger.info("protocol error, closing", metadata: ["lastCallID": "\(machine.highestCallID)"])
         }
@@ -185,7 +195,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let serverContext = ServerContext(
             method: descriptor, requestMetadata: start.head.metadata, deadline: start.deadline?.continuousInstant, peer: peer,
             peerCertificate: peerCertificate)
-        let runtime = ServerCallRuntime(id: start.id, context: serverContext)
+        let runtime = ServerCallRuntime(id: start.id, context: serverContext, startedAt: .now)
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
         let id = start.id
@@ -206,11 +216,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let credentials = CallCredentials(
             method: descriptor, metadata: start.head.metadata, peer: peer, peerCertificate: peerCertificate)
         let authenticator = self.authenticator
+        let metrics = self.metrics
         let route = start.route
         runtimes[id] = runtime
         runtime.task = Task(executorPreference: executor) {
             let outcome = await ServerCallRunner.run(
-                route: route, context: serverContext, credentials: credentials, authenticator: authenticator, request: request,
+                route: route, context: serverContext, credentials: credentials, authenticator: authenticator, metrics: metrics, request: request,
                 stream: stream, writer: writer,
                 authenticated: { loop.execute { handler.value.apply(handler.value.machine.authenticated(id)) } })
             if loop.inEventLoop {
@@ -222,12 +233,43 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     private func finished(_ id: UInt32, _ outcome: ServerCallOutcome) {
-        if let error = outcome.error, error.code == .internal || error.code == .unknown {
-            logger.error("handler failed", metadata: ["callID": "\(id)", "error": "\(error)"])
-        }
-        runtimes.removeValue(forKey: id)?.release()
+        // A status the machine sent first (deadline, client cancel) is what the client saw.
+        let sentEarlier = machine.calls[id]?.status
+        let runtime = runtimes.removeValue(forKey: id)
+        runtime?.release()
         apply(machine.handlerFinished(id, outcome, now: .now))
         resumeWriters()
+        if let runtime { logCall(runtime, code: sentEarlier ?? outcome.error?.code ?? .ok, error: outcome.error) }
+    }
+
+    /// One line per call that failed or was slow. Never the request, the response or the
+    /// credentials: the status message only for server faults, whose text is ours.
+    private func logCall(_ runtime: ServerCallRuntime, code: StatusCode, error: RPCError?) {
+        let duration = runtime.startedAt.duration(to: .now)
+        let slow = slowCallThreshold.map { duration >= $0 } ?? false
+        guard code != .ok || slow else { return }
+        let context = runtime.context
+        var metadata: Logger.Metadata = [
+            "method": "\(context.method.fullName)", "code": "\(code.name)",
+            "duration_ms": "\(Self.milliseconds(duration))", "principal": "\(context.principal.kind.rawValue)",
+            "call_id": "\(runtime.id)",
+        ]
+        if let trace = TraceContext(metadata: context.requestMetadata) { metadata["trace_id"] = "\(trace.traceIDHex)" }
+        switch code {
+        case .internal, .unknown, .dataLoss:
+            if let error { metadata["error"] = "\(error.message)" }
+            logger.error("call failed", metadata: metadata)
+        case .ok:
+            logger.warning("slow call", metadata: metadata)
+        default:
+            logger.info(slow ? "slow call failed" : "call failed", metadata: metadata)
+        }
+    }
+
+    private static func milliseconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let micros = seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+        return "\(micros / 1000).\(String(micros % 1000 + 1000).dropFirst())"
     }
 
     /// Queues one response message of a stream; returns a future when the writer must wait for
@@ -272,7 +314,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         flushScheduled = false
         guard let context else { return }
         let (output, actions) = machine.takeOutput(limit: Self.flushSize, now: .now)
-        if let output { context.writeAndFlush(wrapOutboundOut(output), promise: nil) }
+        if let output {
+            metrics.wireBytesSent.increment(by: output.readableBytes)
+            context.writeAndFlush(wrapOutboundOut(output), promise: nil)
+        }
         if !actions.isEmpty { apply(actions) }
         guard context.channel.isWritable else { return }  // a writability change resumes
         // Frames that wait only for a WINDOW are released by the WINDOW, not polled.

@@ -35,6 +35,7 @@ extension ServerConnectionMachine {
         if let refusal = refusal(for: message) { return (.ended(refusal), actions) }
         sendHeadersIfNeeded(id, initialMetadata, writer)
         queue.append(callID: id) { writer.writeMessage(callID: id, message: message, endStream: false, compress: compress, into: &$0) }
+        calls.values[index].metrics?.sent(message.readableBytes)
         reservedResponseBytes += message.readableBytes
         checkQueuedResponses(&actions)
         return (queue.hasPending(callID: id) ? .wait : .queued, actions)
@@ -120,13 +121,15 @@ extension ServerConnectionMachine {
     }
 
     /// CANCEL(REFUSED): the call was not processed at all.
-    mutating func refuse(_ id: UInt32, _ text: String) {
+    mutating func refuse(_ id: UInt32, _ text: String, reason: CallRefusal) {
+        metrics.refused(reason)
         guard let writer else { return }
         queue.appendControl { writer.writeCancel(callID: id, reason: .refused, text: text, into: &$0) }
     }
 
     /// TRAILERS for a call that never got state (unknown method, metadata too large).
-    mutating func finishUnstarted(_ id: UInt32, _ error: RPCError) {
+    mutating func finishUnstarted(_ id: UInt32, _ error: RPCError, reason: CallRefusal) {
+        metrics.refused(reason)
         guard let writer else { return }
         let head = error.trailersHead()
         queue.append(callID: id) { writer.writeTrailers(callID: id, head: head, message: nil, compress: false, into: &$0) }
@@ -152,6 +155,8 @@ extension ServerConnectionMachine {
     private mutating func sendTrailers(_ id: UInt32, status: RPCError?, message: ByteBuffer?, outcome: ServerCallOutcome?) {
         guard let writer, let index = calls.index(forKey: id), !calls.values[index].responseClosed else { return }
         calls.values[index].responseClosed = true
+        calls.values[index].status = status?.code ?? .ok
+        if let message { calls.values[index].metrics?.sent(message.readableBytes) }
         maybeFinished.insert(id)
         sendHeadersIfNeeded(id, outcome?.initialMetadata ?? Metadata(), writer)
         var head = status?.trailersHead() ?? TrailersHead(status: 0)

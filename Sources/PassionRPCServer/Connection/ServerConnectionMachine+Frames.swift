@@ -25,6 +25,7 @@ extension ServerConnectionMachine {
             guard cancelBucket.take(now: now) else { throw WireError(.enhanceYourCalm, "too many cancelled calls") }
             guard let id = try liveCall(frame.callID) else { return }
             calls[id]?.responseClosed = true
+            if calls[id]?.status == nil { calls[id]?.status = .cancelled }
             maybeFinished.insert(id)
             queue.discard(callID: id)
             releaseRequestBuffers(id)
@@ -57,7 +58,7 @@ extension ServerConnectionMachine {
             _ = try GoAway.read(from: &payload)
             // Whatever its code: the client starts no more calls. Open ones finish, then close.
             if phase == .ready { phase = .draining }
-            closeIfDrained(&actions)
+            closeIfDrained(now: now, &actions)
         case .hello, .headers, .trailers:
             throw WireError(.unexpectedFrame, "\(frame.type) is not valid from a client here")
         default:
@@ -81,12 +82,12 @@ extension ServerConnectionMachine {
         }
         highestCallID = frame.callID
         guard phase == .ready else {
-            refuse(frame.callID, "server is shutting down")
+            refuse(frame.callID, "server is shutting down", reason: .draining)
             return
         }
         guard runningHandlers < configuration.settings.maxConcurrentCalls else {
             guard cancelBucket.take(now: now) else { throw WireError(.enhanceYourCalm, "too many refused calls") }
-            refuse(frame.callID, "too many concurrent calls")
+            refuse(frame.callID, "too many concurrent calls", reason: .concurrency)
             return
         }
         var payload = frame.payload
@@ -94,16 +95,17 @@ extension ServerConnectionMachine {
         do {
             head = try CallHead.read(from: &payload, metadataLimit: configuration.settings.maxMetadataSize)
         } catch let error as WireError where !error.isConnectionError {
-            finishUnstarted(frame.callID, RPCError(code: .resourceExhausted, message: error.message))
+            finishUnstarted(frame.callID, RPCError(code: .resourceExhausted, message: error.message), reason: .metadata)
             return
         }
         guard let route = router.route(head.method) else {
-            finishUnstarted(frame.callID, router.unroutable(head.method))
+            finishUnstarted(frame.callID, router.unroutable(head.method), reason: .unimplemented)
             return
         }
         let deadline = head.timeoutMicroseconds > 0 ? now + .microseconds(Int64(clamping: head.timeoutMicroseconds)) : nil
         let id = frame.callID
-        calls[id] = ServerCallState(id: id, kind: route.descriptor.kind, deadline: deadline)
+        calls[id] = ServerCallState(id: id, kind: route.descriptor.kind, deadline: deadline, startedAt: now, metrics: route.metrics)
+        route.metrics?.callStarted()
         if let deadline { callDeadlines[id] = deadline }
         runningHandlers += 1
         idleSince = nil
@@ -150,6 +152,7 @@ extension ServerConnectionMachine {
             returnWindow(id, bytes: wireSize)
             return
         }
+        calls.values[index].metrics?.received(message.readableBytes)
         // The fragments' bytes leave the assembler; the message is held until taken.
         releaseRequestBytes(calls.values[index].assemblingBytes, for: id)
         calls.values[index].assemblingBytes = 0

@@ -31,6 +31,8 @@ struct ServerConnectionMachine {
     let configuration: ServerConnectionConfiguration
     let router: RPCRouter
     let budget: ServerMemoryBudget?
+    /// Observations only: nothing the machine decides reads them.
+    let metrics: ServerMetrics
     var phase: Phase = .awaitingPreface
     var settings: NegotiatedSettings?
     var queue = OutboundQueue()
@@ -72,8 +74,12 @@ struct ServerConnectionMachine {
     var reservedResponseBytes = 0
     var isReading = true
 
-    init(configuration: ServerConnectionConfiguration, router: RPCRouter, budget: ServerMemoryBudget?, now: Instant) {
+    init(
+        configuration: ServerConnectionConfiguration, router: RPCRouter, budget: ServerMemoryBudget?,
+        metrics: ServerMetrics = .disabled, now: Instant
+    ) {
         self.configuration = configuration
+        self.metrics = metrics
         self.router = router
         self.budget = budget
         self.decoder = FrameDecoder(maxPayloadSize: configuration.settings.maxFrameSize)
@@ -133,9 +139,9 @@ struct ServerConnectionMachine {
     }
 
     /// The client closed its side of the connection (or the connection went away).
-    mutating func inputClosed() -> [ServerConnectionAction] {
+    mutating func inputClosed(now: Instant) -> [ServerConnectionAction] {
         guard phase != .closed else { return [] }
-        return closeNow()
+        return closeNow(now: now)
     }
 
     private mutating func handle(_ frame: Frame, now: Instant, _ actions: inout [ServerConnectionAction]) throws {
@@ -200,6 +206,7 @@ struct ServerConnectionMachine {
             }
             guard calls.values[index].isFinished, !queue.hasPending(callID: id) else { continue }
             maybeFinished.remove(id)
+            recordEnd(calls.values[index], now: now)
             calls.remove(at: index)
             callDeadlines[id] = nil
             assemblingCalls.remove(id)
@@ -207,19 +214,30 @@ struct ServerConnectionMachine {
             queue.forget(callID: id)
         }
         if calls.isEmpty, phase == .ready, idleSince == nil { idleSince = now }
-        closeIfDrained(&actions)
+        closeIfDrained(now: now, &actions)
     }
 
-    mutating func closeIfDrained(_ actions: inout [ServerConnectionAction]) {
+    /// The call's metrics: its status and its time from CALL to its last frame.
+    private func recordEnd(_ call: ServerCallState, now: Instant) {
+        call.metrics?.callFinished(call.status ?? .unavailable, after: call.startedAt.duration(to: now))
+    }
+
+    mutating func closeIfDrained(now: Instant, _ actions: inout [ServerConnectionAction]) {
         guard phase == .draining, calls.isEmpty else { return }
-        actions += closeNow()
+        actions += closeNow(now: now)
     }
 
     /// Ends everything at once: running handlers are cancelled, reservations given back.
-    mutating func closeNow() -> [ServerConnectionAction] {
+    mutating func closeNow(now: Instant) -> [ServerConnectionAction] {
         var actions: [ServerConnectionAction] = []
         for (id, call) in calls where call.handlerRunning {
             actions.append(.cancelCall(callID: id, error: RPCError(code: .unavailable, message: "connection closed")))
+        }
+        // Calls cut off here never reach `releaseFinishedCalls`: they end now, as UNAVAILABLE
+        // unless their status had gone out.
+        for index in calls.indices {
+            recordEnd(calls.values[index], now: now)
+            calls.values[index].metrics = nil
         }
         phase = .closed
         budget?.release(reservedRequestBytes + reservedResponseBytes)
@@ -236,6 +254,7 @@ struct ServerConnectionMachine {
     mutating func connectionError(_ error: WireError, now: Instant, _ actions: inout [ServerConnectionAction]) {
         guard phase != .closing, phase != .closed else { return }
         let goAway = GoAway(lastCallID: highestCallID, code: error.goAwayCode, debugMessage: error.message)
+        metrics.goAway(error.kind)
         queue.appendControl { FrameWriter.writeGoAway(goAway, into: &$0) }
         for (id, call) in calls where call.handlerRunning {
             actions.append(.cancelCall(callID: id, error: RPCError(code: .unavailable, message: "connection error: \(error.message)")))
@@ -275,14 +294,14 @@ struct ServerConnectionMachine {
     /// The clock reached `now`: timeouts, keepalive, deadlines, slow peers.
     mutating func tick(now: Instant) -> [ServerConnectionAction] {
         guard phase != .closed else { return [] }
-        if let handshakeDeadline, now >= handshakeDeadline { return closeNow() }
-        if let drainDeadline, now >= drainDeadline { return closeNow() }
+        if let handshakeDeadline, now >= handshakeDeadline { return closeNow(now: now) }
+        if let drainDeadline, now >= drainDeadline { return closeNow(now: now) }
         var actions: [ServerConnectionAction] = []
         if let graceDeadline, now >= graceDeadline {
             self.graceDeadline = nil
-            return closeNow()
+            return closeNow(now: now)
         }
-        if let pingSentAt, now >= pingSentAt + configuration.keepaliveTimeout { return closeNow() }
+        if let pingSentAt, now >= pingSentAt + configuration.keepaliveTimeout { return closeNow(now: now) }
         if pingSentAt == nil, phase == .ready || phase == .draining, let interval = configuration.keepaliveInterval,
             now >= lastReadAt + interval
         {
@@ -300,9 +319,10 @@ struct ServerConnectionMachine {
         }
         if phase == .ready, calls.isEmpty, let idleSince, let timeout = configuration.idleTimeout, now >= idleSince + timeout {
             let goAway = GoAway(lastCallID: highestCallID, code: .noError, debugMessage: "idle")
+            metrics.goAway("idle")
             queue.appendControl { FrameWriter.writeGoAway(goAway, into: &$0) }
             phase = .draining
-            closeIfDrained(&actions)
+            closeIfDrained(now: now, &actions)
             return actions
         }
         let due = callDeadlines.filter { now >= $0.value }.keys.sorted()
@@ -328,7 +348,7 @@ struct ServerConnectionMachine {
     mutating func shutdown(now: Instant) -> [ServerConnectionAction] {
         switch phase {
         case .awaitingPreface, .awaitingHello:
-            return closeNow()
+            return closeNow(now: now)
         case .closing, .closed:
             return []
         case .ready, .draining:
@@ -337,12 +357,13 @@ struct ServerConnectionMachine {
         var actions: [ServerConnectionAction] = []
         guard graceDeadline == nil else { return actions }
         let goAway = GoAway(lastCallID: highestCallID, code: .noError, debugMessage: "server shutting down")
+        metrics.goAway("shutdown")
         queue.appendControl { FrameWriter.writeGoAway(goAway, into: &$0) }
         phase = .draining
         graceDeadline = now + configuration.shutdownGracePeriod
         let streams = calls.filter { $0.value.handlerRunning && $0.value.kind != .unary }.map(\.key).sorted()
         if !streams.isEmpty { actions.append(.shutdownCalls(streams)) }
-        closeIfDrained(&actions)
+        closeIfDrained(now: now, &actions)
         return actions
     }
 }

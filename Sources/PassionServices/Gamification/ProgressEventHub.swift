@@ -1,5 +1,7 @@
+import CoreMetrics
 import Foundation
 import Logging
+import PassionMetrics
 import PassionServerAPI
 import PassionStore
 import ServiceLifecycle
@@ -39,9 +41,17 @@ public final class ProgressEventHub: Service, Sendable {
     var newestDelivered: Int64 { newest.load(ordering: .acquiring) }
     private let logger: Logger
 
-    public init(conninfo: String, logger: Logger) throws {
+    private let metrics: EventHubMetrics
+
+    public init(conninfo: String, metrics: any MetricsFactory = NOOPMetricsHandler.instance, logger: Logger) throws {
         self.listener = try NotificationListener(conninfo: conninfo, channels: [Self.channel], logger: logger)
+        self.metrics = EventHubMetrics(factory: metrics)
         self.logger = logger
+    }
+
+    /// Sets the subscriber gauge; called when metrics are scraped.
+    public func publishGauges() {
+        metrics.subscribers.record(subscribers.withLock { $0.count })
     }
 
     public func run() async throws {
@@ -50,16 +60,20 @@ public final class ProgressEventHub: Service, Sendable {
             for await event in listener.events {
                 switch event {
                 case .notification(_, let payload):
+                    metrics.notifications.increment()
                     // Nobody to tell: skip the parse (a batch notifies once per award). This
                     // event committed before the check, so a subscriber registering after it
                     // is not owed it (a resuming one reads it from the table).
                     guard subscribers.withLock({ !$0.isEmpty }) else { continue }
                     do {
-                        deliver(ProgressService.event(try EventRecord(notification: payload)))
+                        let record = try EventRecord(notification: payload)
+                        deliver(ProgressService.event(record))
+                        metrics.deliveryLag.record(.seconds(max(0, Date().timeIntervalSince(record.createdAt))))
                     } catch {
                         logger.warning("unreadable progress event notification", metadata: ["error": "\(error)"])
                     }
                 case .reconnected:
+                    metrics.listenerReconnects.increment()
                     broadcast(.catchUp)
                 }
             }
@@ -108,5 +122,20 @@ public final class ProgressEventHub: Service, Sendable {
     private static func dropSlow(_ id: Int, _ subscriber: Subscriber, from subscribers: inout [Int: Subscriber]) {
         subscribers.removeValue(forKey: id)
         subscriber.continuation.finish()
+    }
+}
+
+/// The event stream's metrics on this instance.
+private struct EventHubMetrics: Sendable {
+    let subscribers: Gauge
+    let notifications: Counter
+    let deliveryLag: CoreMetrics.Timer
+    let listenerReconnects: Counter
+
+    init(factory: any MetricsFactory) {
+        subscribers = Gauge(label: "passion_events_subscribers", factory: factory)
+        notifications = Counter(label: "passion_events_notifications_total", factory: factory)
+        deliveryLag = Timer(label: "passion_events_delivery_lag_seconds", factory: factory)
+        listenerReconnects = Counter(label: "passion_events_listener_reconnects_total", factory: factory)
     }
 }

@@ -18,7 +18,7 @@ struct MachineHarness {
 
     init(
         client: ConnectionSettings = ConnectionSettings(), budget: ServerMemoryBudget? = nil,
-        configure: (inout ServerConnectionConfiguration) -> Void = { _ in }
+        metrics: ServerMetrics = .disabled, configure: (inout ServerConnectionConfiguration) -> Void = { _ in }
     ) {
         var configuration = ServerConnectionConfiguration()
         configure(&configuration)
@@ -27,8 +27,9 @@ struct MachineHarness {
         router.register(Self.serverStream, .serverStreaming { _, _, _ in })
         router.register(Self.clientStream, .clientStreaming { _, _ in ByteBuffer() })
         router.register(Self.bidi, .bidirectional { _, _, _ in })
+        router.instrument(with: metrics)
         now = .now
-        machine = ServerConnectionMachine(configuration: configuration, router: router, budget: budget, now: now)
+        machine = ServerConnectionMachine(configuration: configuration, router: router, budget: budget, metrics: metrics, now: now)
         machine.start()
         self.client = client
     }

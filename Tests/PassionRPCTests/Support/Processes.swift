@@ -35,7 +35,7 @@ enum Executables {
         defer { for path in [input, output, errors] { try? FileManager.default.removeItem(atPath: path) } }
         try (stdin ?? "").write(toFile: input, atomically: true, encoding: .utf8)
         let pid = try Subprocess.spawn(
-            path(name), arguments, inputPath: input, outputPath: output, errorPath: errors, directory: directory)
+            path(name), withTestDefaults(name, arguments), inputPath: input, outputPath: output, errorPath: errors, directory: directory)
         let killer = Task {
             try await Task.sleep(for: timeout)
             kill(pid, SIGKILL)
@@ -71,10 +71,18 @@ enum Executables {
 
     /// Starts `passion-server` in `directory` and waits (polling, never blocking a thread) until
     /// it prints its first line or exits.
+    /// Servers started by tests run side by side: each takes a free port for its metrics
+    /// listener unless the test names one.
+    static func withTestDefaults(_ name: String, _ arguments: [String]) -> [String] {
+        guard name == "passion-server", !arguments.contains("--metrics-address") else { return arguments }
+        return arguments + ["--metrics-address", "127.0.0.1:0"]
+    }
+
     static func startServer(_ arguments: [String], directory: String, timeout: Duration = .seconds(120)) async throws -> Server {
         let output = directory + "/server-\(UUID().uuidString.prefix(6)).out"
         let errors = directory + "/server-\(UUID().uuidString.prefix(6)).err"
-        let pid = try Subprocess.spawn(path("passion-server"), arguments, outputPath: output, errorPath: errors, directory: directory)
+        let pid = try Subprocess.spawn(
+            path("passion-server"), withTestDefaults("passion-server", arguments), outputPath: output, errorPath: errors, directory: directory)
         let deadline = ContinuousClock.now + timeout
         var line = ""
         while ContinuousClock.now < deadline {

@@ -1,0 +1,128 @@
+import PassionWire
+
+/// A W3C Trace Context `traceparent` value (version 00): which trace a call belongs to and
+/// which span called it. See https://www.w3.org/TR/trace-context/.
+public struct TraceContext: Sendable, Hashable, CustomStringConvertible {
+    /// The trace id's first 8 bytes, big-endian; the id is never all zero.
+    public let traceIDHigh: UInt64
+    /// The trace id's last 8 bytes, big-endian.
+    public let traceIDLow: UInt64
+    /// The parent span's id; never zero.
+    public let spanID: UInt64
+    /// The trace flags byte; bit 0 is `sampled`.
+    public let flags: UInt8
+
+    /// The metadata key that carries `traceparent`.
+    public static let metadataKey = "traceparent"
+    /// The metadata key that carries the vendors' `tracestate`, which this type does not interpret.
+    public static let stateMetadataKey = "tracestate"
+
+    private init(traceIDHigh: UInt64, traceIDLow: UInt64, spanID: UInt64, flags: UInt8) {
+        self.traceIDHigh = traceIDHigh
+        self.traceIDLow = traceIDLow
+        self.spanID = spanID
+        self.flags = flags
+    }
+
+    /// Parses a `traceparent` value strictly; nil if it is malformed or names an invalid id.
+    public init?(traceparent: some StringProtocol) {
+        // 56 bytes tell an exact 55-byte value from a longer one without copying a long header.
+        let bytes = Array(traceparent.utf8.prefix(56))
+        let dash = UInt8(ascii: "-")
+        guard bytes.count >= 55, bytes[2] == dash, bytes[35] == dash, bytes[52] == dash,
+            let version = Self.parseHex(bytes, at: 0, digits: 2), version != 0xff,
+            let high = Self.parseHex(bytes, at: 3, digits: 16),
+            let low = Self.parseHex(bytes, at: 19, digits: 16),
+            let span = Self.parseHex(bytes, at: 36, digits: 16),
+            let flags = Self.parseHex(bytes, at: 53, digits: 2)
+        else { return nil }
+        // Version 00 is exactly 55 bytes; a later version may append fields after a dash.
+        let lengthIsValid = version == 0 ? bytes.count == 55 : (bytes.count == 55 || bytes[55] == dash)
+        guard lengthIsValid, high | low != 0, span != 0 else { return nil }
+        // A later version's other flag bits may mean something else than in 00, which is what
+        // this value is re-sent as, so only `sampled` survives.
+        let kept = version == 0 ? UInt8(flags) : UInt8(flags) & 0x01
+        self.init(traceIDHigh: high, traceIDLow: low, spanID: span, flags: kept)
+    }
+
+    /// The first `traceparent` entry of `metadata`; nil if there is none or it is invalid.
+    public init?(metadata: Metadata) {
+        guard let value = metadata[Self.metadataKey] else { return nil }
+        self.init(traceparent: value)
+    }
+
+    /// The trace id as 32 lowercase hex digits.
+    public var traceIDHex: String {
+        Self.hexString(traceIDHigh, digits: 16) + Self.hexString(traceIDLow, digits: 16)
+    }
+
+    /// The parent span id as 16 lowercase hex digits.
+    public var spanIDHex: String { Self.hexString(spanID, digits: 16) }
+
+    /// Whether the caller may have recorded its span (flags bit 0).
+    public var isSampled: Bool { flags & 0x01 != 0 }
+
+    /// The value as a version 00 `traceparent`.
+    public var traceparent: String {
+        "00-\(traceIDHex)-\(spanIDHex)-\(Self.hexString(UInt64(flags), digits: 2))"
+    }
+
+    /// The `traceparent` value.
+    public var description: String { traceparent }
+
+    /// The context to send from a span with id `spanID` (non-zero) within the same trace.
+    public func child(spanID: UInt64) -> TraceContext {
+        // A zero span id makes the value invalid for every receiver: a bug of the caller.
+        precondition(spanID != 0, "a trace context's span id must not be zero")
+        return TraceContext(traceIDHigh: traceIDHigh, traceIDLow: traceIDLow, spanID: spanID, flags: flags)
+    }
+
+    /// A new trace with random non-zero ids from `generator`.
+    public static func random(
+        sampled: Bool = true, using generator: inout some RandomNumberGenerator
+    ) -> TraceContext {
+        // Drawing again rather than setting a bit keeps every valid id equally likely.
+        var high: UInt64
+        var low: UInt64
+        repeat {
+            high = generator.next()
+            low = generator.next()
+        } while high | low == 0
+        var span: UInt64
+        repeat { span = generator.next() } while span == 0
+        return TraceContext(traceIDHigh: high, traceIDLow: low, spanID: span, flags: sampled ? 0x01 : 0x00)
+    }
+
+    /// A new trace with random non-zero ids from the system's generator.
+    public static func random(sampled: Bool = true) -> TraceContext {
+        var generator = SystemRandomNumberGenerator()
+        return random(sampled: sampled, using: &generator)
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    /// The value of `digits` lowercase hex digits at `start`; the spec forbids uppercase.
+    private static func parseHex(_ bytes: [UInt8], at start: Int, digits: Int) -> UInt64? {
+        var value: UInt64 = 0
+        for byte in bytes[start..<start + digits] {
+            let digit: UInt8
+            switch byte {
+            case 0x30...0x39: digit = byte - 0x30
+            case 0x61...0x66: digit = byte - 0x61 + 10
+            default: return nil
+            }
+            value = value << 4 | UInt64(digit)
+        }
+        return value
+    }
+
+    /// The low `digits` hex digits of `value`, zero-padded.
+    private static func hexString(_ value: UInt64, digits: Int) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(digits)
+        for shift in stride(from: (digits - 1) * 4, through: 0, by: -4) {
+            bytes.append(hexDigits[Int((value >> UInt64(shift)) & 0xf)])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
