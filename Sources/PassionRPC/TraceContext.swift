@@ -12,6 +12,10 @@ public struct TraceContext: Sendable, Hashable, CustomStringConvertible {
     /// The trace flags byte; bit 0 is `sampled`.
     public let flags: UInt8
 
+    /// The trace of the call this task serves, if its caller sent one: read by log lines and by
+    /// the SQL the call sends.
+    @TaskLocal public static var current: TraceContext?
+
     /// The metadata key that carries `traceparent`.
     public static let metadataKey = "traceparent"
     /// The metadata key that carries the vendors' `tracestate`, which this type does not interpret.

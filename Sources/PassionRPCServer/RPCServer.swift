@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import PassionTLS
 import ServiceLifecycle
+import Tracing
 import Synchronization
 
 /// Configuration of `RPCServer`.
@@ -22,6 +23,9 @@ public struct RPCServerConfiguration: Sendable {
     public var memoryBudget = 512 * 1024 * 1024
     /// Where the server's metrics go (see docs/operations.md). Default: nowhere.
     public var metrics: any MetricsFactory = NOOPMetricsHandler.instance
+    /// Spans per call (children of a caller's `traceparent`); nil, the default, traces nothing
+    /// and costs nothing.
+    public var tracer: (any Tracer)?
 
     public init(host: String = "127.0.0.1", port: Int = 7443, tls: TLSConfiguration?) {
         self.host = host
@@ -157,7 +161,7 @@ public final class RPCServer: Service, Sendable {
                     if let tlsContext { try sync.addHandler(TLSHandler(context: tlsContext)) }
                     try sync.addHandler(ServerConnectionHandler(
                         configuration: configuration.connection, router: router, authenticator: authenticator,
-                        budget: memory, metrics: metrics, logger: logger))
+                        budget: memory, metrics: metrics, tracer: configuration.tracer, logger: logger))
                 }
             }
     }

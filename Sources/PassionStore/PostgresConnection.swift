@@ -1,6 +1,8 @@
 import CLibPQ
 import COpenSSL
 import Foundation
+import PassionRPC
+import Tracing
 import Synchronization
 
 /// One libpq connection in non-blocking mode: statements are sent from the calling task, which
@@ -18,6 +20,8 @@ public final class PostgresConnection: @unchecked Sendable {
     private var prepared: [String: String] = [:]
     private var preparedOrder: [String] = []
     private let statementCacheSize: Int
+    /// Spans per statement, children of the call's; nil traces nothing.
+    private let tracer: (any Tracer)?
     private var nextStatement = 0
     /// Statements opening a transaction that are not sent yet: they travel with the
     /// transaction's first statement, saving a round trip each.
@@ -34,11 +38,11 @@ public final class PostgresConnection: @unchecked Sendable {
     /// Connects with a libpq conninfo string or URI; throws UNAVAILABLE-class errors. Blocks
     /// while connecting (DNS, TLS, authentication): call it off the event loops.
     public convenience init(conninfo: String, statementCacheSize: Int = 256) throws {
-        try self.init(conninfo: conninfo, statementCacheSize: statementCacheSize, loop: PostgresPoller.next())
+        try self.init(conninfo: conninfo, statementCacheSize: statementCacheSize, loop: PostgresPoller.next(), tracer: nil)
     }
 
     /// Connects, its socket watched by `loop`.
-    init(conninfo: String, statementCacheSize: Int, loop: PostgresPoller) throws {
+    init(conninfo: String, statementCacheSize: Int, loop: PostgresPoller, tracer: (any Tracer)?) throws {
         guard let connection = PQconnectdb(conninfo) else { throw StoreError.connection("out of memory") }
         guard PQstatus(connection) == CONNECTION_OK else {
             let message = String(cString: PQerrorMessage(connection)).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -50,6 +54,7 @@ public final class PostgresConnection: @unchecked Sendable {
         self.canceller = PQgetCancel(connection)
         self.descriptor = PQsocket(connection)
         self.statementCacheSize = statementCacheSize
+        self.tracer = tracer
         // Text results must parse the same way whatever the server's defaults are.
         _ = try executeBlocking("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'")
         guard PQsetnonblocking(connection, 1) == 0 else { throw StoreError.connection(Self.message(connection)) }
@@ -135,7 +140,8 @@ public final class PostgresConnection: @unchecked Sendable {
 
     // MARK: - Statements
 
-    /// Runs a statement through the prepared-statement cache.
+    /// Runs a statement through the prepared-statement cache; a statement of a sampled trace
+    /// goes unprepared, its text tagged with the trace (see `tracedText`).
     @discardableResult
     public func query(_ sql: SQL) async throws -> Rows {
         // libpq takes C strings: a NUL would silently cut the value short ("victim\0x" stored as
@@ -143,20 +149,30 @@ public final class PostgresConnection: @unchecked Sendable {
         if sql.parameters.contains(where: { $0?.utf8.contains(0) == true }) {
             throw StoreError(sqlState: "22021", serverMessage: "a text value contains a NUL character")
         }
-        let name = try await preparedName(for: sql)
+        guard let tracer else { return try await run(sql) }
+        return try await withStatementSpan(sql, tracer: tracer) { try await run(sql) }
+    }
+
+    private func run(_ sql: SQL) async throws -> Rows {
+        let trace = TraceContext.current.flatMap { $0.isSampled ? $0 : nil }
+        let name = trace == nil ? try await preparedName(for: sql) : nil
+        let text = trace.map { Self.tracedText(sql, $0) } ?? sql.text
         let prologue = pendingTransactionStart
         pendingTransactionStart = []
         let sent = Self.withParameters(sql.parameters) { values in
-            if prologue.isEmpty {
-                return PQsendQueryPrepared(connection, name, Int32(values.count), values, nil, nil, 0) == 1
+            // A traced statement's text is new on every call: preparing it would only fill the cache.
+            func send() -> Bool {
+                if let name { return PQsendQueryPrepared(connection, name, Int32(values.count), values, nil, nil, 0) == 1 }
+                return PQsendQueryParams(connection, text, Int32(values.count), nil, values, nil, nil, 0) == 1
             }
+            if prologue.isEmpty { return send() }
             // The transaction's opening statements and this one in one libpq pipeline.
             guard PQenterPipelineMode(connection) == 1 else { return false }
             var sent = true
             for statement in prologue {
                 sent = sent && PQsendQueryParams(connection, statement, 0, nil, nil, nil, nil, 0) == 1
             }
-            sent = sent && PQsendQueryPrepared(connection, name, Int32(values.count), values, nil, nil, 0) == 1
+            sent = sent && send()
             return sent && PQpipelineSync(connection) == 1
         }
         guard sent else {

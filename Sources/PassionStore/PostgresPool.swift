@@ -4,6 +4,7 @@ import NIOPosix
 import PassionMetrics
 import PassionRPC
 import Synchronization
+import Tracing
 
 /// How the pool reaches the database and how much it holds.
 public struct PoolConfiguration: Sendable {
@@ -21,6 +22,9 @@ public struct PoolConfiguration: Sendable {
     public var transactionAttempts: Int = 10
     /// Where the pool's metrics go (docs/operations.md). Default: nowhere.
     public var metrics: any MetricsFactory = NOOPMetricsHandler.instance
+    /// A span per statement, a child of the calling task's (`InstrumentationContext.current`).
+    /// Default nil: nothing traced.
+    public var tracer: (any Tracer)?
 
     public init(conninfo: String) {
         self.conninfo = conninfo
@@ -296,7 +300,7 @@ public final class PostgresPool: Sendable {
             let connection = try await connectors.runIfActive {
                 try PostgresConnection(
                     conninfo: configuration.connectionString, statementCacheSize: configuration.statementCacheSize,
-                    loop: loop ?? PostgresPoller.next())
+                    loop: loop ?? PostgresPoller.next(), tracer: configuration.tracer)
             }
             metrics.opened.increment()
             return connection

@@ -1,4 +1,5 @@
 import Logging
+import PassionRPC
 
 #if canImport(Glibc)
 import Glibc
@@ -32,9 +33,9 @@ public struct JSONLogHandler: LogHandler {
     private let output: @Sendable ([UInt8]) -> Void
 
     /// A handler writing to standard error with the metadata provider `LoggingSystem` was bootstrapped with.
-    public init(label: String) {
+    public init(label: String, metadataProvider: Logger.MetadataProvider? = LoggingSystem.metadataProvider) {
         self.init(
-            label: label, metadataProvider: LoggingSystem.metadataProvider,
+            label: label, metadataProvider: metadataProvider,
             now: { JSONLogHandler.realtimeNow() }, output: { JSONLogHandler.writeStandardError($0) })
     }
 
@@ -221,14 +222,23 @@ public enum LoggingSetup {
     /// Bootstraps `LoggingSystem` with `format`'s handler at `level`; like `LoggingSystem.bootstrap`,
     /// call it at most once per process.
     public static func bootstrap(format: LogFormat, level: Logger.Level) {
-        LoggingSystem.bootstrap { label in
-            var handler: any LogHandler =
-                switch format {
-                case .text: StreamLogHandler.standardError(label: label)
-                case .json: JSONLogHandler(label: label)
-                }
-            handler.logLevel = level
-            return handler
-        }
+        let provider = traceMetadata
+        LoggingSystem.bootstrap(
+            { label, provider in
+                var handler: any LogHandler =
+                    switch format {
+                    case .text: StreamLogHandler.standardError(label: label, metadataProvider: provider)
+                    case .json: JSONLogHandler(label: label, metadataProvider: provider)
+                    }
+                handler.logLevel = level
+                return handler
+            }, metadataProvider: provider)
+    }
+
+    /// `trace_id` on every line logged inside a call whose caller sent a `traceparent`,
+    /// whichever logger wrote it.
+    public static let traceMetadata = Logger.MetadataProvider {
+        guard let trace = TraceContext.current else { return [:] }
+        return ["trace_id": "\(trace.traceIDHex)"]
     }
 }

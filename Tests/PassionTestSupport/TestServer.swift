@@ -27,7 +27,7 @@ public final class TestServer: Sendable {
         services: [any RPCService] = [], authenticator: any Authenticator = AnonymousAuthenticator(),
         tls: ((TestCertificates) -> TLSConfiguration?)? = nil,
         configure: (inout RPCServerConfiguration) -> Void = { _ in },
-        routes: (inout RPCRouter) -> Void = { _ in }
+        routes: (inout RPCRouter) -> Void = { _ in }, logger: Logger? = nil
     ) async throws -> TestServer {
         let certificates = try TestCertificates.shared()
         let tlsConfiguration = tls.map { $0(certificates) } ?? .server(
@@ -36,8 +36,11 @@ public final class TestServer: Sendable {
         configure(&configuration)
         var router = BuiltinServices(additional: services).router
         routes(&router)
-        var logger = Logger(label: "test-server")
-        logger.logLevel = .critical
+        let logger = logger ?? {
+            var quiet = Logger(label: "test-server")
+            quiet.logLevel = .critical
+            return quiet
+        }()
         let server = try RPCServer(configuration: configuration, router: router, authenticator: authenticator, logger: logger)
         let task = Task { try await server.run() }
         let port = try await server.port

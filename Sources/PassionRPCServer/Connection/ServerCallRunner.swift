@@ -1,4 +1,5 @@
 import NIOCore
+import Tracing
 import PassionTLS
 import PassionWire
 
@@ -46,17 +47,49 @@ enum ServerCallRunner {
     /// Authenticates, reports it, then runs the route's handler with its request.
     static func run(
         route: RPCRouter.Route, context: ServerContext, credentials: CallCredentials, authenticator: any Authenticator,
-        metrics: ServerMetrics, request: EventLoopFuture<ByteBuffer>?, stream: MessageStream?, writer: MessageWriter?,
-        authenticated: @escaping @Sendable () -> Void
+        metrics: ServerMetrics, tracer: (any Tracer)?, request: EventLoopFuture<ByteBuffer>?, stream: MessageStream?,
+        writer: MessageWriter?, authenticated: @escaping @Sendable () -> Void
     ) async -> ServerCallOutcome {
+        // The caller's trace, continued under a span id of this call's own: what logs and SQL
+        // comments name. Without a traceparent (and without a tracer) a call pays nothing here.
+        let trace = TraceContext(metadata: context.requestMetadata).map { $0.child(spanID: UInt64.random(in: 1...UInt64.max)) }
         var message: ByteBuffer?
         var failure: RPCError?
-        do {
-            context.principal = try await authenticator.principal(for: credentials, metrics: metrics)
-            authenticated()
-            message = try await handle(route.method, context: context, request: request, stream: stream, writer: writer)
-        } catch {
-            failure = RPCError(converting: error)
+        let body = {
+            do {
+                context.principal = try await authenticator.principal(for: credentials, metrics: metrics)
+                authenticated()
+                message = try await handle(route.method, context: context, request: request, stream: stream, writer: writer)
+            } catch {
+                failure = RPCError(converting: error)
+            }
+        }
+        if let tracer {
+            var parent = InstrumentationContext.topLevel
+            tracer.extract(context.requestMetadata, into: &parent, using: MetadataExtractor())
+            let span = tracer.startSpan(route.descriptor.fullName, context: parent, ofKind: .server)
+            span.attributes["rpc.system"] = "passion"
+            span.attributes["rpc.service"] = route.descriptor.service
+            span.attributes["rpc.method"] = route.descriptor.method
+            await InstrumentationContext.withValue(span.context) {
+                await TraceContext.$current.withValue(trace) { await body() }
+            }
+            let code = failure?.code ?? .ok
+            span.attributes["rpc.passion.status_code"] = code.name
+            span.attributes["passion.principal"] = context.principal.kind.rawValue
+            if let failure, code.isServerFault { span.setStatus(SpanStatus(code: .error, message: failure.message)) }
+            span.end()
+        } else if trace != nil {
+            await TraceContext.$current.withValue(trace) { await body() }
+        } else {
+            await body()
+        }
+        if let trace, var error = failure {
+            // The caller can quote it to an operator, who finds the call's logs and spans by it.
+            var details = error.details ?? ErrorDetails(reason: "")
+            details.fields["trace-id"] = trace.traceIDHex
+            error.details = details
+            failure = error
         }
         return ServerCallOutcome(
             message: message, error: failure, initialMetadata: context.initialMetadata, trailingMetadata: context.trailingMetadata,
@@ -96,5 +129,21 @@ struct ServerResponseSink: MessageSink {
         try await handler.eventLoop.runAndWait {
             try handler.value.writeResponse(callID, message, compress: compress)
         }
+    }
+}
+
+/// Reads a call's metadata for a tracer's propagation (W3C `traceparent`, or whatever the
+/// tracer's own keys are).
+struct MetadataExtractor: Extractor {
+    func extract(key: String, from metadata: Metadata) -> String? {
+        metadata[key]
+    }
+}
+
+extension StatusCode {
+    /// Codes that mean the server failed, not the caller: what a span marks as an error and the
+    /// call log writes at error level.
+    var isServerFault: Bool {
+        self == .internal || self == .unknown || self == .dataLoss || self == .unavailable || self == .deadlineExceeded
     }
 }

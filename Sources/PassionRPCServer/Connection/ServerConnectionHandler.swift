@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import PassionTLS
 import PassionWire
+import Tracing
 
 /// Serves one client connection: hands every event to its `ServerConnectionMachine` and carries
 /// out what it answers (write the frames it queued, start or cancel call tasks, arm one timer
@@ -18,6 +19,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private let authenticator: any Authenticator
     private let metrics: ServerMetrics
     private let slowCallThreshold: Duration?
+    private let tracer: (any Tracer)?
     private var logger: Logger
     private var context: ChannelHandlerContext?
     private var executor: EventLoopTaskExecutor?
@@ -37,8 +39,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     init(
         configuration: ServerConnectionConfiguration, router: RPCRouter, authenticator: any Authenticator,
-        budget: ServerMemoryBudget? = nil, metrics: ServerMetrics = .disabled, logger: Logger
+        budget: ServerMemoryBudget? = nil, metrics: ServerMetrics = .disabled, tracer: (any Tracer)? = nil, logger: Logger
     ) {
+        self.tracer = tracer
         self.machine = ServerConnectionMachine(
             configuration: configuration, router: router, budget: budget, metrics: metrics, now: .now)
         self.metrics = metrics
@@ -217,11 +220,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             method: descriptor, metadata: start.head.metadata, peer: peer, peerCertificate: peerCertificate)
         let authenticator = self.authenticator
         let metrics = self.metrics
+        let tracer = self.tracer
         let route = start.route
         runtimes[id] = runtime
         runtime.task = Task(executorPreference: executor) {
             let outcome = await ServerCallRunner.run(
-                route: route, context: serverContext, credentials: credentials, authenticator: authenticator, metrics: metrics, request: request,
+                route: route, context: serverContext, credentials: credentials, authenticator: authenticator, metrics: metrics, tracer: tracer, request: request,
                 stream: stream, writer: writer,
                 authenticated: { loop.execute { handler.value.apply(handler.value.machine.authenticated(id)) } })
             if loop.inEventLoop {
