@@ -44,10 +44,16 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Print one JSON object instead of the text report.")
     var json = false
 
+    @Option(
+        name: .customLong("trace"),
+        help: "Send a new W3C traceparent with every call, this fraction of them (0–1) marked sampled, as a traced front end would.")
+    var traceSampled: Double?
+
     func validate() throws {
         guard connections >= 1, concurrency >= 1 else { throw ValidationError("--connections and --concurrency must be at least 1") }
         guard concurrency >= connections else { throw ValidationError("--concurrency must be at least --connections") }
         if let rate, !(rate > 0 && rate.isFinite) { throw ValidationError("--rate must be a positive number of calls per second") }
+        if let traceSampled, !(0...1).contains(traceSampled) { throw ValidationError("--trace must be a fraction from 0 to 1") }
     }
 
     func run() async throws {
@@ -84,7 +90,7 @@ struct BenchCommand: AsyncParsableCommand {
                 group.addTask(executorPreference: connection.taskExecutor) {
                     await Self.worker(
                         connection: connection, method: schema.descriptor, template: template, options: callOptions,
-                        measureFrom: measureFrom, end: end, progress: progress,
+                        measureFrom: measureFrom, end: end, progress: progress, traceSampled: traceSampled,
                         pacing: rate.map { Pacing(start: start, interval: Double(concurrency) / $0, offset: Double(worker) / $0) })
                 }
             }
@@ -111,7 +117,8 @@ struct BenchCommand: AsyncParsableCommand {
 
     private static func worker(
         connection: ClientConnection, method: MethodDescriptor, template: RequestTemplate, options: CallOptions,
-        measureFrom: ContinuousClock.Instant, end: ContinuousClock.Instant, progress: Progress, pacing: Pacing?
+        measureFrom: ContinuousClock.Instant, end: ContinuousClock.Instant, progress: Progress, traceSampled: Double?,
+        pacing: Pacing?
     ) async -> WorkerResult {
         var result = WorkerResult()
         var call = 0
@@ -132,6 +139,10 @@ struct BenchCommand: AsyncParsableCommand {
                 let (request, asUser) = try template.next(random: &random)
                 var callOptions = options
                 if let asUser { callOptions.metadata.add("as-user", asUser) }
+                if let traceSampled {
+                    let sampled = Double(random.next() >> 11) / Double(1 << 53) < traceSampled
+                    callOptions.metadata.add(TraceContext.metadataKey, TraceContext.random(sampled: sampled, using: &random).traceparent)
+                }
                 _ = try await connection.unary(method, request: request, options: callOptions)
             } catch let error as RPCError {
                 failure = error.code

@@ -45,7 +45,19 @@ struct CallCommand: AsyncParsableCommand {
                 : .fixed(try RequestInput.documents(from: data, streaming: streaming).enumerated().map { position, json in
                     try schema.request(json, line: streaming ? position + 1 : nil)
                 })
-            try await perform(schema, requests: requests, connection: connection, callOptions: try options.callOptions(since: started))
+            var callOptions = try options.callOptions(since: started)
+            // Every call carries a trace (the caller's own -H traceparent wins): the server's log
+            // lines, error details and SQL comments then name it, and -v prints it.
+            let trace: TraceContext?
+            if let given = callOptions.metadata[TraceContext.metadataKey] {
+                trace = TraceContext(traceparent: given)  // sent as given, even when malformed
+            } else {
+                let generated = TraceContext.random()
+                callOptions.metadata.add(TraceContext.metadataKey, generated.traceparent)
+                trace = generated
+            }
+            if verbose { FileHandle.standardError.write(Data("Trace ID: \(trace?.traceIDHex ?? "(none: malformed traceparent)")\n".utf8)) }
+            try await perform(schema, requests: requests, connection: connection, callOptions: callOptions)
         } catch let exit as ExitCode {
             throw exit
         } catch let usage as ValidationError {

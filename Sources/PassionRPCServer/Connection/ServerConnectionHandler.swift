@@ -259,14 +259,16 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             "call_id": "\(runtime.id)",
         ]
         if let trace = TraceContext(metadata: context.requestMetadata) { metadata["trace_id"] = "\(trace.traceIDHex)" }
+        if slow { metadata["slow"] = "true" }
         switch code {
+        case .ok:
+            logger.warning("slow call", metadata: metadata)
         case .internal, .unknown, .dataLoss:
             if let error { metadata["error"] = "\(error.message)" }
             logger.error("call failed", metadata: metadata)
-        case .ok:
-            logger.warning("slow call", metadata: metadata)
         default:
-            logger.info(slow ? "slow call failed" : "call failed", metadata: metadata)
+            // The caller's mistakes (NOT_FOUND, INVALID_ARGUMENT, …) are routine: info, not error.
+            logger.info("call failed", metadata: metadata)
         }
     }
 

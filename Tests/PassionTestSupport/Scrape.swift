@@ -1,5 +1,4 @@
 import Foundation
-import PassionTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -7,7 +6,7 @@ import Glibc
 
 /// A plain HTTP/1.1 GET (or another method) to the loopback operations endpoint, over a blocking
 /// socket on a thread of its own: what a Prometheus scraper or a kubelet probe sends.
-func httpRequest(port: Int, path: String, method: String = "GET") async throws -> (status: Int, body: String) {
+public func httpRequest(port: Int, path: String, method: String = "GET") async throws -> (status: Int, body: String) {
     try await onOwnThread {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socket >= 0 else { throw ScrapeError("socket failed") }
@@ -37,22 +36,22 @@ func httpRequest(port: Int, path: String, method: String = "GET") async throws -
     }
 }
 
-struct ScrapeError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+public struct ScrapeError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// The samples of a Prometheus text exposition, looked up by name and labels.
-struct Exposition {
-    struct Sample {
-        let name: String
-        let labels: [String: String]
-        let value: Double
+public struct Exposition {
+    public struct Sample {
+        public let name: String
+        public let labels: [String: String]
+        public let value: Double
     }
 
-    let samples: [Sample]
+    public let samples: [Sample]
 
-    init(_ text: String) {
+    public init(_ text: String) {
         samples = text.split(separator: "\n").compactMap { line -> Sample? in
             guard !line.hasPrefix("#"), let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...])
             else { return nil }
@@ -69,7 +68,7 @@ struct Exposition {
     }
 
     /// The value of the one series named `name` whose labels include `labels`; nil when none.
-    func value(_ name: String, _ labels: [String: String] = [:]) -> Double? {
+    public func value(_ name: String, _ labels: [String: String] = [:]) -> Double? {
         let matching = samples.filter { sample in
             sample.name == name && labels.allSatisfy { sample.labels[$0.key] == $0.value }
         }
@@ -77,7 +76,7 @@ struct Exposition {
     }
 
     /// The sum over every series named `name` whose labels include `labels` (0 when none).
-    func total(_ name: String, _ labels: [String: String] = [:]) -> Double {
+    public func total(_ name: String, _ labels: [String: String] = [:]) -> Double {
         samples.filter { sample in sample.name == name && labels.allSatisfy { sample.labels[$0.key] == $0.value } }
             .reduce(0) { $0 + $1.value }
     }
