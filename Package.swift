@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .library(name: "PassionClient", targets: ["PassionClient"]),
         .executable(name: "passion-server", targets: ["PassionServer"]),
+        .library(name: "PassionServerCommand", targets: ["PassionServerCommand"]),
         .executable(name: "passion", targets: ["PassionCLI"]),
         .executable(name: "protoc-gen-passion", targets: ["protoc-gen-passion"]),
     ],
@@ -194,8 +195,9 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        .executableTarget(
-            name: "PassionServer",
+        // passion-server's command, a library so that Extras/otlp runs the same server with an exporter.
+        .target(
+            name: "PassionServerCommand",
             dependencies: [
                 "PassionAPI",
                 "PassionIdentity",
@@ -212,7 +214,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "PassionServer",
+            dependencies: ["PassionServerCommand"],
             swiftSettings: strictSettings
         ),
         .executableTarget(

@@ -1,4 +1,5 @@
 import PassionWire
+import Synchronization
 
 /// A W3C Trace Context `traceparent` value (version 00): which trace a call belongs to and
 /// which span called it. See https://www.w3.org/TR/trace-context/.
@@ -30,8 +31,14 @@ public struct TraceContext: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses a `traceparent` value strictly; nil if it is malformed or names an invalid id.
     public init?(traceparent: some StringProtocol) {
-        // 56 bytes tell an exact 55-byte value from a longer one without copying a long header.
-        let bytes = Array(traceparent.utf8.prefix(56))
+        var text = String(traceparent)
+        guard let parsed = text.withUTF8({ TraceContext(utf8: $0) }) else { return nil }
+        self = parsed
+    }
+
+    /// Parses the value's bytes where they are: the server reads one per traced call, and a
+    /// String or an Array of them would be an allocation each.
+    init?(utf8 bytes: UnsafeBufferPointer<UInt8>) {
         let dash = UInt8(ascii: "-")
         guard bytes.count >= 55, bytes[2] == dash, bytes[35] == dash, bytes[52] == dash,
             let version = Self.parseHex(bytes, at: 0, digits: 2), version != 0xff,
@@ -51,8 +58,10 @@ public struct TraceContext: Sendable, Hashable, CustomStringConvertible {
 
     /// The first `traceparent` entry of `metadata`; nil if there is none or it is invalid.
     public init?(metadata: Metadata) {
-        guard let value = metadata[Self.metadataKey] else { return nil }
-        self.init(traceparent: value)
+        guard let entry = metadata.first(where: { $0.key == Self.metadataKey }),
+            let parsed = entry.value.withUnsafeBufferPointer({ TraceContext(utf8: $0) })
+        else { return nil }
+        self = parsed
     }
 
     /// The trace id as 32 lowercase hex digits.
@@ -97,6 +106,21 @@ public struct TraceContext: Sendable, Hashable, CustomStringConvertible {
         return TraceContext(traceIDHigh: high, traceIDLow: low, spanID: span, flags: sampled ? 0x01 : 0x00)
     }
 
+    /// A new span id, never zero, without a system call: the system's generator costs a
+    /// `getrandom` per call, and a server names a span for every traced call. A random start
+    /// and a bijective mix of a counter give ids that never repeat within a process.
+    public static func nextSpanID() -> UInt64 {
+        while true {
+            var mixed = spanCounter.wrappingAdd(0x9E37_79B9_7F4A_7C15, ordering: .relaxed).newValue
+            mixed = (mixed ^ (mixed >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            mixed = (mixed ^ (mixed >> 27)) &* 0x94D0_49BB_1331_11EB
+            mixed ^= mixed >> 31
+            if mixed != 0 { return mixed }
+        }
+    }
+
+    private static let spanCounter = Atomic<UInt64>(UInt64.random(in: .min ... .max))
+
     /// A new trace with random non-zero ids from the system's generator.
     public static func random(sampled: Bool = true) -> TraceContext {
         var generator = SystemRandomNumberGenerator()
@@ -106,7 +130,7 @@ public struct TraceContext: Sendable, Hashable, CustomStringConvertible {
     private static let hexDigits = Array("0123456789abcdef".utf8)
 
     /// The value of `digits` lowercase hex digits at `start`; the spec forbids uppercase.
-    private static func parseHex(_ bytes: [UInt8], at start: Int, digits: Int) -> UInt64? {
+    private static func parseHex(_ bytes: UnsafeBufferPointer<UInt8>, at start: Int, digits: Int) -> UInt64? {
         var value: UInt64 = 0
         for byte in bytes[start..<start + digits] {
             let digit: UInt8

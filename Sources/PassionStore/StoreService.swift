@@ -2,6 +2,7 @@ import CoreMetrics
 import Logging
 import NIOPosix
 import ServiceLifecycle
+import Tracing
 
 /// Where the data lives: the embedded cluster under the data directory, or a given server.
 public struct StoreConfiguration: Sendable {
@@ -15,6 +16,8 @@ public struct StoreConfiguration: Sendable {
     public var statementCacheSize: Int = 256
     /// Where the pool's metrics go. Default: nowhere.
     public var metrics: any MetricsFactory = NOOPMetricsHandler.instance
+    /// A span per statement; default nil, nothing traced.
+    public var tracer: (any Tracer)?
     /// How often the health monitor checks the database. Default 1 s.
     public var healthInterval: Duration = .seconds(1)
 
@@ -57,6 +60,7 @@ public final class StoreService: Service, Sendable {
         poolConfiguration.connectTimeoutSeconds = configuration.connectTimeoutSeconds
         poolConfiguration.statementCacheSize = configuration.statementCacheSize
         poolConfiguration.metrics = configuration.metrics
+        poolConfiguration.tracer = configuration.tracer
         let pool = PostgresPool(configuration: poolConfiguration)
         do {
             let applied = try await Migrator(migrations: try Migration.bundled()).migrate(pool)

@@ -52,18 +52,9 @@ enum ServerCallRunner {
     ) async -> ServerCallOutcome {
         // The caller's trace, continued under a span id of this call's own: what logs and SQL
         // comments name. Without a traceparent (and without a tracer) a call pays nothing here.
-        let trace = TraceContext(metadata: context.requestMetadata).map { $0.child(spanID: UInt64.random(in: 1...UInt64.max)) }
+        let trace = TraceContext(metadata: context.requestMetadata).map { $0.child(spanID: TraceContext.nextSpanID()) }
         var message: ByteBuffer?
         var failure: RPCError?
-        let body = {
-            do {
-                context.principal = try await authenticator.principal(for: credentials, metrics: metrics)
-                authenticated()
-                message = try await handle(route.method, context: context, request: request, stream: stream, writer: writer)
-            } catch {
-                failure = RPCError(converting: error)
-            }
-        }
         if let tracer {
             var parent = InstrumentationContext.topLevel
             tracer.extract(context.requestMetadata, into: &parent, using: MetadataExtractor())
@@ -71,8 +62,10 @@ enum ServerCallRunner {
             span.attributes["rpc.system"] = "passion"
             span.attributes["rpc.service"] = route.descriptor.service
             span.attributes["rpc.method"] = route.descriptor.method
-            await InstrumentationContext.withValue(span.context) {
-                await TraceContext.$current.withValue(trace) { await body() }
+            (message, failure) = await InstrumentationContext.withValue(span.context) {
+                await TraceContext.$current.withValue(trace) {
+                    await perform(route, context, credentials, authenticator, metrics, request, stream, writer, authenticated)
+                }
             }
             let code = failure?.code ?? .ok
             span.attributes["rpc.passion.status_code"] = code.name
@@ -80,9 +73,11 @@ enum ServerCallRunner {
             if let failure, code.isServerFault { span.setStatus(SpanStatus(code: .error, message: failure.message)) }
             span.end()
         } else if trace != nil {
-            await TraceContext.$current.withValue(trace) { await body() }
+            (message, failure) = await TraceContext.$current.withValue(trace) {
+                await perform(route, context, credentials, authenticator, metrics, request, stream, writer, authenticated)
+            }
         } else {
-            await body()
+            (message, failure) = await perform(route, context, credentials, authenticator, metrics, request, stream, writer, authenticated)
         }
         if let trace, var error = failure {
             // The caller can quote it to an operator, who finds the call's logs and spans by it.
@@ -94,6 +89,21 @@ enum ServerCallRunner {
         return ServerCallOutcome(
             message: message, error: failure, initialMetadata: context.initialMetadata, trailingMetadata: context.trailingMetadata,
             compress: context.compressResponses)
+    }
+
+    /// Authenticates, then runs the handler: its response, or why the call failed.
+    private static func perform(
+        _ route: RPCRouter.Route, _ context: ServerContext, _ credentials: CallCredentials, _ authenticator: any Authenticator,
+        _ metrics: ServerMetrics, _ request: EventLoopFuture<ByteBuffer>?, _ stream: MessageStream?, _ writer: MessageWriter?,
+        _ authenticated: @escaping @Sendable () -> Void
+    ) async -> (ByteBuffer?, RPCError?) {
+        do {
+            context.principal = try await authenticator.principal(for: credentials, metrics: metrics)
+            authenticated()
+            return (try await handle(route.method, context: context, request: request, stream: stream, writer: writer), nil)
+        } catch {
+            return (nil, RPCError(converting: error))
+        }
     }
 
     private static func handle(

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CoreMetrics
 import Foundation
 import Logging
 import PassionServerAPI
@@ -12,9 +13,9 @@ import ServiceLifecycle
 import UnixSignals
 
 /// `passion-server`: every flag also reads `PASSION_<NAME>` from the environment; flags win.
-@main
-struct ServerCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+/// A library, so that a build with an OTLP exporter (`Extras/otlp`) runs the same server.
+public struct ServerCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "passion-server",
         abstract: "The passion-rpc server: passion/1 over TLS.",
         discussion: """
@@ -24,8 +25,16 @@ struct ServerCommand: AsyncParsableCommand {
             PASSION_PLAINTEXT,
             PASSION_LOG_LEVEL, PASSION_SERVICE_KEYS, PASSION_SESSION_TTL, PASSION_RATE_USER, PASSION_RATE_SERVICE,
             PASSION_OIDC (several separated by ';'), PASSION_OFFLINE_DAYS, PASSION_DIAGNOSTICS, PASSION_MAX_CONNECTIONS,
-            PASSION_METRICS_ADDRESS, PASSION_LOG_FORMAT, PASSION_SLOW_CALL_THRESHOLD, PASSION_BUILD_COMMIT (shown in passion_build_info).
+            PASSION_METRICS_ADDRESS, PASSION_LOG_FORMAT, PASSION_SLOW_CALL_THRESHOLD, PASSION_OTLP_ENDPOINT, PASSION_TRACE_SAMPLE,
+            PASSION_BUILD_COMMIT (shown in passion_build_info).
             """)
+
+    public init() {}
+
+    /// Parses the process's arguments and runs the server: the whole `main` of both executables.
+    public static func runFromCommandLine() async {
+        await main()
+    }
 
     private static let environment = ProcessInfo.processInfo.environment
 
@@ -130,7 +139,19 @@ struct ServerCommand: AsyncParsableCommand {
         help: "HOST:PORT of the HTTP listener for /metrics, /ready and /live (plain HTTP; port 0 picks one), or none.")
     var metricsAddress: String = environment["PASSION_METRICS_ADDRESS"] ?? "127.0.0.1:9464"
 
-    func validate() throws {
+    @Option(
+        name: .customLong("otlp-endpoint"),
+        help: "Send spans to this OTLP/HTTP endpoint (http://collector:4318/v1/traces); needs passion-server-otlp (Extras/otlp).")
+    var otlpEndpointFlag: String?
+
+    private var otlpEndpoint: String? { otlpEndpointFlag ?? Self.environment["PASSION_OTLP_ENDPOINT"] }
+
+    @Option(
+        name: .customLong("trace-sample"),
+        help: "With --otlp-endpoint: the fraction of calls without a sampled caller that are traced, 0–1.")
+    var traceSample: Double = Double(environment["PASSION_TRACE_SAMPLE"] ?? "") ?? 0.01
+
+    public func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown log level \(logLevel)")
         }
@@ -140,6 +161,16 @@ struct ServerCommand: AsyncParsableCommand {
         }
         guard metricsAddress == "none" || OperationsEndpoint.parseAddress(metricsAddress) != nil else {
             throw ValidationError("--metrics-address must be HOST:PORT (like 127.0.0.1:9464) or none")
+        }
+        guard (0...1).contains(traceSample) else { throw ValidationError("--trace-sample must be a fraction from 0 to 1") }
+        if let otlpEndpoint {
+            guard otlpEndpoint.hasPrefix("http://") || otlpEndpoint.hasPrefix("https://") else {
+                throw ValidationError("--otlp-endpoint must be an http:// or https:// URL")
+            }
+            guard TracingBackends.registered != nil else {
+                throw ValidationError(
+                    "--otlp-endpoint: this passion-server was built without an OTLP exporter; build passion-server-otlp (Extras/otlp)")
+            }
         }
         guard ["1.2", "1.3"].contains(tlsMinimumVersion) else {
             throw ValidationError("--tls-min-version must be 1.2 or 1.3")
@@ -208,10 +239,12 @@ struct ServerCommand: AsyncParsableCommand {
         host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 
-    func run() async throws {
+    public func run() async throws {
         LoggingSetup.bootstrap(format: LogFormat(rawValue: logFormat) ?? .text, level: Logger.Level(rawValue: logLevel) ?? .info)
         let logger = Logger(label: "passion-server")
         let telemetry = Telemetry(commit: Self.environment["PASSION_BUILD_COMMIT"])
+        // Nobody can read metrics without the listener: then nothing records them either.
+        let metrics: any MetricsFactory = metricsAddress == "none" ? NOOPMetricsHandler.instance : telemetry.factory
         let tls = try plaintext ? nil : tlsConfiguration(logger: logger)
         let identityConfiguration: IdentityConfiguration
         do {
@@ -224,7 +257,17 @@ struct ServerCommand: AsyncParsableCommand {
         storeConfiguration.poolSize = databasePoolSize
         storeConfiguration.connectTimeoutSeconds = databaseConnectTimeout
         storeConfiguration.statementCacheSize = databaseStatementCache
-        storeConfiguration.metrics = telemetry.factory
+        storeConfiguration.metrics = metrics
+        let tracing: TracingBackend?
+        do {
+            tracing = try otlpEndpoint.flatMap { endpoint in
+                try TracingBackends.registered?(TracingBackendRequest(endpoint: endpoint, sampleRatio: traceSample, logger: logger))
+            }
+        } catch {
+            logger.critical("cannot start the OTLP exporter: \(error)")
+            throw ExitCode(2)
+        }
+        storeConfiguration.tracer = tracing?.tracer
         let health = HealthStatus(services: [])
         let store: StoreService
         do {
@@ -238,18 +281,19 @@ struct ServerCommand: AsyncParsableCommand {
         var contentConfiguration = ContentConfiguration()
         contentConfiguration.offlineDays = offlineDays
         let application = try ApplicationServices(
-            pool: store.pool, configuration: identityConfiguration, content: contentConfiguration, metrics: telemetry.factory,
+            pool: store.pool, configuration: identityConfiguration, content: contentConfiguration, metrics: metrics,
             logger: logger)
         let builtins = BuiltinServices(additional: application.services, health: health, diagnostics: diagnosticsAccess)
         var serverConfiguration = RPCServerConfiguration(host: host, port: port, tls: tls)
         serverConfiguration.maxConnections = maxConnections
-        serverConfiguration.metrics = telemetry.factory
+        serverConfiguration.metrics = metrics
+        serverConfiguration.tracer = tracing?.tracer
         serverConfiguration.connection.slowCallThreshold = slowCallThreshold == "0" ? nil : Self.duration(slowCallThreshold)
         let server = try RPCServer(
             configuration: serverConfiguration, router: builtins.router,
             authenticator: application.authenticator, logger: logger)
         let maintenance = SessionMaintenanceService(
-            pool: store.pool, jobs: MaintenanceJob.all, metrics: telemetry.factory, logger: logger)
+            pool: store.pool, jobs: MaintenanceJob.all, metrics: metrics, logger: logger)
         let operations = OperationsEndpoint.parseAddress(metricsAddress).map { address in
             OperationsEndpoint(
                 host: address.host, port: address.port, registry: telemetry.registry,
@@ -263,6 +307,7 @@ struct ServerCommand: AsyncParsableCommand {
                 },
                 logger: logger)
         }
+        let host = self.host
         let announce = Task {
             let boundPort = try await server.port
             // The first line is what scripts wait for and read the port from: it stays as it was.
@@ -273,7 +318,9 @@ struct ServerCommand: AsyncParsableCommand {
         defer { announce.cancel() }
         // Shut down in reverse: the server drains first, then the database closes; the
         // operations endpoint outlives them so a draining server still answers /ready with 503.
-        let services: [any Service] = [store, maintenance, application.events] + (operations.map { [$0] } ?? []) + [server]
+        // The exporter stops last, so the spans of the drain go out too.
+        let services: [any Service] =
+            (tracing.map { [$0.service] } ?? []) + [store, maintenance, application.events] + (operations.map { [$0] } ?? []) + [server]
         let group = ServiceGroup(configuration: .init(
             services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

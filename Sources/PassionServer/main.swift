@@ -1,0 +1,3 @@
+import PassionServerCommand
+
+await ServerCommand.runFromCommandLine()
