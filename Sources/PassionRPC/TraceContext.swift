@@ -66,18 +66,36 @@ public struct TraceContext: Sendable, Hashable, CustomStringConvertible {
 
     /// The trace id as 32 lowercase hex digits.
     public var traceIDHex: String {
-        Self.hexString(traceIDHigh, digits: 16) + Self.hexString(traceIDLow, digits: 16)
+        String(unsafeUninitializedCapacity: 32) { buffer in
+            Self.writeHex(traceIDHigh, digits: 16, into: buffer, at: 0)
+            Self.writeHex(traceIDLow, digits: 16, into: buffer, at: 16)
+            return 32
+        }
     }
 
     /// The parent span id as 16 lowercase hex digits.
-    public var spanIDHex: String { Self.hexString(spanID, digits: 16) }
+    public var spanIDHex: String {
+        String(unsafeUninitializedCapacity: 16) { Self.writeHex(spanID, digits: 16, into: $0, at: 0) }
+    }
 
     /// Whether the caller may have recorded its span (flags bit 0).
     public var isSampled: Bool { flags & 0x01 != 0 }
 
     /// The value as a version 00 `traceparent`.
     public var traceparent: String {
-        "00-\(traceIDHex)-\(spanIDHex)-\(Self.hexString(UInt64(flags), digits: 2))"
+        // Written in place: a client sending one per call paid five allocations for it.
+        String(unsafeUninitializedCapacity: 55) { buffer in
+            let dash = UInt8(ascii: "-")
+            buffer[0] = UInt8(ascii: "0")
+            buffer[1] = UInt8(ascii: "0")
+            buffer[2] = dash
+            Self.writeHex(traceIDHigh, digits: 16, into: buffer, at: 3)
+            Self.writeHex(traceIDLow, digits: 16, into: buffer, at: 19)
+            buffer[35] = dash
+            Self.writeHex(spanID, digits: 16, into: buffer, at: 36)
+            buffer[52] = dash
+            return Self.writeHex(UInt64(flags), digits: 2, into: buffer, at: 53)
+        }
     }
 
     /// The `traceparent` value.
@@ -127,30 +145,40 @@ public struct TraceContext: Sendable, Hashable, CustomStringConvertible {
         return random(sampled: sampled, using: &generator)
     }
 
-    private static let hexDigits = Array("0123456789abcdef".utf8)
-
-    /// The value of `digits` lowercase hex digits at `start`; the spec forbids uppercase.
-    private static func parseHex(_ bytes: UnsafeBufferPointer<UInt8>, at start: Int, digits: Int) -> UInt64? {
-        var value: UInt64 = 0
-        for byte in bytes[start..<start + digits] {
-            let digit: UInt8
-            switch byte {
-            case 0x30...0x39: digit = byte - 0x30
-            case 0x61...0x66: digit = byte - 0x61 + 10
-            default: return nil
-            }
-            value = value << 4 | UInt64(digit)
+    /// Each byte's hex value; 0xFF for anything but `0-9a-f` (the spec forbids uppercase).
+    private static let hexValues: [UInt8] = (0...255).map { byte in
+        switch byte {
+        case 0x30...0x39: UInt8(byte - 0x30)
+        case 0x61...0x66: UInt8(byte - 0x61 + 10)
+        default: 0xFF
         }
-        return value
     }
 
-    /// The low `digits` hex digits of `value`, zero-padded.
-    private static func hexString(_ value: UInt64, digits: Int) -> String {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(digits)
-        for shift in stride(from: (digits - 1) * 4, through: 0, by: -4) {
-            bytes.append(hexDigits[Int((value >> UInt64(shift)) & 0xf)])
+    /// The value of `digits` lowercase hex digits at `start`. One table load a digit and one
+    /// check at the end: the server parses a traceparent per traced call.
+    private static func parseHex(_ bytes: UnsafeBufferPointer<UInt8>, at start: Int, digits: Int) -> UInt64? {
+        hexValues.withUnsafeBufferPointer { table in
+            var value: UInt64 = 0
+            var invalid: UInt8 = 0
+            for index in start..<start + digits {
+                let digit = table[Int(bytes[index])]
+                invalid |= digit
+                value = value << 4 | UInt64(digit & 0x0f)
+            }
+            return invalid & 0xf0 == 0 ? value : nil
         }
-        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Writes the low `digits` hex digits of `value`, zero-padded, at `start`; returns the end.
+    @discardableResult
+    private static func writeHex(_ value: UInt64, digits: Int, into buffer: UnsafeMutableBufferPointer<UInt8>, at start: Int) -> Int {
+        let hex: StaticString = "0123456789abcdef"
+        hex.withUTF8Buffer { alphabet in
+            for index in 0..<digits {
+                let shift = UInt64((digits - 1 - index) * 4)
+                buffer[start + index] = alphabet[Int((value >> shift) & 0xf)]
+            }
+        }
+        return start + digits
     }
 }

@@ -49,6 +49,7 @@ public final class PostgresConnection: @unchecked Sendable {
             PQfinish(connection)
             throw StoreError.connection(message)
         }
+        PostgresNotices.install(on: connection)
         self.poller = loop
         self.connection = connection
         self.canceller = PQgetCancel(connection)

@@ -88,7 +88,7 @@ struct CLIObservabilityTests {
         #expect(!lines.isEmpty)
         var objects: [[String: Any]] = []
         for line in lines {
-            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
             #expect(object != nil, "not a JSON object: \(line)")
             if let object { objects.append(object) }
         }

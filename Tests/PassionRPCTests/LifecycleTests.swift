@@ -192,8 +192,9 @@ struct LifecycleTests {
 
     @Test("the pool replaces a connection the server closed, transparently")
     func poolReconnects() async throws {
-        // Idle long enough that a handshake on a loaded machine finishes before the timer fires.
-        try await TestServer.with(configure: { $0.connection.idleTimeout = .milliseconds(800) }) { server in
+        // Idle long enough that a handshake and the first call on a loaded machine (the whole
+        // suite at once) finish before the timer fires; the close is waited for, not slept through.
+        try await TestServer.with(configure: { $0.connection.idleTimeout = .seconds(3) }) { server in
             var configuration = RPCClientConfiguration(connection: server.clientConfiguration())
             configuration.reconnectBackoff = Backoff(initial: .milliseconds(10), maximum: .milliseconds(50))
             let client = RPCClient(configuration: configuration)
