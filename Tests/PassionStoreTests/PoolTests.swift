@@ -137,18 +137,18 @@ struct PoolTests {
         #expect(attempts.value > 30, "no transaction was ever retried, so the retry path went untested")
     }
 
-    @Test("the remaining deadline becomes statement_timeout: DEADLINE_EXCEEDED, fast")
+    /// An hour's sleep: a deadline that did not apply is a hang the time limit reports, not a
+    /// wall-clock assertion a loaded machine can break.
+    @Test("the remaining deadline becomes statement_timeout: DEADLINE_EXCEEDED, fast", .timeLimit(.minutes(1)))
     func deadlineBecomesStatementTimeout() async throws {
         let (pool, _) = try await TestDatabase.freshPool()
         defer { Task { await pool.shutdown() } }
-        let start = ContinuousClock.now
         do {
-            try await pool.transaction(deadline: .now + .milliseconds(150)) { try await $0.execute("SELECT pg_sleep(5)") }
+            try await pool.transaction(deadline: .now + .milliseconds(150)) { try await $0.execute("SELECT pg_sleep(3600)") }
             Issue.record("the sleep finished")
         } catch let error as StoreError {
             #expect(error.rpcError.code == .deadlineExceeded)
         }
-        #expect(ContinuousClock.now - start < .seconds(2))
         // The connection went back to the pool in a usable state.
         #expect(try await pool.withConnection { try await $0.query("SELECT 1 AS one").count } == 1)
     }
@@ -203,7 +203,8 @@ struct PoolTests {
         #expect(try await pool.withConnection { try await $0.query("SELECT count(*) AS n FROM items").first?.decode("n", as: Int.self) } == 2)
     }
 
-    @Test("cancelling the calling task cancels the running query")
+    /// An hour's query: a cancel that does not reach PostgreSQL is a hang the time limit reports.
+    @Test("cancelling the calling task cancels the running query", .timeLimit(.minutes(2)))
     func cancellation() async throws {
         let (pool, name) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await pool.shutdown() } }
@@ -211,7 +212,7 @@ struct PoolTests {
         // must still be running when the cancel comes.
         let (watcher, _) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await watcher.shutdown() } }
-        let task = Task { try await pool.withConnection { try await $0.execute("SELECT pg_sleep(60)") } }
+        let task = Task { try await pool.withConnection { try await $0.execute("SELECT pg_sleep(3600)") } }
         // Cancel once the query runs (on a loaded machine that can take a while), not before.
         let patience = ContinuousClock.now + .seconds(40)
         while ContinuousClock.now < patience {
@@ -223,10 +224,8 @@ struct PoolTests {
             if running == 1 { break }
             try await Task.sleep(for: .milliseconds(50))
         }
-        let start = ContinuousClock.now
         task.cancel()
         let result = await task.result
-        #expect(ContinuousClock.now - start < .seconds(2))
         guard case .failure(let error) = result else {
             Issue.record("the query was not cancelled")
             return
@@ -373,22 +372,21 @@ struct PoolTests {
         #expect(next != pid)
     }
 
-    @Test("unreachable database: calls fail fast with UNAVAILABLE")
+    /// Timeouts of an hour make "waits instead of failing" a hang the time limit reports, with no
+    /// wall-clock assertion for a loaded machine to break (it once took 11 s with the suite running).
+    @Test("unreachable database: calls fail fast with UNAVAILABLE", .timeLimit(.minutes(1)))
     func unreachable() async throws {
-        // Long timeouts, so that "fast" cannot be confused with waiting one of them out.
         var configuration = PoolConfiguration(conninfo: "host=/nonexistent-\(UUID()) dbname=x user=postgres")
-        configuration.connectTimeoutSeconds = 30
-        configuration.acquireTimeout = .seconds(30)
+        configuration.connectTimeoutSeconds = 3600
+        configuration.acquireTimeout = .seconds(3600)
         let pool = PostgresPool(configuration: configuration)
         defer { Task { await pool.shutdown() } }
-        let start = ContinuousClock.now
         do {
             try await pool.withConnection { try await $0.execute("SELECT 1") }
             Issue.record("connected to nothing")
         } catch let error as RPCError {
             #expect(error.code == .unavailable)
         }
-        #expect(ContinuousClock.now - start < .seconds(10))
     }
 }
 

@@ -13,7 +13,11 @@ import Testing
 /// every counter moves by exactly what the calls did, refused and failed ones included.
 @Suite("Metrics endpoint")
 struct MetricsEndpointTests {
-    private static let logger = Logger(label: "metrics-tests")
+    private static let logger: Logger = {
+        var logger = Logger(label: "metrics-tests")
+        logger.logLevel = .critical
+        return logger
+    }()
 
     /// An endpoint on a free port for `telemetry`, running while `body` runs.
     private func withEndpoint<T>(

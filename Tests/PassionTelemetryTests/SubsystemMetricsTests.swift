@@ -12,10 +12,16 @@ import Testing
 /// of the test's own (NOTIFY and `maintenance_runs` are per database, so the counts are exact).
 @Suite("Metrics of the event stream and maintenance")
 struct SubsystemMetricsTests {
+    private static let quiet: Logger = {
+        var logger = Logger(label: "subsystem-metrics")
+        logger.logLevel = .critical
+        return logger
+    }()
+
     private func scrape(_ telemetry: Telemetry, beforeScrape: @escaping @Sendable () -> Void = {}) async throws -> Exposition {
         let endpoint = OperationsEndpoint(
             host: "127.0.0.1", port: 0, registry: telemetry.registry, readiness: { nil }, beforeScrape: beforeScrape,
-            logger: Logger(label: "subsystem-metrics"))
+            logger: Self.quiet)
         let task = Task { try await endpoint.run() }
         defer { task.cancel() }
         return Exposition(try await httpRequest(port: try await endpoint.port, path: "/metrics").body)
@@ -58,7 +64,7 @@ struct SubsystemMetricsTests {
         defer { Task { await pool.shutdown() } }
         let service = SessionMaintenanceService(
             pool: pool, jobs: [.expiredSessions], checkInterval: .seconds(3600), metrics: telemetry.factory,
-            logger: Logger(label: "maintenance-metrics"))
+            logger: Self.quiet)
         let running = Task { try await service.run() }
         defer { running.cancel() }
         var metrics = try await scrape(telemetry)
