@@ -64,17 +64,9 @@ public final class ServerMetrics: Sendable {
         goAways.increment(reason)
     }
 
-    /// A GOAWAY for a protocol error, labelled by its kind in snake case (`frame_too_large`).
+    /// A GOAWAY for a protocol error, labelled by its kind (`frame_too_large`).
     func goAway(_ kind: WireError.Kind) {
-        var label = ""
-        for character in kind.description {
-            if character.isUppercase {
-                label += "_" + character.lowercased()
-            } else {
-                label.append(character)
-            }
-        }
-        goAways.increment(label)
+        goAways.increment(kind.label)
     }
 
     func route(_ descriptor: MethodDescriptor) -> RouteMetrics {

@@ -316,8 +316,8 @@ public struct ServerCommand: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data(lines.utf8))
         }
         defer { announce.cancel() }
-        // Shut down in reverse: the server drains first, then the database closes; the
-        // operations endpoint outlives them so a draining server still answers /ready with 503.
+        // Shut down in reverse: the server drains first (the operations endpoint, stopped after
+        // it, answers /ready with 503 `draining` meanwhile), then the database closes.
         // The exporter stops last, so the spans of the drain go out too.
         let services: [any Service] =
             (tracing.map { [$0.service] } ?? []) + [store, maintenance, application.events] + (operations.map { [$0] } ?? []) + [server]

@@ -70,9 +70,15 @@ public final class OperationsEndpoint: Service, Sendable {
         let port = channel.localAddress?.port ?? requestedPort
         bound.succeed(port)
         logger.info("operations endpoint on http://\(host):\(port) (/metrics, /ready, /live)")
-        try await withGracefulShutdownHandler {
-            try await channel.closeFuture.get()
-        } onGracefulShutdown: {
+        // Stops on a graceful shutdown and on cancellation alike: a cancelled service group
+        // must not wait on a listener nobody closes.
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await channel.closeFuture.get()
+            } onGracefulShutdown: {
+                channel.close(promise: nil)
+            }
+        } onCancel: {
             channel.close(promise: nil)
         }
     }
@@ -89,7 +95,8 @@ public final class OperationsEndpoint: Service, Sendable {
     }
 }
 
-/// Answers one request at a time on a keep-alive connection; the paths are few and fixed.
+/// Answers one request per connection and closes it: a scrape every few seconds gains nothing
+/// from keep-alive, and no idle connection outlives the listener.
 private final class OperationsHTTPHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -146,17 +153,13 @@ private final class OperationsHTTPHandler: ChannelInboundHandler {
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: "\(body.count)")
         if status == .methodNotAllowed { headers.add(name: "Allow", value: "GET, HEAD") }
-        let keepAlive = head.isKeepAlive
-        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+        headers.add(name: "Connection", value: "close")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
         if head.method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
         }
-        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        if !keepAlive {
-            let channel = context.channel
-            done.whenComplete { _ in channel.close(promise: nil) }
-        }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
     }
 }
 

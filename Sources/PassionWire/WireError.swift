@@ -40,6 +40,25 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let flowControl = Kind(value: .flowControl)
 
         public var description: String { "\(value)" }
+
+        /// The kind in snake case, as metrics label it (`frame_too_large`, `call_id_reuse`).
+        public var label: String {
+            switch value {
+            case .badPreface: "bad_preface"
+            case .frameTooLarge: "frame_too_large"
+            case .malformedFrame: "malformed_frame"
+            case .unexpectedFrame: "unexpected_frame"
+            case .unknownFrameType: "unknown_frame_type"
+            case .callIDReuse: "call_id_reuse"
+            case .messageTooLarge: "message_too_large"
+            case .metadataTooLarge: "metadata_too_large"
+            case .decompressionFailed: "decompression_failed"
+            case .compressionNotNegotiated: "compression_not_negotiated"
+            case .tooManyCalls: "too_many_calls"
+            case .enhanceYourCalm: "enhance_your_calm"
+            case .flowControl: "flow_control"
+            }
+        }
     }
 
     public var kind: Kind

@@ -1,6 +1,9 @@
 import Foundation
+import NIOCore
+import PassionRPCServer
 import PassionStore
 import PassionTestSupport
+import Synchronization
 import Testing
 
 /// What an operator and a developer see of a call from outside: the trace id the CLI sends and
@@ -33,14 +36,25 @@ struct CLIObservabilityTests {
         }
     }
 
-    @Test("bench --trace sends a traceparent per call; a fraction outside 0–1 is a usage error")
+    @Test("bench --trace sends a new traceparent per call; a fraction outside 0–1 is a usage error")
     func benchTrace() async throws {
-        try await TestServer.with { server in
+        // Echo, answered by a handler that keeps every call's trace.
+        let seen = Mutex<[TraceContext?]>([])
+        let echo = MethodDescriptor(service: "passion.v1.Diagnostics", method: "Echo", kind: .unary)
+        try await TestServer.with(routes: { router in
+            router.register(echo, .unary { request, context in
+                seen.withLock { $0.append(TraceContext(metadata: context.requestMetadata)) }
+                return ByteBuffer()
+            })
+        }) { server in
             let traced = try await passion(server, [
                 "bench", "Diagnostics/Echo", "-d", "{}", "--trace", "0.5", "--duration", "1s", "--warmup", "0s", "--json",
             ])
             #expect(traced.status == 0, "\(traced.stderr)")
-            #expect(traced.stdout.contains("\"calls\""))
+            let traces = seen.withLock { $0 }
+            #expect(!traces.isEmpty)
+            #expect(traces.allSatisfy { $0 != nil }, "a call without a valid traceparent")
+            #expect(Set(traces.compactMap { $0?.traceIDHex }).count == traces.count, "a trace id sent twice")
             let bad = try await passion(server, ["bench", "Diagnostics/Echo", "-d", "{}", "--trace", "1.5"])
             #expect(bad.status == 64)
             #expect(bad.stderr.contains("--trace"))

@@ -72,6 +72,35 @@ struct ServerMetricsTests {
         #expect(metrics.counterTotal(label: "passion_rpc_calls_finished_total") == 2)
     }
 
+    @Test("a response stuck behind the client's window at its deadline counts DEADLINE_EXCEEDED, not the OK it had queued")
+    func stuckResponseDeadline() {
+        let metrics = TestMetrics()
+        var client = ConnectionSettings()
+        client.initialWindowSize = 65_536
+        var h = H(client: client, metrics: ServerMetrics(factory: metrics))
+        h.handshake()
+        h.send(H.call(1, message: [], endStream: true, timeoutMicroseconds: 1_000_000))
+        _ = h.machine.handlerFinished(1, H.outcome(ByteBuffer(repeating: 7, count: 500_000)), now: h.now)
+        _ = h.output()
+        #expect(finished(metrics, "OK") == 0)  // its last frames wait for window
+        h.advance(.seconds(1))
+        _ = h.output()
+        #expect(finished(metrics, "DEADLINE_EXCEEDED") == 1)
+        #expect(finished(metrics, "OK") == 0)
+    }
+
+    @Test("every protocol error has its own snake-case label")
+    func goAwayLabels() {
+        let kinds: [WireError.Kind] = [
+            .badPreface, .frameTooLarge, .malformedFrame, .unexpectedFrame, .unknownFrameType, .callIDReuse, .messageTooLarge,
+            .metadataTooLarge, .decompressionFailed, .compressionNotNegotiated, .tooManyCalls, .enhanceYourCalm, .flowControl,
+        ]
+        let labels = kinds.map(\.label)
+        #expect(Set(labels).count == kinds.count)
+        #expect(labels.allSatisfy { $0.allSatisfy { $0 == "_" || ("a"..."z").contains($0) } })
+        #expect(WireError.Kind.callIDReuse.label == "call_id_reuse")
+    }
+
     @Test("refused before routing: unknown method, too many calls, draining; GOAWAYs by reason")
     func refusals() {
         let metrics = TestMetrics()

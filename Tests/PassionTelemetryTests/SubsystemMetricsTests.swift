@@ -18,13 +18,18 @@ struct SubsystemMetricsTests {
         return logger
     }()
 
-    private func scrape(_ telemetry: Telemetry, beforeScrape: @escaping @Sendable () -> Void = {}) async throws -> Exposition {
+    /// Runs `body` with a scrape function of one endpoint on a free port, stopped after it.
+    private func withScrape<T>(
+        _ telemetry: Telemetry, beforeScrape: @escaping @Sendable () -> Void = {},
+        _ body: (() async throws -> Exposition) async throws -> T
+    ) async throws -> T {
         let endpoint = OperationsEndpoint(
             host: "127.0.0.1", port: 0, registry: telemetry.registry, readiness: { nil }, beforeScrape: beforeScrape,
             logger: Self.quiet)
         let task = Task { try await endpoint.run() }
         defer { task.cancel() }
-        return Exposition(try await httpRequest(port: try await endpoint.port, path: "/metrics").body)
+        let port = try await endpoint.port
+        return try await body { Exposition(try await httpRequest(port: port, path: "/metrics").body) }
     }
 
     @Test("a subscriber: the gauge counts it, every notification is counted and each delivered event's lag recorded")
@@ -49,7 +54,7 @@ struct SubsystemMetricsTests {
                 if case .event? = item.item { received += 1 }
             }
             let events = harness.identity.events
-            let metrics = try await scrape(telemetry) { events.publishGauges() }
+            let metrics = try await withScrape(telemetry, beforeScrape: { events.publishGauges() }) { try await $0() }
             #expect(metrics.value("passion_events_subscribers") == 1)
             #expect(metrics.value("passion_events_notifications_total") == Double(result.events.count))
             #expect(metrics.value("passion_events_delivery_lag_seconds_count") == Double(result.events.count))
@@ -67,11 +72,14 @@ struct SubsystemMetricsTests {
             logger: Self.quiet)
         let running = Task { try await service.run() }
         defer { running.cancel() }
-        var metrics = try await scrape(telemetry)
         // The first check runs at once; polled, since the service runs on its own task.
-        for _ in 0..<600 where metrics.value("passion_maintenance_runs_total", ["job": "expired_sessions"]) == nil {
-            try await Task.sleep(for: .milliseconds(50))
-            metrics = try await scrape(telemetry)
+        let metrics = try await withScrape(telemetry) { scrape in
+            var metrics = try await scrape()
+            for _ in 0..<600 where metrics.value("passion_maintenance_runs_total", ["job": "expired_sessions"]) == nil {
+                try await Task.sleep(for: .milliseconds(50))
+                metrics = try await scrape()
+            }
+            return metrics
         }
         #expect(metrics.value("passion_maintenance_runs_total", ["job": "expired_sessions", "outcome": "ok"]) == 1)
         #expect(metrics.value("passion_maintenance_duration_seconds_count", ["job": "expired_sessions"]) == 1)

@@ -151,8 +151,7 @@ struct MetadataExtractor: Extractor {
 }
 
 extension StatusCode {
-    /// Codes that mean the server failed, not the caller: what a span marks as an error and the
-    /// call log writes at error level.
+    /// Codes that mean the server failed, not the caller: what a span marks as an error.
     var isServerFault: Bool {
         self == .internal || self == .unknown || self == .dataLoss || self == .unavailable || self == .deadlineExceeded
     }

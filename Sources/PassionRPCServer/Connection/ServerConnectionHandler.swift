@@ -250,7 +250,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// credentials: the status message only for server faults, whose text is ours.
     private func logCall(_ runtime: ServerCallRuntime, code: StatusCode, error: RPCError?) {
         let duration = runtime.startedAt.duration(to: .now)
-        let slow = slowCallThreshold.map { duration >= $0 } ?? false
+        // A stream's length is its client's choice (a Subscribe lasts hours): only calls that
+        // answer once can be slow.
+        let slow = runtime.context.method.kind.isSingleResponse && (slowCallThreshold.map { duration >= $0 } ?? false)
         guard code != .ok || slow else { return }
         let context = runtime.context
         var metadata: Logger.Metadata = [

@@ -113,6 +113,8 @@ extension ServerConnectionMachine {
             failCall(id, error, &actions)
         } else if queue.hasPending(callID: id) {
             queue.discard(callID: id)
+            // The status queued before is dropped with the rest: the client is told this one.
+            calls.values[index].status = .deadlineExceeded
             if let writer {
                 let head = error.trailersHead()
                 queue.append(callID: id) { writer.writeTrailers(callID: id, head: head, message: nil, compress: false, into: &$0) }

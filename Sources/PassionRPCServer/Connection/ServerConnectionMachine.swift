@@ -234,7 +234,7 @@ struct ServerConnectionMachine {
             actions.append(.cancelCall(callID: id, error: RPCError(code: .unavailable, message: "connection closed")))
         }
         // Calls cut off here never reach `releaseFinishedCalls`: they end now, as UNAVAILABLE
-        // unless their status had gone out.
+        // unless their status had been queued.
         for index in calls.indices {
             recordEnd(calls.values[index], now: now)
             calls.values[index].metrics = nil
