@@ -130,9 +130,14 @@ struct BadInputTests {
             let settings = try await raw.handshake()
             #expect(settings.maxConcurrentCalls == 2)
             let request = try SleepRequest.with { $0.durationMs = 2000 }.serializedBytes() as [UInt8]
+            // One write: the server reads the third CALL with the first two still running, however
+            // slowly a loaded machine gets to it (three writes once let the sleeps end first).
+            var calls = ByteBuffer()
             for id in [1, 3, 5] as [UInt32] {
-                try await raw.send(RawFrames.call(id, method: Self.sleep, message: request, flags: .endStream))
+                var call = RawFrames.call(id, method: Self.sleep, message: request, flags: .endStream)
+                calls.writeBuffer(&call)
             }
+            try await raw.send(calls)
             let cancel = try #require(try await raw.next(.cancel))
             #expect(cancel.callID == 5)
             #expect(cancel.payload.getInteger(at: cancel.payload.readerIndex, as: UInt8.self) == CancelReason.refused.rawValue)
