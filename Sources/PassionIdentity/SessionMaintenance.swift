@@ -134,29 +134,34 @@ public struct SessionMaintenanceService: Service {
 
     public func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            for job in jobs {
-                let started = ContinuousClock.now
-                do {
-                    if let changed = try await maintenance.runIfDue(job) {
-                        record(job, outcome: "ok", since: started)
-                        logger.info("ran maintenance job", metadata: ["job": "\(job.name)", "affected": "\(changed)"])
-                    }
-                } catch {
-                    record(job, outcome: "failed", since: started)
-                    logger.warning("maintenance job failed; will retry", metadata: ["job": "\(job.name)", "error": "\(error)"])
-                }
-            }
-            do {
-                let trimmed = try await maintenance.trimEvents()
-                if trimmed > 0 { logger.info("trimmed old progress events", metadata: ["deleted": "\(trimmed)"]) }
-            } catch {
-                logger.warning("trimming progress events failed; will retry", metadata: ["error": "\(error)"])
-            }
+            await checkOnce()
             do {
                 try await cancelWhenGracefulShutdown { try await Task.sleep(for: checkInterval) }
             } catch {
                 return
             }
+        }
+    }
+
+    /// One check: every due job runs (and is counted), then old progress events are trimmed.
+    public func checkOnce() async {
+        for job in jobs {
+            let started = ContinuousClock.now
+            do {
+                if let changed = try await maintenance.runIfDue(job) {
+                    record(job, outcome: "ok", since: started)
+                    logger.info("ran maintenance job", metadata: ["job": "\(job.name)", "affected": "\(changed)"])
+                }
+            } catch {
+                record(job, outcome: "failed", since: started)
+                logger.warning("maintenance job failed; will retry", metadata: ["job": "\(job.name)", "error": "\(error)"])
+            }
+        }
+        do {
+            let trimmed = try await maintenance.trimEvents()
+            if trimmed > 0 { logger.info("trimmed old progress events", metadata: ["deleted": "\(trimmed)"]) }
+        } catch {
+            logger.warning("trimming progress events failed; will retry", metadata: ["error": "\(error)"])
         }
     }
 }

@@ -13,11 +13,7 @@ import Testing
 /// every counter moves by exactly what the calls did, refused and failed ones included.
 @Suite("Metrics endpoint")
 struct MetricsEndpointTests {
-    private static let logger: Logger = {
-        var logger = Logger(label: "metrics-tests")
-        logger.logLevel = .critical
-        return logger
-    }()
+    private static let logger = Logger.quiet("metrics-tests")
 
     /// An endpoint on a free port for `telemetry`, running while `body` runs.
     private func withEndpoint<T>(

@@ -17,7 +17,8 @@ import Tracing
 struct TracingTests {
     private static let method = MethodDescriptor(service: "t.Traced", method: "WaitForLock", kind: .unary)
 
-    @Test("a traceparent reaches the span, the statement spans, the logs, the error details and pg_stat_activity")
+    /// The time limit bounds a hang: nothing here waits on a clock.
+    @Test("a traceparent reaches the span, the statement spans, the logs, the error details and pg_stat_activity", .timeLimit(.minutes(1)))
     func traceparent() async throws {
         let traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
         let callerSpan = "00f067aa0ba902b7"
@@ -33,12 +34,17 @@ struct TracingTests {
         }
         logger.logLevel = .info
         let handlerLogger = logger
+        // The handler says when it is about to send the statement that waits on the test's lock.
+        let (aboutToWait, waitingSignal) = AsyncStream.makeStream(of: Void.self)
         let server = try await TestServer.start(
             configure: { $0.tracer = tracer },
             routes: { router in
                 router.register(Self.method, .unary { _, _ in
                     handlerLogger.info("waiting for the test's lock")
-                    try await pool.transaction { try await $0.query("SELECT pg_advisory_xact_lock(\(lockKey))") }
+                    try await pool.transaction { connection in
+                        waitingSignal.yield()
+                        return try await connection.query("SELECT pg_advisory_xact_lock(\(lockKey))")
+                    }
                     throw RPCError(code: .failedPrecondition, message: "done waiting")
                 })
             }, logger: logger)
@@ -54,14 +60,16 @@ struct TracingTests {
         let call = Task {
             try await connection.unary(Self.method, EchoRequest(), as: EchoResponse.self, options: CallOptions(metadata: metadata))
         }
-        // The statement waits on the lock this test holds: it stays in pg_stat_activity until released.
+        // The statement waits on the lock this test holds, so it stays in pg_stat_activity until
+        // released; once the handler is about to send it, it shows within a few round trips.
+        for await _ in aboutToWait { break }
         var waiting: [String] = []
-        for _ in 0..<600 where waiting.isEmpty {
+        while waiting.isEmpty {
             let rows = try await holder.query("""
                 SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE \("%" + traceID + "%")
                 """)
             waiting = try rows.map { try $0.require("query", as: String.self) }
-            if waiting.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+            await Task.yield()
         }
         #expect(waiting.count == 1)
         #expect(waiting.first?.hasPrefix("/* traceparent=00-\(traceID)-") == true)

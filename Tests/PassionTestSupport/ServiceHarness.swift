@@ -85,8 +85,7 @@ public final class ServiceHarness: Sendable {
         accounts.append(ServiceAccount(name: "certified", certificateName: "test-client", scopes: ["users:read"]))
         configuration.services = try ServiceRegistry(accounts: accounts)
         configure(&configuration)
-        var logger = Logger(label: "identity-tests")
-        logger.logLevel = .critical
+        let logger = Logger.quiet("identity-tests")
         let identity = try ApplicationServices(
             pool: pool, configuration: configuration, metrics: metrics, logger: logger, now: { clock.now })
         let tls: ((TestCertificates) -> TLSConfiguration?)? = mutualTLS

@@ -36,11 +36,7 @@ public final class TestServer: Sendable {
         configure(&configuration)
         var router = BuiltinServices(additional: services).router
         routes(&router)
-        let logger = logger ?? {
-            var quiet = Logger(label: "test-server")
-            quiet.logLevel = .critical
-            return quiet
-        }()
+        let logger = logger ?? .quiet("test-server")
         let server = try RPCServer(configuration: configuration, router: router, authenticator: authenticator, logger: logger)
         let task = Task { try await server.run() }
         let port = try await server.port

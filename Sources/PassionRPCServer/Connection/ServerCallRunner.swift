@@ -14,13 +14,10 @@ final class ServerCallRuntime {
     /// The request stream of a client-streaming or bidirectional call.
     var source: MessageStream.Producer.Source?
     var task: Task<Void, Never>?
-    /// When its CALL arrived, for the call's log line.
-    let startedAt: MonotonicInstant
 
-    init(id: UInt32, context: ServerContext, startedAt: MonotonicInstant) {
+    init(id: UInt32, context: ServerContext) {
         self.id = id
         self.context = context
-        self.startedAt = startedAt
     }
 
     /// Stops the handler; what it waits on fails with `error`.

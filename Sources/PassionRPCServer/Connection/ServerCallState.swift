@@ -30,7 +30,7 @@ struct ServerCallState {
     var headersSent = false
     /// When the server ends the call with DEADLINE_EXCEEDED.
     var deadline: MonotonicInstant?
-    /// When its CALL arrived: its duration ends when its last frame has left.
+    /// When its CALL arrived: what its duration (metric and log line) counts from.
     let startedAt: MonotonicInstant
     /// What the client was told (CANCELLED when the client cancelled); set once.
     var status: StatusCode?

@@ -198,7 +198,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let serverContext = ServerContext(
             method: descriptor, requestMetadata: start.head.metadata, deadline: start.deadline?.continuousInstant, peer: peer,
             peerCertificate: peerCertificate)
-        let runtime = ServerCallRuntime(id: start.id, context: serverContext, startedAt: .now)
+        let runtime = ServerCallRuntime(id: start.id, context: serverContext)
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
         let id = start.id
@@ -238,18 +238,20 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private func finished(_ id: UInt32, _ outcome: ServerCallOutcome) {
         // A status the machine sent first (deadline, client cancel) is what the client saw.
-        let sentEarlier = machine.calls[id]?.status
+        let call = machine.calls[id].map { (startedAt: $0.startedAt, sentEarlier: $0.status) }
         let runtime = runtimes.removeValue(forKey: id)
         runtime?.release()
         apply(machine.handlerFinished(id, outcome, now: .now))
         resumeWriters()
-        if let runtime { logCall(runtime, code: sentEarlier ?? outcome.error?.code ?? .ok, error: outcome.error) }
+        if let runtime, let call {
+            logCall(runtime, since: call.startedAt, code: call.sentEarlier ?? outcome.error?.code ?? .ok, error: outcome.error)
+        }
     }
 
     /// One line per call that failed or was slow. Never the request, the response or the
     /// credentials: the status message only for server faults, whose text is ours.
-    private func logCall(_ runtime: ServerCallRuntime, code: StatusCode, error: RPCError?) {
-        let duration = runtime.startedAt.duration(to: .now)
+    private func logCall(_ runtime: ServerCallRuntime, since startedAt: MonotonicInstant, code: StatusCode, error: RPCError?) {
+        let duration = startedAt.duration(to: .now)
         // A stream's length is its client's choice (a Subscribe lasts hours): only calls that
         // answer once can be slow.
         let slow = runtime.context.method.kind.isSingleResponse && (slowCallThreshold.map { duration >= $0 } ?? false)
@@ -275,8 +277,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     private static func milliseconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        let micros = seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+        let micros = duration.microseconds
         return "\(micros / 1000).\(String(micros % 1000 + 1000).dropFirst())"
     }
 
