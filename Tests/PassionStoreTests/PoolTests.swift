@@ -203,8 +203,9 @@ struct PoolTests {
         #expect(try await pool.withConnection { try await $0.query("SELECT count(*) AS n FROM items").first?.decode("n", as: Int.self) } == 2)
     }
 
-    /// An hour's query: a cancel that does not reach PostgreSQL is a hang the time limit reports.
-    @Test("cancelling the calling task cancels the running query", .timeLimit(.minutes(2)))
+    /// A minute's query: a cancel that does not reach PostgreSQL lets it finish, which the test
+    /// reports as not cancelled; no clock is asserted.
+    @Test("cancelling the calling task cancels the running query")
     func cancellation() async throws {
         let (pool, name) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await pool.shutdown() } }
@@ -212,7 +213,7 @@ struct PoolTests {
         // must still be running when the cancel comes.
         let (watcher, _) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await watcher.shutdown() } }
-        let task = Task { try await pool.withConnection { try await $0.execute("SELECT pg_sleep(3600)") } }
+        let task = Task { try await pool.withConnection { try await $0.execute("SELECT pg_sleep(60)") } }
         // Cancel once the query runs (on a loaded machine that can take a while), not before.
         let patience = ContinuousClock.now + .seconds(40)
         while ContinuousClock.now < patience {
