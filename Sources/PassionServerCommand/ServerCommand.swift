@@ -299,11 +299,13 @@ public struct ServerCommand: AsyncParsableCommand {
                 host: address.host, port: address.port, registry: telemetry.registry,
                 readiness: {
                     if server.isShuttingDown { return "draining" }
-                    return health.status(of: "") == .serving ? nil : "database unreachable"
+                    guard health.status(of: "") == .serving else { return "database unreachable" }
+                    return application.leaderboards.isReady ? nil : "leaderboards loading"
                 },
                 beforeScrape: {
                     store.pool.publishGauges()
                     application.events.publishGauges()
+                    application.leaderboards.publishGauges()
                 },
                 logger: logger)
         }
@@ -320,7 +322,7 @@ public struct ServerCommand: AsyncParsableCommand {
         // it, answers /ready with 503 `draining` meanwhile), then the database closes.
         // The exporter stops last, so the spans of the drain go out too.
         let services: [any Service] =
-            (tracing.map { [$0.service] } ?? []) + [store, maintenance, application.events] + (operations.map { [$0] } ?? []) + [server]
+            (tracing.map { [$0.service] } ?? []) + [store, maintenance, application.events, application.leaderboards] + (operations.map { [$0] } ?? []) + [server]
         let group = ServiceGroup(configuration: .init(
             services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

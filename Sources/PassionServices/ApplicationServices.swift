@@ -12,6 +12,8 @@ public struct ApplicationServices: Sendable {
     public let services: [any RPCService]
     /// Must run (in the server's service group) for Progress/Subscribe to deliver events.
     public let events: ProgressEventHub
+    /// Must run (in the server's service group) for Leaderboard and GetProgress's rank.
+    public let leaderboards: LeaderboardCache
 
     /// Throws when an OpenID Connect provider's JWKS cannot be read. `now` is the clock the
     /// content services' day arithmetic uses (tests move it).
@@ -22,11 +24,13 @@ public struct ApplicationServices: Sendable {
         let identity = try IdentityServices(pool: pool, configuration: configuration, logger: logger)
         let trail = identity.trail
         let events = try ProgressEventHub(conninfo: pool.configuration.conninfo, metrics: metrics, logger: logger)
+        let leaderboards = try LeaderboardCache(pool: pool, metrics: metrics, logger: logger)
         let content = ContentContext(pool: pool, trail: trail, now: now, offlineDays: contentConfiguration.offlineDays)
         authenticator = identity.authenticator
         self.events = events
+        self.leaderboards = leaderboards
         services = identity.services + [
-            ProgressService(pool: pool, trail: trail, hub: events, now: now), AchievementsService(pool: pool, trail: trail, now: now),
+            ProgressService(pool: pool, trail: trail, hub: events, leaderboards: leaderboards, now: now), AchievementsService(pool: pool, trail: trail, now: now),
             ProgressAdminService(pool: pool), GoalsService(content: content), HabitsService(content: content),
             QuestsService(content: content), FocusSessionsService(content: content), MaintenanceService(content: content),
         ]

@@ -6,6 +6,8 @@ import Synchronization
 
 /// What a listener delivers.
 public enum ListenerEvent: Sendable, Equatable {
+    /// The first connection listens: every NOTIFY committed from now on will be delivered.
+    case listening
     /// A NOTIFY on one of the channels.
     case notification(channel: String, payload: String)
     /// The listener lost its connection and listens again: notifications sent in between were
@@ -67,6 +69,8 @@ public final class NotificationListener: Service, Sendable {
                 if everConnected {
                     logger.notice("notification listener reconnected")
                     continuation.yield(.reconnected)
+                } else {
+                    continuation.yield(.listening)
                 }
                 everConnected = true
                 while !stopping.load(ordering: .relaxed) {

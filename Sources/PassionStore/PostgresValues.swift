@@ -246,6 +246,30 @@ public struct LocalDate: Sendable, Hashable, Comparable, CustomStringConvertible
         return era * 146097 + doe - 719468
     }
 
+    /// The date `days` after 1970-01-01 (Howard Hinnant's civil_from_days).
+    public init(daysSinceEpoch days: Int) {
+        let z = days + 719468
+        let era = (z >= 0 ? z : z - 146096) / 146097
+        let doe = z - era * 146097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        self.init(year: yoe + era * 400 + (month <= 2 ? 1 : 0), month: month, day: day)
+    }
+
+    /// The Monday (UTC) of the week holding `instant`: the weekly leaderboards' periods.
+    public static func weekStart(of instant: Date) -> LocalDate {
+        let days = Int((instant.timeIntervalSince1970 / 86_400).rounded(.down))
+        // 1970-01-01 was a Thursday, three days after a Monday.
+        let sinceMonday = ((days + 3) % 7 + 7) % 7
+        return LocalDate(daysSinceEpoch: days - sinceMonday)
+    }
+
+    /// Monday is 0, Sunday 6.
+    public var weekday: Int { ((daysSinceEpoch + 3) % 7 + 7) % 7 }
+
     public static func < (lhs: LocalDate, rhs: LocalDate) -> Bool { lhs.daysSinceEpoch < rhs.daysSinceEpoch }
 }
 

@@ -609,6 +609,21 @@ $$;
 CREATE FUNCTION public.passion_integrity_check() RETURNS TABLE(check_name text, detail text)
     LANGUAGE sql STABLE
     AS $$
+    SELECT * FROM passion_integrity_check_totals()
+    UNION ALL
+    SELECT 'weekly_xp_mismatch',
+           format('user %s, week of %s: user_xp_weeks.xp = %s, sum(points_ledger.points) = %s',
+                  coalesce(w.user_id, x.user_id), coalesce(w.week_start, x.week_start),
+                  coalesce(w.xp::text, 'no row'), coalesce(x.total, 0))
+    FROM (SELECT passion_week_start(created_at) AS week_start, user_id, sum(points)::bigint AS total
+          FROM points_ledger GROUP BY 1, 2) x
+    FULL JOIN user_xp_weeks w ON w.week_start = x.week_start AND w.user_id = x.user_id
+    WHERE coalesce(w.xp, 0) <> coalesce(x.total, 0);
+$$;
+
+CREATE FUNCTION public.passion_integrity_check_totals() RETURNS TABLE(check_name text, detail text)
+    LANGUAGE sql STABLE
+    AS $$
 WITH owned (tbl, row_id, user_id) AS (
     SELECT 'goals', id::text, user_id FROM goals
     UNION ALL SELECT 'habits', id::text, user_id FROM habits
@@ -709,7 +724,7 @@ problems (check_name, detail) AS (
 SELECT check_name, detail FROM problems ORDER BY check_name, detail;
 $$;
 
-COMMENT ON FUNCTION public.passion_integrity_check() IS 'The seed''s Testing Queries plus ledger-versus-progress reconciliation; zero rows = healthy.';
+COMMENT ON FUNCTION public.passion_integrity_check_totals() IS 'The seed''s Testing Queries plus ledger-versus-progress reconciliation; zero rows = healthy.';
 
 CREATE FUNCTION public.passion_ledger_append_only() RETURNS trigger
     LANGUAGE plpgsql
@@ -749,6 +764,20 @@ CREATE FUNCTION public.passion_local_date(p_zone text, p_now timestamp with time
     LANGUAGE sql STABLE PARALLEL SAFE
     RETURN ((p_now AT TIME ZONE COALESCE(p_zone, 'UTC'::text)))::date;
 
+CREATE FUNCTION public.passion_notify_scores(p_users uuid[]) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_from integer := 1;
+BEGIN
+    -- 200 ids of 36 characters stay below NOTIFY's 8000-byte payload limit.
+    WHILE v_from <= coalesce(array_length(p_users, 1), 0) LOOP
+        PERFORM pg_notify('passion_scores', array_to_string(p_users[v_from:v_from + 199], ','));
+        v_from := v_from + 200;
+    END LOOP;
+END
+$$;
+
 CREATE FUNCTION public.passion_paid_goals_per_day() RETURNS integer
     LANGUAGE sql IMMUTABLE
     RETURN 3;
@@ -785,6 +814,11 @@ BEGIN
            updated_at = now()
       FROM (SELECT user_id, sum(points) AS points FROM inserted GROUP BY user_id) d
      WHERE p.user_id = d.user_id;
+    -- In key order, so two batches over the same users cannot deadlock.
+    INSERT INTO user_xp_weeks AS w (week_start, user_id, xp)
+    SELECT passion_week_start(created_at), user_id, sum(points) FROM inserted GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (week_start, user_id) DO UPDATE SET xp = w.xp + EXCLUDED.xp;
+    PERFORM passion_notify_scores(ARRAY(SELECT DISTINCT user_id FROM inserted ORDER BY 1));
     RETURN NULL;
 END
 $$;
@@ -1396,6 +1430,15 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION public.passion_users_scores_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM passion_notify_scores(ARRAY[coalesce(NEW.id, OLD.id)]);
+    RETURN NULL;
+END
+$$;
+
 CREATE FUNCTION public.passion_users_soft_delete_sessions() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -1423,6 +1466,10 @@ BEGIN
     RETURN NEW;
 END
 $$;
+
+CREATE FUNCTION public.passion_week_start(p_at timestamp with time zone) RETURNS date
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN (date_trunc('week'::text, (p_at AT TIME ZONE 'UTC'::text)))::date;
 
 CREATE FUNCTION public.passion_xp_for_level(level integer) RETURNS bigint
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
@@ -1791,6 +1838,13 @@ CREATE TABLE public.user_settings (
     CONSTRAINT user_settings_theme_valid CHECK ((theme = ANY (ARRAY['light'::text, 'dark'::text, 'system'::text])))
 );
 
+CREATE TABLE public.user_xp_weeks (
+    week_start date NOT NULL,
+    user_id uuid NOT NULL,
+    xp bigint NOT NULL,
+    CONSTRAINT user_xp_weeks_monday CHECK ((EXTRACT(isodow FROM week_start) = (1)::numeric))
+);
+
 CREATE TABLE public.users (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     email text NOT NULL,
@@ -1896,6 +1950,9 @@ ALTER TABLE ONLY public.user_settings
 ALTER TABLE ONLY public.user_settings
     ADD CONSTRAINT user_settings_user_id_key UNIQUE (user_id);
 
+ALTER TABLE ONLY public.user_xp_weeks
+    ADD CONSTRAINT user_xp_weeks_pkey PRIMARY KEY (week_start, user_id);
+
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_pkey PRIMARY KEY (id);
 
@@ -1965,6 +2022,8 @@ CREATE INDEX idx_user_achievements_achievement ON public.user_achievements USING
 
 CREATE INDEX idx_users_is_active ON public.users USING btree (is_active);
 
+CREATE INDEX users_deleted ON public.users USING btree (id) WHERE (deleted_at IS NOT NULL);
+
 CREATE UNIQUE INDEX users_email_key ON public.users USING btree (email) WHERE ((deleted_at IS NULL) AND email_verified);
 
 CREATE UNIQUE INDEX users_oauth_provider_oauth_id_key ON public.users USING btree (oauth_provider, oauth_id) WHERE ((deleted_at IS NULL) AND (oauth_provider IS NOT NULL));
@@ -1998,6 +2057,8 @@ CREATE TRIGGER user_achievements_count AFTER INSERT OR DELETE OR UPDATE OF user_
 CREATE TRIGGER user_progress_derived_totals BEFORE INSERT OR DELETE OR UPDATE ON public.user_progress FOR EACH ROW WHEN ((pg_trigger_depth() = 0)) EXECUTE FUNCTION public.passion_user_progress_derived();
 
 CREATE TRIGGER user_settings_user_live BEFORE INSERT ON public.user_settings FOR EACH ROW EXECUTE FUNCTION public.passion_user_must_be_live();
+
+CREATE TRIGGER users_scores_changed AFTER DELETE OR UPDATE OF deleted_at ON public.users FOR EACH ROW EXECUTE FUNCTION public.passion_users_scores_changed();
 
 CREATE TRIGGER users_soft_delete_sessions AFTER UPDATE OF deleted_at ON public.users FOR EACH ROW WHEN (((old.deleted_at IS NULL) AND (new.deleted_at IS NOT NULL))) EXECUTE FUNCTION public.passion_users_soft_delete_sessions();
 

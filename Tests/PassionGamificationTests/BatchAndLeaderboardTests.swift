@@ -96,15 +96,19 @@ struct BatchAndLeaderboardTests {
             _ = try await harness.connection.progress.awardBatch(options: Self.writer) {
                 $0.awards = zip(users, amounts).map { Self.xp($0.id, $1, key: "seed") }
             }
-            // Old XP for the fourth user does not count this week.
+            // Old XP for the fourth user does not count this week: its ledger rows and its weekly
+            // total move back 8 days, behind the triggers' back, and the boards are told.
             let old = users[3].id
             try await harness.pool.withConnection { connection in
                 try await connection.execute("""
                     ALTER TABLE points_ledger DISABLE TRIGGER points_ledger_append_only;
                     UPDATE points_ledger SET created_at = now() - interval '8 days' WHERE user_id = '\(old)';
                     ALTER TABLE points_ledger ENABLE TRIGGER points_ledger_append_only;
+                    UPDATE user_xp_weeks SET week_start = passion_week_start(now() - interval '8 days') WHERE user_id = '\(old)';
+                    SELECT passion_notify_scores(ARRAY['\(old)']::uuid[]);
                     """)
             }
+            try await harness.settleLeaderboards()
             let board = try await harness.connection.progress.leaderboard(options: .session(users[3].token)) {
                 $0.limit = 3
                 $0.neighbours = 1

@@ -112,6 +112,7 @@ struct EconomyTests {
             }
             let idle = try await harness.signIn()
             _ = try await harness.connection.users.deleteAccount(DeleteAccountRequest(), options: .session(users[0].token))
+            try await harness.settleLeaderboards()
             for (user, rank) in [(users[2], Int64(2)), (idle, Int64(3))] {
                 let board = try await harness.connection.progress.leaderboard(LeaderboardRequest(), options: .session(user.token))
                 let progress = try await harness.connection.progress.getProgress(GetProgressRequest(), options: .session(user.token))

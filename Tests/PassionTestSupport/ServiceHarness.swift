@@ -98,7 +98,13 @@ public final class ServiceHarness: Sendable {
             mutualTLS
                 ? server.clientConfiguration(certificate: certificates.clientCertificate, key: certificates.clientKey)
                 : server.clientConfiguration())
-        let events = Task { _ = try? await identity.events.run() }
+        let events = Task {
+            await withDiscardingTaskGroup { group in
+                group.addTask { _ = try? await identity.events.run() }
+                group.addTask { _ = try? await identity.leaderboards.run() }
+            }
+        }
+        await identity.leaderboards.waitUntilReady()
         return ServiceHarness(pool: pool, server: server, connection: connection, identity: identity, events: events)
     }
 
@@ -116,6 +122,12 @@ public final class ServiceHarness: Sendable {
             await harness.stop()
             throw error
         }
+    }
+
+    /// Returns once every score change committed so far shows in this server's leaderboards
+    /// (they follow the database through notifications, asynchronously).
+    public func settleLeaderboards() async throws {
+        try await identity.leaderboards.settle()
     }
 
     public func stop() async {

@@ -61,24 +61,6 @@ enum ContentValidate {
         return text
     }
 
-    /// Nil for empty; a real calendar date written YYYY-MM-DD otherwise.
-    static func date(_ text: String, field: String) throws -> LocalDate? {
-        guard !text.isEmpty else { return nil }
-        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-        guard text.count == 10, parts.count == 3, let year = Int(parts[0]), let month = Int(parts[1]), let day = Int(parts[2]),
-            (1900...9999).contains(year), (1...12).contains(month), (1...daysIn(month: month, year: year)).contains(day)
-        else { throw Validate.invalid(field, "is not a date written YYYY-MM-DD") }
-        return LocalDate(year: year, month: month, day: day)
-    }
-
-    static func daysIn(month: Int, year: Int) -> Int {
-        switch month {
-        case 2: return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
-        case 4, 6, 9, 11: return 30
-        default: return 31
-        }
-    }
-
     /// Nil for empty; the id otherwise.
     static func optionalID(_ text: String, field: String) throws -> UUID? {
         text.isEmpty ? nil : try Validate.uuid(text, field: field)

@@ -26,7 +26,7 @@ public struct GoalsService: Goals.ServiceProtocol {
             let description = try ContentValidate.description(given.description_p, field: "goal.description")
             let category = try ContentValidate.category(given.category, field: "goal.category")
             let priority = try Self.priority(given.priority)
-            let target = try ContentValidate.date(given.targetDate, field: "goal.target_date")
+            let target = try Validate.date(given.targetDate, field: "goal.target_date")
             let metadata = try ContentValidate.metadata(given.metadata, field: "goal.metadata")
             let draft = ContentStore.GoalDraft(
                 title: title, description: description, category: category, priority: priority, targetDate: target, metadata: metadata)
@@ -76,7 +76,7 @@ public struct GoalsService: Goals.ServiceProtocol {
             let description = try fields.contains("description") ? ContentValidate.description(given.description_p, field: "goal.description") : nil
             let category = try fields.contains("category") ? ContentValidate.category(given.category, field: "goal.category") : nil
             let priority = try fields.contains("priority") ? Self.priority(given.priority) : nil
-            let target = try fields.contains("target_date") ? ContentValidate.date(given.targetDate, field: "goal.target_date") : nil
+            let target = try fields.contains("target_date") ? Validate.date(given.targetDate, field: "goal.target_date") : nil
             let metadata = try fields.contains("metadata") ? ContentValidate.metadata(given.metadata, field: "goal.metadata") : nil
             let draft = ContentStore.GoalDraft(
                 title: title, description: description, category: category, priority: priority, targetDate: target, metadata: metadata)

@@ -14,7 +14,7 @@ extension HabitsService {
         return try await content.trail.failures(origin, action: "habit.completed", resourceType: "habit", resourceID: request.habitID) {
             let user = try context.actingUser()
             let id = try Validate.uuid(request.habitID, field: "habit_id")
-            let date = try ContentValidate.date(request.localDate, field: "local_date")
+            let date = try Validate.date(request.localDate, field: "local_date")
             if date != nil, request.yesterday { throw Validate.invalid("local_date", "give local_date or yesterday, not both") }
             let result = try await content.store.completeHabit(
                 id, user: user, yesterday: request.yesterday, date: date, offlineDays: content.offlineDays, now: content.now(),

@@ -122,8 +122,8 @@ public struct HabitsService: Habits.ServiceProtocol {
     public func history(request: HistoryRequest, context: ServerContext) async throws -> HistoryResponse {
         let user = try context.actingUser()
         let habit = try ContentValidate.optionalID(request.habitID, field: "habit_id")
-        let from = try ContentValidate.date(request.fromDate, field: "from_date")
-        let to = try ContentValidate.date(request.toDate, field: "to_date")
+        let from = try Validate.date(request.fromDate, field: "from_date")
+        let to = try Validate.date(request.toDate, field: "to_date")
         if let from, let to {
             guard from <= to else { throw Validate.invalid("to_date", "is before from_date") }
             guard to.daysSinceEpoch - from.daysSinceEpoch <= 366 else { throw Validate.invalid("to_date", "is more than 366 days after from_date") }

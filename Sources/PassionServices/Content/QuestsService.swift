@@ -27,8 +27,8 @@ public struct QuestsService: Quests.ServiceProtocol {
             let title = try ContentValidate.title(given.title, field: "quest.title")
             let description = try ContentValidate.description(given.description_p, field: "quest.description")
             let type = try ContentValidate.oneOf(given.questType, Self.types, field: "quest.quest_type")
-            let start = try ContentValidate.date(given.startDate, field: "quest.start_date")
-            guard let end = try ContentValidate.date(given.endDate, field: "quest.end_date") else {
+            let start = try Validate.date(given.startDate, field: "quest.start_date")
+            guard let end = try Validate.date(given.endDate, field: "quest.end_date") else {
                 throw Validate.invalid("quest.end_date", "is required")
             }
             if let start {

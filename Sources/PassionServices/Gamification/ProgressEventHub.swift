@@ -72,6 +72,8 @@ public final class ProgressEventHub: Service, Sendable {
                     } catch {
                         logger.warning("unreadable progress event notification", metadata: ["error": "\(error)"])
                     }
+                case .listening:
+                    continue
                 case .reconnected:
                     metrics.listenerReconnects.increment()
                     broadcast(.catchUp)

@@ -12,13 +12,20 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     let store: GamificationStore
     let trail: AuditTrail
     let hub: ProgressEventHub
+    let leaderboards: LeaderboardCache
+    let names: LeaderboardStore
     /// The instant streaks are read at (the content clock, which tests move).
     let now: @Sendable () -> Date
 
-    public init(pool: PostgresPool, trail: AuditTrail, hub: ProgressEventHub, now: @escaping @Sendable () -> Date = { Date() }) {
+    public init(
+        pool: PostgresPool, trail: AuditTrail, hub: ProgressEventHub, leaderboards: LeaderboardCache,
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) {
         self.store = GamificationStore(pool: pool)
+        self.names = LeaderboardStore(pool: pool)
         self.trail = trail
         self.hub = hub
+        self.leaderboards = leaderboards
         self.now = now
     }
 
@@ -33,7 +40,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         guard let standing = try await store.standing(of: userID, now: now(), deadline: context.deadline) else { throw UsersService.notFound }
         var summary = Self.summary(standing.progress)
         summary.activeStreaks = standing.activeStreaks
-        summary.allTimeRank = standing.allTimeRank
+        summary.allTimeRank = try leaderboards.allTimeRank(of: userID, xp: standing.progress.totalXP)
         return summary
     }
 
@@ -359,39 +366,48 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         let userID = try context.actingUser()
         guard (0...100).contains(request.limit) else { throw Validate.invalid("limit", "must be 0–100") }
         guard (0...10).contains(request.neighbours) else { throw Validate.invalid("neighbours", "must be 0–10") }
-        let limit = request.limit == 0 ? 10 : Int(request.limit)
-        let neighbours = request.neighbours == 0 ? 2 : Int(request.neighbours)
-        let rows = try await store.leaderboard(
-            caller: userID, weekly: request.period == .week, limit: limit, neighbours: neighbours, deadline: context.deadline)
-        var response = LeaderboardResponse()
-        var found = false
-        for row in rows {
-            let entry = LeaderboardEntry.with {
-                $0.rank = row.rank
-                $0.userID = row.userID.postgresText
-                $0.displayName = row.displayName ?? ""
-                $0.xp = row.xp
-            }
-            response.rankedUsers = row.rankedUsers
-            if row.isTop { response.top.append(entry) }
-            if row.isNear { response.aroundMe.append(entry) }
-            if row.isCaller {
-                response.me = entry
-                found = true
+        let period = try Self.period(request, today: Date())
+        let standings = try await leaderboards.standings(
+            period, caller: userID, limit: request.limit == 0 ? 10 : Int(request.limit),
+            neighbours: request.neighbours == 0 ? 2 : Int(request.neighbours))
+        let shown = Set([standings.me.user] + standings.top.map(\.user) + standings.aroundMe.map(\.user))
+        let names = try await names.displayNames(of: Array(shown), deadline: context.deadline)
+        func entry(_ standing: Standings.Entry) -> LeaderboardEntry {
+            LeaderboardEntry.with {
+                $0.rank = standing.rank
+                $0.userID = standing.user.postgresText
+                $0.displayName = names[standing.user] ?? ""
+                $0.xp = standing.xp
             }
         }
-        if !found {
-            // No XP in the period: after everyone who has some, next to the last ranked users.
-            let name = try await store.displayName(of: userID, deadline: context.deadline)
-            let me = LeaderboardEntry.with {
-                $0.userID = userID.postgresText
-                $0.displayName = name ?? ""
-                $0.rank = response.rankedUsers + 1
-            }
-            response.me = me
-            response.aroundMe.append(me)
+        return LeaderboardResponse.with {
+            $0.top = standings.top.map(entry)
+            $0.me = entry(standings.me)
+            $0.aroundMe = standings.aroundMe.map(entry)
+            $0.rankedUsers = standings.rankedUsers
         }
-        return response
+    }
+
+    /// Weeks before this one that Leaderboard ranks.
+    static let pastWeeks = 52
+
+    static func period(_ request: LeaderboardRequest, today: Date) throws -> LeaderboardPeriod {
+        let thisWeek = LocalDate.weekStart(of: today)
+        switch request.period {
+        case .allTime:
+            guard request.weekStart.isEmpty else { throw Validate.invalid("week_start", "is only for the WEEK period") }
+            return .allTime
+        case .week:
+            guard let monday = try Validate.date(request.weekStart, field: "week_start") else { return .week(thisWeek) }
+            guard monday.weekday == 0 else { throw Validate.invalid("week_start", "must be a Monday") }
+            guard monday <= thisWeek else { throw Validate.invalid("week_start", "is in the future") }
+            guard thisWeek.daysSinceEpoch - monday.daysSinceEpoch <= 7 * pastWeeks else {
+                throw Validate.invalid("week_start", "must be within the \(pastWeeks) weeks before this one")
+            }
+            return .week(monday)
+        case .UNRECOGNIZED:
+            throw Validate.invalid("period", "must be ALL_TIME or WEEK")
+        }
     }
 
     func apply(_ reward: Reward, origin: AuditOrigin, deadline: ContinuousClock.Instant?) async throws -> RewardResult {

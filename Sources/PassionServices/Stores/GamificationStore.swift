@@ -12,12 +12,11 @@ struct GamificationStore: Sendable {
 
     // MARK: - Progress
 
-    /// Totals, active streaks at `now` and the all-time rank; nil for an unknown or deleted user.
+    /// Totals and active streaks at `now`; nil for an unknown or deleted user.
     func standing(of user: UUID, now: Date, deadline: ContinuousClock.Instant?) async throws -> ProgressStandingRecord? {
         try await pool.record("""
             SELECT \(unsafeSQL: ProgressRecord.columns(user: "u.id")),
-                   (passion_user_streaks(u.id, \(now))).active_streaks AS active_streaks,
-                   passion_all_time_rank(u.id) AS rank
+                   (passion_user_streaks(u.id, \(now))).active_streaks AS active_streaks
             FROM users u LEFT JOIN user_progress p ON p.user_id = u.id
             WHERE u.id = \(user) AND u.deleted_at IS NULL
             """, as: ProgressStandingRecord.self, deadline: deadline)
@@ -134,44 +133,6 @@ struct GamificationStore: Sendable {
             SELECT passion_evaluate(\(user), \(origin.principal.description), \(origin.ipAddress.map { InetAddress($0) })::inet,
                                     \(origin.userAgent))::text AS result
             """, as: RewardRecord.self, deadline: deadline)
-    }
-
-    // MARK: - Leaderboards
-
-    /// The top `limit` users of the period, and the `neighbours` on either side of `caller`
-    /// (an unranked caller stands just after the last ranked user), in rank order.
-    func leaderboard(
-        caller: UUID, weekly: Bool, limit: Int, neighbours: Int, deadline: ContinuousClock.Instant?
-    ) async throws -> [LeaderboardRowRecord] {
-        try await pool.records("""
-            WITH scores AS (
-                SELECT p.user_id, p.total_xp AS xp FROM user_progress p
-                WHERE NOT \(weekly) AND p.total_xp > 0
-                UNION ALL
-                SELECT l.user_id, sum(l.points) AS xp FROM points_ledger l
-                WHERE \(weekly) AND l.created_at >= date_trunc('week', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-                GROUP BY l.user_id HAVING sum(l.points) > 0
-            ), ranked AS (
-                SELECT s.user_id, s.xp, u.display_name,
-                       rank() OVER (ORDER BY s.xp DESC) AS rank,
-                       row_number() OVER (ORDER BY s.xp DESC, s.user_id) AS position,
-                       count(*) OVER () AS ranked_users
-                FROM scores s JOIN users u ON u.id = s.user_id AND u.deleted_at IS NULL
-            ), flagged AS (
-                SELECT r.*, r.user_id = \(caller) AS is_me, r.position <= \(limit) AS is_top,
-                       abs(r.position - coalesce((SELECT position FROM ranked WHERE user_id = \(caller)), r.ranked_users + 1))
-                           <= \(neighbours) AS is_near
-                FROM ranked r
-            )
-            SELECT * FROM flagged WHERE is_top OR is_near ORDER BY position
-            """, as: LeaderboardRowRecord.self, deadline: deadline)
-    }
-
-    /// A user's display name, or nil when they have none (or do not exist).
-    func displayName(of user: UUID, deadline: ContinuousClock.Instant?) async throws -> String? {
-        try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("SELECT display_name FROM users WHERE id = \(user)").first?.optional("display_name", as: String.self)
-        }
     }
 
     // MARK: - Achievements

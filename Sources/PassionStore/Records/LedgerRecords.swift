@@ -4,12 +4,10 @@ import Foundation
 public struct ProgressStandingRecord: FieldsDecodable, Equatable {
     public var progress: ProgressRecord
     public var activeStreaks: Int32
-    public var allTimeRank: Int64
 
     public init(fields: some RecordFields) throws {
         progress = try ProgressRecord(fields: fields)
         activeStreaks = try fields.require("active_streaks")
-        allTimeRank = try fields.require("rank")
     }
 }
 
@@ -58,31 +56,6 @@ public struct CoinsLedgerRecord: FieldsDecodable, Equatable {
         idempotencyKey = try fields.optional("idempotency_key")
         refundOf = try fields.optional("refund_of")
         createdAt = try fields.require("created_at")
-    }
-}
-
-/// One ranked user of a leaderboard read, flagged by why it was returned.
-public struct LeaderboardRowRecord: FieldsDecodable, Equatable {
-    public var userID: UUID
-    public var displayName: String?
-    public var xp: Int64
-    /// Ties share a rank (1, 2, 2, 4).
-    public var rank: Int64
-    /// How many users have XP in the period.
-    public var rankedUsers: Int64
-    public var isTop: Bool
-    public var isNear: Bool
-    public var isCaller: Bool
-
-    public init(fields: some RecordFields) throws {
-        userID = try fields.require("user_id")
-        displayName = try fields.optional("display_name")
-        xp = try fields.require("xp")
-        rank = try fields.require("rank")
-        rankedUsers = try fields.require("ranked_users")
-        isTop = try fields.require("is_top")
-        isNear = try fields.optional("is_near") ?? false
-        isCaller = try fields.require("is_me")
     }
 }
 

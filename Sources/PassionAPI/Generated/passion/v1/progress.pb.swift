@@ -685,13 +685,19 @@ public nonisolated struct LeaderboardRequest: Sendable {
   /// Users shown above and below the caller, 0–10; 0 means 2.
   public var neighbours: Int32 = 0
 
+  /// With WEEK: the Monday (YYYY-MM-DD) of the week to rank, this week or one of the 52 before
+  /// it; empty means this week. Not a Monday, in the future, older, or with ALL_TIME:
+  /// INVALID_ARGUMENT.
+  public var weekStart: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Period: SwiftProtobuf.Enum, Swift.CaseIterable {
     public typealias RawValue = Int
     case allTime // = 0
 
-    /// XP from the ledger since Monday 00:00 UTC.
+    /// XP earned in one UTC week, Monday 00:00 to Monday 00:00: this week unless week_start
+    /// names another.
     case week // = 1
     case UNRECOGNIZED(Int)
 
@@ -1875,7 +1881,7 @@ nonisolated extension AwardBatchResponse: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension LeaderboardRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LeaderboardRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}period\0\u{1}limit\0\u{1}neighbours\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}period\0\u{1}limit\0\u{1}neighbours\0\u{3}week_start\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1886,6 +1892,7 @@ nonisolated extension LeaderboardRequest: SwiftProtobuf.Message, SwiftProtobuf._
       case 1: try { try decoder.decodeSingularEnumField(value: &self.period) }()
       case 2: try { try decoder.decodeSingularInt32Field(value: &self.limit) }()
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.neighbours) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.weekStart) }()
       default: break
       }
     }
@@ -1901,6 +1908,9 @@ nonisolated extension LeaderboardRequest: SwiftProtobuf.Message, SwiftProtobuf._
     if self.neighbours != 0 {
       try visitor.visitSingularInt32Field(value: self.neighbours, fieldNumber: 3)
     }
+    if !self.weekStart.isEmpty {
+      try visitor.visitSingularStringField(value: self.weekStart, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1908,6 +1918,7 @@ nonisolated extension LeaderboardRequest: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.period != rhs.period {return false}
     if lhs.limit != rhs.limit {return false}
     if lhs.neighbours != rhs.neighbours {return false}
+    if lhs.weekStart != rhs.weekStart {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,103 @@
+import Foundation
+import PassionStore
+
+/// The SQL behind the in-memory leaderboards: whole boards read in pages at load, and the
+/// current totals of the users a notification named.
+struct LeaderboardStore: Sendable {
+    let pool: PostgresPool
+
+    /// Rows per page of a board load: one statement's result stays a few MB.
+    static let pageSize = 50_000
+    /// Users per re-read statement.
+    static let refreshBatch = 1_000
+
+    /// A user's totals: all-time, and in each week asked for (a week without XP is absent).
+    struct Totals: Sendable {
+        var allTime: Int64
+        var weeks: [LocalDate: Int64]
+    }
+
+    /// Every live user with XP in `period`, paged by user id so no statement holds the board.
+    /// Deleted users are read once and left out rather than joined page by page.
+    func scores(_ period: LeaderboardPeriod) async throws -> [RankedScores.Entry] {
+        var entries: [RankedScores.Entry] = []
+        var after: UUID?
+        while true {
+            let statement = page(period, after: after)
+            let rows = try await pool.withConnection { connection in try await connection.query(statement) }
+            for row in rows {
+                entries.append(RankedScores.Entry(score: try row.require("xp"), user: RankedScores.UserKey(try row.require("user_id", as: UUID.self))))
+            }
+            guard rows.count == Self.pageSize, let last = entries.last else { break }
+            after = last.user.uuid
+        }
+        let deleted = try await pool.withConnection { connection in
+            try await connection.query("SELECT id FROM users WHERE deleted_at IS NOT NULL")
+        }
+        guard !deleted.isEmpty else { return entries }
+        let gone = Set(try deleted.map { RankedScores.UserKey(try $0.require("id", as: UUID.self)) })
+        return entries.filter { !gone.contains($0.user) }
+    }
+
+    private func page(_ period: LeaderboardPeriod, after: UUID?) -> SQL {
+        switch (period, after) {
+        case (.allTime, nil):
+            "SELECT user_id, total_xp AS xp FROM user_progress WHERE total_xp > 0 ORDER BY user_id LIMIT \(Self.pageSize)"
+        case (.allTime, let after?):
+            "SELECT user_id, total_xp AS xp FROM user_progress WHERE total_xp > 0 AND user_id > \(after) ORDER BY user_id LIMIT \(Self.pageSize)"
+        case (.week(let monday), nil):
+            """
+            SELECT user_id, xp FROM user_xp_weeks WHERE week_start = \(monday) AND xp > 0
+            ORDER BY user_id LIMIT \(Self.pageSize)
+            """
+        case (.week(let monday), let after?):
+            """
+            SELECT user_id, xp FROM user_xp_weeks WHERE week_start = \(monday) AND xp > 0 AND user_id > \(after)
+            ORDER BY user_id LIMIT \(Self.pageSize)
+            """
+        }
+    }
+
+    /// The current totals of `users` (deleted or unknown users are absent).
+    func totals(of users: [UUID], weeks: [LocalDate]) async throws -> [UUID: Totals] {
+        let rows = try await pool.withConnection { connection in
+            try await connection.query("""
+                SELECT u.id AS user_id, NULL::date AS week_start, coalesce(p.total_xp, 0) AS xp
+                FROM users u LEFT JOIN user_progress p ON p.user_id = u.id
+                WHERE u.id = ANY(\(users)::uuid[]) AND u.deleted_at IS NULL
+                UNION ALL
+                SELECT w.user_id, w.week_start, w.xp
+                FROM user_xp_weeks w JOIN users u ON u.id = w.user_id AND u.deleted_at IS NULL
+                WHERE w.week_start = ANY(\(weeks)::date[]) AND w.user_id = ANY(\(users)::uuid[])
+                """)
+        }
+        var totals: [UUID: Totals] = [:]
+        for row in rows {
+            let user = try row.require("user_id", as: UUID.self)
+            let xp = try row.require("xp", as: Int64.self)
+            if let monday = try row.decode("week_start", as: LocalDate.self) {
+                totals[user, default: Totals(allTime: 0, weeks: [:])].weeks[monday] = xp
+            } else {
+                totals[user, default: Totals(allTime: 0, weeks: [:])].allTime = xp
+            }
+        }
+        return totals
+    }
+
+    /// Display names of `users` (absent: deleted or unknown).
+    func displayNames(of users: [UUID], deadline: ContinuousClock.Instant?) async throws -> [UUID: String] {
+        let rows = try await pool.withConnection(deadline: deadline) { connection in
+            try await connection.query("SELECT id, display_name FROM users WHERE id = ANY(\(users)::uuid[])")
+        }
+        var names: [UUID: String] = [:]
+        for row in rows { names[try row.require("id")] = try row.decode("display_name", as: String.self) ?? "" }
+        return names
+    }
+
+    /// NOTIFY `channel` with `payload`.
+    func notify(_ channel: String, _ payload: String) async throws {
+        try await pool.withConnection { connection in
+            _ = try await connection.query("SELECT pg_notify(\(channel), \(payload))")
+        }
+    }
+}
