@@ -322,7 +322,7 @@ let package = Package(
             name: "PassionRPCTests",
             dependencies: [
                 "PassionRPC", "PassionRPCServer", "PassionTLS", "PassionWire", "PassionAPI", "PassionServerAPI", "PassionServices",
-                "PassionClient", "PassionTestSupport", "PassionStore", "PassionProtoJSON",
+                "PassionClient", "PassionTestSupport", "PassionStore", "PassionProtoJSON", "PassionIdentity",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -76,6 +76,12 @@ public struct ServerCommand: AsyncParsableCommand {
 
     private var databaseURL: String? { databaseURLFlag ?? Self.environment["PASSION_DATABASE_URL"] }
 
+    @Option(
+        name: .customLong("database-read-url"),
+        help: "libpq URI or conninfo of a hot standby of the database, for reads that may lag: leaderboard loads, the achievement catalog, ledger history, audit queries.")
+    var databaseReadURLFlag: String?
+    private var databaseReadURL: String? { databaseReadURLFlag ?? Self.environment["PASSION_DATABASE_READ_URL"] }
+
     @Option(name: .customLong("db-pool-size"), help: "Database connections at most.")
     var databasePoolSize: Int = Int(environment["PASSION_DB_POOL_SIZE"] ?? "") ?? 10
 
@@ -254,6 +260,7 @@ public struct ServerCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         var storeConfiguration = StoreConfiguration(databaseURL: databaseURL, dataDirectory: dataDirectory)
+        storeConfiguration.readURL = databaseReadURL
         storeConfiguration.poolSize = databasePoolSize
         storeConfiguration.connectTimeoutSeconds = databaseConnectTimeout
         storeConfiguration.statementCacheSize = databaseStatementCache
@@ -281,7 +288,7 @@ public struct ServerCommand: AsyncParsableCommand {
         var contentConfiguration = ContentConfiguration()
         contentConfiguration.offlineDays = offlineDays
         let application = try ApplicationServices(
-            pool: store.pool, configuration: identityConfiguration, content: contentConfiguration, metrics: metrics,
+            pool: store.pool, reads: store.readPool, configuration: identityConfiguration, content: contentConfiguration, metrics: metrics,
             logger: logger)
         let builtins = BuiltinServices(additional: application.services, health: health, diagnostics: diagnosticsAccess)
         var serverConfiguration = RPCServerConfiguration(host: host, port: port, tls: tls)

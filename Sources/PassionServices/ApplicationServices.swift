@@ -16,21 +16,24 @@ public struct ApplicationServices: Sendable {
     public let leaderboards: LeaderboardCache
 
     /// Throws when an OpenID Connect provider's JWKS cannot be read. `now` is the clock the
-    /// content services' day arithmetic uses (tests move it).
+    /// content services' day arithmetic uses (tests move it). `reads`, a pool on a hot standby,
+    /// serves the reads that may lag: leaderboard loads, the achievement catalog, ledger history
+    /// and audit queries; everything a caller must see of their own writes stays on `pool`.
     public init(
-        pool: PostgresPool, configuration: IdentityConfiguration, content contentConfiguration: ContentConfiguration = ContentConfiguration(),
+        pool: PostgresPool, reads: PostgresPool? = nil, configuration: IdentityConfiguration, content contentConfiguration: ContentConfiguration = ContentConfiguration(),
         metrics: any MetricsFactory = NOOPMetricsHandler.instance, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }
     ) throws {
-        let identity = try IdentityServices(pool: pool, configuration: configuration, logger: logger)
+        let identity = try IdentityServices(pool: pool, reads: reads, configuration: configuration, logger: logger)
         let trail = identity.trail
         let events = try ProgressEventHub(conninfo: pool.configuration.conninfo, metrics: metrics, logger: logger)
-        let leaderboards = try LeaderboardCache(pool: pool, metrics: metrics, logger: logger)
+        let leaderboards = try LeaderboardCache(pool: pool, reads: reads, metrics: metrics, logger: logger)
         let content = ContentContext(pool: pool, trail: trail, now: now, offlineDays: contentConfiguration.offlineDays)
         authenticator = identity.authenticator
         self.events = events
         self.leaderboards = leaderboards
         services = identity.services + [
-            ProgressService(pool: pool, trail: trail, hub: events, leaderboards: leaderboards, now: now), AchievementsService(pool: pool, trail: trail, now: now),
+            ProgressService(pool: pool, reads: reads, trail: trail, hub: events, leaderboards: leaderboards, now: now),
+            AchievementsService(pool: pool, reads: reads, trail: trail, now: now),
             ProgressAdminService(pool: pool), GoalsService(content: content), HabitsService(content: content),
             QuestsService(content: content), FocusSessionsService(content: content), MaintenanceService(content: content),
         ]

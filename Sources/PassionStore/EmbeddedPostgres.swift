@@ -77,6 +77,27 @@ public struct EmbeddedPostgres: Sendable {
         try createDatabase()
     }
 
+    /// Makes this cluster a streaming hot standby of `primary` (`pg_basebackup -R`) unless it
+    /// already is one, and starts it: a read replica on this machine, for tests and trials of
+    /// `--database-read-url`. Its `maxConnections` must be at least the primary's.
+    public func startStandby(of primary: EmbeddedPostgres) throws {
+        let files = FileManager.default
+        try files.createDirectory(atPath: socketDirectory, withIntermediateDirectories: true)
+        if runsAsRoot { try giveToPostgres() }
+        if !files.fileExists(atPath: dataDirectory + "/PG_VERSION") {
+            try? files.removeItem(atPath: dataDirectory)
+            try run("pg_basebackup", [
+                "-D", dataDirectory, "-R", "-X", "stream", "-c", "fast", "-h", primary.socketDirectory, "-p", "5432", "-U", "postgres",
+            ])
+        }
+        if try run("pg_ctl", ["-D", dataDirectory, "status"], allowFailure: true) != 0 {
+            try run("pg_ctl", [
+                "-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "start",
+                "-o", "-c listen_addresses='' -k \(socketDirectory) -p 5432 -c max_connections=\(maxConnections) -c hot_standby=on",
+            ])
+        }
+    }
+
     /// Stops the cluster (fast shutdown: open sessions are disconnected).
     public func stop() throws {
         try run("pg_ctl", ["-D", dataDirectory, "-m", "fast", "-w", "-t", "60", "stop"], allowFailure: true)

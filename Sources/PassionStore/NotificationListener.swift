@@ -62,10 +62,12 @@ public final class NotificationListener: Service, Sendable {
     /// Blocking: one connection at a time, polled in short slices so a stop is noticed fast.
     private func loop() {
         var everConnected = false
+        var delay = reconnectDelay
         while !stopping.load(ordering: .relaxed) {
             do {
                 let connection = try PostgresConnection(conninfo: conninfo, statementCacheSize: 0)
                 for channel in channels { try connection.executeBlocking("LISTEN \(channel)") }
+                delay = reconnectDelay
                 if everConnected {
                     logger.notice("notification listener reconnected")
                     continuation.yield(.reconnected)
@@ -80,9 +82,15 @@ public final class NotificationListener: Service, Sendable {
                 }
             } catch {
                 if stopping.load(ordering: .relaxed) { break }
-                logger.warning("notification listener lost its connection; retrying", metadata: ["error": "\(error)"])
-                let (seconds, attoseconds) = reconnectDelay.components
-                Thread.sleep(forTimeInterval: Double(seconds) + Double(attoseconds) / 1e18)
+                logger.warning("notification listener lost its connection; retrying", metadata: ["error": "\(error)", "retry_in": "\(delay)"])
+                // Doubling up to 5 s: a database that stays down costs a connect attempt and a
+                // log line every few seconds, not five a second.
+                let (seconds, attoseconds) = delay.components
+                let wakeAt = ContinuousClock.now + delay
+                while !stopping.load(ordering: .relaxed), ContinuousClock.now < wakeAt {
+                    Thread.sleep(forTimeInterval: min(0.1, Double(seconds) + Double(attoseconds) / 1e18))
+                }
+                delay = min(delay * 2, max(reconnectDelay, .seconds(5)))
             }
         }
     }

@@ -8,6 +8,8 @@ import Tracing
 public struct StoreConfiguration: Sendable {
     /// libpq URI or conninfo of an existing database; nil runs the embedded cluster.
     public var databaseURL: String?
+    /// A hot standby of that database for reads that may lag; nil reads everything from it.
+    public var readURL: String?
     /// The server's data directory; the embedded cluster lives in `<data-dir>/postgres`.
     public var dataDirectory: String
     public var poolSize: Int = 10
@@ -32,6 +34,8 @@ public struct StoreConfiguration: Sendable {
 /// running, and stops the cluster after the server has drained.
 public final class StoreService: Service, Sendable {
     public let pool: PostgresPool
+    /// On `StoreConfiguration.readURL`, when set: never migrated, never written.
+    public let readPool: PostgresPool?
     public let embedded: EmbeddedPostgres?
     private let configuration: StoreConfiguration
     private let logger: Logger
@@ -70,15 +74,24 @@ public final class StoreService: Service, Sendable {
             if let embedded { await Self.stop(embedded) }
             throw error
         }
+        let readPool = configuration.readURL.map { url in
+            var readConfiguration = poolConfiguration
+            readConfiguration.conninfo = url
+            // Its families would collide with the primary pool's: the standby's pool records none.
+            readConfiguration.metrics = NOOPMetricsHandler.instance
+            return PostgresPool(configuration: readConfiguration)
+        }
         return StoreService(
-            pool: pool, embedded: embedded, configuration: configuration, logger: logger, onHealthChange: onHealthChange)
+            pool: pool, readPool: readPool, embedded: embedded, configuration: configuration, logger: logger,
+            onHealthChange: onHealthChange)
     }
 
     private init(
-        pool: PostgresPool, embedded: EmbeddedPostgres?, configuration: StoreConfiguration, logger: Logger,
+        pool: PostgresPool, readPool: PostgresPool?, embedded: EmbeddedPostgres?, configuration: StoreConfiguration, logger: Logger,
         onHealthChange: @escaping @Sendable (Bool) -> Void
     ) {
         self.pool = pool
+        self.readPool = readPool
         self.embedded = embedded
         self.configuration = configuration
         self.logger = logger
@@ -91,6 +104,7 @@ public final class StoreService: Service, Sendable {
             await self.monitorHealth()
         }
         await pool.shutdown()
+        await readPool?.shutdown()
         if let embedded {
             logger.info("stopping embedded PostgreSQL")
             await Self.stop(embedded)

@@ -27,8 +27,9 @@ struct ListenerTests {
         defer { running.cancel() }
         var events = listener.events.makeAsyncIterator()
 
-        // NOTIFY until the listener is up (LISTEN happens asynchronously).
-        try await notifyUntilReceived(pool, payload: "first", events: &events)
+        // LISTEN happens on the listener's own thread: it says when it is done.
+        #expect(await events.next() == .listening)
+        try await notifyAndReceive(pool, payload: "first", events: &events)
 
         let killed = try await pool.withConnection { connection in
             try await connection.query("""
@@ -45,20 +46,14 @@ struct ListenerTests {
             }
         }
         #expect(sawReconnect)
-        try await notifyUntilReceived(pool, payload: "after reconnect", events: &events)
+        try await notifyAndReceive(pool, payload: "after reconnect", events: &events)
     }
 
-    private func notifyUntilReceived(
+    /// NOTIFYs once and waits for it: the listener listens, so it must arrive.
+    private func notifyAndReceive(
         _ pool: PostgresPool, payload: String, events: inout AsyncStream<ListenerEvent>.AsyncIterator
     ) async throws {
-        let deadline = ContinuousClock.now + .seconds(10)
-        let sender = Task {
-            while ContinuousClock.now < deadline, !Task.isCancelled {
-                try await pool.withConnection { try await $0.query("SELECT pg_notify('progress_events', \(payload))") }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-        }
-        defer { sender.cancel() }
+        try await pool.withConnection { try await $0.query("SELECT pg_notify('progress_events', \(payload))") }
         while let event = await events.next() {
             if event == .notification(channel: "progress_events", payload: payload) { return }
         }

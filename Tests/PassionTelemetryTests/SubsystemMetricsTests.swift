@@ -58,7 +58,7 @@ struct SubsystemMetricsTests {
         }
     }
 
-    @Test("a due job's run is counted once, ok, with its duration; a check that finds it not due counts nothing")
+    @Test("a due job's run is counted once, ok, with its duration; a check that finds it not due counts as skipped")
     func maintenance() async throws {
         let telemetry = Telemetry()
         let pool = try await TestDatabase.migratedPool(size: 2)
@@ -70,7 +70,8 @@ struct SubsystemMetricsTests {
         await service.checkOnce()  // ran today: not due
         let metrics = try await withScrape(telemetry) { try await $0() }
         #expect(metrics.value("passion_maintenance_runs_total", ["job": "expired_sessions", "outcome": "ok"]) == 1)
-        #expect(metrics.value("passion_maintenance_duration_seconds_count", ["job": "expired_sessions"]) == 1)
+        #expect(metrics.value("passion_maintenance_runs_total", ["job": "expired_sessions", "outcome": "skipped"]) == 1)
+        #expect(metrics.value("passion_maintenance_duration_seconds_count", ["job": "expired_sessions"]) == 2)
         #expect(metrics.total("passion_maintenance_runs_total", ["outcome": "failed"]) == 0)
     }
 }

@@ -40,6 +40,8 @@ public final class ServiceHarness: Sendable {
     public let server: TestServer
     public let connection: ClientConnection
     public let identity: ApplicationServices
+    /// The pool on the hot standby when the harness reads from one (`standbyReads`).
+    public let reads: PostgresPool?
 
     /// Keys of the configured service accounts, by account name.
     public static let keys: [String: String] = [
@@ -58,9 +60,11 @@ public final class ServiceHarness: Sendable {
     private let events: Task<Void, Never>
 
     private init(
-        pool: PostgresPool, server: TestServer, connection: ClientConnection, identity: ApplicationServices, events: Task<Void, Never>
+        pool: PostgresPool, reads: PostgresPool?, server: TestServer, connection: ClientConnection, identity: ApplicationServices,
+        events: Task<Void, Never>
     ) {
         self.pool = pool
+        self.reads = reads
         self.server = server
         self.connection = connection
         self.identity = identity
@@ -69,11 +73,20 @@ public final class ServiceHarness: Sendable {
 
     /// `mutualTLS` makes the server require client certificates and the harness present one.
     /// `metrics` receives the server's and the services' metrics (the shared pool's are not).
+    /// `standbyReads` serves the reads that may lag from the test cluster's hot standby.
     public static func start(
         mutualTLS: Bool = false, clock: TestClock = TestClock(), metrics: any MetricsFactory = NOOPMetricsHandler.instance,
-        configure: (inout IdentityConfiguration) -> Void = { _ in }
+        standbyReads: Bool = false, configure: (inout IdentityConfiguration) -> Void = { _ in }
     ) async throws -> ServiceHarness {
-        let pool = try await TestDatabase.migratedPool()
+        let (pool, name) = try await TestDatabase.freshPool(size: 8)
+        _ = try await Migrator(migrations: try Migration.bundled()).migrate(pool)
+        var reads: PostgresPool?
+        if standbyReads {
+            let standby = try await TestDatabase.standby()
+            let standbyPool = PostgresPool(configuration: PoolConfiguration(conninfo: "host=\(standby.socketDirectory) port=5432 user=postgres dbname=\(name)"))
+            try await TestDatabase.waitForStandby(primary: pool, standby: standbyPool)
+            reads = standbyPool
+        }
         var configuration = IdentityConfiguration()
         // Every call asks the database, so tests see each state change at once.
         configuration.sessionCacheTTL = .zero
@@ -87,7 +100,7 @@ public final class ServiceHarness: Sendable {
         configure(&configuration)
         let logger = Logger.quiet("identity-tests")
         let identity = try ApplicationServices(
-            pool: pool, configuration: configuration, metrics: metrics, logger: logger, now: { clock.now })
+            pool: pool, reads: reads, configuration: configuration, metrics: metrics, logger: logger, now: { clock.now })
         let tls: ((TestCertificates) -> TLSConfiguration?)? = mutualTLS
             ? { .server(certificateChainPath: $0.serverCertificate, privateKeyPath: $0.serverKey, clientCAPath: $0.caPath) }
             : nil
@@ -105,15 +118,20 @@ public final class ServiceHarness: Sendable {
             }
         }
         await identity.leaderboards.waitUntilReady()
-        return ServiceHarness(pool: pool, server: server, connection: connection, identity: identity, events: events)
+        return ServiceHarness(pool: pool, reads: reads, server: server, connection: connection, identity: identity, events: events)
     }
 
     public static func with<T>(
         mutualTLS: Bool = false, clock: TestClock = TestClock(), metrics: any MetricsFactory = NOOPMetricsHandler.instance,
-        configure: (inout IdentityConfiguration) -> Void = { _ in }, _ body: (ServiceHarness) async throws -> T
+        standbyReads: Bool = false, configure: (inout IdentityConfiguration) -> Void = { _ in }, _ body: (ServiceHarness) async throws -> T
     ) async throws -> T {
-        let harness = try await start(mutualTLS: mutualTLS, clock: clock, metrics: metrics, configure: configure)
-        defer { Task { await harness.pool.shutdown() } }
+        let harness = try await start(mutualTLS: mutualTLS, clock: clock, metrics: metrics, standbyReads: standbyReads, configure: configure)
+        defer {
+            Task {
+                await harness.pool.shutdown()
+                await harness.reads?.shutdown()
+            }
+        }
         do {
             let result = try await body(harness)
             await harness.stop()

@@ -12,12 +12,47 @@ public enum TestDatabase {
         try await NIOThreadPool.singleton.runIfActive { try postgres.start() }
         clusterToStop = postgres
         atexit {
-            // Stop the cluster and remove its files when the test process ends.
-            guard let postgres = TestDatabase.clusterToStop else { return }
-            try? postgres.stop()
-            try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: postgres.root).deletingLastPathComponent().path)
+            // Stop the clusters and remove their files when the test process ends, the standby first.
+            for postgres in [TestDatabase.standbyToStop, TestDatabase.clusterToStop].compactMap({ $0 }) {
+                try? postgres.stop()
+                try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: postgres.root).deletingLastPathComponent().path)
+            }
         }
         return postgres
+    }
+
+    /// A streaming hot standby of the shared cluster, started on first use: every database
+    /// created on the primary appears on it.
+    private static let standbyCluster = Task { () throws -> EmbeddedPostgres in
+        let primary = try await cluster.value
+        let standby = try EmbeddedPostgres(dataDirectory: "/tmp/passion-standby-\(getpid())", maxConnections: primary.maxConnections)
+        try await NIOThreadPool.singleton.runIfActive { try standby.startStandby(of: primary) }
+        standbyToStop = standby
+        return standby
+    }
+
+    nonisolated(unsafe) static var standbyToStop: EmbeddedPostgres?
+
+    public static func standby() async throws -> EmbeddedPostgres {
+        try await standbyCluster.value
+    }
+
+    /// Returns once the standby has replayed everything the primary had written when called
+    /// (its database included); a standby that never catches up fails after a minute.
+    public static func waitForStandby(primary: PostgresPool, standby: PostgresPool) async throws {
+        let written = try await primary.withConnection { connection in
+            try await connection.query("SELECT pg_current_wal_lsn()::text AS lsn").first?.require("lsn", as: String.self)
+        }
+        let giveUp = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < giveUp {
+            // The database itself may not exist there yet: that is "not yet" too.
+            let replayed = try? await standby.withConnection { connection in
+                try await connection.query("SELECT pg_last_wal_replay_lsn() >= \(written)::pg_lsn AS replayed").first?.require("replayed", as: Bool.self)
+            }
+            if replayed == true { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw EmbeddedPostgresError("the standby did not replay the primary's writes within a minute")
     }
 
     /// Read by the atexit hook, which cannot capture; written once by `cluster` before the hook

@@ -8,12 +8,15 @@ import SwiftProtobuf
 /// `passion.v1.Achievements`: the catalog, each user's achievements, and administration.
 public struct AchievementsService: Achievements.ServiceProtocol {
     let store: GamificationStore
+    /// The catalog's reads, which may lag (a hot standby when one is configured).
+    let catalogStore: GamificationStore
     let trail: AuditTrail
     /// The instant streaks are read at (the content clock, which tests move).
     let now: @Sendable () -> Date
 
-    public init(pool: PostgresPool, trail: AuditTrail, now: @escaping @Sendable () -> Date = { Date() }) {
+    public init(pool: PostgresPool, reads: PostgresPool? = nil, trail: AuditTrail, now: @escaping @Sendable () -> Date = { Date() }) {
         self.store = GamificationStore(pool: pool)
+        self.catalogStore = GamificationStore(pool: reads ?? pool)
         self.trail = trail
         self.now = now
     }
@@ -27,7 +30,7 @@ public struct AchievementsService: Achievements.ServiceProtocol {
     static let notFound = RPCError(code: .notFound, message: "achievement not found", details: ErrorDetails(reason: "ACHIEVEMENT_NOT_FOUND"))
 
     public func catalog(request: CatalogRequest, context: ServerContext) async throws -> CatalogResponse {
-        let records = try await store.achievements(includeRetired: request.includeRetired, deadline: context.deadline)
+        let records = try await catalogStore.achievements(includeRetired: request.includeRetired, deadline: context.deadline)
         return CatalogResponse.with { $0.achievements = records.map(Self.achievement) }
     }
 

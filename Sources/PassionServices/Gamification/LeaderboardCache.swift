@@ -63,8 +63,13 @@ public final class LeaderboardCache: Service, Sendable {
         }
     }
 
-    public init(pool: PostgresPool, weeksKept: Int = 14, metrics: any MetricsFactory = NOOPMetricsHandler.instance, logger: Logger) throws {
-        self.store = LeaderboardStore(pool: pool)
+    /// `reads`, a pool on a hot standby, serves the board loads once it has replayed what the
+    /// primary had written when the load began; the re-reads after notifications stay on `pool`.
+    public init(
+        pool: PostgresPool, reads: PostgresPool? = nil, weeksKept: Int = 14, metrics: any MetricsFactory = NOOPMetricsHandler.instance,
+        logger: Logger
+    ) throws {
+        self.store = LeaderboardStore(pool: pool, reads: reads)
         self.listener = try NotificationListener(conninfo: pool.configuration.conninfo, channels: [Self.channel], logger: logger)
         self.weeksKept = max(1, weeksKept)
         self.logger = logger
@@ -140,6 +145,8 @@ public final class LeaderboardCache: Service, Sendable {
     /// unranked caller stands just after the last ranked user) and the caller, each with rank
     /// and XP. The caller's own totals are re-read first, so a caller sees their own awards.
     func standings(_ period: LeaderboardPeriod, caller: UUID, limit: Int, neighbours: Int) async throws -> Standings {
+        // Until the first load ends, every board refuses at once rather than wait it out.
+        guard isReady else { throw Self.loading }
         if case .week(let monday) = period { try await ensureLoaded(monday) }
         try await refresh([caller])
         return try state.withLock { state in

@@ -10,6 +10,8 @@ import SwiftProtobuf
 /// is one call of `passion_reward` (one round trip; see 0007_gamification_engine.sql).
 public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     let store: GamificationStore
+    /// Ledger history, which may lag (a hot standby when one is configured).
+    let history: GamificationStore
     let trail: AuditTrail
     let hub: ProgressEventHub
     let leaderboards: LeaderboardCache
@@ -18,10 +20,11 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     let now: @Sendable () -> Date
 
     public init(
-        pool: PostgresPool, trail: AuditTrail, hub: ProgressEventHub, leaderboards: LeaderboardCache,
+        pool: PostgresPool, reads: PostgresPool? = nil, trail: AuditTrail, hub: ProgressEventHub, leaderboards: LeaderboardCache,
         now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.store = GamificationStore(pool: pool)
+        self.history = GamificationStore(pool: reads ?? pool)
         self.names = LeaderboardStore(pool: pool)
         self.trail = trail
         self.hub = hub
@@ -48,7 +51,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         let userID = try context.actingUser()
         let size = try Validate.pageSize(request.pageSize, default: 50, maximum: 500)
         let before = try Self.cursor(request.pageToken)
-        let rows = try await store.pointsLedger(of: userID, before: before, limit: size + 1, deadline: context.deadline)
+        let rows = try await history.pointsLedger(of: userID, before: before, limit: size + 1, deadline: context.deadline)
         var response = ListPointsLedgerResponse()
         response.entries = rows.prefix(size).map { row in
             var entry = PointsLedgerEntry()
@@ -69,7 +72,7 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         let userID = try context.actingUser()
         let size = try Validate.pageSize(request.pageSize, default: 50, maximum: 500)
         let before = try Self.cursor(request.pageToken)
-        let rows = try await store.coinsLedger(of: userID, before: before, limit: size + 1, deadline: context.deadline)
+        let rows = try await history.coinsLedger(of: userID, before: before, limit: size + 1, deadline: context.deadline)
         var response = ListCoinsLedgerResponse()
         response.entries = rows.prefix(size).map { row in
             var entry = CoinsLedgerEntry()

@@ -10,8 +10,9 @@ public struct IdentityServices: Sendable {
     /// Where failed attempts are recorded; shared with the other services.
     public let trail: AuditTrail
 
-    /// Throws when an OpenID Connect provider's JWKS cannot be read.
-    public init(pool: PostgresPool, configuration: IdentityConfiguration, logger: Logger) throws {
+    /// Throws when an OpenID Connect provider's JWKS cannot be read. `reads` serves the audit
+    /// queries (a hot standby may serve them: they may lag); nil reads from `pool`.
+    public init(pool: PostgresPool, reads: PostgresPool? = nil, configuration: IdentityConfiguration, logger: Logger) throws {
         let authenticator = StoreAuthenticator(pool: pool, configuration: configuration, logger: logger)
         let verifier = try IDTokenVerifier(configuration.identityProviders)
         let trail = AuditTrail(pool: pool, logger: logger)
@@ -21,7 +22,7 @@ public struct IdentityServices: Sendable {
             AuthService(pool: pool, authenticator: authenticator, verifier: verifier, trail: trail),
             UsersService(pool: pool, authenticator: authenticator, trail: trail),
             SettingsService(pool: pool, trail: trail),
-            AuditService(pool: pool),
+            AuditService(pool: reads ?? pool),
         ]
     }
 }

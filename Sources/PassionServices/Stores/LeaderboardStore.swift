@@ -5,6 +5,8 @@ import PassionStore
 /// current totals of the users a notification named.
 struct LeaderboardStore: Sendable {
     let pool: PostgresPool
+    /// Board loads read here when set (a hot standby), once it has caught up.
+    var reads: PostgresPool?
 
     /// Rows per page of a board load: one statement's result stays a few MB.
     static let pageSize = 50_000
@@ -20,24 +22,50 @@ struct LeaderboardStore: Sendable {
     /// Every live user with XP in `period`, paged by user id so no statement holds the board.
     /// Deleted users are read once and left out rather than joined page by page.
     func scores(_ period: LeaderboardPeriod) async throws -> [RankedScores.Entry] {
+        let source = try await caughtUpSource()
         var entries: [RankedScores.Entry] = []
         var after: UUID?
         while true {
             let statement = page(period, after: after)
-            let rows = try await pool.withConnection { connection in try await connection.query(statement) }
+            let rows = try await source.withConnection { connection in try await connection.query(statement) }
             for row in rows {
                 entries.append(RankedScores.Entry(score: try row.require("xp"), user: RankedScores.UserKey(try row.require("user_id", as: UUID.self))))
             }
             guard rows.count == Self.pageSize, let last = entries.last else { break }
             after = last.user.uuid
         }
-        let deleted = try await pool.withConnection { connection in
+        let deleted = try await source.withConnection { connection in
             try await connection.query("SELECT id FROM users WHERE deleted_at IS NOT NULL")
         }
         guard !deleted.isEmpty else { return entries }
         let gone = Set(try deleted.map { RankedScores.UserKey(try $0.require("id", as: UUID.self)) })
         return entries.filter { !gone.contains($0.user) }
     }
+
+    /// The standby once it has replayed everything the primary had written when asked, so no
+    /// change made before the listener listened is missing from the load; the primary when
+    /// there is no standby, or it is more than `standbyPatience` behind.
+    private func caughtUpSource() async throws -> PostgresPool {
+        guard let reads else { return pool }
+        let written = try await pool.withConnection { connection in
+            try await connection.query("SELECT pg_current_wal_lsn()::text AS lsn").first?.require("lsn", as: String.self)
+        }
+        let giveUp = ContinuousClock.now + Self.standbyPatience
+        repeat {
+            // NULL when `reads` is no standby at all: then it holds everything.
+            let replayed = try await reads.withConnection { connection in
+                try await connection.query(
+                    "SELECT coalesce(pg_last_wal_replay_lsn() >= \(written)::pg_lsn, true) AS replayed"
+                ).first?.require("replayed", as: Bool.self)
+            }
+            if replayed == true { return reads }
+            try await Task.sleep(for: .milliseconds(20))
+        } while ContinuousClock.now < giveUp
+        return pool
+    }
+
+    /// How far behind a standby may be before a load reads the primary instead.
+    static let standbyPatience: Duration = .seconds(10)
 
     private func page(_ period: LeaderboardPeriod, after: UUID?) -> SQL {
         switch (period, after) {
