@@ -59,6 +59,21 @@ struct LeaderboardCacheTests {
         }
     }
 
+    @Test("a caller sees their own award at once, in both periods, without waiting for the notification")
+    func readYourOwnWrites() async throws {
+        try await ServiceHarness.with { harness in
+            let user = try await harness.signIn()
+            for (round, points) in [40, 25, 35].enumerated() {
+                try await Self.award(harness, user.id, Int32(points), key: "own-\(round)")
+                let allTime = try await harness.connection.progress.leaderboard(LeaderboardRequest(), options: .session(user.token))
+                let week = try await harness.connection.progress.leaderboard(options: .session(user.token)) { $0.period = .week }
+                let expected: Int64 = [50, 75, 110][round]  // first_steps adds 10 with the first award
+                #expect(allTime.me.xp == expected && week.me.xp == expected && allTime.me.rank == 1, "round \(round)")
+                #expect(allTime.top.first?.xp == expected && allTime.top.first?.displayName == "Test User")
+            }
+        }
+    }
+
     @Test("a new instance loads the boards from the database; before its load ends ranks are UNAVAILABLE, naming why")
     func restart() async throws {
         try await ServiceHarness.with { harness in

@@ -142,14 +142,33 @@ public final class LeaderboardCache: Service, Sendable {
     }
 
     /// One leaderboard read: the top `limit`, the `neighbours` either side of `caller` (an
-    /// unranked caller stands just after the last ranked user) and the caller, each with rank
-    /// and XP. The caller's own totals are re-read first, so a caller sees their own awards.
-    func standings(_ period: LeaderboardPeriod, caller: UUID, limit: Int, neighbours: Int) async throws -> Standings {
+    /// unranked caller stands just after the last ranked user) and the caller, each with rank,
+    /// XP and display name. The names and the caller's own total come in one round trip; when
+    /// the board has not yet applied the caller's latest change, the caller is re-read into it
+    /// and the read repeated, so callers always see their own awards.
+    func standings(
+        _ period: LeaderboardPeriod, caller: UUID, limit: Int, neighbours: Int, deadline: ContinuousClock.Instant? = nil
+    ) async throws -> Standings {
         // Until the first load ends, every board refuses at once rather than wait it out.
         guard isReady else { throw Self.loading }
         if case .week(let monday) = period { try await ensureLoaded(monday) }
-        try await refresh([caller])
-        return try state.withLock { state in
+        var standings = try view(period, caller: caller, limit: limit, neighbours: neighbours)
+        let read = try await store.names(of: standings.users, caller: caller, period: period, deadline: deadline)
+        var names = read.names
+        if read.callerXP != standings.me.xp {
+            try await refresh([caller])
+            standings = try view(period, caller: caller, limit: limit, neighbours: neighbours)
+            let missing = standings.users.filter { names[$0] == nil }
+            if !missing.isEmpty {
+                names.merge(try await store.displayNames(of: missing, deadline: deadline)) { first, _ in first }
+            }
+        }
+        standings.names = names
+        return standings
+    }
+
+    private func view(_ period: LeaderboardPeriod, caller: UUID, limit: Int, neighbours: Int) throws -> Standings {
+        try state.withLock { state in
             guard let board = state.boards[period] else { throw Self.loading }
             if case .week(let monday) = period { state.use(monday) }
             let key = RankedScores.UserKey(caller)
@@ -160,11 +179,10 @@ public final class LeaderboardCache: Service, Sendable {
             let around = ranked(board.entries(max(0, position - neighbours)..<(position + neighbours + 1)))
             let xp = board.score(of: key) ?? 0
             let me = Standings.Entry(user: caller, xp: xp, rank: Int64(board.rank(ofScore: xp)))
-            let isRanked = xp > 0
             return Standings(
                 top: ranked(board.entries(0..<limit)), me: me,
                 // An unranked caller is not on the board: they come after its last users.
-                aroundMe: isRanked ? around : around + [me], rankedUsers: Int64(board.count))
+                aroundMe: xp > 0 ? around : around + [me], rankedUsers: Int64(board.count))
         }
     }
 
@@ -376,6 +394,14 @@ struct Standings: Sendable {
     var me: Entry
     var aroundMe: [Entry]
     var rankedUsers: Int64
+    /// Display names of everyone shown (absent: unknown).
+    var names: [UUID: String] = [:]
+
+    /// Everyone shown, once each.
+    var users: [UUID] {
+        var seen = Set<UUID>()
+        return ([me] + top + aroundMe).map(\.user).filter { seen.insert($0).inserted }
+    }
 }
 
 private struct LeaderboardMetrics: Sendable {

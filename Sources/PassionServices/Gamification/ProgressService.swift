@@ -15,7 +15,6 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     let trail: AuditTrail
     let hub: ProgressEventHub
     let leaderboards: LeaderboardCache
-    let names: LeaderboardStore
     /// The instant streaks are read at (the content clock, which tests move).
     let now: @Sendable () -> Date
 
@@ -25,7 +24,6 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
     ) {
         self.store = GamificationStore(pool: pool)
         self.history = GamificationStore(pool: reads ?? pool)
-        self.names = LeaderboardStore(pool: pool)
         self.trail = trail
         self.hub = hub
         self.leaderboards = leaderboards
@@ -372,14 +370,12 @@ public struct ProgressService: PassionAPI.Progress.ServiceProtocol {
         let period = try Self.period(request, today: Date())
         let standings = try await leaderboards.standings(
             period, caller: userID, limit: request.limit == 0 ? 10 : Int(request.limit),
-            neighbours: request.neighbours == 0 ? 2 : Int(request.neighbours))
-        let shown = Set([standings.me.user] + standings.top.map(\.user) + standings.aroundMe.map(\.user))
-        let names = try await names.displayNames(of: Array(shown), deadline: context.deadline)
+            neighbours: request.neighbours == 0 ? 2 : Int(request.neighbours), deadline: context.deadline)
         func entry(_ standing: Standings.Entry) -> LeaderboardEntry {
             LeaderboardEntry.with {
                 $0.rank = standing.rank
                 $0.userID = standing.user.postgresText
-                $0.displayName = names[standing.user] ?? ""
+                $0.displayName = standings.names[standing.user] ?? ""
                 $0.xp = standing.xp
             }
         }

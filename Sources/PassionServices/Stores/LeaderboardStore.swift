@@ -112,6 +112,31 @@ struct LeaderboardStore: Sendable {
         return totals
     }
 
+    /// Display names of `users` and, read in the same statement, `caller`'s current XP in
+    /// `period` (0 when none): whether the board has applied the caller's latest change.
+    func names(
+        of users: [UUID], caller: UUID, period: LeaderboardPeriod, deadline: ContinuousClock.Instant?
+    ) async throws -> (names: [UUID: String], callerXP: Int64) {
+        let callerXP: SQL = switch period {
+        case .allTime: "(SELECT p.total_xp FROM user_progress p WHERE p.user_id = u.id)"
+        case .week(let monday): "(SELECT w.xp FROM user_xp_weeks w WHERE w.week_start = \(monday) AND w.user_id = u.id)"
+        }
+        let rows = try await pool.withConnection(deadline: deadline) { connection in
+            try await connection.query("""
+                SELECT u.id, u.display_name, CASE WHEN u.id = \(caller) THEN coalesce(\(callerXP), 0) END AS caller_xp
+                FROM users u WHERE u.id = ANY(\(users)::uuid[])
+                """)
+        }
+        var names: [UUID: String] = [:]
+        var xp: Int64 = 0
+        for row in rows {
+            let id = try row.require("id", as: UUID.self)
+            names[id] = try row.decode("display_name", as: String.self) ?? ""
+            if let own = try row.decode("caller_xp", as: Int64.self) { xp = max(0, own) }
+        }
+        return (names, xp)
+    }
+
     /// Display names of `users` (absent: deleted or unknown).
     func displayNames(of users: [UUID], deadline: ContinuousClock.Instant?) async throws -> [UUID: String] {
         let rows = try await pool.withConnection(deadline: deadline) { connection in
