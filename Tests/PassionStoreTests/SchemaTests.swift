@@ -956,10 +956,10 @@ struct SchemaTests {
     static let corruptions: [Corruption] = [
         Corruption(name: "XP row written with triggers off",
                    sql: "INSERT INTO points_ledger (user_id, points, reason) VALUES ('00000000-0000-0000-0000-0000000000a2', 500, 'grant')",
-                   expected: ["progress_xp_mismatch"], detailMentions: "00000000-0000-0000-0000-0000000000a2"),
+                   expected: ["progress_xp_mismatch", "weekly_xp_mismatch"], detailMentions: "00000000-0000-0000-0000-0000000000a2"),
         Corruption(name: "XP row rewritten with triggers off",
                    sql: "UPDATE points_ledger SET points = 1000 WHERE user_id = '00000000-0000-0000-0000-0000000000a2'",
-                   expected: ["progress_xp_mismatch"], detailMentions: "00000000-0000-0000-0000-0000000000a2"),
+                   expected: ["progress_xp_mismatch", "weekly_xp_mismatch"], detailMentions: "00000000-0000-0000-0000-0000000000a2"),
         Corruption(name: "refund written with triggers off",
                    sql: "INSERT INTO coins_ledger (user_id, coins, transaction_type, reason) VALUES ('00000000-0000-0000-0000-0000000000a2', 5, 'refund', 'shop_purchase')",
                    expected: ["progress_coins_mismatch"], detailMentions: "00000000-0000-0000-0000-0000000000a2"),
