@@ -40,19 +40,9 @@ public enum TestDatabase {
     /// Returns once the standby has replayed everything the primary had written when called
     /// (its database included); a standby that never catches up fails after a minute.
     public static func waitForStandby(primary: PostgresPool, standby: PostgresPool) async throws {
-        let written = try await primary.withConnection { connection in
-            try await connection.query("SELECT pg_current_wal_lsn()::text AS lsn").first?.require("lsn", as: String.self)
+        guard try await StandbyReplay.waitUntilReplayed(primary: primary, standby: standby, patience: .seconds(60)) else {
+            throw EmbeddedPostgresError("the standby did not replay the primary's writes within a minute")
         }
-        let giveUp = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < giveUp {
-            // The database itself may not exist there yet: that is "not yet" too.
-            let replayed = try? await standby.withConnection { connection in
-                try await connection.query("SELECT pg_last_wal_replay_lsn() >= \(written)::pg_lsn AS replayed").first?.require("replayed", as: Bool.self)
-            }
-            if replayed == true { return }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw EmbeddedPostgresError("the standby did not replay the primary's writes within a minute")
     }
 
     /// Read by the atexit hook, which cannot capture; written once by `cluster` before the hook

@@ -134,10 +134,9 @@ public final class LeaderboardCache: Service, Sendable {
     func allTimeRank(of user: UUID, xp: Int64) throws -> Int64 {
         try state.withLock { state in
             guard let board = state.boards[.allTime] else { throw Self.loading }
-            let key = RankedScores.UserKey(user)
-            let staleSelfAbove = (board.score(of: key) ?? 0) > xp && xp > 0
-            let rank = xp > 0 ? board.rank(ofScore: xp) : board.count - (board.score(of: key) == nil ? 0 : 1) + 1
-            return Int64(rank - (staleSelfAbove ? 1 : 0))
+            // The board counts the user's own entry among those above when it holds more.
+            let ownAbove = board.score(of: RankedScores.UserKey(user)).map { $0 > xp } ?? false
+            return Int64(board.rank(ofScore: xp) - (ownAbove ? 1 : 0))
         }
     }
 
@@ -160,7 +159,8 @@ public final class LeaderboardCache: Service, Sendable {
             standings = try view(period, caller: caller, limit: limit, neighbours: neighbours)
             let missing = standings.users.filter { names[$0] == nil }
             if !missing.isEmpty {
-                names.merge(try await store.displayNames(of: missing, deadline: deadline)) { first, _ in first }
+                let more = try await store.names(of: missing, caller: caller, period: period, deadline: deadline)
+                names.merge(more.names) { first, _ in first }
             }
         }
         standings.names = names

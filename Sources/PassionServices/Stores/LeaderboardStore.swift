@@ -44,24 +44,10 @@ struct LeaderboardStore: Sendable {
 
     /// The standby once it has replayed everything the primary had written when asked, so no
     /// change made before the listener listened is missing from the load; the primary when
-    /// there is no standby, or it is more than `standbyPatience` behind.
+    /// there is no standby, or it is unreachable or more than `standbyPatience` behind.
     private func caughtUpSource() async throws -> PostgresPool {
         guard let reads else { return pool }
-        let written = try await pool.withConnection { connection in
-            try await connection.query("SELECT pg_current_wal_lsn()::text AS lsn").first?.require("lsn", as: String.self)
-        }
-        let giveUp = ContinuousClock.now + Self.standbyPatience
-        repeat {
-            // NULL when `reads` is no standby at all: then it holds everything.
-            let replayed = try await reads.withConnection { connection in
-                try await connection.query(
-                    "SELECT coalesce(pg_last_wal_replay_lsn() >= \(written)::pg_lsn, true) AS replayed"
-                ).first?.require("replayed", as: Bool.self)
-            }
-            if replayed == true { return reads }
-            try await Task.sleep(for: .milliseconds(20))
-        } while ContinuousClock.now < giveUp
-        return pool
+        return try await StandbyReplay.waitUntilReplayed(primary: pool, standby: reads, patience: Self.standbyPatience) ? reads : pool
     }
 
     /// How far behind a standby may be before a load reads the primary instead.
@@ -135,16 +121,6 @@ struct LeaderboardStore: Sendable {
             if let own = try row.decode("caller_xp", as: Int64.self) { xp = max(0, own) }
         }
         return (names, xp)
-    }
-
-    /// Display names of `users` (absent: deleted or unknown).
-    func displayNames(of users: [UUID], deadline: ContinuousClock.Instant?) async throws -> [UUID: String] {
-        let rows = try await pool.withConnection(deadline: deadline) { connection in
-            try await connection.query("SELECT id, display_name FROM users WHERE id = ANY(\(users)::uuid[])")
-        }
-        var names: [UUID: String] = [:]
-        for row in rows { names[try row.require("id")] = try row.decode("display_name", as: String.self) ?? "" }
-        return names
     }
 
     /// NOTIFY `channel` with `payload`.
