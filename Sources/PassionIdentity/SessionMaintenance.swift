@@ -38,6 +38,59 @@ public struct MaintenanceJob: Sendable {
     public static let expiredSessionRetentionDays = 30
 }
 
+/// What one trim of progress events removed.
+public struct EventTrim: Sendable, Equatable {
+    /// Whole days dropped (their rows are not counted: counting would read them).
+    public var partitionsDropped: Int
+    /// Rows deleted one by one: from the day that straddles the window's edge, and from the
+    /// default partition.
+    public var rowsDeleted: Int
+
+    public init(partitionsDropped: Int, rowsDeleted: Int) {
+        self.partitionsDropped = partitionsDropped
+        self.rowsDeleted = rowsDeleted
+    }
+}
+
+/// What one partition maintenance did.
+public struct PartitionMaintenance: Sendable, Equatable {
+    /// Partitions created ahead, over the four partitioned tables.
+    public var created: Int
+    /// Audit partitions dropped as past the retention.
+    public var auditPartitionsDropped: Int
+    /// The rows they held, as PostgreSQL's statistics estimated them.
+    public var auditRowsEstimate: Int
+}
+
+/// How long the audit log is kept: forever (the default), or whole months of it dropped once
+/// they end more than `days` ago.
+public struct AuditRetention: Sendable, Equatable, CustomStringConvertible {
+    /// Nil: keep everything.
+    public let days: Int?
+
+    /// The longest window anyone reads the audit log over: `Audit/RecentActivity` looks back
+    /// up to this many days. A shorter retention would make it answer less than it promises.
+    public static let shortestDays = 90
+    /// Keeps every audit row.
+    public static let forever = AuditRetention(days: nil)
+
+    /// `forever`, or days like `400d`; nil for anything else or under `shortestDays`.
+    public init?(parsing text: String) {
+        if text == "forever" {
+            self.days = nil
+            return
+        }
+        guard text.hasSuffix("d"), let days = Int(text.dropLast()), days >= Self.shortestDays, days <= 100 * 366 else { return nil }
+        self.days = days
+    }
+
+    private init(days: Int?) {
+        self.days = days
+    }
+
+    public var description: String { days.map { "\($0)d" } ?? "forever" }
+}
+
 /// Runs maintenance jobs: daily by the server (one instance a day across all of them, under
 /// the job's advisory lock and `maintenance_runs`) and on demand by an admin call.
 public struct SessionMaintenance: Sendable {
@@ -95,11 +148,40 @@ public struct SessionMaintenance: Sendable {
         }
     }
 
-    /// Deletes progress events past Subscribe's resume window (24 h, plus an hour of slack).
-    /// Idempotent, so instances need not coordinate.
-    public func trimEvents() async throws -> Int {
-        try await pool.withConnection { connection in
-            try await connection.query("DELETE FROM progress_events WHERE created_at < now() - interval '25 hours'").affected
+    /// Removes progress events past Subscribe's resume window (24 h, plus an hour of slack):
+    /// whole days by dropping their partitions, the rest by DELETE. Idempotent, so instances
+    /// need not coordinate.
+    public func trimEvents() async throws -> EventTrim {
+        let row = try await pool.withConnection { connection in
+            try await connection.query("SELECT * FROM passion_trim_events(now() - interval '25 hours')").first
+        }
+        return EventTrim(
+            partitionsDropped: try row?.require("partitions_dropped", as: Int.self) ?? 0,
+            rowsDeleted: try row?.require("rows_deleted", as: Int.self) ?? 0)
+    }
+
+    /// Creates the partitions the next months need (days for progress events) and, with a
+    /// retention, drops whole audit partitions older than it, recording that in the audit log.
+    /// Idempotent and serialized in the database, so every instance may run it.
+    public func maintainPartitions(auditRetention: AuditRetention) async throws -> PartitionMaintenance {
+        try await pool.transaction { connection in
+            let row = try await connection.query("""
+                SELECT * FROM passion_maintain_partitions(\(now())::timestamptz, \(auditRetention.days)::integer * interval '1 day')
+                """).first
+            let outcome = PartitionMaintenance(
+                created: try row?.require("created", as: Int.self) ?? 0,
+                auditPartitionsDropped: try row?.require("audit_dropped", as: Int.self) ?? 0,
+                auditRowsEstimate: try row?.require("audit_rows_estimate", as: Int.self) ?? 0)
+            if outcome.auditPartitionsDropped > 0 {
+                try await connection.insertAudit(AuditRecord(
+                    userID: nil, action: "audit.partitions_dropped", resourceType: "audit_logs",
+                    details: [
+                        "partitions": "\(outcome.auditPartitionsDropped)", "rows_estimate": "\(outcome.auditRowsEstimate)",
+                        "retention_days": "\(auditRetention.days ?? 0)",
+                    ],
+                    principal: "service:passion-server"))
+            }
+            return outcome
         }
     }
 
@@ -118,16 +200,18 @@ public struct SessionMaintenanceService: Service {
     let maintenance: SessionMaintenance
     let jobs: [MaintenanceJob]
     let checkInterval: Duration
+    let auditRetention: AuditRetention
     let logger: Logger
     private let factory: any MetricsFactory
 
     public init(
         pool: PostgresPool, jobs: [MaintenanceJob] = [.expiredSessions], checkInterval: Duration = .seconds(3600),
-        metrics: any MetricsFactory = NOOPMetricsHandler.instance, logger: Logger
+        auditRetention: AuditRetention = .forever, metrics: any MetricsFactory = NOOPMetricsHandler.instance, logger: Logger
     ) {
         self.maintenance = SessionMaintenance(pool: pool)
         self.jobs = jobs
         self.checkInterval = checkInterval
+        self.auditRetention = auditRetention
         self.logger = logger
         self.factory = metrics
     }
@@ -143,10 +227,26 @@ public struct SessionMaintenanceService: Service {
         }
     }
 
-    /// One check: every due job runs (and is counted), then old progress events are trimmed.
+    /// One check: partitions are created ahead (and old audit ones dropped), every due job runs,
+    /// then old progress events are trimmed; each step is counted under its own job label.
     public func checkOnce() async {
+        var started = ContinuousClock.now
+        do {
+            let outcome = try await maintenance.maintainPartitions(auditRetention: auditRetention)
+            record(name: "partitions", outcome: "ok", since: started)
+            if outcome.created > 0 || outcome.auditPartitionsDropped > 0 {
+                logger.info("maintained partitions", metadata: [
+                    "created": "\(outcome.created)", "audit_dropped": "\(outcome.auditPartitionsDropped)",
+                    "audit_rows_estimate": "\(outcome.auditRowsEstimate)", "audit_retention": "\(auditRetention)",
+                ])
+            }
+        } catch {
+            // Rows still land in the DEFAULT partitions meanwhile: nothing is refused.
+            record(name: "partitions", outcome: "failed", since: started)
+            logger.warning("maintaining partitions failed; will retry", metadata: ["error": "\(error)"])
+        }
         for job in jobs {
-            let started = ContinuousClock.now
+            started = ContinuousClock.now
             do {
                 if let changed = try await maintenance.runIfDue(job) {
                     record(job, outcome: "ok", since: started)
@@ -161,10 +261,17 @@ public struct SessionMaintenanceService: Service {
                 logger.warning("maintenance job failed; will retry", metadata: ["job": "\(job.name)", "error": "\(error)"])
             }
         }
+        started = ContinuousClock.now
         do {
-            let trimmed = try await maintenance.trimEvents()
-            if trimmed > 0 { logger.info("trimmed old progress events", metadata: ["deleted": "\(trimmed)"]) }
+            let trim = try await maintenance.trimEvents()
+            record(name: "events_trim", outcome: "ok", since: started)
+            if trim != EventTrim(partitionsDropped: 0, rowsDeleted: 0) {
+                logger.info("trimmed old progress events", metadata: [
+                    "days_dropped": "\(trim.partitionsDropped)", "deleted": "\(trim.rowsDeleted)",
+                ])
+            }
         } catch {
+            record(name: "events_trim", outcome: "failed", since: started)
             logger.warning("trimming progress events failed; will retry", metadata: ["error": "\(error)"])
         }
     }
@@ -173,9 +280,13 @@ public struct SessionMaintenanceService: Service {
 extension SessionMaintenanceService {
     /// Job names are a fixed list, so they may label.
     fileprivate func record(_ job: MaintenanceJob, outcome: String, since started: ContinuousClock.Instant) {
-        Counter(label: "passion_maintenance_runs_total", dimensions: [("job", job.name), ("outcome", outcome)], factory: factory)
+        record(name: job.name, outcome: outcome, since: started)
+    }
+
+    fileprivate func record(name: String, outcome: String, since started: ContinuousClock.Instant) {
+        Counter(label: "passion_maintenance_runs_total", dimensions: [("job", name), ("outcome", outcome)], factory: factory)
             .increment()
-        Timer(label: "passion_maintenance_duration_seconds", dimensions: [("job", job.name)], factory: factory)
+        Timer(label: "passion_maintenance_duration_seconds", dimensions: [("job", name)], factory: factory)
             .record(started.duration(to: .now))
     }
 }

@@ -24,7 +24,7 @@ public struct ServerCommand: AsyncParsableCommand {
             PASSION_TLS_CERT, PASSION_TLS_KEY, PASSION_TLS_CLIENT_CA, PASSION_TLS_CLIENT_CN_FALLBACK, PASSION_TLS_MIN_VERSION,
             PASSION_PLAINTEXT,
             PASSION_LOG_LEVEL, PASSION_SERVICE_KEYS, PASSION_SESSION_TTL, PASSION_RATE_USER, PASSION_RATE_SERVICE,
-            PASSION_OIDC (several separated by ';'), PASSION_OFFLINE_DAYS, PASSION_DIAGNOSTICS, PASSION_MAX_CONNECTIONS,
+            PASSION_OIDC (several separated by ';'), PASSION_OFFLINE_DAYS, PASSION_AUDIT_RETENTION, PASSION_DIAGNOSTICS, PASSION_MAX_CONNECTIONS,
             PASSION_METRICS_ADDRESS, PASSION_LOG_FORMAT, PASSION_SLOW_CALL_THRESHOLD, PASSION_OTLP_ENDPOINT, PASSION_TRACE_SAMPLE,
             PASSION_BUILD_COMMIT (shown in passion_build_info).
             """)
@@ -126,6 +126,11 @@ public struct ServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-connections"), help: "Connections open at once; more are closed as they arrive.")
     var maxConnections: Int = Int(environment["PASSION_MAX_CONNECTIONS"] ?? "") ?? 10_000
 
+    @Option(
+        name: .customLong("audit-retention"),
+        help: "How long the audit log is kept: forever, or days like 400d (at least 90d); whole months go once past it.")
+    var auditRetention: String = environment["PASSION_AUDIT_RETENTION"] ?? "forever"
+
     @Option(name: .customLong("offline-days"), help: "Days back a habit completion may be dated (offline clients) or taken back, 0–30.")
     var offlineDays: Int = Int(environment["PASSION_OFFLINE_DAYS"] ?? "") ?? ContentConfiguration().offlineDays
 
@@ -198,6 +203,11 @@ public struct ServerCommand: AsyncParsableCommand {
         }
         guard Self.duration(sessionTTL).map({ $0 >= .seconds(60) && $0 <= .seconds(366 * 86_400) }) == true else {
             throw ValidationError("--session-ttl must be like 7d, 12h or 90m, between a minute and a year")
+        }
+        guard AuditRetention(parsing: auditRetention) != nil else {
+            throw ValidationError(
+                "--audit-retention must be forever or whole days like 400d, at least \(AuditRetention.shortestDays)d: "
+                    + "Audit/RecentActivity reads up to \(AuditRetention.shortestDays) days of the audit log")
         }
         guard RateLimit(parsing: userRate) != nil else { throw ValidationError("--rate-user must be RATE or RATE/BURST, like 50/100") }
         guard RateLimit(parsing: serviceRate) != nil else {
@@ -300,7 +310,8 @@ public struct ServerCommand: AsyncParsableCommand {
             configuration: serverConfiguration, router: builtins.router,
             authenticator: application.authenticator, logger: logger)
         let maintenance = SessionMaintenanceService(
-            pool: store.pool, jobs: MaintenanceJob.all, metrics: metrics, logger: logger)
+            pool: store.pool, jobs: MaintenanceJob.all, auditRetention: AuditRetention(parsing: auditRetention) ?? .forever,
+            metrics: metrics, logger: logger)
         let operations = OperationsEndpoint.parseAddress(metricsAddress).map { address in
             OperationsEndpoint(
                 host: address.host, port: address.port, registry: telemetry.registry,

@@ -104,14 +104,16 @@ public struct EmbeddedPostgres: Sendable {
     }
 
     /// Creates `name` in the cluster if it does not exist (tests use one database per suite).
-    public func createDatabase(_ name: String? = nil) throws {
+    public func createDatabase(_ name: String? = nil, template: String? = nil) throws {
         let database = name ?? databaseName
-        guard database.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
-            throw EmbeddedPostgresError("invalid database name \(database)")
+        for identifier in [database] + (template.map { [$0] } ?? []) {
+            guard identifier.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+                throw EmbeddedPostgresError("invalid database name \(identifier)")
+            }
         }
         let admin = try PostgresConnection(conninfo: "host=\(socketDirectory) port=5432 user=postgres dbname=postgres")
         do {
-            try admin.executeBlocking("CREATE DATABASE \(database)")
+            try admin.executeBlocking("CREATE DATABASE \(database)" + (template.map { " TEMPLATE \($0)" } ?? ""))
         } catch let error as StoreError where error.sqlState == "42P04" {
             // duplicate_database: it exists, as wanted.
         }

@@ -7,7 +7,8 @@
 -- by kind: primary keys and unique constraints, indexes, triggers, foreign keys. To change the
 -- schema add a migration, then run tools/dump-schema; .ci/run fails when this file is stale.
 -- schema_migrations is Migrator.swift's bookkeeping table (it creates it before the first
--- migration): every migrated database has it.
+-- migration): every migrated database has it. The dated partitions of the ledgers, audit_logs and
+-- progress_events are left out (which exist depends on the day); passion_create_partitions makes them.
 
 CREATE TYPE public.passion_batch_award AS (
 	pos integer,
@@ -93,6 +94,10 @@ CREATE FUNCTION public.passion_coins_ledger_apply() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
+    INSERT INTO coins_ledger_keys (user_id, idempotency_key, ledger_id, created_at)
+    SELECT user_id, idempotency_key, id, created_at FROM inserted WHERE idempotency_key IS NOT NULL ORDER BY 1, 2;
+    INSERT INTO coins_refunds (refund_of, refund_id, user_id, created_at)
+    SELECT refund_of, id, user_id, created_at FROM inserted WHERE refund_of IS NOT NULL ORDER BY 1;
     INSERT INTO user_progress (user_id)
     SELECT DISTINCT i.user_id FROM inserted i
     WHERE (SELECT true FROM user_progress p WHERE p.user_id = i.user_id LIMIT 1) IS NULL
@@ -107,6 +112,62 @@ BEGIN
             FROM inserted GROUP BY user_id) d
      WHERE p.user_id = d.user_id;
     RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION public.passion_create_partitions(p_table text, p_unit text, p_from timestamp with time zone, p_to timestamp with time zone) RETURNS integer
+    LANGUAGE plpgsql
+    AS $_$
+DECLARE
+    v_step interval := ('1 ' || p_unit)::interval;
+    v_start timestamp := date_trunc(p_unit, p_from AT TIME ZONE 'UTC');
+    v_lower timestamptz;
+    v_upper timestamptz;
+    v_name text;
+    v_caught boolean;
+    v_created integer := 0;
+BEGIN
+    IF p_unit NOT IN ('day', 'month') THEN
+        RAISE EXCEPTION 'partitions are days or months, not %', p_unit USING ERRCODE = '22023';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('passion.partitions'));
+    WHILE v_start AT TIME ZONE 'UTC' <= p_to LOOP
+        v_lower := v_start AT TIME ZONE 'UTC';
+        v_upper := (v_start + v_step) AT TIME ZONE 'UTC';
+        v_name := passion_partition_name(p_table, p_unit, v_lower);
+        IF to_regclass(v_name) IS NULL THEN
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE created_at >= $1 AND created_at < $2)', p_table || '_default')
+            INTO v_caught USING v_lower, v_upper;
+            IF NOT v_caught THEN
+                EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)', v_name, p_table, v_lower, v_upper);
+                IF p_table IN ('points_ledger', 'coins_ledger') THEN
+                    EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE OR TRUNCATE ON %I '
+                                   'FOR EACH STATEMENT EXECUTE FUNCTION passion_ledger_append_only(%L)',
+                                   p_table || '_append_only', v_name, p_table);
+                END IF;
+                v_created := v_created + 1;
+            END IF;
+        END IF;
+        v_start := v_start + v_step;
+    END LOOP;
+    RETURN v_created;
+END
+$_$;
+
+CREATE FUNCTION public.passion_drop_partitions(p_table text, p_before timestamp with time zone, OUT dropped integer, OUT rows_estimate bigint) RETURNS record
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_partition record;
+BEGIN
+    dropped := 0;
+    rows_estimate := 0;
+    PERFORM pg_advisory_xact_lock(hashtext('passion.partitions'));
+    FOR v_partition IN SELECT * FROM passion_partitions(p_table) WHERE upper_bound <= p_before LOOP
+        rows_estimate := rows_estimate + greatest((SELECT reltuples FROM pg_class WHERE oid = v_partition.partition_name::regclass), 0)::bigint;
+        EXECUTE format('DROP TABLE %I', v_partition.partition_name);
+        dropped := dropped + 1;
+    END LOOP;
 END
 $$;
 
@@ -609,16 +670,36 @@ $$;
 CREATE FUNCTION public.passion_integrity_check() RETURNS TABLE(check_name text, detail text)
     LANGUAGE sql STABLE
     AS $$
-    SELECT * FROM passion_integrity_check_totals()
+    SELECT * FROM passion_integrity_check_weekly()
     UNION ALL
-    SELECT 'weekly_xp_mismatch',
-           format('user %s, week of %s: user_xp_weeks.xp = %s, sum(points_ledger.points) = %s',
-                  coalesce(w.user_id, x.user_id), coalesce(w.week_start, x.week_start),
-                  coalesce(w.xp::text, 'no row'), coalesce(x.total, 0))
-    FROM (SELECT passion_week_start(created_at) AS week_start, user_id, sum(points)::bigint AS total
-          FROM points_ledger GROUP BY 1, 2) x
-    FULL JOIN user_xp_weeks w ON w.week_start = x.week_start AND w.user_id = x.user_id
-    WHERE coalesce(w.xp, 0) <> coalesce(x.total, 0);
+    SELECT 'ledger_key_mismatch',
+           format('points_ledger row %s of user %s, key %s: %s', coalesce(l.id, k.ledger_id), coalesce(l.user_id, k.user_id),
+                  coalesce(l.idempotency_key, k.idempotency_key),
+                  CASE WHEN k.ledger_id IS NULL THEN 'no key row' WHEN l.id IS NULL THEN 'no ledger row' ELSE 'key row names another row' END)
+    FROM (SELECT id, user_id, idempotency_key, created_at FROM points_ledger WHERE idempotency_key IS NOT NULL) l
+         FULL JOIN points_ledger_keys k ON k.user_id = l.user_id AND k.idempotency_key = l.idempotency_key
+    WHERE k.ledger_id IS DISTINCT FROM l.id OR k.created_at IS DISTINCT FROM l.created_at
+    UNION ALL
+    SELECT 'ledger_key_mismatch',
+           format('coins_ledger row %s of user %s, key %s: %s', coalesce(l.id, k.ledger_id), coalesce(l.user_id, k.user_id),
+                  coalesce(l.idempotency_key, k.idempotency_key),
+                  CASE WHEN k.ledger_id IS NULL THEN 'no key row' WHEN l.id IS NULL THEN 'no ledger row' ELSE 'key row names another row' END)
+    FROM (SELECT id, user_id, idempotency_key, created_at FROM coins_ledger WHERE idempotency_key IS NOT NULL) l
+         FULL JOIN coins_ledger_keys k ON k.user_id = l.user_id AND k.idempotency_key = l.idempotency_key
+    WHERE k.ledger_id IS DISTINCT FROM l.id OR k.created_at IS DISTINCT FROM l.created_at
+    UNION ALL
+    SELECT 'refund_mismatch',
+           format('refund %s of spend %s: %s', coalesce(r.refund_id, l.id), coalesce(r.refund_of, l.refund_of),
+                  CASE WHEN l.id IS NULL THEN 'no refund row in coins_ledger'
+                       WHEN r.refund_id IS NULL THEN 'not in coins_refunds'
+                       WHEN r.refund_id <> l.id THEN 'coins_refunds names another refund'
+                       ELSE 'no spend of the same user' END)
+    FROM (SELECT id, user_id, refund_of FROM coins_ledger WHERE refund_of IS NOT NULL) l
+         FULL JOIN coins_refunds r ON r.refund_of = l.refund_of
+    WHERE r.refund_id IS DISTINCT FROM l.id
+       OR NOT EXISTS (SELECT 1 FROM coins_ledger s
+                      WHERE s.id = coalesce(r.refund_of, l.refund_of) AND s.user_id = coalesce(r.user_id, l.user_id)
+                        AND s.transaction_type = 'spent');
 $$;
 
 CREATE FUNCTION public.passion_integrity_check_totals() RETURNS TABLE(check_name text, detail text)
@@ -726,16 +807,33 @@ $$;
 
 COMMENT ON FUNCTION public.passion_integrity_check_totals() IS 'The seed''s Testing Queries plus ledger-versus-progress reconciliation; zero rows = healthy.';
 
+CREATE FUNCTION public.passion_integrity_check_weekly() RETURNS TABLE(check_name text, detail text)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT * FROM passion_integrity_check_totals()
+    UNION ALL
+    SELECT 'weekly_xp_mismatch',
+           format('user %s, week of %s: user_xp_weeks.xp = %s, sum(points_ledger.points) = %s',
+                  coalesce(w.user_id, x.user_id), coalesce(w.week_start, x.week_start),
+                  coalesce(w.xp::text, 'no row'), coalesce(x.total, 0))
+    FROM (SELECT passion_week_start(created_at) AS week_start, user_id, sum(points)::bigint AS total
+          FROM points_ledger GROUP BY 1, 2) x
+    FULL JOIN user_xp_weeks w ON w.week_start = x.week_start AND w.user_id = x.user_id
+    WHERE coalesce(w.xp, 0) <> coalesce(x.total, 0);
+$$;
+
 CREATE FUNCTION public.passion_ledger_append_only() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
+DECLARE
+    v_ledger text := coalesce(TG_ARGV[0], TG_TABLE_NAME);
 BEGIN
-    RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
+    RAISE EXCEPTION '% is append-only: % refused', v_ledger, TG_OP
         USING ERRCODE = 'P0A01',
               DETAIL = 'Ledger rows are never updated or deleted.',
               HINT = 'Correct with a compensating row (reason ''correction'').',
-              SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME,
-              CONSTRAINT = TG_TABLE_NAME || '_append_only';
+              SCHEMA = TG_TABLE_SCHEMA, TABLE = v_ledger,
+              CONSTRAINT = v_ledger || '_append_only';
 END
 $$;
 
@@ -764,6 +862,24 @@ CREATE FUNCTION public.passion_local_date(p_zone text, p_now timestamp with time
     LANGUAGE sql STABLE PARALLEL SAFE
     RETURN ((p_now AT TIME ZONE COALESCE(p_zone, 'UTC'::text)))::date;
 
+CREATE FUNCTION public.passion_maintain_partitions(p_now timestamp with time zone, p_audit_keep interval, OUT created integer, OUT audit_dropped integer, OUT audit_rows_estimate bigint) RETURNS record
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM set_config('lock_timeout', '5s', true);
+    created := passion_create_partitions('points_ledger', 'month', p_now, p_now + interval '3 months')
+             + passion_create_partitions('coins_ledger', 'month', p_now, p_now + interval '3 months')
+             + passion_create_partitions('audit_logs', 'month', p_now, p_now + interval '3 months')
+             + passion_create_partitions('progress_events', 'day', p_now - interval '1 day', p_now + interval '7 days');
+    audit_dropped := 0;
+    audit_rows_estimate := 0;
+    IF p_audit_keep IS NOT NULL THEN
+        SELECT d.dropped, d.rows_estimate INTO audit_dropped, audit_rows_estimate
+        FROM passion_drop_partitions('audit_logs', p_now - p_audit_keep) d;
+    END IF;
+END
+$$;
+
 CREATE FUNCTION public.passion_notify_scores(p_users uuid[]) RETURNS void
     LANGUAGE plpgsql
     AS $$
@@ -786,6 +902,21 @@ CREATE FUNCTION public.passion_paid_habit_completions_per_day() RETURNS integer
     LANGUAGE sql IMMUTABLE
     RETURN 25;
 
+CREATE FUNCTION public.passion_partition_name(p_table text, p_unit text, p_start timestamp with time zone) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN ((p_table || '_'::text) || to_char((p_start AT TIME ZONE 'UTC'::text), CASE p_unit WHEN 'day'::text THEN 'YYYYMMDD'::text ELSE 'YYYYMM'::text END));
+
+CREATE FUNCTION public.passion_partitions(p_table text) RETURNS TABLE(partition_name text, lower_bound timestamp with time zone, upper_bound timestamp with time zone)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT c.relname::text,
+           substring(pg_get_expr(c.relpartbound, c.oid) FROM 'FROM \(''([^'']+)''\)')::timestamptz,
+           substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \(''([^'']+)''\)')::timestamptz
+    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = p_table::regclass
+    ORDER BY 2 NULLS FIRST;
+$$;
+
 CREATE FUNCTION public.passion_period(p_frequency text, p_day date) RETURNS integer
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     RETURN CASE p_frequency WHEN 'daily'::text THEN (p_day - '1900-01-01'::date) WHEN 'weekly'::text THEN ((p_day - '1900-01-01'::date) / 7) ELSE ((((EXTRACT(year FROM p_day))::integer * 12) + (EXTRACT(month FROM p_day))::integer) - 1) END;
@@ -802,6 +933,8 @@ CREATE FUNCTION public.passion_points_ledger_apply() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
+    INSERT INTO points_ledger_keys (user_id, idempotency_key, ledger_id, created_at)
+    SELECT user_id, idempotency_key, id, created_at FROM inserted WHERE idempotency_key IS NOT NULL ORDER BY 1, 2;
     -- Users without a progress row yet (rows written outside passion_reward).
     INSERT INTO user_progress (user_id)
     SELECT DISTINCT i.user_id FROM inserted i
@@ -1045,7 +1178,7 @@ BEGIN
             RAISE EXCEPTION 'no such spend of this user'
                 USING ERRCODE = 'P0A13', HINT = 'SPEND_NOT_FOUND', DETAIL = '{"field": "refund_of"}';
         END IF;
-        IF EXISTS (SELECT 1 FROM coins_ledger WHERE refund_of = p_refund_of) THEN
+        IF EXISTS (SELECT 1 FROM coins_refunds WHERE refund_of = p_refund_of) THEN
             RAISE EXCEPTION 'this spend was already refunded'
                 USING ERRCODE = 'P0A15', HINT = 'ALREADY_REFUNDED',
                       DETAIL = jsonb_build_object('refund_of', p_refund_of)::text;
@@ -1340,6 +1473,17 @@ CREATE FUNCTION public.passion_streak_shown(p_streak integer, p_streak_period in
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN CASE WHEN (NOT p_is_active) THEN p_streak WHEN (p_streak_period >= (public.passion_period(p_frequency, ((p_local - '12:00:00'::interval))::date) - 1)) THEN p_streak ELSE 0 END;
 
+CREATE FUNCTION public.passion_trim_events(p_before timestamp with time zone, OUT partitions_dropped integer, OUT rows_deleted bigint) RETURNS record
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM set_config('lock_timeout', '5s', true);
+    SELECT d.dropped INTO partitions_dropped FROM passion_drop_partitions('progress_events', p_before) d;
+    DELETE FROM progress_events WHERE created_at < p_before;
+    GET DIAGNOSTICS rows_deleted = ROW_COUNT;
+END
+$$;
+
 CREATE FUNCTION public.passion_user_achievements_count() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -1527,6 +1671,30 @@ CREATE TABLE public.audit_logs (
     CONSTRAINT audit_logs_resource_type_length CHECK ((char_length(resource_type) <= 50)),
     CONSTRAINT audit_logs_status_valid CHECK ((status = ANY (ARRAY['success'::text, 'failure'::text]))),
     CONSTRAINT audit_logs_user_agent_length CHECK ((char_length(user_agent) <= 500))
+)
+PARTITION BY RANGE (created_at);
+
+CREATE TABLE public.audit_logs_default (
+    id bigint NOT NULL,
+    user_id uuid,
+    action text NOT NULL,
+    resource_type text,
+    resource_id text,
+    details jsonb,
+    ip_address inet,
+    user_agent text,
+    status text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    principal text,
+    CONSTRAINT audit_logs_action_format CHECK ((action ~ '^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$'::text)),
+    CONSTRAINT audit_logs_action_length CHECK ((char_length(action) <= 100)),
+    CONSTRAINT audit_logs_details_object CHECK ((jsonb_typeof(details) = 'object'::text)),
+    CONSTRAINT audit_logs_principal_length CHECK ((char_length(principal) <= 300)),
+    CONSTRAINT audit_logs_resource_id_length CHECK ((char_length(resource_id) <= 255)),
+    CONSTRAINT audit_logs_resource_type_format CHECK ((resource_type ~ '^[a-z][a-z0-9_]*$'::text)),
+    CONSTRAINT audit_logs_resource_type_length CHECK ((char_length(resource_type) <= 50)),
+    CONSTRAINT audit_logs_status_valid CHECK ((status = ANY (ARRAY['success'::text, 'failure'::text]))),
+    CONSTRAINT audit_logs_user_agent_length CHECK ((char_length(user_agent) <= 500))
 );
 
 ALTER TABLE public.audit_logs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
@@ -1558,6 +1726,29 @@ END),
     CONSTRAINT coins_ledger_reason_valid CHECK ((reason = ANY (ARRAY['habit_completed'::text, 'goal_completed'::text, 'focus_session_completed'::text, 'quest_completed'::text, 'achievement_unlocked'::text, 'battle_win'::text, 'shop_purchase'::text, 'grant'::text, 'correction'::text]))),
     CONSTRAINT coins_ledger_refund_of_only_refunds CHECK (((refund_of IS NULL) OR (transaction_type = 'refund'::text))),
     CONSTRAINT coins_ledger_transaction_type_valid CHECK ((transaction_type = ANY (ARRAY['earned'::text, 'spent'::text, 'refund'::text, 'correction'::text])))
+)
+PARTITION BY RANGE (created_at);
+
+CREATE TABLE public.coins_ledger_default (
+    id bigint NOT NULL,
+    user_id uuid NOT NULL,
+    coins integer NOT NULL,
+    transaction_type text NOT NULL,
+    reason text NOT NULL,
+    resource_id uuid,
+    idempotency_key text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    refund_of bigint,
+    CONSTRAINT coins_ledger_coins_sign CHECK (
+CASE transaction_type
+    WHEN 'spent'::text THEN (coins < 0)
+    WHEN 'correction'::text THEN (coins <> 0)
+    ELSE (coins > 0)
+END),
+    CONSTRAINT coins_ledger_idempotency_key_format CHECK ((((octet_length(idempotency_key) >= 1) AND (octet_length(idempotency_key) <= 255)) AND (idempotency_key ~ '^[!-~]+$'::text))),
+    CONSTRAINT coins_ledger_reason_valid CHECK ((reason = ANY (ARRAY['habit_completed'::text, 'goal_completed'::text, 'focus_session_completed'::text, 'quest_completed'::text, 'achievement_unlocked'::text, 'battle_win'::text, 'shop_purchase'::text, 'grant'::text, 'correction'::text]))),
+    CONSTRAINT coins_ledger_refund_of_only_refunds CHECK (((refund_of IS NULL) OR (transaction_type = 'refund'::text))),
+    CONSTRAINT coins_ledger_transaction_type_valid CHECK ((transaction_type = ANY (ARRAY['earned'::text, 'spent'::text, 'refund'::text, 'correction'::text])))
 );
 
 ALTER TABLE public.coins_ledger ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
@@ -1567,6 +1758,20 @@ ALTER TABLE public.coins_ledger ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY
     NO MINVALUE
     NO MAXVALUE
     CACHE 1
+);
+
+CREATE TABLE public.coins_ledger_keys (
+    user_id uuid NOT NULL,
+    idempotency_key text NOT NULL,
+    ledger_id bigint NOT NULL,
+    created_at timestamp with time zone NOT NULL
+);
+
+CREATE TABLE public.coins_refunds (
+    refund_of bigint NOT NULL,
+    refund_id bigint NOT NULL,
+    user_id uuid NOT NULL,
+    created_at timestamp with time zone NOT NULL
 );
 
 CREATE TABLE public.focus_sessions (
@@ -1712,6 +1917,28 @@ END),
     CONSTRAINT points_ledger_reason_valid CHECK ((reason = ANY (ARRAY['habit_completed'::text, 'goal_completed'::text, 'achievement_unlocked'::text, 'focus_session_completed'::text, 'quest_completed'::text, 'grant'::text, 'penalty'::text, 'correction'::text]))),
     CONSTRAINT points_ledger_resource_pair CHECK (((resource_id IS NULL) = (resource_type IS NULL))),
     CONSTRAINT points_ledger_resource_type_valid CHECK ((resource_type = ANY (ARRAY['habit'::text, 'goal'::text, 'achievement'::text, 'quest'::text, 'focus_session'::text])))
+)
+PARTITION BY RANGE (created_at);
+
+CREATE TABLE public.points_ledger_default (
+    id bigint NOT NULL,
+    user_id uuid NOT NULL,
+    points integer NOT NULL,
+    reason text NOT NULL,
+    resource_id uuid,
+    resource_type text,
+    idempotency_key text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT points_ledger_idempotency_key_format CHECK ((((octet_length(idempotency_key) >= 1) AND (octet_length(idempotency_key) <= 255)) AND (idempotency_key ~ '^[!-~]+$'::text))),
+    CONSTRAINT points_ledger_points_sign CHECK (
+CASE reason
+    WHEN 'penalty'::text THEN (points < 0)
+    WHEN 'correction'::text THEN (points <> 0)
+    ELSE (points > 0)
+END),
+    CONSTRAINT points_ledger_reason_valid CHECK ((reason = ANY (ARRAY['habit_completed'::text, 'goal_completed'::text, 'achievement_unlocked'::text, 'focus_session_completed'::text, 'quest_completed'::text, 'grant'::text, 'penalty'::text, 'correction'::text]))),
+    CONSTRAINT points_ledger_resource_pair CHECK (((resource_id IS NULL) = (resource_type IS NULL))),
+    CONSTRAINT points_ledger_resource_type_valid CHECK ((resource_type = ANY (ARRAY['habit'::text, 'goal'::text, 'achievement'::text, 'quest'::text, 'focus_session'::text])))
 );
 
 ALTER TABLE public.points_ledger ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
@@ -1723,7 +1950,25 @@ ALTER TABLE public.points_ledger ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTIT
     CACHE 1
 );
 
+CREATE TABLE public.points_ledger_keys (
+    user_id uuid NOT NULL,
+    idempotency_key text NOT NULL,
+    ledger_id bigint NOT NULL,
+    created_at timestamp with time zone NOT NULL
+);
+
 CREATE TABLE public.progress_events (
+    id bigint NOT NULL,
+    user_id uuid NOT NULL,
+    type text NOT NULL,
+    payload jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT progress_events_payload_object CHECK ((jsonb_typeof(payload) = 'object'::text)),
+    CONSTRAINT progress_events_type_valid CHECK ((type = ANY (ARRAY['xp_awarded'::text, 'coins_awarded'::text, 'coins_spent'::text, 'coins_refunded'::text, 'level_up'::text, 'level_down'::text, 'achievement_unlocked'::text])))
+)
+PARTITION BY RANGE (created_at);
+
+CREATE TABLE public.progress_events_default (
     id bigint NOT NULL,
     user_id uuid NOT NULL,
     type text NOT NULL,
@@ -1872,17 +2117,34 @@ CREATE TABLE public.users (
     CONSTRAINT users_timezone_length CHECK ((char_length(timezone) <= 50))
 );
 
+ALTER TABLE ONLY public.audit_logs ATTACH PARTITION public.audit_logs_default DEFAULT;
+
+ALTER TABLE ONLY public.coins_ledger ATTACH PARTITION public.coins_ledger_default DEFAULT;
+
+ALTER TABLE ONLY public.points_ledger ATTACH PARTITION public.points_ledger_default DEFAULT;
+
+ALTER TABLE ONLY public.progress_events ATTACH PARTITION public.progress_events_default DEFAULT;
+
 ALTER TABLE ONLY public.achievements
     ADD CONSTRAINT achievements_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY public.audit_logs
-    ADD CONSTRAINT audit_logs_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT audit_logs_pkey PRIMARY KEY (id, created_at);
+
+ALTER TABLE ONLY public.audit_logs_default
+    ADD CONSTRAINT audit_logs_default_pkey PRIMARY KEY (id, created_at);
 
 ALTER TABLE ONLY public.coins_ledger
-    ADD CONSTRAINT coins_ledger_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT coins_ledger_pkey PRIMARY KEY (id, created_at);
 
-ALTER TABLE ONLY public.coins_ledger
-    ADD CONSTRAINT coins_ledger_user_id_idempotency_key_key UNIQUE (user_id, idempotency_key);
+ALTER TABLE ONLY public.coins_ledger_default
+    ADD CONSTRAINT coins_ledger_default_pkey PRIMARY KEY (id, created_at);
+
+ALTER TABLE ONLY public.coins_ledger_keys
+    ADD CONSTRAINT coins_ledger_keys_pkey PRIMARY KEY (user_id, idempotency_key);
+
+ALTER TABLE ONLY public.coins_refunds
+    ADD CONSTRAINT coins_refunds_pkey PRIMARY KEY (refund_of);
 
 ALTER TABLE ONLY public.focus_sessions
     ADD CONSTRAINT focus_sessions_pkey PRIMARY KEY (id);
@@ -1915,13 +2177,19 @@ ALTER TABLE ONLY public.maintenance_runs
     ADD CONSTRAINT maintenance_runs_pkey PRIMARY KEY (job);
 
 ALTER TABLE ONLY public.points_ledger
-    ADD CONSTRAINT points_ledger_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT points_ledger_pkey PRIMARY KEY (id, created_at);
 
-ALTER TABLE ONLY public.points_ledger
-    ADD CONSTRAINT points_ledger_user_id_idempotency_key_key UNIQUE (user_id, idempotency_key);
+ALTER TABLE ONLY public.points_ledger_default
+    ADD CONSTRAINT points_ledger_default_pkey PRIMARY KEY (id, created_at);
+
+ALTER TABLE ONLY public.points_ledger_keys
+    ADD CONSTRAINT points_ledger_keys_pkey PRIMARY KEY (user_id, idempotency_key);
 
 ALTER TABLE ONLY public.progress_events
-    ADD CONSTRAINT progress_events_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT progress_events_pkey PRIMARY KEY (id, created_at);
+
+ALTER TABLE ONLY public.progress_events_default
+    ADD CONSTRAINT progress_events_default_pkey PRIMARY KEY (id, created_at);
 
 ALTER TABLE ONLY public.quests
     ADD CONSTRAINT quests_pkey PRIMARY KEY (id);
@@ -1958,21 +2226,29 @@ ALTER TABLE ONLY public.users
 
 CREATE UNIQUE INDEX achievements_slug_key ON public.achievements USING btree (slug);
 
-CREATE UNIQUE INDEX coins_ledger_refund_of_key ON public.coins_ledger USING btree (refund_of);
+CREATE INDEX idx_audit_action ON ONLY public.audit_logs USING btree (action);
+
+CREATE INDEX audit_logs_default_action_idx ON public.audit_logs_default USING btree (action);
+
+CREATE INDEX idx_audit_created ON ONLY public.audit_logs USING btree (created_at DESC);
+
+CREATE INDEX audit_logs_default_created_at_idx ON public.audit_logs_default USING btree (created_at DESC);
+
+CREATE INDEX idx_audit_user ON ONLY public.audit_logs USING btree (user_id, created_at DESC);
+
+CREATE INDEX audit_logs_default_user_id_created_at_idx ON public.audit_logs_default USING btree (user_id, created_at DESC);
+
+CREATE INDEX idx_coins_type ON ONLY public.coins_ledger USING btree (transaction_type);
+
+CREATE INDEX coins_ledger_default_transaction_type_idx ON public.coins_ledger_default USING btree (transaction_type);
+
+CREATE INDEX idx_coins_user ON ONLY public.coins_ledger USING btree (user_id, created_at DESC);
+
+CREATE INDEX coins_ledger_default_user_id_created_at_idx ON public.coins_ledger_default USING btree (user_id, created_at DESC);
 
 CREATE UNIQUE INDEX focus_sessions_one_open ON public.focus_sessions USING btree (user_id) WHERE (status = ANY (ARRAY['active'::text, 'paused'::text]));
 
 CREATE UNIQUE INDEX habit_pauses_one_open ON public.habit_pauses USING btree (habit_id) WHERE (resumed_on IS NULL);
-
-CREATE INDEX idx_audit_action ON public.audit_logs USING btree (action);
-
-CREATE INDEX idx_audit_created ON public.audit_logs USING btree (created_at DESC);
-
-CREATE INDEX idx_audit_user ON public.audit_logs USING btree (user_id, created_at DESC);
-
-CREATE INDEX idx_coins_type ON public.coins_ledger USING btree (transaction_type);
-
-CREATE INDEX idx_coins_user ON public.coins_ledger USING btree (user_id, created_at DESC);
 
 CREATE INDEX idx_completions_user_date ON public.habit_completions USING btree (user_id, completion_date DESC);
 
@@ -1998,13 +2274,13 @@ CREATE INDEX idx_habits_user_updated ON public.habits USING btree (user_id, upda
 
 CREATE INDEX idx_idempotency_created ON public.idempotency_keys USING btree (created_at);
 
-CREATE INDEX idx_points_reason ON public.points_ledger USING btree (reason);
+CREATE INDEX idx_points_reason ON ONLY public.points_ledger USING btree (reason);
 
-CREATE INDEX idx_points_user ON public.points_ledger USING btree (user_id, created_at DESC);
+CREATE INDEX idx_points_user ON ONLY public.points_ledger USING btree (user_id, created_at DESC);
 
-CREATE INDEX idx_progress_events_created ON public.progress_events USING btree (created_at);
+CREATE INDEX idx_progress_events_created ON ONLY public.progress_events USING btree (created_at);
 
-CREATE INDEX idx_progress_events_user ON public.progress_events USING btree (user_id, id);
+CREATE INDEX idx_progress_events_user ON ONLY public.progress_events USING btree (user_id, id);
 
 CREATE INDEX idx_progress_level ON public.user_progress USING btree (current_level DESC);
 
@@ -2022,15 +2298,51 @@ CREATE INDEX idx_user_achievements_achievement ON public.user_achievements USING
 
 CREATE INDEX idx_users_is_active ON public.users USING btree (is_active);
 
+CREATE INDEX points_ledger_default_reason_idx ON public.points_ledger_default USING btree (reason);
+
+CREATE INDEX points_ledger_default_user_id_created_at_idx ON public.points_ledger_default USING btree (user_id, created_at DESC);
+
+CREATE INDEX progress_events_default_created_at_idx ON public.progress_events_default USING btree (created_at);
+
+CREATE INDEX progress_events_default_user_id_id_idx ON public.progress_events_default USING btree (user_id, id);
+
 CREATE INDEX users_deleted ON public.users USING btree (id) WHERE (deleted_at IS NOT NULL);
 
 CREATE UNIQUE INDEX users_email_key ON public.users USING btree (email) WHERE ((deleted_at IS NULL) AND email_verified);
 
 CREATE UNIQUE INDEX users_oauth_provider_oauth_id_key ON public.users USING btree (oauth_provider, oauth_id) WHERE ((deleted_at IS NULL) AND (oauth_provider IS NOT NULL));
 
+ALTER INDEX public.idx_audit_action ATTACH PARTITION public.audit_logs_default_action_idx;
+
+ALTER INDEX public.idx_audit_created ATTACH PARTITION public.audit_logs_default_created_at_idx;
+
+ALTER INDEX public.audit_logs_pkey ATTACH PARTITION public.audit_logs_default_pkey;
+
+ALTER INDEX public.idx_audit_user ATTACH PARTITION public.audit_logs_default_user_id_created_at_idx;
+
+ALTER INDEX public.coins_ledger_pkey ATTACH PARTITION public.coins_ledger_default_pkey;
+
+ALTER INDEX public.idx_coins_type ATTACH PARTITION public.coins_ledger_default_transaction_type_idx;
+
+ALTER INDEX public.idx_coins_user ATTACH PARTITION public.coins_ledger_default_user_id_created_at_idx;
+
+ALTER INDEX public.points_ledger_pkey ATTACH PARTITION public.points_ledger_default_pkey;
+
+ALTER INDEX public.idx_points_reason ATTACH PARTITION public.points_ledger_default_reason_idx;
+
+ALTER INDEX public.idx_points_user ATTACH PARTITION public.points_ledger_default_user_id_created_at_idx;
+
+ALTER INDEX public.idx_progress_events_created ATTACH PARTITION public.progress_events_default_created_at_idx;
+
+ALTER INDEX public.progress_events_pkey ATTACH PARTITION public.progress_events_default_pkey;
+
+ALTER INDEX public.idx_progress_events_user ATTACH PARTITION public.progress_events_default_user_id_id_idx;
+
 CREATE TRIGGER coins_ledger_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.coins_ledger FOR EACH STATEMENT EXECUTE FUNCTION public.passion_ledger_append_only();
 
 CREATE TRIGGER coins_ledger_apply AFTER INSERT ON public.coins_ledger REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION public.passion_coins_ledger_apply();
+
+CREATE TRIGGER coins_ledger_default_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.coins_ledger_default FOR EACH STATEMENT EXECUTE FUNCTION public.passion_ledger_append_only('coins_ledger');
 
 CREATE TRIGGER focus_sessions_user_live BEFORE INSERT ON public.focus_sessions FOR EACH ROW EXECUTE FUNCTION public.passion_user_must_be_live();
 
@@ -2048,6 +2360,8 @@ CREATE TRIGGER points_ledger_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON 
 
 CREATE TRIGGER points_ledger_apply AFTER INSERT ON public.points_ledger REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION public.passion_points_ledger_apply();
 
+CREATE TRIGGER points_ledger_default_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.points_ledger_default FOR EACH STATEMENT EXECUTE FUNCTION public.passion_ledger_append_only('points_ledger');
+
 CREATE TRIGGER quests_user_live BEFORE INSERT ON public.quests FOR EACH ROW EXECUTE FUNCTION public.passion_user_must_be_live();
 
 CREATE TRIGGER sessions_user_active BEFORE INSERT OR UPDATE OF user_id ON public.sessions FOR EACH ROW EXECUTE FUNCTION public.passion_sessions_user_active();
@@ -2064,13 +2378,10 @@ CREATE TRIGGER users_soft_delete_sessions AFTER UPDATE OF deleted_at ON public.u
 
 CREATE TRIGGER users_timezone_valid BEFORE INSERT OR UPDATE OF timezone ON public.users FOR EACH ROW EXECUTE FUNCTION public.passion_users_timezone_valid();
 
-ALTER TABLE ONLY public.audit_logs
+ALTER TABLE public.audit_logs
     ADD CONSTRAINT audit_logs_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE SET NULL;
 
-ALTER TABLE ONLY public.coins_ledger
-    ADD CONSTRAINT coins_ledger_refund_of_fkey FOREIGN KEY (refund_of) REFERENCES public.coins_ledger(id);
-
-ALTER TABLE ONLY public.coins_ledger
+ALTER TABLE public.coins_ledger
     ADD CONSTRAINT coins_ledger_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);
 
 ALTER TABLE ONLY public.focus_sessions
@@ -2100,10 +2411,10 @@ ALTER TABLE ONLY public.habits
 ALTER TABLE ONLY public.idempotency_keys
     ADD CONSTRAINT idempotency_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
 
-ALTER TABLE ONLY public.points_ledger
+ALTER TABLE public.points_ledger
     ADD CONSTRAINT points_ledger_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);
 
-ALTER TABLE ONLY public.progress_events
+ALTER TABLE public.progress_events
     ADD CONSTRAINT progress_events_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.quests

@@ -258,6 +258,8 @@ struct CLITests {
         let cases: [([String], String)] = [
             (["--session-ttl", "5x"], "--session-ttl"),
             (["--session-ttl", "10s"], "--session-ttl"),
+            (["--audit-retention", "30d"], "--audit-retention must be forever or whole days like 400d, at least 90d"),
+            (["--audit-retention", "1y"], "--audit-retention"),
             (["--rate-user", "fast"], "--rate-user"),
             (["--rate-service", "0"], "--rate-service"),
             (["--service-keys", directory + "/missing.json"], "cannot read service accounts file"),

@@ -12,14 +12,7 @@ struct SchemaTests {
     /// A fresh database with the shipped migrations applied. Size 1: every test here uses one
     /// connection at a time, and the parameterized cases run in parallel.
     private func migratedPool() async throws -> PostgresPool {
-        let (pool, _) = try await TestDatabase.freshPool(size: 1)
-        do {
-            try await Migrator(migrations: try Migration.bundled()).migrate(pool)
-        } catch {
-            await pool.shutdown()
-            throw error
-        }
-        return pool
+        try await TestDatabase.migratedPool(size: 1)
     }
 
     // MARK: - 1. Every named CHECK and trigger-enforced rule
@@ -612,6 +605,8 @@ struct SchemaTests {
             "habit_completions": 1, "quests": 4, "focus_sessions": 4, "user_progress": 2, "points_ledger": 9, "habit_pauses": 0,
             // 8 inserted here, 24 from the default catalog of 0007.
             "coins_ledger": 11, "achievements": 8 + 24, "user_achievements": 1, "user_settings": 3,
+            // Written by the ledgers' insert triggers: the keyed XP rows, the week's XP.
+            "points_ledger_keys": 2, "coins_ledger_keys": 0, "coins_refunds": 0, "user_xp_weeks": 1,
         ])
         // 10 + 100 + 50 + 25 + 100 + 5 - 40 + 1 - 1 XP; coins 1…7 earned (28), -20 + 2 - 3 + 1.
         #expect(result.1 == Progress(totalXP: 250, level: 2, totalCoins: 8, coinsEarned: 28, achievements: 1))
@@ -621,41 +616,58 @@ struct SchemaTests {
 
     // MARK: - 2. Append-only ledgers
 
-    @Test("UPDATE, DELETE, TRUNCATE and ON CONFLICT DO UPDATE on a ledger are refused with P0A01")
+    @Test("UPDATE, DELETE and TRUNCATE on a ledger or any of its partitions are refused with P0A01; ON CONFLICT has no key to use")
     func ledgersAreAppendOnly() async throws {
         let pool = try await migratedPool()
         defer { Task { await pool.shutdown() } }
         try await pool.withConnection { try await $0.execute(Self.ledgerFixture) }
-        let refused: [(statement: String, constraints: Set<String>)] = [
-            ("UPDATE points_ledger SET points = points + 1", ["points_ledger_append_only"]),
-            ("UPDATE points_ledger SET points = 1 WHERE false", ["points_ledger_append_only"]),
-            ("DELETE FROM points_ledger", ["points_ledger_append_only"]),
-            ("DELETE FROM points_ledger WHERE false", ["points_ledger_append_only"]),
-            ("TRUNCATE points_ledger", ["points_ledger_append_only"]),
+        // The fixture's rows are this month's: its partition holds them.
+        let month = try await pool.withConnection { connection in
+            try await connection.query("SELECT passion_partition_name('points_ledger', 'month', now()) AS name").first?.require("name", as: String.self)
+        }
+        let partition = try #require(month)
+        let refused: [(statement: String, sqlState: String, constraints: Set<String>)] = [
+            ("UPDATE points_ledger SET points = points + 1", "P0A01", ["points_ledger_append_only"]),
+            ("UPDATE points_ledger SET points = 1 WHERE false", "P0A01", ["points_ledger_append_only"]),
+            ("DELETE FROM points_ledger", "P0A01", ["points_ledger_append_only"]),
+            ("DELETE FROM points_ledger WHERE false", "P0A01", ["points_ledger_append_only"]),
+            ("TRUNCATE points_ledger", "P0A01", ["points_ledger_append_only"]),
+            // A statement naming a partition is refused the same way, under the ledger's name.
+            ("UPDATE \(partition) SET points = points + 1", "P0A01", ["points_ledger_append_only"]),
+            ("DELETE FROM \(partition)", "P0A01", ["points_ledger_append_only"]),
+            ("TRUNCATE \(partition)", "P0A01", ["points_ledger_append_only"]),
+            ("DELETE FROM points_ledger_default", "P0A01", ["points_ledger_append_only"]),
+            ("UPDATE coins_ledger SET coins = 1000 WHERE transaction_type = 'spent'", "P0A01", ["coins_ledger_append_only"]),
+            ("UPDATE coins_ledger SET coins = 1 WHERE false", "P0A01", ["coins_ledger_append_only"]),
+            ("DELETE FROM coins_ledger WHERE transaction_type = 'spent'", "P0A01", ["coins_ledger_append_only"]),
+            ("DELETE FROM coins_ledger WHERE false", "P0A01", ["coins_ledger_append_only"]),
+            ("TRUNCATE coins_ledger", "P0A01", ["coins_ledger_append_only"]),
+            ("TRUNCATE coins_ledger_default", "P0A01", ["coins_ledger_append_only"]),
+            // A cascading TRUNCATE reaches the ledgers too.
+            ("TRUNCATE users CASCADE", "P0A01", ["points_ledger_append_only", "coins_ledger_append_only"]),
+            // The key's uniqueness lives in points_ledger_keys (a partitioned table's unique
+            // constraints must include created_at), so no upsert can even be planned.
             ("""
              INSERT INTO points_ledger (user_id, points, reason, idempotency_key)
              VALUES ('00000000-0000-0000-0000-0000000000a1', 500, 'grant', 'award-1')
              ON CONFLICT (user_id, idempotency_key) DO UPDATE SET points = EXCLUDED.points
-             """, ["points_ledger_append_only"]),
-            ("""
-             INSERT INTO points_ledger (user_id, points, reason, idempotency_key)
-             VALUES ('00000000-0000-0000-0000-0000000000a1', 500, 'grant', 'award-new')
-             ON CONFLICT (user_id, idempotency_key) DO UPDATE SET points = EXCLUDED.points
-             """, ["points_ledger_append_only"]),
-            ("UPDATE coins_ledger SET coins = 1000 WHERE transaction_type = 'spent'", ["coins_ledger_append_only"]),
-            ("UPDATE coins_ledger SET coins = 1 WHERE false", ["coins_ledger_append_only"]),
-            ("DELETE FROM coins_ledger WHERE transaction_type = 'spent'", ["coins_ledger_append_only"]),
-            ("DELETE FROM coins_ledger WHERE false", ["coins_ledger_append_only"]),
-            ("TRUNCATE coins_ledger", ["coins_ledger_append_only"]),
+             """, "42P10", [""]),
             ("""
              INSERT INTO coins_ledger (user_id, coins, transaction_type, reason, idempotency_key)
              VALUES ('00000000-0000-0000-0000-0000000000a1', 500, 'earned', 'grant', 'coins-1')
-             ON CONFLICT (user_id, idempotency_key) DO UPDATE SET coins = EXCLUDED.coins
-             """, ["coins_ledger_append_only"]),
-            // A cascading TRUNCATE reaches the ledgers too.
-            ("TRUNCATE users CASCADE", ["points_ledger_append_only", "coins_ledger_append_only"]),
+             ON CONFLICT (user_id, idempotency_key) DO NOTHING
+             """, "42P10", [""]),
+            // A reused key: the insert trigger's key row refuses the whole statement.
+            ("""
+             INSERT INTO points_ledger (user_id, points, reason, idempotency_key)
+             VALUES ('00000000-0000-0000-0000-0000000000a1', 100, 'grant', 'award-1')
+             """, "23505", ["points_ledger_keys_pkey"]),
+            ("""
+             INSERT INTO coins_ledger (user_id, coins, transaction_type, reason, idempotency_key)
+             VALUES ('00000000-0000-0000-0000-0000000000a1', 5, 'earned', 'grant', 'coins-1')
+             """, "23505", ["coins_ledger_keys_pkey"]),
         ]
-        for (statement, constraints) in refused {
+        for (statement, sqlState, constraints) in refused {
             let outcome = try await pool.withConnection { connection -> ViolationOutcome in
                 let before = try await Self.fingerprint(connection)
                 var failure: StoreError?
@@ -667,9 +679,8 @@ struct SchemaTests {
                 return await ViolationOutcome(error: failure, countBefore: nil, countAfter: nil, before: before, after: try Self.fingerprint(connection), replicationRole: nil)
             }
             let error = try #require(outcome.error, "accepted: \(statement)")
-            #expect(error.sqlState == "P0A01", "\(statement): \(error)")
+            #expect(error.sqlState == sqlState, "\(statement): \(error)")
             #expect(constraints.contains(error.constraint ?? ""), "\(statement): \(error)")
-            #expect(error.rpcError.code == .internal)
             #expect(outcome.after == outcome.before, "changed by the refused \(statement)")
         }
         // The rows and the totals are still the fixture's.
@@ -680,25 +691,17 @@ struct SchemaTests {
         #expect(state.1 == 2)
         #expect(state.2 == Progress(totalXP: 150, level: 2, totalCoins: 30, coinsEarned: 40, achievements: 0))
 
-        // DO NOTHING is the supported form: a retry adds nothing, a new key appends.
-        let retried = try await pool.withConnection { connection in
-            try await connection.execute("""
-                INSERT INTO points_ledger (user_id, points, reason, idempotency_key)
-                VALUES ('00000000-0000-0000-0000-0000000000a1', 100, 'grant', 'award-1')
-                ON CONFLICT (user_id, idempotency_key) DO NOTHING
-                """).affected
-        }
-        #expect(retried == 0)
+        // A new key appends, and its key row names it.
         let appended = try await pool.withConnection { connection in
             try await connection.execute("""
                 INSERT INTO points_ledger (user_id, points, reason, idempotency_key)
                 VALUES ('00000000-0000-0000-0000-0000000000a1', 150, 'grant', 'award-3')
-                ON CONFLICT (user_id, idempotency_key) DO NOTHING
                 """).affected
         }
         #expect(appended == 1)
         let progress = try await pool.withConnection { try await Self.progress($0, Self.ada) }
         #expect(progress == Progress(totalXP: 300, level: 3, totalCoins: 30, coinsEarned: 40, achievements: 0))
+        #expect(try await IntegrityCheck.run(pool) == [])
     }
 
     // MARK: - 3. Derived progress, in the inserting transaction
@@ -859,11 +862,12 @@ struct SchemaTests {
         }
         let points = await Self.failure(pool, "INSERT INTO points_ledger (user_id, points, reason, idempotency_key) VALUES (\(user), \(10), 'habit_completed', \(key))")
         #expect(points?.sqlState == "23505")
-        #expect(points?.constraint == "points_ledger_user_id_idempotency_key_key")
+        // The key's uniqueness lives beside the partitioned ledger (docs/schema.md 15).
+        #expect(points?.constraint == "points_ledger_keys_pkey")
         #expect(points?.rpcError.code == .alreadyExists)
         let coins = await Self.failure(pool, "INSERT INTO coins_ledger (user_id, coins, transaction_type, reason, idempotency_key) VALUES (\(user), \(5), 'earned', 'habit_completed', \(key))")
         #expect(coins?.sqlState == "23505")
-        #expect(coins?.constraint == "coins_ledger_user_id_idempotency_key_key")
+        #expect(coins?.constraint == "coins_ledger_keys_pkey")
         #expect(coins?.rpcError.code == .alreadyExists)
 
         let counts = try await pool.withConnection { connection in
@@ -1099,7 +1103,7 @@ struct SchemaTests {
     static let tables = [
         "users", "sessions", "audit_logs", "idempotency_keys", "goals", "habits", "habit_completions", "quests",
         "focus_sessions", "user_progress", "points_ledger", "coins_ledger", "achievements", "user_achievements", "user_settings",
-        "habit_pauses",
+        "habit_pauses", "points_ledger_keys", "coins_ledger_keys", "coins_refunds", "user_xp_weeks",
     ]
 
     /// Per table: row count and a digest of every row, so that an UPDATE shows as well as an INSERT.

@@ -78,8 +78,7 @@ public final class ServiceHarness: Sendable {
         mutualTLS: Bool = false, clock: TestClock = TestClock(), metrics: any MetricsFactory = NOOPMetricsHandler.instance,
         standbyReads: Bool = false, configure: (inout IdentityConfiguration) -> Void = { _ in }
     ) async throws -> ServiceHarness {
-        let (pool, name) = try await TestDatabase.freshPool(size: 8)
-        _ = try await Migrator(migrations: try Migration.bundled()).migrate(pool)
+        let (pool, name) = try await TestDatabase.migratedDatabase(size: 8)
         var reads: PostgresPool?
         if standbyReads {
             let standby = try await TestDatabase.standby()

@@ -15,7 +15,10 @@ public struct AuditService: Audit.ServiceProtocol {
 
     public func recentActivity(request: RecentActivityRequest, context: ServerContext) async throws -> RecentActivityResponse {
         let userID = try context.actingUser()
-        guard (0...90).contains(request.days) else { throw Validate.invalid("days", "must be 0–90") }
+        // The audit retention may not be shorter than this window (AuditRetention.shortestDays).
+        guard (0...AuditRetention.shortestDays).contains(Int(request.days)) else {
+            throw Validate.invalid("days", "must be 0–\(AuditRetention.shortestDays)")
+        }
         let days = request.days == 0 ? 7 : Int(request.days)
         let activities = try await store.recentActivity(
             of: userID, days: days, includeFailures: request.includeFailures, deadline: context.deadline)
