@@ -60,6 +60,8 @@ public struct PartitionMaintenance: Sendable, Equatable {
     public var auditPartitionsDropped: Int
     /// The rows they held, as PostgreSQL's statistics estimated them.
     public var auditRowsEstimate: Int
+    /// What could not be done this time (a table's lock was busy), table by table.
+    public var failures: [String] = []
 }
 
 /// How long the audit log is kept: forever (the default), or whole months of it dropped once
@@ -149,40 +151,72 @@ public struct SessionMaintenance: Sendable {
     }
 
     /// Removes progress events past Subscribe's resume window (24 h, plus an hour of slack):
-    /// whole days by dropping their partitions, the rest by DELETE. Idempotent, so instances
-    /// need not coordinate.
+    /// whole days by dropping their partitions, then the rest by DELETE, in two transactions so
+    /// that the DELETE never runs under the DROP's exclusive lock. Idempotent, so instances need
+    /// not coordinate.
     public func trimEvents() async throws -> EventTrim {
-        let row = try await pool.withConnection { connection in
-            try await connection.query("SELECT * FROM passion_trim_events(now() - interval '25 hours')").first
+        let cutoff = now().addingTimeInterval(-25 * 3600)
+        let dropped = try await pool.transaction { connection in
+            try await Self.limitLockWait(connection)
+            return try await connection.query("SELECT dropped FROM passion_drop_partitions('progress_events', \(cutoff))")
+                .first?.require("dropped", as: Int.self) ?? 0
         }
-        return EventTrim(
-            partitionsDropped: try row?.require("partitions_dropped", as: Int.self) ?? 0,
-            rowsDeleted: try row?.require("rows_deleted", as: Int.self) ?? 0)
+        let deleted = try await pool.withConnection { connection in
+            try await connection.query("DELETE FROM progress_events WHERE created_at < \(cutoff)").affected
+        }
+        return EventTrim(partitionsDropped: dropped, rowsDeleted: deleted)
     }
 
-    /// Creates the partitions the next months need (days for progress events) and, with a
-    /// retention, drops whole audit partitions older than it, recording that in the audit log.
-    /// Idempotent and serialized in the database, so every instance may run it.
+    /// Creates the partitions the coming months need (days for progress events), one table per
+    /// transaction (a transaction holding two tables' exclusive locks could deadlock with a call
+    /// writing both), and with a retention drops whole audit partitions older than it, recording
+    /// that in the audit log. Idempotent and serialized in the database, so every instance may
+    /// run it; a table whose lock is not free within half a second is left for the next run
+    /// (partitions are made months ahead) and reported in `failures`.
     public func maintainPartitions(auditRetention: AuditRetention) async throws -> PartitionMaintenance {
-        try await pool.transaction { connection in
-            let row = try await connection.query("""
-                SELECT * FROM passion_maintain_partitions(\(now())::timestamptz, \(auditRetention.days)::integer * interval '1 day')
-                """).first
-            let outcome = PartitionMaintenance(
-                created: try row?.require("created", as: Int.self) ?? 0,
-                auditPartitionsDropped: try row?.require("audit_dropped", as: Int.self) ?? 0,
-                auditRowsEstimate: try row?.require("audit_rows_estimate", as: Int.self) ?? 0)
-            if outcome.auditPartitionsDropped > 0 {
-                try await connection.insertAudit(AuditRecord(
-                    userID: nil, action: "audit.partitions_dropped", resourceType: "audit_logs",
-                    details: [
-                        "partitions": "\(outcome.auditPartitionsDropped)", "rows_estimate": "\(outcome.auditRowsEstimate)",
-                        "retention_days": "\(auditRetention.days ?? 0)",
-                    ],
-                    principal: "service:passion-server"))
-            }
-            return outcome
+        let at = now()
+        let tables = try await pool.withConnection { connection in
+            try await connection.query("SELECT table_name FROM passion_partition_plan()").map { try $0.require("table_name", as: String.self) }
         }
+        var outcome = PartitionMaintenance(created: 0, auditPartitionsDropped: 0, auditRowsEstimate: 0)
+        for table in tables {
+            do {
+                outcome.created += try await pool.transaction { connection in
+                    try await Self.limitLockWait(connection)
+                    return try await connection.query("SELECT passion_maintain_partitions(\(table), \(at)) AS created")
+                        .first?.require("created", as: Int.self) ?? 0
+                }
+            } catch {
+                outcome.failures.append("\(table): \(error)")
+            }
+        }
+        guard let days = auditRetention.days else { return outcome }
+        do {
+            (outcome.auditPartitionsDropped, outcome.auditRowsEstimate) = try await pool.transaction { connection in
+                try await Self.limitLockWait(connection)
+                let row = try await connection.query("""
+                    SELECT dropped, rows_estimate FROM passion_drop_partitions('audit_logs', \(at)::timestamptz - \(days)::integer * interval '1 day')
+                    """).first
+                let dropped = try row?.require("dropped", as: Int.self) ?? 0
+                let rows = try row?.require("rows_estimate", as: Int.self) ?? 0
+                if dropped > 0 {
+                    try await connection.insertAudit(AuditRecord(
+                        userID: nil, action: "audit.partitions_dropped", resourceType: "audit_logs",
+                        details: ["partitions": "\(dropped)", "rows_estimate": "\(rows)", "retention_days": "\(days)"],
+                        principal: "service:passion-server"))
+                }
+                return (dropped, rows)
+            }
+        } catch {
+            outcome.failures.append("audit_logs retention: \(error)")
+        }
+        return outcome
+    }
+
+    /// Partition DDL locks a table exclusively: waiting long for that lock would make every
+    /// write to the table queue behind the wait.
+    private static func limitLockWait(_ connection: PostgresConnection) async throws {
+        try await connection.execute("SET LOCAL lock_timeout = '500ms'")
     }
 
     private static func recordRun(_ job: MaintenanceJob, changed: Int, _ connection: PostgresConnection) async throws {
@@ -233,12 +267,15 @@ public struct SessionMaintenanceService: Service {
         var started = ContinuousClock.now
         do {
             let outcome = try await maintenance.maintainPartitions(auditRetention: auditRetention)
-            record(name: "partitions", outcome: "ok", since: started)
+            record(name: "partitions", outcome: outcome.failures.isEmpty ? "ok" : "failed", since: started)
             if outcome.created > 0 || outcome.auditPartitionsDropped > 0 {
                 logger.info("maintained partitions", metadata: [
                     "created": "\(outcome.created)", "audit_dropped": "\(outcome.auditPartitionsDropped)",
                     "audit_rows_estimate": "\(outcome.auditRowsEstimate)", "audit_retention": "\(auditRetention)",
                 ])
+            }
+            if !outcome.failures.isEmpty {
+                logger.warning("some partitions were not maintained; will retry", metadata: ["failures": "\(outcome.failures)"])
             }
         } catch {
             // Rows still land in the DEFAULT partitions meanwhile: nothing is refused.

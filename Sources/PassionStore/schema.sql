@@ -98,6 +98,13 @@ BEGIN
     SELECT user_id, idempotency_key, id, created_at FROM inserted WHERE idempotency_key IS NOT NULL ORDER BY 1, 2;
     INSERT INTO coins_refunds (refund_of, refund_id, user_id, created_at)
     SELECT refund_of, id, user_id, created_at FROM inserted WHERE refund_of IS NOT NULL ORDER BY 1;
+    -- What the foreign key refund_of → coins_ledger(id) checked before the ledger was partitioned.
+    IF FOUND AND EXISTS (SELECT 1 FROM inserted i
+                         WHERE i.refund_of IS NOT NULL AND NOT EXISTS (SELECT 1 FROM coins_ledger s WHERE s.id = i.refund_of)) THEN
+        RAISE EXCEPTION 'refund_of names no coins_ledger row'
+            USING ERRCODE = '23503', SCHEMA = 'public', TABLE = 'coins_refunds', COLUMN = 'refund_of',
+                  CONSTRAINT = 'coins_refunds_refund_of_fkey';
+    END IF;
     INSERT INTO user_progress (user_id)
     SELECT DISTINCT i.user_id FROM inserted i
     WHERE (SELECT true FROM user_progress p WHERE p.user_id = i.user_id LIMIT 1) IS NULL
@@ -117,6 +124,8 @@ $$;
 
 CREATE FUNCTION public.passion_create_partitions(p_table text, p_unit text, p_from timestamp with time zone, p_to timestamp with time zone) RETURNS integer
     LANGUAGE plpgsql
+    SET "TimeZone" TO 'UTC'
+    SET "DateStyle" TO 'ISO, YMD'
     AS $_$
 DECLARE
     v_step interval := ('1 ' || p_unit)::interval;
@@ -141,9 +150,7 @@ BEGIN
             IF NOT v_caught THEN
                 EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)', v_name, p_table, v_lower, v_upper);
                 IF p_table IN ('points_ledger', 'coins_ledger') THEN
-                    EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE OR TRUNCATE ON %I '
-                                   'FOR EACH STATEMENT EXECUTE FUNCTION passion_ledger_append_only(%L)',
-                                   p_table || '_append_only', v_name, p_table);
+                    PERFORM passion_guard_ledger_partition(p_table, v_name);
                 END IF;
                 v_created := v_created + 1;
             END IF;
@@ -156,6 +163,8 @@ $_$;
 
 CREATE FUNCTION public.passion_drop_partitions(p_table text, p_before timestamp with time zone, OUT dropped integer, OUT rows_estimate bigint) RETURNS record
     LANGUAGE plpgsql
+    SET "TimeZone" TO 'UTC'
+    SET "DateStyle" TO 'ISO, YMD'
     AS $$
 DECLARE
     v_partition record;
@@ -378,6 +387,18 @@ BEGIN
         'reward', v_coins));
 END
 $_$;
+
+CREATE FUNCTION public.passion_guard_ledger_partition(p_ledger text, p_partition text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE OR TRUNCATE ON %I '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION passion_ledger_append_only(%L)',
+                   p_ledger || '_append_only', p_partition, p_ledger);
+    EXECUTE format('CREATE TRIGGER %I BEFORE INSERT ON %I FOR EACH STATEMENT EXECUTE FUNCTION passion_ledger_partition_insert(%L)',
+                   p_ledger || '_insert_through_ledger', p_partition, p_ledger);
+END
+$$;
 
 CREATE FUNCTION public.passion_habit_complete(p_user uuid, p_habit uuid, p_yesterday boolean, p_date date, p_window integer, p_now timestamp with time zone, p_principal text, p_ip inet, p_user_agent text) RETURNS jsonb
     LANGUAGE plpgsql
@@ -631,9 +652,10 @@ BEGIN
     END LOOP;
     -- Its XP: the completion's own key; a completion from before 0012 (no stored result) was
     -- paid under the old key of its habit and date.
-    SELECT points INTO v_paid FROM points_ledger
-    WHERE user_id = p_user AND reason = 'habit_completed' AND points > 0
-      AND idempotency_key = CASE WHEN v_first IS NULL THEN 'habit:' || v_habit.id || ':' || v_completion.completion_date
+    SELECT l.points INTO v_paid
+    FROM points_ledger_keys k JOIN points_ledger l ON l.id = k.ledger_id AND l.created_at = k.created_at
+    WHERE k.user_id = p_user AND l.reason = 'habit_completed' AND l.points > 0
+      AND k.idempotency_key = CASE WHEN v_first IS NULL THEN 'habit:' || v_habit.id || ':' || v_completion.completion_date
                                  ELSE '$habit-xp:' || p_completion END;
     PERFORM passion_user_progress_ensure(p_user);
     SELECT total_xp INTO v_total FROM user_progress WHERE user_id = p_user FOR UPDATE;
@@ -837,6 +859,18 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION public.passion_ledger_partition_insert() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'insert into %, not into its partition %', TG_ARGV[0], TG_TABLE_NAME
+        USING ERRCODE = 'P0A01',
+              DETAIL = 'The ledger''s insert trigger keeps the keys and the totals; it runs only for inserts into the ledger.',
+              SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_ARGV[0],
+              CONSTRAINT = TG_ARGV[0] || '_append_only';
+END
+$$;
+
 CREATE FUNCTION public.passion_level_for_xp(xp bigint) RETURNS integer
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     RETURN ((((((floor(sqrt((((4 * (((xp / 50) + abs((xp / 50))) / 2)) + 1))::double precision)))::bigint - ((((floor(sqrt((((4 * (((xp / 50) + abs((xp / 50))) / 2)) + 1))::double precision)))::bigint * (floor(sqrt((((4 * (((xp / 50) + abs((xp / 50))) / 2)) + 1))::double precision)))::bigint) > ((4 * (((xp / 50) + abs((xp / 50))) / 2)) + 1)))::integer) + (((((floor(sqrt((((4 * (((xp / 50) + abs((xp / 50))) / 2)) + 1))::double precision)))::bigint + 1) * ((floor(sqrt((((4 * (((xp / 50) + abs((xp / 50))) / 2)) + 1))::double precision)))::bigint + 1)) <= ((4 * (((xp / 50) + abs((xp / 50))) / 2)) + 1)))::integer) + 1) / 2))::integer;
@@ -862,22 +896,11 @@ CREATE FUNCTION public.passion_local_date(p_zone text, p_now timestamp with time
     LANGUAGE sql STABLE PARALLEL SAFE
     RETURN ((p_now AT TIME ZONE COALESCE(p_zone, 'UTC'::text)))::date;
 
-CREATE FUNCTION public.passion_maintain_partitions(p_now timestamp with time zone, p_audit_keep interval, OUT created integer, OUT audit_dropped integer, OUT audit_rows_estimate bigint) RETURNS record
-    LANGUAGE plpgsql
+CREATE FUNCTION public.passion_maintain_partitions(p_table text, p_now timestamp with time zone) RETURNS integer
+    LANGUAGE sql
     AS $$
-BEGIN
-    PERFORM set_config('lock_timeout', '5s', true);
-    created := passion_create_partitions('points_ledger', 'month', p_now, p_now + interval '3 months')
-             + passion_create_partitions('coins_ledger', 'month', p_now, p_now + interval '3 months')
-             + passion_create_partitions('audit_logs', 'month', p_now, p_now + interval '3 months')
-             + passion_create_partitions('progress_events', 'day', p_now - interval '1 day', p_now + interval '7 days');
-    audit_dropped := 0;
-    audit_rows_estimate := 0;
-    IF p_audit_keep IS NOT NULL THEN
-        SELECT d.dropped, d.rows_estimate INTO audit_dropped, audit_rows_estimate
-        FROM passion_drop_partitions('audit_logs', p_now - p_audit_keep) d;
-    END IF;
-END
+    SELECT passion_create_partitions(table_name, unit, p_now - behind, p_now + ahead)
+    FROM passion_partition_plan() WHERE table_name = p_table;
 $$;
 
 CREATE FUNCTION public.passion_notify_scores(p_users uuid[]) RETURNS void
@@ -906,8 +929,19 @@ CREATE FUNCTION public.passion_partition_name(p_table text, p_unit text, p_start
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN ((p_table || '_'::text) || to_char((p_start AT TIME ZONE 'UTC'::text), CASE p_unit WHEN 'day'::text THEN 'YYYYMMDD'::text ELSE 'YYYYMM'::text END));
 
+CREATE FUNCTION public.passion_partition_plan() RETURNS TABLE(table_name text, unit text, behind interval, ahead interval)
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    VALUES ('points_ledger', 'month', interval '0', interval '3 months'),
+           ('coins_ledger', 'month', interval '0', interval '3 months'),
+           ('audit_logs', 'month', interval '0', interval '3 months'),
+           ('progress_events', 'day', interval '1 day', interval '7 days');
+$$;
+
 CREATE FUNCTION public.passion_partitions(p_table text) RETURNS TABLE(partition_name text, lower_bound timestamp with time zone, upper_bound timestamp with time zone)
     LANGUAGE sql STABLE
+    SET "TimeZone" TO 'UTC'
+    SET "DateStyle" TO 'ISO, YMD'
     AS $$
     SELECT c.relname::text,
            substring(pg_get_expr(c.relpartbound, c.oid) FROM 'FROM \(''([^'']+)''\)')::timestamptz,
@@ -1472,17 +1506,6 @@ $$;
 CREATE FUNCTION public.passion_streak_shown(p_streak integer, p_streak_period integer, p_is_active boolean, p_frequency text, p_local timestamp without time zone) RETURNS integer
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN CASE WHEN (NOT p_is_active) THEN p_streak WHEN (p_streak_period >= (public.passion_period(p_frequency, ((p_local - '12:00:00'::interval))::date) - 1)) THEN p_streak ELSE 0 END;
-
-CREATE FUNCTION public.passion_trim_events(p_before timestamp with time zone, OUT partitions_dropped integer, OUT rows_deleted bigint) RETURNS record
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    PERFORM set_config('lock_timeout', '5s', true);
-    SELECT d.dropped INTO partitions_dropped FROM passion_drop_partitions('progress_events', p_before) d;
-    DELETE FROM progress_events WHERE created_at < p_before;
-    GET DIAGNOSTICS rows_deleted = ROW_COUNT;
-END
-$$;
 
 CREATE FUNCTION public.passion_user_achievements_count() RETURNS trigger
     LANGUAGE plpgsql
@@ -2340,9 +2363,11 @@ ALTER INDEX public.idx_progress_events_user ATTACH PARTITION public.progress_eve
 
 CREATE TRIGGER coins_ledger_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.coins_ledger FOR EACH STATEMENT EXECUTE FUNCTION public.passion_ledger_append_only();
 
+CREATE TRIGGER coins_ledger_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.coins_ledger_default FOR EACH STATEMENT EXECUTE FUNCTION public.passion_ledger_append_only('coins_ledger');
+
 CREATE TRIGGER coins_ledger_apply AFTER INSERT ON public.coins_ledger REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION public.passion_coins_ledger_apply();
 
-CREATE TRIGGER coins_ledger_default_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.coins_ledger_default FOR EACH STATEMENT EXECUTE FUNCTION public.passion_ledger_append_only('coins_ledger');
+CREATE TRIGGER coins_ledger_insert_through_ledger BEFORE INSERT ON public.coins_ledger_default FOR EACH STATEMENT EXECUTE FUNCTION public.passion_ledger_partition_insert('coins_ledger');
 
 CREATE TRIGGER focus_sessions_user_live BEFORE INSERT ON public.focus_sessions FOR EACH ROW EXECUTE FUNCTION public.passion_user_must_be_live();
 
@@ -2358,9 +2383,11 @@ CREATE TRIGGER habits_user_live BEFORE INSERT ON public.habits FOR EACH ROW EXEC
 
 CREATE TRIGGER points_ledger_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.points_ledger FOR EACH STATEMENT EXECUTE FUNCTION public.passion_ledger_append_only();
 
+CREATE TRIGGER points_ledger_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.points_ledger_default FOR EACH STATEMENT EXECUTE FUNCTION public.passion_ledger_append_only('points_ledger');
+
 CREATE TRIGGER points_ledger_apply AFTER INSERT ON public.points_ledger REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION public.passion_points_ledger_apply();
 
-CREATE TRIGGER points_ledger_default_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.points_ledger_default FOR EACH STATEMENT EXECUTE FUNCTION public.passion_ledger_append_only('points_ledger');
+CREATE TRIGGER points_ledger_insert_through_ledger BEFORE INSERT ON public.points_ledger_default FOR EACH STATEMENT EXECUTE FUNCTION public.passion_ledger_partition_insert('points_ledger');
 
 CREATE TRIGGER quests_user_live BEFORE INSERT ON public.quests FOR EACH ROW EXECUTE FUNCTION public.passion_user_must_be_live();
 

@@ -152,6 +152,50 @@ struct PartitionTests {
         #expect(try await IntegrityCheck.run(pool) == [])
     }
 
+    @Test("partition bounds are UTC midnights whatever zone and date style the calling session uses")
+    func boundsIgnoreSessionSettings() async throws {
+        let pool = try await TestDatabase.migratedPool(size: 1)
+        defer { Task { await pool.shutdown() } }
+        let bounds = try await pool.transaction { connection in
+            try await connection.execute("SET LOCAL TimeZone = 'Asia/Kolkata'; SET LOCAL DateStyle = 'SQL, DMY'")
+            _ = try await connection.query("SELECT passion_create_partitions('audit_logs', 'month', now() + interval '2 years', now() + interval '2 years')")
+            try await connection.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'")
+            return try await connection.query("""
+                SELECT p.partition_name, p.lower_bound = date_trunc('month', (now() + interval '2 years') AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS exact,
+                       p.upper_bound - p.lower_bound BETWEEN interval '28 days' AND interval '31 days' AS month
+                FROM passion_partitions('audit_logs') p
+                WHERE p.partition_name = passion_partition_name('audit_logs', 'month', now() + interval '2 years')
+                """).map { (try $0.require("exact", as: Bool.self), try $0.require("month", as: Bool.self)) }
+        }
+        #expect(bounds.count == 1 && bounds.first?.0 == true && bounds.first?.1 == true, "\(bounds)")
+    }
+
+    @Test("a table whose lock is busy is left for the next run and reported; the others are made, and a rerun makes it")
+    func busyTableIsRetried() async throws {
+        let pool = try await TestDatabase.migratedPool(size: 3)
+        defer { Task { await pool.shutdown() } }
+        let maintenance = SessionMaintenance(pool: pool, now: { Date().addingTimeInterval(400 * 86_400) })
+        // An open transaction that wrote the XP ledger holds a lock partition DDL must wait for.
+        // (Its user is made before: a transaction that wrote `users` would hold up every table's
+        // partitions, whose foreign keys lock `users` while a partition is created.)
+        let busy = try await pool.withConnection { holder in
+            try await holder.execute("INSERT INTO users (id, email) VALUES ('00000000-0000-0000-0000-0000000000b1', 'b@example.com')")
+            try await holder.execute("""
+                BEGIN;
+                INSERT INTO points_ledger (user_id, points, reason) VALUES ('00000000-0000-0000-0000-0000000000b1', 5, 'grant');
+                """)
+            let busy = try await maintenance.maintainPartitions(auditRetention: .forever)
+            try await holder.execute("COMMIT")
+            return busy
+        }
+        #expect(busy.failures.count == 1 && busy.failures.first?.hasPrefix("points_ledger:") == true, "\(busy.failures)")
+        // Four months each of coins and audit, nine days of events.
+        #expect(busy.created == 4 + 4 + 9, "\(busy)")
+        let rerun = try await maintenance.maintainPartitions(auditRetention: .forever)
+        #expect(rerun.failures.isEmpty && rerun.created == 4, "\(rerun)")
+        #expect(try await maintenance.maintainPartitions(auditRetention: .forever).created == 0)
+    }
+
     @Test("the events trim drops whole days past the resume window and keeps the window's rows")
     func eventsTrim() async throws {
         let pool = try await TestDatabase.migratedPool(size: 2)

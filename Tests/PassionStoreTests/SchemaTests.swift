@@ -616,7 +616,7 @@ struct SchemaTests {
 
     // MARK: - 2. Append-only ledgers
 
-    @Test("UPDATE, DELETE and TRUNCATE on a ledger or any of its partitions are refused with P0A01; ON CONFLICT has no key to use")
+    @Test("UPDATE, DELETE, TRUNCATE on a ledger or its partitions, and INSERT into a partition, are refused with P0A01; ON CONFLICT has no key to use")
     func ledgersAreAppendOnly() async throws {
         let pool = try await migratedPool()
         defer { Task { await pool.shutdown() } }
@@ -637,6 +637,20 @@ struct SchemaTests {
             ("DELETE FROM \(partition)", "P0A01", ["points_ledger_append_only"]),
             ("TRUNCATE \(partition)", "P0A01", ["points_ledger_append_only"]),
             ("DELETE FROM points_ledger_default", "P0A01", ["points_ledger_append_only"]),
+            // An insert naming a partition would skip the ledger's insert trigger (keys, totals).
+            ("""
+             INSERT INTO \(partition) (user_id, points, reason, idempotency_key)
+             VALUES ('00000000-0000-0000-0000-0000000000a1', 500, 'grant', 'award-1')
+             """, "P0A01", ["points_ledger_append_only"]),
+            ("""
+             INSERT INTO coins_ledger_default (user_id, coins, transaction_type, reason)
+             VALUES ('00000000-0000-0000-0000-0000000000a1', 500, 'earned', 'grant')
+             """, "P0A01", ["coins_ledger_append_only"]),
+            // refund_of must name a coins_ledger row, as its foreign key required before 0014.
+            ("""
+             INSERT INTO coins_ledger (user_id, coins, transaction_type, reason, refund_of)
+             VALUES ('00000000-0000-0000-0000-0000000000a1', 5, 'refund', 'shop_purchase', 987654321)
+             """, "23503", ["coins_refunds_refund_of_fkey"]),
             ("UPDATE coins_ledger SET coins = 1000 WHERE transaction_type = 'spent'", "P0A01", ["coins_ledger_append_only"]),
             ("UPDATE coins_ledger SET coins = 1 WHERE false", "P0A01", ["coins_ledger_append_only"]),
             ("DELETE FROM coins_ledger WHERE transaction_type = 'spent'", "P0A01", ["coins_ledger_append_only"]),

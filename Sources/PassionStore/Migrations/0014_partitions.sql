@@ -63,6 +63,33 @@ CREATE TABLE coins_refunds (
     created_at timestamptz NOT NULL
 );
 
+-- A ledger partition refuses what its ledger refuses, and also an INSERT naming it: the
+-- ledger's insert trigger (keys, totals, weekly XP, notifications) fires only for statements
+-- naming the ledger, which routes each row to its partition.
+CREATE FUNCTION passion_ledger_partition_insert() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'insert into %, not into its partition %', TG_ARGV[0], TG_TABLE_NAME
+        USING ERRCODE = 'P0A01',
+              DETAIL = 'The ledger''s insert trigger keeps the keys and the totals; it runs only for inserts into the ledger.',
+              SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_ARGV[0],
+              CONSTRAINT = TG_ARGV[0] || '_append_only';
+END
+$$;
+
+CREATE FUNCTION passion_guard_ledger_partition(p_ledger text, p_partition text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE OR TRUNCATE ON %I '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION passion_ledger_append_only(%L)',
+                   p_ledger || '_append_only', p_partition, p_ledger);
+    EXECUTE format('CREATE TRIGGER %I BEFORE INSERT ON %I FOR EACH STATEMENT EXECUTE FUNCTION passion_ledger_partition_insert(%L)',
+                   p_ledger || '_insert_through_ledger', p_partition, p_ledger);
+END
+$$;
+
 -- The partition of p_table (a month, or a day for p_unit 'day') starting at p_start.
 CREATE FUNCTION passion_partition_name(p_table text, p_unit text, p_start timestamptz) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -72,6 +99,7 @@ CREATE FUNCTION passion_partition_name(p_table text, p_unit text, p_start timest
 CREATE FUNCTION passion_partitions(p_table text)
     RETURNS TABLE(partition_name text, lower_bound timestamptz, upper_bound timestamptz)
     LANGUAGE sql STABLE
+    SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD'
     AS $$
     SELECT c.relname::text,
            substring(pg_get_expr(c.relpartbound, c.oid) FROM 'FROM \(''([^'']+)''\)')::timestamptz,
@@ -85,6 +113,9 @@ $$;
 -- p_from up to the one holding p_to; answers how many it created.
 CREATE FUNCTION passion_create_partitions(p_table text, p_unit text, p_from timestamptz, p_to timestamptz) RETURNS integer
     LANGUAGE plpgsql
+    -- Bounds are written as text (%L) and read back by passion_partitions: the same zone and
+    -- style both ways, whatever the calling session set.
+    SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD'
     AS $$
 DECLARE
     v_step interval := ('1 ' || p_unit)::interval;
@@ -109,9 +140,7 @@ BEGIN
             IF NOT v_caught THEN
                 EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)', v_name, p_table, v_lower, v_upper);
                 IF p_table IN ('points_ledger', 'coins_ledger') THEN
-                    EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE OR TRUNCATE ON %I '
-                                   'FOR EACH STATEMENT EXECUTE FUNCTION passion_ledger_append_only(%L)',
-                                   p_table || '_append_only', v_name, p_table);
+                    PERFORM passion_guard_ledger_partition(p_table, v_name);
                 END IF;
                 v_created := v_created + 1;
             END IF;
@@ -126,6 +155,7 @@ $$;
 -- rows they held (the statistics' estimate: counting would read them all).
 CREATE FUNCTION passion_drop_partitions(p_table text, p_before timestamptz, OUT dropped integer, OUT rows_estimate bigint)
     LANGUAGE plpgsql
+    SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD'
     AS $$
 DECLARE
     v_partition record;
@@ -141,40 +171,26 @@ BEGIN
 END
 $$;
 
--- What every server instance runs at start and hourly: the partitions the next 3 months (events:
--- 7 days) need, created now; audit partitions older than p_audit_keep (NULL: keep everything)
--- dropped. Waits at most 5 s for a lock, so a long transaction cannot make awards queue behind
--- it; the next run catches up.
-CREATE FUNCTION passion_maintain_partitions(p_now timestamptz, p_audit_keep interval,
-                                            OUT created integer, OUT audit_dropped integer, OUT audit_rows_estimate bigint)
-    LANGUAGE plpgsql
+-- Which tables are partitioned, by what, and how far behind and ahead of now partitions are
+-- made: the one place the migration and the servers' maintenance read it from.
+CREATE FUNCTION passion_partition_plan() RETURNS TABLE(table_name text, unit text, behind interval, ahead interval)
+    LANGUAGE sql IMMUTABLE
     AS $$
-BEGIN
-    PERFORM set_config('lock_timeout', '5s', true);
-    created := passion_create_partitions('points_ledger', 'month', p_now, p_now + interval '3 months')
-             + passion_create_partitions('coins_ledger', 'month', p_now, p_now + interval '3 months')
-             + passion_create_partitions('audit_logs', 'month', p_now, p_now + interval '3 months')
-             + passion_create_partitions('progress_events', 'day', p_now - interval '1 day', p_now + interval '7 days');
-    audit_dropped := 0;
-    audit_rows_estimate := 0;
-    IF p_audit_keep IS NOT NULL THEN
-        SELECT d.dropped, d.rows_estimate INTO audit_dropped, audit_rows_estimate
-        FROM passion_drop_partitions('audit_logs', p_now - p_audit_keep) d;
-    END IF;
-END
+    VALUES ('points_ledger', 'month', interval '0', interval '3 months'),
+           ('coins_ledger', 'month', interval '0', interval '3 months'),
+           ('audit_logs', 'month', interval '0', interval '3 months'),
+           ('progress_events', 'day', interval '1 day', interval '7 days');
 $$;
 
--- Subscribe's resume window: events older than p_before go, whole days by DROP, the rest (the
--- day that straddles p_before, and the DEFAULT partition) by DELETE.
-CREATE FUNCTION passion_trim_events(p_before timestamptz, OUT partitions_dropped integer, OUT rows_deleted bigint)
-    LANGUAGE plpgsql
+-- Makes p_table's partitions for p_now by the plan. Each server instance calls it at start and
+-- hourly, one table per transaction: creating a partition locks its table exclusively, and a
+-- transaction holding two tables' locks could deadlock with a call writing both (an audit row,
+-- then a ledger row).
+CREATE FUNCTION passion_maintain_partitions(p_table text, p_now timestamptz) RETURNS integer
+    LANGUAGE sql
     AS $$
-BEGIN
-    PERFORM set_config('lock_timeout', '5s', true);
-    SELECT d.dropped INTO partitions_dropped FROM passion_drop_partitions('progress_events', p_before) d;
-    DELETE FROM progress_events WHERE created_at < p_before;
-    GET DIAGNOSTICS rows_deleted = ROW_COUNT;
-END
+    SELECT passion_create_partitions(table_name, unit, p_now - behind, p_now + ahead)
+    FROM passion_partition_plan() WHERE table_name = p_table;
 $$;
 
 -- The ledgers' insert triggers: the keys and refunds first, so that a reused key fails the
@@ -214,6 +230,13 @@ BEGIN
     SELECT user_id, idempotency_key, id, created_at FROM inserted WHERE idempotency_key IS NOT NULL ORDER BY 1, 2;
     INSERT INTO coins_refunds (refund_of, refund_id, user_id, created_at)
     SELECT refund_of, id, user_id, created_at FROM inserted WHERE refund_of IS NOT NULL ORDER BY 1;
+    -- What the foreign key refund_of → coins_ledger(id) checked before the ledger was partitioned.
+    IF FOUND AND EXISTS (SELECT 1 FROM inserted i
+                         WHERE i.refund_of IS NOT NULL AND NOT EXISTS (SELECT 1 FROM coins_ledger s WHERE s.id = i.refund_of)) THEN
+        RAISE EXCEPTION 'refund_of names no coins_ledger row'
+            USING ERRCODE = '23503', SCHEMA = 'public', TABLE = 'coins_refunds', COLUMN = 'refund_of',
+                  CONSTRAINT = 'coins_refunds_refund_of_fkey';
+    END IF;
     INSERT INTO user_progress (user_id)
     SELECT DISTINCT i.user_id FROM inserted i
     WHERE (SELECT true FROM user_progress p WHERE p.user_id = i.user_id LIMIT 1) IS NULL
@@ -233,10 +256,10 @@ $$;
 
 -- Renames p_table (and its identity sequence) out of the way and creates its partitioned
 -- successor with the same columns, defaults, CHECKs and identity, a DEFAULT partition, and a
--- dated partition for every p_unit from the oldest row's (no older than p_oldest) to p_ahead
--- from now, as passion_maintain_partitions would; copies every row and the sequence's position. Indexes, keys and triggers are the
+-- dated partition per period of passion_partition_plan from the oldest row's (no older than
+-- p_oldest) to as far ahead as passion_maintain_partitions goes; copies every row and the sequence's position. Indexes, keys and triggers are the
 -- caller's, after the copy (cheaper built once, and no insert trigger fires on the copy).
-CREATE FUNCTION pg_temp.passion_partition_table(p_table text, p_unit text, p_oldest timestamptz, p_ahead interval) RETURNS void
+CREATE FUNCTION pg_temp.passion_partition_table(p_table text, p_oldest timestamptz) RETURNS void
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -249,7 +272,8 @@ BEGIN
                    'PARTITION BY RANGE (created_at)', p_table, v_old);
     EXECUTE format('CREATE TABLE %I PARTITION OF %I DEFAULT', p_table || '_default', p_table);
     EXECUTE format('SELECT min(created_at) FROM %I', v_old) INTO v_first;
-    PERFORM passion_create_partitions(p_table, p_unit, greatest(coalesce(v_first, now()), p_oldest), now() + p_ahead);
+    PERFORM passion_create_partitions(p_table, unit, least(greatest(coalesce(v_first, now()), p_oldest), now() - behind), now() + ahead)
+    FROM passion_partition_plan() WHERE table_name = p_table;
     EXECUTE format('INSERT INTO %I OVERRIDING SYSTEM VALUE SELECT * FROM %I', p_table, v_old);
     EXECUTE format('SELECT setval(pg_get_serial_sequence(%L, ''id''), last_value, is_called) FROM %I',
                    p_table, v_old || '_id_seq');
@@ -264,7 +288,7 @@ SELECT user_id, idempotency_key, id, created_at FROM coins_ledger WHERE idempote
 INSERT INTO coins_refunds (refund_of, refund_id, user_id, created_at)
 SELECT refund_of, id, user_id, created_at FROM coins_ledger WHERE refund_of IS NOT NULL;
 
-SELECT pg_temp.passion_partition_table('points_ledger', 'month', '-infinity', interval '3 months');
+SELECT pg_temp.passion_partition_table('points_ledger', '-infinity');
 DROP TABLE points_ledger_unpartitioned;
 ALTER TABLE points_ledger ADD PRIMARY KEY (id, created_at);
 ALTER TABLE points_ledger ADD FOREIGN KEY (user_id) REFERENCES users (id);
@@ -272,12 +296,11 @@ CREATE INDEX idx_points_user ON points_ledger (user_id, created_at DESC);
 CREATE INDEX idx_points_reason ON points_ledger (reason);
 CREATE TRIGGER points_ledger_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON points_ledger
     FOR EACH STATEMENT EXECUTE FUNCTION passion_ledger_append_only();
-CREATE TRIGGER points_ledger_default_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON points_ledger_default
-    FOR EACH STATEMENT EXECUTE FUNCTION passion_ledger_append_only('points_ledger');
+SELECT passion_guard_ledger_partition('points_ledger', 'points_ledger_default');
 CREATE TRIGGER points_ledger_apply AFTER INSERT ON points_ledger REFERENCING NEW TABLE AS inserted
     FOR EACH STATEMENT EXECUTE FUNCTION passion_points_ledger_apply();
 
-SELECT pg_temp.passion_partition_table('coins_ledger', 'month', '-infinity', interval '3 months');
+SELECT pg_temp.passion_partition_table('coins_ledger', '-infinity');
 DROP TABLE coins_ledger_unpartitioned;
 ALTER TABLE coins_ledger ADD PRIMARY KEY (id, created_at);
 ALTER TABLE coins_ledger ADD FOREIGN KEY (user_id) REFERENCES users (id);
@@ -285,12 +308,11 @@ CREATE INDEX idx_coins_user ON coins_ledger (user_id, created_at DESC);
 CREATE INDEX idx_coins_type ON coins_ledger (transaction_type);
 CREATE TRIGGER coins_ledger_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON coins_ledger
     FOR EACH STATEMENT EXECUTE FUNCTION passion_ledger_append_only();
-CREATE TRIGGER coins_ledger_default_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON coins_ledger_default
-    FOR EACH STATEMENT EXECUTE FUNCTION passion_ledger_append_only('coins_ledger');
+SELECT passion_guard_ledger_partition('coins_ledger', 'coins_ledger_default');
 CREATE TRIGGER coins_ledger_apply AFTER INSERT ON coins_ledger REFERENCING NEW TABLE AS inserted
     FOR EACH STATEMENT EXECUTE FUNCTION passion_coins_ledger_apply();
 
-SELECT pg_temp.passion_partition_table('audit_logs', 'month', '-infinity', interval '3 months');
+SELECT pg_temp.passion_partition_table('audit_logs', '-infinity');
 DROP TABLE audit_logs_unpartitioned;
 ALTER TABLE audit_logs ADD PRIMARY KEY (id, created_at);
 ALTER TABLE audit_logs ADD FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE SET NULL;
@@ -300,28 +322,47 @@ CREATE INDEX idx_audit_user ON audit_logs (user_id, created_at DESC);
 
 -- Events older than two days are past any resume window: they go to the DEFAULT partition,
 -- where the next trim deletes them, rather than into a day table each.
-SELECT pg_temp.passion_partition_table('progress_events', 'day', now() - interval '2 days', interval '7 days');
+SELECT pg_temp.passion_partition_table('progress_events', now() - interval '2 days');
 DROP TABLE progress_events_unpartitioned;
 ALTER TABLE progress_events ADD PRIMARY KEY (id, created_at);
 ALTER TABLE progress_events ADD FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE;
 CREATE INDEX idx_progress_events_created ON progress_events (created_at);
 CREATE INDEX idx_progress_events_user ON progress_events (user_id, id);
 
-DROP FUNCTION pg_temp.passion_partition_table(text, text, timestamptz, interval);
+DROP FUNCTION pg_temp.passion_partition_table(text, timestamptz);
 
--- A refund is checked against coins_refunds (the ledger has no index on refund_of any more).
--- Only the one statement changes; the rest of passion_reward is as 0012 left it.
-DO $do$
+-- Two functions read what the ledgers no longer index: passion_reward's check for an earlier
+-- refund (refund_of) and passion_habit_uncomplete's lookup of the XP a completion paid (by key).
+-- Each now reads the side table; only that statement changes, the rest stays as 0012 left it.
+CREATE FUNCTION pg_temp.passion_replace_statement(p_function regprocedure, p_old text, p_new text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
 DECLARE
-    v_definition text := pg_get_functiondef('passion_reward(uuid, text, integer, text, text, uuid, text, bigint, text, inet, text)'::regprocedure);
-    v_old text := 'IF EXISTS (SELECT 1 FROM coins_ledger WHERE refund_of = p_refund_of) THEN';
+    v_definition text := pg_get_functiondef(p_function);
 BEGIN
-    IF position(v_old IN v_definition) = 0 THEN
-        RAISE EXCEPTION 'passion_reward does not contain the refund check this migration replaces';
+    IF position(p_old IN v_definition) = 0 THEN
+        RAISE EXCEPTION '% does not contain the statement 0014 replaces: %', p_function, p_old;
     END IF;
-    EXECUTE replace(v_definition, v_old, 'IF EXISTS (SELECT 1 FROM coins_refunds WHERE refund_of = p_refund_of) THEN');
+    EXECUTE replace(v_definition, p_old, p_new);
 END
-$do$;
+$$;
+
+SELECT pg_temp.passion_replace_statement(
+    'passion_reward(uuid, text, integer, text, text, uuid, text, bigint, text, inet, text)',
+    'IF EXISTS (SELECT 1 FROM coins_ledger WHERE refund_of = p_refund_of) THEN',
+    'IF EXISTS (SELECT 1 FROM coins_refunds WHERE refund_of = p_refund_of) THEN');
+
+SELECT pg_temp.passion_replace_statement(
+    'passion_habit_uncomplete(uuid, uuid, integer, timestamptz, text, inet, text)',
+    $old$    SELECT points INTO v_paid FROM points_ledger
+    WHERE user_id = p_user AND reason = 'habit_completed' AND points > 0
+      AND idempotency_key = $old$,
+    $new$    SELECT l.points INTO v_paid
+    FROM points_ledger_keys k JOIN points_ledger l ON l.id = k.ledger_id AND l.created_at = k.created_at
+    WHERE k.user_id = p_user AND l.reason = 'habit_completed' AND l.points > 0
+      AND k.idempotency_key = $new$);
+
+DROP FUNCTION pg_temp.passion_replace_statement(regprocedure, text, text);
 
 -- The integrity check also proves the side tables: every keyed ledger row has its key row and
 -- no key row lacks its ledger row; every refund names a spend of the same user.
