@@ -1620,7 +1620,8 @@ CREATE FUNCTION public.passion_users_timezone_valid() RETURNS trigger
     AS $$
 BEGIN
     IF NEW.timezone IS NULL
-       OR (TG_OP = 'UPDATE' AND NEW.timezone IS NOT DISTINCT FROM OLD.timezone) THEN
+       OR (TG_OP = 'UPDATE' AND NEW.timezone IS NOT DISTINCT FROM OLD.timezone)
+       OR EXISTS (SELECT 1 FROM passion_timezone_names WHERE name = NEW.timezone) THEN
         RETURN NEW;
     END IF;
     IF NEW.timezone IN ('localtime', 'posixrules', 'Factory')
@@ -1921,6 +1922,10 @@ CREATE TABLE public.maintenance_runs (
     CONSTRAINT maintenance_runs_job_format CHECK ((job ~ '^[a-z][a-z0-9_]{0,62}$'::text))
 );
 
+CREATE TABLE public.passion_timezone_names (
+    name text NOT NULL
+);
+
 CREATE TABLE public.points_ledger (
     id bigint NOT NULL,
     user_id uuid NOT NULL,
@@ -2198,6 +2203,9 @@ ALTER TABLE ONLY public.idempotency_keys
 
 ALTER TABLE ONLY public.maintenance_runs
     ADD CONSTRAINT maintenance_runs_pkey PRIMARY KEY (job);
+
+ALTER TABLE ONLY public.passion_timezone_names
+    ADD CONSTRAINT passion_timezone_names_pkey PRIMARY KEY (name);
 
 ALTER TABLE ONLY public.points_ledger
     ADD CONSTRAINT points_ledger_pkey PRIMARY KEY (id, created_at);

@@ -585,6 +585,33 @@ struct SchemaTests {
                   "user_settings", "user_settings_metadata_object"),
     ]
 
+    // MARK: - The time zone check's copy of the zone names
+
+    @Test("a zone in the copied names is accepted without reading the zone database; one missing from the copy falls back to it")
+    func timezoneNamesCopy() async throws {
+        let pool = try await migratedPool()
+        defer { Task { await pool.shutdown() } }
+        let outcome = try await pool.withConnection { connection -> (copied: Int, accepted: Int, refused: StoreError?) in
+            let copied = try await connection.execute("SELECT count(*) AS n FROM passion_timezone_names WHERE name IN ('Europe/London', 'UTC', 'Pacific/Kiritimati')")
+                .first?.require("n", as: Int.self) ?? 0
+            // A zone the system's tzdata gained after the migration copied the names.
+            try await connection.execute("DELETE FROM passion_timezone_names WHERE name = 'America/Nuuk'")
+            let accepted = try await connection.execute("""
+                INSERT INTO users (email, timezone) VALUES ('a@example.com', 'Europe/London'), ('b@example.com', 'America/Nuuk')
+                """).affected
+            var refused: StoreError?
+            do {
+                try await connection.execute("INSERT INTO users (email, timezone) VALUES ('c@example.com', 'Mars/Olympus_Mons')")
+            } catch let error as StoreError {
+                refused = error
+            }
+            return (copied, accepted, refused)
+        }
+        #expect(outcome.copied == 3)
+        #expect(outcome.accepted == 2)
+        #expect(outcome.refused?.sqlState == "23514" && outcome.refused?.constraint == "users_timezone_valid")
+    }
+
     // MARK: - Documented values are accepted
 
     @Test("every documented enumerated value and every boundary value is accepted")
