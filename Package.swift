@@ -335,7 +335,7 @@ let package = Package(
             name: "PassionIdentityTests",
             dependencies: [
                 "COpenSSL", "PassionIdentity", "PassionJSON", "PassionServices", "PassionStore", "PassionRPC", "PassionRPCServer", "PassionClient",
-                "PassionTestSupport", "PassionTLS",
+                "PassionTestSupport", "PassionTLS", "PassionWire",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],

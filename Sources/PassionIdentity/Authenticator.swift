@@ -53,16 +53,20 @@ public final class StoreAuthenticator: Authenticator {
     /// Users deleted on this instance lately: never cached as live by a lookup that raced it.
     private let deletedUsers: ExpiringSet
 
-    public init(pool: PostgresPool, configuration: IdentityConfiguration, logger: Logger) {
+    /// `cacheClock` times the session and live-user caches (tests move it).
+    public init(
+        pool: PostgresPool, configuration: IdentityConfiguration, logger: Logger,
+        cacheClock: @escaping @Sendable () -> MonotonicInstant = { .now }
+    ) {
         self.pool = pool
         self.configuration = configuration
         self.limiter = PrincipalRateLimiter(users: configuration.userRate, services: configuration.serviceRate)
         self.failures = PrincipalRateLimiter(users: configuration.authenticationFailureRate, services: configuration.authenticationFailureRate)
         self.auditedRefusals = PrincipalRateLimiter(
             users: configuration.authenticationFailureRate, services: configuration.authenticationFailureRate)
-        self.sessions = SessionCache(ttl: configuration.sessionCacheTTL)
-        self.liveUsers = ExpiringSet(ttl: configuration.sessionCacheTTL)
-        self.deletedUsers = ExpiringSet(ttl: max(configuration.sessionCacheTTL, .seconds(60)))
+        self.sessions = SessionCache(ttl: configuration.sessionCacheTTL, now: cacheClock)
+        self.liveUsers = ExpiringSet(ttl: configuration.sessionCacheTTL, now: cacheClock)
+        self.deletedUsers = ExpiringSet(ttl: max(configuration.sessionCacheTTL, .seconds(60)), now: cacheClock)
         self.trail = AuditTrail(pool: pool, logger: logger)
     }
 
@@ -256,15 +260,20 @@ public final class StoreAuthenticator: Authenticator {
 /// Keys remembered for a short time, at most 100,000 of them.
 final class ExpiringSet: Sendable {
     private let ttl: Duration
-    private let entries = Mutex([String: ContinuousClock.Instant]())
+    private let now: @Sendable () -> MonotonicInstant
+    private let entries = Mutex([String: MonotonicInstant]())
     private let capacity = 100_000
 
-    init(ttl: Duration) { self.ttl = ttl }
+    init(ttl: Duration, now: @escaping @Sendable () -> MonotonicInstant) {
+        self.ttl = ttl
+        self.now = now
+    }
 
     func contains(_ key: String) -> Bool {
-        entries.withLock { entries in
+        let now = now()
+        return entries.withLock { entries in
             guard let until = entries[key] else { return false }
-            if until > .now { return true }
+            if until > now { return true }
             entries[key] = nil
             return false
         }
@@ -272,7 +281,7 @@ final class ExpiringSet: Sendable {
 
     func insert(_ key: String) {
         guard ttl > .zero else { return }
-        let now = ContinuousClock.now
+        let now = now()
         entries.withLock { entries in
             if entries.count >= capacity {
                 entries = entries.filter { $0.value > now }
@@ -292,21 +301,25 @@ final class SessionCache: Sendable {
         var hash: [UInt8]
         var userID: String
         var expiresAt: Date
-        var cachedUntil = ContinuousClock.now
+        /// Set by `store`: until then, never trusted.
+        var cachedUntil: MonotonicInstant?
     }
 
     private let ttl: Duration
+    private let now: @Sendable () -> MonotonicInstant
     private let entries = Mutex([[UInt8]: Entry]())
     private let capacity = 100_000
 
-    init(ttl: Duration) {
+    init(ttl: Duration, now: @escaping @Sendable () -> MonotonicInstant) {
         self.ttl = ttl
+        self.now = now
     }
 
     func lookup(_ hash: [UInt8]) -> Entry? {
-        entries.withLock { entries in
+        let now = now()
+        return entries.withLock { entries in
             guard let entry = entries[hash] else { return nil }
-            guard entry.cachedUntil > .now, entry.expiresAt > Date() else {
+            guard let until = entry.cachedUntil, until > now, entry.expiresAt > Date() else {
                 entries[hash] = nil
                 return nil
             }
@@ -317,11 +330,11 @@ final class SessionCache: Sendable {
     func store(_ entry: Entry) {
         guard ttl > .zero else { return }
         var entry = entry
-        entry.cachedUntil = .now + ttl
+        let now = now()
+        entry.cachedUntil = now + ttl
         entries.withLock { entries in
             if entries.count >= capacity {
-                let now = ContinuousClock.now
-                entries = entries.filter { $0.value.cachedUntil > now }
+                entries = entries.filter { ($0.value.cachedUntil ?? now) > now }
                 if entries.count >= capacity { entries.removeAll() }
             }
             entries[entry.hash] = entry

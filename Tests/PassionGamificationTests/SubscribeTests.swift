@@ -134,7 +134,11 @@ struct SubscribeTests {
             try await Self.waitForHeartbeat(&iterator)
             // Kill the listener's connection, then award while it reconnects: those NOTIFYs go
             // nowhere, and only the catch-up from progress_events can deliver them.
-            _ = try await harness.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'passion-listener'")
+            // Only this test's database: every other test's listeners share the cluster.
+            _ = try await harness.query("""
+                SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                WHERE application_name = 'passion-listener' AND datname = current_database()
+                """)
             let during = try await Self.award(harness, user.id, 6)
             let after = try await Self.award(harness, user.id, 8)
             let expected = (during.events + after.events).map(\.id)

@@ -2,6 +2,7 @@ import Logging
 import PassionIdentity
 import PassionRPCServer
 import PassionStore
+import PassionWire
 
 /// Auth, Users, Settings and Audit over one pool, with the authenticator the server installs.
 public struct IdentityServices: Sendable {
@@ -12,8 +13,11 @@ public struct IdentityServices: Sendable {
 
     /// Throws when an OpenID Connect provider's JWKS cannot be read. `reads` serves the audit
     /// queries (a hot standby may serve them: they may lag); nil reads from `pool`.
-    public init(pool: PostgresPool, reads: PostgresPool? = nil, configuration: IdentityConfiguration, logger: Logger) throws {
-        let authenticator = StoreAuthenticator(pool: pool, configuration: configuration, logger: logger)
+    public init(
+        pool: PostgresPool, reads: PostgresPool? = nil, configuration: IdentityConfiguration, logger: Logger,
+        cacheClock: @escaping @Sendable () -> MonotonicInstant = { .now }
+    ) throws {
+        let authenticator = StoreAuthenticator(pool: pool, configuration: configuration, logger: logger, cacheClock: cacheClock)
         let verifier = try IDTokenVerifier(configuration.identityProviders)
         let trail = AuditTrail(pool: pool, logger: logger)
         self.authenticator = authenticator

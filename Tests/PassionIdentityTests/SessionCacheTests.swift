@@ -1,0 +1,62 @@
+import Foundation
+import Logging
+import PassionIdentity
+import PassionRPCServer
+import PassionStore
+import PassionTestSupport
+import PassionWire
+import Synchronization
+import Testing
+
+/// A monotonic clock that moves only when the test says.
+final class ManualMonotonicClock: Sendable {
+    private let origin = MonotonicInstant.now
+    private let elapsed = Mutex(Duration.zero)
+
+    var now: MonotonicInstant { origin + elapsed.withLock { $0 } }
+
+    func advance(_ duration: Duration) { elapsed.withLock { $0 += duration } }
+}
+
+/// The session cache's bound, event by event on an injected clock: how long an instance may
+/// still accept a session another instance signed out (README "Running more than one instance").
+@Suite("Session cache")
+struct SessionCacheTests {
+    static let user = UUID(uuidString: "00000000-0000-0000-0000-0000000000d1") ?? UUID()
+
+    @Test("a session signed out elsewhere is accepted here for at most the cache's 2 s, then refused as TOKEN_REVOKED")
+    func signedOutElsewhere() async throws {
+        let pool = try await TestDatabase.migratedPool(size: 2)
+        defer { Task { await pool.shutdown() } }
+        let clock = ManualMonotonicClock()
+        let configuration = IdentityConfiguration()
+        #expect(configuration.sessionCacheTTL == .seconds(2))
+        let here = StoreAuthenticator(
+            pool: pool, configuration: configuration, logger: Logger(label: "session-cache-tests"), cacheClock: { clock.now })
+        let (token, hash) = SessionToken.generate()
+        try await pool.withConnection { connection in
+            try await connection.query("INSERT INTO users (id, email) VALUES (\(Self.user), 'd@example.com')")
+            try await connection.query("INSERT INTO sessions (id, user_id, expires_at) VALUES (\(Bytes(hash)), \(Self.user), now() + interval '1 day')")
+        }
+        var metadata = Metadata()
+        metadata.add("authorization", "Bearer \(token)")
+        let call = CallCredentials(
+            method: MethodDescriptor(service: "passion.v1.Users", method: "Me", kind: .unary), metadata: metadata,
+            peer: "127.0.0.1:40000", peerCertificate: nil)
+
+        // Verified in the database, then cached.
+        #expect(try await here.authenticate(call).id == Self.user.postgresText)
+        // Another instance signs the session out: only the database knows.
+        try await pool.withConnection { connection in
+            try await connection.query("UPDATE sessions SET revoked_at = now() WHERE id = \(Bytes(hash))")
+        }
+        clock.advance(.milliseconds(1999))
+        #expect(try await here.authenticate(call).id == Self.user.postgresText, "trusted from the cache within its 2 s")
+        clock.advance(.milliseconds(1))
+        let refused = await #expect(throws: RPCError.self) { try await here.authenticate(call) }
+        #expect(refused?.code == .unauthenticated && refused?.details?.reason == "TOKEN_REVOKED", "\(String(describing: refused))")
+        // And stays refused: a refusal is never cached as a session.
+        clock.advance(.seconds(60))
+        await #expect(throws: RPCError.self) { try await here.authenticate(call) }
+    }
+}
