@@ -695,19 +695,16 @@ CREATE FUNCTION public.passion_integrity_check() RETURNS TABLE(check_name text, 
     SELECT * FROM passion_integrity_check_weekly()
     UNION ALL
     SELECT 'ledger_key_mismatch',
-           format('points_ledger row %s of user %s, key %s: %s', coalesce(l.id, k.ledger_id), coalesce(l.user_id, k.user_id),
-                  coalesce(l.idempotency_key, k.idempotency_key),
+           format('%s row %s of user %s, key %s: %s', coalesce(l.ledger, k.ledger), coalesce(l.id, k.ledger_id),
+                  coalesce(l.user_id, k.user_id), coalesce(l.idempotency_key, k.idempotency_key),
                   CASE WHEN k.ledger_id IS NULL THEN 'no key row' WHEN l.id IS NULL THEN 'no ledger row' ELSE 'key row names another row' END)
-    FROM (SELECT id, user_id, idempotency_key, created_at FROM points_ledger WHERE idempotency_key IS NOT NULL) l
-         FULL JOIN points_ledger_keys k ON k.user_id = l.user_id AND k.idempotency_key = l.idempotency_key
-    WHERE k.ledger_id IS DISTINCT FROM l.id OR k.created_at IS DISTINCT FROM l.created_at
-    UNION ALL
-    SELECT 'ledger_key_mismatch',
-           format('coins_ledger row %s of user %s, key %s: %s', coalesce(l.id, k.ledger_id), coalesce(l.user_id, k.user_id),
-                  coalesce(l.idempotency_key, k.idempotency_key),
-                  CASE WHEN k.ledger_id IS NULL THEN 'no key row' WHEN l.id IS NULL THEN 'no ledger row' ELSE 'key row names another row' END)
-    FROM (SELECT id, user_id, idempotency_key, created_at FROM coins_ledger WHERE idempotency_key IS NOT NULL) l
-         FULL JOIN coins_ledger_keys k ON k.user_id = l.user_id AND k.idempotency_key = l.idempotency_key
+    FROM (SELECT 'points_ledger' AS ledger, id, user_id, idempotency_key, created_at FROM points_ledger WHERE idempotency_key IS NOT NULL
+          UNION ALL
+          SELECT 'coins_ledger', id, user_id, idempotency_key, created_at FROM coins_ledger WHERE idempotency_key IS NOT NULL) l
+         FULL JOIN (SELECT 'points_ledger' AS ledger, user_id, idempotency_key, ledger_id, created_at FROM points_ledger_keys
+                    UNION ALL
+                    SELECT 'coins_ledger', user_id, idempotency_key, ledger_id, created_at FROM coins_ledger_keys) k
+         ON k.ledger = l.ledger AND k.user_id = l.user_id AND k.idempotency_key = l.idempotency_key
     WHERE k.ledger_id IS DISTINCT FROM l.id OR k.created_at IS DISTINCT FROM l.created_at
     UNION ALL
     SELECT 'refund_mismatch',

@@ -101,6 +101,37 @@ struct PartitionTests {
         }
         #expect(next.map { $0.0 > $0.1 } == true)
         #expect(try await IntegrityCheck.run(pool) == [])
+
+        // The side tables are proved: a key row lost, and a refund recorded against another spend.
+        try await pool.withConnection { connection in
+            try await connection.execute("""
+                DELETE FROM coins_ledger_keys WHERE idempotency_key = 'coins-5' AND user_id = '\(spender)';
+                UPDATE coins_refunds SET refund_of = (SELECT id FROM coins_ledger WHERE transaction_type = 'earned' LIMIT 1)
+                WHERE refund_of = \(spendID);
+                """)
+        }
+        let problems = try await IntegrityCheck.run(pool)
+        #expect(problems.map(\.check).sorted() == ["ledger_key_mismatch", "refund_mismatch", "refund_mismatch"], "\(problems)")
+        #expect(problems.first { $0.check == "ledger_key_mismatch" }?.detail.contains("coins_ledger row") == true)
+    }
+
+    @Test("partitions are days or months: any other unit is refused with 22023")
+    func badPartitionUnit() async throws {
+        let pool = try await TestDatabase.migratedPool(size: 1)
+        defer { Task { await pool.shutdown() } }
+        let before = try await pool.withConnection { connection in
+            try await connection.query("SELECT count(*) AS n FROM passion_partitions('points_ledger')").first?.require("n", as: Int.self)
+        }
+        let refused = await #expect(throws: StoreError.self) {
+            try await pool.withConnection { connection in
+                _ = try await connection.query("SELECT passion_create_partitions('points_ledger', 'week', now(), now() + interval '1 year')")
+            }
+        }
+        #expect(refused?.sqlState == "22023" && refused?.serverMessage.contains("not week") == true, "\(String(describing: refused))")
+        let after = try await pool.withConnection { connection in
+            try await connection.query("SELECT count(*) AS n FROM passion_partitions('points_ledger')").first?.require("n", as: Int.self)
+        }
+        #expect(after == before)
     }
 
     @Test("partitions are made ahead, once however often asked; a month the default partition caught stays there")
