@@ -145,16 +145,22 @@ public final class PostgresConnection: @unchecked Sendable {
     /// goes unprepared, its text tagged with the trace (see `tracedText`).
     @discardableResult
     public func query(_ sql: SQL) async throws -> Rows {
+        try await query(sql, readingResult: Rows.init(copying:))
+    }
+
+    /// `query`, its successful result handed to `read` before libpq frees it: for callers that
+    /// take what they need from the result in place instead of copying every value first.
+    func query<Value>(_ sql: SQL, readingResult read: (OpaquePointer) throws -> Value) async throws -> Value {
         // libpq takes C strings: a NUL would silently cut the value short ("victim\0x" stored as
         // "victim"), so it is refused as PostgreSQL refuses one in text.
         if sql.parameters.contains(where: { $0?.utf8.contains(0) == true }) {
             throw StoreError(sqlState: "22021", serverMessage: "a text value contains a NUL character")
         }
-        guard let tracer else { return try await run(sql) }
-        return try await withStatementSpan(sql, tracer: tracer) { try await run(sql) }
+        guard let tracer else { return try await run(sql, read) }
+        return try await withStatementSpan(sql, tracer: tracer) { try await run(sql, read) }
     }
 
-    private func run(_ sql: SQL) async throws -> Rows {
+    private func run<Value>(_ sql: SQL, _ read: (OpaquePointer) throws -> Value) async throws -> Value {
         let trace = TraceContext.current.flatMap { $0.isSampled ? $0 : nil }
         let name = trace == nil ? try await preparedName(for: sql) : nil
         let text = trace.map { Self.tracedText(sql, $0) } ?? sql.text
@@ -182,12 +188,12 @@ public final class PostgresConnection: @unchecked Sendable {
             throw StoreError.connection(Self.message(connection))
         }
         if prologue.isEmpty {
-            return try await collect(sql: sql.text)
+            return try await collect(sql: sql.text, read)
         }
         defer {
             if PQexitPipelineMode(connection) != 1 { poisoned = true }
         }
-        return try await collectPipeline(statements: prologue.count + 1, sql: sql.text)
+        return try await collectPipeline(statements: prologue.count + 1, sql: sql.text, read)
     }
 
     /// Runs SQL without parameters and without preparing it (migrations, SET, BEGIN). Several
@@ -275,11 +281,15 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// Every result of the statement just sent: the last one's rows, or the first failure.
     private func collect(sql: String?) async throws -> Rows {
+        try await collect(sql: sql, Rows.init(copying:))
+    }
+
+    private func collect<Value>(sql: String?, _ read: (OpaquePointer) throws -> Value) async throws -> Value {
         try await flush()
-        var outcome: Result<Rows, any Error>?
+        var outcome: Result<Value, any Error>?
         while let result = try await nextResult() {
-            let rows = Result { try self.rows(from: result, sql: sql) }
-            if case .failure = outcome {} else { outcome = rows }
+            let value = Result { try self.read(result, sql: sql, read) }
+            if case .failure = outcome {} else { outcome = value }
         }
         guard let outcome else { throw StoreError.connection(isHealthy ? "no result" : Self.message(connection)) }
         return try outcome.get()
@@ -287,10 +297,10 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// The results of a pipeline of `statements` ending in a sync: the last statement's rows,
     /// or the first failure among them.
-    private func collectPipeline(statements: Int, sql: String) async throws -> Rows {
+    private func collectPipeline<Value>(statements: Int, sql: String, _ read: (OpaquePointer) throws -> Value) async throws -> Value {
         try await flush()
         var failure: (any Error)?
-        var statementRows: Rows?
+        var statementRows: Value?
         var index = 0
         while true {
             guard let result = try await nextResult() else {
@@ -310,8 +320,11 @@ public final class PostgresConnection: @unchecked Sendable {
             }
             let last = index == statements - 1
             do {
-                let rows = try self.rows(from: result, sql: last ? sql : nil)
-                if last { statementRows = rows }
+                if last {
+                    statementRows = try self.read(result, sql: sql, read)
+                } else {
+                    try self.read(result, sql: nil) { _ in }
+                }
             } catch {
                 if failure == nil { failure = error }
             }
@@ -356,6 +369,11 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     private func rows(from result: OpaquePointer?, sql: String?) throws -> Rows {
+        try read(result, sql: sql, Rows.init(copying:))
+    }
+
+    /// `read`'s answer from a successful result, or the result's error; frees the result.
+    private func read<Value>(_ result: OpaquePointer?, sql: String?, _ read: (OpaquePointer) throws -> Value) throws -> Value {
         guard let result else {
             throw StoreError.connection(Self.message(connection))
         }
@@ -370,25 +388,7 @@ public final class PostgresConnection: @unchecked Sendable {
             }
             throw error
         }
-        let rowCount = Int(PQntuples(result))
-        let columnCount = Int(PQnfields(result))
-        let columns = (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
-        var values: [[String?]] = []
-        values.reserveCapacity(rowCount)
-        for row in 0..<rowCount {
-            var record: [String?] = []
-            record.reserveCapacity(columnCount)
-            for column in 0..<columnCount {
-                if PQgetisnull(result, Int32(row), Int32(column)) == 1 {
-                    record.append(nil)
-                } else {
-                    record.append(String(cString: PQgetvalue(result, Int32(row), Int32(column))))
-                }
-            }
-            values.append(record)
-        }
-        let affected = Int(String(cString: PQcmdTuples(result))) ?? rowCount
-        return Rows(columns: columns, values: values, affected: affected)
+        return try read(result)
     }
 
     private static func error(from result: OpaquePointer, connection: OpaquePointer) -> StoreError {

@@ -87,7 +87,7 @@ extension UUID: PostgresEncodable, PostgresDecodable {
 
     /// 8-4-4-4-12 hex digits into 16 bytes; false for anything else. Every group has an even
     /// number of digits, so a byte's two digits never straddle a dash.
-    private static func parse(_ text: UnsafeBufferPointer<UInt8>, into out: UnsafeMutableRawBufferPointer) -> Bool {
+    static func parse(_ text: UnsafeBufferPointer<UInt8>, into out: UnsafeMutableRawBufferPointer) -> Bool {
         guard text.count == 36 else { return false }
         var index = 0
         var byte = 0

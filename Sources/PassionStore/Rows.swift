@@ -1,3 +1,5 @@
+import CLibPQ
+
 /// The rows a statement returned, copied out of libpq's result.
 public struct Rows: Sendable, Sequence {
     public let columns: [String]
@@ -9,6 +11,29 @@ public struct Rows: Sendable, Sequence {
         self.columns = columns
         self.values = values
         self.affected = affected
+    }
+
+    /// Every value of a successful libpq result, as text.
+    init(copying result: OpaquePointer) {
+        let rowCount = Int(PQntuples(result))
+        let columnCount = Int(PQnfields(result))
+        let columns = (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
+        var values: [[String?]] = []
+        values.reserveCapacity(rowCount)
+        for row in 0..<rowCount {
+            var record: [String?] = []
+            record.reserveCapacity(columnCount)
+            for column in 0..<columnCount {
+                if PQgetisnull(result, Int32(row), Int32(column)) == 1 {
+                    record.append(nil)
+                } else {
+                    record.append(String(cString: PQgetvalue(result, Int32(row), Int32(column))))
+                }
+            }
+            values.append(record)
+        }
+        let affected = Int(String(cString: PQcmdTuples(result))) ?? rowCount
+        self.init(columns: columns, values: values, affected: affected)
     }
 
     public var count: Int { values.count }

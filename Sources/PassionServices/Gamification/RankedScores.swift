@@ -63,13 +63,17 @@ struct RankedScores: Sendable {
 
     /// Builds from entries in any order, each user once (a later duplicate wins).
     init(_ unsorted: [Entry]) {
-        var latest: [UserKey: Int64] = [:]
-        latest.reserveCapacity(unsorted.count)
-        for entry in unsorted where entry.score > 0 { latest[entry.user] = entry.score }
-        let sorted = latest.map { Entry(score: $0.value, user: $0.key) }.sorted()
-        scores = latest
+        var builder = Builder()
+        builder.add(unsorted)
+        self = builder.build()
+    }
+
+    /// Builds from entries already in board order, each user once, with their scores by user.
+    init(sorted: [Entry], scores: [UserKey: Int64]) {
+        self.scores = scores
         // Three-quarters full: room to grow before the first splits.
         let fill = Self.blockCapacity * 3 / 4
+        blocks.reserveCapacity(sorted.count / fill + 1)
         var start = 0
         while start < sorted.count {
             let end = min(start + fill, sorted.count)

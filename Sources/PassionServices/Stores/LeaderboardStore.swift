@@ -9,7 +9,7 @@ struct LeaderboardStore: Sendable {
     var reads: PostgresPool?
 
     /// Rows per page of a board load: one statement's result stays a few MB.
-    static let pageSize = 50_000
+    var pageSize = 50_000
     /// Users per re-read statement.
     static let refreshBatch = 1_000
 
@@ -19,27 +19,57 @@ struct LeaderboardStore: Sendable {
         var weeks: [LocalDate: Int64]
     }
 
-    /// Every live user with XP in `period`, paged by user id so no statement holds the board.
-    /// Deleted users are read once and left out rather than joined page by page.
-    func scores(_ period: LeaderboardPeriod) async throws -> [RankedScores.Entry] {
+    /// Every live user with XP in `period`, paged by user id so no statement holds the board;
+    /// each page goes to `receive` while the database reads the next.
+    func scores(_ period: LeaderboardPeriod, _ receive: ([RankedScores.Entry]) -> Void) async throws {
         let source = try await caughtUpSource()
-        var entries: [RankedScores.Entry] = []
-        var after: UUID?
-        while true {
-            let statement = page(period, after: after)
-            let rows = try await source.withConnection { connection in try await connection.query(statement) }
-            for row in rows {
-                entries.append(RankedScores.Entry(score: try row.require("xp"), user: RankedScores.UserKey(try row.require("user_id", as: UUID.self))))
-            }
-            guard rows.count == Self.pageSize, let last = entries.last else { break }
-            after = last.user.uuid
-        }
+        // Deleted users are read once, first, rather than joined page by page; a user deleted
+        // during the load notifies like any change, and the refresh after the load drops them.
         let deleted = try await source.withConnection { connection in
             try await connection.query("SELECT id FROM users WHERE deleted_at IS NOT NULL")
         }
-        guard !deleted.isEmpty else { return entries }
         let gone = Set(try deleted.map { RankedScores.UserKey(try $0.require("id", as: UUID.self)) })
-        return entries.filter { !gone.contains($0.user) }
+        var page = try await readPage(period, after: nil, from: source)
+        while true {
+            guard page.count == pageSize, let last = page.last else { break }
+            async let following = readPage(period, after: last.user.uuid, from: source)
+            receive(gone.isEmpty ? page : page.filter { !gone.contains($0.user) })
+            page = try await following
+        }
+        receive(gone.isEmpty ? page : page.filter { !gone.contains($0.user) })
+    }
+
+    /// How many users `period`'s board may hold, from the planner's row count of the totals
+    /// table (0 when unknown, and for weeks, which the count of all weeks' rows would overstate
+    /// many times): the load sizes its tables once instead of growing them twenty-odd times,
+    /// which cost as much as filling them at 10M users. A wrong estimate costs only the growing.
+    func expectedSize(_ period: LeaderboardPeriod) async throws -> Int {
+        guard case .allTime = period else { return 0 }
+        let source = reads ?? pool
+        let estimate = try await source.withConnection { connection in
+            try await connection.query("SELECT greatest(reltuples, 0)::int8 AS estimate FROM pg_class WHERE oid = 'user_progress'::regclass") { result in
+                result.count == 1 ? try result.int64(0, 0) : 0
+            }
+        }
+        return Int(clamping: estimate)
+    }
+
+    /// One page of `period`'s board after the user id `after`, read in place: copying it into
+    /// `Rows` and decoding by column name cost more than the database's work at 10M users.
+    private func readPage(_ period: LeaderboardPeriod, after: UUID?, from source: PostgresPool) async throws -> [RankedScores.Entry] {
+        let statement = page(period, after: after)
+        return try await source.withConnection { connection in
+            try await connection.query(statement) { result in
+                let user = try result.column("user_id")
+                let xp = try result.column("xp")
+                var page: [RankedScores.Entry] = []
+                page.reserveCapacity(result.count)
+                for row in 0..<result.count {
+                    page.append(RankedScores.Entry(score: try result.int64(row, xp), user: RankedScores.UserKey(try result.uuid(row, user))))
+                }
+                return page
+            }
+        }
     }
 
     /// The standby once it has replayed everything the primary had written when asked, so no
@@ -56,18 +86,18 @@ struct LeaderboardStore: Sendable {
     private func page(_ period: LeaderboardPeriod, after: UUID?) -> SQL {
         switch (period, after) {
         case (.allTime, nil):
-            "SELECT user_id, total_xp AS xp FROM user_progress WHERE total_xp > 0 ORDER BY user_id LIMIT \(Self.pageSize)"
+            "SELECT user_id, total_xp AS xp FROM user_progress WHERE total_xp > 0 ORDER BY user_id LIMIT \(pageSize)"
         case (.allTime, let after?):
-            "SELECT user_id, total_xp AS xp FROM user_progress WHERE total_xp > 0 AND user_id > \(after) ORDER BY user_id LIMIT \(Self.pageSize)"
+            "SELECT user_id, total_xp AS xp FROM user_progress WHERE total_xp > 0 AND user_id > \(after) ORDER BY user_id LIMIT \(pageSize)"
         case (.week(let monday), nil):
             """
             SELECT user_id, xp FROM user_xp_weeks WHERE week_start = \(monday) AND xp > 0
-            ORDER BY user_id LIMIT \(Self.pageSize)
+            ORDER BY user_id LIMIT \(pageSize)
             """
         case (.week(let monday), let after?):
             """
             SELECT user_id, xp FROM user_xp_weeks WHERE week_start = \(monday) AND xp > 0 AND user_id > \(after)
-            ORDER BY user_id LIMIT \(Self.pageSize)
+            ORDER BY user_id LIMIT \(pageSize)
             """
         }
     }
