@@ -4,7 +4,8 @@ import Foundation
 /// A statement's result while libpq still holds it, read in place: for results too large to
 /// copy value by value into `Rows` first (a whole leaderboard at start-up), where each `String`
 /// made and dropped per value cost more than the database's work. Valid only inside the
-/// closure `PostgresConnection.query(_:reading:)` hands it to.
+/// closure `PostgresConnection.query(_:reading:)` hands it to: never return or keep it, since
+/// libpq frees the result when the closure ends.
 public struct ResultView {
     private let result: OpaquePointer
 
@@ -23,8 +24,15 @@ public struct ResultView {
     }
 
     /// Whether the value at `row`, `column` is SQL NULL.
-    public func isNull(_ row: Int, _ column: Int) -> Bool {
-        PQgetisnull(result, Int32(row), Int32(column)) == 1
+    public func isNull(_ row: Int, _ column: Int) throws -> Bool {
+        try checkBounds(row, column, type: "NULL")
+        return PQgetisnull(result, Int32(row), Int32(column)) == 1
+    }
+
+    private func checkBounds(_ row: Int, _ column: Int, type: String) throws {
+        guard row >= 0, row < count, column >= 0, column < Int(PQnfields(result)) else {
+            throw PostgresDecodingError(type: type, text: "row \(row), column \(column) out of range")
+        }
     }
 
     /// A NOT NULL uuid column's value.
@@ -43,10 +51,8 @@ public struct ResultView {
 
     /// The value's text handed to `parse`; a NULL, or text `parse` refuses, throws naming `type`.
     private func withText<T>(_ row: Int, _ column: Int, type: String, _ parse: (UnsafeBufferPointer<UInt8>) -> T?) throws -> T {
-        guard row >= 0, row < count, column >= 0, column < Int(PQnfields(result)) else {
-            throw PostgresDecodingError(type: type, text: "row \(row), column \(column) out of range")
-        }
-        guard !isNull(row, column), let start = PQgetvalue(result, Int32(row), Int32(column)) else {
+        try checkBounds(row, column, type: type)
+        guard PQgetisnull(result, Int32(row), Int32(column)) == 0, let start = PQgetvalue(result, Int32(row), Int32(column)) else {
             throw PostgresDecodingError(type: "\(type) (NULL)", text: String(cString: PQfname(result, Int32(column))))
         }
         let text = UnsafeBufferPointer(

@@ -35,6 +35,9 @@ struct ResultViewTests {
                 #expect(try row.require("small", as: Int64.self) == value.3)
             }
             #expect(read[2000].0 == UUID(uuidString: "ffffffff-0000-0000-0000-0000000000ab"))
+            // PostgreSQL writes uuids in lower case; text in upper case reads the same.
+            let upper = try await connection.query("SELECT 'FFFFFFFF-0000-0000-0000-0000000000AB'::text AS id") { try $0.uuid(0, 0) }
+            #expect(upper == read[2000].0)
             #expect(read[2000].1 == .max)
             #expect(read[2001].1 == .min)
         }
@@ -75,8 +78,13 @@ struct ResultViewTests {
                 try await connection.query("SELECT 1 AS value") { result in try result.int64(1, 0) }
             }
             #expect(beyond?.type == "Int64")
-            let isNull = try await connection.query("SELECT 1 AS value") { result in result.isNull(0, 0) }
-            #expect(!isNull)
+            let nulls = try await connection.query("SELECT 1 AS value, NULL::int8 AS missing") { result in
+                (try result.isNull(0, 0), try result.isNull(0, 1))
+            }
+            #expect(nulls == (false, true))
+            await #expect(throws: PostgresDecodingError.self) {
+                try await connection.query("SELECT 1 AS value") { result in try result.isNull(0, 1) }
+            }
         }
     }
 

@@ -322,9 +322,7 @@ public final class LeaderboardCache: Service, Sendable {
 
     private func load(_ period: LeaderboardPeriod) async throws {
         let started = ContinuousClock.now
-        var builder = RankedScores.Builder(expectedCount: try await store.expectedSize(period))
-        try await store.scores(period) { builder.add($0) }
-        let board = builder.build()
+        let board = try await store.board(period)
         let elapsed = ContinuousClock.now - started
         metrics.loadDuration.record(elapsed)
         logger.info("leaderboard loaded", metadata: ["period": "\(period)", "users": "\(board.count)", "duration": "\(elapsed)"])

@@ -14,13 +14,17 @@ extension RankedScores {
             scores.reserveCapacity(expectedCount)
         }
 
-        /// Adds entries in any order; a user already added takes the later score. Scores of 0 or
-        /// less are left out, as on the board.
+        /// Adds entries in any order. A user added again takes the later score, as `set` would;
+        /// a score of 0 or less takes them off the board.
         mutating func add(_ page: [Entry]) {
             let start = entries.count
-            for entry in page where entry.score > 0 {
-                if scores.updateValue(entry.score, forKey: entry.user) != nil { sawDuplicate = true }
-                entries.append(entry)
+            for entry in page {
+                if entry.score > 0 {
+                    if scores.updateValue(entry.score, forKey: entry.user) != nil { sawDuplicate = true }
+                    entries.append(entry)
+                } else if scores.removeValue(forKey: entry.user) != nil {
+                    sawDuplicate = true
+                }
             }
             entries[start...].sort()
         }
@@ -32,6 +36,11 @@ extension RankedScores {
                 entries = scores.map { Entry(score: $0.value, user: $0.key) }
             }
             entries.sort()
+            // An estimate far above the board (users with no XP left, a stale count) would keep
+            // its unused table for the life of the process: dictionaries never shrink.
+            if scores.capacity > 2 * scores.count + 1_024 {
+                scores = Dictionary(uniqueKeysWithValues: scores.map { ($0.key, $0.value) })
+            }
             return RankedScores(sorted: entries, scores: scores)
         }
     }

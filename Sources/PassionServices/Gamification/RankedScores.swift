@@ -61,7 +61,7 @@ struct RankedScores: Sendable {
 
     init() {}
 
-    /// Builds from entries in any order, each user once (a later duplicate wins).
+    /// Builds from entries in any order: a user's later entry wins, as with `set`.
     init(_ unsorted: [Entry]) {
         var builder = Builder()
         builder.add(unsorted)

@@ -19,10 +19,17 @@ struct LeaderboardStore: Sendable {
         var weeks: [LocalDate: Int64]
     }
 
+    /// `period`'s whole board as the database has it now.
+    func board(_ period: LeaderboardPeriod) async throws -> RankedScores {
+        let source = try await caughtUpSource()
+        var builder = RankedScores.Builder(expectedCount: await expectedSize(period, from: source))
+        try await scores(period, from: source) { builder.add($0) }
+        return builder.build()
+    }
+
     /// Every live user with XP in `period`, paged by user id so no statement holds the board;
     /// each page goes to `receive` while the database reads the next.
-    func scores(_ period: LeaderboardPeriod, _ receive: ([RankedScores.Entry]) -> Void) async throws {
-        let source = try await caughtUpSource()
+    func scores(_ period: LeaderboardPeriod, from source: PostgresPool, _ receive: ([RankedScores.Entry]) -> Void) async throws {
         // Deleted users are read once, first, rather than joined page by page; a user deleted
         // during the load notifies like any change, and the refresh after the load drops them.
         let deleted = try await source.withConnection { connection in
@@ -42,16 +49,15 @@ struct LeaderboardStore: Sendable {
     /// How many users `period`'s board may hold, from the planner's row count of the totals
     /// table (0 when unknown, and for weeks, which the count of all weeks' rows would overstate
     /// many times): the load sizes its tables once instead of growing them twenty-odd times,
-    /// which cost as much as filling them at 10M users. A wrong estimate costs only the growing.
-    func expectedSize(_ period: LeaderboardPeriod) async throws -> Int {
+    /// which cost as much as filling them at 10M users. Only a hint: a failure reads as 0.
+    private func expectedSize(_ period: LeaderboardPeriod, from source: PostgresPool) async -> Int {
         guard case .allTime = period else { return 0 }
-        let source = reads ?? pool
-        let estimate = try await source.withConnection { connection in
+        let estimate = try? await source.withConnection { connection in
             try await connection.query("SELECT greatest(reltuples, 0)::int8 AS estimate FROM pg_class WHERE oid = 'user_progress'::regclass") { result in
                 result.count == 1 ? try result.int64(0, 0) : 0
             }
         }
-        return Int(clamping: estimate)
+        return Int(clamping: estimate ?? 0)
     }
 
     /// One page of `period`'s board after the user id `after`, read in place: copying it into
@@ -77,11 +83,11 @@ struct LeaderboardStore: Sendable {
     /// there is no standby, or it is unreachable or more than `standbyPatience` behind.
     private func caughtUpSource() async throws -> PostgresPool {
         guard let reads else { return pool }
-        return try await StandbyReplay.waitUntilReplayed(primary: pool, standby: reads, patience: Self.standbyPatience) ? reads : pool
+        return try await StandbyReplay.waitUntilReplayed(primary: pool, standby: reads, patience: standbyPatience) ? reads : pool
     }
 
     /// How far behind a standby may be before a load reads the primary instead.
-    static let standbyPatience: Duration = .seconds(10)
+    var standbyPatience: Duration = .seconds(10)
 
     private func page(_ period: LeaderboardPeriod, after: UUID?) -> SQL {
         switch (period, after) {
