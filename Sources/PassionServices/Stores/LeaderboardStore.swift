@@ -36,14 +36,14 @@ struct LeaderboardStore: Sendable {
             try await connection.query("SELECT id FROM users WHERE deleted_at IS NOT NULL")
         }
         let gone = Set(try deleted.map { RankedScores.UserKey(try $0.require("id", as: UUID.self)) })
+        let live = { (page: [RankedScores.Entry]) in gone.isEmpty ? page : page.filter { !gone.contains($0.user) } }
         var page = try await readPage(period, after: nil, from: source)
-        while true {
-            guard page.count == pageSize, let last = page.last else { break }
+        while page.count == pageSize, let last = page.last {
             async let following = readPage(period, after: last.user.uuid, from: source)
-            receive(gone.isEmpty ? page : page.filter { !gone.contains($0.user) })
+            receive(live(page))
             page = try await following
         }
-        receive(gone.isEmpty ? page : page.filter { !gone.contains($0.user) })
+        receive(live(page))
     }
 
     /// How many users `period`'s board may hold, from the planner's row count of the totals
