@@ -62,4 +62,50 @@ static inline int passion_epoll_wait(int epoll, int *fds, unsigned *events, int 
     }
     return count;
 }
+
+/* Linux AIO's one-shot poll (IOCB_CMD_POLL, Linux 4.18) with IOCB_FLAG_RESFD: the kernel
+   signals an eventfd when a watched socket is ready, so an event loop that cannot watch a
+   foreign descriptor without reading it (SwiftNIO's) can wait for libpq's sockets by reading
+   the eventfd. A request is its iocb, allocated here and named by its own address. */
+#include <linux/aio_abi.h>
+#include <sys/syscall.h>
+#include <stdlib.h>
+#include <time.h>
+static inline int passion_aio_setup(unsigned capacity, uint64_t *context) {
+    aio_context_t created = 0;
+    if (syscall(SYS_io_setup, capacity, &created) != 0) return -1;
+    *context = (uint64_t)created;
+    return 0;
+}
+/* Cancels what is pending, waits for it, and frees the context. */
+static inline void passion_aio_destroy(uint64_t context) { syscall(SYS_io_destroy, (aio_context_t)context); }
+/* Starts a one-shot poll of `fd`; returns the request's key, or 0 when the kernel refused it. */
+static inline uint64_t passion_aio_poll(uint64_t context, int fd, unsigned events, int signal) {
+    struct iocb *request = calloc(1, sizeof *request);
+    if (request == NULL) return 0;
+    request->aio_fildes = (uint32_t)fd;
+    request->aio_lio_opcode = IOCB_CMD_POLL;
+    request->aio_buf = events;
+    request->aio_flags = IOCB_FLAG_RESFD;
+    request->aio_resfd = (uint32_t)signal;
+    request->aio_data = (uint64_t)(uintptr_t)request;
+    struct iocb *batch[1] = { request };
+    if (syscall(SYS_io_submit, (aio_context_t)context, 1, batch) != 1) { free(request); return 0; }
+    return request->aio_data;
+}
+/* Frees a finished request (its completion reaped, or its context destroyed). */
+static inline void passion_aio_free(uint64_t key) { free((void *)(uintptr_t)key); }
+/* Takes up to 64 finished requests without waiting: each one's key and result (the ready
+   events, which use epoll's numbering, or a negative errno). Returns how many. */
+static inline int passion_aio_reap(uint64_t context, uint64_t *keys, int64_t *results) {
+    struct io_event finished[64];
+    struct timespec now = { 0, 0 };
+    long count = syscall(SYS_io_getevents, (aio_context_t)context, 0, 64, finished, &now);
+    for (long i = 0; i < count; i++) {
+        keys[i] = finished[i].data;
+        results[i] = finished[i].res;
+    }
+    return (int)count;
+}
+static inline int passion_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
 #endif

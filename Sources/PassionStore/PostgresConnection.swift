@@ -266,7 +266,8 @@ public final class PostgresConnection: @unchecked Sendable {
         while PQisBusy(connection) == 1 {
             // Over TLS, OpenSSL may hold decrypted bytes the socket no longer signals.
             if !tlsHasPendingBytes {
-                let ready = await poller.wait(descriptor, for: PostgresPoller.readable)
+                var ready = await LoopReadiness.wait(descriptor, for: PostgresPoller.readable)
+                if ready == nil { ready = await poller.wait(descriptor, for: PostgresPoller.readable) }
                 if ready == PostgresPoller.unwatchable { throw StoreError.connection("the connection's socket cannot be watched") }
             }
             guard PQconsumeInput(connection) == 1 else { throw StoreError.connection(Self.message(connection)) }

@@ -1,0 +1,111 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import PassionRPC
+import PassionRPCServer
+@testable import PassionStore
+import PassionTestSupport
+import Testing
+
+/// Statements sent from tasks on SwiftNIO event loops (as the server's handlers are) wait for
+/// their answers on that loop, through a kernel AIO poll that signals the loop's eventfd.
+@Suite("answers awaited on the caller's event loop")
+struct LoopReadinessTests {
+    @Test("statements from tasks on two loops, many in flight, are answered on their loops with their own rows", .timeLimit(.minutes(2)))
+    func answeredOnTheirLoops() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 6)
+        defer { Task { await pool.shutdown() } }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let loops = Array(group.makeIterator())
+        for loop in loops { await LoopReadiness.prepare(loop) }
+        try #require(loops.allSatisfy(LoopReadiness.isWatching), "this kernel grants no AIO poll")
+        let workers = 12
+        let rounds = 20
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for worker in 0..<workers {
+                tasks.addTask(executorPreference: EventLoopTaskExecutor(eventLoop: loops[worker % loops.count])) {
+                    for round in 0..<rounds {
+                        let value = worker * 1_000 + round
+                        // Some answers come late, so several are pending on a loop at once.
+                        let delay = round % 3 == 0 ? "0.003" : "0"
+                        let row = try await pool.withConnection { connection in
+                            try await connection.query("SELECT \(Int64(value)) + 1 AS next, pg_sleep(\(delay)::float8)::text AS slept").first
+                        }
+                        #expect(try row?.require("next", as: Int64.self) == Int64(value + 1))
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        // Every statement waited at least once, and each wait was the loop's, not the poller's.
+        let answered = loops.map(LoopReadiness.answered(on:)).reduce(0, +)
+        #expect(answered >= workers * rounds, "\(answered) waits answered on the loops")
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a loop that shuts down leaves no watcher behind; a new loop gets its own", .timeLimit(.minutes(2)))
+    func loopShutdown() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 1)
+        defer { Task { await pool.shutdown() } }
+        let first = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let firstLoop = first.next()
+        await LoopReadiness.prepare(firstLoop)
+        try #require(LoopReadiness.isWatching(firstLoop), "this kernel grants no AIO poll")
+        let one = try await Task(executorPreference: EventLoopTaskExecutor(eventLoop: firstLoop)) {
+            try await pool.withConnection { try await $0.query("SELECT 1 AS one").first?.require("one", as: Int.self) }
+        }.value
+        #expect(one == 1)
+        #expect(LoopReadiness.answered(on: firstLoop) >= 1)
+        try await first.shutdownGracefully()
+        #expect(!LoopReadiness.isWatching(firstLoop))
+
+        let second = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let secondLoop = second.next()
+        await LoopReadiness.prepare(secondLoop)
+        let two = try await Task(executorPreference: EventLoopTaskExecutor(eventLoop: secondLoop)) {
+            try await pool.withConnection { try await $0.query("SELECT 2 AS two").first?.require("two", as: Int.self) }
+        }.value
+        #expect(two == 2)
+        #expect(LoopReadiness.answered(on: secondLoop) >= 1)
+        try await second.shutdownGracefully()
+    }
+
+    @Test("a backend killed while its statement waits on a loop: the caller gets UNAVAILABLE, the pool serves on", .timeLimit(.minutes(2)))
+    func backendKilledWhileWaiting() async throws {
+        let (pool, name) = try await TestDatabase.freshPool(size: 1)
+        defer { Task { await pool.shutdown() } }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        await LoopReadiness.prepare(loop)
+        try #require(LoopReadiness.isWatching(loop), "this kernel grants no AIO poll")
+        let postgres = try await TestDatabase.shared()
+        let admin = try PostgresConnection(conninfo: "host=\(postgres.socketDirectory) port=5432 user=postgres dbname=\(name)")
+        let executor = EventLoopTaskExecutor(eventLoop: loop)
+        let pid = try await Task(executorPreference: executor) {
+            try await pool.withConnection { try await $0.query("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self) }
+        }.value
+        let before = LoopReadiness.answered(on: loop)
+        let sleeper = Task(executorPreference: executor) {
+            try await pool.withConnection { try await $0.execute("SELECT pg_sleep(60)") }
+        }
+        // Terminate once the statement runs (a loaded machine may take a while to start it).
+        while try await admin.query("""
+            SELECT count(*) AS n FROM pg_stat_activity WHERE pid = \(pid) AND query LIKE 'SELECT pg_sleep%' AND state = 'active'
+            """).first?.require("n", as: Int.self) != 1 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await admin.query("SELECT pg_terminate_backend(\(pid))")
+        let outcome = await sleeper.result
+        guard case .failure(let error) = outcome else {
+            Issue.record("the statement outlived its backend")
+            return
+        }
+        #expect((error as? StoreError)?.rpcError.code == .unavailable, "got \(error)")
+        #expect(LoopReadiness.answered(on: loop) > before, "the hang-up was seen on the loop")
+        let next = try await Task(executorPreference: executor) {
+            try await pool.withConnection { try await $0.query("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self) }
+        }.value
+        #expect(next != nil && next != pid)
+        try await group.shutdownGracefully()
+    }
+}
