@@ -70,6 +70,10 @@ final class LoopReadiness: @unchecked Sendable {
         }
     }
 
+    /// Whether the caller runs on an event loop whose watcher is watching: its statements'
+    /// answers then resume it where it is.
+    static var watchesCaller: Bool { forCurrentLoop() != nil }
+
     /// Whether `loop` has a watcher that is watching.
     static func isWatching(_ loop: any EventLoop) -> Bool {
         watcher(of: loop) != nil

@@ -251,7 +251,12 @@ public final class PostgresConnection: @unchecked Sendable {
             switch PQflush(connection) {
             case 0: return
             case 1:
-                let ready = await poller.wait(descriptor, for: PostgresPoller.readable | PostgresPoller.writable)
+                let events = PostgresPoller.readable | PostgresPoller.writable
+                var ready = await LoopReadiness.wait(descriptor, for: events)
+                if ready == nil { ready = await poller.wait(descriptor, for: events) }
+                guard let ready, ready != PostgresPoller.unwatchable else {
+                    throw StoreError.connection("the connection's socket cannot be watched")
+                }
                 // Input must be read while output waits, or the server may stall writing to us.
                 if ready & PostgresPoller.readable != 0, PQconsumeInput(connection) != 1 {
                     throw StoreError.connection(Self.message(connection))

@@ -159,9 +159,13 @@ public final class PostgresPool: Sendable {
         precondition(["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"].contains(isolation))
         return try await retryingConflicts {
             try await withConnection(deadline: deadline) { connection in
-                // The body runs on its connection's loop: each answer resumes it on the
-                // thread that saw it arrive, instead of waking another.
-                try await withTaskExecutorPreference(connection.poller) {
+                // The body runs where its answers arrive, so each resumes it on the thread that
+                // saw it instead of waking another: on the caller's event loop when that loop
+                // watches them (LoopReadiness), otherwise on its connection's loop.
+                if LoopReadiness.watchesCaller {
+                    return try await Self.run(body, in: connection, isolation: isolation, deadline: deadline)
+                }
+                return try await withTaskExecutorPreference(connection.poller) {
                     try await Self.run(body, in: connection, isolation: isolation, deadline: deadline)
                 }
             }

@@ -43,6 +43,42 @@ struct LoopReadinessTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("a transaction from an event loop runs there: its answers come on the loop; a failing one commits nothing", .timeLimit(.minutes(2)))
+    func transactionOnTheLoop() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 2)
+        defer { Task { await pool.shutdown() } }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        await LoopReadiness.prepare(loop)
+        try #require(LoopReadiness.isWatching(loop), "this kernel grants no AIO poll")
+        try await pool.withConnection { try await $0.execute("CREATE TABLE marks (n int8 PRIMARY KEY)") }
+        let executor = EventLoopTaskExecutor(eventLoop: loop)
+        let before = LoopReadiness.answered(on: loop)
+        let total = try await Task(executorPreference: executor) {
+            try await pool.transaction { connection in
+                for n in 1...5 { try await connection.query("INSERT INTO marks (n) VALUES (\(Int64(n)))") }
+                #expect(loop.inEventLoop, "the body runs on the caller's loop")
+                return try await connection.query("SELECT sum(n)::int8 AS total FROM marks").first?.require("total", as: Int64.self)
+            }
+        }.value
+        #expect(total == 15)
+        #expect(LoopReadiness.answered(on: loop) - before >= 6, "each statement's answer came on the loop")
+        let failed = await Task(executorPreference: executor) {
+            try await pool.transaction { connection in
+                try await connection.query("INSERT INTO marks (n) VALUES (6)")
+                try await connection.query("INSERT INTO marks (n) VALUES (1)")  // a duplicate key
+            }
+        }.result
+        guard case .failure(let error) = failed else {
+            Issue.record("a duplicate key committed")
+            return
+        }
+        #expect((error as? StoreError)?.sqlState == "23505", "got \(error)")
+        let count = try await pool.withConnection { try await $0.query("SELECT count(*)::int8 AS n FROM marks").first?.require("n", as: Int64.self) }
+        #expect(count == 5, "the failed transaction's first insert was rolled back")
+        try await group.shutdownGracefully()
+    }
+
     @Test("a loop that shuts down leaves no watcher behind; a new loop gets its own", .timeLimit(.minutes(2)))
     func loopShutdown() async throws {
         let (pool, _) = try await TestDatabase.freshPool(size: 1)
