@@ -71,6 +71,7 @@ static inline int passion_epoll_wait(int epoll, int *fds, unsigned *events, int 
 #include <sys/syscall.h>
 #include <stdlib.h>
 #include <time.h>
+#include <poll.h>
 static inline int passion_aio_setup(unsigned capacity, uint64_t *context) {
     aio_context_t created = 0;
     if (syscall(SYS_io_setup, capacity, &created) != 0) return -1;
@@ -108,4 +109,16 @@ static inline int passion_aio_reap(uint64_t context, uint64_t *keys, int64_t *re
     return (int)count;
 }
 static inline int passion_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+/* Whether this kernel and sandbox grant AIO polls (4.18+; io_setup alone may pass where
+   IOCB_CMD_POLL is refused): submits one on a fresh eventfd, then cancels it. */
+static inline int passion_aio_supported(void) {
+    uint64_t context;
+    if (passion_aio_setup(1, &context) != 0) return 0;
+    int probe = passion_eventfd();
+    uint64_t key = probe >= 0 ? passion_aio_poll(context, probe, POLLIN, probe) : 0;
+    passion_aio_destroy(context);
+    if (key != 0) passion_aio_free(key);
+    if (probe >= 0) close(probe);
+    return key != 0;
+}
 #endif

@@ -26,14 +26,8 @@ final class LoopReadiness: @unchecked Sendable {
 
     private static let watchers = Mutex<[ObjectIdentifier: State]>([:])
     /// Whether the kernel grants AIO polls here; checked once.
-    private static let supported = Atomic<Bool>({
-        var context: UInt64 = 0
-        guard passion_aio_setup(1, &context) == 0 else { return false }
-        passion_aio_destroy(context)
-        return true
-    }())
+    private static let supported = passion_aio_supported() != 0
 
-    private static let failures = Atomic<Int>(0)
     /// Requests a loop's context holds at once; a wait beyond it uses the poller.
     private static let capacity: UInt32 = 256
 
@@ -97,7 +91,7 @@ final class LoopReadiness: @unchecked Sendable {
 
     /// `loop`'s state, its watcher started if it had none; nil where the kernel grants no AIO.
     private static func state(of loop: any EventLoop) -> State? {
-        guard supported.load(ordering: .relaxed) else { return nil }
+        guard supported else { return nil }
         let id = ObjectIdentifier(loop)
         let (state, starting) = watchers.withLock { watchers -> (State, EventLoopPromise<Void>?) in
             if let state = watchers[id] { return (state, nil) }
@@ -113,8 +107,9 @@ final class LoopReadiness: @unchecked Sendable {
         var context: UInt64 = 0
         let signal = passion_eventfd()
         guard signal >= 0, passion_aio_setup(capacity, &context) == 0 else {
+            // Out of descriptors or of the system's AIO requests (fs.aio-max-nr): a later
+            // statement tries again; this one and those meanwhile use the poller.
             if signal >= 0 { close(signal) }
-            supported.store(false, ordering: .relaxed)
             _ = watchers.withLock { $0.removeValue(forKey: id) }
             promise.succeed()
             return
@@ -133,9 +128,8 @@ final class LoopReadiness: @unchecked Sendable {
                 case .success:
                     watchers.withLock { $0[id] = .ready(watcher) }
                 case .failure:
-                    // A loop that is shutting down refuses it; should every loop refuse, stop trying.
+                    // A loop that is shutting down refuses it; its statements use the poller.
                     passion_aio_destroy(created)
-                    if failures.add(1, ordering: .relaxed).newValue >= 3 { supported.store(false, ordering: .relaxed) }
                     _ = watchers.withLock { $0.removeValue(forKey: id) }
                 }
                 promise.succeed()

@@ -6,7 +6,8 @@ import Tracing
 import Synchronization
 
 /// One libpq connection in non-blocking mode: statements are sent from the calling task, which
-/// suspends while `PostgresPoller` waits for the answer. One caller at a time.
+/// suspends while its event loop (`LoopReadiness`) or `PostgresPoller` waits for the answer.
+/// One caller at a time.
 ///
 /// `@unchecked Sendable`: the pool hands a connection to one task at a time, and the poller
 /// touches only the socket's number; the only member used concurrently is `cancel()`, which
@@ -15,7 +16,8 @@ public final class PostgresConnection: @unchecked Sendable {
     private let connection: OpaquePointer
     private let canceller: OpaquePointer?
     private let descriptor: Int32
-    /// The loop that waits for this connection's socket, and runs its transactions.
+    /// The loop that waits for this connection's socket, and runs its transactions, unless
+    /// the caller's event loop does (`LoopReadiness`).
     let poller: PostgresPoller
     private var prepared: [String: String] = [:]
     private var preparedOrder: [String] = []
@@ -68,7 +70,8 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Whether the calling code runs on this connection's loop (see `PostgresPool.executor`):
-    /// then each answer resumes it on the thread that saw the answer arrive.
+    /// then each answer resumes it on the thread that saw the answer arrive. (A caller on a
+    /// watching event loop gets the same from `LoopReadiness`, and this is false there.)
     public var isOnCallersLoop: Bool { poller === PostgresPoller.current }
 
     /// Whether the connection is still usable.
@@ -255,6 +258,8 @@ public final class PostgresConnection: @unchecked Sendable {
                 var ready = await LoopReadiness.wait(descriptor, for: events)
                 if ready == nil { ready = await poller.wait(descriptor, for: events) }
                 guard let ready, ready != PostgresPoller.unwatchable else {
+                    // libpq still has the statement in progress: the connection cannot serve another.
+                    poisoned = true
                     throw StoreError.connection("the connection's socket cannot be watched")
                 }
                 // Input must be read while output waits, or the server may stall writing to us.
@@ -273,7 +278,11 @@ public final class PostgresConnection: @unchecked Sendable {
             if !tlsHasPendingBytes {
                 var ready = await LoopReadiness.wait(descriptor, for: PostgresPoller.readable)
                 if ready == nil { ready = await poller.wait(descriptor, for: PostgresPoller.readable) }
-                if ready == PostgresPoller.unwatchable { throw StoreError.connection("the connection's socket cannot be watched") }
+                if ready == PostgresPoller.unwatchable {
+                    // libpq still has the statement in progress: the connection cannot serve another.
+                    poisoned = true
+                    throw StoreError.connection("the connection's socket cannot be watched")
+                }
             }
             guard PQconsumeInput(connection) == 1 else { throw StoreError.connection(Self.message(connection)) }
         }

@@ -5,7 +5,8 @@ import Synchronization
 /// The event loop of the process's PostgreSQL connections: one thread, one epoll set over
 /// every libpq socket, and a task executor. A task waiting for an answer suspends and this
 /// thread resumes it when the socket is readable, taking every ready socket per wake-up.
-/// Transactions run their bodies here (as their tasks' preferred executor), so the statements
+/// Transactions not started on a watching event loop (`LoopReadiness`) run their bodies here
+/// (as their tasks' preferred executor), so the statements
 /// of many transactions interleave on one thread that wakes once per round of answers,
 /// pgbench's shape; a thread per connection spent most of its time in the scheduler.
 final class PostgresPoller: TaskExecutor, @unchecked Sendable {

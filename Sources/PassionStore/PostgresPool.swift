@@ -43,7 +43,8 @@ public struct PoolConfiguration: Sendable {
 /// waits for answers without holding a thread (see `PostgresPoller`); only connecting, which
 /// libpq does blocking, runs on the pool's threads. Calls wait a bounded time for a connection;
 /// a cancelled call cancels its query; a call's deadline becomes `statement_timeout`. Callers
-/// that run on `PostgresPool.executor` save two thread hops per transaction.
+/// that run on `PostgresPool.executor`, or on a SwiftNIO event loop (`LoopReadiness`), save two
+/// thread hops per transaction.
 public final class PostgresPool: Sendable {
     public let configuration: PoolConfiguration
     /// Threads that open connections (DNS, TLS and authentication block in libpq).

@@ -106,6 +106,35 @@ struct LoopReadinessTests {
         try await second.shutdownGracefully()
     }
 
+    @Test("a loop shut down while a statement waits on it: the caller gets an error, the pool drops the busy connection", .timeLimit(.minutes(1)))
+    func loopShutDownWhileWaiting() async throws {
+        let (pool, name) = try await TestDatabase.freshPool(size: 1)
+        defer { Task { await pool.shutdown() } }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        await LoopReadiness.prepare(loop)
+        try #require(LoopReadiness.isWatching(loop), "this kernel grants no AIO poll")
+        let postgres = try await TestDatabase.shared()
+        let admin = try PostgresConnection(conninfo: "host=\(postgres.socketDirectory) port=5432 user=postgres dbname=\(name)")
+        let sleeper = Task(executorPreference: EventLoopTaskExecutor(eventLoop: loop)) {
+            try await pool.withConnection { try await $0.execute("SELECT pg_sleep(5)") }
+        }
+        while try await admin.query("""
+            SELECT count(*) AS n FROM pg_stat_activity WHERE datname = \(name) AND query LIKE 'SELECT pg_sleep%' AND state = 'active'
+            """).first?.require("n", as: Int.self) != 1 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await group.shutdownGracefully()
+        guard case .failure(let error) = await sleeper.result else {
+            Issue.record("the statement finished on a loop that shut down")
+            return
+        }
+        #expect((error as? StoreError)?.rpcError.code == .unavailable, "got \(error)")
+        // The connection still had the statement in progress: the next call gets a new one.
+        let one = try await pool.withConnection { try await $0.query("SELECT 1 AS one").first?.require("one", as: Int.self) }
+        #expect(one == 1)
+    }
+
     @Test("a backend killed while its statement waits on a loop: the caller gets UNAVAILABLE, the pool serves on", .timeLimit(.minutes(2)))
     func backendKilledWhileWaiting() async throws {
         let (pool, name) = try await TestDatabase.freshPool(size: 1)

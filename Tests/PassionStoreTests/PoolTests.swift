@@ -336,7 +336,7 @@ struct PoolTests {
         #expect(opened == [true, true], "a new connection is watched by its caller's loop")
         #expect(pool.openConnections == 2)
         // Idle now: each loop's caller takes its own loop's connection. (Checked through
-        // withConnection: a transaction's body always runs on its connection's loop, so there
+        // withConnection: a transaction's body started off an event loop runs on its connection's loop, so there
         // `isOnCallersLoop` would hold whichever connection it got.)
         for executor in [second, first, second, first] {
             let own = try await Task(executorPreference: executor) {
