@@ -110,20 +110,12 @@ struct LoopReadinessTests {
     func loopShutDownWhileWaiting() async throws {
         let (pool, name) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await pool.shutdown() } }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let loop = group.next()
-        await LoopReadiness.prepare(loop)
-        try #require(LoopReadiness.isWatching(loop), "this kernel grants no AIO poll")
-        let postgres = try await TestDatabase.shared()
-        let admin = try PostgresConnection(conninfo: "host=\(postgres.socketDirectory) port=5432 user=postgres dbname=\(name)")
+        let (group, loop) = try await Self.watchedLoop()
+        let admin = try await Self.admin(of: name)
         let sleeper = Task(executorPreference: EventLoopTaskExecutor(eventLoop: loop)) {
             try await pool.withConnection { try await $0.execute("SELECT pg_sleep(5)") }
         }
-        while try await admin.query("""
-            SELECT count(*) AS n FROM pg_stat_activity WHERE datname = \(name) AND query LIKE 'SELECT pg_sleep%' AND state = 'active'
-            """).first?.require("n", as: Int.self) != 1 {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await Self.untilSleeping(admin)
         try await group.shutdownGracefully()
         guard case .failure(let error) = await sleeper.result else {
             Issue.record("the statement finished on a loop that shut down")
@@ -139,12 +131,8 @@ struct LoopReadinessTests {
     func backendKilledWhileWaiting() async throws {
         let (pool, name) = try await TestDatabase.freshPool(size: 1)
         defer { Task { await pool.shutdown() } }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let loop = group.next()
-        await LoopReadiness.prepare(loop)
-        try #require(LoopReadiness.isWatching(loop), "this kernel grants no AIO poll")
-        let postgres = try await TestDatabase.shared()
-        let admin = try PostgresConnection(conninfo: "host=\(postgres.socketDirectory) port=5432 user=postgres dbname=\(name)")
+        let (group, loop) = try await Self.watchedLoop()
+        let admin = try await Self.admin(of: name)
         let executor = EventLoopTaskExecutor(eventLoop: loop)
         let pid = try await Task(executorPreference: executor) {
             try await pool.withConnection { try await $0.query("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self) }
@@ -154,11 +142,7 @@ struct LoopReadinessTests {
             try await pool.withConnection { try await $0.execute("SELECT pg_sleep(60)") }
         }
         // Terminate once the statement runs (a loaded machine may take a while to start it).
-        while try await admin.query("""
-            SELECT count(*) AS n FROM pg_stat_activity WHERE pid = \(pid) AND query LIKE 'SELECT pg_sleep%' AND state = 'active'
-            """).first?.require("n", as: Int.self) != 1 {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await Self.untilSleeping(admin)
         try await admin.query("SELECT pg_terminate_backend(\(pid))")
         let outcome = await sleeper.result
         guard case .failure(let error) = outcome else {
@@ -172,5 +156,31 @@ struct LoopReadinessTests {
         }.value
         #expect(next != nil && next != pid)
         try await group.shutdownGracefully()
+    }
+
+    /// A one-thread event loop group whose loop watches its statements' answers.
+    static func watchedLoop() async throws -> (MultiThreadedEventLoopGroup, any EventLoop) {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        await LoopReadiness.prepare(loop)
+        try #require(LoopReadiness.isWatching(loop), "this kernel grants no AIO poll")
+        return (group, loop)
+    }
+
+    /// A connection of its own to the database `name`, outside the pool under test.
+    static func admin(of name: String) async throws -> PostgresConnection {
+        let postgres = try await TestDatabase.shared()
+        return try PostgresConnection(conninfo: "host=\(postgres.socketDirectory) port=5432 user=postgres dbname=\(name)")
+    }
+
+    /// Returns once a `pg_sleep` runs in the database (a loaded machine may take a while to
+    /// start it); the test's time limit ends a wait that never does.
+    static func untilSleeping(_ admin: PostgresConnection) async throws {
+        while try await admin.query("""
+            SELECT count(*) AS n FROM pg_stat_activity
+            WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep%' AND state = 'active'
+            """).first?.require("n", as: Int.self) != 1 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
     }
 }
