@@ -138,7 +138,8 @@ final class LoopReadiness: @unchecked Sendable {
 
     private func wait(_ descriptor: Int32, for events: UInt32) async -> UInt32? {
         await withCheckedContinuation { continuation in
-            // A task preferring this loop's executor stays on its thread; anything else asks the poller.
+            // A task preferring this loop's executor is still on its thread here; a task merely
+            // started on it may have hopped to the global executor on the way, and asks the poller.
             guard loop.inEventLoop, !closed, waiting.count < Int(Self.capacity) else { return continuation.resume(returning: nil) }
             let key = passion_aio_poll(context, descriptor, events, signal)
             guard key != 0 else { return continuation.resume(returning: nil) }

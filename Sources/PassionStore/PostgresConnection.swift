@@ -254,14 +254,7 @@ public final class PostgresConnection: @unchecked Sendable {
             switch PQflush(connection) {
             case 0: return
             case 1:
-                let events = PostgresPoller.readable | PostgresPoller.writable
-                var ready = await LoopReadiness.wait(descriptor, for: events)
-                if ready == nil { ready = await poller.wait(descriptor, for: events) }
-                guard let ready, ready != PostgresPoller.unwatchable else {
-                    // libpq still has the statement in progress: the connection cannot serve another.
-                    poisoned = true
-                    throw StoreError.connection("the connection's socket cannot be watched")
-                }
+                let ready = try await waitForSocket(PostgresPoller.readable | PostgresPoller.writable)
                 // Input must be read while output waits, or the server may stall writing to us.
                 if ready & PostgresPoller.readable != 0, PQconsumeInput(connection) != 1 {
                     throw StoreError.connection(Self.message(connection))
@@ -275,18 +268,23 @@ public final class PostgresConnection: @unchecked Sendable {
     private func nextResult() async throws -> OpaquePointer? {
         while PQisBusy(connection) == 1 {
             // Over TLS, OpenSSL may hold decrypted bytes the socket no longer signals.
-            if !tlsHasPendingBytes {
-                var ready = await LoopReadiness.wait(descriptor, for: PostgresPoller.readable)
-                if ready == nil { ready = await poller.wait(descriptor, for: PostgresPoller.readable) }
-                if ready == PostgresPoller.unwatchable {
-                    // libpq still has the statement in progress: the connection cannot serve another.
-                    poisoned = true
-                    throw StoreError.connection("the connection's socket cannot be watched")
-                }
-            }
+            if !tlsHasPendingBytes { _ = try await waitForSocket(PostgresPoller.readable) }
             guard PQconsumeInput(connection) == 1 else { throw StoreError.connection(Self.message(connection)) }
         }
         return PQgetResult(connection)
+    }
+
+    /// Waits until the socket is ready for `events`, on the caller's event loop when it watches
+    /// (`LoopReadiness`), else on this connection's poller; returns what it is ready for.
+    private func waitForSocket(_ events: UInt32) async throws -> UInt32 {
+        var ready = await LoopReadiness.wait(descriptor, for: events)
+        if ready == nil { ready = await poller.wait(descriptor, for: events) }
+        guard let ready, ready != PostgresPoller.unwatchable else {
+            // libpq still has the statement in progress: the connection cannot serve another.
+            poisoned = true
+            throw StoreError.connection("the connection's socket cannot be watched")
+        }
+        return ready
     }
 
     private var tlsHasPendingBytes: Bool {

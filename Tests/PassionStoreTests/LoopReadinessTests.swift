@@ -112,12 +112,9 @@ struct LoopReadinessTests {
         defer { Task { await pool.shutdown() } }
         let (group, loop) = try await Self.watchedLoop()
         let admin = try await Self.admin(of: name)
-        let sleeper = Task(executorPreference: EventLoopTaskExecutor(eventLoop: loop)) {
-            try await pool.withConnection { try await $0.execute("SELECT pg_sleep(5)") }
-        }
-        try await Self.untilSleeping(admin)
+        let blocked = try await Self.startBlockedStatement(pool, admin: admin, on: EventLoopTaskExecutor(eventLoop: loop))
         try await group.shutdownGracefully()
-        guard case .failure(let error) = await sleeper.result else {
+        guard case .failure(let error) = await blocked.result else {
             Issue.record("the statement finished on a loop that shut down")
             return
         }
@@ -137,14 +134,10 @@ struct LoopReadinessTests {
         let pid = try await Task(executorPreference: executor) {
             try await pool.withConnection { try await $0.query("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self) }
         }.value
+        let blocked = try await Self.startBlockedStatement(pool, admin: admin, on: executor)
         let before = LoopReadiness.answered(on: loop)
-        let sleeper = Task(executorPreference: executor) {
-            try await pool.withConnection { try await $0.execute("SELECT pg_sleep(60)") }
-        }
-        // Terminate once the statement runs (a loaded machine may take a while to start it).
-        try await Self.untilSleeping(admin)
         try await admin.query("SELECT pg_terminate_backend(\(pid))")
-        let outcome = await sleeper.result
+        let outcome = await blocked.result
         guard case .failure(let error) = outcome else {
             Issue.record("the statement outlived its backend")
             return
@@ -173,14 +166,26 @@ struct LoopReadinessTests {
         return try PostgresConnection(conninfo: "host=\(postgres.socketDirectory) port=5432 user=postgres dbname=\(name)")
     }
 
-    /// Returns once a `pg_sleep` runs in the database (a loaded machine may take a while to
-    /// start it); the test's time limit ends a wait that never does.
-    static func untilSleeping(_ admin: PostgresConnection) async throws {
-        while try await admin.query("""
-            SELECT count(*) AS n FROM pg_stat_activity
-            WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep%' AND state = 'active'
-            """).first?.require("n", as: Int.self) != 1 {
-            try await Task.sleep(for: .milliseconds(20))
+    /// Starts, from a task on `executor`, a statement that waits in the database for an advisory
+    /// lock `admin` holds, and returns once the database runs it. The database says so itself,
+    /// with no polling and no clock: the statement first releases a second lock, which `admin`
+    /// waits to take.
+    static func startBlockedStatement(
+        _ pool: PostgresPool, admin: PostgresConnection, on executor: EventLoopTaskExecutor
+    ) async throws -> Task<Void, any Error> {
+        try await admin.query("SELECT pg_advisory_lock(1)")
+        let (holding, held) = AsyncStream.makeStream(of: Void.self)
+        let statement = Task(executorPreference: executor) {
+            defer { held.finish() }
+            try await pool.withConnection { connection in
+                try await connection.query("SELECT pg_advisory_lock(2)")
+                held.yield()
+                // OFFSET 0 keeps the release a step of its own, before the wait.
+                try await connection.query("SELECT pg_advisory_lock(1) FROM (SELECT pg_advisory_unlock(2) OFFSET 0) AS released")
+            }
         }
+        for await _ in holding { break }
+        try await admin.query("SELECT pg_advisory_lock(2)")
+        return statement
     }
 }
