@@ -31,10 +31,11 @@ final class LoopReadiness: @unchecked Sendable {
     /// Requests a loop's context holds at once; a wait beyond it uses the poller.
     private static let capacity: UInt32 = 256
 
-    private let loop: any EventLoop
+    let loop: any EventLoop
     private let context: UInt64
     private let signal: Int32
-    private var waiting: [UInt64: CheckedContinuation<UInt32?, Never>] = [:]
+    /// What to do when each pending poll completes, by its request's key.
+    private var waiting: [UInt64: (UInt32) -> Void] = [:]
     private var keys = [UInt64](repeating: 0, count: 64)
     private var results = [Int64](repeating: 0, count: 64)
     private var closed = false
@@ -78,13 +79,13 @@ final class LoopReadiness: @unchecked Sendable {
         watcher(of: loop)?.answeredCount.load(ordering: .relaxed) ?? 0
     }
 
-    private static func watcher(of loop: any EventLoop) -> LoopReadiness? {
+    static func watcher(of loop: any EventLoop) -> LoopReadiness? {
         guard case .ready(let watcher) = watchers.withLock({ $0[ObjectIdentifier(loop)] }) else { return nil }
         return watcher
     }
 
     /// The watcher of the event loop running the caller, if it watches yet.
-    private static func forCurrentLoop() -> LoopReadiness? {
+    static func forCurrentLoop() -> LoopReadiness? {
         guard let loop = MultiThreadedEventLoopGroup.currentEventLoop, case .ready(let watcher) = state(of: loop) else { return nil }
         return watcher
     }
@@ -140,11 +141,22 @@ final class LoopReadiness: @unchecked Sendable {
         await withCheckedContinuation { continuation in
             // A task preferring this loop's executor is still on its thread here; a task merely
             // started on it may have hopped to the global executor on the way, and asks the poller.
-            guard loop.inEventLoop, !closed, waiting.count < Int(Self.capacity) else { return continuation.resume(returning: nil) }
-            let key = passion_aio_poll(context, descriptor, events, signal)
-            guard key != 0 else { return continuation.resume(returning: nil) }
-            waiting[key] = continuation
+            guard loop.inEventLoop, watch(descriptor, for: events, then: { continuation.resume(returning: $0) }) else {
+                return continuation.resume(returning: nil)
+            }
         }
+    }
+
+    /// Calls `ready` on this loop once `descriptor` is ready for `events` (or hung up, or in
+    /// error: `PostgresPoller.unwatchable` when it cannot be watched at all). False when this
+    /// watcher cannot take the request (closed, or full): `ready` is then never called. Call it
+    /// on the loop.
+    func watch(_ descriptor: Int32, for events: UInt32, then ready: @escaping (UInt32) -> Void) -> Bool {
+        guard !closed, waiting.count < Int(Self.capacity) else { return false }
+        let key = passion_aio_poll(context, descriptor, events, signal)
+        guard key != 0 else { return false }
+        waiting[key] = ready
+        return true
     }
 
     /// Resumes the waits whose sockets are ready: called on the loop when the eventfd fires.
@@ -158,7 +170,7 @@ final class LoopReadiness: @unchecked Sendable {
                 passion_aio_free(key)
                 // A negative result is an errno: the socket cannot be watched, which the
                 // connection reports as broken.
-                waiting.removeValue(forKey: key)?.resume(returning: result < 0 ? PostgresPoller.unwatchable : UInt32(truncatingIfNeeded: result))
+                waiting.removeValue(forKey: key)?(result < 0 ? PostgresPoller.unwatchable : UInt32(truncatingIfNeeded: result))
                 answeredCount.add(1, ordering: .relaxed)
             }
             if count < keys.count { return }
@@ -173,11 +185,12 @@ final class LoopReadiness: @unchecked Sendable {
             if case .ready(let watcher) = watchers[id], watcher === self { watchers[id] = nil }
         }
         passion_aio_destroy(context)
-        for (key, continuation) in waiting {
-            passion_aio_free(key)
-            continuation.resume(returning: PostgresPoller.unwatchable)
-        }
+        let pending = waiting
         waiting = [:]
+        for (key, ready) in pending {
+            passion_aio_free(key)
+            ready(PostgresPoller.unwatchable)
+        }
     }
 }
 

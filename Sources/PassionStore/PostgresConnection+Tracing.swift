@@ -7,7 +7,7 @@ import Tracing
 extension PostgresConnection {
     /// Runs `body` in a client span named by the statement's kind and a stable name of its text;
     /// never the text or its values, which may carry a user's data.
-    func withStatementSpan<Value>(_ sql: SQL, tracer: any Tracer, _ body: () async throws -> Value) async throws -> Value {
+    static func withStatementSpan<Value>(_ sql: SQL, tracer: any Tracer, _ body: () async throws -> Value) async throws -> Value {
         let name = Self.statementName(sql.text)
         let span = tracer.startSpan("db \(name.operation)", context: InstrumentationContext.current ?? .topLevel, ofKind: .client)
         span.attributes["db.system.name"] = "postgresql"

@@ -14,14 +14,16 @@ import Synchronization
 /// uses libpq's thread-safe `PGcancel`.
 public final class PostgresConnection: @unchecked Sendable {
     private let connection: OpaquePointer
+    /// The libpq connection itself, for `SharedReads`, which owns this connection outright.
+    var libpq: OpaquePointer { connection }
     private let canceller: OpaquePointer?
-    private let descriptor: Int32
+    let descriptor: Int32
     /// The loop that waits for this connection's socket, and runs its transactions, unless
     /// the caller's event loop does (`LoopReadiness`).
     let poller: PostgresPoller
     private var prepared: [String: String] = [:]
     private var preparedOrder: [String] = []
-    private let statementCacheSize: Int
+    let statementCacheSize: Int
     /// Spans per statement, children of the call's; nil traces nothing.
     private let tracer: (any Tracer)?
     private var nextStatement = 0
@@ -154,13 +156,17 @@ public final class PostgresConnection: @unchecked Sendable {
     /// `query`, its successful result handed to `read` before libpq frees it: for callers that
     /// take what they need from the result in place instead of copying every value first.
     func query<Value>(_ sql: SQL, readingResult read: (OpaquePointer) throws -> Value) async throws -> Value {
-        // libpq takes C strings: a NUL would silently cut the value short ("victim\0x" stored as
-        // "victim"), so it is refused as PostgreSQL refuses one in text.
+        try Self.refuseNUL(in: sql)
+        guard let tracer else { return try await run(sql, read) }
+        return try await Self.withStatementSpan(sql, tracer: tracer) { try await run(sql, read) }
+    }
+
+    /// libpq takes C strings: a NUL would silently cut the value short ("victim\0x" stored as
+    /// "victim"), so it is refused as PostgreSQL refuses one in text.
+    static func refuseNUL(in sql: SQL) throws {
         if sql.parameters.contains(where: { $0?.utf8.contains(0) == true }) {
             throw StoreError(sqlState: "22021", serverMessage: "a text value contains a NUL character")
         }
-        guard let tracer else { return try await run(sql, read) }
-        return try await withStatementSpan(sql, tracer: tracer) { try await run(sql, read) }
     }
 
     private func run<Value>(_ sql: SQL, _ read: (OpaquePointer) throws -> Value) async throws -> Value {
@@ -287,7 +293,7 @@ public final class PostgresConnection: @unchecked Sendable {
         return ready
     }
 
-    private var tlsHasPendingBytes: Bool {
+    var tlsHasPendingBytes: Bool {
         guard PQsslInUse(connection) == 1, let ssl = PQsslStruct(connection, "OpenSSL") else { return false }
         return SSL_pending(OpaquePointer(ssl)) > 0
     }
@@ -371,13 +377,13 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Calls `body` with C strings of `parameters` (nil is SQL NULL), valid during the call.
-    private static func withParameters<T>(_ parameters: [String?], _ body: ([UnsafePointer<CChar>?]) -> T) -> T {
+    static func withParameters<T>(_ parameters: [String?], _ body: ([UnsafePointer<CChar>?]) -> T) -> T {
         var copies = parameters.map { $0.flatMap { strdup($0) } }
         defer { for pointer in copies { free(pointer) } }
         return copies.withUnsafeMutableBufferPointer { buffer in body(buffer.map { UnsafePointer<CChar>($0) }) }
     }
 
-    private static func message(_ connection: OpaquePointer) -> String {
+    static func message(_ connection: OpaquePointer) -> String {
         String(cString: PQerrorMessage(connection)).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
@@ -404,7 +410,7 @@ public final class PostgresConnection: @unchecked Sendable {
         return try read(result)
     }
 
-    private static func error(from result: OpaquePointer, connection: OpaquePointer) -> StoreError {
+    static func error(from result: OpaquePointer, connection: OpaquePointer) -> StoreError {
         func field(_ code: Int32) -> String? {
             PQresultErrorField(result, code).map { String(cString: $0) }
         }

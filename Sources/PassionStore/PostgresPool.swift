@@ -20,6 +20,10 @@ public struct PoolConfiguration: Sendable {
     public var statementCacheSize: Int = 256
     /// Attempts of a transaction that fails with a serialization failure or deadlock. Default 10.
     public var transactionAttempts: Int = 10
+    /// Whether single-statement reads (`PostgresPool.read`) from handlers on event loops share
+    /// one pipelined connection per loop (`SharedReads`), besides the `size` of their own.
+    /// Default true.
+    public var sharedReads = true
     /// Where the pool's metrics go (docs/operations.md). Default: nowhere.
     public var metrics: any MetricsFactory = NOOPMetricsHandler.instance
     /// A span per statement, a child of the calling task's (`InstrumentationContext.current`).
@@ -53,7 +57,9 @@ public final class PostgresPool: Sendable {
     /// connectors so that a cancel never waits behind a slow connect.
     private let cancellers: NIOThreadPool
     private let state = Mutex(State())
-    private let metrics: PoolMetrics
+    let metrics: PoolMetrics
+    /// One pipelined connection per event loop for reads (`read`).
+    let sharedReads: SharedReads
 
     private struct State {
         var idle: [PostgresConnection] = []
@@ -87,6 +93,7 @@ public final class PostgresPool: Sendable {
         self.metrics = PoolMetrics(size: configuration.size, factory: configuration.metrics)
         self.connectors = NIOThreadPool(numberOfThreads: 2)
         self.cancellers = NIOThreadPool(numberOfThreads: 1)
+        self.sharedReads = SharedReads(configuration: configuration, connectors: connectors)
         connectors.start()
         cancellers.start()
     }
@@ -102,6 +109,7 @@ public final class PostgresPool: Sendable {
             return (state.idle, state.waiters)
         }
         for waiter in waiters { waiter.continuation.resume(throwing: RPCError(code: .unavailable, message: "database pool closed")) }
+        sharedReads.shutdown()
         _ = idle
         try? await connectors.shutdownGracefully()
         try? await cancellers.shutdownGracefully()

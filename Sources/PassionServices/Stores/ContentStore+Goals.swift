@@ -77,7 +77,7 @@ extension ContentStore {
 
     /// Inserts a goal and its audit row in one statement.
     func createGoal(_ draft: GoalDraft, user: UUID, origin: AuditOrigin, deadline: ContinuousClock.Instant?) async throws -> GoalRecord? {
-        try await pool.record("""
+        try await pool.written("""
             WITH created AS (
                 INSERT INTO goals (user_id, title, description, category, priority, target_date, metadata)
                 VALUES (\(user), \(draft.title), \(draft.description), \(draft.category), \(draft.priority), \(draft.targetDate)::date,

@@ -1,0 +1,209 @@
+import CLibPQ
+import Foundation
+import NIOCore
+import PassionRPC
+import Synchronization
+
+/// One event loop's shared read connection in libpq's pipeline mode (see `SharedReads`).
+///
+/// `@unchecked Sendable`: after `init` everything is touched only on `loop`: reads are
+/// submitted by tasks running there, and its `LoopReadiness` watcher calls back there.
+final class ReadPipeline: @unchecked Sendable {
+    /// What became of one read.
+    private enum Answer: Sendable {
+        case rows(Rows)
+        case failed(StoreError)
+        /// The pipeline broke or closed before answering: run the read elsewhere.
+        case elsewhere
+        case cancelled
+    }
+
+    /// A read sent and not yet answered in full (its sync not yet seen).
+    private struct Pending {
+        let ticket: Int
+        let text: String
+        /// Statements sent for it: 2 when it was prepared on the way.
+        let statements: Int
+        var seen = 0
+        var rows: Rows?
+        var failure: StoreError?
+        /// nil once its caller was cancelled: its answer is read and dropped.
+        var continuation: CheckedContinuation<Answer, Never>?
+    }
+
+    let loop: any EventLoop
+    private let connection: PostgresConnection
+    private let owner: SharedReads
+    private let id: ObjectIdentifier
+    /// Oldest first, as the server answers them.
+    private var queue: [Pending] = []
+    private var prepared: [String: String] = [:]
+    private var preparedEver = 0
+    /// Numbers reads, for a cancel to find its own (the cancel handler runs on any thread).
+    private let tickets = Atomic<Int>(0)
+    /// A readiness request is pending with the loop's watcher.
+    private var watching = false
+    /// No more reads are taken (the pool closed, or the connection broke).
+    private var closed = false
+    private var broken = false
+
+    init(connection: PostgresConnection, loop: any EventLoop, owner: SharedReads, id: ObjectIdentifier) {
+        self.connection = connection
+        self.loop = loop
+        self.owner = owner
+        self.id = id
+    }
+
+    /// Whether a read from a task on this loop can be sent now.
+    var canTakeRead: Bool { loop.inEventLoop && !closed && queue.count < SharedReads.depth }
+
+    /// The read's rows, or nil when it must run on a connection of its own. Call it from a task
+    /// running on `loop`.
+    func run(_ sql: SQL) async throws -> Rows? {
+        let ticket = tickets.add(1, ordering: .relaxed).newValue
+        let answer = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Answer, Never>) in
+                guard loop.inEventLoop, canTakeRead, !Task.isCancelled else {
+                    return continuation.resume(returning: Task.isCancelled ? Answer.cancelled : Answer.elsewhere)
+                }
+                submit(sql, ticket: ticket, continuation: continuation)
+            }
+        } onCancel: {
+            loop.execute { self.abandon(ticket) }
+        }
+        switch answer {
+        case .rows(let rows): return rows
+        case .failed(let error): throw error
+        case .elsewhere: return nil
+        case .cancelled: throw RPCError(code: .cancelled, message: "call cancelled")
+        }
+    }
+
+    /// Takes no more reads; those in flight are still answered.
+    func close() {
+        closed = true
+    }
+
+    private func submit(_ sql: SQL, ticket: Int, continuation: CheckedContinuation<Answer, Never>) {
+        let handle = connection.libpq
+        var statements = 1
+        var newName: String?
+        let sent = PostgresConnection.withParameters(sql.parameters) { values -> Bool in
+            let count = Int32(values.count)
+            if let name = prepared[sql.text] { return PQsendQueryPrepared(handle, name, count, values, nil, nil, 0) == 1 }
+            guard prepared.count < connection.statementCacheSize else {
+                // A full cache: unprepared, since dropping a statement a queued read may still
+                // name would fail that read.
+                return PQsendQueryParams(handle, sql.text, count, nil, values, nil, nil, 0) == 1
+            }
+            let name = "passion_read_\(preparedEver)"
+            preparedEver += 1
+            newName = name
+            statements = 2
+            return PQsendPrepare(handle, name, sql.text, count, nil) == 1
+                && PQsendQueryPrepared(handle, name, count, values, nil, nil, 0) == 1
+        } && PQpipelineSync(handle) == 1
+        // Named at once: a read of the same text sent before this one's answer follows the
+        // prepare in the pipeline, so the server knows the name by then.
+        if let newName { prepared[sql.text] = newName }
+        queue.append(Pending(ticket: ticket, text: sql.text, statements: statements, continuation: continuation))
+        guard sent else { return fail() }
+        _ = owner.deepest.max(queue.count, ordering: .relaxed)
+        pump()
+    }
+
+    /// Sends what libpq holds, takes every whole answer it has, and asks the loop's watcher to
+    /// call back while answers are owed or output is left.
+    private func pump() {
+        guard !broken else { return }
+        let handle = connection.libpq
+        let flushed = PQflush(handle)
+        guard flushed >= 0 else { return fail() }
+        var endsInARow = 0
+        while !queue.isEmpty {
+            if PQisBusy(handle) == 1 {
+                // Over TLS, OpenSSL may hold decrypted bytes the socket no longer signals.
+                guard connection.tlsHasPendingBytes else { break }
+                guard PQconsumeInput(handle) == 1 else { return fail() }
+                continue
+            }
+            guard let result = PQgetResult(handle) else {
+                // NULL ends one statement's results; a second in a row means libpq expects
+                // nothing more while reads still wait for their answers.
+                endsInARow += 1
+                guard endsInARow < 2 else { return fail() }
+                continue
+            }
+            endsInARow = 0
+            take(result)
+        }
+        if !queue.isEmpty || flushed == 1 { watch(forWriting: flushed == 1) }
+    }
+
+    /// Files one result under the oldest read; its sync answers it.
+    private func take(_ result: OpaquePointer) {
+        defer { PQclear(result) }
+        let status = PQresultStatus(result)
+        if status == PGRES_PIPELINE_SYNC {
+            answer(queue.removeFirst())
+            return
+        }
+        // A statement after a failed one in the same sync is skipped.
+        if status == PGRES_PIPELINE_ABORTED { return }
+        queue[0].seen += 1
+        let isLast = queue[0].seen == queue[0].statements
+        switch status {
+        case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
+            if isLast { queue[0].rows = Rows(copying: result) }
+        default:
+            let error = PostgresConnection.error(from: result, connection: connection.libpq)
+            // A failed prepare, or a plan the schema invalidated: prepared again next time.
+            if !isLast || error.sqlState == "0A000" || error.sqlState == "26000" { prepared[queue[0].text] = nil }
+            if queue[0].failure == nil { queue[0].failure = error }
+        }
+    }
+
+    private func answer(_ read: Pending) {
+        guard let continuation = read.continuation else { return }
+        if let failure = read.failure {
+            continuation.resume(returning: .failed(failure))
+        } else if let rows = read.rows {
+            continuation.resume(returning: .rows(rows))
+        } else {
+            continuation.resume(returning: .failed(StoreError.connection("pipeline ended without a result")))
+        }
+    }
+
+    /// The caller of `ticket` was cancelled: it is told now, and its answer dropped when it comes.
+    private func abandon(_ ticket: Int) {
+        guard let index = queue.firstIndex(where: { $0.ticket == ticket }), let continuation = queue[index].continuation else { return }
+        queue[index].continuation = nil
+        continuation.resume(returning: .cancelled)
+    }
+
+    private func watch(forWriting: Bool) {
+        guard !watching else { return }
+        guard let watcher = LoopReadiness.watcher(of: loop) else { return fail() }
+        let events = PostgresPoller.readable | (forWriting ? PostgresPoller.writable : 0)
+        guard watcher.watch(connection.descriptor, for: events, then: { ready in self.ready(ready) }) else { return fail() }
+        watching = true
+    }
+
+    private func ready(_ events: UInt32) {
+        watching = false
+        guard !broken else { return }
+        guard events != PostgresPoller.unwatchable, PQconsumeInput(connection.libpq) == 1 else { return fail() }
+        pump()
+    }
+
+    /// The connection broke (or its loop closed): every read still owed runs elsewhere.
+    private func fail() {
+        guard !broken else { return }
+        broken = true
+        closed = true
+        owner.dropped(self, id: id)
+        let owed = queue
+        queue = []
+        for read in owed { read.continuation?.resume(returning: .elsewhere) }
+    }
+}

@@ -1,0 +1,204 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import PassionRPC
+import PassionRPCServer
+@testable import PassionStore
+import PassionTestSupport
+import Testing
+
+/// Reads from tasks on SwiftNIO event loops share one pipelined connection per loop.
+@Suite("reads shared on one pipelined connection per event loop")
+struct SharedReadsTests {
+    @Test("reads from tasks on two loops, many in flight, each get their own rows from their loop's one connection", .timeLimit(.minutes(2)))
+    func sharedPerLoop() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 6)
+        defer { Task { await pool.shutdown() } }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let loops = Array(group.makeIterator())
+        for loop in loops { try await Self.prepare(pool, loop) }
+        let workers = 12
+        let rounds = 20
+        let backends = try await withThrowingTaskGroup(of: Set<Int>.self) { tasks in
+            for worker in 0..<workers {
+                tasks.addTask(executorPreference: EventLoopTaskExecutor(eventLoop: loops[worker % loops.count])) {
+                    var backends: Set<Int> = []
+                    for round in 0..<rounds {
+                        let value = worker * 1_000 + round
+                        // Some answers come late, so several reads are queued on a connection at once.
+                        let delay = round % 3 == 0 ? "0.003" : "0"
+                        let row = try await pool.read(
+                            "SELECT \(Int64(value)) + 1 AS next, pg_backend_pid() AS pid, pg_sleep(\(delay)::float8)::text AS slept").first
+                        #expect(try row?.require("next", as: Int64.self) == Int64(value + 1))
+                        let pid = try row?.require("pid", as: Int.self)
+                        try backends.insert(#require(pid))
+                    }
+                    return backends
+                }
+            }
+            return try await tasks.reduce(into: Set<Int>()) { $0.formUnion($1) }
+        }
+        #expect(backends.count == loops.count, "one backend per loop answered every read: \(backends)")
+        #expect(pool.sharedReadsServed == workers * rounds)
+        #expect(pool.deepestSharedPipeline >= 2, "reads were queued behind each other")
+        #expect(pool.openConnections == 0, "no read took a connection of its own")
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a read that fails gets its own error; the reads queued around it get their rows; a NUL is refused before sending", .timeLimit(.minutes(2)))
+    func failureStaysWithItsRead() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 2)
+        defer { Task { await pool.shutdown() } }
+        let (group, loop) = try await Self.preparedLoop(pool)
+        let executor = EventLoopTaskExecutor(eventLoop: loop)
+        let outcomes = await withTaskGroup(of: (Int, Result<Int64?, any Error>).self) { tasks in
+            for n in 0..<10 {
+                tasks.addTask(executorPreference: executor) {
+                    do {
+                        let row = try await pool.read("SELECT (100 / (\(Int64(n)) - 5))::int8 AS q, pg_sleep(0.002)::text AS slept").first
+                        return (n, .success(try row?.require("q", as: Int64.self)))
+                    } catch {
+                        return (n, .failure(error))
+                    }
+                }
+            }
+            return await tasks.reduce(into: [Int: Result<Int64?, any Error>]()) { $0[$1.0] = $1.1 }
+        }
+        for n in 0..<10 where n != 5 {
+            #expect(try outcomes[n]?.get() == Int64(100 / (n - 5)), "read \(n)")
+        }
+        guard case .failure(let error) = outcomes[5] else {
+            Issue.record("dividing by zero answered \(String(describing: outcomes[5]))")
+            return
+        }
+        #expect((error as? StoreError)?.sqlState == "22012", "got \(error)")
+        let refused = await Task(executorPreference: executor) {
+            try await pool.read("SELECT \("victim\u{0}x")::text AS name")
+        }.result
+        guard case .failure(let nul) = refused else {
+            Issue.record("a NUL was sent")
+            return
+        }
+        #expect((nul as? StoreError)?.sqlState == "22021", "got \(nul)")
+        #expect(pool.sharedReadsServed == 9, "nine reads answered on the shared connection")
+        // The connection serves on after the failure.
+        let after = try await Task(executorPreference: executor) {
+            try await pool.read("SELECT 7::int8 AS seven").first?.require("seven", as: Int64.self)
+        }.value
+        #expect(after == 7)
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a read whose caller is cancelled is told at once; its answer is dropped, and the next read gets its own", .timeLimit(.minutes(2)))
+    func cancelledRead() async throws {
+        let (pool, name) = try await TestDatabase.freshPool(size: 2)
+        defer { Task { await pool.shutdown() } }
+        let (group, loop) = try await Self.preparedLoop(pool)
+        let executor = EventLoopTaskExecutor(eventLoop: loop)
+        let admin = try await LoopReadinessTests.admin(of: name)
+        let blocked = try await Self.startBlockedRead(pool, admin: admin, on: executor)
+        let queued = Task(executorPreference: executor) {
+            try await pool.read("SELECT 2::int8 AS two").first?.require("two", as: Int64.self)
+        }
+        // The loop runs the queued read's task up to its wait before this.
+        try await loop.submit {}.get()
+        queued.cancel()
+        guard case .failure(let error) = await queued.result else {
+            Issue.record("the cancelled read was answered while the read before it still ran")
+            return
+        }
+        #expect((error as? RPCError)?.code == .cancelled, "got \(error)")
+        try await admin.query("SELECT pg_advisory_unlock(1)")
+        try await blocked.value
+        let three = try await Task(executorPreference: executor) {
+            try await pool.read("SELECT 3::int8 AS three").first?.require("three", as: Int64.self)
+        }.value
+        #expect(three == 3, "the dropped answer went to nobody")
+        #expect(pool.openConnections == 0)
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a shared connection's backend killed while reads wait: they run again on connections of their own; a new one is shared next", .timeLimit(.minutes(2)))
+    func backendKilled() async throws {
+        let (pool, name) = try await TestDatabase.freshPool(size: 2)
+        defer { Task { await pool.shutdown() } }
+        let (group, loop) = try await Self.preparedLoop(pool)
+        let executor = EventLoopTaskExecutor(eventLoop: loop)
+        let admin = try await LoopReadinessTests.admin(of: name)
+        let pid = try await Task(executorPreference: executor) {
+            try await pool.read("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self)
+        }.value
+        let blocked = try await Self.startBlockedRead(pool, admin: admin, on: executor)
+        let queued = Task(executorPreference: executor) {
+            try await pool.read("SELECT 2::int8 AS two").first?.require("two", as: Int64.self)
+        }
+        try await loop.submit {}.get()
+        let served = pool.sharedReadsServed
+        try await admin.query("SELECT pg_terminate_backend(\(try #require(pid)))")
+        // Run again on a connection of its own, the blocked read waits for the lock anew.
+        #expect(try await queued.value == 2)
+        try await admin.query("SELECT pg_advisory_unlock(1)")
+        try await blocked.value
+        #expect(pool.sharedReadsServed == served, "both reads were answered elsewhere")
+        #expect(pool.openConnections >= 1)
+        try await SharedReadsTests.prepare(pool, loop)
+        let next = try await Task(executorPreference: executor) {
+            try await pool.read("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self)
+        }.value
+        #expect(next != nil && next != pid, "a new shared connection")
+        #expect(pool.sharedReadsServed == served + 1)
+        try await group.shutdownGracefully()
+    }
+
+    @Test("reads not on an event loop, or with sharing turned off, use connections of their own", .timeLimit(.minutes(1)))
+    func notShared() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 1)
+        defer { Task { await pool.shutdown() } }
+        let one = try await pool.read("SELECT 1::int8 AS one").first?.require("one", as: Int64.self)
+        #expect(one == 1)
+        #expect(pool.sharedReadsServed == 0)
+
+        var configuration = pool.configuration
+        configuration.sharedReads = false
+        let unshared = PostgresPool(configuration: configuration)
+        defer { Task { await unshared.shutdown() } }
+        let (group, loop) = try await LoopReadinessTests.watchedLoop()
+        let two = try await Task(executorPreference: EventLoopTaskExecutor(eventLoop: loop)) {
+            try await unshared.read("SELECT 2::int8 AS two").first?.require("two", as: Int64.self)
+        }.value
+        #expect(two == 2)
+        #expect(unshared.sharedReadsServed == 0)
+        #expect(unshared.openConnections == 1)
+        try await group.shutdownGracefully()
+    }
+
+    /// Waits until `loop` watches its answers and has its shared connection open.
+    static func prepare(_ pool: PostgresPool, _ loop: any EventLoop) async throws {
+        await LoopReadiness.prepare(loop)
+        try #require(LoopReadiness.isWatching(loop), "this kernel grants no AIO poll")
+        await pool.sharedReads.prepare(loop)
+    }
+
+    /// A one-thread event loop group whose loop has its shared connection open.
+    static func preparedLoop(_ pool: PostgresPool) async throws -> (MultiThreadedEventLoopGroup, any EventLoop) {
+        let (group, loop) = try await LoopReadinessTests.watchedLoop()
+        try await prepare(pool, loop)
+        return (group, loop)
+    }
+
+    /// Starts a read on the shared connection of `executor`'s loop that waits in the database
+    /// for advisory lock 1, which `admin` holds, and returns once the database runs it (the
+    /// handshake of `LoopReadinessTests.startBlockedStatement`, with the read's lock 2 taken by
+    /// a read before it).
+    static func startBlockedRead(
+        _ pool: PostgresPool, admin: PostgresConnection, on executor: EventLoopTaskExecutor
+    ) async throws -> Task<Void, any Error> {
+        try await admin.query("SELECT pg_advisory_lock(1)")
+        try await Task(executorPreference: executor) { _ = try await pool.read("SELECT pg_advisory_lock(2)::text AS locked") }.value
+        let read = Task(executorPreference: executor) {
+            _ = try await pool.read("SELECT pg_advisory_lock(1)::text AS locked FROM (SELECT pg_advisory_unlock(2) OFFSET 0) AS released")
+        }
+        try await admin.query("SELECT pg_advisory_lock(2)")
+        return read
+    }
+}
