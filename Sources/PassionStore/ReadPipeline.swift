@@ -32,6 +32,8 @@ final class ReadPipeline: @unchecked Sendable {
     }
 
     let loop: any EventLoop
+    /// The loop's watcher, which calls back when answers arrive.
+    private let watcher: LoopReadiness
     private let connection: PostgresConnection
     private let owner: SharedReads
     private let id: ObjectIdentifier
@@ -47,9 +49,10 @@ final class ReadPipeline: @unchecked Sendable {
     private var closed = false
     private var broken = false
 
-    init(connection: PostgresConnection, loop: any EventLoop, owner: SharedReads, id: ObjectIdentifier) {
+    init(connection: PostgresConnection, watcher: LoopReadiness, owner: SharedReads, id: ObjectIdentifier) {
         self.connection = connection
-        self.loop = loop
+        self.loop = watcher.loop
+        self.watcher = watcher
         self.owner = owner
         self.id = id
     }
@@ -60,10 +63,11 @@ final class ReadPipeline: @unchecked Sendable {
     /// The read's rows, or nil when it must run on a connection of its own. Call it from a task
     /// running on `loop`.
     func run(_ sql: SQL) async throws -> Rows? {
+        try PostgresConnection.refuseNUL(in: sql)
         let ticket = tickets.add(1, ordering: .relaxed).newValue
         let answer = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Answer, Never>) in
-                guard loop.inEventLoop, canTakeRead, !Task.isCancelled else {
+                guard canTakeRead, !Task.isCancelled else {
                     return continuation.resume(returning: Task.isCancelled ? Answer.cancelled : Answer.elsewhere)
                 }
                 submit(sql, ticket: ticket, continuation: continuation)
@@ -183,7 +187,6 @@ final class ReadPipeline: @unchecked Sendable {
 
     private func watch(forWriting: Bool) {
         guard !watching else { return }
-        guard let watcher = LoopReadiness.watcher(of: loop) else { return fail() }
         let events = PostgresPoller.readable | (forWriting ? PostgresPoller.writable : 0)
         guard watcher.watch(connection.descriptor, for: events, then: { ready in self.ready(ready) }) else { return fail() }
         watching = true

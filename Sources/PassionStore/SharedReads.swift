@@ -55,18 +55,20 @@ final class SharedReads: Sendable {
     /// to the pool. The first read on a loop starts connecting its pipeline.
     func pipelineForCaller() -> ReadPipeline? {
         guard configuration.sharedReads, let watcher = LoopReadiness.forCurrentLoop() else { return nil }
-        guard case .open(let pipeline) = slot(of: watcher.loop), pipeline.canTakeRead else { return nil }
+        guard case .open(let pipeline) = slot(of: watcher), pipeline.canTakeRead else { return nil }
         return pipeline
     }
 
     /// Connects `loop`'s pipeline unless it has one, and returns once it is open or connecting
     /// failed (tests, so that every read finds it open).
     func prepare(_ loop: any EventLoop) async {
-        if case .connecting(let connected) = slot(of: loop) { try? await connected.get() }
+        guard let watcher = LoopReadiness.watcher(of: loop) else { return }
+        if case .connecting(let connected) = slot(of: watcher) { try? await connected.get() }
     }
 
-    /// `loop`'s slot, connecting its pipeline when it has none (or a retry is due).
-    private func slot(of loop: any EventLoop) -> Slot? {
+    /// The slot of `watcher`'s loop, connecting its pipeline when it has none (or a retry is due).
+    private func slot(of watcher: LoopReadiness) -> Slot? {
+        let loop = watcher.loop
         let id = ObjectIdentifier(loop)
         let (slot, connecting) = state.withLock { state -> (Slot?, EventLoopPromise<Void>?) in
             guard !state.closed else { return (nil, nil) }
@@ -79,13 +81,13 @@ final class SharedReads: Sendable {
             state.slots[id] = .connecting(promise.futureResult)
             return (.connecting(promise.futureResult), promise)
         }
-        if let connecting { open(on: loop, id: id, connected: connecting) }
+        if let connecting { open(on: watcher, id: id, connected: connecting) }
         return slot
     }
 
-    private func open(on loop: any EventLoop, id: ObjectIdentifier, connected: EventLoopPromise<Void>) {
+    private func open(on watcher: LoopReadiness, id: ObjectIdentifier, connected: EventLoopPromise<Void>) {
         let configuration = self.configuration
-        connectors.runIfActive(eventLoop: loop) {
+        connectors.runIfActive(eventLoop: watcher.loop) {
             let connection = try PostgresConnection(
                 conninfo: configuration.connectionString, statementCacheSize: configuration.statementCacheSize,
                 loop: PostgresPoller.next(), tracer: nil)
@@ -94,7 +96,7 @@ final class SharedReads: Sendable {
             }
             return connection
         }.whenComplete { result in
-            let pipeline = try? ReadPipeline(connection: result.get(), loop: loop, owner: self, id: id)
+            let pipeline = try? ReadPipeline(connection: result.get(), watcher: watcher, owner: self, id: id)
             let kept = self.state.withLock { state -> Bool in
                 guard !state.closed, case .connecting = state.slots[id] else { return false }
                 state.slots[id] = pipeline.map { .open($0) } ?? .failed(retryAt: .now + Self.retryAfter)
@@ -131,7 +133,6 @@ extension PostgresPool {
     /// loop's shared connection when it can take it (`SharedReads`), else on a connection of its
     /// own. `deadline` limits the wait for a connection of its own.
     public func read(_ sql: SQL, deadline: ContinuousClock.Instant? = nil) async throws -> Rows {
-        try PostgresConnection.refuseNUL(in: sql)
         if TraceContext.current?.isSampled != true, let pipeline = sharedReads.pipelineForCaller() {
             let rows: Rows?
             do {

@@ -82,11 +82,16 @@ struct SharedReadsTests {
         }
         #expect((nul as? StoreError)?.sqlState == "22021", "got \(nul)")
         #expect(pool.sharedReadsServed == SharedReads.depth - 1, "every read but the failed one answered on the shared connection")
-        // The connection serves on after the failure.
-        let after = try await Task(executorPreference: executor) {
-            try await pool.read("SELECT 7::int8 AS seven").first?.require("seven", as: Int64.self)
-        }.value
-        #expect(after == 7)
+        // A statement the server cannot prepare: its error, the statement after it in the same
+        // sync skipped, and the connection serves on.
+        do {
+            _ = try await Self.value(pool, "SELEC 1 AS v", on: executor)
+            Issue.record("a statement with a syntax error answered")
+        } catch {
+            #expect((error as? StoreError)?.sqlState == "42601", "got \(error)")
+        }
+        #expect(try await Self.value(pool, "SELECT 7::int8 AS v", on: executor) == 7)
+        #expect(pool.sharedReadsServed == SharedReads.depth, "the read after the failures was shared")
         try await group.shutdownGracefully()
     }
 
@@ -111,10 +116,7 @@ struct SharedReadsTests {
         #expect((error as? RPCError)?.code == .cancelled, "got \(error)")
         try await admin.query("SELECT pg_advisory_unlock(1)")
         try await blocked.value
-        let three = try await Task(executorPreference: executor) {
-            try await pool.read("SELECT 3::int8 AS three").first?.require("three", as: Int64.self)
-        }.value
-        #expect(three == 3, "the dropped answer went to nobody")
+        #expect(try await Self.value(pool, "SELECT 3::int8 AS v", on: executor) == 3, "the dropped answer went to nobody")
         #expect(pool.openConnections == 0)
         try await group.shutdownGracefully()
     }
@@ -126,9 +128,7 @@ struct SharedReadsTests {
         let (group, loop) = try await Self.preparedLoop(pool)
         let executor = EventLoopTaskExecutor(eventLoop: loop)
         let admin = try await LoopReadinessTests.admin(of: name)
-        let pid = try await Task(executorPreference: executor) {
-            try await pool.read("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self)
-        }.value
+        let pid = try await Self.value(pool, "SELECT pg_backend_pid()::int8 AS v", on: executor)
         let blocked = try await Self.startBlockedRead(pool, admin: admin, on: executor)
         let queued = Task(executorPreference: executor) {
             try await pool.read("SELECT 2::int8 AS two").first?.require("two", as: Int64.self)
@@ -143,9 +143,7 @@ struct SharedReadsTests {
         #expect(pool.sharedReadsServed == served, "both reads were answered elsewhere")
         #expect(pool.openConnections >= 1)
         try await SharedReadsTests.prepare(pool, loop)
-        let next = try await Task(executorPreference: executor) {
-            try await pool.read("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self)
-        }.value
+        let next = try await Self.value(pool, "SELECT pg_backend_pid()::int8 AS v", on: executor)
         #expect(next != nil && next != pid, "a new shared connection")
         #expect(pool.sharedReadsServed == served + 1)
         try await group.shutdownGracefully()
@@ -171,6 +169,11 @@ struct SharedReadsTests {
         #expect(unshared.sharedReadsServed == 0)
         #expect(unshared.openConnections == 1)
         try await group.shutdownGracefully()
+    }
+
+    /// The int8 column `v` of a read made from a task on `executor`'s loop.
+    static func value(_ pool: PostgresPool, _ sql: SQL, on executor: EventLoopTaskExecutor) async throws -> Int64? {
+        try await Task(executorPreference: executor) { try await pool.read(sql).first?.require("v", as: Int64.self) }.value
     }
 
     /// Waits until `loop` watches its answers and has its shared connection open.
