@@ -18,15 +18,19 @@ final class ReadPipeline: @unchecked Sendable {
         case cancelled
     }
 
-    /// A read sent and not yet answered in full (its sync not yet seen).
+    /// A read sent and not yet answered.
     private struct Pending {
         let ticket: Int
         let text: String
-        /// Statements sent for it: 2 when it was prepared on the way.
-        let statements: Int
-        var seen = 0
+        /// The prepared statement it names, if any.
+        let name: String?
+        /// Results still to come for it: 2 while the prepare sent on its way is unanswered.
+        var resultsLeft: Int
         var rows: Rows?
         var failure: StoreError?
+        /// It was skipped or named a statement the server does not have: it runs again on a
+        /// connection of its own (a read has no effect to repeat).
+        var rerun = false
         /// nil once its caller was cancelled: its answer is read and dropped.
         var continuation: CheckedContinuation<Answer, Never>?
     }
@@ -45,6 +49,10 @@ final class ReadPipeline: @unchecked Sendable {
     private let tickets = Atomic<Int>(0)
     /// A readiness request is pending with the loop's watcher.
     private var watching = false
+    /// Reads were sent since the last sync, and a task to sync them is queued on the loop.
+    private var batchOpen = false
+    /// Syncs sent whose answer has not been taken.
+    private var syncsOwed = 0
     /// No more reads are taken (the pool closed, or the connection broke).
     private var closed = false
     private var broken = false
@@ -90,29 +98,42 @@ final class ReadPipeline: @unchecked Sendable {
 
     private func submit(_ sql: SQL, ticket: Int, continuation: CheckedContinuation<Answer, Never>) {
         let handle = connection.libpq
-        var statements = 1
-        var newName: String?
+        var name = prepared[sql.text]
+        var results = 1
         let sent = PostgresConnection.withParameters(sql.parameters) { values -> Bool in
             let count = Int32(values.count)
-            if let name = prepared[sql.text] { return PQsendQueryPrepared(handle, name, count, values, nil, nil, 0) == 1 }
+            if let name { return PQsendQueryPrepared(handle, name, count, values, nil, nil, 0) == 1 }
             guard prepared.count < connection.statementCacheSize else {
                 // A full cache: unprepared, since dropping a statement a queued read may still
                 // name would fail that read.
                 return PQsendQueryParams(handle, sql.text, count, nil, values, nil, nil, 0) == 1
             }
-            let name = "passion_read_\(preparedEver)"
+            let newName = "passion_read_\(preparedEver)"
             preparedEver += 1
-            newName = name
-            statements = 2
-            return PQsendPrepare(handle, name, sql.text, count, nil) == 1
-                && PQsendQueryPrepared(handle, name, count, values, nil, nil, 0) == 1
-        } && PQpipelineSync(handle) == 1
+            name = newName
+            results = 2
+            return PQsendPrepare(handle, newName, sql.text, count, nil) == 1
+                && PQsendQueryPrepared(handle, newName, count, values, nil, nil, 0) == 1
+        }
         // Named at once: a read of the same text sent before this one's answer follows the
         // prepare in the pipeline, so the server knows the name by then.
-        if let newName { prepared[sql.text] = newName }
-        queue.append(Pending(ticket: ticket, text: sql.text, statements: statements, continuation: continuation))
+        if results == 2 { prepared[sql.text] = name }
+        queue.append(Pending(ticket: ticket, text: sql.text, name: name, resultsLeft: results, continuation: continuation))
         guard sent else { return fail() }
         _ = owner.deepest.max(queue.count, ordering: .relaxed)
+        // The sync goes after every read the loop's current tasks send: one send and one
+        // wake-up of the backend for all of them, and one answer back.
+        guard !batchOpen else { return }
+        batchOpen = true
+        loop.execute { self.endBatch() }
+    }
+
+    /// Closes the batch with a sync, which sends it.
+    private func endBatch() {
+        batchOpen = false
+        guard !broken else { return }
+        guard PQpipelineSync(connection.libpq) == 1 else { return fail() }
+        syncsOwed += 1
         pump()
     }
 
@@ -124,7 +145,7 @@ final class ReadPipeline: @unchecked Sendable {
         let flushed = PQflush(handle)
         guard flushed >= 0 else { return fail() }
         var endsInARow = 0
-        while !queue.isEmpty {
+        while syncsOwed > 0 {
             if PQisBusy(handle) == 1 {
                 // Over TLS, OpenSSL may hold decrypted bytes the socket no longer signals.
                 guard connection.tlsHasPendingBytes else { break }
@@ -133,44 +154,61 @@ final class ReadPipeline: @unchecked Sendable {
             }
             guard let result = PQgetResult(handle) else {
                 // NULL ends one statement's results; a second in a row means libpq expects
-                // nothing more while reads still wait for their answers.
+                // nothing more while a sync is still owed.
                 endsInARow += 1
                 guard endsInARow < 2 else { return fail() }
                 continue
             }
             endsInARow = 0
-            take(result)
+            guard take(result) else { return fail() }
         }
-        if !queue.isEmpty || flushed == 1 { watch(forWriting: flushed == 1) }
+        if syncsOwed > 0 || flushed == 1 { watch(forWriting: flushed == 1) }
     }
 
-    /// Files one result under the oldest read; its sync answers it.
-    private func take(_ result: OpaquePointer) {
+    /// Files one result under the oldest read, answering it with its last; false when the
+    /// connection is done for (a result nobody is owed, or the session ending).
+    private func take(_ result: OpaquePointer) -> Bool {
         defer { PQclear(result) }
         let status = PQresultStatus(result)
         if status == PGRES_PIPELINE_SYNC {
-            answer(queue.removeFirst())
-            return
+            syncsOwed -= 1
+            return true
         }
-        // A statement after a failed one in the same sync is skipped.
-        if status == PGRES_PIPELINE_ABORTED { return }
-        queue[0].seen += 1
-        let isLast = queue[0].seen == queue[0].statements
+        guard !queue.isEmpty else { return false }
+        queue[0].resultsLeft -= 1
+        let isPrepare = queue[0].resultsLeft > 0
         switch status {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
-            if isLast { queue[0].rows = Rows(copying: result) }
+            if !isPrepare { queue[0].rows = Rows(copying: result) }
+        case PGRES_PIPELINE_ABORTED:
+            // An earlier read in its batch failed, so the server skipped this one.
+            if isPrepare { forgetName(of: queue[0]) }
+            queue[0].rerun = true
         default:
             let error = PostgresConnection.error(from: result, connection: connection.libpq)
-            // A failed prepare, or a plan the schema invalidated: prepared again next time.
-            if !isLast || error.sqlState == "0A000" || error.sqlState == "26000" { prepared[queue[0].text] = nil }
-            if queue[0].failure == nil { queue[0].failure = error }
+            // The server is ending the session (terminated, shutting down) or the link broke:
+            // not this read's doing, so every read owed runs elsewhere.
+            if error.sqlState.hasPrefix("57P") || error.sqlState.hasPrefix("08") { return false }
+            // A failed prepare, or a name the server lost (its prepare was skipped in an earlier
+            // batch) or a plan the schema invalidated: prepared again by the next read.
+            let stale = error.sqlState == "26000" || error.sqlState == "0A000"
+            if isPrepare || stale { forgetName(of: queue[0]) }
+            if !isPrepare && stale { queue[0].rerun = true } else if queue[0].failure == nil { queue[0].failure = error }
         }
+        if queue[0].resultsLeft == 0 { answer(queue.removeFirst()) }
+        return true
+    }
+
+    private func forgetName(of read: Pending) {
+        if let name = read.name, prepared[read.text] == name { prepared[read.text] = nil }
     }
 
     private func answer(_ read: Pending) {
         guard let continuation = read.continuation else { return }
         if let failure = read.failure {
             continuation.resume(returning: .failed(failure))
+        } else if read.rerun {
+            continuation.resume(returning: .elsewhere)
         } else if let rows = read.rows {
             continuation.resume(returning: .rows(rows))
         } else {
