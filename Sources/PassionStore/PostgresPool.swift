@@ -24,6 +24,10 @@ public struct PoolConfiguration: Sendable {
     /// one pipelined connection per loop (`SharedReads`), besides the `size` of their own.
     /// Default true.
     public var sharedReads = true
+    /// A loop's shared connection takes no more reads once its oldest unanswered one has waited
+    /// this long: its backend is behind, and more backends drain the rest sooner. Default 1 ms
+    /// (measured, docs/scaling.md).
+    public var sharedReadBacklog: Duration = .milliseconds(1)
     /// Where the pool's metrics go (docs/operations.md). Default: nowhere.
     public var metrics: any MetricsFactory = NOOPMetricsHandler.instance
     /// A span per statement, a child of the calling task's (`InstrumentationContext.current`).

@@ -22,6 +22,7 @@ final class ReadPipeline: @unchecked Sendable {
     private struct Pending {
         let ticket: Int
         let text: String
+        let sentAt: ContinuousClock.Instant
         /// The prepared statement it names, if any.
         let name: String?
         /// Results still to come for it: 2 while the prepare sent on its way is unanswered.
@@ -40,6 +41,7 @@ final class ReadPipeline: @unchecked Sendable {
     private let watcher: LoopReadiness
     private let connection: PostgresConnection
     private let owner: SharedReads
+    private let backlogLimit: Duration
     private let id: ObjectIdentifier
     /// Oldest first, as the server answers them.
     private var queue: [Pending] = []
@@ -62,11 +64,16 @@ final class ReadPipeline: @unchecked Sendable {
         self.loop = watcher.loop
         self.watcher = watcher
         self.owner = owner
+        self.backlogLimit = owner.configuration.sharedReadBacklog
         self.id = id
     }
 
     /// Whether a read from a task on this loop can be sent now.
-    var canTakeRead: Bool { loop.inEventLoop && !closed && queue.count < SharedReads.depth }
+    var canTakeRead: Bool {
+        guard loop.inEventLoop, !closed, queue.count < SharedReads.depth else { return false }
+        guard let oldest = queue.first else { return true }
+        return ContinuousClock.now - oldest.sentAt < backlogLimit
+    }
 
     /// The read's rows, or nil when it must run on a connection of its own. Call it from a task
     /// running on `loop`.
@@ -118,7 +125,7 @@ final class ReadPipeline: @unchecked Sendable {
         // Named at once: a read of the same text sent before this one's answer follows the
         // prepare in the pipeline, so the server knows the name by then.
         if results == 2 { prepared[sql.text] = name }
-        queue.append(Pending(ticket: ticket, text: sql.text, name: name, resultsLeft: results, continuation: continuation))
+        queue.append(Pending(ticket: ticket, text: sql.text, sentAt: .now, name: name, resultsLeft: results, continuation: continuation))
         guard sent else { return fail() }
         _ = owner.deepest.max(queue.count, ordering: .relaxed)
         // The sync goes after every read the loop's current tasks send: one send and one

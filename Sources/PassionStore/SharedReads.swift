@@ -32,16 +32,14 @@ final class SharedReads: Sendable {
         var closed = false
     }
 
-    /// Reads one pipeline takes at once; more run on the pool's connections. Measured on
-    /// Dashboard at 16 calls in flight per loop (2026-12-04): 8 gave 17k calls/s, 16 and 32
-    /// (every read on the loop's one backend, in batches) 20–25k. Deeper only lengthens the wait
-    /// of the last read behind slow ones.
-    static let depth = 16
+    /// The most reads one pipeline takes at once, however fast its backend answers; besides,
+    /// it takes none while its oldest read has waited `PoolConfiguration.sharedReadBacklog`.
+    static let depth = 32
     /// How long after a failed connect reads on that loop leave the pipeline alone.
     static let retryAfter = Duration.seconds(1)
 
     private let state = Mutex(State())
-    private let configuration: PoolConfiguration
+    let configuration: PoolConfiguration
     private let connectors: NIOThreadPool
     /// Reads answered through a pipeline.
     let served = Atomic<Int>(0)

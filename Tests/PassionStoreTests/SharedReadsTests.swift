@@ -12,7 +12,7 @@ import Testing
 struct SharedReadsTests {
     @Test("reads from tasks on two loops, many in flight, each get their own rows from their loop's one connection", .timeLimit(.minutes(2)))
     func sharedPerLoop() async throws {
-        let (pool, _) = try await TestDatabase.freshPool(size: 6)
+        let (pool, _) = try await Self.sharedPool(size: 6)
         defer { Task { await pool.shutdown() } }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let loops = Array(group.makeIterator())
@@ -47,7 +47,7 @@ struct SharedReadsTests {
 
     @Test("a read that fails gets its own error; the reads queued around it get their rows; a NUL is refused before sending", .timeLimit(.minutes(2)))
     func failureStaysWithItsRead() async throws {
-        let (pool, _) = try await TestDatabase.freshPool(size: 2)
+        let (pool, _) = try await Self.sharedPool(size: 2)
         defer { Task { await pool.shutdown() } }
         let (group, loop) = try await Self.preparedLoop(pool)
         let executor = EventLoopTaskExecutor(eventLoop: loop)
@@ -100,7 +100,7 @@ struct SharedReadsTests {
 
     @Test("the reads a loop's tasks send in one turn go out as one batch: one transaction, so one now()", .timeLimit(.minutes(1)))
     func batchedPerTurn() async throws {
-        let (pool, _) = try await TestDatabase.freshPool(size: 2)
+        let (pool, _) = try await Self.sharedPool(size: 2)
         defer { Task { await pool.shutdown() } }
         let (group, loop) = try await Self.preparedLoop(pool)
         let executor = EventLoopTaskExecutor(eventLoop: loop)
@@ -122,7 +122,7 @@ struct SharedReadsTests {
 
     @Test("a read naming a statement whose prepare the server skipped runs again elsewhere and gets its rows", .timeLimit(.minutes(2)))
     func skippedPrepare() async throws {
-        let (pool, name) = try await TestDatabase.freshPool(size: 2)
+        let (pool, name) = try await Self.sharedPool(size: 2)
         defer { Task { await pool.shutdown() } }
         let (group, loop) = try await Self.preparedLoop(pool)
         let executor = EventLoopTaskExecutor(eventLoop: loop)
@@ -153,7 +153,7 @@ struct SharedReadsTests {
 
     @Test("a read whose caller is cancelled is told at once; its answer is dropped, and the next read gets its own", .timeLimit(.minutes(2)))
     func cancelledRead() async throws {
-        let (pool, name) = try await TestDatabase.freshPool(size: 2)
+        let (pool, name) = try await Self.sharedPool(size: 2)
         defer { Task { await pool.shutdown() } }
         let (group, loop) = try await Self.preparedLoop(pool)
         let executor = EventLoopTaskExecutor(eventLoop: loop)
@@ -179,7 +179,7 @@ struct SharedReadsTests {
 
     @Test("a shared connection's backend killed while reads wait: they run again on connections of their own; a new one is shared next", .timeLimit(.minutes(2)))
     func backendKilled() async throws {
-        let (pool, name) = try await TestDatabase.freshPool(size: 2)
+        let (pool, name) = try await Self.sharedPool(size: 2)
         defer { Task { await pool.shutdown() } }
         let (group, loop) = try await Self.preparedLoop(pool)
         let executor = EventLoopTaskExecutor(eventLoop: loop)
@@ -205,9 +205,33 @@ struct SharedReadsTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("a shared connection whose oldest read has waited its backlog limit takes no more: the next read runs on a connection of its own", .timeLimit(.minutes(2)))
+    func backlogOverflows() async throws {
+        for (limit, queued) in [(Duration.zero, false), (.seconds(3_600), true)] {
+            let (pool, name) = try await Self.sharedPool(size: 2, backlog: limit)
+            let (group, loop) = try await Self.preparedLoop(pool)
+            let executor = EventLoopTaskExecutor(eventLoop: loop)
+            let admin = try await LoopReadinessTests.admin(of: name)
+            let blocked = try await Self.startBlockedRead(pool, admin: admin, on: executor)
+            let served = pool.sharedReadsServed
+            let taken = try await loop.submit { pool.sharedReads.pipelineForCaller() != nil }.get()
+            #expect(taken == queued, "limit \(limit)")
+            let next = Task(executorPreference: executor) { try await pool.read("SELECT 2::int8 AS v").first?.require("v", as: Int64.self) }
+            // The read has gone one way or the other before the blocked one is answered.
+            try await loop.submit {}.get()
+            try await admin.query("SELECT pg_advisory_unlock(1)")
+            try await blocked.value
+            #expect(try await next.value == 2)
+            #expect(pool.sharedReadsServed - served == (queued ? 2 : 1), "limit \(limit)")
+            #expect(pool.openConnections == (queued ? 0 : 1), "limit \(limit)")
+            try await group.shutdownGracefully()
+            await pool.shutdown()
+        }
+    }
+
     @Test("reads not on an event loop, or with sharing turned off, use connections of their own", .timeLimit(.minutes(1)))
     func notShared() async throws {
-        let (pool, _) = try await TestDatabase.freshPool(size: 1)
+        let (pool, _) = try await Self.sharedPool(size: 1)
         defer { Task { await pool.shutdown() } }
         let one = try await pool.read("SELECT 1::int8 AS one").first?.require("one", as: Int64.self)
         #expect(one == 1)
@@ -225,6 +249,12 @@ struct SharedReadsTests {
         #expect(unshared.sharedReadsServed == 0)
         #expect(unshared.openConnections == 1)
         try await group.shutdownGracefully()
+    }
+
+    /// A pool on a fresh database whose shared connections take reads however long the oldest
+    /// has waited, so that what a test queues is queued whatever the machine's speed.
+    static func sharedPool(size: Int, backlog: Duration = .seconds(3_600)) async throws -> (PostgresPool, String) {
+        try await TestDatabase.freshPool(size: size) { $0.sharedReadBacklog = backlog }
     }
 
     /// The int8 column `v` of a read made from a task on `executor`'s loop.
