@@ -233,6 +233,7 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
@@ -323,7 +324,7 @@ let package = Package(
             name: "PassionRPCTests",
             dependencies: [
                 "PassionRPC", "PassionRPCServer", "PassionTLS", "PassionWire", "PassionAPI", "PassionServerAPI", "PassionServices",
-                "PassionClient", "PassionTestSupport", "PassionStore", "PassionProtoJSON", "PassionIdentity",
+                "PassionClient", "PassionTestSupport", "PassionStore", "PassionProtoJSON", "PassionIdentity", "PassionCLI",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -171,13 +171,16 @@ struct ClientOptions: ParsableArguments {
     /// Parses `250ms`, `10s`, `2m`, `1h` or a bare number of seconds.
     static func parseDuration(_ text: String) throws -> Duration {
         let units: [(String, Double)] = [("ms", 0.001), ("us", 0.000_001), ("s", 1), ("m", 60), ("h", 3600)]
-        for (suffix, scale) in units where text.hasSuffix(suffix) {
-            if let value = Double(text.dropLast(suffix.count)), value >= 0 {
-                return .nanoseconds(Int64(value * scale * 1e9))
-            }
+        // A year bounds every duration the CLI takes and keeps "inf" or 1e300 from trapping.
+        func nanoseconds(_ value: Double?, _ scale: Double) -> Duration? {
+            guard let value, value >= 0, value * scale <= 366 * 86_400 else { return nil }
+            return .nanoseconds(Int64(value * scale * 1e9))
         }
-        if let seconds = Double(text), seconds >= 0 { return .nanoseconds(Int64(seconds * 1e9)) }
-        throw ValidationError("invalid duration \(text): use forms like 500ms, 10s, 2m")
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            if let parsed = nanoseconds(Double(text.dropLast(suffix.count)), scale) { return parsed }
+        }
+        if let parsed = nanoseconds(Double(text), 1) { return parsed }
+        throw ValidationError("invalid duration \(text): use forms like 500ms, 10s, 2m (at most a year)")
     }
 }
 

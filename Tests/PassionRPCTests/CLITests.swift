@@ -148,20 +148,44 @@ struct CLITests {
         }
     }
 
-    @Test("bench --rate makes exactly rate × duration calls, each on its schedule, however busy the machine")
+    @Test("bench --rate makes exactly rate × duration calls, counted by when each was due, whatever its tick or threads")
     func benchOpenLoop() async throws {
         try await TestServer.with { server in
             // 4 workers, each due every 40 ms from its own offset (0, 10, 20, 30 ms): 50 calls
             // each fall in 2 s. The count is the schedule's, not the machine's speed: a late call
-            // starts at once and its lateness counts as latency.
-            let result = try await passion(server, [
-                "bench", "Diagnostics/Echo", "-d", #"{"payload":"aGk="}"#, "--connections", "2", "--concurrency", "4",
-                "--rate", "100", "--duration", "2s", "--warmup", "0s", "--json",
-            ])
-            #expect(result.status == 0, "\(result.stderr)")
-            let report = try json(result.stdout)
-            let errors = (report["errors"] as? [String: Int] ?? [:]).values.reduce(0, +)
-            #expect((report["calls"] as? Int ?? 0) + errors == 200, "\(result.stdout)")
+            // starts at once and its lateness counts as latency. A 300 ms tick does not divide
+            // the window: the calls due in its last 100 ms go out at 1.8 s, inside the window,
+            // and are still not the window's calls.
+            for flags in [[], ["--tick", "0", "--threads", "2"], ["--tick", "300ms"], ["--tick", "300ms", "--threads", "2"]] {
+                let result = try await passion(server, [
+                    "bench", "Diagnostics/Echo", "-d", #"{"payload":"aGk="}"#, "--connections", "2", "--concurrency", "4",
+                    "--rate", "100", "--duration", "2s", "--warmup", "0s", "--json",
+                ] + flags)
+                #expect(result.status == 0, "\(result.stderr)")
+                let report = try json(result.stdout)
+                let errors = (report["errors"] as? [String: Int] ?? [:]).values.reduce(0, +)
+                #expect((report["calls"] as? Int ?? 0) + errors == 200, "\(flags): \(result.stdout)")
+            }
+        }
+    }
+
+    @Test("bench refuses a bad tick, thread count or duration as a usage error before it connects")
+    func benchBadFlags() async throws {
+        let cases: [([String], String)] = [
+            (["--rate", "10", "--tick", "2s"], "--tick must be at most 1s"),
+            (["--rate", "10", "--tick=-1ms"], "invalid duration -1ms"),
+            (["--rate", "10", "--tick", "soon"], "invalid duration soon"),
+            (["--duration", "inf"], "invalid duration inf"),
+            (["--duration", "1e300s"], "invalid duration 1e300s"),
+            (["--threads", "3", "--connections", "2", "--concurrency", "2"], "--threads must be from 1 to --connections"),
+            (["--threads", "0"], "--threads must be from 1 to --connections"),
+        ]
+        for (flags, message) in cases {
+            // Nothing listens on port 1: a flag that got past validation would fail to connect instead.
+            let result = try await Executables.run(
+                "passion", ["bench", "Diagnostics/Echo", "--server", "127.0.0.1:1", "--json"] + flags)
+            #expect(result.status == 64 && result.stderr.contains(message), "\(flags): \(result.stderr)")
+            #expect(result.stdout.isEmpty)
         }
     }
 
