@@ -314,6 +314,7 @@ let package = Package(
             name: "PassionStoreTests",
             dependencies: [
                 "PassionJSON", "PassionStore", "PassionRPC", "PassionRPCServer", "PassionTestSupport",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

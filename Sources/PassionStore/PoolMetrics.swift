@@ -1,9 +1,10 @@
 import CoreMetrics
 import PassionMetrics
 
-/// The pool's metrics. The gauges (open, idle, waiting) are read from the pool's state when
-/// they are scraped (`PostgresPool.publishGauges`), so acquiring and releasing pay nothing for
-/// them; counts and the wait histogram are recorded as things happen.
+/// The pool's metrics, its shared read connections' included. The gauges (open, idle, waiting,
+/// shared) are read from the pool's state when they are scraped (`PostgresPool.publishGauges`),
+/// so acquiring and releasing pay nothing for them; counts and the wait histogram are recorded
+/// as things happen.
 final class PoolMetrics: Sendable {
     let openConnections: Gauge
     let idleConnections: Gauge
@@ -12,6 +13,10 @@ final class PoolMetrics: Sendable {
     let opened: Counter
     let connectFailures: Counter
     let discarded: Counter
+    let sharedConnections: Gauge
+    /// Reads answered on a loop's shared connection, and reads that ran on a connection of their own.
+    let sharedReads: Counter
+    let pooledReads: Counter
     private let statementErrors: LabelledCounters
 
     init(size: Int, factory: any MetricsFactory) {
@@ -22,6 +27,9 @@ final class PoolMetrics: Sendable {
         opened = Counter(label: "passion_db_connections_opened_total", factory: factory)
         connectFailures = Counter(label: "passion_db_connection_failures_total", factory: factory)
         discarded = Counter(label: "passion_db_connections_discarded_total", factory: factory)
+        sharedConnections = Gauge(label: "passion_db_shared_read_connections", factory: factory)
+        sharedReads = Counter(label: "passion_db_reads_total", dimensions: [("connection", "shared")], factory: factory)
+        pooledReads = Counter(label: "passion_db_reads_total", dimensions: [("connection", "own")], factory: factory)
         statementErrors = LabelledCounters(label: "passion_db_statement_errors_total", key: "class", factory: factory)
         Gauge(label: "passion_db_pool_size", factory: factory).record(size)
     }

@@ -97,7 +97,7 @@ public final class PostgresPool: Sendable {
         self.metrics = PoolMetrics(size: configuration.size, factory: configuration.metrics)
         self.connectors = NIOThreadPool(numberOfThreads: 2)
         self.cancellers = NIOThreadPool(numberOfThreads: 1)
-        self.sharedReads = SharedReads(configuration: configuration, connectors: connectors)
+        self.sharedReads = SharedReads(configuration: configuration, connectors: connectors, metrics: metrics)
         connectors.start()
         cancellers.start()
     }
@@ -367,6 +367,7 @@ public final class PostgresPool: Sendable {
         metrics.openConnections.record(open)
         metrics.idleConnections.record(idle)
         metrics.waiters.record(waiting)
+        metrics.sharedConnections.record(sharedReads.openCount)
     }
 
     private func release(_ connection: PostgresConnection, healthy: Bool) {

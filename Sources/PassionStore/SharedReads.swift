@@ -1,4 +1,5 @@
 import CLibPQ
+import CoreMetrics
 import Foundation
 import NIOCore
 import NIOPosix
@@ -41,14 +42,26 @@ final class SharedReads: Sendable {
     private let state = Mutex(State())
     let configuration: PoolConfiguration
     private let connectors: NIOThreadPool
+    private let metrics: PoolMetrics
     /// Reads answered through a pipeline.
     let served = Atomic<Int>(0)
     /// The most reads a pipeline has had in flight at once.
     let deepest = Atomic<Int>(0)
 
-    init(configuration: PoolConfiguration, connectors: NIOThreadPool) {
+    init(configuration: PoolConfiguration, connectors: NIOThreadPool, metrics: PoolMetrics) {
         self.configuration = configuration
         self.connectors = connectors
+        self.metrics = metrics
+    }
+
+    /// Shared connections open now.
+    var openCount: Int {
+        state.withLock { state in
+            state.slots.values.reduce(0) { count, slot in
+                if case .open = slot { return count + 1 }
+                return count
+            }
+        }
     }
 
     /// The pipeline of the caller's event loop when it can take a read now; nil sends the read
@@ -96,6 +109,8 @@ final class SharedReads: Sendable {
             }
             return connection
         }.whenComplete { result in
+            // Counted with the pool's: an operator sees every connection an instance opens.
+            if case .success = result { self.metrics.opened.increment() } else { self.metrics.connectFailures.increment() }
             let pipeline = try? ReadPipeline(connection: result.get(), watcher: watcher, owner: self, id: id)
             let kept = self.state.withLock { state -> Bool in
                 guard !state.closed, case .connecting = state.slots[id] else { return false }
@@ -109,6 +124,7 @@ final class SharedReads: Sendable {
 
     /// `pipeline` broke: the loop's next read connects a new one.
     func dropped(_ pipeline: ReadPipeline, id: ObjectIdentifier) {
+        metrics.discarded.increment()
         state.withLock { state in
             if case .open(let current) = state.slots[id], current === pipeline { state.slots[id] = nil }
         }
@@ -147,9 +163,11 @@ extension PostgresPool {
             }
             if let rows {
                 sharedReads.served.add(1, ordering: .relaxed)
+                metrics.sharedReads.increment()
                 return rows
             }
         }
+        metrics.pooledReads.increment()
         return try await withConnection(deadline: deadline) { connection in try await connection.query(sql) }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import MetricsTestKit
 import NIOCore
 import NIOPosix
 import PassionRPC
@@ -177,9 +178,10 @@ struct SharedReadsTests {
         try await group.shutdownGracefully()
     }
 
-    @Test("a shared connection's backend killed while reads wait: they run again on connections of their own; a new one is shared next", .timeLimit(.minutes(2)))
+    @Test("a shared connection's backend killed while reads wait: they run again on connections of their own; a new one is shared next; the metrics count it all", .timeLimit(.minutes(2)))
     func backendKilled() async throws {
-        let (pool, name) = try await Self.sharedPool(size: 2)
+        let metrics = TestMetrics()
+        let (pool, name) = try await Self.sharedPool(size: 2, metrics: metrics)
         defer { Task { await pool.shutdown() } }
         let (group, loop) = try await Self.preparedLoop(pool)
         let executor = EventLoopTaskExecutor(eventLoop: loop)
@@ -202,6 +204,15 @@ struct SharedReadsTests {
         let next = try await Self.value(pool, "SELECT pg_backend_pid()::int8 AS v", on: executor)
         #expect(next != nil && next != pid, "a new shared connection")
         #expect(pool.sharedReadsServed == served + 1)
+
+        pool.publishGauges()
+        #expect(try metrics.expectGauge("passion_db_shared_read_connections").lastValue == 1)
+        // pid, lock 2 and the new pid on shared connections; the blocked and the queued read on their own.
+        #expect(try metrics.expectCounter("passion_db_reads_total", [("connection", "shared")]).totalValue == 3)
+        #expect(try metrics.expectCounter("passion_db_reads_total", [("connection", "own")]).totalValue == 2)
+        #expect(try metrics.expectCounter("passion_db_connections_discarded_total").totalValue == 1)
+        let opened = try metrics.expectCounter("passion_db_connections_opened_total").totalValue
+        #expect(opened == 2 + Int64(pool.openConnections), "two shared connections besides the pool's")
         try await group.shutdownGracefully()
     }
 
@@ -253,8 +264,13 @@ struct SharedReadsTests {
 
     /// A pool on a fresh database whose shared connections take reads however long the oldest
     /// has waited, so that what a test queues is queued whatever the machine's speed.
-    static func sharedPool(size: Int, backlog: Duration = .seconds(3_600)) async throws -> (PostgresPool, String) {
-        try await TestDatabase.freshPool(size: size) { $0.sharedReadBacklog = backlog }
+    static func sharedPool(
+        size: Int, backlog: Duration = .seconds(3_600), metrics: TestMetrics? = nil
+    ) async throws -> (PostgresPool, String) {
+        try await TestDatabase.freshPool(size: size) { configuration in
+            configuration.sharedReadBacklog = backlog
+            if let metrics { configuration.metrics = metrics }
+        }
     }
 
     /// The int8 column `v` of a read made from a task on `executor`'s loop.
