@@ -74,6 +74,7 @@ struct BenchCommand: AsyncParsableCommand {
         if let rate, !(rate > 0 && rate.isFinite) { throw ValidationError("--rate must be a positive number of calls per second") }
         if let traceSampled, !(0...1).contains(traceSampled) { throw ValidationError("--trace must be a fraction from 0 to 1") }
         _ = try tickDuration()
+        guard try ClientOptions.parseDuration(duration) > .zero else { throw ValidationError("--duration must be more than 0") }
     }
 
     private func tickDuration() throws -> Duration {
@@ -156,8 +157,9 @@ struct BenchCommand: AsyncParsableCommand {
             return start + .nanoseconds(due - due % tickNanoseconds)
         }
 
+        /// Capped at about 292 years, which ends any window, so a tiny --rate cannot overflow.
         private func dueNanoseconds(_ call: Int) -> Int64 {
-            Int64(((offset + Double(call) * interval) * 1e9).rounded())
+            Int64(min(((offset + Double(call) * interval) * 1e9).rounded(), 9.2e18))
         }
     }
 
@@ -179,6 +181,8 @@ struct BenchCommand: AsyncParsableCommand {
                 due = pacing.due(call)
                 started = pacing.sendTime(call)
                 call += 1
+                // Before sleeping: at a low rate the next call can be due long after the window.
+                guard due < end else { break }
                 if started > ContinuousClock.now { await Self.sleep(until: started, on: connection.eventLoop) }
             }
             guard due < end else { break }

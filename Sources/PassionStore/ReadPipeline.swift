@@ -34,6 +34,8 @@ final class ReadPipeline: @unchecked Sendable {
         var rerun = false
         /// nil once its caller was cancelled: its answer is read and dropped.
         var continuation: CheckedContinuation<Answer, Never>?
+        /// The server was asked to cancel it.
+        var cancelSent = false
     }
 
     let loop: any EventLoop
@@ -200,9 +202,18 @@ final class ReadPipeline: @unchecked Sendable {
             // batch) or a plan the schema invalidated: prepared again by the next read.
             let stale = error.sqlState == "26000" || error.sqlState == "0A000"
             if isPrepare || stale { forgetName(of: queue[0]) }
-            if !isPrepare && stale { queue[0].rerun = true } else if queue[0].failure == nil { queue[0].failure = error }
+            // A cancel meant for the read before it can land on a read whose caller still waits.
+            let cancelledForAnother = error.sqlState == "57014" && queue[0].continuation != nil
+            if !isPrepare && (stale || cancelledForAnother) {
+                queue[0].rerun = true
+            } else if queue[0].failure == nil {
+                queue[0].failure = error
+            }
         }
-        if queue[0].resultsLeft == 0 { answer(queue.removeFirst()) }
+        if queue[0].resultsLeft == 0 {
+            answer(queue.removeFirst())
+            cancelHeadIfAbandoned()
+        }
         return true
     }
 
@@ -224,10 +235,21 @@ final class ReadPipeline: @unchecked Sendable {
     }
 
     /// The caller of `ticket` was cancelled: it is told now, and its answer dropped when it comes.
+    /// The server stops the read once it is the one running, as a pool connection's would, so a
+    /// slow read nobody waits for does not hold up the reads behind it.
     private func abandon(_ ticket: Int) {
         guard let index = queue.firstIndex(where: { $0.ticket == ticket }), let continuation = queue[index].continuation else { return }
         queue[index].continuation = nil
         continuation.resume(returning: .cancelled)
+        if index == 0 { cancelHeadIfAbandoned() }
+    }
+
+    /// Asks the server to cancel the oldest read when its caller is gone. The server may have
+    /// moved on to the next read by then: that one fails with 57014 and runs again elsewhere.
+    private func cancelHeadIfAbandoned() {
+        guard !broken, !queue.isEmpty, queue[0].continuation == nil, !queue[0].cancelSent else { return }
+        queue[0].cancelSent = true
+        owner.cancel(connection)
     }
 
     private func watch(forWriting: Bool) {

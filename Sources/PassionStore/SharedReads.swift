@@ -12,8 +12,10 @@ import Synchronization
 ///
 /// A connection of its own per read costs a backend wake-up per statement on each side, 30–40 µs
 /// of CPU apiece on this machine. A batch costs one send, one wake-up of the backend and one
-/// answer back for all its reads. Only reads go here: a read takes no row locks, so a statement
-/// waiting on a lock can never hold up the reads behind it.
+/// answer back for all its reads. Only reads go here: a read takes no row locks, so no write's
+/// transaction can hold it up for long; a read can still wait on a table lock (DDL such as a
+/// partition drop) or an advisory lock, and the reads sent behind it wait too, which is why a
+/// connection takes no more reads once its oldest has waited `sharedReadBacklog`.
 ///
 /// A read that cannot use its loop's pipeline (not on a watching loop, a sampled trace, the
 /// pipeline full, connecting or broken) runs on a connection of its own from the pool. So does
@@ -122,6 +124,14 @@ final class SharedReads: Sendable {
         }
     }
 
+    /// Asks the server to cancel what `connection` runs now; PQcancel connects to the server, so
+    /// not on the event loop.
+    func cancel(_ connection: PostgresConnection) {
+        connectors.submit { state in
+            if state == .active { connection.cancel() }
+        }
+    }
+
     /// `pipeline` broke: the loop's next read connects a new one.
     func dropped(_ pipeline: ReadPipeline, id: ObjectIdentifier) {
         metrics.discarded.increment()
@@ -159,6 +169,7 @@ extension PostgresPool {
                 }
             } catch let error as StoreError {
                 metrics.statementFailed(error)
+                metrics.sharedReads.increment()
                 throw error
             }
             if let rows {

@@ -177,6 +177,7 @@ struct CLITests {
             (["--rate", "10", "--tick", "soon"], "invalid duration soon"),
             (["--duration", "inf"], "invalid duration inf"),
             (["--duration", "1e300s"], "invalid duration 1e300s"),
+            (["--duration", "0s"], "--duration must be more than 0"),
             (["--threads", "3", "--connections", "2", "--concurrency", "2"], "--threads must be from 1 to --connections"),
             (["--threads", "0"], "--threads must be from 1 to --connections"),
         ]

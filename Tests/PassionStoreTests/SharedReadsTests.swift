@@ -178,6 +178,58 @@ struct SharedReadsTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("a read whose caller is cancelled while the server runs it is cancelled there: the read behind it is answered while the lock it waited for is still held", .timeLimit(.minutes(2)))
+    func cancelledRunningRead() async throws {
+        let (pool, name) = try await Self.sharedPool(size: 2)
+        defer { Task { await pool.shutdown() } }
+        let (group, loop) = try await Self.preparedLoop(pool)
+        let executor = EventLoopTaskExecutor(eventLoop: loop)
+        let admin = try await LoopReadinessTests.admin(of: name)
+        // startBlockedRead's handshake, the blocked read also holding lock 3 until its implicit
+        // transaction ends: the admin can then wait for that in the database.
+        try await admin.query("SELECT pg_advisory_lock(1)")
+        try await Task(executorPreference: executor) { _ = try await pool.read("SELECT pg_advisory_lock(2)::text AS locked") }.value
+        let blocked = Task(executorPreference: executor) {
+            _ = try await pool.read(
+                "SELECT pg_advisory_lock(1)::text AS locked FROM (SELECT pg_advisory_xact_lock(3), pg_advisory_unlock(2) OFFSET 0) AS taken")
+        }
+        try await admin.query("SELECT pg_advisory_lock(2)")
+        let queued = Task(executorPreference: executor) { try await pool.read("SELECT 2::int8 AS two").first?.require("two", as: Int64.self) }
+        try await loop.submit {}.get()
+        blocked.cancel()
+        guard case .failure(let error) = await blocked.result else {
+            Issue.record("the blocked read was answered")
+            return
+        }
+        #expect((error as? RPCError)?.code == .cancelled, "got \(error)")
+        // Lock 3 comes free when the server has stopped the read; without the cancel the wait
+        // ends in 55P03 instead, and the test fails rather than hangs. Not on the admin's
+        // connection: it holds lock 1, and waiting there would be a deadlock the server breaks.
+        let waiter = try await LoopReadinessTests.admin(of: name)
+        try await waiter.query("SET lock_timeout = '60s'")
+        try await waiter.query("SELECT pg_advisory_xact_lock(3)")
+        #expect(try await queued.value == 2)
+        #expect(pool.openConnections == 0, "the read behind it stayed on the shared connection")
+        try await admin.query("SELECT pg_advisory_unlock(1)")
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a read the server cancels (57014) while its caller still waits runs again on a connection of its own", .timeLimit(.minutes(2)))
+    func cancelledByTheServer() async throws {
+        let (pool, _) = try await Self.sharedPool(size: 2)
+        defer { Task { await pool.shutdown() } }
+        let (group, loop) = try await Self.preparedLoop(pool)
+        let executor = EventLoopTaskExecutor(eventLoop: loop)
+        // As a cancel meant for the read before it would: the shared backend alone cancels
+        // anything that runs over 1 ms.
+        _ = try await Self.value(pool, "SELECT length(set_config('statement_timeout', '1ms', false))::int8 AS v", on: executor)
+        let served = pool.sharedReadsServed
+        #expect(try await Self.value(pool, "SELECT 7::int8 AS v FROM (SELECT pg_sleep(0.05) OFFSET 0) AS slept", on: executor) == 7)
+        #expect(pool.sharedReadsServed == served, "answered elsewhere")
+        #expect(pool.openConnections == 1)
+        try await group.shutdownGracefully()
+    }
+
     @Test("a shared connection's backend killed while reads wait: they run again on connections of their own; a new one is shared next; the metrics count it all", .timeLimit(.minutes(2)))
     func backendKilled() async throws {
         let metrics = TestMetrics()
