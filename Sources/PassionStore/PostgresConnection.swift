@@ -156,18 +156,27 @@ public final class PostgresConnection: @unchecked Sendable {
     /// `query`, its successful result handed to `read` before libpq frees it: for callers that
     /// take what they need from the result in place instead of copying every value first.
     func query<Value>(_ sql: SQL, readingResult read: (OpaquePointer) throws -> Value) async throws -> Value {
-        try Self.refuseNUL(in: sql)
+        try Self.refuseUnsendable(sql)
         guard let tracer else { return try await run(sql, read) }
         return try await Self.withStatementSpan(sql, tracer: tracer) { try await run(sql, read) }
     }
 
-    /// libpq takes C strings: a NUL would silently cut the value short ("victim\0x" stored as
-    /// "victim"), so it is refused as PostgreSQL refuses one in text.
-    static func refuseNUL(in sql: SQL) throws {
+    /// Refuses what libpq cannot send, before anything is sent. libpq takes C strings: a NUL
+    /// would silently cut the value short ("victim\0x" stored as "victim"), so it is refused as
+    /// PostgreSQL refuses one in text. The protocol counts parameters in 16 bits: past that libpq
+    /// fails the send, which on a shared connection would look like a broken connection.
+    static func refuseUnsendable(_ sql: SQL) throws {
+        guard sql.parameters.count <= maximumParameters else {
+            throw StoreError(
+                sqlState: "54023",
+                serverMessage: "a statement takes at most \(maximumParameters) parameters, this one has \(sql.parameters.count)")
+        }
         if sql.parameters.contains(where: { $0?.utf8.contains(0) == true }) {
             throw StoreError(sqlState: "22021", serverMessage: "a text value contains a NUL character")
         }
     }
+
+    static let maximumParameters = 65_535
 
     private func run<Value>(_ sql: SQL, _ read: (OpaquePointer) throws -> Value) async throws -> Value {
         let trace = TraceContext.current.flatMap { $0.isSampled ? $0 : nil }

@@ -80,7 +80,7 @@ final class ReadPipeline: @unchecked Sendable {
     /// The read's rows, or nil when it must run on a connection of its own. Call it from a task
     /// running on `loop`.
     func run(_ sql: SQL) async throws -> Rows? {
-        try PostgresConnection.refuseNUL(in: sql)
+        try PostgresConnection.refuseUnsendable(sql)
         let ticket = tickets.add(1, ordering: .relaxed).newValue
         let answer = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Answer, Never>) in

@@ -46,7 +46,7 @@ struct SharedReadsTests {
         try await group.shutdownGracefully()
     }
 
-    @Test("a read that fails gets its own error; the reads queued around it get their rows; a NUL is refused before sending", .timeLimit(.minutes(2)))
+    @Test("a read that fails gets its own error; the reads queued around it get their rows; a NUL or too many parameters are refused before sending", .timeLimit(.minutes(2)))
     func failureStaysWithItsRead() async throws {
         let (pool, _) = try await Self.sharedPool(size: 2)
         defer { Task { await pool.shutdown() } }
@@ -82,6 +82,23 @@ struct SharedReadsTests {
             return
         }
         #expect((nul as? StoreError)?.sqlState == "22021", "got \(nul)")
+        // One parameter more than the protocol counts: refused here, on a pool connection too.
+        var tooMany = SQL.Interpolation(literalCapacity: 0, interpolationCount: 0)
+        tooMany.appendLiteral("SELECT 1::int8 AS v WHERE 0 NOT IN (0")
+        for n in 1...PostgresConnection.maximumParameters + 1 {
+            tooMany.appendLiteral(", ")
+            tooMany.appendInterpolation(Int64(n))
+        }
+        tooMany.appendLiteral(")")
+        let overLimit = SQL(stringInterpolation: tooMany)
+        for onLoop in [true, false] {
+            do {
+                _ = onLoop ? try await Self.value(pool, overLimit, on: executor) : try await pool.read(overLimit).first?.require("v", as: Int64.self)
+                Issue.record("65,536 parameters were sent")
+            } catch {
+                #expect((error as? StoreError)?.sqlState == "54023", "got \(error)")
+            }
+        }
         // Reads after the failed one in its batch were skipped by the server and ran again on
         // connections of their own.
         #expect(pool.sharedReadsServed <= SharedReads.depth - 1)
