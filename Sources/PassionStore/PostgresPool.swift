@@ -28,6 +28,10 @@ public struct PoolConfiguration: Sendable {
     /// this long: its backend is behind, and more backends drain the rest sooner. Default 1 ms
     /// (measured, docs/scaling.md).
     public var sharedReadBacklog: Duration = .milliseconds(1)
+    /// How long a loop's reads use connections of their own after its shared connection failed
+    /// to connect or broke, before it connects again: a server or proxy that breaks every
+    /// pipeline then costs a connect a second per loop, not one per read. Default 1 s.
+    public var sharedReadRetry: Duration = .seconds(1)
     /// Where the pool's metrics go (docs/operations.md). Default: nowhere.
     public var metrics: any MetricsFactory = NOOPMetricsHandler.instance
     /// A span per statement, a child of the calling task's (`InstrumentationContext.current`).

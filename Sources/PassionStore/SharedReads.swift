@@ -26,7 +26,7 @@ final class SharedReads: Sendable {
         /// Connecting; the future completes when that ends, either way.
         case connecting(EventLoopFuture<Void>)
         case open(ReadPipeline)
-        /// Connecting failed: reads use the pool's connections until `retryAt`.
+        /// Connecting failed or the connection broke: reads use the pool's connections until `retryAt`.
         case failed(retryAt: ContinuousClock.Instant)
     }
 
@@ -38,8 +38,6 @@ final class SharedReads: Sendable {
     /// The most reads one pipeline takes at once, however fast its backend answers; besides,
     /// it takes none while its oldest read has waited `PoolConfiguration.sharedReadBacklog`.
     static let depth = 32
-    /// How long after a failed connect reads on that loop leave the pipeline alone.
-    static let retryAfter = Duration.seconds(1)
 
     private let state = Mutex(State())
     let configuration: PoolConfiguration
@@ -116,7 +114,7 @@ final class SharedReads: Sendable {
             let pipeline = try? ReadPipeline(connection: result.get(), watcher: watcher, owner: self, id: id)
             let kept = self.state.withLock { state -> Bool in
                 guard !state.closed, case .connecting = state.slots[id] else { return false }
-                state.slots[id] = pipeline.map { .open($0) } ?? .failed(retryAt: .now + Self.retryAfter)
+                state.slots[id] = pipeline.map { .open($0) } ?? .failed(retryAt: .now + configuration.sharedReadRetry)
                 return pipeline != nil
             }
             if !kept { pipeline?.close() }
@@ -132,11 +130,12 @@ final class SharedReads: Sendable {
         }
     }
 
-    /// `pipeline` broke: the loop's next read connects a new one.
+    /// `pipeline` broke: the loop's first read after `sharedReadRetry` connects a new one.
     func dropped(_ pipeline: ReadPipeline, id: ObjectIdentifier) {
         metrics.discarded.increment()
+        let retryAt = ContinuousClock.now + configuration.sharedReadRetry
         state.withLock { state in
-            if case .open(let current) = state.slots[id], current === pipeline { state.slots[id] = nil }
+            if case .open(let current) = state.slots[id], current === pipeline { state.slots[id] = .failed(retryAt: retryAt) }
         }
     }
 

@@ -285,6 +285,26 @@ struct SharedReadsTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("after its shared connection breaks, a loop's reads use connections of their own until sharedReadRetry has passed", .timeLimit(.minutes(2)))
+    func brokenWaitsToReconnect() async throws {
+        let (pool, name) = try await Self.sharedPool(size: 2, retry: .seconds(3_600))
+        defer { Task { await pool.shutdown() } }
+        let (group, loop) = try await Self.preparedLoop(pool)
+        let executor = EventLoopTaskExecutor(eventLoop: loop)
+        let admin = try await LoopReadinessTests.admin(of: name)
+        let pid = try await Self.value(pool, "SELECT pg_backend_pid()::int8 AS v", on: executor)
+        // Waits until the backend has gone: the next read finds the connection broken.
+        try await admin.query("SELECT pg_terminate_backend(\(try #require(pid)), 60000)")
+        let served = pool.sharedReadsServed
+        for n in Int64(1)...3 {
+            #expect(try await Self.value(pool, "SELECT \(n)::int8 AS v", on: executor) == n)
+        }
+        await pool.sharedReads.prepare(loop)
+        #expect(pool.sharedReadsServed == served, "every read ran on a connection of its own")
+        #expect(pool.sharedReads.openCount == 0, "no new shared connection within the hour")
+        try await group.shutdownGracefully()
+    }
+
     @Test("a shared connection whose oldest read has waited its backlog limit takes no more: the next read runs on a connection of its own", .timeLimit(.minutes(2)))
     func backlogOverflows() async throws {
         for (limit, queued) in [(Duration.zero, false), (.seconds(3_600), true)] {
@@ -332,12 +352,14 @@ struct SharedReadsTests {
     }
 
     /// A pool on a fresh database whose shared connections take reads however long the oldest
-    /// has waited, so that what a test queues is queued whatever the machine's speed.
+    /// has waited, so that what a test queues is queued whatever the machine's speed, and
+    /// connect again at once after a break unless `retry` says otherwise.
     static func sharedPool(
-        size: Int, backlog: Duration = .seconds(3_600), metrics: TestMetrics? = nil
+        size: Int, backlog: Duration = .seconds(3_600), retry: Duration = .zero, metrics: TestMetrics? = nil
     ) async throws -> (PostgresPool, String) {
         try await TestDatabase.freshPool(size: size) { configuration in
             configuration.sharedReadBacklog = backlog
+            configuration.sharedReadRetry = retry
             if let metrics { configuration.metrics = metrics }
         }
     }
