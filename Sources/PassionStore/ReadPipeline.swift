@@ -202,9 +202,10 @@ final class ReadPipeline: @unchecked Sendable {
             // batch) or a plan the schema invalidated: prepared again by the next read.
             let stale = error.sqlState == "26000" || error.sqlState == "0A000"
             if isPrepare || stale { forgetName(of: queue[0]) }
-            // A cancel meant for the read before it can land on a read whose caller still waits.
+            // A cancel meant for the read before it can land on a read whose caller still waits,
+            // on its prepare as well as on the read itself (and so can a statement_timeout).
             let cancelledForAnother = error.sqlState == "57014" && queue[0].continuation != nil
-            if !isPrepare && (stale || cancelledForAnother) {
+            if cancelledForAnother || (!isPrepare && stale) {
                 queue[0].rerun = true
             } else if queue[0].failure == nil {
                 queue[0].failure = error
