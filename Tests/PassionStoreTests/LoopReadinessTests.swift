@@ -40,6 +40,7 @@ struct LoopReadinessTests {
         // Every statement waited at least once, and each wait was the loop's, not the poller's.
         let answered = loops.map(LoopReadiness.answered(on:)).reduce(0, +)
         #expect(answered >= workers * rounds, "\(answered) waits answered on the loops")
+        await pool.shutdown()
         try await group.shutdownGracefully()
     }
 
@@ -76,6 +77,7 @@ struct LoopReadinessTests {
         #expect((error as? StoreError)?.sqlState == "23505", "got \(error)")
         let count = try await pool.withConnection { try await $0.query("SELECT count(*)::int8 AS n FROM marks").first?.require("n", as: Int64.self) }
         #expect(count == 5, "the failed transaction's first insert was rolled back")
+        await pool.shutdown()
         try await group.shutdownGracefully()
     }
 
@@ -148,6 +150,7 @@ struct LoopReadinessTests {
             try await pool.withConnection { try await $0.query("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self) }
         }.value
         #expect(next != nil && next != pid)
+        await pool.shutdown()
         try await group.shutdownGracefully()
     }
 

@@ -29,6 +29,7 @@ struct SharedReadsFailoverTests {
         try await blocked.value
         #expect(try await shared.value("SELECT 3::int8 AS v") == 3, "the dropped answer went to nobody")
         #expect(shared.pool.openConnections == 0)
+        await shared.pool.shutdown()
         try await shared.group.shutdownGracefully()
     }
 
@@ -61,6 +62,7 @@ struct SharedReadsFailoverTests {
         #expect(try await queued.value == 2)
         #expect(shared.pool.openConnections == 0, "the read behind it stayed on the shared connection")
         try await admin.query("SELECT pg_advisory_unlock(1)")
+        await shared.pool.shutdown()
         try await shared.group.shutdownGracefully()
     }
 
@@ -79,6 +81,7 @@ struct SharedReadsFailoverTests {
         #expect(try await shared.value(SQL(unsafeSQL: "SELECT 8::int8 AS v WHERE 1 IN (\(constants))")) == 8)
         #expect(shared.pool.sharedReadsServed == served, "answered elsewhere")
         #expect(shared.pool.openConnections == 1)
+        await shared.pool.shutdown()
         try await shared.group.shutdownGracefully()
     }
 
@@ -114,6 +117,7 @@ struct SharedReadsFailoverTests {
         #expect(try metrics.expectCounter("passion_db_connections_discarded_total").totalValue == 1)
         let opened = try metrics.expectCounter("passion_db_connections_opened_total").totalValue
         #expect(opened == 2 + Int64(pool.openConnections), "two shared connections besides the pool's")
+        await shared.pool.shutdown()
         try await shared.group.shutdownGracefully()
     }
 
@@ -132,6 +136,7 @@ struct SharedReadsFailoverTests {
         await shared.pool.sharedReads.prepare(shared.loop)
         #expect(shared.pool.sharedReadsServed == served, "every read ran on a connection of its own")
         #expect(shared.pool.sharedReads.openCount == 0, "no new shared connection within the hour")
+        await shared.pool.shutdown()
         try await shared.group.shutdownGracefully()
     }
 }

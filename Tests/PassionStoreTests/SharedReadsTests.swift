@@ -43,6 +43,7 @@ struct SharedReadsTests {
         #expect(pool.sharedReadsServed == workers * rounds)
         #expect(pool.deepestSharedPipeline >= 2, "reads were queued behind each other")
         #expect(pool.openConnections == 0, "no read took a connection of its own")
+        await pool.shutdown()
         try await group.shutdownGracefully()
     }
 
@@ -113,6 +114,7 @@ struct SharedReadsTests {
         }
         #expect(try await Self.value(pool, "SELECT 7::int8 AS v", on: executor) == 7)
         #expect(pool.sharedReadsServed == served + 1, "the read after the failures was shared")
+        await pool.shutdown()
         try await group.shutdownGracefully()
     }
 
@@ -135,6 +137,7 @@ struct SharedReadsTests {
         #expect(together.count == 1, "four reads started in one turn shared one transaction: \(together)")
         #expect(apart.count == 2, "reads sent in turns of their own did not: \(apart)")
         #expect(pool.sharedReadsServed == 6)
+        await pool.shutdown()
         try await group.shutdownGracefully()
     }
 
@@ -166,6 +169,7 @@ struct SharedReadsTests {
         #expect(try await later.value == 5)
         #expect(try await Self.value(pool, "SELECT 5::int8 AS v", on: executor) == 5, "prepared anew on the shared connection")
         #expect(pool.sharedReadsServed == 1, "only the last read was answered on the shared connection")
+        await pool.shutdown()
         try await group.shutdownGracefully()
     }
 
@@ -188,8 +192,8 @@ struct SharedReadsTests {
             #expect(try await next.value == 2)
             #expect(pool.sharedReadsServed - served == (queued ? 2 : 1), "limit \(limit)")
             #expect(pool.openConnections == (queued ? 0 : 1), "limit \(limit)")
-            try await group.shutdownGracefully()
             await pool.shutdown()
+            try await group.shutdownGracefully()
         }
     }
 
@@ -212,6 +216,7 @@ struct SharedReadsTests {
         #expect(two == 2)
         #expect(unshared.sharedReadsServed == 0)
         #expect(unshared.openConnections == 1)
+        await pool.shutdown()
         try await group.shutdownGracefully()
     }
 
