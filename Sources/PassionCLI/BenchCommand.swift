@@ -181,11 +181,10 @@ struct BenchCommand: AsyncParsableCommand {
                 due = pacing.due(call)
                 started = pacing.sendTime(call)
                 call += 1
-                // Before sleeping: at a low rate the next call can be due long after the window.
-                guard due < end else { break }
-                if started > ContinuousClock.now { await Self.sleep(until: started, on: connection.eventLoop) }
             }
+            // Before sleeping: at a low rate the next call can be due long after the window.
             guard due < end else { break }
+            if started > ContinuousClock.now { await Self.sleep(until: started, on: connection.eventLoop) }
             var failure: StatusCode?
             do {
                 let (request, asUser) = try template.next(random: &random)

@@ -242,7 +242,7 @@ final class ReadPipeline: @unchecked Sendable {
         guard let index = queue.firstIndex(where: { $0.ticket == ticket }), let continuation = queue[index].continuation else { return }
         queue[index].continuation = nil
         continuation.resume(returning: .cancelled)
-        if index == 0 { cancelHeadIfAbandoned() }
+        cancelHeadIfAbandoned()
     }
 
     /// Asks the server to cancel the oldest read when its caller is gone. The server may have
