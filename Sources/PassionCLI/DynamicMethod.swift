@@ -25,7 +25,7 @@ struct DynamicMethod: Sendable {
         var source = "the server's descriptors"
         do {
             (fullName, files) = try await Schema.resolve(name, connection: connection, options: options)
-        } catch let error as RPCError where error.code == .notFound {
+        } catch let error as RPCError where error.code == .notFound && !error.isUserNotFound {
             throw ValidationError("unknown method \(name); `passion list` shows the services")
         } catch let error as RPCError where [.unimplemented, .permissionDenied, .unauthenticated].contains(error.code) {
             files = try PassionCatalog.fileDescriptors.values.map {

@@ -54,7 +54,7 @@ enum Schema {
         let normalized = symbol.replacingOccurrences(of: "/", with: ".")
         do {
             return (normalized, try await files(for: symbol, connection: connection, options: options))
-        } catch let error as RPCError where error.code == .notFound {
+        } catch let error as RPCError where error.code == .notFound && !error.isUserNotFound {
             let services = try await connection.introspection.listServices(ListServicesRequest(), options: options).services
             var known: Set<String> = []
             for service in services {
@@ -108,4 +108,10 @@ enum Schema {
         }
         return nil
     }
+}
+
+extension RPCError {
+    /// The server's answer to `as-user` naming no active user: it refuses every method alike,
+    /// introspection too, and must not read as an unknown method.
+    var isUserNotFound: Bool { details?.reason == "USER_NOT_FOUND" }
 }

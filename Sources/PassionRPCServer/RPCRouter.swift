@@ -138,6 +138,8 @@ public struct RPCStream<Element: SwiftProtobuf.Message>: AsyncSequence, Sendable
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: MessageStream.AsyncIterator
 
+        // Concurrent like the transport's iterator it wraps (PassionRPC), which it hands itself to.
+        @concurrent
         public mutating func next() async throws -> Element? {
             guard let bytes = try await base.next() else { return nil }
             return try Element(buffer: bytes)

@@ -21,7 +21,7 @@ public final class PostgresConnection: @unchecked Sendable {
     /// The loop that waits for this connection's socket, and runs its transactions, unless
     /// the caller's event loop does (`LoopReadiness`).
     let poller: PostgresPoller
-    private var prepared: [String: String] = [:]
+    private var prepared: [StatementKey: String] = [:]
     private var preparedOrder: [String] = []
     let statementCacheSize: Int
     /// Spans per statement, children of the call's; nil traces nothing.
@@ -365,10 +365,10 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     private func preparedName(for sql: SQL) async throws -> String {
-        if let name = prepared[sql.text] { return name }
+        if let name = prepared[StatementKey(sql.text)] { return name }
         if prepared.count >= statementCacheSize, let oldest = preparedOrder.first {
             preparedOrder.removeFirst()
-            if let name = prepared.removeValue(forKey: oldest) {
+            if let name = prepared.removeValue(forKey: StatementKey(oldest)) {
                 // Not through execute: a pending BEGIN must travel with the statement it opens.
                 _ = try? await simple("DEALLOCATE \(name)")
             }
@@ -380,7 +380,7 @@ public final class PostgresConnection: @unchecked Sendable {
             throw StoreError.connection(Self.message(connection))
         }
         _ = try await collect(sql: nil)
-        prepared[sql.text] = name
+        prepared[StatementKey(sql.text)] = name
         preparedOrder.append(sql.text)
         return name
     }
@@ -411,7 +411,7 @@ public final class PostgresConnection: @unchecked Sendable {
             let error = Self.error(from: result, connection: connection)
             // A statement whose plan became invalid (schema changed) is prepared again next time.
             if error.sqlState == "0A000" || error.sqlState == "26000", let sql {
-                prepared[sql] = nil
+                prepared[StatementKey(sql)] = nil
                 preparedOrder.removeAll { $0 == sql }
             }
             throw error

@@ -142,18 +142,31 @@ extension Date: PostgresEncodable, PostgresDecodable {
         var time = time_t(whole)
         var parts = tm()
         gmtime_r(&time, &parts)
-        var text = [UInt8]()
-        text.reserveCapacity(29)
-        let fields: [(value: Int, width: Int, then: Unicode.Scalar)] = [
-            (Int(parts.tm_year) + 1900, 4, "-"), (Int(parts.tm_mon) + 1, 2, "-"), (Int(parts.tm_mday), 2, " "),
-            (Int(parts.tm_hour), 2, ":"), (Int(parts.tm_min), 2, ":"), (Int(parts.tm_sec), 2, "."), (micros, 6, "+"),
-        ]
-        for field in fields {
-            appendPadded(field.value, width: field.width, to: &text)
-            text.append(UInt8(ascii: field.then))
+        // Straight into the string's storage: every statement that takes the call's instant
+        // formats it, and an array of fields with a String per number cost 2.6% of a Dashboard.
+        let text = String(unsafeUninitializedCapacity: 29) { out in
+            var position = 0
+            func put(_ value: Int, width: Int, then separator: Unicode.Scalar) {
+                var rest = value
+                for offset in stride(from: width - 1, through: 0, by: -1) {
+                    out[position + offset] = UInt8(ascii: "0") + UInt8(rest % 10)
+                    rest /= 10
+                }
+                out[position + width] = UInt8(ascii: separator)
+                position += width + 1
+            }
+            put(Int(parts.tm_year) + 1900, width: 4, then: "-")
+            put(Int(parts.tm_mon) + 1, width: 2, then: "-")
+            put(Int(parts.tm_mday), width: 2, then: " ")
+            put(Int(parts.tm_hour), width: 2, then: ":")
+            put(Int(parts.tm_min), width: 2, then: ":")
+            put(Int(parts.tm_sec), width: 2, then: ".")
+            put(micros, width: 6, then: "+")
+            out[position] = UInt8(ascii: "0")
+            out[position + 1] = UInt8(ascii: "0")
+            return position + 2
         }
-        text += Array("00".utf8)
-        return String(decoding: text, as: UTF8.self)
+        return text
     }
 
     public init(postgresText: String) throws {

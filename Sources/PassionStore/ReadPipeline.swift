@@ -47,7 +47,7 @@ final class ReadPipeline: @unchecked Sendable {
     private let id: ObjectIdentifier
     /// Oldest first, as the server answers them.
     private var queue: [Pending] = []
-    private var prepared: [String: String] = [:]
+    private var prepared: [StatementKey: String] = [:]
     private var preparedEver = 0
     /// Numbers reads, for a cancel to find its own (the cancel handler runs on any thread).
     private let tickets = Atomic<Int>(0)
@@ -107,7 +107,8 @@ final class ReadPipeline: @unchecked Sendable {
 
     private func submit(_ sql: SQL, ticket: Int, continuation: CheckedContinuation<Answer, Never>) {
         let handle = connection.libpq
-        var name = prepared[sql.text]
+        let key = StatementKey(sql.text)
+        var name = prepared[key]
         var results = 1
         let sent = PostgresConnection.withParameters(sql.parameters) { values -> Bool in
             let count = Int32(values.count)
@@ -126,7 +127,7 @@ final class ReadPipeline: @unchecked Sendable {
         }
         // Named at once: a read of the same text sent before this one's answer follows the
         // prepare in the pipeline, so the server knows the name by then.
-        if results == 2 { prepared[sql.text] = name }
+        if results == 2 { prepared[key] = name }
         queue.append(Pending(ticket: ticket, text: sql.text, sentAt: .now, name: name, resultsLeft: results, continuation: continuation))
         guard sent else { return fail() }
         _ = owner.deepest.max(queue.count, ordering: .relaxed)
@@ -219,7 +220,7 @@ final class ReadPipeline: @unchecked Sendable {
     }
 
     private func forgetName(of read: Pending) {
-        if let name = read.name, prepared[read.text] == name { prepared[read.text] = nil }
+        if let name = read.name, prepared[StatementKey(read.text)] == name { prepared[StatementKey(read.text)] = nil }
     }
 
     private func answer(_ read: Pending) {

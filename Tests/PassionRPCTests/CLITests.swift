@@ -223,6 +223,14 @@ struct CLITests {
         ], directory: directory)
         #expect(asUser.status == 0, "\(asUser.stderr)")
         #expect(try json(asUser.stdout)["theme"] as? String == "light")
+        // The server refuses every method for a user that does not exist, introspection too: the
+        // CLI says so, rather than that the method is unknown.
+        let noSuchUser = try await Executables.run("passion", [
+            "call", "passion.v1.Settings/Get", "--server", server, "--service-key", ".passion/dev-service-key",
+            "--as-user", "00000000-0000-0000-0000-00000000dead",
+        ], directory: directory)
+        #expect(noSuchUser.status == 64 + 5, "NOT_FOUND exits 69: \(noSuchUser.stderr)")
+        #expect(noSuchUser.stderr.contains("user not found") && !noSuchUser.stderr.contains("unknown method"), "\(noSuchUser.stderr)")
         let anonymous = try await Executables.run("passion", ["call", "passion.v1.Users/Me", "--server", server], directory: directory)
         #expect(anonymous.status == 64 + 16, "UNAUTHENTICATED exits 80: \(anonymous.stderr)")
         #expect(try await process.stop() == 0)  // SIGTERM

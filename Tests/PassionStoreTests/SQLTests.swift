@@ -1,5 +1,5 @@
 import Foundation
-import PassionStore
+@testable import PassionStore
 import Testing
 
 /// Statements built from fragments: every bind keeps its value and gets the number of its place.
@@ -24,5 +24,20 @@ struct SQLTests {
         let constant = SQL(unsafeSQL: "'$1 is text here'")
         let after: SQL = "SELECT \(5), \(constant)"
         #expect(after.text == "SELECT $1, '$1 is text here'" && after.parameters == ["5"])
+    }
+
+    @Test("a statement key is the text's bytes: alike at both ends is not equal, canonically equivalent is not equal")
+    func statementKeys() {
+        let padding = String(repeating: "x", count: 100)
+        let alike = ["a", "b", "c"].map { StatementKey(padding + $0 + padding) }
+        #expect(Set(alike).count == 3)
+        #expect(alike[0] == StatementKey(padding + "a" + padding))
+        #expect(alike[0].hashValue == StatementKey(padding + "a" + padding).hashValue)
+        // Equal as Strings, different texts to PostgreSQL.
+        let composed = "SELECT 'caf\u{E9}'"
+        let decomposed = "SELECT 'cafe\u{301}'"
+        #expect(composed == decomposed)
+        #expect(StatementKey(composed) != StatementKey(decomposed))
+        #expect(StatementKey("") == StatementKey("") && StatementKey("") != StatementKey("x"))
     }
 }

@@ -197,6 +197,26 @@ struct SharedReadsTests {
         }
     }
 
+    @Test("statements alike in length and at both ends are prepared apart, on the shared connection and on one of its own", .timeLimit(.minutes(1)))
+    func alikeAtBothEnds() async throws {
+        let (pool, _) = try await Self.sharedPool(size: 2)
+        defer { Task { await pool.shutdown() } }
+        let (group, loop) = try await Self.preparedLoop(pool)
+        let executor = EventLoopTaskExecutor(eventLoop: loop)
+        // The prepared-statement caches hash a text's length and its first and last 64 bytes.
+        let padding = String(repeating: " ", count: 100)
+        let texts = (1...3).map { SQL(unsafeSQL: "SELECT\(padding)\($0)::int8 AS v\(padding)") }
+        for _ in 0..<2 {
+            for (index, text) in texts.enumerated() {
+                #expect(try await Self.value(pool, text, on: executor) == Int64(index + 1))
+                #expect(try await pool.read(text).first?.require("v", as: Int64.self) == Int64(index + 1))
+            }
+        }
+        #expect(pool.sharedReadsServed == 6)
+        await pool.shutdown()
+        try await group.shutdownGracefully()
+    }
+
     @Test("reads not on an event loop, or with sharing turned off, use connections of their own", .timeLimit(.minutes(1)))
     func notShared() async throws {
         let (pool, _) = try await Self.sharedPool(size: 1)

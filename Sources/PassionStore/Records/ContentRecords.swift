@@ -24,7 +24,7 @@ public struct GoalRecord: FieldsDecodable, Equatable {
              AS habit_count
         """
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         id = try fields.require("id")
         title = try fields.require("title")
         description = try fields.optional("description")
@@ -59,13 +59,13 @@ public struct HabitRecord: FieldsDecodable, Equatable {
     public var updatedAt: Date
 
     /// Reads a habit as a reader sees it (`streak`, `done_this_period`).
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         try self.init(fields: fields, justCompleted: false)
     }
 
     /// `justCompleted`: a habit row as `passion_habit_complete` returns it, without the
     /// reader's columns: just completed, its stored streak is current and its period done.
-    public init(fields: some RecordFields, justCompleted: Bool) throws {
+    public init(fields: RecordSource, justCompleted: Bool) throws {
         id = try fields.require("id")
         goalID = try fields.optional("goal_id")
         title = try fields.require("title")
@@ -91,7 +91,7 @@ public struct HabitCompletionRecord: FieldsDecodable, Equatable {
 
     public static let columns = "c.id, c.habit_id, c.completion_date, c.completed_at"
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         id = try fields.require("id")
         habitID = try fields.require("habit_id")
         completionDate = try fields.require("completion_date")
@@ -128,7 +128,7 @@ public struct QuestRecord: FieldsDecodable, Equatable {
             self.metric = metric
         }
 
-        public init(fields: some RecordFields) throws {
+        public init(fields: RecordSource) throws {
             habitID = try fields.optional("habit_id")
             goalID = try fields.optional("goal_id")
             metric = try fields.optional("metric")
@@ -152,7 +152,7 @@ public struct QuestRecord: FieldsDecodable, Equatable {
         CASE WHEN q.status = 'active' AND q.end_date < t.today THEN 'failed' ELSE q.status END AS status
         """
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         id = try fields.require("id")
         title = try fields.require("title")
         description = try fields.optional("description")
@@ -176,7 +176,7 @@ public struct QuestProgressRecord: FieldsDecodable, Equatable {
     public var progress: Int32
     public var target: Int32
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         questID = try fields.require("quest_id")
         progress = try fields.require("progress")
         target = try fields.require("target")
@@ -209,7 +209,7 @@ public struct FocusSessionRecord: FieldsDecodable, Equatable {
         """
     }
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         id = try fields.require("id")
         goalID = try fields.optional("goal_id")
         sessionType = try fields.optional("session_type")
@@ -230,7 +230,7 @@ public struct FocusBucketRecord: FieldsDecodable, Equatable {
     public var minutes: Int64
     public var sessions: Int32
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         date = try fields.require("date")
         minutes = try fields.require("minutes")
         sessions = try fields.require("sessions")
@@ -251,7 +251,7 @@ public struct DashboardRecord: FieldsDecodable, Equatable {
     public var activeHabits: Int32
     public var habitsDue: Int32
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         userID = try fields.require("user_id")
         displayName = try fields.optional("display_name")
         today = try fields.require("today")
@@ -273,7 +273,7 @@ public struct GoalCompletionRecord: FieldsDecodable, Equatable {
     public var reward: RewardRecord?
     public var quests: [QuestProgressRecord]
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         goal = try fields.requireRecord("goal")
         reward = try fields.record("reward")
         quests = try fields.records("quests")
@@ -288,10 +288,10 @@ public struct HabitCompletionResultRecord: FieldsDecodable, Equatable {
     public var reward: RewardRecord?
     public var quests: [QuestProgressRecord]
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         completion = try fields.requireRecord("completion")
         guard let habit = try fields.json("habit") else { throw RecordDecodingError(field: "habit", problem: "is NULL or missing") }
-        self.habit = try HabitRecord(fields: DocumentFields(habit, field: "habit"), justCompleted: true)
+        self.habit = try HabitRecord(fields: .document(DocumentFields(habit, field: "habit")), justCompleted: true)
         reward = try fields.record("reward")
         quests = try fields.records("quests")
     }
@@ -307,10 +307,10 @@ public struct HabitUncompletionRecord: FieldsDecodable, Equatable {
     /// The habit's other columns are read again as a reader sees them, so only its id is kept.
     private struct HabitID: FieldsDecodable {
         var id: UUID
-        init(fields: some RecordFields) throws { id = try fields.require("id") }
+        init(fields: RecordSource) throws { id = try fields.require("id") }
     }
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         completion = try fields.requireRecord("completion")
         habitID = try fields.requireRecord("habit", as: HabitID.self).id
         reward = try fields.record("reward")
@@ -322,7 +322,7 @@ public struct QuestCompletionRecord: FieldsDecodable, Equatable {
     public var quest: QuestRecord
     public var reward: RewardRecord?
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         quest = try fields.requireRecord("quest")
         reward = try fields.record("reward")
     }
@@ -334,7 +334,7 @@ public struct FocusCompletionRecord: FieldsDecodable, Equatable {
     public var reward: RewardRecord?
     public var quests: [QuestProgressRecord]
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         session = try fields.requireRecord("session")
         reward = try fields.record("reward")
         quests = try fields.records("quests")

@@ -15,7 +15,7 @@ public struct ProgressRecord: FieldsDecodable, Equatable {
     public var coinsEarned: Int64
     public var achievementsUnlocked: Int32
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         userID = try fields.require("user_id")
         totalXP = try fields.require("total_xp")
         level = try fields.require("level")
@@ -62,7 +62,7 @@ public struct EventRecord: FieldsDecodable, Equatable {
         public var xpReward: Int32?
         public var coinsReward: Int32?
 
-        public init(fields: some RecordFields) throws {
+        public init(fields: RecordSource) throws {
             ledgerID = try fields.optional("ledger_id")
             amount = try fields.optional("amount")
             reason = try fields.optional("reason")
@@ -80,7 +80,7 @@ public struct EventRecord: FieldsDecodable, Equatable {
     /// The columns of `progress_events` an `EventRecord` reads.
     public static let columns = "id, user_id, type, payload, created_at"
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         id = try fields.require("id")
         userID = try fields.require("user_id")
         type = try fields.require("type")
@@ -106,7 +106,7 @@ public struct RewardRecord: FieldsDecodable, Equatable {
     public var replayed: Bool
     public var events: [EventRecord]
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         progress = try fields.optional("user_id", as: UUID.self) == nil ? nil : ProgressRecord(fields: fields)
         ledgerID = try fields.optional("ledger_id")
         replayed = try fields.optional("replayed") ?? false
@@ -147,7 +147,7 @@ public struct UnlockConditionRecord: FieldsDecodable, Equatable {
     public var type: String
     public var value: Int64
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         type = try fields.require("type")
         value = try fields.require("value")
     }

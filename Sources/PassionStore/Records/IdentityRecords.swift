@@ -18,7 +18,7 @@ public struct UserRecord: FieldsDecodable, Equatable {
         id, email, email_verified, display_name, profile_picture_url, timezone, oauth_provider, is_active, created_at, updated_at, deleted_at
         """
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         id = try fields.require("id")
         email = try fields.require("email")
         emailVerified = try fields.require("email_verified")
@@ -38,7 +38,7 @@ public struct ListedUserRecord: FieldsDecodable, Equatable {
     public var user: UserRecord
     public var cursorMicros: Int64
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         user = try UserRecord(fields: fields)
         cursorMicros = try fields.require("cursor_us")
     }
@@ -51,7 +51,7 @@ public struct EmailHolderRecord: FieldsDecodable, Equatable {
     public var provider: String?
     public var subject: String?
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         id = try fields.require("id")
         provider = try fields.optional("oauth_provider")
         subject = try fields.optional("oauth_id")
@@ -65,7 +65,7 @@ public struct SessionRecord: FieldsDecodable, Equatable {
     public var expiresAt: Date
     public var lastActivity: Date
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         hash = try fields.require("id", as: Bytes.self).bytes
         createdAt = try fields.require("created_at")
         expiresAt = try fields.require("expires_at")
@@ -85,7 +85,7 @@ public struct SettingsRecord: FieldsDecodable, Equatable {
     public var pomodoroMinutes: Int32
     public var updatedAt: Date
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         theme = try fields.require("theme")
         notificationsEnabled = try fields.require("notifications_enabled")
         emailDigestEnabled = try fields.require("email_digest_enabled")
@@ -106,7 +106,7 @@ public struct ActivityRecord: FieldsDecodable, Equatable {
     public var count: Int64
     public var lastAt: Date
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         action = try fields.require("action")
         resourceType = try fields.optional("resource_type")
         status = try fields.require("status")
@@ -130,7 +130,7 @@ public struct AuditLogRecord: FieldsDecodable, Equatable {
     public var details: JSONB?
     public var createdAt: Date
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         id = try fields.require("id")
         userID = try fields.optional("user_id")
         action = try fields.require("action")

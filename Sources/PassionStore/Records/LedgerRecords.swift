@@ -5,7 +5,7 @@ public struct ProgressStandingRecord: FieldsDecodable, Equatable {
     public var progress: ProgressRecord
     public var activeStreaks: Int32
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         progress = try ProgressRecord(fields: fields)
         activeStreaks = try fields.require("active_streaks")
     }
@@ -23,7 +23,7 @@ public struct PointsLedgerRecord: FieldsDecodable, Equatable {
 
     public static let columns = "id, points, reason, resource_type, resource_id, idempotency_key, created_at"
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         id = try fields.require("id")
         points = try fields.require("points")
         reason = try fields.require("reason")
@@ -47,7 +47,7 @@ public struct CoinsLedgerRecord: FieldsDecodable, Equatable {
 
     public static let columns = "id, coins, transaction_type, reason, resource_id, idempotency_key, refund_of, created_at"
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         id = try fields.require("id")
         coins = try fields.require("coins")
         transactionType = try fields.require("transaction_type")
@@ -78,7 +78,7 @@ public struct AchievementRecord: FieldsDecodable, Equatable {
         id, slug, title, description, icon_url, category, rarity, xp_reward, coins_reward, unlock_condition, retired_at, created_at
         """
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         id = try fields.require("id")
         slug = try fields.optional("slug")
         title = try fields.require("title")
@@ -100,7 +100,7 @@ public struct AchievementStandingRecord: FieldsDecodable, Equatable {
     public var unlockedAt: Date?
     public var current: Int64
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         achievement = try AchievementRecord(fields: fields)
         unlockedAt = try fields.optional("unlocked_at")
         current = try fields.require("current")
@@ -114,7 +114,7 @@ public struct ReconcileDifferenceRecord: FieldsDecodable, Equatable {
     public var expected: Int64
     public var actual: Int64
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         userID = try fields.require("user_id")
         check = try fields.require("check_name")
         expected = try fields.require("expected")
@@ -128,7 +128,7 @@ public struct LevelBucketRecord: FieldsDecodable, Equatable {
     public var users: Int64
     public var averageXP: Int64
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         level = try fields.require("current_level")
         users = try fields.require("users")
         averageXP = try fields.require("average_xp")
@@ -142,7 +142,7 @@ public struct AchievementCountRecord: FieldsDecodable, Equatable {
     public var title: String
     public var unlocked: Int64
 
-    public init(fields: some RecordFields) throws {
+    public init(fields: RecordSource) throws {
         id = try fields.require("id")
         slug = try fields.optional("slug")
         title = try fields.require("title")
