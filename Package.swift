@@ -8,7 +8,7 @@ let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
-/// The server's modules also run nonisolated async functions on their caller's executor: a
+/// The server's modules and the CLI also run nonisolated async functions on their caller's executor: a
 /// handler's task prefers its connection's event loop, and without this every call into another
 /// async function asked the runtime, under a lock, whether it may stay there (3.5% of a call).
 let serverSettings: [SwiftSetting] = strictSettings + [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]
@@ -240,7 +240,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
-            swiftSettings: strictSettings
+            swiftSettings: serverSettings
         ),
         .executableTarget(
             name: "protoc-gen-passion",
