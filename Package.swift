@@ -8,9 +8,10 @@ let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
-/// The server's modules and the CLI also run nonisolated async functions on their caller's executor: a
-/// handler's task prefers its connection's event loop, and without this every call into another
-/// async function asked the runtime, under a lock, whether it may stay there (3.5% of a call).
+/// The server's modules and the CLI also run nonisolated async functions on their caller's
+/// executor: a handler's (or bench worker's) task prefers its connection's event loop, and
+/// without this every call into another async function asked the runtime, under a lock,
+/// whether it may stay there (3.5% of a server's call).
 let serverSettings: [SwiftSetting] = strictSettings + [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]
 
 let package = Package(
