@@ -1,4 +1,4 @@
-// swift-tools-version:6.1
+// swift-tools-version:6.2
 import PackageDescription
 
 /// Settings every Swift target shares: Swift 6 mode is the package default; these add the
@@ -8,10 +8,11 @@ let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
-/// The server's modules and the CLI also run nonisolated async functions on their caller's
-/// executor: a handler's (or bench worker's) task prefers its connection's event loop, and
-/// without this every call into another async function asked the runtime, under a lock,
-/// whether it may stay there (3.5% of a server's call).
+/// The modules a call runs through on the server, and the CLI, also run nonisolated async
+/// functions on their caller's executor: a handler's (or bench worker's) task prefers its
+/// connection's event loop, and without this every call into another async function asked the
+/// runtime, under a lock, whether it may stay there (3.5% of a server's call). The client
+/// library keeps the default, which its users' code is written against.
 let serverSettings: [SwiftSetting] = strictSettings + [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]
 
 let package = Package(

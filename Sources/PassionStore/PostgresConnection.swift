@@ -22,7 +22,7 @@ public final class PostgresConnection: @unchecked Sendable {
     /// the caller's event loop does (`LoopReadiness`).
     let poller: PostgresPoller
     private var prepared: [StatementKey: String] = [:]
-    private var preparedOrder: [String] = []
+    private var preparedOrder: [StatementKey] = []
     let statementCacheSize: Int
     /// Spans per statement, children of the call's; nil traces nothing.
     private let tracer: (any Tracer)?
@@ -365,10 +365,11 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     private func preparedName(for sql: SQL) async throws -> String {
-        if let name = prepared[StatementKey(sql.text)] { return name }
+        let key = StatementKey(sql.text)
+        if let name = prepared[key] { return name }
         if prepared.count >= statementCacheSize, let oldest = preparedOrder.first {
             preparedOrder.removeFirst()
-            if let name = prepared.removeValue(forKey: StatementKey(oldest)) {
+            if let name = prepared.removeValue(forKey: oldest) {
                 // Not through execute: a pending BEGIN must travel with the statement it opens.
                 _ = try? await simple("DEALLOCATE \(name)")
             }
@@ -380,8 +381,8 @@ public final class PostgresConnection: @unchecked Sendable {
             throw StoreError.connection(Self.message(connection))
         }
         _ = try await collect(sql: nil)
-        prepared[StatementKey(sql.text)] = name
-        preparedOrder.append(sql.text)
+        prepared[key] = name
+        preparedOrder.append(key)
         return name
     }
 
@@ -411,8 +412,9 @@ public final class PostgresConnection: @unchecked Sendable {
             let error = Self.error(from: result, connection: connection)
             // A statement whose plan became invalid (schema changed) is prepared again next time.
             if error.sqlState == "0A000" || error.sqlState == "26000", let sql {
-                prepared[StatementKey(sql)] = nil
-                preparedOrder.removeAll { $0 == sql }
+                let key = StatementKey(sql)
+                prepared[key] = nil
+                preparedOrder.removeAll { $0 == key }
             }
             throw error
         }

@@ -21,7 +21,8 @@ final class ReadPipeline: @unchecked Sendable {
     /// A read sent and not yet answered.
     private struct Pending {
         let ticket: Int
-        let text: String
+        /// Its statement, to forget the name when the server no longer has the statement.
+        let key: StatementKey
         let sentAt: ContinuousClock.Instant
         /// The prepared statement it names, if any.
         let name: String?
@@ -128,7 +129,7 @@ final class ReadPipeline: @unchecked Sendable {
         // Named at once: a read of the same text sent before this one's answer follows the
         // prepare in the pipeline, so the server knows the name by then.
         if results == 2 { prepared[key] = name }
-        queue.append(Pending(ticket: ticket, text: sql.text, sentAt: .now, name: name, resultsLeft: results, continuation: continuation))
+        queue.append(Pending(ticket: ticket, key: key, sentAt: .now, name: name, resultsLeft: results, continuation: continuation))
         guard sent else { return fail() }
         _ = owner.deepest.max(queue.count, ordering: .relaxed)
         // The sync goes after every read the loop's current tasks send: one send and one
@@ -220,7 +221,7 @@ final class ReadPipeline: @unchecked Sendable {
     }
 
     private func forgetName(of read: Pending) {
-        if let name = read.name, prepared[StatementKey(read.text)] == name { prepared[StatementKey(read.text)] = nil }
+        if let name = read.name, prepared[read.key] == name { prepared[read.key] = nil }
     }
 
     private func answer(_ read: Pending) {

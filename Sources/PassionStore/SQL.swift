@@ -110,28 +110,28 @@ struct StatementKey: Hashable {
     /// Byte for byte, as PostgreSQL compares texts: `String`'s `==` would also match texts that
     /// are only canonically equivalent, whose hashes here differ.
     static func == (lhs: StatementKey, rhs: StatementKey) -> Bool {
-        let left = lhs.text.utf8
-        let right = rhs.text.utf8
-        guard left.count == right.count else { return false }
-        let same = left.withContiguousStorageIfAvailable { left in
-            right.withContiguousStorageIfAvailable { right in
-                guard let leftStart = left.baseAddress, let rightStart = right.baseAddress else { return left.count == 0 }
+        guard lhs.text.utf8.count == rhs.text.utf8.count else { return false }
+        var left = lhs.text
+        var right = rhs.text
+        return left.withUTF8 { left in
+            right.withUTF8 { right in
+                guard let leftStart = left.baseAddress, let rightStart = right.baseAddress else { return true }
                 return memcmp(leftStart, rightStart, left.count) == 0
             }
         }
-        return (same ?? nil) ?? left.elementsEqual(right)
     }
 
     func hash(into hasher: inout Hasher) {
-        let utf8 = text.utf8
-        hasher.combine(utf8.count)
-        let hashed: Void? = utf8.withContiguousStorageIfAvailable { bytes in
-            let ends = 64
+        // `withUTF8` makes a bridged string's storage contiguous first, so that every key hashes
+        // through this one path.
+        var text = text
+        text.withUTF8 { bytes in
             let raw = UnsafeRawBufferPointer(bytes)
+            let ends = 64
+            hasher.combine(raw.count)
             guard raw.count > 2 * ends else { return hasher.combine(bytes: raw) }
             hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: raw.prefix(ends)))
             hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: raw.suffix(ends)))
         }
-        if hashed == nil { hasher.combine(text) }
     }
 }

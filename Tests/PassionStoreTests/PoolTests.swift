@@ -357,6 +357,10 @@ struct PoolTests {
             (try await connection.query("SELECT 2 AS two").first?.require("two", as: Int.self), connection.isOnCallersLoop)
         }
         #expect(elsewhere.0 == 2 && !elsewhere.1)
+        // A transaction started off an event loop: its body runs on its connection's loop from
+        // its first line, before any await (the pool hops there, not the body).
+        let bodyOnItsLoop = try await pool.transaction { connection in connection.isOnCallersLoop }
+        #expect(bodyOnItsLoop)
     }
 
     @Test("an idle connection closed by the server is replaced, not handed to the next call")
