@@ -33,11 +33,16 @@ struct SQLTests {
         #expect(Set(alike).count == 3)
         #expect(alike[0] == StatementKey(padding + "a" + padding))
         #expect(alike[0].hashValue == StatementKey(padding + "a" + padding).hashValue)
-        // Equal as Strings, different texts to PostgreSQL.
+        // Equal as Strings, different texts to PostgreSQL: of different lengths (é composed or
+        // not), and of one length (two marks in either order), which only the bytes tell apart.
         let composed = "SELECT 'caf\u{E9}'"
         let decomposed = "SELECT 'cafe\u{301}'"
         #expect(composed == decomposed)
         #expect(StatementKey(composed) != StatementKey(decomposed))
+        let marksOneWay = "SELECT 'a\u{301}\u{316}'"
+        let marksOtherWay = "SELECT 'a\u{316}\u{301}'"
+        #expect(marksOneWay == marksOtherWay && marksOneWay.utf8.count == marksOtherWay.utf8.count)
+        #expect(StatementKey(marksOneWay) != StatementKey(marksOtherWay))
         #expect(StatementKey("") == StatementKey("") && StatementKey("") != StatementKey("x"))
     }
 }
