@@ -114,21 +114,14 @@ struct BenchCommand: AsyncParsableCommand {
         }
         let ticker = Task { await progress.report(until: end, from: measureFrom, live: isatty(STDOUT_FILENO) == 1 && !json) }
 
-        let results = await withTaskGroup(of: WorkerResult.self) { group in
-            for worker in 0..<concurrency {
-                let connection = pool[worker % pool.count]
-                group.addTask(executorPreference: connection.taskExecutor) {
-                    await Self.worker(
-                        connection: connection, method: schema.descriptor, template: template, options: callOptions,
-                        measureFrom: measureFrom, end: end, progress: progress, traceSampled: traceSampled,
-                        pacing: rate.map {
-                            Pacing(start: start, interval: Double(concurrency) / $0, offset: Double(worker) / $0, tick: tick)
-                        })
-                }
-            }
-            var merged = WorkerResult()
-            for await result in group { merged.merge(result) }
-            return merged
+        let calls = CallMaker(method: schema.descriptor, template: template, options: callOptions, traceSampled: traceSampled)
+        let window = Window(measureFrom: measureFrom, end: end, progress: progress)
+        let results: WorkerResult
+        if let rate {
+            results = await Self.openLoop(
+                pool: pool, calls: calls, window: window, concurrency: concurrency, start: start, rate: rate, tick: tick)
+        } else {
+            results = await Self.closedLoop(pool: pool, calls: calls, window: window, concurrency: concurrency)
         }
         let cpu = CPUTime.process() - (await cpuAtStart.value)
         ticker.cancel()
@@ -136,90 +129,59 @@ struct BenchCommand: AsyncParsableCommand {
         printReport(results, seconds: Double(measure.components.seconds) + Double(measure.components.attoseconds) / 1e18, cpu: cpu)
     }
 
-    /// An open-loop schedule: call k of this worker is due at start + offset + k·interval, and
-    /// sent at the start of the tick it falls in.
-    struct Pacing: Sendable {
-        var start: ContinuousClock.Instant
-        var interval: Double
-        var offset: Double
-        var tick: Duration = .zero
-
-        func due(_ call: Int) -> ContinuousClock.Instant {
-            start + .nanoseconds(dueNanoseconds(call))
-        }
-
-        /// Every worker's calls due in one tick share its start, so their timers expire
-        /// together: the event loop wakes once for them and flushes them in one write.
-        func sendTime(_ call: Int) -> ContinuousClock.Instant {
-            let due = dueNanoseconds(call)
-            let tickNanoseconds = tick.components.seconds * 1_000_000_000 + tick.components.attoseconds / 1_000_000_000
-            guard tickNanoseconds > 0 else { return start + .nanoseconds(due) }
-            return start + .nanoseconds(due - due % tickNanoseconds)
-        }
-
-        /// Capped at about 292 years, which ends any window, so a tiny --rate cannot overflow.
-        private func dueNanoseconds(_ call: Int) -> Int64 {
-            Int64(min(((offset + Double(call) * interval) * 1e9).rounded(), 9.2e18))
-        }
-    }
-
-    private static func worker(
-        connection: ClientConnection, method: MethodDescriptor, template: RequestTemplate, options: CallOptions,
-        measureFrom: ContinuousClock.Instant, end: ContinuousClock.Instant, progress: Progress, traceSampled: Double?,
-        pacing: Pacing?
-    ) async -> WorkerResult {
-        var result = WorkerResult()
-        var call = 0
-        var random = FastRandom()
-        while true {
-            // The window counts a call by when it was due; its latency runs from when it was sent,
-            // or should have been: a stall then shows as latency instead of silently lowering the
-            // load (coordinated omission).
-            var due = ContinuousClock.now
-            var started = due
-            if let pacing {
-                due = pacing.due(call)
-                started = pacing.sendTime(call)
-                call += 1
-            }
-            // Before sleeping: at a low rate the next call can be due long after the window.
-            guard due < end else { break }
-            if started > ContinuousClock.now { await Self.sleep(until: started, on: connection.eventLoop) }
-            var failure: StatusCode?
-            do {
-                let (request, asUser) = try template.next(random: &random)
-                var callOptions = options
-                if let asUser { callOptions.metadata.add("as-user", asUser) }
-                if let traceSampled {
-                    let sampled = Double(random.next() >> 11) / Double(1 << 53) < traceSampled
-                    callOptions.metadata.add(TraceContext.metadataKey, TraceContext.random(sampled: sampled, using: &random).traceparent)
+    /// Each caller sends its next call when the previous one answered, from a task that prefers
+    /// its connection's event loop.
+    private static func closedLoop(pool: [ClientConnection], calls: CallMaker, window: Window, concurrency: Int) async -> WorkerResult {
+        await withTaskGroup(of: WorkerResult.self) { group in
+            for worker in 0..<concurrency {
+                let connection = pool[worker % pool.count]
+                group.addTask(executorPreference: connection.taskExecutor) {
+                    var result = WorkerResult()
+                    var random = FastRandom()
+                    while true {
+                        let started = ContinuousClock.now
+                        guard started < window.end else { break }
+                        var failure: StatusCode?
+                        do {
+                            let (request, options) = try calls.next(random: &random)
+                            _ = try await connection.unary(calls.method, request: request, options: options)
+                        } catch {
+                            failure = (error as? RPCError)?.code ?? .unknown
+                        }
+                        window.record(&result, due: started, sent: started, failure: failure)
+                    }
+                    return result
                 }
-                _ = try await connection.unary(method, request: request, options: callOptions)
-            } catch let error as RPCError {
-                failure = error.code
-            } catch {
-                failure = .unknown
             }
-            guard due >= measureFrom else { continue }
-            let elapsed = ContinuousClock.now - started
-            let micros = UInt64(max(1, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
-            if let failure {
-                result.errors[failure.name, default: 0] += 1
-            } else {
-                result.calls += 1
-                _ = result.histogram.record(micros)
-            }
-            progress.count(failed: failure != nil)
+            var merged = WorkerResult()
+            for await result in group { merged.merge(result) }
+            return merged
         }
-        return result
     }
 
-    /// Waits on the connection's event loop, where the worker runs: `Task.sleep` went through
-    /// the global executor's timers and a thread switch each way, which made an open-loop call
-    /// cost 8–14× a closed-loop one in client CPU and loaded the machine being measured.
-    private static func sleep(until due: ContinuousClock.Instant, on loop: any EventLoop) async {
-        let timer = loop.scheduleTask(in: TimeAmount(ContinuousClock.now.duration(to: due))) {}
-        try? await timer.futureResult.get()
+    /// Each connection's calls go out on its event loop, a tick's worth per loop turn, and each
+    /// answer is tallied in a callback there: no task, timer or thread hop per call. At most
+    /// `concurrency` calls are in flight, shared out over the connections as the closed loop's
+    /// callers are; a call due while its connection has none free waits, and that wait counts
+    /// as latency.
+    private static func openLoop(
+        pool: [ClientConnection], calls: CallMaker, window: Window, concurrency: Int,
+        start: ContinuousClock.Instant, rate: Double, tick: Duration
+    ) async -> WorkerResult {
+        await withTaskGroup(of: WorkerResult.self) { group in
+            for (index, connection) in pool.enumerated() {
+                let schedule = OpenLoopSchedule(
+                    pacing: Pacing(start: start, interval: Double(pool.count) / rate, offset: Double(index) / rate, tick: tick),
+                    end: window.end,
+                    slots: concurrency / pool.count + (index < concurrency % pool.count ? 1 : 0))
+                group.addTask {
+                    await OpenLoopDriver.run(connection: connection, calls: calls, window: window, schedule: schedule)
+                }
+            }
+            var merged = WorkerResult()
+            for await result in group { merged.merge(result) }
+            return merged
+        }
     }
 
     private func printReport(_ result: WorkerResult, seconds: Double, cpu: Double) {
@@ -243,6 +205,49 @@ struct BenchCommand: AsyncParsableCommand {
         print("qps          \(String(format: "%.1f", qps))")
         print("latency µs   p50 \(histogram.valueAtPercentile(50))  p90 \(histogram.valueAtPercentile(90))  p99 \(histogram.valueAtPercentile(99))  p99.9 \(histogram.valueAtPercentile(99.9))  max \(result.calls > 0 ? histogram.max : 0)")
         print("client CPU   \(String(format: "%.1f", cpuPerCall)) µs per call")
+    }
+}
+
+/// Builds each call's request and options from the template: its placeholders, the user it acts
+/// for, and a fresh traceparent when asked.
+struct CallMaker: Sendable {
+    let method: MethodDescriptor
+    let template: RequestTemplate
+    let options: CallOptions
+    let traceSampled: Double?
+
+    func next(random: inout FastRandom) throws -> (ByteBuffer, CallOptions) {
+        let (request, asUser) = try template.next(random: &random)
+        var callOptions = options
+        if let asUser { callOptions.metadata.add("as-user", asUser) }
+        if let traceSampled {
+            let sampled = Double(random.next() >> 11) / Double(1 << 53) < traceSampled
+            callOptions.metadata.add(TraceContext.metadataKey, TraceContext.random(sampled: sampled, using: &random).traceparent)
+        }
+        return (request, callOptions)
+    }
+}
+
+/// The measured window: which calls count, and the live progress line's counters.
+struct Window: Sendable {
+    let measureFrom: ContinuousClock.Instant
+    let end: ContinuousClock.Instant
+    let progress: Progress
+
+    /// Counts a call by when it was due; its latency runs from when it was sent, or should have
+    /// been: a stall then shows as latency instead of silently lowering the load (coordinated
+    /// omission).
+    func record(_ result: inout WorkerResult, due: ContinuousClock.Instant, sent: ContinuousClock.Instant, failure: StatusCode?) {
+        guard due >= measureFrom else { return }
+        let elapsed = ContinuousClock.now - sent
+        let micros = UInt64(max(1, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
+        if let failure {
+            result.errors[failure.name, default: 0] += 1
+        } else {
+            result.calls += 1
+            _ = result.histogram.record(micros)
+        }
+        progress.count(failed: failure != nil)
     }
 }
 

@@ -154,46 +154,65 @@ public final class ClientConnection: RPCClientTransport {
         _ method: MethodDescriptor, options: CallOptions, message: ByteBuffer?, endStream: Bool
     ) async throws -> StartedCall {
         let eventLoop = channel.eventLoop
-        let handler = self.handler
-        let body: @Sendable () -> StartedCall = {
-            let call = ClientCall(kind: method.kind, eventLoop: eventLoop)
-            let boundCall = NIOLoopBound(call, eventLoop: eventLoop)
-            var stream: MessageStream?
-            if !method.kind.isSingleResponse {
-                let (messages, source) = MessageStream.make(
-                    onConsumed: { bytes, _ in
-                        guard bytes > 0 else { return }
-                        eventLoop.execute { handler.value.acknowledge(boundCall.value, bytes: bytes) }
-                    },
-                    onTerminate: {
-                        // The consumer stopped listening before the end: tell the server.
-                        eventLoop.execute {
-                            handler.value.cancel(
-                                boundCall.value, reason: .cancelled,
-                                error: RPCError(code: .cancelled, message: "response stream dropped"))
-                        }
-                    })
-                call.responseSource = source
-                stream = messages
-            }
-            let head = CallHead(
-                method: method.fullName, timeoutMicroseconds: options.timeout.map { max($0.microseconds, 1) } ?? 0,
-                metadata: options.metadata)
-            handler.value.start(call, head: head, message: message, endStream: endStream, compress: options.compression)
-            if let timeout = options.timeout {
-                let timer = eventLoop.scheduleTask(in: TimeAmount(timeout)) {
-                    handler.value.cancel(
-                        boundCall.value, reason: .deadlineExceeded,
-                        error: RPCError(code: .deadlineExceeded, message: "deadline exceeded after \(timeout)"))
-                }
-                call.completion.futureResult.whenComplete { _ in timer.cancel() }
-            }
-            return StartedCall(
-                call: boundCall, completion: call.completion.futureResult, started: call.started.futureResult,
-                stream: stream)
+        if eventLoop.inEventLoop { return startOnLoop(method, options: options, message: message, endStream: endStream) }
+        return try await eventLoop.submit {
+            self.startOnLoop(method, options: options, message: message, endStream: endStream)
+        }.get()
+    }
+
+    /// Starts a unary call from this connection's event loop and returns its answer as a future,
+    /// with no task per call: an open-loop load generator starts each tick's calls in one loop turn
+    /// and records each answer in a callback. Off the loop, the start hops onto it first.
+    package func startUnary(
+        _ method: MethodDescriptor, request: ByteBuffer, options: CallOptions
+    ) -> EventLoopFuture<UnaryResponse> {
+        let eventLoop = channel.eventLoop
+        if eventLoop.inEventLoop { return startOnLoop(method, options: options, message: request, endStream: true).completion }
+        return eventLoop.flatSubmit {
+            self.startOnLoop(method, options: options, message: request, endStream: true).completion
         }
-        if eventLoop.inEventLoop { return body() }
-        return try await eventLoop.submit(body).get()
+    }
+
+    private func startOnLoop(
+        _ method: MethodDescriptor, options: CallOptions, message: ByteBuffer?, endStream: Bool
+    ) -> StartedCall {
+        let eventLoop = channel.eventLoop
+        let handler = self.handler
+        let call = ClientCall(kind: method.kind, eventLoop: eventLoop)
+        let boundCall = NIOLoopBound(call, eventLoop: eventLoop)
+        var stream: MessageStream?
+        if !method.kind.isSingleResponse {
+            let (messages, source) = MessageStream.make(
+                onConsumed: { bytes, _ in
+                    guard bytes > 0 else { return }
+                    eventLoop.execute { handler.value.acknowledge(boundCall.value, bytes: bytes) }
+                },
+                onTerminate: {
+                    // The consumer stopped listening before the end: tell the server.
+                    eventLoop.execute {
+                        handler.value.cancel(
+                            boundCall.value, reason: .cancelled,
+                            error: RPCError(code: .cancelled, message: "response stream dropped"))
+                    }
+                })
+            call.responseSource = source
+            stream = messages
+        }
+        let head = CallHead(
+            method: method.fullName, timeoutMicroseconds: options.timeout.map { max($0.microseconds, 1) } ?? 0,
+            metadata: options.metadata)
+        handler.value.start(call, head: head, message: message, endStream: endStream, compress: options.compression)
+        if let timeout = options.timeout {
+            let timer = eventLoop.scheduleTask(in: TimeAmount(timeout)) {
+                handler.value.cancel(
+                    boundCall.value, reason: .deadlineExceeded,
+                    error: RPCError(code: .deadlineExceeded, message: "deadline exceeded after \(timeout)"))
+            }
+            call.completion.futureResult.whenComplete { _ in timer.cancel() }
+        }
+        return StartedCall(
+            call: boundCall, completion: call.completion.futureResult, started: call.started.futureResult,
+            stream: stream)
     }
 
     private func cancelOnTaskCancel(_ call: NIOLoopBound<ClientCall>) {

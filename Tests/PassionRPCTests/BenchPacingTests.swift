@@ -38,3 +38,63 @@ import Testing
         #expect(Set(workers.map { offset($0.due(0)) }).count == 8)
     }
 }
+
+/// One connection's open loop, event by event at given instants: what goes out, when the timer
+/// wakes, and when the connection is done.
+@Suite struct OpenLoopScheduleTests {
+    let start = ContinuousClock.now
+
+    /// Calls due every 0.4 ms from 0.1 ms on, sent on a 1 ms grid, for a 2 ms window: calls 0–4
+    /// (due 0.1, 0.5, 0.9, 1.3, 1.7 ms).
+    private func schedule(slots: Int) -> OpenLoopSchedule {
+        OpenLoopSchedule(
+            pacing: BenchCommand.Pacing(start: start, interval: 0.0004, offset: 0.0001, tick: .milliseconds(1)),
+            end: start + .milliseconds(2), slots: slots)
+    }
+
+    @Test("a tick's calls go out together at its start; the timer wakes for the next tick; calls due after the window never go")
+    func ticks() {
+        var schedule = schedule(slots: 8)
+        #expect(schedule.wake == start)
+        #expect(schedule.send(at: start) == 0..<3)
+        #expect(schedule.send(at: start + .microseconds(999)).isEmpty)
+        #expect(schedule.wake == start + .milliseconds(1))
+        #expect(schedule.send(at: start + .milliseconds(1)) == 3..<5)
+        #expect(schedule.wake == nil, "call 5 is due at 2.1 ms, after the window")
+        #expect(schedule.send(at: start + .milliseconds(5)).isEmpty)
+        for _ in 0..<4 { schedule.answered() }
+        #expect(!schedule.isDone, "one call is still in flight")
+        schedule.answered()
+        #expect(schedule.isDone)
+    }
+
+    @Test("with every slot taken no timer is armed; an answer frees one and the late call goes out at once")
+    func slots() {
+        var schedule = schedule(slots: 2)
+        #expect(schedule.send(at: start) == 0..<2)
+        #expect(schedule.wake == nil, "call 2 is due but both slots are taken")
+        #expect(schedule.send(at: start + .milliseconds(1)).isEmpty)
+        schedule.answered()
+        #expect(schedule.wake == start, "call 2 was due in the first tick: it is late, so it goes out now")
+        #expect(schedule.send(at: start + .milliseconds(1)) == 2..<3)
+        #expect(schedule.inFlight == 2)
+        schedule.answered()
+        schedule.answered()
+        #expect(schedule.send(at: start + .milliseconds(1)) == 3..<5)
+        schedule.answered()
+        schedule.answered()
+        #expect(schedule.isDone)
+        #expect(schedule.next == 5)
+    }
+
+    @Test("before the first call's send time nothing goes out and the connection is not done")
+    func early() {
+        var schedule = OpenLoopSchedule(
+            pacing: BenchCommand.Pacing(start: start, interval: 0.01, offset: 0.0025, tick: .milliseconds(1)),
+            end: start + .milliseconds(20), slots: 1)
+        #expect(schedule.send(at: start + .milliseconds(1)).isEmpty)
+        #expect(!schedule.isDone)
+        #expect(schedule.wake == start + .milliseconds(2))
+        #expect(schedule.send(at: start + .milliseconds(2)) == 0..<1)
+    }
+}

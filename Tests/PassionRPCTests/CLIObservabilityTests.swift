@@ -47,10 +47,13 @@ struct CLIObservabilityTests {
                 return ByteBuffer()
             })
         }) { server in
-            let traced = try await passion(server, [
-                "bench", "Diagnostics/Echo", "-d", "{}", "--trace", "0.5", "--duration", "1s", "--warmup", "0s", "--json",
-            ])
-            #expect(traced.status == 0, "\(traced.stderr)")
+            // The closed loop, then the open one, which starts its calls from event-loop callbacks.
+            for rate in [[], ["--rate", "200"]] {
+                let traced = try await passion(server, [
+                    "bench", "Diagnostics/Echo", "-d", "{}", "--trace", "0.5", "--duration", "1s", "--warmup", "0s", "--json",
+                ] + rate)
+                #expect(traced.status == 0, "\(traced.stderr)")
+            }
             let traces = seen.withLock { $0 }
             #expect(!traces.isEmpty)
             #expect(traces.allSatisfy { $0 != nil }, "a call without a valid traceparent")

@@ -1,0 +1,44 @@
+import Foundation
+import NIOCore
+import PassionRPCServer
+import PassionTestSupport
+import Synchronization
+import Testing
+
+/// `passion bench --rate` against a server that answers slower than calls come due.
+@Suite("Command line: the open loop's cap on calls in flight")
+struct BenchOpenLoopTests {
+    @Test("--concurrency caps the open loop's calls in flight; the calls due meanwhile still go out, late, and all count")
+    func capsCallsInFlight() async throws {
+        let load = Mutex((inFlight: 0, most: 0, answered: 0))
+        let echo = MethodDescriptor(service: "passion.v1.Diagnostics", method: "Echo", kind: .unary)
+        try await TestServer.with(routes: { router in
+            router.register(echo, .unary { _, _ in
+                load.withLock {
+                    $0.inFlight += 1
+                    $0.most = max($0.most, $0.inFlight)
+                }
+                // Holds its slot past the next call's due time (every 10 ms): uncapped, three
+                // calls would overlap.
+                try await Task.sleep(for: .milliseconds(25))
+                load.withLock {
+                    $0.inFlight -= 1
+                    $0.answered += 1
+                }
+                return ByteBuffer()
+            })
+        }) { server in
+            let result = try await Executables.run("passion", [
+                "bench", "Diagnostics/Echo", "-d", "{}", "--rate", "100", "--duration", "1s", "--warmup", "0s",
+                "--connections", "1", "--concurrency", "1", "--json",
+                "--server", "127.0.0.1:\(server.port)", "--ca", server.certificates.caPath,
+            ])
+            #expect(result.status == 0, "\(result.stderr)")
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+            #expect(report["calls"] as? Int == 100, "\(result.stdout)")
+            let seen = load.withLock { $0 }
+            #expect(seen.most == 1)
+            #expect(seen.answered == 100)
+        }
+    }
+}
