@@ -8,7 +8,7 @@ import Testing
 /// `passion bench --rate` against a server that answers slower than calls come due.
 @Suite("Command line: the open loop's cap on calls in flight")
 struct BenchOpenLoopTests {
-    @Test("--concurrency caps the open loop's calls in flight; the calls due meanwhile still go out, late, and all count")
+    @Test("--concurrency caps the open loop's calls in flight; the calls due meanwhile still go out, late, and all count at the rate served")
     func capsCallsInFlight() async throws {
         let load = Mutex((inFlight: 0, most: 0, answered: 0))
         let echo = MethodDescriptor(service: "passion.v1.Diagnostics", method: "Echo", kind: .unary)
@@ -36,6 +36,12 @@ struct BenchOpenLoopTests {
             #expect(result.status == 0, "\(result.stderr)")
             let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
             #expect(report["calls"] as? Int == 100, "\(result.stdout)")
+            // One slot held 25 ms a call serves at most 40 calls a second: the report says so
+            // (over the 2.5 s the window's calls took), beside the 100 a second offered.
+            #expect(report["offered_qps"] as? Double == 100)
+            let served = try #require(report["qps"] as? Double)
+            #expect(served <= 40 && served > 0, "\(result.stdout)")
+            #expect((report["seconds"] as? Double ?? 0) >= 2.5)
             let seen = load.withLock { $0 }
             #expect(seen.most == 1)
             #expect(seen.answered == 100)
