@@ -23,6 +23,11 @@ public final class PostgresConnection: @unchecked Sendable {
     let poller: PostgresPoller
     private var prepared: [StatementKey: String] = [:]
     private var preparedOrder: [StatementKey] = []
+    /// Shared with the pool's other connections: a stale plan met anywhere drops this
+    /// connection's prepared statements too.
+    let planEpoch: PlanEpoch
+    /// The epoch this connection's prepared statements were named in.
+    private var preparedInEpoch: Int
     let statementCacheSize: Int
     /// Spans per statement, children of the call's; nil traces nothing.
     private let tracer: (any Tracer)?
@@ -46,7 +51,9 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Connects, its socket watched by `loop`.
-    init(conninfo: String, statementCacheSize: Int, loop: PostgresPoller, tracer: (any Tracer)?) throws {
+    init(
+        conninfo: String, statementCacheSize: Int, loop: PostgresPoller, tracer: (any Tracer)?, planEpoch: PlanEpoch = PlanEpoch()
+    ) throws {
         guard let connection = PQconnectdb(conninfo) else { throw StoreError.connection("out of memory") }
         guard PQstatus(connection) == CONNECTION_OK else {
             let message = String(cString: PQerrorMessage(connection)).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -60,6 +67,8 @@ public final class PostgresConnection: @unchecked Sendable {
         self.descriptor = PQsocket(connection)
         self.statementCacheSize = statementCacheSize
         self.tracer = tracer
+        self.planEpoch = planEpoch
+        self.preparedInEpoch = planEpoch.current
         // Text results must parse the same way whatever the server's defaults are.
         _ = try executeBlocking("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'")
         guard PQsetnonblocking(connection, 1) == 0 else { throw StoreError.connection(Self.message(connection)) }
@@ -179,6 +188,10 @@ public final class PostgresConnection: @unchecked Sendable {
     static let maximumParameters = 65_535
 
     private func run<Value>(_ sql: SQL, _ read: (OpaquePointer) throws -> Value) async throws -> Value {
+        try await retryingStalePlan { try await runOnce(sql, read) }
+    }
+
+    private func runOnce<Value>(_ sql: SQL, _ read: (OpaquePointer) throws -> Value) async throws -> Value {
         let trace = TraceContext.current.flatMap { $0.isSampled ? $0 : nil }
         let name = trace == nil ? try await preparedName(for: sql) : nil
         let text = trace.map { Self.tracedText(sql, $0) } ?? sql.text
@@ -365,6 +378,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     private func preparedName(for sql: SQL) async throws -> String {
+        if planEpoch.current != preparedInEpoch { await dropPrepared() }
         let key = StatementKey(sql.text)
         if let name = prepared[key] { return name }
         if prepared.count >= statementCacheSize, let oldest = preparedOrder.first {
@@ -384,6 +398,17 @@ public final class PostgresConnection: @unchecked Sendable {
         prepared[key] = name
         preparedOrder.append(key)
         return name
+    }
+
+    /// Forgets every prepared statement, here and on the server: a stale plan somewhere in the
+    /// pool means a schema change that may have staled any of them. If the server cannot drop
+    /// them now (an aborted transaction), the next statement tries again; names are never
+    /// reused, so one left behind meanwhile is never run.
+    private func dropPrepared() async {
+        prepared = [:]
+        preparedOrder = []
+        let epoch = planEpoch.current
+        if (try? await simple("DEALLOCATE ALL")) != nil { preparedInEpoch = epoch }
     }
 
     /// Calls `body` with C strings of `parameters` (nil is SQL NULL), valid during the call.
@@ -409,12 +434,21 @@ public final class PostgresConnection: @unchecked Sendable {
         defer { PQclear(result) }
         let status = PQresultStatus(result)
         guard status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK || status == PGRES_EMPTY_QUERY else {
-            let error = Self.error(from: result, connection: connection)
-            // A statement whose plan became invalid (schema changed) is prepared again next time.
-            if error.sqlState == "0A000" || error.sqlState == "26000", let sql {
-                let key = StatementKey(sql)
-                prepared[key] = nil
-                preparedOrder.removeAll { $0 == key }
+            var error = Self.error(from: result, connection: connection)
+            if let sql, let name = prepared[StatementKey(sql)] {
+                switch error.sqlState {
+                case "0A000":
+                    // A plan the schema staled (`PlanEpoch`): every connection prepares anew.
+                    error.stalePlan = true
+                    planEpoch.advance()
+                case "26000":
+                    // The server lost the name (a DEALLOCATE ALL that failed half-way cannot, but
+                    // a pooler in front can): named again next time.
+                    let key = StatementKey(sql)
+                    if prepared[key] == name { prepared[key] = nil }
+                    preparedOrder.removeAll { $0 == key }
+                default: break
+                }
             }
             throw error
         }

@@ -68,6 +68,8 @@ public final class PostgresPool: Sendable {
     let metrics: PoolMetrics
     /// One pipelined connection per event loop for reads (`read`).
     let sharedReads: SharedReads
+    /// Shared by every connection the pool opens (`PlanEpoch`).
+    let planEpoch = PlanEpoch()
 
     private struct State {
         var idle: [PostgresConnection] = []
@@ -101,7 +103,7 @@ public final class PostgresPool: Sendable {
         self.metrics = PoolMetrics(size: configuration.size, factory: configuration.metrics)
         self.connectors = NIOThreadPool(numberOfThreads: 2)
         self.cancellers = NIOThreadPool(numberOfThreads: 1)
-        self.sharedReads = SharedReads(configuration: configuration, connectors: connectors, metrics: metrics)
+        self.sharedReads = SharedReads(configuration: configuration, connectors: connectors, metrics: metrics, planEpoch: planEpoch)
         connectors.start()
         cancellers.start()
     }
@@ -317,11 +319,12 @@ public final class PostgresPool: Sendable {
     /// Opens a connection in a slot already counted in `open`; gives the slot back on failure.
     private func openConnection(on loop: PostgresPoller?) async throws -> PostgresConnection {
         let configuration = self.configuration
+        let planEpoch = self.planEpoch
         do {
             let connection = try await connectors.runIfActive {
                 try PostgresConnection(
                     conninfo: configuration.connectionString, statementCacheSize: configuration.statementCacheSize,
-                    loop: loop ?? PostgresPoller.next(), tracer: configuration.tracer)
+                    loop: loop ?? PostgresPoller.next(), tracer: configuration.tracer, planEpoch: planEpoch)
             }
             metrics.opened.increment()
             return connection

@@ -37,6 +37,8 @@ final class ReadPipeline: @unchecked Sendable {
         var continuation: CheckedContinuation<Answer, Never>?
         /// The server was asked to cancel it.
         var cancelSent = false
+        /// Not a caller's read: the DEALLOCATE ALL after a stale plan, answered to nobody.
+        var housekeeping = false
     }
 
     let loop: any EventLoop
@@ -50,6 +52,8 @@ final class ReadPipeline: @unchecked Sendable {
     private var queue: [Pending] = []
     private var prepared: [StatementKey: String] = [:]
     private var preparedEver = 0
+    /// The pool's `PlanEpoch` when `prepared` was last emptied; -1 once a DEALLOCATE ALL failed.
+    private var preparedInEpoch: Int
     /// Numbers reads, for a cancel to find its own (the cancel handler runs on any thread).
     private let tickets = Atomic<Int>(0)
     /// A readiness request is pending with the loop's watcher.
@@ -69,6 +73,7 @@ final class ReadPipeline: @unchecked Sendable {
         self.owner = owner
         self.backlogLimit = owner.configuration.sharedReadBacklog
         self.id = id
+        self.preparedInEpoch = owner.planEpoch.current
     }
 
     /// Whether a read from a task on this loop can be sent now.
@@ -107,6 +112,7 @@ final class ReadPipeline: @unchecked Sendable {
     }
 
     private func submit(_ sql: SQL, ticket: Int, continuation: CheckedContinuation<Answer, Never>) {
+        guard dropPreparedIfStale() else { return continuation.resume(returning: .elsewhere) }
         let handle = connection.libpq
         let key = StatementKey(sql.text)
         var name = prepared[key]
@@ -132,11 +138,34 @@ final class ReadPipeline: @unchecked Sendable {
         queue.append(Pending(ticket: ticket, key: key, sentAt: .now, name: name, resultsLeft: results, continuation: continuation))
         guard sent else { return fail() }
         _ = owner.deepest.max(queue.count, ordering: .relaxed)
-        // The sync goes after every read the loop's current tasks send: one send and one
-        // wake-up of the backend for all of them, and one answer back.
+        openBatch()
+    }
+
+    /// The sync goes after every read the loop's current tasks send: one send and one wake-up
+    /// of the backend for all of them, and one answer back.
+    private func openBatch() {
         guard !batchOpen else { return }
         batchOpen = true
         loop.execute { self.endBatch() }
+    }
+
+    /// After a stale plan anywhere in the pool (`PlanEpoch`), forgets this connection's prepared
+    /// statements and drops them on the server, in the pipeline ahead of the reads that follow;
+    /// reads already sent run first, under the names they were sent with. False when the
+    /// connection broke.
+    private func dropPreparedIfStale() -> Bool {
+        let epoch = owner.planEpoch.current
+        guard epoch != preparedInEpoch else { return true }
+        prepared = [:]
+        preparedInEpoch = epoch
+        guard PQsendQueryParams(connection.libpq, "DEALLOCATE ALL", 0, nil, nil, nil, nil, 0) == 1 else {
+            fail()
+            return false
+        }
+        queue.append(
+            Pending(ticket: 0, key: StatementKey(""), sentAt: .now, name: nil, resultsLeft: 1, continuation: nil, housekeeping: true))
+        openBatch()
+        return true
     }
 
     /// Closes the batch with a sync, which sends it.
@@ -186,6 +215,10 @@ final class ReadPipeline: @unchecked Sendable {
             return true
         }
         guard !queue.isEmpty else { return false }
+        if queue[0].housekeeping, status != PGRES_COMMAND_OK {
+            // Skipped after a failed read, or refused: tried again before the next read.
+            preparedInEpoch = -1
+        }
         queue[0].resultsLeft -= 1
         let isPrepare = queue[0].resultsLeft > 0
         switch status {
@@ -204,6 +237,8 @@ final class ReadPipeline: @unchecked Sendable {
             // batch) or a plan the schema invalidated: prepared again by the next read.
             let stale = error.sqlState == "26000" || error.sqlState == "0A000"
             if isPrepare || stale { forgetName(of: queue[0]) }
+            // A plan the schema staled: every connection of the pool prepares anew.
+            if !isPrepare, error.sqlState == "0A000", queue[0].name != nil { owner.planEpoch.advance() }
             // A cancel meant for the read before it can land on a read whose caller still waits,
             // on its prepare as well as on the read itself (and so can a statement_timeout).
             let cancelledForAnother = error.sqlState == "57014" && queue[0].continuation != nil
@@ -250,7 +285,7 @@ final class ReadPipeline: @unchecked Sendable {
     /// Asks the server to cancel the oldest read when its caller is gone. The server may have
     /// moved on to the next read by then: that one fails with 57014 and runs again elsewhere.
     private func cancelHeadIfAbandoned() {
-        guard !broken, !queue.isEmpty, queue[0].continuation == nil, !queue[0].cancelSent else { return }
+        guard !broken, !queue.isEmpty, queue[0].continuation == nil, !queue[0].cancelSent, !queue[0].housekeeping else { return }
         queue[0].cancelSent = true
         owner.cancel(connection)
     }

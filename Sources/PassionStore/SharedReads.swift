@@ -48,7 +48,12 @@ final class SharedReads: Sendable {
     /// The most reads a pipeline has had in flight at once.
     let deepest = Atomic<Int>(0)
 
-    init(configuration: PoolConfiguration, connectors: NIOThreadPool, metrics: PoolMetrics) {
+    /// The pool's: a stale plan met on a shared connection or a pool connection drops the
+    /// prepared statements of both.
+    let planEpoch: PlanEpoch
+
+    init(configuration: PoolConfiguration, connectors: NIOThreadPool, metrics: PoolMetrics, planEpoch: PlanEpoch) {
+        self.planEpoch = planEpoch
         self.configuration = configuration
         self.connectors = connectors
         self.metrics = metrics

@@ -17,6 +17,9 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, RPCErrorConv
     /// reason and the detail a JSON object of detail fields; otherwise they are for logs only.
     public var detail: String?
     public var hint: String?
+    /// A prepared statement met a schema change that altered its result columns (0A000): it ran
+    /// not at all, and runs once prepared anew (`PlanEpoch`).
+    public internal(set) var stalePlan = false
 
     public init(sqlState: String, serverMessage: String, constraint: String? = nil, table: String? = nil, column: String? = nil) {
         self.sqlState = sqlState
@@ -78,7 +81,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, RPCErrorConv
     ]
 
     /// Whether the whole transaction may simply be run again.
-    public var isRetryableTransactionFailure: Bool { sqlState == "40001" || sqlState == "40P01" }
+    public var isRetryableTransactionFailure: Bool { sqlState == "40001" || sqlState == "40P01" || stalePlan }
 
     public var description: String {
         "SQLSTATE \(sqlState)\(constraint.map { " (\($0))" } ?? ""): \(serverMessage)"

@@ -1,0 +1,88 @@
+import NIOCore
+import NIOPosix
+import PassionRPC
+@testable import PassionStore
+import PassionTestSupport
+import Testing
+
+/// A migration that changes a prepared statement's result columns (`SELECT *` after ADD
+/// COLUMN) while the server runs: PostgreSQL refuses the statement once (0A000); the call still
+/// gets its answer, and no connection keeps the stale statement.
+@Suite("prepared statements a schema change staled")
+struct StalePlanTests {
+    private static let read: SQL = "SELECT * FROM shelf"
+
+    /// How many statements of `read`'s text the connection has prepared on the server.
+    private static func preparedCopies(_ connection: PostgresConnection) async throws -> Int {
+        try await connection.execute("SELECT count(*) AS n FROM pg_prepared_statements WHERE statement = 'SELECT * FROM shelf'")
+            .first?.require("n", as: Int.self) ?? -1
+    }
+
+    @Test("an autocommit statement runs again, prepared anew, on its connection; the pool's other connections drop theirs too")
+    func autocommit() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 2) { $0.sharedReads = false }
+        try await pool.withConnection { first in
+            try await pool.withConnection { second in
+                try await first.execute("CREATE TABLE shelf (a int); INSERT INTO shelf VALUES (1)")
+                for connection in [first, second] { _ = try await connection.query(Self.read) }
+                try await first.execute("ALTER TABLE shelf ADD COLUMN b int DEFAULT 2")
+
+                let row = try await first.query(Self.read).first
+                #expect(try row?.require("b", as: Int.self) == 2)
+                #expect(try await Self.preparedCopies(first) == 1, "the stale statement was dropped on the server")
+
+                // The other connection never meets the stale plan: its next statement drops
+                // what it had prepared, whatever that statement is.
+                _ = try await second.query("SELECT 1 AS one")
+                #expect(try await Self.preparedCopies(second) == 0)
+                #expect(try await second.query(Self.read).first?.require("b", as: Int.self) == 2)
+            }
+        }
+        await pool.shutdown()
+    }
+
+    @Test("inside a transaction the stale plan aborts it, and the transaction runs again")
+    func transaction() async throws {
+        let (pool, _) = try await TestDatabase.freshPool(size: 1) { $0.sharedReads = false }
+        try await pool.withConnection { connection in
+            try await connection.execute("CREATE TABLE shelf (a int); INSERT INTO shelf VALUES (1)")
+            _ = try await connection.query(Self.read)
+            try await connection.execute("ALTER TABLE shelf ADD COLUMN b int DEFAULT 2")
+        }
+        let b = try await pool.transaction { connection in
+            try await connection.query("UPDATE shelf SET a = a + 1")
+            return try await connection.query(Self.read).first?.require("b", as: Int.self)
+        }
+        #expect(b == 2)
+        let a = try await pool.withConnection { connection in
+            #expect(try await Self.preparedCopies(connection) == 1)
+            return try await connection.query("SELECT a FROM shelf").first?.require("a", as: Int.self)
+        }
+        #expect(a == 2, "the aborted attempt's update was rolled back, the second attempt's kept")
+        await pool.shutdown()
+    }
+
+    @Test("a shared read runs again elsewhere; the shared connection then drops its prepared statements in its pipeline", .timeLimit(.minutes(2)))
+    func sharedRead() async throws {
+        let (pool, _) = try await SharedReadsTests.sharedPool(size: 1)
+        let (group, loop) = try await SharedReadsTests.preparedLoop(pool)
+        let executor = EventLoopTaskExecutor(eventLoop: loop)
+        func onLoop(_ sql: SQL) async throws -> Rows {
+            try await Task(executorPreference: executor) { try await pool.read(sql) }.value
+        }
+        try await pool.withConnection { try await $0.execute("CREATE TABLE shelf (a int); INSERT INTO shelf VALUES (1)") }
+        let sharedPID = try await onLoop("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self)
+        _ = try await onLoop(Self.read)
+        try await pool.withConnection { try await $0.execute("ALTER TABLE shelf ADD COLUMN b int DEFAULT 2") }
+
+        #expect(try await onLoop(Self.read).first?.require("b", as: Int.self) == 2)
+        #expect(try await onLoop(Self.read).first?.require("b", as: Int.self) == 2)
+        let left = try await onLoop(
+            "SELECT count(*) AS n, pg_backend_pid() AS pid FROM pg_prepared_statements WHERE statement = 'SELECT * FROM shelf'"
+        ).first
+        #expect(try left?.require("pid", as: Int.self) == sharedPID, "counted on the shared connection")
+        #expect(try left?.require("n", as: Int.self) == 1, "only the statement prepared after the change")
+        await pool.shutdown()
+        try await group.shutdownGracefully()
+    }
+}
