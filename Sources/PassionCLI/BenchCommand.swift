@@ -7,9 +7,9 @@ import PassionClient
 import SwiftProtobuf
 import Synchronization
 
-/// `passion bench`: load on a unary method from `--concurrency` callers spread over
-/// `--connections`, each sending its next call when the previous one answered (closed loop) or
-/// when it is due (`--rate`, open loop).
+/// `passion bench`: load on a unary method over `--connections`, from `--concurrency` callers
+/// each sending its next call when the previous one answered (closed loop), or with each call
+/// sent when it is due and at most `--concurrency` in flight (`--rate`, open loop).
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Load-test a unary method and report QPS and latency percentiles.")
@@ -28,7 +28,7 @@ struct BenchCommand: AsyncParsableCommand {
             """))
     var data: String = "{}"
 
-    @Option(help: "Calls per second over all callers (open loop; latency counts from each call's scheduled time). Default: closed loop.")
+    @Option(help: "Calls per second over all connections (open loop; latency counts from each call's scheduled time). Default: closed loop.")
     var rate: Double?
 
     @Option(help: ArgumentHelp(
@@ -245,7 +245,6 @@ struct Window: Sendable {
     func record(_ result: inout WorkerResult, due: ContinuousClock.Instant, sent: ContinuousClock.Instant, failure: StatusCode?) {
         guard due >= measureFrom else { return }
         let now = ContinuousClock.now
-        result.lastAnswer = max(result.lastAnswer ?? now, now)
         let elapsed = now - sent
         let micros = UInt64(max(1, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
         if let failure {
@@ -253,6 +252,9 @@ struct Window: Sendable {
         } else {
             result.calls += 1
             _ = result.histogram.record(micros)
+            // Failures do not stretch the time: one call running into its deadline after the
+            // window would make a server that kept up look slow.
+            result.lastAnswer = max(result.lastAnswer ?? now, now)
         }
         progress.count(failed: failure != nil)
     }
@@ -263,7 +265,7 @@ struct WorkerResult: Sendable {
     var calls = 0
     var errors: [String: Int] = [:]
     var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
-    /// When the last of the window's calls answered.
+    /// When the last of the window's calls answered successfully.
     var lastAnswer: ContinuousClock.Instant?
 
     mutating func merge(_ other: WorkerResult) {

@@ -14,8 +14,8 @@ extension BenchCommand {
             start + .nanoseconds(dueNanoseconds(call))
         }
 
-        /// Every worker's calls due in one tick share its start, so their timers expire
-        /// together: the event loop wakes once for them and flushes them in one write.
+        /// Every connection's calls due in one tick share its start, so one timer wake-up on
+        /// the event loop starts them all and flushes them in one write per connection.
         func sendTime(_ call: Int) -> ContinuousClock.Instant {
             let due = dueNanoseconds(call)
             let tickNanoseconds = tick.components.seconds * 1_000_000_000 + tick.components.attoseconds / 1_000_000_000
@@ -84,8 +84,13 @@ final class OpenLoopDriver {
     private let done: EventLoopPromise<WorkerResult>
     private var result = WorkerResult()
     private var random = FastRandom()
-    private var timer: (at: ContinuousClock.Instant, task: Scheduled<Void>)?
+    private var timer: (at: ContinuousClock.Instant, task: Scheduled<Void>, generation: Int)?
+    /// Numbers timers: a cancelled one NIO had already taken up in this loop turn still runs,
+    /// and must not forget the timer armed after it.
+    private var timerGeneration = 0
     private var finished = false
+    private var pumping = false
+    private var pumpAgain = false
 
     private init(connection: ClientConnection, calls: CallMaker, window: Window, schedule: OpenLoopSchedule) {
         self.connection = connection
@@ -107,9 +112,20 @@ final class OpenLoopDriver {
         return (try? await result.get()) ?? WorkerResult()
     }
 
+    /// Starts the calls due and arms the timer for the next. A call can fail inside its own start
+    /// (the connection closing refuses it at once), and its callback asks for another pump: that
+    /// one runs here, as a loop, instead of recursing as deep as the calls waiting for a slot.
     private func pump() {
-        let now = ContinuousClock.now
-        for call in schedule.send(at: now) { start(call) }
+        guard !pumping else {
+            pumpAgain = true
+            return
+        }
+        pumping = true
+        defer { pumping = false }
+        repeat {
+            pumpAgain = false
+            for call in schedule.send(at: ContinuousClock.now) { start(call) }
+        } while pumpAgain
         if schedule.isDone {
             arm(nil)
             if !finished { done.succeed(result) }
@@ -146,11 +162,14 @@ final class OpenLoopDriver {
         timer?.task.cancel()
         timer = nil
         guard let at else { return }
+        timerGeneration += 1
+        let generation = timerGeneration
         let loopBound = NIOLoopBound(self, eventLoop: connection.eventLoop)
         let task = connection.eventLoop.scheduleTask(in: TimeAmount(ContinuousClock.now.duration(to: at))) {
-            loopBound.value.timer = nil
-            loopBound.value.pump()
+            let driver = loopBound.value
+            if driver.timer?.generation == generation { driver.timer = nil }
+            driver.pump()
         }
-        timer = (at, task)
+        timer = (at, task, generation)
     }
 }

@@ -47,4 +47,35 @@ struct BenchOpenLoopTests {
             #expect(seen.answered == 100)
         }
     }
+
+    @Test("a server that goes away mid-run, thousands of calls behind: every call of the window is counted, the refused ones by status, and bench exits cleanly")
+    func serverGoesAway() async throws {
+        let (entered, signal) = AsyncStream.makeStream(of: Int.self)
+        let answered = Mutex(0)
+        let echo = MethodDescriptor(service: "passion.v1.Diagnostics", method: "Echo", kind: .unary)
+        let server = try await TestServer.start(routes: { router in
+            router.register(echo, .unary { _, _ in
+                signal.yield(answered.withLock { $0 += 1; return $0 })
+                try await Task.sleep(for: .milliseconds(50))
+                return ByteBuffer()
+            })
+        })
+        // One slot, 50 ms a call, 20,000 calls a second: by the 20th call some 20,000 wait for
+        // the slot. When the server goes, each is refused at once, inside its own start.
+        let bench = Task {
+            try await Executables.run("passion", [
+                "bench", "Diagnostics/Echo", "-d", "{}", "--rate", "20000", "--duration", "2s", "--warmup", "0s",
+                "--connections", "1", "--concurrency", "1", "--json",
+                "--server", "127.0.0.1:\(server.port)", "--ca", server.certificates.caPath,
+            ])
+        }
+        for await count in entered where count >= 20 { break }
+        await server.stop()
+        let result = try await bench.value
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let errors = report["errors"] as? [String: Int] ?? [:]
+        #expect((report["calls"] as? Int ?? 0) + errors.values.reduce(0, +) == 40_000, "\(result.stdout)")
+        #expect(errors.values.reduce(0, +) > 10_000, "\(result.stdout)")
+    }
 }
