@@ -10,6 +10,7 @@ static inline int passion_pg_diag_table(void) { return PG_DIAG_TABLE_NAME; }
 static inline int passion_pg_diag_column(void) { return PG_DIAG_COLUMN_NAME; }
 static inline int passion_pg_diag_detail(void) { return PG_DIAG_MESSAGE_DETAIL; }
 static inline int passion_pg_diag_hint(void) { return PG_DIAG_MESSAGE_HINT; }
+static inline int passion_pg_diag_source_function(void) { return PG_DIAG_SOURCE_FUNCTION; }
 
 /* epoll for PostgresPoller, which waits on libpq's sockets. Glibc's Swift module leaves
    sys/epoll.h out, and struct epoll_event is packed, which Swift cannot import faithfully. */

@@ -435,19 +435,17 @@ public final class PostgresConnection: @unchecked Sendable {
         let status = PQresultStatus(result)
         guard status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK || status == PGRES_EMPTY_QUERY else {
             var error = Self.error(from: result, connection: connection)
-            if let sql, let name = prepared[StatementKey(sql)] {
-                switch error.sqlState {
-                case "0A000":
+            if let sql, prepared[StatementKey(sql)] != nil {
+                if Self.isStalePlan(result) {
                     // A plan the schema staled (`PlanEpoch`): every connection prepares anew.
                     error.stalePlan = true
-                    planEpoch.advance()
-                case "26000":
-                    // The server lost the name (a DEALLOCATE ALL that failed half-way cannot, but
-                    // a pooler in front can): named again next time.
+                    planEpoch.advance(from: preparedInEpoch)
+                } else if error.sqlState == "26000" {
+                    // The server does not know the name (something else deallocated it): named
+                    // again next time.
                     let key = StatementKey(sql)
-                    if prepared[key] == name { prepared[key] = nil }
+                    prepared[key] = nil
                     preparedOrder.removeAll { $0 == key }
-                default: break
                 }
             }
             throw error

@@ -158,8 +158,9 @@ public final class PostgresPool: Sendable {
         }
     }
 
-    /// `withConnection` for a body that runs one autocommit statement: a deadlock or
-    /// serialization failure undid it entirely, so it runs again, as a transaction would.
+    /// `withConnection` for a body that runs one autocommit statement: a deadlock, a
+    /// serialization failure or a stale plan (`PlanEpoch`) undid it entirely, so it runs again,
+    /// as a transaction would.
     @discardableResult
     public func statement<T: Sendable>(
         deadline: ContinuousClock.Instant? = nil, _ body: @Sendable (PostgresConnection) async throws -> T
@@ -167,8 +168,9 @@ public final class PostgresPool: Sendable {
         try await retryingConflicts { try await withConnection(deadline: deadline, body) }
     }
 
-    /// Runs `body` in a transaction, again when it fails with a serialization failure or a
-    /// deadlock, up to `transactionAttempts` times. The remaining time before `deadline` becomes
+    /// Runs `body` in a transaction, again when it fails with a serialization failure, a
+    /// deadlock or a stale plan (`PlanEpoch`), up to `transactionAttempts` times: a body that
+    /// catches the store's error must let these through. The remaining time before `deadline` becomes
     /// `SET LOCAL statement_timeout`.
     @discardableResult
     public func transaction<T: Sendable>(
@@ -191,8 +193,8 @@ public final class PostgresPool: Sendable {
         }
     }
 
-    /// Runs `attempt` again after a serialization failure or deadlock (which undid all it did),
-    /// up to `transactionAttempts` times, with a growing random pause between tries.
+    /// Runs `attempt` again after a serialization failure, deadlock or stale plan (which undid
+    /// all it did), up to `transactionAttempts` times, with a growing random pause between tries.
     private func retryingConflicts<T>(_ attempt: () async throws -> T) async throws -> T {
         var tries = 0
         while true {

@@ -39,6 +39,8 @@ final class ReadPipeline: @unchecked Sendable {
         var cancelSent = false
         /// Not a caller's read: the DEALLOCATE ALL after a stale plan, answered to nobody.
         var housekeeping = false
+        /// The `PlanEpoch` its statement was named in.
+        var epoch = 0
     }
 
     let loop: any EventLoop
@@ -135,7 +137,8 @@ final class ReadPipeline: @unchecked Sendable {
         // Named at once: a read of the same text sent before this one's answer follows the
         // prepare in the pipeline, so the server knows the name by then.
         if results == 2 { prepared[key] = name }
-        queue.append(Pending(ticket: ticket, key: key, sentAt: .now, name: name, resultsLeft: results, continuation: continuation))
+        queue.append(
+            Pending(ticket: ticket, key: key, sentAt: .now, name: name, resultsLeft: results, continuation: continuation, epoch: preparedInEpoch))
         guard sent else { return fail() }
         _ = owner.deepest.max(queue.count, ordering: .relaxed)
         openBatch()
@@ -235,10 +238,11 @@ final class ReadPipeline: @unchecked Sendable {
             if error.sqlState.hasPrefix("57P") || error.sqlState.hasPrefix("08") { return false }
             // A failed prepare, or a name the server lost (its prepare was skipped in an earlier
             // batch) or a plan the schema invalidated: prepared again by the next read.
-            let stale = error.sqlState == "26000" || error.sqlState == "0A000"
+            let stalePlan = !isPrepare && queue[0].name != nil && PostgresConnection.isStalePlan(result)
+            let stale = error.sqlState == "26000" || stalePlan
             if isPrepare || stale { forgetName(of: queue[0]) }
             // A plan the schema staled: every connection of the pool prepares anew.
-            if !isPrepare, error.sqlState == "0A000", queue[0].name != nil { owner.planEpoch.advance() }
+            if stalePlan { owner.planEpoch.advance(from: queue[0].epoch) }
             // A cancel meant for the read before it can land on a read whose caller still waits,
             // on its prepare as well as on the read itself (and so can a statement_timeout).
             let cancelledForAnother = error.sqlState == "57014" && queue[0].continuation != nil

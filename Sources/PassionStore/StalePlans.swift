@@ -11,12 +11,26 @@ final class PlanEpoch: Sendable {
 
     var current: Int { value.load(ordering: .relaxed) }
 
-    func advance() {
-        value.add(1, ordering: .relaxed)
+    /// Moves on from `epoch`, the one the stale statement was named in; a no-op when another
+    /// connection already has. Statements in flight when the schema changed each meet it, and
+    /// one change must drop every connection's statements once, not once per statement.
+    func advance(from epoch: Int) {
+        _ = value.compareExchange(expected: epoch, desired: epoch + 1, ordering: .relaxed)
     }
 }
 
 extension PostgresConnection {
+    /// Whether `result` is PostgreSQL refusing a prepared statement whose result columns a schema
+    /// change altered: SQLSTATE 0A000 raised by `RevalidateCachedQuery` (plancache.c). 0A000
+    /// alone is any feature_not_supported, a planner's refusal included, which running again
+    /// would not cure; the routine's name, unlike the message, does not follow `lc_messages`.
+    static func isStalePlan(_ result: OpaquePointer) -> Bool {
+        guard let state = PQresultErrorField(result, passion_pg_diag_sqlstate()), String(cString: state) == "0A000",
+            let routine = PQresultErrorField(result, passion_pg_diag_source_function())
+        else { return false }
+        return String(cString: routine) == "RevalidateCachedQuery"
+    }
+
     /// Runs `attempt` (one send of a statement and its answer) again, once, after a stale plan in
     /// autocommit: the statement had no effect, and the second try prepares it anew. Inside a
     /// transaction the failure aborted the transaction, so the error goes up marked retryable,

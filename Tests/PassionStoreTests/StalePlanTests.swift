@@ -85,4 +85,44 @@ struct StalePlanTests {
         await pool.shutdown()
         try await group.shutdownGracefully()
     }
+
+    @Test("another 0A000 (a feature the server does not support) fails its call once, on either path, and drops nothing")
+    func otherUnsupported() async throws {
+        let (pool, _) = try await SharedReadsTests.sharedPool(size: 1)
+        let (group, loop) = try await SharedReadsTests.preparedLoop(pool)
+        let executor = EventLoopTaskExecutor(eventLoop: loop)
+        // A sequence counts the tries: nextval is not undone by the error.
+        try await pool.withConnection { connection in
+            try await connection.execute("""
+                CREATE SEQUENCE tries;
+                CREATE FUNCTION unsupported() RETURNS int LANGUAGE plpgsql AS $$
+                BEGIN PERFORM nextval('tries'); RAISE EXCEPTION 'not here' USING ERRCODE = 'feature_not_supported'; END $$
+                """)
+        }
+        let onPool = await Task { try await pool.withConnection { try await $0.query("SELECT unsupported() AS v") } }.result
+        let shared = await Task(executorPreference: executor) { try await pool.read("SELECT unsupported() AS v") }.result
+        for outcome in [onPool, shared] {
+            guard case .failure(let error) = outcome else {
+                Issue.record("unsupported() answered")
+                continue
+            }
+            #expect((error as? StoreError)?.sqlState == "0A000")
+            #expect((error as? StoreError)?.stalePlan == false)
+        }
+        let tries = try await pool.withConnection { try await $0.query("SELECT last_value AS n FROM tries").first?.require("n", as: Int.self) }
+        #expect(tries == 2, "each call ran it once")
+        #expect(pool.planEpoch.current == 0, "no connection dropped its statements")
+        await pool.shutdown()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("one schema change moves the epoch once, however many statements in flight meet it")
+    func epochOncePerChange() {
+        let epoch = PlanEpoch()
+        epoch.advance(from: 0)
+        epoch.advance(from: 0)
+        #expect(epoch.current == 1)
+        epoch.advance(from: 1)
+        #expect(epoch.current == 2)
+    }
 }
