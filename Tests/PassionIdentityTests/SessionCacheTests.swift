@@ -1,8 +1,11 @@
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import PassionIdentity
+import PassionRPC
 import PassionRPCServer
-import PassionStore
+@testable import PassionStore
 import PassionTestSupport
 import PassionWire
 import Synchronization
@@ -58,5 +61,29 @@ struct SessionCacheTests {
         // And stays refused: a refusal is never cached as a session.
         clock.advance(.seconds(60))
         await #expect(throws: RPCError.self) { try await here.authenticate(call) }
+    }
+
+    @Test("a service acting for a user: the live-user check reads on the calling loop's shared connection, not one of its own")
+    func liveUserCheckShared() async throws {
+        let pool = try await TestDatabase.migratedPool(size: 2)
+        defer { Task { await pool.shutdown() } }
+        let here = StoreAuthenticator(pool: pool, configuration: IdentityConfiguration(), logger: Logger(label: "session-cache-tests"))
+        try await pool.withConnection { connection in
+            try await connection.query("INSERT INTO users (id, email) VALUES (\(Self.user), 'd@example.com')")
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        await LoopReadiness.prepare(loop)
+        try #require(LoopReadiness.isWatching(loop), "this kernel grants no AIO poll")
+        await pool.sharedReads.prepare(loop)
+        let call = CallCredentials(
+            method: MethodDescriptor(service: "passion.v1.Users", method: "Me", kind: .unary), metadata: Metadata(),
+            peer: "127.0.0.1:40000", peerCertificate: nil)
+        let service = Principal(kind: .service, id: "game-server", actingForUser: Self.user.postgresText)
+        let shared = pool.sharedReadsServed
+        try await Task(executorPreference: EventLoopTaskExecutor(eventLoop: loop)) { try await here.admit(service, credentials: call) }.value
+        #expect(pool.sharedReadsServed == shared + 1)
+        await pool.shutdown()
+        try await group.shutdownGracefully()
     }
 }
