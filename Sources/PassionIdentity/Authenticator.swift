@@ -166,24 +166,29 @@ public final class StoreAuthenticator: Authenticator {
     /// The live session of a token hash from the database, which also moves `last_activity`
     /// forward at most once a minute; cached for the next calls.
     private func loadSession(hash: [UInt8]) async throws -> SessionCache.Entry {
-        let row = try await pool.withConnection { connection in
-            try await connection.query("""
-                WITH touched AS (
-                    UPDATE sessions SET last_activity = now()
-                    WHERE id = \(Bytes(hash)) AND revoked_at IS NULL AND expires_at > now()
-                      AND last_activity < now() - interval '1 minute'
-                    RETURNING id
-                )
-                SELECT user_id, expires_at, revoked_at IS NOT NULL AS revoked, expires_at <= now() AS expired
-                FROM sessions WHERE id = \(Bytes(hash))
-                """).first
-        }
+        // A read that takes no locks, on the loop's shared connection with the calls' own reads:
+        // a client that calls less often than the cache keeps a session misses it on most calls.
+        let row = try await pool.read("""
+            SELECT user_id, expires_at, revoked_at IS NOT NULL AS revoked, expires_at <= now() AS expired,
+                   last_activity < now() - interval '1 minute' AS idle
+            FROM sessions WHERE id = \(Bytes(hash))
+            """).first
         guard let row else { throw Self.unauthenticated("unknown or signed-out session", reason: "TOKEN_UNKNOWN") }
         if try row.require("revoked", as: Bool.self) {
             throw Self.unauthenticated("the session was signed out", reason: "TOKEN_REVOKED")
         }
         if try row.require("expired", as: Bool.self) {
             throw Self.unauthenticated("the session expired; sign in again", reason: "SESSION_EXPIRED")
+        }
+        if try row.require("idle", as: Bool.self) {
+            // The write, at most once a minute per session, on a connection of its own.
+            try await pool.statement { connection in
+                _ = try await connection.query("""
+                    UPDATE sessions SET last_activity = now()
+                    WHERE id = \(Bytes(hash)) AND revoked_at IS NULL AND expires_at > now()
+                      AND last_activity < now() - interval '1 minute'
+                    """)
+            }
         }
         let entry = SessionCache.Entry(
             hash: hash, userID: try row.require("user_id", as: UUID.self).postgresText,

@@ -63,26 +63,48 @@ struct SessionCacheTests {
         await #expect(throws: RPCError.self) { try await here.authenticate(call) }
     }
 
-    @Test("a service acting for a user: the live-user check reads on the calling loop's shared connection, not one of its own")
-    func liveUserCheckShared() async throws {
+    @Test("the session and live-user checks read on the calling loop's shared connection; only a minute-old session is written to")
+    func checksShareTheLoopsConnection() async throws {
         let pool = try await TestDatabase.migratedPool(size: 2)
         defer { Task { await pool.shutdown() } }
         let here = StoreAuthenticator(pool: pool, configuration: IdentityConfiguration(), logger: Logger(label: "session-cache-tests"))
+        let (token, hash) = SessionToken.generate()
         try await pool.withConnection { connection in
             try await connection.query("INSERT INTO users (id, email) VALUES (\(Self.user), 'd@example.com')")
+            try await connection.query("""
+                INSERT INTO sessions (id, user_id, expires_at, created_at, last_activity)
+                VALUES (\(Bytes(hash)), \(Self.user), now() + interval '1 day', now() - interval '5 minutes', now() - interval '5 minutes')
+                """)
+        }
+        func lastActivityAge() async throws -> Int? {
+            try await pool.withConnection { connection in
+                try await connection.query("SELECT extract(epoch FROM now() - last_activity)::int8 AS age FROM sessions WHERE id = \(Bytes(hash))")
+                    .first?.require("age", as: Int.self)
+            }
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         await LoopReadiness.prepare(loop)
         try #require(LoopReadiness.isWatching(loop), "this kernel grants no AIO poll")
         await pool.sharedReads.prepare(loop)
-        let call = CallCredentials(
-            method: MethodDescriptor(service: "passion.v1.Users", method: "Me", kind: .unary), metadata: Metadata(),
-            peer: "127.0.0.1:40000", peerCertificate: nil)
-        let service = Principal(kind: .service, id: "game-server", actingForUser: Self.user.postgresText)
+        let executor = EventLoopTaskExecutor(eventLoop: loop)
+        func credentials(_ metadata: Metadata) -> CallCredentials {
+            CallCredentials(
+                method: MethodDescriptor(service: "passion.v1.Users", method: "Me", kind: .unary), metadata: metadata,
+                peer: "127.0.0.1:40000", peerCertificate: nil)
+        }
+
+        var bearer = Metadata()
+        bearer.add("authorization", "Bearer \(token)")
         let shared = pool.sharedReadsServed
-        try await Task(executorPreference: EventLoopTaskExecutor(eventLoop: loop)) { try await here.admit(service, credentials: call) }.value
+        let user = try await Task(executorPreference: executor) { try await here.authenticate(credentials(bearer)) }.value
+        #expect(user.id == Self.user.postgresText)
         #expect(pool.sharedReadsServed == shared + 1)
+        #expect(try await lastActivityAge() ?? 600 < 60, "a session idle 5 minutes was touched")
+
+        let service = Principal(kind: .service, id: "game-server", actingForUser: Self.user.postgresText)
+        try await Task(executorPreference: executor) { try await here.admit(service, credentials: credentials(Metadata())) }.value
+        #expect(pool.sharedReadsServed == shared + 2)
         await pool.shutdown()
         try await group.shutdownGracefully()
     }
