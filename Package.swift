@@ -347,6 +347,9 @@ let package = Package(
                 "COpenSSL", "PassionIdentity", "PassionJSON", "PassionServices", "PassionStore", "PassionRPC", "PassionRPCServer", "PassionClient",
                 "PassionTestSupport", "PassionTLS", "PassionWire",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strictSettings

@@ -52,6 +52,7 @@ public final class StoreAuthenticator: Authenticator {
     private let liveUsers: ExpiringSet
     /// Users deleted on this instance lately: never cached as live by a lookup that raced it.
     private let deletedUsers: ExpiringSet
+    private let cacheMetrics: AuthCacheMetrics
 
     /// `cacheClock` times the session and live-user caches (tests move it).
     public init(
@@ -68,6 +69,7 @@ public final class StoreAuthenticator: Authenticator {
         self.liveUsers = ExpiringSet(ttl: configuration.sessionCacheTTL, now: cacheClock)
         self.deletedUsers = ExpiringSet(ttl: max(configuration.sessionCacheTTL, .seconds(60)), now: cacheClock)
         self.trail = AuditTrail(pool: pool, logger: logger)
+        self.cacheMetrics = AuthCacheMetrics(factory: pool.configuration.metrics)
     }
 
     public func authenticate(_ credentials: CallCredentials) async throws -> Principal {
@@ -144,7 +146,9 @@ public final class StoreAuthenticator: Authenticator {
             throw Self.unauthenticated("the session token is malformed", reason: "TOKEN_MALFORMED")
         }
         let session: SessionCache.Entry
-        if let cached = sessions.lookup(hash) {
+        let cached = sessions.lookup(hash)
+        cacheMetrics.session(hit: cached != nil)
+        if let cached {
             session = cached
         } else {
             let host = peerHost()
@@ -220,7 +224,9 @@ public final class StoreAuthenticator: Authenticator {
     /// every method answers such a call alike. A user signing in as themselves needs no check:
     /// deleting an account deletes its sessions.
     private func requireLiveUser(_ user: String) async throws {
-        if liveUsers.contains(user) { return }
+        let cached = liveUsers.contains(user)
+        cacheMetrics.liveUser(hit: cached)
+        if cached { return }
         guard let id = (try? UUID(postgresText: user)) else { throw Self.userNotFound }
         // A read that takes no locks: it rides the loop's shared connection with the calls'
         // own reads instead of taking a pool connection, which a service acting for many users

@@ -17,6 +17,8 @@ final class PoolMetrics: Sendable {
     /// Reads answered on a loop's shared connection, and reads that ran on a connection of their own.
     let sharedReads: Counter
     let pooledReads: Counter
+    /// Schema changes met as stale prepared statements (`PlanEpoch`).
+    let stalePlans: Counter
     private let statementErrors: LabelledCounters
 
     init(size: Int, factory: any MetricsFactory) {
@@ -30,6 +32,7 @@ final class PoolMetrics: Sendable {
         sharedConnections = Gauge(label: "passion_db_shared_read_connections", factory: factory)
         sharedReads = Counter(label: "passion_db_reads_total", dimensions: [("connection", "shared")], factory: factory)
         pooledReads = Counter(label: "passion_db_reads_total", dimensions: [("connection", "own")], factory: factory)
+        stalePlans = Counter(label: "passion_db_stale_plans_total", factory: factory)
         statementErrors = LabelledCounters(label: "passion_db_statement_errors_total", key: "class", factory: factory)
         Gauge(label: "passion_db_pool_size", factory: factory).record(size)
     }

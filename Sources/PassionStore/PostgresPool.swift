@@ -69,7 +69,7 @@ public final class PostgresPool: Sendable {
     /// One pipelined connection per event loop for reads (`read`).
     let sharedReads: SharedReads
     /// Shared by every connection the pool opens (`PlanEpoch`).
-    let planEpoch = PlanEpoch()
+    let planEpoch: PlanEpoch
 
     private struct State {
         var idle: [PostgresConnection] = []
@@ -101,6 +101,7 @@ public final class PostgresPool: Sendable {
     public init(configuration: PoolConfiguration) {
         self.configuration = configuration
         self.metrics = PoolMetrics(size: configuration.size, factory: configuration.metrics)
+        self.planEpoch = PlanEpoch(moved: metrics.stalePlans)
         self.connectors = NIOThreadPool(numberOfThreads: 2)
         self.cancellers = NIOThreadPool(numberOfThreads: 1)
         self.sharedReads = SharedReads(configuration: configuration, connectors: connectors, metrics: metrics, planEpoch: planEpoch)

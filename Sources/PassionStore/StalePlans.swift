@@ -1,4 +1,5 @@
 import CLibPQ
+import CoreMetrics
 import Synchronization
 
 /// Counts the stale plans a pool's connections have met: PostgreSQL refuses to run a prepared
@@ -8,6 +9,12 @@ import Synchronization
 /// and each drops its prepared statements before it names its next one.
 final class PlanEpoch: Sendable {
     private let value = Atomic<Int>(0)
+    /// Counts the changes met (`passion_db_stale_plans_total`), when the pool records metrics.
+    private let moved: Counter?
+
+    init(moved: Counter? = nil) {
+        self.moved = moved
+    }
 
     var current: Int { value.load(ordering: .relaxed) }
 
@@ -15,7 +22,7 @@ final class PlanEpoch: Sendable {
     /// connection already has. Statements in flight when the schema changed each meet it, and
     /// one change must drop every connection's statements once, not once per statement.
     func advance(from epoch: Int) {
-        _ = value.compareExchange(expected: epoch, desired: epoch + 1, ordering: .relaxed)
+        if value.compareExchange(expected: epoch, desired: epoch + 1, ordering: .relaxed).exchanged { moved?.increment() }
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MetricsTestKit
 import NIOCore
 import NIOPosix
 import PassionIdentity
@@ -65,7 +66,8 @@ struct SessionCacheTests {
 
     @Test("the session and live-user checks read on the calling loop's shared connection; only a minute-old session is written to")
     func checksShareTheLoopsConnection() async throws {
-        let pool = try await TestDatabase.migratedPool(size: 2)
+        let metrics = TestMetrics()
+        let pool = try await TestDatabase.migratedPool(size: 2) { $0.metrics = metrics }
         defer { Task { await pool.shutdown() } }
         let here = StoreAuthenticator(pool: pool, configuration: IdentityConfiguration(), logger: Logger(label: "session-cache-tests"))
         let (token, hash) = SessionToken.generate()
@@ -105,6 +107,17 @@ struct SessionCacheTests {
         let service = Principal(kind: .service, id: "game-server", actingForUser: Self.user.postgresText)
         try await Task(executorPreference: executor) { try await here.admit(service, credentials: credentials(Metadata())) }.value
         #expect(pool.sharedReadsServed == shared + 2)
+
+        // Again within the caches' 2 s: no read at all, and the metrics tell hits from misses.
+        _ = try await here.authenticate(credentials(bearer))
+        try await here.admit(service, credentials: credentials(Metadata()))
+        #expect(pool.sharedReadsServed == shared + 2)
+        for cache in ["session", "live_user"] {
+            for result in ["hit", "miss"] {
+                let counted = try metrics.expectCounter("passion_auth_cache_lookups_total", [("cache", cache), ("result", result)])
+                #expect(counted.totalValue == 1, "\(cache) \(result)")
+            }
+        }
         await pool.shutdown()
         try await group.shutdownGracefully()
     }

@@ -1,3 +1,4 @@
+import MetricsTestKit
 import NIOCore
 import NIOPosix
 import PassionRPC
@@ -20,7 +21,11 @@ struct StalePlanTests {
 
     @Test("an autocommit statement runs again, prepared anew, on its connection; the pool's other connections drop theirs too")
     func autocommit() async throws {
-        let (pool, _) = try await TestDatabase.freshPool(size: 2) { $0.sharedReads = false }
+        let metrics = TestMetrics()
+        let (pool, _) = try await TestDatabase.freshPool(size: 2) {
+            $0.sharedReads = false
+            $0.metrics = metrics
+        }
         try await pool.withConnection { first in
             try await pool.withConnection { second in
                 try await first.execute("CREATE TABLE shelf (a int); INSERT INTO shelf VALUES (1)")
@@ -38,6 +43,7 @@ struct StalePlanTests {
                 #expect(try await second.query(Self.read).first?.require("b", as: Int.self) == 2)
             }
         }
+        #expect(try metrics.expectCounter("passion_db_stale_plans_total").totalValue == 1)
         await pool.shutdown()
     }
 

@@ -74,13 +74,15 @@ public enum TestDatabase {
     }
 
     /// A new database with every migration applied, and a pool on it.
-    public static func migratedPool(size: Int = 8) async throws -> PostgresPool {
-        try await migratedDatabase(size: size).pool
+    public static func migratedPool(size: Int = 8, configure: (inout PoolConfiguration) -> Void = { _ in }) async throws -> PostgresPool {
+        try await migratedDatabase(size: size, configure: configure).pool
     }
 
     /// A new database with every migration applied, a pool on it, and its name.
-    public static func migratedDatabase(size: Int = 8) async throws -> (pool: PostgresPool, name: String) {
-        let (pool, name) = try await freshPool(size: size, template: try await template.value)
+    public static func migratedDatabase(
+        size: Int = 8, configure: (inout PoolConfiguration) -> Void = { _ in }
+    ) async throws -> (pool: PostgresPool, name: String) {
+        let (pool, name) = try await freshPool(size: size, template: try await template.value, configure: configure)
         // Nothing to apply: this checks the copy is current, as the server does at start.
         _ = try await Migrator(migrations: try Migration.bundled()).migrate(pool)
         return (pool, name)
