@@ -131,4 +131,39 @@ struct StalePlanTests {
         epoch.advance(from: 1)
         #expect(epoch.current == 2)
     }
+
+    @Test("a DEALLOCATE ALL skipped because a read before it in its batch failed is sent again before the next read", .timeLimit(.minutes(2)))
+    func dropSkipped() async throws {
+        let (pool, _) = try await SharedReadsTests.sharedPool(size: 1)
+        let (group, loop) = try await SharedReadsTests.preparedLoop(pool)
+        let executor = EventLoopTaskExecutor(eventLoop: loop)
+        func onLoop(_ sql: SQL) async throws -> Rows {
+            try await Task(executorPreference: executor) { try await pool.read(sql) }.value
+        }
+        try await pool.withConnection { try await $0.execute("CREATE TABLE shelf (a int); INSERT INTO shelf VALUES (1)") }
+        let sharedPID = try await onLoop("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self)
+        _ = try await onLoop(Self.read)
+
+        // One batch: a read that fails, then (the epoch moved meanwhile) DEALLOCATE ALL and a
+        // read, both skipped. Started inside one loop turn, so that no sync comes between them.
+        let (failed, skipped) = try await loop.submit {
+            let failed = Task(executorPreference: executor) { try await pool.read("SELECT (1 / 0)::int8 AS v") }
+            let skipped = Task(executorPreference: executor) { () -> Int64? in
+                pool.planEpoch.advance(from: 0)
+                return try await pool.read("SELECT 2::int8 AS v").first?.require("v", as: Int64.self)
+            }
+            return (failed, skipped)
+        }.get()
+        let failure = await #expect(throws: StoreError.self) { try await failed.value }
+        #expect(failure?.sqlState == "22012")
+        #expect(try await skipped.value == 2, "run again on a connection of its own")
+
+        let left = try await onLoop(
+            "SELECT count(*) AS n, pg_backend_pid() AS pid FROM pg_prepared_statements WHERE statement = 'SELECT * FROM shelf'"
+        ).first
+        #expect(try left?.require("pid", as: Int.self) == sharedPID, "counted on the shared connection")
+        #expect(try left?.require("n", as: Int.self) == 0, "the statement prepared before the epoch moved is gone")
+        await pool.shutdown()
+        try await group.shutdownGracefully()
+    }
 }
