@@ -53,6 +53,7 @@ public final class StoreAuthenticator: Authenticator {
     /// Users deleted on this instance lately: never cached as live by a lookup that raced it.
     private let deletedUsers: ExpiringSet
     private let cacheMetrics: AuthCacheMetrics
+    private let logger: Logger
 
     /// `cacheClock` times the session and live-user caches (tests move it).
     public init(
@@ -69,6 +70,7 @@ public final class StoreAuthenticator: Authenticator {
         self.liveUsers = ExpiringSet(ttl: configuration.sessionCacheTTL, now: cacheClock)
         self.deletedUsers = ExpiringSet(ttl: max(configuration.sessionCacheTTL, .seconds(60)), now: cacheClock)
         self.trail = AuditTrail(pool: pool, logger: logger)
+        self.logger = logger
         self.cacheMetrics = AuthCacheMetrics(factory: pool.configuration.metrics)
     }
 
@@ -184,19 +186,29 @@ public final class StoreAuthenticator: Authenticator {
         if try row.require("expired", as: Bool.self) {
             throw Self.unauthenticated("the session expired; sign in again", reason: "SESSION_EXPIRED")
         }
-        if try row.require("idle", as: Bool.self) {
-            // The write, at most once a minute per session, on a connection of its own.
-            try await pool.statement { connection in
-                _ = try await connection.query("""
-                    UPDATE sessions SET last_activity = now()
-                    WHERE id = \(Bytes(hash)) AND revoked_at IS NULL AND expires_at > now()
-                      AND last_activity < now() - interval '1 minute'
-                    """)
-            }
-        }
         let entry = SessionCache.Entry(
             hash: hash, userID: try row.require("user_id", as: UUID.self).postgresText,
             expiresAt: try row.require("expires_at", as: Date.self))
+        if try row.require("idle", as: Bool.self) {
+            // The write, at most once a minute per session, on a connection of its own. The
+            // session was live when read, so the call goes on whatever becomes of the write; it
+            // is cached only when the write found the session still live (a sign-out may have
+            // committed in between).
+            do {
+                let touched = try await pool.statement { connection in
+                    try await connection.query("""
+                        UPDATE sessions SET last_activity = now()
+                        WHERE id = \(Bytes(hash)) AND revoked_at IS NULL AND expires_at > now()
+                          AND last_activity < now() - interval '1 minute'
+                        RETURNING 1 AS touched
+                        """)
+                }
+                if !touched.isEmpty { sessions.store(entry) }
+            } catch {
+                logger.warning("could not record a session's activity", metadata: ["error": "\(error)"])
+            }
+            return entry
+        }
         sessions.store(entry)
         return entry
     }
@@ -231,7 +243,8 @@ public final class StoreAuthenticator: Authenticator {
         // A read that takes no locks: it rides the loop's shared connection with the calls'
         // own reads instead of taking a pool connection, which a service acting for many users
         // (each missing the short cache) would do on most calls.
-        let live = try await !pool.read("SELECT 1 AS live FROM users WHERE id = \(id) AND deleted_at IS NULL").isEmpty
+        let live = try await pool.read("SELECT true AS live FROM users WHERE id = \(id) AND deleted_at IS NULL").first?
+            .require("live", as: Bool.self) == true
         guard live else { throw Self.userNotFound }
         // A deletion on this instance while the query ran must not be cached over.
         if !deletedUsers.contains(user) { liveUsers.insert(user) }

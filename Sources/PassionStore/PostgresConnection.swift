@@ -28,6 +28,8 @@ public final class PostgresConnection: @unchecked Sendable {
     let planEpoch: PlanEpoch
     /// The epoch this connection's prepared statements were named in.
     private var preparedInEpoch: Int
+    /// The server may still hold statements of an earlier epoch: a DEALLOCATE ALL failed.
+    private var deallocationOwed = false
     let statementCacheSize: Int
     /// Spans per statement, children of the call's; nil traces nothing.
     private let tracer: (any Tracer)?
@@ -378,7 +380,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     private func preparedName(for sql: SQL) async throws -> String {
-        if planEpoch.current != preparedInEpoch { await dropPrepared() }
+        if planEpoch.current != preparedInEpoch || deallocationOwed { await dropPrepared() }
         let key = StatementKey(sql.text)
         if let name = prepared[key] { return name }
         if prepared.count >= statementCacheSize, let oldest = preparedOrder.first {
@@ -407,8 +409,8 @@ public final class PostgresConnection: @unchecked Sendable {
     private func dropPrepared() async {
         prepared = [:]
         preparedOrder = []
-        let epoch = planEpoch.current
-        if (try? await simple("DEALLOCATE ALL")) != nil { preparedInEpoch = epoch }
+        preparedInEpoch = planEpoch.current
+        deallocationOwed = (try? await simple("DEALLOCATE ALL")) == nil
     }
 
     /// Calls `body` with C strings of `parameters` (nil is SQL NULL), valid during the call.

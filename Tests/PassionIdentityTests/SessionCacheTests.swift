@@ -69,54 +69,76 @@ struct SessionCacheTests {
         let metrics = TestMetrics()
         let pool = try await TestDatabase.migratedPool(size: 2) { $0.metrics = metrics }
         defer { Task { await pool.shutdown() } }
-        let here = StoreAuthenticator(pool: pool, configuration: IdentityConfiguration(), logger: Logger(label: "session-cache-tests"))
-        let (token, hash) = SessionToken.generate()
+        // The caches' clock stands still: every repeat below is within their time.
+        let clock = ManualMonotonicClock()
+        let here = StoreAuthenticator(
+            pool: pool, configuration: IdentityConfiguration(), logger: Logger(label: "session-cache-tests"), cacheClock: { clock.now })
+        let (idleToken, idleHash) = SessionToken.generate()
+        let (freshToken, freshHash) = SessionToken.generate()
         try await pool.withConnection { connection in
             try await connection.query("INSERT INTO users (id, email) VALUES (\(Self.user), 'd@example.com')")
             try await connection.query("""
                 INSERT INTO sessions (id, user_id, expires_at, created_at, last_activity)
-                VALUES (\(Bytes(hash)), \(Self.user), now() + interval '1 day', now() - interval '5 minutes', now() - interval '5 minutes')
+                VALUES (\(Bytes(idleHash)), \(Self.user), now() + interval '1 day', now() - interval '5 minutes', now() - interval '5 minutes'),
+                       (\(Bytes(freshHash)), \(Self.user), now() + interval '1 day', now() - interval '5 minutes', now() - interval '30 seconds')
                 """)
         }
-        func lastActivityAge() async throws -> Int? {
+        func lastActivityAge(_ hash: [UInt8]) async throws -> Int? {
             try await pool.withConnection { connection in
                 try await connection.query("SELECT extract(epoch FROM now() - last_activity)::int8 AS age FROM sessions WHERE id = \(Bytes(hash))")
                     .first?.require("age", as: Int.self)
             }
         }
+        /// Connections taken from the pool so far.
+        func acquired() throws -> Int { try metrics.expectTimer("passion_db_pool_wait_seconds").values.count }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         await LoopReadiness.prepare(loop)
         try #require(LoopReadiness.isWatching(loop), "this kernel grants no AIO poll")
         await pool.sharedReads.prepare(loop)
         let executor = EventLoopTaskExecutor(eventLoop: loop)
-        func credentials(_ metadata: Metadata) -> CallCredentials {
-            CallCredentials(
+        func onLoop<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+            try await Task(executorPreference: executor) { try await body() }.value
+        }
+        @Sendable func credentials(bearer token: String? = nil) -> CallCredentials {
+            var metadata = Metadata()
+            if let token { metadata.add("authorization", "Bearer \(token)") }
+            return CallCredentials(
                 method: MethodDescriptor(service: "passion.v1.Users", method: "Me", kind: .unary), metadata: metadata,
                 peer: "127.0.0.1:40000", peerCertificate: nil)
         }
 
-        var bearer = Metadata()
-        bearer.add("authorization", "Bearer \(token)")
-        let shared = pool.sharedReadsServed
-        let user = try await Task(executorPreference: executor) { try await here.authenticate(credentials(bearer)) }.value
-        #expect(user.id == Self.user.postgresText)
+        var shared = pool.sharedReadsServed
+        var taken = try acquired()
+        #expect(try await onLoop { try await here.authenticate(credentials(bearer: idleToken)) }.id == Self.user.postgresText)
         #expect(pool.sharedReadsServed == shared + 1)
-        #expect(try await lastActivityAge() ?? 600 < 60, "a session idle 5 minutes was touched")
+        #expect(try acquired() == taken + 1, "the idle session's write took a connection")
+        #expect(try await lastActivityAge(idleHash) ?? 600 < 60, "a session idle 5 minutes was touched")
+
+        shared = pool.sharedReadsServed
+        taken = try acquired()
+        #expect(try await onLoop { try await here.authenticate(credentials(bearer: freshToken)) }.id == Self.user.postgresText)
+        #expect(pool.sharedReadsServed == shared + 1)
+        #expect(try acquired() == taken, "a session active 30 s ago is only read")
+        #expect(try await lastActivityAge(freshHash) ?? 0 >= 30)
 
         let service = Principal(kind: .service, id: "game-server", actingForUser: Self.user.postgresText)
-        try await Task(executorPreference: executor) { try await here.admit(service, credentials: credentials(Metadata())) }.value
-        #expect(pool.sharedReadsServed == shared + 2)
+        shared = pool.sharedReadsServed
+        taken = try acquired()
+        try await onLoop { try await here.admit(service, credentials: credentials()) }
+        #expect(pool.sharedReadsServed == shared + 1)
+        #expect(try acquired() == taken)
 
-        // Again within the caches' 2 s: no read at all, and the metrics tell hits from misses.
-        _ = try await here.authenticate(credentials(bearer))
-        try await here.admit(service, credentials: credentials(Metadata()))
-        #expect(pool.sharedReadsServed == shared + 2)
-        for cache in ["session", "live_user"] {
-            for result in ["hit", "miss"] {
-                let counted = try metrics.expectCounter("passion_auth_cache_lookups_total", [("cache", cache), ("result", result)])
-                #expect(counted.totalValue == 1, "\(cache) \(result)")
-            }
+        // Again, within the caches' time: no read at all, and the metrics tell hits from misses.
+        shared = pool.sharedReadsServed
+        taken = try acquired()
+        _ = try await onLoop { try await here.authenticate(credentials(bearer: idleToken)) }
+        try await onLoop { try await here.admit(service, credentials: credentials()) }
+        #expect(pool.sharedReadsServed == shared)
+        #expect(try acquired() == taken)
+        for (cache, result, count) in [("session", "hit", 1), ("session", "miss", 2), ("live_user", "hit", 1), ("live_user", "miss", 1)] {
+            let counted = try metrics.expectCounter("passion_auth_cache_lookups_total", [("cache", cache), ("result", result)])
+            #expect(counted.totalValue == Int64(count), "\(cache) \(result)")
         }
         await pool.shutdown()
         try await group.shutdownGracefully()

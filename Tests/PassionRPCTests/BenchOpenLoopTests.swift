@@ -48,7 +48,9 @@ struct BenchOpenLoopTests {
         }
     }
 
-    @Test("a server that goes away mid-run, thousands of calls behind: every call of the window is counted, the refused ones by status, and bench exits cleanly")
+    @Test(
+        "a server that goes away mid-run, thousands of calls behind: every call of the window is counted, the refused ones by status, and bench exits cleanly",
+        .timeLimit(.minutes(1)))
     func serverGoesAway() async throws {
         let (entered, signal) = AsyncStream.makeStream(of: Int.self)
         let answered = Mutex(0)

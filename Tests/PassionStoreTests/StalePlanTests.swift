@@ -143,6 +143,11 @@ struct StalePlanTests {
         try await pool.withConnection { try await $0.execute("CREATE TABLE shelf (a int); INSERT INTO shelf VALUES (1)") }
         let sharedPID = try await onLoop("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self)
         _ = try await onLoop(Self.read)
+        let count: SQL = "SELECT count(*) AS n, pg_backend_pid() AS pid FROM pg_prepared_statements WHERE statement = 'SELECT * FROM shelf'"
+        let before = try await onLoop(count).first
+        #expect(try before?.require("pid", as: Int.self) == sharedPID)
+        #expect(try before?.require("n", as: Int.self) == 1, "prepared on the shared connection")
+        let served = pool.sharedReadsServed
 
         // One batch: a read that fails, then (the epoch moved meanwhile) DEALLOCATE ALL and a
         // read, both skipped. Started inside one loop turn, so that no sync comes between them.
@@ -157,10 +162,9 @@ struct StalePlanTests {
         let failure = await #expect(throws: StoreError.self) { try await failed.value }
         #expect(failure?.sqlState == "22012")
         #expect(try await skipped.value == 2, "run again on a connection of its own")
+        #expect(pool.sharedReadsServed == served, "skipped in the shared pipeline, as the DEALLOCATE ALL before it was")
 
-        let left = try await onLoop(
-            "SELECT count(*) AS n, pg_backend_pid() AS pid FROM pg_prepared_statements WHERE statement = 'SELECT * FROM shelf'"
-        ).first
+        let left = try await onLoop(count).first
         #expect(try left?.require("pid", as: Int.self) == sharedPID, "counted on the shared connection")
         #expect(try left?.require("n", as: Int.self) == 0, "the statement prepared before the epoch moved is gone")
         await pool.shutdown()
