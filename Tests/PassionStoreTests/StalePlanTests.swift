@@ -70,26 +70,13 @@ struct StalePlanTests {
 
     @Test("a shared read runs again elsewhere; the shared connection then drops its prepared statements in its pipeline", .timeLimit(.minutes(2)))
     func sharedRead() async throws {
-        let (pool, _) = try await SharedReadsTests.sharedPool(size: 1)
-        let (group, loop) = try await SharedReadsTests.preparedLoop(pool)
-        let executor = EventLoopTaskExecutor(eventLoop: loop)
-        func onLoop(_ sql: SQL) async throws -> Rows {
-            try await Task(executorPreference: executor) { try await pool.read(sql) }.value
-        }
-        try await pool.withConnection { try await $0.execute("CREATE TABLE shelf (a int); INSERT INTO shelf VALUES (1)") }
-        let sharedPID = try await onLoop("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self)
-        _ = try await onLoop(Self.read)
-        try await pool.withConnection { try await $0.execute("ALTER TABLE shelf ADD COLUMN b int DEFAULT 2") }
+        let shelf = try await SharedShelf.start()
+        try await shelf.pool.withConnection { try await $0.execute("ALTER TABLE shelf ADD COLUMN b int DEFAULT 2") }
 
-        #expect(try await onLoop(Self.read).first?.require("b", as: Int.self) == 2)
-        #expect(try await onLoop(Self.read).first?.require("b", as: Int.self) == 2)
-        let left = try await onLoop(
-            "SELECT count(*) AS n, pg_backend_pid() AS pid FROM pg_prepared_statements WHERE statement = 'SELECT * FROM shelf'"
-        ).first
-        #expect(try left?.require("pid", as: Int.self) == sharedPID, "counted on the shared connection")
-        #expect(try left?.require("n", as: Int.self) == 1, "only the statement prepared after the change")
-        await pool.shutdown()
-        try await group.shutdownGracefully()
+        #expect(try await shelf.onLoop(Self.read).first?.require("b", as: Int.self) == 2)
+        #expect(try await shelf.onLoop(Self.read).first?.require("b", as: Int.self) == 2)
+        #expect(try await shelf.preparedOnShared() == 1, "only the statement prepared after the change")
+        try await shelf.stop()
     }
 
     @Test("another 0A000 (a feature the server does not support) fails its call once, on either path, and drops nothing")
@@ -134,24 +121,14 @@ struct StalePlanTests {
 
     @Test("a DEALLOCATE ALL skipped because a read before it in its batch failed is sent again before the next read", .timeLimit(.minutes(2)))
     func dropSkipped() async throws {
-        let (pool, _) = try await SharedReadsTests.sharedPool(size: 1)
-        let (group, loop) = try await SharedReadsTests.preparedLoop(pool)
-        let executor = EventLoopTaskExecutor(eventLoop: loop)
-        func onLoop(_ sql: SQL) async throws -> Rows {
-            try await Task(executorPreference: executor) { try await pool.read(sql) }.value
-        }
-        try await pool.withConnection { try await $0.execute("CREATE TABLE shelf (a int); INSERT INTO shelf VALUES (1)") }
-        let sharedPID = try await onLoop("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self)
-        _ = try await onLoop(Self.read)
-        let count: SQL = "SELECT count(*) AS n, pg_backend_pid() AS pid FROM pg_prepared_statements WHERE statement = 'SELECT * FROM shelf'"
-        let before = try await onLoop(count).first
-        #expect(try before?.require("pid", as: Int.self) == sharedPID)
-        #expect(try before?.require("n", as: Int.self) == 1, "prepared on the shared connection")
+        let shelf = try await SharedShelf.start()
+        let (pool, executor) = (shelf.pool, shelf.executor)
+        #expect(try await shelf.preparedOnShared() == 1)
         let served = pool.sharedReadsServed
 
         // One batch: a read that fails, then (the epoch moved meanwhile) DEALLOCATE ALL and a
         // read, both skipped. Started inside one loop turn, so that no sync comes between them.
-        let (failed, skipped) = try await loop.submit {
+        let (failed, skipped) = try await shelf.loop.submit {
             let failed = Task(executorPreference: executor) { try await pool.read("SELECT (1 / 0)::int8 AS v") }
             let skipped = Task(executorPreference: executor) { () -> Int64? in
                 pool.planEpoch.advance(from: 0)
@@ -163,11 +140,49 @@ struct StalePlanTests {
         #expect(failure?.sqlState == "22012")
         #expect(try await skipped.value == 2, "run again on a connection of its own")
         #expect(pool.sharedReadsServed == served, "skipped in the shared pipeline, as the DEALLOCATE ALL before it was")
+        #expect(try await shelf.preparedOnShared() == 0, "the statement prepared before the epoch moved is gone")
+        try await shelf.stop()
+    }
+}
 
-        let left = try await onLoop(count).first
-        #expect(try left?.require("pid", as: Int.self) == sharedPID, "counted on the shared connection")
-        #expect(try left?.require("n", as: Int.self) == 0, "the statement prepared before the epoch moved is gone")
+/// A pool whose one event loop has its shared connection open, a table `shelf` of one row, and
+/// `SELECT * FROM shelf` prepared on that shared connection.
+private struct SharedShelf {
+    let pool: PostgresPool
+    let group: MultiThreadedEventLoopGroup
+    let loop: any EventLoop
+    let sharedPID: Int?
+
+    var executor: EventLoopTaskExecutor { EventLoopTaskExecutor(eventLoop: loop) }
+
+    static func start() async throws -> SharedShelf {
+        let (pool, _) = try await SharedReadsTests.sharedPool(size: 1)
+        let (group, loop) = try await SharedReadsTests.preparedLoop(pool)
+        try await pool.withConnection { try await $0.execute("CREATE TABLE shelf (a int); INSERT INTO shelf VALUES (1)") }
+        let reader = SharedShelf(pool: pool, group: group, loop: loop, sharedPID: nil)
+        let pid = try await reader.onLoop("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self)
+        _ = try await reader.onLoop("SELECT * FROM shelf")
+        return SharedShelf(pool: pool, group: group, loop: loop, sharedPID: pid)
+    }
+
+    /// A read from a task on the loop: on its shared connection when it can take it.
+    func onLoop(_ sql: SQL) async throws -> Rows {
+        let pool = self.pool
+        return try await Task(executorPreference: executor) { try await pool.read(sql) }.value
+    }
+
+    /// How many copies of `SELECT * FROM shelf` the shared connection holds prepared.
+    func preparedOnShared() async throws -> Int? {
+        let row = try await onLoop(
+            "SELECT count(*) AS n, pg_backend_pid() AS pid FROM pg_prepared_statements WHERE statement = 'SELECT * FROM shelf'"
+        ).first
+        #expect(try row?.require("pid", as: Int.self) == sharedPID, "counted on the shared connection")
+        return try row?.require("n", as: Int.self)
+    }
+
+    func stop() async throws {
         await pool.shutdown()
         try await group.shutdownGracefully()
     }
 }
+
