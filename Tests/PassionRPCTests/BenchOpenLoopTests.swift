@@ -60,6 +60,9 @@ struct BenchOpenLoopTests {
         let server = try await TestServer.start(routes: { router in
             router.register(echo, .unary { _, _ in
                 signal.yield(answered.withLock { $0 += 1; return $0 })
+                // A slow server, not a wait for something: the bench's schedule runs on the real
+                // clock in another process, so only real time makes calls fall behind. Nothing
+                // below depends on how long it takes; a slower machine only adds to the backlog.
                 try await Task.sleep(for: .milliseconds(50))
                 return ByteBuffer()
             })
