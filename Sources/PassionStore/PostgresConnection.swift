@@ -21,7 +21,7 @@ public final class PostgresConnection: @unchecked Sendable {
     /// The loop that waits for this connection's socket, and runs its transactions, unless
     /// the caller's event loop does (`LoopReadiness`).
     let poller: PostgresPoller
-    private var prepared: [StatementKey: String] = [:]
+    private var prepared: [StatementKey: StatementName] = [:]
     private var preparedOrder: [StatementKey] = []
     /// Shared with the pool's other connections: a stale plan met anywhere drops this
     /// connection's prepared statements too.
@@ -202,8 +202,8 @@ public final class PostgresConnection: @unchecked Sendable {
         let sent = Self.withParameters(sql.parameters) { values in
             // A traced statement's text is new on every call: preparing it would only fill the cache.
             func send() -> Bool {
-                if let name { return PQsendQueryPrepared(connection, name, Int32(values.count), values, nil, nil, 0) == 1 }
-                return PQsendQueryParams(connection, text, Int32(values.count), nil, values, nil, nil, 0) == 1
+                if let name { return PQsendQueryPrepared(connection, name.cString, Int32(values.count), values.baseAddress, nil, nil, 0) == 1 }
+                return PQsendQueryParams(connection, text, Int32(values.count), nil, values.baseAddress, nil, nil, 0) == 1
             }
             if prologue.isEmpty { return send() }
             // The transaction's opening statements and this one in one libpq pipeline.
@@ -379,7 +379,7 @@ public final class PostgresConnection: @unchecked Sendable {
         return statementRows
     }
 
-    private func preparedName(for sql: SQL) async throws -> String {
+    private func preparedName(for sql: SQL) async throws -> StatementName {
         if planEpoch.current != preparedInEpoch || deallocationOwed { await dropPrepared() }
         let key = StatementKey(sql.text)
         if let name = prepared[key] { return name }
@@ -387,13 +387,13 @@ public final class PostgresConnection: @unchecked Sendable {
             preparedOrder.removeFirst()
             if let name = prepared.removeValue(forKey: oldest) {
                 // Not through execute: a pending BEGIN must travel with the statement it opens.
-                _ = try? await simple("DEALLOCATE \(name)")
+                _ = try? await simple("DEALLOCATE \(name.text)")
             }
         }
-        let name = "passion_\(nextStatement)"
+        let name = StatementName("passion_\(nextStatement)")
         nextStatement += 1
         // Pending transaction statements stay pending: PQsendPrepare is its own message.
-        guard PQsendPrepare(connection, name, sql.text, Int32(sql.parameters.count), nil) == 1 else {
+        guard PQsendPrepare(connection, name.cString, sql.text, Int32(sql.parameters.count), nil) == 1 else {
             throw StoreError.connection(Self.message(connection))
         }
         _ = try await collect(sql: nil)
@@ -414,10 +414,30 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Calls `body` with C strings of `parameters` (nil is SQL NULL), valid during the call.
-    static func withParameters<T>(_ parameters: [String?], _ body: ([UnsafePointer<CChar>?]) -> T) -> T {
-        var copies = parameters.map { $0.flatMap { strdup($0) } }
-        defer { for pointer in copies { free(pointer) } }
-        return copies.withUnsafeMutableBufferPointer { buffer in body(buffer.map { UnsafePointer<CChar>($0) }) }
+    /// Copied into one scratch block (on the stack when small) rather than a `strdup` each: a
+    /// read's parameters are a few dozen bytes, and their allocations were a tenth of a call's.
+    static func withParameters<T>(_ parameters: [String?], _ body: (UnsafeBufferPointer<UnsafePointer<CChar>?>) -> T) -> T {
+        let bytes = parameters.reduce(0) { total, parameter in total + (parameter.map { $0.utf8.count + 1 } ?? 0) }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: max(bytes, 1)) { text in
+            withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: max(parameters.count, 1)) { pointers in
+                var offset = 0
+                for (index, parameter) in parameters.enumerated() {
+                    guard var parameter, let base = text.baseAddress else {
+                        pointers[index] = nil
+                        continue
+                    }
+                    let start = base + offset
+                    let count = parameter.withUTF8 { utf8 in
+                        UnsafeMutableRawBufferPointer(start: start, count: utf8.count).copyMemory(from: UnsafeRawBufferPointer(utf8))
+                        return utf8.count
+                    }
+                    start[count] = 0
+                    pointers[index] = UnsafePointer(start)
+                    offset += count + 1
+                }
+                return body(UnsafeBufferPointer(rebasing: pointers[..<parameters.count]))
+            }
+        }
     }
 
     static func message(_ connection: OpaquePointer) -> String {

@@ -25,7 +25,7 @@ final class ReadPipeline: @unchecked Sendable {
         let key: StatementKey
         let sentAt: ContinuousClock.Instant
         /// The prepared statement it names, if any.
-        let name: String?
+        let name: StatementName?
         /// Results still to come for it: 2 while the prepare sent on its way is unanswered.
         var resultsLeft: Int
         var rows: Rows?
@@ -52,7 +52,7 @@ final class ReadPipeline: @unchecked Sendable {
     private let id: ObjectIdentifier
     /// Oldest first, as the server answers them.
     private var queue: [Pending] = []
-    private var prepared: [StatementKey: String] = [:]
+    private var prepared: [StatementKey: StatementName] = [:]
     private var preparedEver = 0
     /// The pool's `PlanEpoch` when `prepared` was last emptied; -1 once a DEALLOCATE ALL failed.
     private var preparedInEpoch: Int
@@ -121,18 +121,18 @@ final class ReadPipeline: @unchecked Sendable {
         var results = 1
         let sent = PostgresConnection.withParameters(sql.parameters) { values -> Bool in
             let count = Int32(values.count)
-            if let name { return PQsendQueryPrepared(handle, name, count, values, nil, nil, 0) == 1 }
+            if let name { return PQsendQueryPrepared(handle, name.cString, count, values.baseAddress, nil, nil, 0) == 1 }
             guard prepared.count < connection.statementCacheSize else {
                 // A full cache: unprepared, since dropping a statement a queued read may still
                 // name would fail that read.
-                return PQsendQueryParams(handle, sql.text, count, nil, values, nil, nil, 0) == 1
+                return PQsendQueryParams(handle, sql.text, count, nil, values.baseAddress, nil, nil, 0) == 1
             }
-            let newName = "passion_read_\(preparedEver)"
+            let newName = StatementName("passion_read_\(preparedEver)")
             preparedEver += 1
             name = newName
             results = 2
-            return PQsendPrepare(handle, newName, sql.text, count, nil) == 1
-                && PQsendQueryPrepared(handle, newName, count, values, nil, nil, 0) == 1
+            return PQsendPrepare(handle, newName.cString, sql.text, count, nil) == 1
+                && PQsendQueryPrepared(handle, newName.cString, count, values.baseAddress, nil, nil, 0) == 1
         }
         // Named at once: a read of the same text sent before this one's answer follows the
         // prepare in the pipeline, so the server knows the name by then.

@@ -33,6 +33,7 @@ public struct SQL: Sendable, Hashable, ExpressibleByStringInterpolation {
 
         public init(literalCapacity: Int, interpolationCount: Int) {
             text.reserveCapacity(literalCapacity + interpolationCount * 3)
+            parameters.reserveCapacity(interpolationCount)
         }
 
         public mutating func appendLiteral(_ literal: String) {
@@ -133,5 +134,17 @@ struct StatementKey: Hashable {
             hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: raw.prefix(ends)))
             hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: raw.suffix(ends)))
         }
+    }
+}
+
+/// A prepared statement's name, kept as the C string libpq takes: a `String` handed to a C
+/// function is copied into a fresh array on every call, one allocation per read.
+struct StatementName: Equatable, Sendable {
+    let text: String
+    let cString: [CChar]
+
+    init(_ text: String) {
+        self.text = text
+        cString = Array(text.utf8CString)
     }
 }

@@ -27,6 +27,11 @@ public struct Metadata: Sendable, Hashable, Sequence, ExpressibleByDictionaryLit
 
     public func makeIterator() -> IndexingIterator<[Entry]> { entries.makeIterator() }
 
+    /// Room for `count` entries, so that reading a block grows the storage once.
+    mutating func reserveCapacity(_ count: Int) {
+        entries.reserveCapacity(count)
+    }
+
     /// Appends a text value.
     public mutating func add(_ key: String, _ value: String) {
         entries.append(Entry(key: key, value: Array(value.utf8)))
@@ -94,6 +99,7 @@ extension ByteBuffer {
             throw WireError(.malformedFrame, "truncated metadata block")
         }
         var metadata = Metadata()
+        metadata.reserveCapacity(Int(count))
         for _ in 0..<count {
             guard let keyLength = readInteger(as: UInt8.self),
                 let key = readString(length: Int(keyLength)),

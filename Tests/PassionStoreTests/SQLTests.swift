@@ -26,6 +26,19 @@ struct SQLTests {
         #expect(after.text == "SELECT $1, '$1 is text here'" && after.parameters == ["5"])
     }
 
+    @Test("parameters reach libpq as C strings of their exact bytes, NULL as a null pointer, however many")
+    func parameterCStrings() {
+        let bridged = NSString(string: "bridged from Foundation, not native") as String
+        let values: [String?] = ["", nil, "caf\u{E9} \u{1F600}", String(repeating: "x", count: 5_000), "short", bridged, nil]
+        let seen = PostgresConnection.withParameters(values) { pointers in pointers.map { $0.map { String(cString: $0) } } }
+        #expect(seen == values)
+        // Past the stack's share: a bulk statement's thousands of binds.
+        let many = (0..<20_000).map { Optional("value \($0)") }
+        let manySeen = PostgresConnection.withParameters(many) { pointers in pointers.map { $0.map { String(cString: $0) } } }
+        #expect(manySeen == many)
+        #expect(PostgresConnection.withParameters([]) { $0.count } == 0)
+    }
+
     @Test("a statement key is the text's bytes: alike at both ends is not equal, canonically equivalent is not equal")
     func statementKeys() {
         let padding = String(repeating: "x", count: 100)
