@@ -130,8 +130,7 @@ public final class StoreAuthenticator: Authenticator {
 
     private func verify(authorization: String, peerHost: () -> String) async throws -> Principal {
         // Parsed by hand: this runs on every call, and Foundation's trimming costs microseconds.
-        let malformed = Self.unauthenticated(
-            "authorization must be \"Bearer <session token>\" or \"ServiceKey <key>\"", reason: "AUTHORIZATION_MALFORMED")
+        let malformed = Self.malformedAuthorization
         guard let space = authorization.firstIndex(of: " ") else { throw malformed }
         let scheme = authorization[..<space]
         var credential = authorization[authorization.index(after: space)...]
@@ -164,6 +163,10 @@ public final class StoreAuthenticator: Authenticator {
         }
         return Principal(kind: .user, id: session.userID, sessionID: Crypto.hex(hash))
     }
+
+    /// Made once: built in `verify` it cost every call its strings, refused or not.
+    static let malformedAuthorization = unauthenticated(
+        "authorization must be \"Bearer <session token>\" or \"ServiceKey <key>\"", reason: "AUTHORIZATION_MALFORMED")
 
     static func unauthenticated(_ message: String, reason: String) -> RPCError {
         RPCError(code: .unauthenticated, message: message, details: ErrorDetails(reason: reason))

@@ -161,12 +161,12 @@ public final class PostgresConnection: @unchecked Sendable {
     /// goes unprepared, its text tagged with the trace (see `tracedText`).
     @discardableResult
     public func query(_ sql: SQL) async throws -> Rows {
-        try await query(sql, readingResult: Rows.init(copying:))
+        try await query(sql, readingResult: Rows.init)
     }
 
     /// `query`, its successful result handed to `read` before libpq frees it: for callers that
     /// take what they need from the result in place instead of copying every value first.
-    func query<Value>(_ sql: SQL, readingResult read: (OpaquePointer) throws -> Value) async throws -> Value {
+    func query<Value>(_ sql: SQL, readingResult read: (ResultStorage) throws -> Value) async throws -> Value {
         try Self.refuseUnsendable(sql)
         guard let tracer else { return try await run(sql, read) }
         return try await Self.withStatementSpan(sql, tracer: tracer) { try await run(sql, read) }
@@ -189,11 +189,11 @@ public final class PostgresConnection: @unchecked Sendable {
 
     static let maximumParameters = 65_535
 
-    private func run<Value>(_ sql: SQL, _ read: (OpaquePointer) throws -> Value) async throws -> Value {
+    private func run<Value>(_ sql: SQL, _ read: (ResultStorage) throws -> Value) async throws -> Value {
         try await retryingStalePlan { try await runOnce(sql, read) }
     }
 
-    private func runOnce<Value>(_ sql: SQL, _ read: (OpaquePointer) throws -> Value) async throws -> Value {
+    private func runOnce<Value>(_ sql: SQL, _ read: (ResultStorage) throws -> Value) async throws -> Value {
         let trace = TraceContext.current.flatMap { $0.isSampled ? $0 : nil }
         let name = trace == nil ? try await preparedName(for: sql) : nil
         let text = trace.map { Self.tracedText(sql, $0) } ?? sql.text
@@ -324,10 +324,10 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// Every result of the statement just sent: the last one's rows, or the first failure.
     private func collect(sql: String?) async throws -> Rows {
-        try await collect(sql: sql, Rows.init(copying:))
+        try await collect(sql: sql, Rows.init)
     }
 
-    private func collect<Value>(sql: String?, _ read: (OpaquePointer) throws -> Value) async throws -> Value {
+    private func collect<Value>(sql: String?, _ read: (ResultStorage) throws -> Value) async throws -> Value {
         try await flush()
         var outcome: Result<Value, any Error>?
         while let result = try await nextResult() {
@@ -340,7 +340,7 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// The results of a pipeline of `statements` ending in a sync: the last statement's rows,
     /// or the first failure among them.
-    private func collectPipeline<Value>(statements: Int, sql: String, _ read: (OpaquePointer) throws -> Value) async throws -> Value {
+    private func collectPipeline<Value>(statements: Int, sql: String, _ read: (ResultStorage) throws -> Value) async throws -> Value {
         try await flush()
         var failure: (any Error)?
         var statementRows: Value?
@@ -445,15 +445,16 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     private func rows(from result: OpaquePointer?, sql: String?) throws -> Rows {
-        try read(result, sql: sql, Rows.init(copying:))
+        try read(result, sql: sql, Rows.init)
     }
 
-    /// `read`'s answer from a successful result, or the result's error; frees the result.
-    private func read<Value>(_ result: OpaquePointer?, sql: String?, _ read: (OpaquePointer) throws -> Value) throws -> Value {
+    /// `read`'s answer from a successful result, or the result's error. The result is freed
+    /// with the last reference to its storage (at once, unless the answer is `Rows`).
+    private func read<Value>(_ result: OpaquePointer?, sql: String?, _ read: (ResultStorage) throws -> Value) throws -> Value {
         guard let result else {
             throw StoreError.connection(Self.message(connection))
         }
-        defer { PQclear(result) }
+        let storage = ResultStorage(result)
         let status = PQresultStatus(result)
         guard status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK || status == PGRES_EMPTY_QUERY else {
             var error = Self.error(from: result, connection: connection)
@@ -472,7 +473,7 @@ public final class PostgresConnection: @unchecked Sendable {
             }
             throw error
         }
-        return try read(result)
+        return try read(storage)
     }
 
     static func error(from result: OpaquePointer, connection: OpaquePointer) -> StoreError {

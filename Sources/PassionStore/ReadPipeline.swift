@@ -211,7 +211,7 @@ final class ReadPipeline: @unchecked Sendable {
     /// Files one result under the oldest read, answering it with its last; false when the
     /// connection is done for (a result nobody is owed, or the session ending).
     private func take(_ result: OpaquePointer) -> Bool {
-        defer { PQclear(result) }
+        let storage = ResultStorage(result)
         let status = PQresultStatus(result)
         if status == PGRES_PIPELINE_SYNC {
             syncsOwed -= 1
@@ -226,7 +226,7 @@ final class ReadPipeline: @unchecked Sendable {
         let isPrepare = queue[0].resultsLeft > 0
         switch status {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
-            if !isPrepare { queue[0].rows = Rows(copying: result) }
+            if !isPrepare { queue[0].rows = Rows(storage) }
         case PGRES_PIPELINE_ABORTED:
             // An earlier read in its batch failed, so the server skipped this one.
             if isPrepare { forgetName(of: queue[0]) }

@@ -88,6 +88,6 @@ public struct ResultView {
 extension PostgresConnection {
     /// Runs `sql` like `query(_:)` and hands its rows to `read` in place, before libpq frees them.
     public func query<Value>(_ sql: SQL, reading read: (ResultView) throws -> Value) async throws -> Value {
-        try await query(sql, readingResult: { try read(ResultView($0)) })
+        try await query(sql, readingResult: { try read(ResultView($0.result)) })
     }
 }

@@ -1,67 +1,81 @@
 import CLibPQ
+import Foundation
 
-/// The rows a statement returned, copied out of libpq's result.
+/// A libpq result, freed when the last `Rows` or `Row` reading it is gone.
+///
+/// Unchecked Sendable: libpq never changes a result after making it, and reading one from
+/// several threads at once is safe (libpq's documentation: results "can be passed around freely
+/// between threads").
+final class ResultStorage: @unchecked Sendable {
+    let result: OpaquePointer
+
+    init(_ result: OpaquePointer) {
+        self.result = result
+    }
+
+    deinit {
+        PQclear(result)
+    }
+}
+
+/// The rows a statement returned, read in place from libpq's result: a value is made only when
+/// a caller decodes it. Copying every value into strings first cost a read five allocations
+/// and more than the decoding that followed.
 public struct Rows: Sendable, Sequence {
-    public let columns: [String]
-    private let values: [[String?]]
+    private let storage: ResultStorage
+
+    init(_ storage: ResultStorage) {
+        self.storage = storage
+    }
+
+    public var columns: [String] { Row(storage: storage, index: 0).columns }
+
     /// Rows the statement affected (INSERT/UPDATE/DELETE), or returned.
-    public let affected: Int
-
-    init(columns: [String], values: [[String?]], affected: Int) {
-        self.columns = columns
-        self.values = values
-        self.affected = affected
+    public var affected: Int {
+        Int(String(cString: PQcmdTuples(storage.result))) ?? count
     }
 
-    /// Every value of a successful libpq result, as text.
-    init(copying result: OpaquePointer) {
-        let rowCount = Int(PQntuples(result))
-        let columnCount = Int(PQnfields(result))
-        let columns = (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
-        var values: [[String?]] = []
-        values.reserveCapacity(rowCount)
-        for row in 0..<rowCount {
-            var record: [String?] = []
-            record.reserveCapacity(columnCount)
-            for column in 0..<columnCount {
-                if PQgetisnull(result, Int32(row), Int32(column)) == 1 {
-                    record.append(nil)
-                } else {
-                    record.append(String(cString: PQgetvalue(result, Int32(row), Int32(column))))
-                }
-            }
-            values.append(record)
-        }
-        let affected = Int(String(cString: PQcmdTuples(result))) ?? rowCount
-        self.init(columns: columns, values: values, affected: affected)
-    }
-
-    public var count: Int { values.count }
-    public var isEmpty: Bool { values.isEmpty }
-    public var first: Row? { values.first.map { Row(columns: columns, values: $0) } }
+    public var count: Int { Int(PQntuples(storage.result)) }
+    public var isEmpty: Bool { count == 0 }
+    public var first: Row? { isEmpty ? nil : Row(storage: storage, index: 0) }
 
     public func makeIterator() -> AnyIterator<Row> {
         var index = 0
-        return AnyIterator {
-            guard index < values.count else { return nil }
+        let count = count
+        return AnyIterator { [storage] in
+            guard index < count else { return nil }
             defer { index += 1 }
-            return Row(columns: columns, values: values[index])
+            return Row(storage: storage, index: Int32(index))
         }
     }
 }
 
 /// One row: typed access by column name.
 public struct Row: Sendable {
-    let columns: [String]
-    let values: [String?]
+    fileprivate let storage: ResultStorage
+    fileprivate let index: Int32
+
+    /// The result's column names, in order.
+    public var columns: [String] {
+        (0..<PQnfields(storage.result)).map { String(cString: PQfname(storage.result, $0)) }
+    }
 
     /// The column's value, or nil for SQL NULL; throws when the column is missing or does not
     /// read as `T`.
     public func decode<T: PostgresDecodable>(_ column: String, as type: T.Type = T.self) throws -> T? {
-        guard let index = columns.firstIndex(of: column) else {
-            throw PostgresDecodingError(type: "column", text: column)
+        let result = storage.result
+        guard let field = Self.field(named: column, in: result) else { throw PostgresDecodingError(type: "column", text: column) }
+        guard PQgetisnull(result, index, field) == 0, let value = PQgetvalue(result, index, field) else { return nil }
+        return try T(postgresText: String(cString: value))
+    }
+
+    /// The position of the column named exactly `name`. Not PQfnumber, which folds case unless
+    /// the name is in double quotes; and through withCString, since a String handed to C
+    /// directly is copied into a new array.
+    private static func field(named name: String, in result: OpaquePointer) -> Int32? {
+        name.withCString { wanted in
+            (0..<PQnfields(result)).first { strcmp(PQfname(result, $0), wanted) == 0 }
         }
-        return try values[index].map { try T(postgresText: $0) }
     }
 
     /// A NOT NULL column's value.

@@ -122,6 +122,26 @@ struct RecordDecodingTests {
         }
     }
 
+    @Test("rows are read in place from libpq's result: after their connection is gone, by exact column name, NULL as nil")
+    func rowsOutliveTheirConnection() async throws {
+        let pool = try await TestDatabase.migratedPool(size: 1)
+        let rows = try await pool.withConnection { connection in
+            try await connection.query(#"""
+                SELECT n, 'v' || n AS "Label", CASE WHEN n = 2 THEN NULL ELSE n * 10 END AS tens FROM generate_series(1, 3) n
+                """#)
+        }
+        await pool.shutdown()
+        #expect(rows.count == 3 && rows.columns == ["n", "Label", "tens"] && rows.affected == 3)
+        #expect(try rows.map { try $0.require("n", as: Int.self) } == [1, 2, 3])
+        #expect(try rows.map { try $0.decode("tens", as: Int.self) } == [10, nil, 30])
+        #expect(try rows.first?.require("Label", as: String.self) == "v1")
+        // Exactly as named: PostgreSQL folds the case of names in SQL text, not of a name we look up.
+        for folded in ["label", "N"] {
+            let error = #expect(throws: PostgresDecodingError.self) { try rows.first?.decode(folded, as: String.self) }
+            #expect(error?.type == "column" && error?.text == folded)
+        }
+    }
+
     @Test("documents: wrong JSON types, fractions, out of range, nested paths, and text that is not JSON are refused")
     func badDocuments() throws {
         func progress(_ json: String) throws -> QuestProgressRecord { try QuestProgressRecord(fields: DocumentFields(text: json)) }
