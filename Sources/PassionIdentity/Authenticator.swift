@@ -84,7 +84,8 @@ public final class StoreAuthenticator: Authenticator {
                         code: .invalidArgument, message: "as-user must be a user id (UUID)",
                         details: ErrorDetails(reason: "AS_USER_MALFORMED", fields: ["field": "as-user"])))
             }
-            principal.actingForUser = id.postgresText
+            // The id's canonical text; the header's own when it already is (no new string).
+            principal.actingForUser = asUser.utf8.contains(where: { (0x41...0x5A).contains($0) }) ? id.postgresText : asUser
         }
         return principal
     }

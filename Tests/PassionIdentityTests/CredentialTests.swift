@@ -105,6 +105,13 @@ struct CredentialTests {
             let row = try #require(try await harness.auditRows(action: "user.updated").first)
             #expect(try row.require("principal", as: String.self) == "service:everything>user:\(user.id)")
             #expect(try row.require("user_id", as: UUID.self).uuidString.lowercased() == user.id)
+            // The id in capitals is the same user, audited under its canonical (lower-case) text.
+            _ = try await harness.connection.users.updateProfile(options: ServiceHarness.service("everything", asUser: user.id.uppercased())) {
+                $0.displayName = "Changed again"
+                $0.updateMask.paths = ["display_name"]
+            }
+            let principals = try await harness.auditRows(action: "user.updated").map { try $0.require("principal", as: String.self) }
+            #expect(principals == Array(repeating: "service:everything>user:\(user.id)", count: 2))
             // A user id that does not exist: NOT_FOUND, as for any missing resource.
             await expectRPCError(.notFound) {
                 try await harness.connection.users.me(MeRequest(), options: ServiceHarness.service("everything", asUser: UUID().uuidString))
