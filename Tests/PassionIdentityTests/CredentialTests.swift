@@ -93,6 +93,28 @@ struct CredentialTests {
         }
     }
 
+    @Test("a remembered service key passes in every spelling of its header, again and again; near misses are refused")
+    func rememberedServiceKeys() async throws {
+        try await ServiceHarness.with { harness in
+            let user = try await harness.signIn()
+            let header = try #require(ServiceHarness.service("reader").metadata["authorization"])
+            let key = header.dropFirst("ServiceKey ".count)
+            let spellings = [header, header, "servicekey  \(key) ", "SERVICEKEY \(key)", header]
+            for spelling in spellings {
+                let fetched = try await harness.connection.users.getUser(
+                    GetUserRequest.with { $0.userID = user.id }, options: CallOptions(metadata: ["authorization": spelling]))
+                #expect(fetched.id == user.id, "\(spelling)")
+            }
+            for nearMiss in ["\(header)x", String(header.dropLast()), "\(header) \(key)", "Bearer \(key)"] {
+                let error = await expectRPCError(.unauthenticated) {
+                    try await harness.connection.users.getUser(
+                        GetUserRequest.with { $0.userID = user.id }, options: CallOptions(metadata: ["authorization": nearMiss]))
+                }
+                #expect(["SERVICE_KEY_UNKNOWN", "TOKEN_MALFORMED"].contains(error?.details?.reason), "\(nearMiss)")
+            }
+        }
+    }
+
     @Test("a service acting for a user is audited as both")
     func actingForUser() async throws {
         try await ServiceHarness.with { harness in
