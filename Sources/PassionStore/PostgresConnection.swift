@@ -164,8 +164,8 @@ public final class PostgresConnection: @unchecked Sendable {
         try await query(sql, readingResult: Rows.init)
     }
 
-    /// `query`, its successful result handed to `read` before libpq frees it: for callers that
-    /// take what they need from the result in place instead of copying every value first.
+    /// `query`, its successful result handed to `read`: for callers that take what they need
+    /// from the result in place. The result is freed once nothing holds its storage (`Rows` does).
     func query<Value>(_ sql: SQL, readingResult read: (ResultStorage) throws -> Value) async throws -> Value {
         try Self.refuseUnsendable(sql)
         guard let tracer else { return try await run(sql, read) }
@@ -414,8 +414,8 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Calls `body` with C strings of `parameters` (nil is SQL NULL), valid during the call.
-    /// Copied into one scratch block (on the stack when small) rather than a `strdup` each: a
-    /// read's parameters are a few dozen bytes, and their allocations were a tenth of a call's.
+    /// Copied into one scratch block (on the stack when small) rather than a `strdup` each plus
+    /// two arrays: a read's parameters are a few dozen bytes, not worth three allocations.
     static func withParameters<T>(_ parameters: [String?], _ body: (UnsafeBufferPointer<UnsafePointer<CChar>?>) -> T) -> T {
         let bytes = parameters.reduce(0) { total, parameter in total + (parameter.map { $0.utf8.count + 1 } ?? 0) }
         return withUnsafeTemporaryAllocation(of: CChar.self, capacity: max(bytes, 1)) { text in
