@@ -420,9 +420,12 @@ public final class PostgresConnection: @unchecked Sendable {
         let bytes = parameters.reduce(0) { total, parameter in total + (parameter.map { $0.utf8.count + 1 } ?? 0) }
         return withUnsafeTemporaryAllocation(of: CChar.self, capacity: max(bytes, 1)) { text in
             withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: max(parameters.count, 1)) { pointers in
+                // A block of at least one byte always has an address; without one a value would
+                // silently go out as NULL, so this stops rather than send it.
+                guard let base = text.baseAddress else { preconditionFailure("a scratch block without an address") }
                 var offset = 0
                 for (index, parameter) in parameters.enumerated() {
-                    guard var parameter, let base = text.baseAddress else {
+                    guard var parameter else {
                         pointers[index] = nil
                         continue
                     }
