@@ -24,10 +24,11 @@ public struct PoolConfiguration: Sendable {
     /// one pipelined connection per loop (`SharedReads`), besides the `size` of their own.
     /// Default true.
     public var sharedReads = true
-    /// A loop's shared connection takes no more reads once its oldest unanswered one has waited
-    /// this long: its backend is behind, and more backends drain the rest sooner. Default 1 ms
-    /// (measured, docs/scaling.md).
-    public var sharedReadBacklog: Duration = .milliseconds(1)
+    /// A loop's shared connection takes no more reads once it has owed answers this long without
+    /// giving one: its backend is held up (a lock, a slow read), and reads sent behind would wait
+    /// as long, so they use connections of their own until it answers (`StallWatch`). Default
+    /// 1 ms (measured, README "Shared reads turned away only when stalled").
+    public var sharedReadStall: Duration = .milliseconds(1)
     /// How long a loop's reads use connections of their own after its shared connection failed
     /// to connect or broke, before it connects again: a server or proxy that breaks every
     /// pipeline then costs a connect a second per loop, not one per read. Default 1 s.

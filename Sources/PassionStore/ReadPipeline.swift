@@ -23,7 +23,6 @@ final class ReadPipeline: @unchecked Sendable {
         let ticket: Int
         /// Its statement, to forget the name when the server no longer has the statement.
         let key: StatementKey
-        let sentAt: ContinuousClock.Instant
         /// The prepared statement it names, if any.
         let name: StatementName?
         /// Results still to come for it: 2 while the prepare sent on its way is unanswered.
@@ -48,7 +47,8 @@ final class ReadPipeline: @unchecked Sendable {
     private let watcher: LoopReadiness
     private let connection: PostgresConnection
     private let owner: SharedReads
-    private let backlogLimit: Duration
+    /// Turns reads away while the backend is held up.
+    private var stall: StallWatch
     private let id: ObjectIdentifier
     /// Oldest first, as the server answers them.
     private var queue: [Pending] = []
@@ -73,7 +73,7 @@ final class ReadPipeline: @unchecked Sendable {
         self.loop = watcher.loop
         self.watcher = watcher
         self.owner = owner
-        self.backlogLimit = owner.configuration.sharedReadBacklog
+        self.stall = StallWatch(limit: owner.configuration.sharedReadStall)
         self.id = id
         self.preparedInEpoch = owner.planEpoch.current
     }
@@ -81,8 +81,7 @@ final class ReadPipeline: @unchecked Sendable {
     /// Whether a read from a task on this loop can be sent now.
     var canTakeRead: Bool {
         guard loop.inEventLoop, !closed, queue.count < SharedReads.depth else { return false }
-        guard let oldest = queue.first else { return true }
-        return ContinuousClock.now - oldest.sentAt < backlogLimit
+        return stall.takesReads(at: .now)
     }
 
     /// The read's rows, or nil when it must run on a connection of its own. Call it from a task
@@ -137,8 +136,9 @@ final class ReadPipeline: @unchecked Sendable {
         // Named at once: a read of the same text sent before this one's answer follows the
         // prepare in the pipeline, so the server knows the name by then.
         if results == 2 { prepared[key] = name }
+        stall.owing(from: .now)
         queue.append(
-            Pending(ticket: ticket, key: key, sentAt: .now, name: name, resultsLeft: results, continuation: continuation, epoch: preparedInEpoch))
+            Pending(ticket: ticket, key: key, name: name, resultsLeft: results, continuation: continuation, epoch: preparedInEpoch))
         guard sent else { return fail() }
         _ = owner.deepest.max(queue.count, ordering: .relaxed)
         openBatch()
@@ -165,8 +165,9 @@ final class ReadPipeline: @unchecked Sendable {
             fail()
             return false
         }
+        stall.owing(from: .now)
         queue.append(
-            Pending(ticket: 0, key: StatementKey(""), sentAt: .now, name: nil, resultsLeft: 1, continuation: nil, housekeeping: true))
+            Pending(ticket: 0, key: StatementKey(""), name: nil, resultsLeft: 1, continuation: nil, housekeeping: true))
         openBatch()
         return true
     }
@@ -188,6 +189,8 @@ final class ReadPipeline: @unchecked Sendable {
         let flushed = PQflush(handle)
         guard flushed >= 0 else { return fail() }
         var endsInARow = 0
+        var answered = false
+        defer { if answered { stall.answered(at: .now, stillOwing: !queue.isEmpty) } }
         while syncsOwed > 0 {
             if PQisBusy(handle) == 1 {
                 // Over TLS, OpenSSL may hold decrypted bytes the socket no longer signals.
@@ -203,6 +206,7 @@ final class ReadPipeline: @unchecked Sendable {
                 continue
             }
             endsInARow = 0
+            answered = true
             guard take(result) else { return fail() }
         }
         if syncsOwed > 0 || flushed == 1 { watch(forWriting: flushed == 1) }

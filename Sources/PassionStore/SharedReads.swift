@@ -15,7 +15,8 @@ import Synchronization
 /// answer back for all its reads. Only reads go here: a read takes no row locks, so no write's
 /// transaction can hold it up for long; a read can still wait on a table lock (DDL such as a
 /// partition drop) or an advisory lock, and the reads sent behind it wait too, which is why a
-/// connection takes no more reads once its oldest has waited `sharedReadBacklog`.
+/// connection takes no more reads once it has owed answers for `sharedReadStall` without giving
+/// one (`StallWatch`).
 ///
 /// A read that cannot use its loop's pipeline (not on a watching loop, a sampled trace, the
 /// pipeline full, connecting or broken) runs on a connection of its own from the pool. So does
@@ -36,7 +37,7 @@ final class SharedReads: Sendable {
     }
 
     /// The most reads one pipeline takes at once, however fast its backend answers; besides,
-    /// it takes none while its oldest read has waited `PoolConfiguration.sharedReadBacklog`.
+    /// it takes none while it is stalled (`PoolConfiguration.sharedReadStall`).
     static let depth = 32
 
     private let state = Mutex(State())

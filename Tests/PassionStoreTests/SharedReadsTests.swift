@@ -173,13 +173,17 @@ struct SharedReadsTests {
         try await group.shutdownGracefully()
     }
 
-    @Test("a shared connection whose oldest read has waited its backlog limit takes no more: the next read runs on a connection of its own", .timeLimit(.minutes(2)))
-    func backlogOverflows() async throws {
+    @Test("a shared connection that has owed an answer for its stall limit takes no more: the next read runs on a connection of its own", .timeLimit(.minutes(2)))
+    func stalledTurnsReadsAway() async throws {
         for (limit, queued) in [(Duration.zero, false), (.seconds(3_600), true)] {
-            let (pool, name) = try await Self.sharedPool(size: 2, backlog: limit)
+            let (pool, name) = try await Self.sharedPool(size: 2, stall: limit)
             let (group, loop) = try await Self.preparedLoop(pool)
             let executor = EventLoopTaskExecutor(eventLoop: loop)
             let admin = try await LoopReadinessTests.admin(of: name)
+            // A connection that owes nothing takes reads whatever its limit (and the handshake below needs it).
+            #expect(try await Self.value(pool, "SELECT 1::int8 AS v", on: executor) == 1)
+            let fresh = try await loop.submit { pool.sharedReads.pipelineForCaller() != nil }.get()
+            try #require(fresh, "limit \(limit)")
             let blocked = try await Self.startBlockedRead(pool, admin: admin, on: executor)
             let served = pool.sharedReadsServed
             let taken = try await loop.submit { pool.sharedReads.pipelineForCaller() != nil }.get()
@@ -192,6 +196,9 @@ struct SharedReadsTests {
             #expect(try await next.value == 2)
             #expect(pool.sharedReadsServed - served == (queued ? 2 : 1), "limit \(limit)")
             #expect(pool.openConnections == (queued ? 0 : 1), "limit \(limit)")
+            // Everything answered: the connection owes nothing, so it takes the next read whatever its limit.
+            #expect(try await Self.value(pool, "SELECT 3::int8 AS v", on: executor) == 3)
+            #expect(pool.sharedReadsServed - served == (queued ? 3 : 2), "limit \(limit)")
             await pool.shutdown()
             try await group.shutdownGracefully()
         }
@@ -240,14 +247,14 @@ struct SharedReadsTests {
         try await group.shutdownGracefully()
     }
 
-    /// A pool on a fresh database whose shared connections take reads however long the oldest
-    /// has waited, so that what a test queues is queued whatever the machine's speed, and
+    /// A pool on a fresh database whose shared connections take reads however long they have
+    /// waited for an answer, so that what a test queues is queued whatever the machine's speed, and
     /// connect again at once after a break unless `retry` says otherwise.
     static func sharedPool(
-        size: Int, backlog: Duration = .seconds(3_600), retry: Duration = .zero, metrics: TestMetrics? = nil
+        size: Int, stall: Duration = .seconds(3_600), retry: Duration = .zero, metrics: TestMetrics? = nil
     ) async throws -> (PostgresPool, String) {
         try await TestDatabase.freshPool(size: size) { configuration in
-            configuration.sharedReadBacklog = backlog
+            configuration.sharedReadStall = stall
             configuration.sharedReadRetry = retry
             if let metrics { configuration.metrics = metrics }
         }
