@@ -128,33 +128,40 @@ struct EmbeddedPostgresTests {
         let pool = PostgresPool(configuration: configuration)
         defer { Task { await pool.shutdown() } }
         let done = Flag()
+        let tally = Tally()
         let outcomes = try await withThrowingTaskGroup(of: (ok: Int, failed: Int).self) { group in
             for _ in 0..<8 {
                 group.addTask {
                     var ok = 0
                     var failed = 0
-                    // Load runs until well after the restart, however long stop and start take.
+                    // Load runs until every phase below has been seen, however long stop and start take.
                     while !done.isSet {
                         do {
                             try await pool.withConnection { try await $0.execute("SELECT 1") }
                             ok += 1
+                            tally.succeeded()
                         } catch {
                             failed += 1
+                            tally.failed()
+                            // A caller's pause before trying again, not a wait for anything.
                             try await Task.sleep(for: .milliseconds(20))
                         }
                     }
                     return (ok, failed)
                 }
             }
-            try await Task.sleep(for: .seconds(1))
+            // Each phase waits for the load to show it, not for a guessed duration: calls served
+            // before the stop, calls refused while it is down, and calls served after the start.
+            await tally.waitForSuccesses(after: 0)
             try await onOwnThread { try cluster.stop() }
-            try await Task.sleep(for: .milliseconds(500))
+            await tally.waitForFailure()
             try await onOwnThread { try cluster.start() }
-            try await Task.sleep(for: .seconds(1))
+            await tally.waitForSuccesses(after: tally.successes)
             done.set()
             return try await group.reduce(into: [(ok: Int, failed: Int)]()) { $0.append($1) }
         }
         // "No call hangs": a hung call would keep its task, and the group, from ever returning,
+        // and a pool that never failed or never recovered would keep a wait above from returning,
         // which the test's time limit reports; no wall-clock bound for a loaded machine to break.
         #expect(outcomes.reduce(0) { $0 + $1.failed } > 0, "the outage was not observed: \(outcomes)")
         // After the restart the pool serves again.
@@ -177,4 +184,50 @@ final class Flag: Sendable {
     private let value = Mutex(false)
     var isSet: Bool { value.withLock { $0 } }
     func set() { value.withLock { $0 = true } }
+}
+
+/// Calls that succeeded and failed so far, for a test to wait on the load's phases.
+final class Tally: Sendable {
+    private typealias Condition = @Sendable (_ successes: Int, _ failures: Int) -> Bool
+    private struct State {
+        var successes = 0
+        var failures = 0
+        var waiters: [(condition: Condition, continuation: CheckedContinuation<Void, Never>)] = []
+    }
+
+    private let state = Mutex(State())
+    var successes: Int { state.withLock { $0.successes } }
+    func succeeded() { update { $0.successes += 1 } }
+    func failed() { update { $0.failures += 1 } }
+
+    /// Returns once more than `count` calls have succeeded.
+    func waitForSuccesses(after count: Int) async { await wait { successes, _ in successes > count } }
+
+    /// Returns once a call has failed.
+    func waitForFailure() async { await wait { _, failures in failures > 0 } }
+
+    private func wait(until condition: @escaping Condition) async {
+        await withCheckedContinuation { continuation in
+            let met = state.withLock { state -> Bool in
+                if condition(state.successes, state.failures) { return true }
+                state.waiters.append((condition, continuation))
+                return false
+            }
+            if met { continuation.resume() }
+        }
+    }
+
+    private func update(_ change: (inout State) -> Void) {
+        let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            change(&state)
+            var ready: [CheckedContinuation<Void, Never>] = []
+            state.waiters.removeAll { waiter in
+                guard waiter.condition(state.successes, state.failures) else { return false }
+                ready.append(waiter.continuation)
+                return true
+            }
+            return ready
+        }
+        for continuation in ready { continuation.resume() }
+    }
 }

@@ -371,8 +371,9 @@ struct PoolTests {
         // Terminate the pooled (now idle) connection's backend from outside the pool.
         let postgres = try await TestDatabase.shared()
         let admin = try PostgresConnection(conninfo: "host=\(postgres.socketDirectory) port=5432 user=postgres dbname=\(name)")
-        try await admin.query("SELECT pg_terminate_backend(\(pid))")
-        try await Task.sleep(for: .milliseconds(100))
+        // With a timeout, pg_terminate_backend returns once the backend has exited: no guess at how long that takes.
+        let terminated = try await admin.query("SELECT pg_terminate_backend(\(pid), 60000) AS done").first?.require("done", as: Bool.self)
+        try #require(terminated == true)
         let next = try await pool.withConnection { try await $0.query("SELECT pg_backend_pid() AS pid").first?.require("pid", as: Int.self) }
         #expect(next != pid)
     }
