@@ -6,8 +6,9 @@ import Synchronization
 
 /// One event loop's shared read connection in libpq's pipeline mode (see `SharedReads`).
 ///
-/// `@unchecked Sendable`: after `init` everything is touched only on `loop`: reads are
-/// submitted by tasks running there, and its `LoopReadiness` watcher calls back there.
+/// `@unchecked Sendable`: after `init` everything but `closing` is touched only on `loop`: reads
+/// are submitted by tasks running there, and its `LoopReadiness` watcher calls back there.
+/// `closing` is atomic because the pool may close a pipeline after its loop has stopped.
 final class ReadPipeline: @unchecked Sendable {
     /// What became of one read.
     private enum Answer: Sendable {
@@ -64,8 +65,9 @@ final class ReadPipeline: @unchecked Sendable {
     private var batchOpen = false
     /// Syncs sent whose answer has not been taken.
     private var syncsOwed = 0
-    /// No more reads are taken (the pool closed, or the connection broke).
-    private var closed = false
+    /// No more reads are taken: the pool closed (set from any thread), or the connection broke.
+    private let closing = Atomic<Bool>(false)
+    var isClosed: Bool { closing.load(ordering: .relaxed) }
     private var broken = false
 
     init(connection: PostgresConnection, watcher: LoopReadiness, owner: SharedReads, id: ObjectIdentifier) {
@@ -80,7 +82,7 @@ final class ReadPipeline: @unchecked Sendable {
 
     /// Whether a read from a task on this loop can be sent now.
     var canTakeRead: Bool {
-        guard loop.inEventLoop, !closed, queue.count < SharedReads.depth else { return false }
+        guard loop.inEventLoop, !isClosed, queue.count < SharedReads.depth else { return false }
         return stall.takesReads(at: .now)
     }
 
@@ -107,9 +109,10 @@ final class ReadPipeline: @unchecked Sendable {
         }
     }
 
-    /// Takes no more reads; those in flight are still answered.
+    /// Takes no more reads; those in flight are still answered. Safe from any thread, and after
+    /// the loop has stopped.
     func close() {
-        closed = true
+        closing.store(true, ordering: .relaxed)
     }
 
     private func submit(_ sql: SQL, ticket: Int, continuation: CheckedContinuation<Answer, Never>) {
@@ -316,7 +319,7 @@ final class ReadPipeline: @unchecked Sendable {
     private func fail() {
         guard !broken else { return }
         broken = true
-        closed = true
+        closing.store(true, ordering: .relaxed)
         owner.dropped(self, id: id)
         let owed = queue
         queue = []

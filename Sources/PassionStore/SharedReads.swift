@@ -155,7 +155,8 @@ final class SharedReads: Sendable {
                 return nil
             }
         }
-        for pipeline in pipelines { pipeline.loop.execute { pipeline.close() } }
+        // In place, not on each pipeline's loop: an embedder may have stopped its loops first.
+        for pipeline in pipelines { pipeline.close() }
     }
 }
 

@@ -204,6 +204,17 @@ struct SharedReadsTests {
         }
     }
 
+    @Test("a pool shut down after its event loop has stopped still closes that loop's shared connection", .timeLimit(.minutes(1)))
+    func shutdownAfterLoopStopped() async throws {
+        let (pool, _) = try await Self.sharedPool(size: 1)
+        let (group, loop) = try await Self.preparedLoop(pool)
+        let pipeline = try #require(try await loop.submit { pool.sharedReads.pipelineForCaller() }.get())
+        #expect(!pipeline.isClosed)
+        try await group.shutdownGracefully()
+        await pool.shutdown()
+        #expect(pipeline.isClosed, "closed in place, not by a task its stopped loop would never run")
+    }
+
     @Test("statements alike in length and at both ends are prepared apart, on the shared connection and on one of its own", .timeLimit(.minutes(1)))
     func alikeAtBothEnds() async throws {
         let (pool, _) = try await Self.sharedPool(size: 2)
