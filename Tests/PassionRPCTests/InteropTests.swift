@@ -7,7 +7,7 @@ import SwiftProtobuf
 import Testing
 
 /// The equivalents of gRPC's interop test cases, end to end over TLS on real sockets.
-@Suite("Interop cases")
+@Suite("Interop cases", .timeLimit(.minutes(2)))
 struct InteropTests {
     @Test("empty_unary")
     func emptyUnary() async throws {
@@ -123,12 +123,15 @@ struct InteropTests {
     func cancelAfterBegin() async throws {
         try await TestServer.with { server in
             let connection = try await server.connect()
+            let begun = Observed()
             let task = Task {
                 try await connection.diagnostics.countBytes { _ in
+                    // The call has begun once its writer runs; it then never writes.
+                    begun.started()
                     try await Task.sleep(for: .seconds(30))
                 }
             }
-            try await Task.sleep(for: .milliseconds(50))
+            await begun.waitUntil { $0.started }
             task.cancel()
             await expectRPCError(.cancelled) { try await task.value }
             // The connection still works.

@@ -8,7 +8,7 @@ import Synchronization
 import Testing
 
 /// Concurrency, cancellation, deadlines, shutdown, principals and the pool, end to end.
-@Suite("Call lifecycle")
+@Suite("Call lifecycle", .timeLimit(.minutes(2)))
 struct LifecycleTests {
     @Test("1,000 concurrent calls on one connection all complete")
     func thousandConcurrentCalls() async throws {
@@ -46,10 +46,10 @@ struct LifecycleTests {
         }) { server in
             let connection = try await server.connect()
             let call = Task { try await connection.unary(method, EchoRequest(), as: EchoResponse.self, options: .defaults) }
-            try await observed.waitUntil { $0.started }
+            await observed.waitUntil { $0.started }
             call.cancel()
             await expectRPCError(.cancelled) { try await call.value }
-            try await observed.waitUntil { $0.cancelled }
+            await observed.waitUntil { $0.cancelled }
             await connection.close()
         }
     }
@@ -74,19 +74,21 @@ struct LifecycleTests {
             await expectRPCError(.deadlineExceeded) {
                 try await connection.unary(method, EchoRequest(), as: EchoResponse.self, options: CallOptions(timeout: .milliseconds(100)))
             }
-            try await observed.waitUntil { $0.cancelled }
+            await observed.waitUntil { $0.cancelled }
             await connection.close()
         }
     }
 
-    @Test("graceful shutdown: in-flight calls finish, new calls are refused, run() returns")
+    @Test("graceful shutdown: in-flight calls finish, new calls are refused, run() returns", .timeLimit(.minutes(1)))
     func gracefulShutdown() async throws {
         let observed = Observed()
+        // The handler is held until the test lets it go, so the call is in flight however slow the machine.
+        let (gate, release) = AsyncStream<Void>.makeStream()
         let method = MethodDescriptor(service: "test.Drain", method: "Slow", kind: .unary)
         let server = try await TestServer.start(routes: { router in
             router.registerUnary(method, EchoRequest.self, EchoResponse.self) { request, _ in
                 observed.started()
-                try await Task.sleep(for: .milliseconds(300))
+                for await _ in gate {}
                 return EchoResponse.with { $0.payload = request.payload }
             }
         })
@@ -94,8 +96,17 @@ struct LifecycleTests {
         let inFlight = Task {
             try await connection.unary(method, EchoRequest.with { $0.payload = Data("kept".utf8) }, as: EchoResponse.self, options: .defaults)
         }
-        try await observed.waitUntil { $0.started }
+        await observed.waitUntil { $0.started }
         let stopped = Task { await server.stop() }
+        // Draining has begun once a new call on the connection is refused; only then is the held call let go.
+        while true {
+            do {
+                _ = try await connection.diagnostics.echo(EchoRequest())
+            } catch let error as RPCError where error.code == .unavailable {
+                break
+            }
+        }
+        release.finish()
         let response = try await inFlight.value
         #expect(response.message.payload == Data("kept".utf8))
         await expectRPCError(.unavailable) { try await connection.diagnostics.echo(EchoRequest()) }
@@ -229,28 +240,23 @@ struct LifecycleTests {
     }
 }
 
-/// Flags a handler sets and a test waits for.
+/// Flags a handler sets and a test waits for (`Watched`: no polling, no guessed duration).
 final class Observed: Sendable {
     struct State: Sendable {
         var started = false
         var cancelled = false
     }
 
-    private let mutex = Mutex(State())
+    private let watched = Watched(State())
 
-    var state: State { mutex.withLock { $0 } }
-    func started() { mutex.withLock { $0.started = true } }
-    func cancelled() { mutex.withLock { $0.cancelled = true } }
+    var state: State { watched.value }
+    func started() { watched.update { $0.started = true } }
+    func cancelled() { watched.update { $0.cancelled = true } }
 
-    func waitUntil(_ condition: (State) -> Bool, timeout: Duration = .seconds(5)) async throws {
-        let deadline = ContinuousClock.now + timeout
-        while !condition(state) {
-            guard ContinuousClock.now < deadline else {
-                Issue.record("condition not reached within \(timeout)")
-                return
-            }
-            try await Task.sleep(for: .milliseconds(5))
-        }
+    /// Returns once `condition` holds; records an issue if the test's time limit cancelled the wait first.
+    func waitUntil(_ condition: @escaping @Sendable (State) -> Bool) async {
+        let met = await watched.wait(until: condition)
+        #expect(met, "the handler never got there")
     }
 }
 

@@ -186,48 +186,16 @@ final class Flag: Sendable {
     func set() { value.withLock { $0 = true } }
 }
 
-/// Calls that succeeded and failed so far, for a test to wait on the load's phases.
+/// Calls that succeeded and failed so far, for a test to wait on the load's phases (`Watched`).
 final class Tally: Sendable {
-    private typealias Condition = @Sendable (_ successes: Int, _ failures: Int) -> Bool
-    private struct State {
-        var successes = 0
-        var failures = 0
-        var waiters: [(condition: Condition, continuation: CheckedContinuation<Void, Never>)] = []
-    }
-
-    private let state = Mutex(State())
-    var successes: Int { state.withLock { $0.successes } }
-    func succeeded() { update { $0.successes += 1 } }
-    func failed() { update { $0.failures += 1 } }
+    private let counts = Watched((successes: 0, failures: 0))
+    var successes: Int { counts.value.successes }
+    func succeeded() { counts.update { $0.successes += 1 } }
+    func failed() { counts.update { $0.failures += 1 } }
 
     /// Returns once more than `count` calls have succeeded.
-    func waitForSuccesses(after count: Int) async { await wait { successes, _ in successes > count } }
+    func waitForSuccesses(after count: Int) async { await counts.wait { $0.successes > count } }
 
     /// Returns once a call has failed.
-    func waitForFailure() async { await wait { _, failures in failures > 0 } }
-
-    private func wait(until condition: @escaping Condition) async {
-        await withCheckedContinuation { continuation in
-            let met = state.withLock { state -> Bool in
-                if condition(state.successes, state.failures) { return true }
-                state.waiters.append((condition, continuation))
-                return false
-            }
-            if met { continuation.resume() }
-        }
-    }
-
-    private func update(_ change: (inout State) -> Void) {
-        let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            change(&state)
-            var ready: [CheckedContinuation<Void, Never>] = []
-            state.waiters.removeAll { waiter in
-                guard waiter.condition(state.successes, state.failures) else { return false }
-                ready.append(waiter.continuation)
-                return true
-            }
-            return ready
-        }
-        for continuation in ready { continuation.resume() }
-    }
+    func waitForFailure() async { await counts.wait { $0.failures > 0 } }
 }
