@@ -99,7 +99,9 @@ extension ByteBuffer {
             throw WireError(.malformedFrame, "truncated metadata block")
         }
         var metadata = Metadata()
-        metadata.reserveCapacity(Int(count))
+        // The count is the sender's claim: room for no more entries than the bytes left could
+        // hold (3 bytes at least each), so a 2-byte block claiming 65,535 costs nothing.
+        metadata.reserveCapacity(min(Int(count), readableBytes / 3))
         for _ in 0..<count {
             guard let keyLength = readInteger(as: UInt8.self),
                 let key = readString(length: Int(keyLength)),

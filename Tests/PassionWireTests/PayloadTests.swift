@@ -40,6 +40,16 @@ struct PayloadTests {
         } throws: { ($0 as? WireError)?.kind == .metadataTooLarge }
     }
 
+    @Test("a block claiming more entries than its bytes hold is a truncated entry, not a read past the end")
+    func metadataCountBeyondBytes() throws {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(UInt16.max)
+        buffer.writeBytes([1, UInt8(ascii: "k"), 0, 1, UInt8(ascii: "v")])
+        #expect {
+            try buffer.readMetadata(limit: 1024)
+        } throws: { ($0 as? WireError)?.kind == .malformedFrame && ($0 as? WireError)?.message == "truncated metadata entry" }
+    }
+
     @Test("invalid metadata keys are rejected on both sides", arguments: ["", "Upper", "sp ace", "ünï", String(repeating: "k", count: 256)])
     func invalidKeys(key: String) throws {
         #expect(Metadata.isValidKey(key) == false)
