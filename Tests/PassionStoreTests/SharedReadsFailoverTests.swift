@@ -28,7 +28,11 @@ struct SharedReadsFailoverTests {
         try await admin.query("SELECT pg_advisory_unlock(1)")
         try await blocked.value
         #expect(try await shared.value("SELECT 3::int8 AS v") == 3, "the dropped answer went to nobody")
-        #expect(shared.pool.openConnections == 0)
+        // Once the dropped read was the oldest, the server was asked to cancel it. That request
+        // travels on a connection of its own and can land on the next read instead, which then
+        // runs again on a pool connection (57014, by design): at most one, never a wrong answer.
+        // Seen in a loaded CI run; the count is not up to the test.
+        #expect(shared.pool.openConnections <= 1)
         await shared.pool.shutdown()
         try await shared.group.shutdownGracefully()
     }
