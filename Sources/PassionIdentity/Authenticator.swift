@@ -47,6 +47,7 @@ public final class StoreAuthenticator: Authenticator {
     private let auditedRefusals: PrincipalRateLimiter
     let sessions: SessionCache
     let trail: AuditTrail
+    /// Authorization headers (`ServiceKey <key>`) whose key matched, and the principal each names.
     private let verifiedServiceKeys = Mutex([String: Principal]())
     /// Users a service recently acted for that were live then; kept as long as sessions are.
     private let liveUsers: ExpiringSet
@@ -110,17 +111,16 @@ public final class StoreAuthenticator: Authenticator {
         }
     }
 
-    /// The principal of a configured key. Keys that matched are remembered, so a busy service
-    /// does not pay a SHA-256 per call; unknown keys are never remembered (no memory for
-    /// attackers to fill). No failure budget applies: the check is a hash in memory, and a
-    /// budget shared by an address would let a stranger there lock the service out.
-    private func servicePrincipal(key: Substring) -> Principal? {
-        let key = String(key)
-        if let known = verifiedServiceKeys.withLock({ $0[key] }) { return known }
-        guard let account = configuration.services.account(forKey: key), account.keySHA256 != nil else { return nil }
+    /// The principal of a configured key. Headers whose key matched are remembered whole, so a
+    /// busy service pays neither a SHA-256 nor the header's parsing per call; unknown keys are
+    /// never remembered (no memory for attackers to fill). No failure budget applies: the check
+    /// is a hash in memory, and a budget shared by an address would let a stranger there lock
+    /// the service out.
+    private func servicePrincipal(key: Substring, header: String) -> Principal? {
+        guard let account = configuration.services.account(forKey: String(key)), account.keySHA256 != nil else { return nil }
         let principal = Principal(kind: .service, id: account.name, scopes: account.scopes)
-        verifiedServiceKeys.withLock { keys in
-            if keys.count < configuration.services.accounts.count * 2 + 8 { keys[key] = principal }
+        verifiedServiceKeys.withLock { headers in
+            if headers.count < configuration.services.accounts.count * 2 + 8 { headers[header] = principal }
         }
         return principal
     }
@@ -130,15 +130,21 @@ public final class StoreAuthenticator: Authenticator {
         details: ErrorDetails(reason: "RATE_LIMITED", fields: ["retry-after-ms": "1000"]))
 
     private func verify(authorization: String, peerHost: () -> String) async throws -> Principal {
-        // Parsed by hand: this runs on every call, and Foundation's trimming costs microseconds.
+        if let known = verifiedServiceKeys.withLock({ $0[authorization] }) { return known }
+        // Parsed by hand over UTF-8 bytes: this runs on every call, and Foundation's trimming,
+        // or even walking Characters, costs more than the rest of the check.
         let malformed = Self.malformedAuthorization
-        guard let space = authorization.firstIndex(of: " ") else { throw malformed }
-        let scheme = authorization[..<space]
-        var credential = authorization[authorization.index(after: space)...]
-        while credential.first == " " { credential = credential.dropFirst() }
-        while credential.last == " " { credential = credential.dropLast() }
+        let bytes = authorization.utf8
+        let space = UInt8(ascii: " ")
+        guard let schemeEnd = bytes.firstIndex(of: space) else { throw malformed }
+        let scheme = authorization[..<schemeEnd]
+        var start = bytes.index(after: schemeEnd)
+        var end = bytes.endIndex
+        while start < end, bytes[start] == space { start = bytes.index(after: start) }
+        while start < end, bytes[bytes.index(before: end)] == space { end = bytes.index(before: end) }
+        let credential = authorization[start..<end]
         if scheme == "ServiceKey" || scheme.lowercased() == "servicekey" {
-            guard let principal = servicePrincipal(key: credential) else {
+            guard let principal = servicePrincipal(key: credential, header: authorization) else {
                 throw Self.unauthenticated("unknown service key", reason: "SERVICE_KEY_UNKNOWN")
             }
             return principal

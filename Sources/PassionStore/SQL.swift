@@ -22,37 +22,55 @@ public struct SQL: Sendable, Hashable, ExpressibleByStringInterpolation {
     }
 
     public init(stringInterpolation: Interpolation) {
-        text = stringInterpolation.text
+        text = stringInterpolation.joined()
         parameters = stringInterpolation.parameters
     }
 
     /// Collects literals as SQL and values as binds.
+    ///
+    /// The text is kept as pieces and joined once at the end: a statement's fragments (a shared
+    /// subquery, a column list) are not counted in `literalCapacity`, and appending them grew a
+    /// dashboard's text (over 2 KB) through two reallocations and copies on every call.
     public struct Interpolation: StringInterpolationProtocol {
-        var text = ""
+        private var pieces: [String] = []
         var parameters: [String?] = []
 
         public init(literalCapacity: Int, interpolationCount: Int) {
-            text.reserveCapacity(literalCapacity + interpolationCount * 3)
+            pieces.reserveCapacity(interpolationCount * 2 + 1)
             parameters.reserveCapacity(interpolationCount)
         }
 
+        func joined() -> String {
+            var text = ""
+            text.reserveCapacity(pieces.reduce(0) { $0 + $1.utf8.count })
+            for piece in pieces { text += piece }
+            return text
+        }
+
         public mutating func appendLiteral(_ literal: String) {
-            text += literal
+            pieces.append(literal)
         }
 
         public mutating func appendInterpolation(_ value: some PostgresEncodable) {
             parameters.append(value.postgresText)
-            text += "$\(parameters.count)"
+            pieces.append(Self.placeholder(parameters.count))
         }
 
         public mutating func appendInterpolation(_ value: (some PostgresEncodable)?) {
             parameters.append(value?.postgresText)
-            text += "$\(parameters.count)"
+            pieces.append(Self.placeholder(parameters.count))
         }
 
         /// SQL text from constants in code (a shared column list), never from input.
         public mutating func appendInterpolation(unsafeSQL fragment: String) {
-            text += fragment
+            pieces.append(fragment)
+        }
+
+        /// `$1` ... `$64` made once: formatting the number cost every bind a string conversion.
+        private static let placeholders = (0...64).map { "$\($0)" }
+
+        static func placeholder(_ number: Int) -> String {
+            number < placeholders.count ? placeholders[number] : "$\(number)"
         }
 
         /// A fragment built the same way (a shared subquery): its binds join this statement's,
@@ -63,7 +81,7 @@ public struct SQL: Sendable, Hashable, ExpressibleByStringInterpolation {
             // Nothing to renumber: the fragment's binds keep their numbers (a statement that
             // starts with its shared fragment), or it has none (and so no placeholders).
             guard offset > 0, !fragment.parameters.isEmpty else {
-                text += fragment.text
+                pieces.append(fragment.text)
                 return
             }
             // Over UTF-8 bytes: `$` and digits are ASCII, and walking Characters (grapheme
@@ -86,13 +104,15 @@ public struct SQL: Sendable, Hashable, ExpressibleByStringInterpolation {
                 }
                 if digits > 0 { renumbered += Array(String(number + offset).utf8) }
             }
-            text += String(decoding: renumbered, as: UTF8.self)
+            pieces.append(String(decoding: renumbered, as: UTF8.self))
         }
 
         /// A typed bind, for values whose type PostgreSQL cannot infer: `\(value, type: "jsonb")`.
         public mutating func appendInterpolation(_ value: (some PostgresEncodable)?, type: StaticString) {
             parameters.append(value?.postgresText)
-            text += "$\(parameters.count)::\(type)"
+            pieces.append(Self.placeholder(parameters.count))
+            pieces.append("::")
+            pieces.append(type.description)
         }
     }
 }

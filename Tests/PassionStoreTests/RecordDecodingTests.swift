@@ -142,6 +142,35 @@ struct RecordDecodingTests {
         }
     }
 
+    @Test("columns read in any order, backwards, repeated and across rows find their own values; a missing one is refused wherever the lookup starts")
+    func columnsInAnyOrder() async throws {
+        let pool = try await TestDatabase.migratedPool(size: 1)
+        let rows = try await pool.withConnection { connection in
+            try await connection.query("SELECT n AS a, n * 10 AS b, n * 100 AS c, n * 1000 AS d FROM generate_series(1, 3) n")
+        }
+        let orders = [["a", "b", "c", "d"], ["d", "c", "b", "a"], ["c", "a", "d", "b"], ["b", "b", "d", "d", "a"]]
+        for order in orders {
+            for (index, row) in rows.enumerated() {
+                let n = index + 1
+                let read = try order.map { try row.require($0, as: Int.self) }
+                let expected = order.map { ["a": 1, "b": 10, "c": 100, "d": 1000][$0, default: 0] * n }
+                #expect(read == expected, "\(order)")
+            }
+        }
+        // After every column, after the last one, after none: the same refusal.
+        for before in [[], ["a"], ["d"], ["b", "c"]] {
+            let row = try #require(rows.first)
+            for column in before { _ = try row.require(column, as: Int.self) }
+            let error = #expect(throws: PostgresDecodingError.self) { try row.decode("e", as: Int.self) }
+            #expect(error?.type == "column" && error?.text == "e")
+        }
+        // No columns at all.
+        let none = try await pool.withConnection { connection in try await connection.query("SELECT FROM generate_series(1, 1)") }
+        await pool.shutdown()
+        let error = #expect(throws: PostgresDecodingError.self) { try none.first?.decode("a", as: Int.self) }
+        #expect(error?.type == "column")
+    }
+
     @Test("documents: wrong JSON types, fractions, out of range, nested paths, and text that is not JSON are refused")
     func badDocuments() throws {
         func progress(_ json: String) throws -> QuestProgressRecord { try QuestProgressRecord(fields: DocumentFields(text: json)) }

@@ -16,6 +16,34 @@ struct SQLTests {
         #expect(many.text.hasSuffix("a = $11 AND b = $12)") && many.parameters.count == 12)
     }
 
+    @Test("binds past the placeholders made once, typed binds and literals between them keep their numbers and order")
+    func placeholders() {
+        var interpolation = SQL.Interpolation(literalCapacity: 0, interpolationCount: 0)
+        interpolation.appendLiteral("VALUES (")
+        for n in 1...70 {
+            if n > 1 { interpolation.appendLiteral(", ") }
+            interpolation.appendInterpolation(Int64(n))
+        }
+        interpolation.appendLiteral(")")
+        let many = SQL(stringInterpolation: interpolation)
+        #expect(many.text == "VALUES (" + (1...70).map { "$\($0)" }.joined(separator: ", ") + ")")
+        #expect(many.parameters == (1...70).map { "\($0)" })
+        let typed: SQL = "SELECT \(Optional("{}"), type: "jsonb"), \(2), \(Optional<String>.none, type: "inet")"
+        #expect(typed.text == "SELECT $1::jsonb, $2, $3::inet" && typed.parameters == ["{}", "2", nil])
+        let empty: SQL = "\(unsafeSQL: "")"
+        #expect(empty.text.isEmpty && empty.parameters.isEmpty)
+    }
+
+    @Test("a NUL is found anywhere in a value: first, last, alone, in a bridged string; none in the empty one")
+    func nulCharacters() {
+        for text in ["\u{0}", "a\u{0}", "\u{0}b", String(repeating: "x", count: 300) + "\u{0}" + "y", NSString(string: "bri\u{0}dged") as String] {
+            #expect(PostgresConnection.containsNUL(text), "\(text.debugDescription)")
+        }
+        for text in ["", "plain", "caf\u{E9} \u{1F600}", NSString(string: "bridged") as String] {
+            #expect(!PostgresConnection.containsNUL(text), "\(text.debugDescription)")
+        }
+    }
+
     @Test("a fragment first in its statement, or without binds, goes in as it is")
     func unchanged() {
         let fragment: SQL = "x = \(7) AND y = \(8)"

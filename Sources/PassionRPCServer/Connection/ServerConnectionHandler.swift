@@ -238,7 +238,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private func finished(_ id: UInt32, _ outcome: ServerCallOutcome) {
         // A status the machine sent first (deadline, client cancel) is what the client saw.
-        let call = machine.calls[id].map { (startedAt: $0.startedAt, sentEarlier: $0.status) }
+        let call = machine.calls.index(forKey: id).map { index in machine.peek(index) { (startedAt: $0.startedAt, sentEarlier: $0.status) } }
         let runtime = runtimes.removeValue(forKey: id)
         runtime?.release()
         apply(machine.handlerFinished(id, outcome, now: .now))

@@ -5,10 +5,12 @@ import PassionWire
 extension ServerConnectionMachine {
     /// The authenticator accepted the call: the window bytes it held go back to the client.
     mutating func authenticated(_ id: UInt32) -> [ServerConnectionAction] {
-        guard let index = calls.index(forKey: id), !calls.values[index].authenticated else { return [] }
-        calls.values[index].authenticated = true
-        let held = calls.values[index].heldWindowBytes
-        calls.values[index].heldWindowBytes = 0
+        guard let index = calls.index(forKey: id), !peek(index, { $0.authenticated }) else { return [] }
+        let held = peek(index) { call in
+            call.authenticated = true
+            defer { call.heldWindowBytes = 0 }
+            return call.heldWindowBytes
+        }
         returnWindow(id, bytes: held)
         return []
     }
@@ -17,7 +19,7 @@ extension ServerConnectionMachine {
     /// `size` bytes are no longer held.
     mutating func consumed(_ id: UInt32, wireSize: Int, size: Int) -> [ServerConnectionAction] {
         guard let index = calls.index(forKey: id) else { return [] }
-        releaseRequestBytes(min(size, calls.values[index].bufferedBytes), for: id)
+        releaseRequestBytes(min(size, peek(index, { $0.bufferedBytes })), for: id)
         returnWindow(id, bytes: wireSize)
         return []
     }
@@ -27,7 +29,7 @@ extension ServerConnectionMachine {
         _ id: UInt32, message: ByteBuffer, compress: Bool, initialMetadata: Metadata
     ) -> (ServerWriteResult, [ServerConnectionAction]) {
         var actions: [ServerConnectionAction] = []
-        guard let index = calls.index(forKey: id), calls.values[index].handlerRunning, !calls.values[index].responseClosed,
+        guard let index = calls.index(forKey: id), peek(index, { $0.handlerRunning && !$0.responseClosed }),
             phase != .closing, phase != .closed, let writer
         else {
             return (.ended(RPCError(code: .cancelled, message: "the call has ended")), actions)
@@ -35,7 +37,7 @@ extension ServerConnectionMachine {
         if let refusal = refusal(for: message) { return (.ended(refusal), actions) }
         sendHeadersIfNeeded(id, initialMetadata, writer)
         queue.append(callID: id) { writer.writeMessage(callID: id, message: message, endStream: false, compress: compress, into: &$0) }
-        calls.values[index].metrics?.sent(message.readableBytes)
+        peek(index, { $0.metrics })?.sent(message.readableBytes)
         reservedResponseBytes += message.readableBytes
         checkQueuedResponses(&actions)
         return (queue.hasPending(callID: id) ? .wait : .queued, actions)
@@ -44,10 +46,12 @@ extension ServerConnectionMachine {
     /// The handler returned: its status goes out (unless the call already ended), its request
     /// data is dropped, and its slot is free.
     mutating func handlerFinished(_ id: UInt32, _ outcome: ServerCallOutcome, now: Instant) -> [ServerConnectionAction] {
-        guard let index = calls.index(forKey: id), calls.values[index].handlerRunning else { return [] }
+        guard let index = calls.index(forKey: id), peek(index, { $0.handlerRunning }) else { return [] }
         var actions: [ServerConnectionAction] = []
-        calls.values[index].handlerRunning = false
-        let responseClosed = calls.values[index].responseClosed
+        let responseClosed = peek(index) { call in
+            call.handlerRunning = false
+            return call.responseClosed
+        }
         maybeFinished.insert(id)
         runningHandlers -= 1
         releaseRequestBuffers(id)
@@ -92,8 +96,8 @@ extension ServerConnectionMachine {
     /// Ends a call with `error` (TRAILERS) and cancels its handler; its slot is freed when the
     /// handler returns.
     mutating func failCall(_ id: UInt32, _ error: RPCError, _ actions: inout [ServerConnectionAction]) {
-        guard let index = calls.index(forKey: id), !calls.values[index].responseClosed else { return }
-        let handlerRunning = calls.values[index].handlerRunning
+        guard let index = calls.index(forKey: id), !peek(index, { $0.responseClosed }) else { return }
+        let handlerRunning = peek(index) { $0.handlerRunning }
         sendTrailers(id, status: error, message: nil, outcome: nil)
         releaseRequestBuffers(id)
         if handlerRunning { actions.append(.cancelCall(callID: id, error: error)) }
@@ -104,8 +108,10 @@ extension ServerConnectionMachine {
     /// (WIRE.md 9), and a client that stopped reading must not keep it forever.
     mutating func deadlineExceeded(_ id: UInt32, _ actions: inout [ServerConnectionAction]) {
         guard let index = calls.index(forKey: id) else { return }
-        calls.values[index].deadline = nil
-        let responseClosed = calls.values[index].responseClosed
+        let responseClosed = peek(index) { call in
+            call.deadline = nil
+            return call.responseClosed
+        }
         callDeadlines[id] = nil
         let error = RPCError(code: .deadlineExceeded, message: "deadline exceeded")
         if !responseClosed {
@@ -147,7 +153,7 @@ extension ServerConnectionMachine {
     }
 
     private mutating func sendHeadersIfNeeded(_ id: UInt32, _ metadata: Metadata, _ writer: FrameWriter) {
-        guard let index = calls.index(forKey: id), !calls.values[index].headersSent else { return }
+        guard let index = calls.index(forKey: id), !peek(index, { $0.headersSent }) else { return }
         calls.values[index].headersSent = true
         let initial = metadata.sanitized(limit: metadataBudget)
         guard !initial.isEmpty else { return }
@@ -155,10 +161,10 @@ extension ServerConnectionMachine {
     }
 
     private mutating func sendTrailers(_ id: UInt32, status: RPCError?, message: ByteBuffer?, outcome: ServerCallOutcome?) {
-        guard let writer, let index = calls.index(forKey: id), !calls.values[index].responseClosed else { return }
+        guard let writer, let index = calls.index(forKey: id), !peek(index, { $0.responseClosed }) else { return }
         calls.values[index].responseClosed = true
         calls.values[index].status = status?.code ?? .ok
-        if let message { calls.values[index].metrics?.sent(message.readableBytes) }
+        if let message { peek(index, { $0.metrics })?.sent(message.readableBytes) }
         maybeFinished.insert(id)
         sendHeadersIfNeeded(id, outcome?.initialMetadata ?? Metadata(), writer)
         var head = status?.trailersHead() ?? TrailersHead(status: 0)

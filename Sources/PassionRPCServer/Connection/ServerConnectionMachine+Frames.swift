@@ -12,7 +12,7 @@ extension ServerConnectionMachine {
             try windows.received(callID: id, bytes: frame.payload.readableBytes)
             try receiveMessageBytes(frame.payload, flags: frame.flags, id: id, wireSize: frame.payload.readableBytes, &actions)
             if frame.flags.contains(.endStream), !frame.flags.contains(.more), let index = calls.index(forKey: id),
-                !calls.values[index].responseClosed
+                !peek(index, { $0.responseClosed })
             {
                 try closeRequest(id, &actions)
             }
@@ -68,11 +68,11 @@ extension ServerConnectionMachine {
 
     /// The id of an open call, nil for a call that has ended (or an id that was skipped: the
     /// server cannot tell them apart), a protocol error for one never started.
-    private func liveCall(_ id: UInt32) throws -> UInt32? {
+    private mutating func liveCall(_ id: UInt32) throws -> UInt32? {
         guard id != 0, id <= highestCallID else {
             throw WireError(.unexpectedFrame, "frame for call \(id), which was never started")
         }
-        guard let index = calls.index(forKey: id), !calls.values[index].responseClosed else { return nil }
+        guard let index = calls.index(forKey: id), !peek(index, { $0.responseClosed }) else { return nil }
         return id
     }
 
@@ -118,7 +118,7 @@ extension ServerConnectionMachine {
             }
             try receiveMessageBytes(payload, flags: frame.flags, id: id, wireSize: 0, &actions)
         }
-        if frame.flags.contains(.endStream), let index = calls.index(forKey: id), !calls.values[index].responseClosed {
+        if frame.flags.contains(.endStream), let index = calls.index(forKey: id), !peek(index, { $0.responseClosed }) {
             try closeRequest(id, &actions)
         }
     }
@@ -130,10 +130,10 @@ extension ServerConnectionMachine {
         // The call is changed where it lives (`calls.values[index]`): a copy would share the
         // assembler's fragment buffer, and appending to a shared buffer copies all of it.
         guard let settings, let index = calls.index(forKey: id) else { return }
-        guard !calls.values[index].requestClosed else {
+        let (requestClosed, kind) = peek(index) { ($0.requestClosed, $0.kind) }
+        guard !requestClosed else {
             throw WireError(.unexpectedFrame, "message after the end of call \(id)'s request")
         }
-        let kind = calls.values[index].kind
         let assembled: ByteBuffer?
         do {
             assembled = try calls.values[index].assembler.append(
@@ -152,17 +152,20 @@ extension ServerConnectionMachine {
             returnWindow(id, bytes: wireSize)
             return
         }
-        calls.values[index].metrics?.received(message.readableBytes)
+        peek(index, { $0.metrics })?.received(message.readableBytes)
         // The fragments' bytes leave the assembler; the message is held until taken.
-        releaseRequestBytes(calls.values[index].assemblingBytes, for: id)
+        releaseRequestBytes(peek(index, { $0.assemblingBytes }), for: id)
         calls.values[index].assemblingBytes = 0
         assemblingCalls.remove(id)
         try hold(requestBytes: message.readableBytes, for: id, &actions)
-        guard !calls.values[index].responseClosed else { return }
+        guard !peek(index, { $0.responseClosed }) else { return }
         if kind.isSingleRequest {
             returnWindow(id, bytes: wireSize)
-            calls.values[index].requestMessages += 1
-            guard calls.values[index].requestMessages == 1 else {
+            let messages = peek(index) { call in
+                call.requestMessages += 1
+                return call.requestMessages
+            }
+            guard messages == 1 else {
                 failCall(id, RPCError(code: .unimplemented, message: "\(id): a \(kind.rawValue) call takes exactly one request message"), &actions)
                 return
             }
@@ -174,12 +177,12 @@ extension ServerConnectionMachine {
 
     private mutating func closeRequest(_ id: UInt32, _ actions: inout [ServerConnectionAction]) throws {
         guard let index = calls.index(forKey: id) else { return }
-        guard !calls.values[index].requestClosed else { throw WireError(.unexpectedFrame, "call \(id) half-closed twice") }
-        guard !calls.values[index].assembler.isAssembling else {
+        let (requestClosed, assembling, kind) = peek(index) { ($0.requestClosed, $0.assembler.isAssembling, $0.kind) }
+        guard !requestClosed else { throw WireError(.unexpectedFrame, "call \(id) half-closed twice") }
+        guard !assembling else {
             throw WireError(.unexpectedFrame, "call \(id) half-closed inside a fragmented message")
         }
         calls.values[index].requestClosed = true
-        let kind = calls.values[index].kind
         guard kind.isSingleRequest else {
             actions.append(.finishRequests(callID: id, error: nil))
             return
@@ -195,7 +198,7 @@ extension ServerConnectionMachine {
     /// authentication otherwise.
     mutating func returnWindow(_ id: UInt32, bytes: Int) {
         guard bytes > 0, let index = calls.index(forKey: id) else { return }
-        guard calls.values[index].authenticated else {
+        guard peek(index, { $0.authenticated }) else {
             calls.values[index].heldWindowBytes += bytes
             return
         }
@@ -237,7 +240,7 @@ extension ServerConnectionMachine {
     /// Drops whatever request data a call holds (it ended).
     mutating func releaseRequestBuffers(_ id: UInt32) {
         guard let index = calls.index(forKey: id) else { return }
-        releaseRequestBytes(calls.values[index].bufferedBytes, for: id)
+        releaseRequestBytes(peek(index, { $0.bufferedBytes }), for: id)
         calls.values[index].assemblingBytes = 0
         assemblingCalls.remove(id)
         calls.values[index].assembler = MessageAssembler()

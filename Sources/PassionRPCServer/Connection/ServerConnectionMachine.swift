@@ -40,6 +40,9 @@ struct ServerConnectionMachine {
     /// Calls whose handler returned or whose response closed: the only ones that can be
     /// released, so a flush looks at these rather than at every open call.
     var maybeFinished: Set<UInt32> = []
+    /// `maybeFinished` as it was when a flush began: a copy to iterate made its first removal
+    /// copy the whole set, one allocation per call.
+    private var finishCandidates: [UInt32] = []
     /// The deadlines of the calls that have one, apart from their state: the timer's next
     /// instant is read after every event and must not walk (and copy) every call.
     var callDeadlines: [UInt32: Instant] = [:]
@@ -197,14 +200,22 @@ struct ServerConnectionMachine {
 
     /// Forgets calls that are over for both sides and whose frames have all gone out; the
     /// connection becomes idle, or closes while draining, when none are left.
+    /// Reads call `index`'s state where it lives. `calls.values[index].field` as a value copies
+    /// the whole state first, retaining and releasing the buffers and metrics it holds: about
+    /// ten times per unary call, 2.6% of a dashboard call's server CPU.
+    mutating func peek<T>(_ index: Dictionary<UInt32, ServerCallState>.Index, _ read: (inout ServerCallState) -> T) -> T {
+        read(&calls.values[index])
+    }
+
     mutating func releaseFinishedCalls(now: Instant, _ actions: inout [ServerConnectionAction]) {
-        let candidates = maybeFinished
-        for id in candidates {
+        finishCandidates.removeAll(keepingCapacity: true)
+        finishCandidates.append(contentsOf: maybeFinished)
+        for id in finishCandidates {
             guard let index = calls.index(forKey: id) else {
                 maybeFinished.remove(id)
                 continue
             }
-            guard calls.values[index].isFinished, !queue.hasPending(callID: id) else { continue }
+            guard peek(index, { $0.isFinished }), !queue.hasPending(callID: id) else { continue }
             maybeFinished.remove(id)
             recordEnd(calls.values[index], now: now)
             calls.remove(at: index)
