@@ -21,6 +21,12 @@ public struct SQL: Sendable, Hashable, ExpressibleByStringInterpolation {
         parameters = []
     }
 
+    /// A template's text with this call's binds (`SQLTemplate.bind`).
+    init(text: String, parameters: [String?]) {
+        self.text = text
+        self.parameters = parameters
+    }
+
     public init(stringInterpolation: Interpolation) {
         text = stringInterpolation.joined()
         parameters = stringInterpolation.parameters

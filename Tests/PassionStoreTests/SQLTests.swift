@@ -34,6 +34,23 @@ struct SQLTests {
         #expect(empty.text.isEmpty && empty.parameters.isEmpty)
     }
 
+    @Test("a template's text is built once; placeholders in any order and repeated take each value once; fragments keep them")
+    func templates() {
+        let fragment = SQLTemplate(parameters: 1) { p in "SELECT \(p[0])" }
+        #expect(fragment.text == "SELECT $1" && fragment.parameterCount == 1)
+        let template = SQLTemplate(parameters: 3) { p in
+            let inner: SQL = "f(\(p[2]), \(p[0]))"
+            return "SELECT \(p[1]), \(p[0]), \(inner), \(unsafeSQL: "'$9'"), \(p[1])"
+        }
+        #expect(template.text == "SELECT $2, $1, f($3, $1), '$9', $2")
+        let bound = template.bind("a", Optional<Int>.none, 3)
+        #expect(bound.text == template.text && bound.parameters == ["a", nil, "3"])
+        let date = SQLTemplate(parameters: 2) { p in "SELECT \(p[0])::uuid, \(p[1])::timestamptz" }
+            .bind(UUID(uuidString: "00000000-0000-0000-0000-00000000000A"), Date(timeIntervalSince1970: 0))
+        #expect(date.parameters == ["00000000-0000-0000-0000-00000000000a", Date(timeIntervalSince1970: 0).postgresText])
+        #expect(SQLTemplate(parameters: 0) { _ in "SELECT 1" }.bind().text == "SELECT 1")
+    }
+
     @Test("a NUL is found anywhere in a value: first, last, alone, in a bridged string; none in the empty one")
     func nulCharacters() {
         for text in ["\u{0}", "a\u{0}", "\u{0}b", String(repeating: "x", count: 300) + "\u{0}" + "y", NSString(string: "bri\u{0}dged") as String] {

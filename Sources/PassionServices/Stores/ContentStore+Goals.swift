@@ -179,21 +179,26 @@ extension ContentStore {
 
     /// The home screen's counts for `user` at `now`; nil for an unknown or deleted user.
     func dashboard(of user: UUID, now: Date, deadline: ContinuousClock.Instant?) async throws -> DashboardRecord? {
-        try await pool.record("""
-            SELECT u.id AS user_id, u.display_name, t.today,
-                   coalesce(p.total_xp, 0) AS total_xp, coalesce(p.total_coins, 0) AS total_coins,
-                   coalesce(p.current_level, 1) AS level, coalesce(p.achievements_unlocked, 0) AS achievements_unlocked,
-                   passion_xp_for_level(coalesce(p.current_level, 1) + 1) AS next_level_xp,
-                   (SELECT count(*) FROM goals g
-                    WHERE g.user_id = u.id AND g.status = 'active' AND g.is_active AND NOT g.archived)::integer AS active_goals,
-                   h.active::integer AS active_habits, h.due::integer AS habits_due
-            FROM users u
-            CROSS JOIN \(Self.localDay(now))
-            LEFT JOIN user_progress p ON p.user_id = u.id
-            CROSS JOIN LATERAL (
-                SELECT count(*) AS active, count(*) FILTER (WHERE NOT \(unsafeSQL: Self.doneThisPeriodOfX)) AS due
-                FROM habits x WHERE x.user_id = u.id AND x.is_active AND NOT x.archived) h
-            WHERE u.id = \(user) AND u.deleted_at IS NULL
-            """, as: DashboardRecord.self, deadline: deadline)
+        try await pool.record(Self.dashboardStatement.bind(user, now), as: DashboardRecord.self, deadline: deadline)
+    }
+
+    /// `dashboard`'s statement: the user is `$1`, the instant `$2`.
+    static let dashboardStatement = SQLTemplate(parameters: 2) { p in
+        """
+        SELECT u.id AS user_id, u.display_name, t.today,
+               coalesce(p.total_xp, 0) AS total_xp, coalesce(p.total_coins, 0) AS total_coins,
+               coalesce(p.current_level, 1) AS level, coalesce(p.achievements_unlocked, 0) AS achievements_unlocked,
+               passion_xp_for_level(coalesce(p.current_level, 1) + 1) AS next_level_xp,
+               (SELECT count(*) FROM goals g
+                WHERE g.user_id = u.id AND g.status = 'active' AND g.is_active AND NOT g.archived)::integer AS active_goals,
+               h.active::integer AS active_habits, h.due::integer AS habits_due
+        FROM users u
+        CROSS JOIN \(localDay(at: "\(p[1])"))
+        LEFT JOIN user_progress p ON p.user_id = u.id
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS active, count(*) FILTER (WHERE NOT \(unsafeSQL: doneThisPeriodOfX)) AS due
+            FROM habits x WHERE x.user_id = u.id AND x.is_active AND NOT x.archived) h
+        WHERE u.id = \(p[0]) AND u.deleted_at IS NULL
+        """
     }
 }

@@ -15,6 +15,11 @@ extension ContentStore {
 
     /// `today(_:_:)`'s columns as a lateral `t` over a users row `u` of the query.
     static func localDay(_ now: Date) -> SQL {
+        localDay(at: "\(now)")
+    }
+
+    /// `localDay(_:)` at an instant given as SQL: a bind, or a template's placeholder.
+    static func localDay(at now: SQL) -> SQL {
         """
         LATERAL (SELECT d.today, d.local, passion_period_start('weekly', d.today) AS week_start,
                         passion_period_start('monthly', d.today) AS month_start, passion_period_end('monthly', d.today) AS month_end

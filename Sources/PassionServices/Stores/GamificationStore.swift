@@ -14,12 +14,17 @@ struct GamificationStore: Sendable {
 
     /// Totals and active streaks at `now`; nil for an unknown or deleted user.
     func standing(of user: UUID, now: Date, deadline: ContinuousClock.Instant?) async throws -> ProgressStandingRecord? {
-        try await pool.record("""
-            SELECT \(unsafeSQL: ProgressRecord.columns(user: "u.id")),
-                   (passion_user_streaks(u.id, \(now))).active_streaks AS active_streaks
-            FROM users u LEFT JOIN user_progress p ON p.user_id = u.id
-            WHERE u.id = \(user) AND u.deleted_at IS NULL
-            """, as: ProgressStandingRecord.self, deadline: deadline)
+        try await pool.record(Self.standingStatement.bind(user, now), as: ProgressStandingRecord.self, deadline: deadline)
+    }
+
+    /// `standing`'s statement: the user is `$1`, the instant `$2`.
+    static let standingStatement = SQLTemplate(parameters: 2) { p in
+        """
+        SELECT \(unsafeSQL: ProgressRecord.columns(user: "u.id")),
+               (passion_user_streaks(u.id, \(p[1]))).active_streaks AS active_streaks
+        FROM users u LEFT JOIN user_progress p ON p.user_id = u.id
+        WHERE u.id = \(p[0]) AND u.deleted_at IS NULL
+        """
     }
 
     /// The newest `limit` XP ledger rows of `user` with ids below `before` (all when nil).
