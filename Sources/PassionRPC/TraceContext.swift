@@ -59,7 +59,7 @@ public struct TraceContext: Sendable, Hashable, CustomStringConvertible {
     /// The first `traceparent` entry of `metadata`; nil if there is none or it is invalid.
     public init?(metadata: Metadata) {
         guard let entry = metadata.first(where: { $0.key == Self.metadataKey }),
-            let parsed = entry.value.withUnsafeBufferPointer({ TraceContext(utf8: $0) })
+            let parsed = entry.withValueBytes({ TraceContext(utf8: $0) })
         else { return nil }
         self = parsed
     }

@@ -8,10 +8,76 @@ public struct Metadata: Sendable, Hashable, Sequence, ExpressibleByDictionaryLit
     /// One key and its value.
     public struct Entry: Sendable, Hashable {
         public var key: String
-        public var value: [UInt8]
+        /// Text when the bytes are UTF-8, as nearly every value is (credentials, ids, trace
+        /// context): readers ask for text, and a value read as bytes cost each call an array on
+        /// arrival and a string when read.
+        private var storage: Storage
+
+        fileprivate enum Storage: Sendable {
+            case text(String)
+            case bytes([UInt8])
+        }
+
+        public init(key: String, value: [UInt8]) {
+            self.key = key
+            storage = .bytes(value)
+        }
+
+        init(key: String, text: String) {
+            self.key = key
+            storage = .text(text)
+        }
+
+        fileprivate init(key: String, storage: Storage) {
+            self.key = key
+            self.storage = storage
+        }
+
+        /// The value's bytes.
+        public var value: [UInt8] {
+            get {
+                switch storage {
+                case .text(let text): Array(text.utf8)
+                case .bytes(let bytes): bytes
+                }
+            }
+            set { storage = .bytes(newValue) }
+        }
 
         /// The value as UTF-8 text, or nil if it is not valid UTF-8.
-        public var stringValue: String? { String(validating: value, as: UTF8.self) }
+        public var stringValue: String? {
+            switch storage {
+            case .text(let text): text
+            case .bytes(let bytes): String(validating: bytes, as: UTF8.self)
+            }
+        }
+
+        /// Bytes in the value.
+        public var valueCount: Int {
+            switch storage {
+            case .text(let text): text.utf8.count
+            case .bytes(let bytes): bytes.count
+            }
+        }
+
+        /// The value's bytes, without copying them.
+        public func withValueBytes<Result>(_ body: (UnsafeBufferPointer<UInt8>) throws -> Result) rethrows -> Result {
+            switch storage {
+            case .text(var text): try text.withUTF8(body)
+            case .bytes(let bytes): try bytes.withUnsafeBufferPointer(body)
+            }
+        }
+
+        /// Equal when keys and value bytes are: text compares byte for byte here, not by
+        /// Unicode canonical equivalence as `String` would.
+        public static func == (lhs: Entry, rhs: Entry) -> Bool {
+            lhs.key == rhs.key && lhs.withValueBytes { left in rhs.withValueBytes { right in left.elementsEqual(right) } }
+        }
+
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(key)
+            withValueBytes { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+        }
     }
 
     public private(set) var entries: [Entry] = []
@@ -34,7 +100,12 @@ public struct Metadata: Sendable, Hashable, Sequence, ExpressibleByDictionaryLit
 
     /// Appends a text value.
     public mutating func add(_ key: String, _ value: String) {
-        entries.append(Entry(key: key, value: Array(value.utf8)))
+        entries.append(Entry(key: key, text: value))
+    }
+
+    /// Appends an entry as it is.
+    public mutating func append(_ entry: Entry) {
+        entries.append(entry)
     }
 
     /// Appends a binary value.
@@ -74,7 +145,7 @@ public struct Metadata: Sendable, Hashable, Sequence, ExpressibleByDictionaryLit
 
     /// Bytes of the encoded block.
     public var encodedSize: Int {
-        entries.reduce(2) { $0 + 3 + $1.key.utf8.count + $1.value.count }
+        entries.reduce(2) { $0 + 3 + $1.key.utf8.count + $1.valueCount }
     }
 }
 
@@ -87,8 +158,8 @@ extension ByteBuffer {
         for entry in metadata.entries {
             writeInteger(UInt8(truncatingIfNeeded: entry.key.utf8.count))
             writeString(entry.key)
-            writeInteger(UInt16(truncatingIfNeeded: entry.value.count))
-            writeBytes(entry.value)
+            writeInteger(UInt16(truncatingIfNeeded: entry.valueCount))
+            entry.withValueBytes { writeBytes($0) }
         }
     }
 
@@ -106,7 +177,7 @@ extension ByteBuffer {
             guard let keyLength = readInteger(as: UInt8.self),
                 let key = readString(length: Int(keyLength)),
                 let valueLength = readInteger(as: UInt16.self),
-                let value = readBytes(length: Int(valueLength))
+                let value = readMetadataValue(length: Int(valueLength))
             else {
                 throw WireError(.malformedFrame, "truncated metadata entry")
             }
@@ -116,9 +187,23 @@ extension ByteBuffer {
             guard Metadata.isValidKey(key) else {
                 throw WireError(.malformedFrame, "invalid metadata key")
             }
-            metadata.add(key, bytes: value)
+            metadata.append(Metadata.Entry(key: key, storage: value))
         }
         return metadata
+    }
+
+    /// A value's bytes, as text when they are valid UTF-8: one string instead of an array
+    /// now and a string each time the value is read.
+    private mutating func readMetadataValue(length: Int) -> Metadata.Entry.Storage? {
+        guard length <= readableBytes else { return nil }
+        let text = withUnsafeReadableBytes { raw in
+            String(validating: raw.prefix(length).assumingMemoryBound(to: UInt8.self), as: UTF8.self)
+        }
+        if let text {
+            moveReaderIndex(forwardBy: length)
+            return .text(text)
+        }
+        return readBytes(length: length).map { .bytes($0) }
     }
 }
 
@@ -128,8 +213,8 @@ extension Metadata {
     public func sanitized(limit: Int) -> Metadata {
         var result = Metadata()
         var size = 2
-        for entry in entries where Metadata.isValidKey(entry.key) && entry.value.count <= Int(UInt16.max) {
-            let entrySize = 3 + entry.key.utf8.count + entry.value.count
+        for entry in entries where Metadata.isValidKey(entry.key) && entry.valueCount <= Int(UInt16.max) {
+            let entrySize = 3 + entry.key.utf8.count + entry.valueCount
             guard size + entrySize <= limit, result.count < Int(UInt16.max) else { break }
             size += entrySize
             result.entries.append(entry)
@@ -143,7 +228,7 @@ extension Metadata {
             guard Metadata.isValidKey(entry.key) else {
                 throw WireError(.malformedFrame, "invalid metadata key \"\(entry.key)\"")
             }
-            guard entry.value.count <= Int(UInt16.max) else {
+            guard entry.valueCount <= Int(UInt16.max) else {
                 throw WireError(.metadataTooLarge, "metadata value of \"\(entry.key)\" too long")
             }
         }

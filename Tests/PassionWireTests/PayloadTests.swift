@@ -21,6 +21,35 @@ struct PayloadTests {
         #expect(Array(buffer.readableBytesView) == [0x0A, 0x02, 0x68, 0x69])
     }
 
+    @Test("values arrive as text when UTF-8 and as bytes otherwise; either way the same bytes, equal and hashed alike")
+    func metadataValueForms() throws {
+        var sent = Metadata()
+        sent.add("text", "caf\u{E9} \u{1F600}")
+        sent.add("binary", bytes: [0xFF, 0x00, 0xC3])
+        sent.add("utf8-as-bytes", bytes: Array("plain".utf8))
+        sent.add("empty", "")
+        var buffer = ByteBuffer()
+        buffer.writeMetadata(sent)
+        #expect(buffer.readableBytes == sent.encodedSize)
+        let received = try buffer.readMetadata(limit: 1024)
+        #expect(buffer.readableBytes == 0)
+        #expect(received == sent && received.hashValue == sent.hashValue)
+        #expect(received["text"] == "caf\u{E9} \u{1F600}" && received["binary"] == nil && received["empty"] == "")
+        #expect(received.values("binary") == [[0xFF, 0x00, 0xC3]] && received.values("text") == [Array("caf\u{E9} \u{1F600}".utf8)])
+        #expect(received.map(\.valueCount) == [10, 3, 5, 0])
+        // Text compares by its bytes: canonically equivalent spellings are different values.
+        let composed: Metadata = ["k": "caf\u{E9}"]
+        let decomposed: Metadata = ["k": "cafe\u{301}"]
+        #expect(composed != decomposed)
+        var bytes = Metadata()
+        bytes.add("k", bytes: Array("caf\u{E9}".utf8))
+        #expect(composed == bytes && composed.hashValue == bytes.hashValue)
+        // A value set as bytes replaces the text.
+        var entry = try #require(received.entries.first)
+        entry.value = [1, 2]
+        #expect(entry.valueCount == 2 && entry.stringValue == "\u{1}\u{2}")
+    }
+
     @Test("truncated CALL headers are malformed, never a crash", arguments: 0..<12)
     func truncatedCall(length: Int) {
         var full = ByteBuffer()

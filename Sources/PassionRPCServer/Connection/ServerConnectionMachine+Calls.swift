@@ -168,7 +168,7 @@ extension ServerConnectionMachine {
         maybeFinished.insert(id)
         sendHeadersIfNeeded(id, outcome?.initialMetadata ?? Metadata(), writer)
         var head = status?.trailersHead() ?? TrailersHead(status: 0)
-        for entry in outcome?.trailingMetadata ?? Metadata() { head.metadata.add(entry.key, bytes: entry.value) }
+        for entry in outcome?.trailingMetadata ?? Metadata() { head.metadata.append(entry) }
         // Whatever a handler put there, the frame must stay within the client's limits.
         head.fields = head.fields.sanitized(limit: metadataBudget / 2)
         head.metadata = head.metadata.sanitized(limit: metadataBudget / 2)
