@@ -434,16 +434,22 @@ public final class PostgresConnection: @unchecked Sendable {
                 // silently go out as NULL, so this stops rather than send it.
                 guard let base = text.baseAddress else { preconditionFailure("a scratch block without an address") }
                 var offset = 0
-                for (index, parameter) in parameters.enumerated() {
-                    guard var parameter else {
+                for index in parameters.indices {
+                    guard let parameter = parameters[index] else {
                         pointers[index] = nil
                         continue
                     }
                     let start = base + offset
-                    let count = parameter.withUTF8 { utf8 in
+                    func copy(_ utf8: UnsafeBufferPointer<UInt8>) -> Int {
                         UnsafeMutableRawBufferPointer(start: start, count: utf8.count).copyMemory(from: UnsafeRawBufferPointer(utf8))
                         return utf8.count
                     }
+                    // A native string's bytes in place; `withUTF8` needs a mutable copy of the
+                    // string (a retain and release per value), kept for bridged strings.
+                    let count = parameter.utf8.withContiguousStorageIfAvailable(copy) ?? {
+                        var bridged = parameter
+                        return bridged.withUTF8(copy)
+                    }()
                     start[count] = 0
                     pointers[index] = UnsafePointer(start)
                     offset += count + 1

@@ -208,6 +208,25 @@ public struct LocalDate: Sendable, Hashable, Comparable, CustomStringConvertible
     }
 
     public var description: String {
+        // Years 0–9999, every date a user has: written straight into the string's own storage
+        // (ten bytes, inline, no allocation) rather than through a growing byte array.
+        if (0...9999).contains(year), (1...12).contains(month), (1...31).contains(day) {
+            return String(unsafeUninitializedCapacity: 10) { bytes in
+                func put(_ value: Int, digits: Int, at start: Int) {
+                    var value = value
+                    for offset in stride(from: digits - 1, through: 0, by: -1) {
+                        bytes[start + offset] = UInt8(ascii: "0") + UInt8(value % 10)
+                        value /= 10
+                    }
+                }
+                put(year, digits: 4, at: 0)
+                bytes[4] = UInt8(ascii: "-")
+                put(month, digits: 2, at: 5)
+                bytes[7] = UInt8(ascii: "-")
+                put(day, digits: 2, at: 8)
+                return 10
+            }
+        }
         var text = [UInt8]()
         if year < 0 { text.append(UInt8(ascii: "-")) }
         appendPadded(abs(year), width: 4, to: &text)

@@ -143,7 +143,8 @@ struct StatementKey: Hashable {
         return left.withUTF8 { left in
             right.withUTF8 { right in
                 guard let leftStart = left.baseAddress, let rightStart = right.baseAddress else { return true }
-                return memcmp(leftStart, rightStart, left.count) == 0
+                // A template's text is one string: found again in the cache, it is itself.
+                return leftStart == rightStart || memcmp(leftStart, rightStart, left.count) == 0
             }
         }
     }

@@ -240,7 +240,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func readPlaintext(context: ChannelHandlerContext) {
-        guard let ssl else { return }
+        guard let ssl, let readBIO else { return }
         var buffer = readScratch ?? context.channel.allocator.buffer(capacity: 16 * 1024)
         readScratch = nil
         while true {
@@ -253,7 +253,13 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             if count > 0 {
                 buffer.moveWriterIndex(forwardBy: Int(count))
-                continue
+                // Every byte that arrived is read: another SSL_read would only answer WANT_READ,
+                // one more call (and error-queue clearing) on every wake-up of either side.
+                guard SSL_pending(ssl) == 0, passion_bio_pending(readBIO) == 0 else { continue }
+                context.fireChannelRead(wrapInboundOut(buffer))
+                buffer.clear()
+                readScratch = buffer
+                return
             }
             let error = SSL_get_error(ssl, count)
             if buffer.readableBytes > 0 {

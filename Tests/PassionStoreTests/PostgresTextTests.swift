@@ -66,6 +66,13 @@ struct PostgresTextTests {
     func localDate() throws {
         #expect(LocalDate(year: 7, month: 3, day: 9).postgresText == "0007-03-09")
         #expect(LocalDate(year: 2026, month: 12, day: 31).postgresText == "2026-12-31")
+        // Every edge of the direct path and the ways around it: year 0 and 9999, five digits,
+        // before year 0, and fields out of a calendar's range as they are.
+        #expect(LocalDate(year: 0, month: 1, day: 1).description == "0000-01-01")
+        #expect(LocalDate(year: 9999, month: 12, day: 31).description == "9999-12-31")
+        #expect(LocalDate(year: 12026, month: 1, day: 31).description == "12026-01-31")
+        #expect(LocalDate(year: -44, month: 3, day: 15).description == "-0044-03-15")
+        #expect(LocalDate(year: 2026, month: 13, day: 100).description == "2026-13-100")
         #expect(try LocalDate(postgresText: "2026-12-03") == LocalDate(year: 2026, month: 12, day: 3))
         #expect(try LocalDate(postgresText: "12026-01-31") == LocalDate(year: 12026, month: 1, day: 31))
         for bad in ["2026-13-01", "2026-00-10", "2026-01-32", "2026-1x-01", "2026/01/01", "", "2026-01"] {
