@@ -76,7 +76,13 @@ public final class StoreAuthenticator: Authenticator {
     }
 
     public func authenticate(_ credentials: CallCredentials) async throws -> Principal {
-        var principal = try await identify(credentials)
+        // Synchronous unless a session must be read: every async level a call passes through
+        // costs it a frame in its task's allocator and an executor check on each resumption.
+        var principal: Principal
+        switch try identify(credentials) {
+        case .known(let known): principal = known
+        case .sessionToLoad(let hash): principal = try await loadPrincipal(sessionHash: hash, peerHost: credentials.peerHost)
+        }
         if let asUser = credentials.metadata["as-user"] {
             guard asUser.utf8.count == 36, let id = (try? UUID(postgresText: asUser)) else {
                 throw IdentifiedRefusal(
@@ -91,17 +97,24 @@ public final class StoreAuthenticator: Authenticator {
         return principal
     }
 
-    private func identify(_ credentials: CallCredentials) async throws -> Principal {
+    /// Who the credentials name, as far as memory tells: a session token missing from the cache
+    /// is left to `loadPrincipal`.
+    private enum Identified {
+        case known(Principal)
+        case sessionToLoad([UInt8])
+    }
+
+    private func identify(_ credentials: CallCredentials) throws -> Identified {
         guard let authorization = credentials.metadata["authorization"] else {
             if let certificate = credentials.peerCertificate,
                 let account = try configuration.services.account(
                     forCertificate: certificate, commonNameFallback: configuration.certificateCommonNameFallback)
             {
-                return Principal(kind: .service, id: account.name, scopes: account.scopes)
+                return .known(Principal(kind: .service, id: account.name, scopes: account.scopes))
             }
-            return .anonymous
+            return .known(.anonymous)
         }
-        return try await verify(authorization: authorization, peerHost: { credentials.peerHost })
+        return try verify(authorization: authorization)
     }
 
     /// Refuses a client that keeps presenting bad credentials before it costs a hash or a query.
@@ -129,8 +142,8 @@ public final class StoreAuthenticator: Authenticator {
         code: .resourceExhausted, message: "too many failed authentications from this address; retry later",
         details: ErrorDetails(reason: "RATE_LIMITED", fields: ["retry-after-ms": "1000"]))
 
-    private func verify(authorization: String, peerHost: () -> String) async throws -> Principal {
-        if let known = verifiedServiceKeys.withLock({ $0[authorization] }) { return known }
+    private func verify(authorization: String) throws -> Identified {
+        if let known = verifiedServiceKeys.withLock({ $0[authorization] }) { return .known(known) }
         // Parsed by hand over UTF-8 bytes: this runs on every call, and Foundation's trimming,
         // or even walking Characters, costs more than the rest of the check.
         let malformed = Self.malformedAuthorization
@@ -147,26 +160,28 @@ public final class StoreAuthenticator: Authenticator {
             guard let principal = servicePrincipal(key: credential, header: authorization) else {
                 throw Self.unauthenticated("unknown service key", reason: "SERVICE_KEY_UNKNOWN")
             }
-            return principal
+            return .known(principal)
         }
         guard scheme == "Bearer" || scheme.lowercased() == "bearer" else { throw malformed }
         guard let hash = SessionToken.hash(String(credential)) else {
             throw Self.unauthenticated("the session token is malformed", reason: "TOKEN_MALFORMED")
         }
-        let session: SessionCache.Entry
         let cached = sessions.lookup(hash)
         cacheMetrics.session(hit: cached != nil)
-        if let cached {
-            session = cached
-        } else {
-            let host = peerHost()
-            try checkFailureBudget(host)
-            do {
-                session = try await loadSession(hash: hash)
-            } catch let error as RPCError where error.code == .unauthenticated {
-                _ = failures.take(1, key: host, limit: configuration.authenticationFailureRate)
-                throw error
-            }
+        guard let cached else { return .sessionToLoad(hash) }
+        return .known(Principal(kind: .user, id: cached.userID, sessionID: Crypto.hex(hash)))
+    }
+
+    /// The principal of a session token the cache does not hold, from the database; failures
+    /// count against the address's budget.
+    private func loadPrincipal(sessionHash hash: [UInt8], peerHost host: String) async throws -> Principal {
+        try checkFailureBudget(host)
+        let session: SessionCache.Entry
+        do {
+            session = try await loadSession(hash: hash)
+        } catch let error as RPCError where error.code == .unauthenticated {
+            _ = failures.take(1, key: host, limit: configuration.authenticationFailureRate)
+            throw error
         }
         return Principal(kind: .user, id: session.userID, sessionID: Crypto.hex(hash))
     }
@@ -236,7 +251,11 @@ public final class StoreAuthenticator: Authenticator {
         if !unlimited {
             try limiter.admit(principal, method: credentials.method, peerHost: credentials.peerHost, limit: limit)
         }
-        if let user = principal.actingForUser { try await requireLiveUser(user) }
+        if let user = principal.actingForUser {
+            let cached = liveUsers.contains(user)
+            cacheMetrics.liveUser(hit: cached)
+            if !cached { try await requireLiveUser(user) }
+        }
     }
 
     static let userNotFound = RPCError(code: .notFound, message: "user not found", details: ErrorDetails(reason: "USER_NOT_FOUND"))
@@ -244,11 +263,9 @@ public final class StoreAuthenticator: Authenticator {
     /// The one check every call a service makes for a user passes: the user named in `as-user`
     /// exists and is not deleted, so no handler can write for a deleted (or made-up) user and
     /// every method answers such a call alike. A user signing in as themselves needs no check:
-    /// deleting an account deletes its sessions.
+    /// deleting an account deletes its sessions. `admit` asks the short cache first; this reads
+    /// the database for a user it does not hold.
     private func requireLiveUser(_ user: String) async throws {
-        let cached = liveUsers.contains(user)
-        cacheMetrics.liveUser(hit: cached)
-        if cached { return }
         guard let id = (try? UUID(postgresText: user)) else { throw Self.userNotFound }
         // A read that takes no locks: it rides the loop's shared connection with the calls'
         // own reads instead of taking a pool connection, which a service acting for many users
