@@ -159,7 +159,7 @@ extension ByteBuffer {
             writeInteger(UInt8(truncatingIfNeeded: entry.key.utf8.count))
             writeString(entry.key)
             writeInteger(UInt16(truncatingIfNeeded: entry.valueCount))
-            entry.withValueBytes { writeBytes($0) }
+            entry.withValueBytes { _ = writeBytes($0) }
         }
     }
 
