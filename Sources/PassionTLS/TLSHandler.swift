@@ -253,15 +253,11 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             if count > 0 {
                 buffer.moveWriterIndex(forwardBy: Int(count))
-                // Every byte that arrived is read: another SSL_read would only answer WANT_READ,
-                // one more call (and error-queue clearing) on every wake-up of either side.
                 guard SSL_pending(ssl) == 0, passion_bio_pending(readBIO) == 0 else { continue }
-                context.fireChannelRead(wrapInboundOut(buffer))
-                buffer.clear()
-                readScratch = buffer
-                return
             }
-            let error = SSL_get_error(ssl, count)
+            // Once every byte that arrived is read, another SSL_read could only answer
+            // WANT_READ: one more call (and error-queue clearing) on every wake-up of either side.
+            let error = count > 0 ? SSL_ERROR_WANT_READ : SSL_get_error(ssl, count)
             if buffer.readableBytes > 0 {
                 context.fireChannelRead(wrapInboundOut(buffer))
                 // Keeps the storage when the handlers after this one kept none of it, as after
