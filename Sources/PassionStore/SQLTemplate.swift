@@ -41,9 +41,13 @@ public struct SQLTemplate: Sendable {
     }
 
     /// The statement with this call's values, in placeholder order; nil is SQL NULL.
-    public func bind(_ values: (any PostgresEncodable)?...) -> SQL {
-        precondition(values.count == parameterCount, "\(values.count) values for a template with \(parameterCount) parameters")
-        return SQL(text: text, parameters: values.map { $0?.postgresText })
+    /// A pack rather than a variadic list: no array of boxed values per call before the binds.
+    public func bind<each Value: PostgresEncodable>(_ values: repeat (each Value)?) -> SQL {
+        var parameters: [String?] = []
+        parameters.reserveCapacity(parameterCount)
+        for value in repeat each values { parameters.append(value?.postgresText) }
+        precondition(parameters.count == parameterCount, "\(parameters.count) values for a template with \(parameterCount) parameters")
+        return SQL(text: text, parameters: parameters)
     }
 }
 
